@@ -1,0 +1,37 @@
+"""The HTTP API: Mux-compatible `/video/v1` routes plus health checks."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from relay import __version__
+from relay.api import assets, health, live_streams
+from relay.api.errors import install_error_handlers
+from relay.api.health import ReadinessCheck
+from relay.api.middleware import BasicAuthMiddleware, BodyLimitMiddleware
+from relay.store import Store
+
+# Mux's API takes small JSON documents; anything larger is a mistake or an attack.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_api(store: Store, readiness: ReadinessCheck) -> FastAPI:
+    """Build the ASGI app that serves the API with `store` as its data."""
+    app = FastAPI(
+        title="Relay",
+        version=__version__,
+        summary="Live-streaming ingest edge with a Mux Video compatible live-streams API",
+    )
+    app.state.store = store
+    app.state.readiness = readiness
+    install_error_handlers(app)
+    app.include_router(live_streams.router)
+    app.include_router(assets.router)
+    app.include_router(health.router)
+    # Added last, so it runs first: auth, then the body limit, then routing.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BasicAuthMiddleware, verify=store.verify_access_token)
+    return app
+
+
+__all__ = ["MAX_BODY_BYTES", "create_api"]

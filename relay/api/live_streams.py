@@ -1,0 +1,171 @@
+"""`/video/v1/live-streams`: streams, their playback ids and simulcast targets."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from relay.api.deps import Limit, Page, StoreDep, basic_auth_doc, envelope, no_content
+from relay.api.errors import ApiError, not_found
+from relay.api.schemas import (
+    CreateLiveStreamRequest,
+    CreatePlaybackIdRequest,
+    CreateSimulcastTargetRequest,
+    UpdateLiveStreamRequest,
+    live_stream_changes,
+    new_live_stream,
+)
+from relay.store.records import LiveStream, LiveStreamStatus
+
+router = APIRouter(prefix="/video/v1/live-streams", tags=["live streams"],
+                   dependencies=[Depends(basic_auth_doc)])
+
+Body = dict[str, Any]
+
+
+async def _stream(store: StoreDep, live_stream_id: str) -> LiveStream:
+    stream = await store.get_live_stream(live_stream_id)
+    if stream is None:
+        raise not_found("live stream")
+    return stream
+
+
+@router.post("", status_code=201, summary="Create a live stream")
+async def create_live_stream(body: CreateLiveStreamRequest, store: StoreDep) -> Body:
+    targets = [t.to_new() for t in body.simulcast_targets or ()]
+    stream = await store.create_live_stream(new_live_stream(body), targets)
+    return envelope(stream.to_api())
+
+
+@router.get("", summary="List live streams, newest first")
+async def list_live_streams(
+    store: StoreDep,
+    limit: Limit = 25,
+    page: Page = 1,
+    status: Annotated[LiveStreamStatus | None, Query()] = None,
+    stream_key: Annotated[str | None, Query(max_length=64)] = None,
+) -> Body:
+    streams = await store.list_live_streams(limit=limit, page=page, status=status,
+                                            stream_key=stream_key)
+    return envelope([s.to_api() for s in streams])
+
+
+@router.get("/{live_stream_id}", summary="Get a live stream")
+async def get_live_stream(live_stream_id: str, store: StoreDep) -> Body:
+    return envelope((await _stream(store, live_stream_id)).to_api())
+
+
+@router.patch("/{live_stream_id}", summary="Update a live stream")
+async def update_live_stream(
+    live_stream_id: str, body: UpdateLiveStreamRequest, store: StoreDep
+) -> Body:
+    current = await _stream(store, live_stream_id)
+    updated = await store.update_live_stream(
+        live_stream_id, live_stream_changes(body, current.new_asset_settings))
+    if updated is None:
+        raise not_found("live stream")
+    return envelope(updated.to_api())
+
+
+@router.delete("/{live_stream_id}", status_code=204, response_class=Response,
+               summary="Delete a live stream (ends its session)")
+async def delete_live_stream(live_stream_id: str, store: StoreDep) -> Response:
+    if not await store.delete_live_stream(live_stream_id):
+        raise not_found("live stream")
+    return no_content()
+
+
+@router.post("/{live_stream_id}/reset-stream-key", status_code=201,
+             summary="Replace the stream key")
+async def reset_stream_key(live_stream_id: str, store: StoreDep) -> Body:
+    stream = await store.reset_stream_key(live_stream_id)
+    if stream is None:
+        raise not_found("live stream")
+    return envelope(stream.to_api())
+
+
+@router.put("/{live_stream_id}/complete", summary="End the current recording now")
+async def complete_live_stream(live_stream_id: str, store: StoreDep) -> Body:
+    # Without a session there is no recording to end; with one, the ingest hub acts on it.
+    await _stream(store, live_stream_id)
+    return envelope({})
+
+
+@router.put("/{live_stream_id}/disable", summary="Refuse publishes and end the current one")
+async def disable_live_stream(live_stream_id: str, store: StoreDep) -> Body:
+    if await store.set_live_stream_enabled(live_stream_id, enabled=False) is None:
+        raise not_found("live stream")
+    return envelope({})
+
+
+@router.put("/{live_stream_id}/enable", summary="Accept publishes again")
+async def enable_live_stream(live_stream_id: str, store: StoreDep) -> Body:
+    if await store.set_live_stream_enabled(live_stream_id, enabled=True) is None:
+        raise not_found("live stream")
+    return envelope({})
+
+
+@router.post("/{live_stream_id}/playback-ids", status_code=201,
+             summary="Add a playback id")
+async def create_playback_id(
+    live_stream_id: str, body: CreatePlaybackIdRequest, store: StoreDep
+) -> Body:
+    pid = await store.create_playback_id("live_stream", live_stream_id, body.policy)
+    if pid is None:
+        raise not_found("live stream")
+    return envelope(pid.to_api())
+
+
+@router.get("/{live_stream_id}/playback-ids/{playback_id}", summary="Get a playback id")
+async def get_playback_id(live_stream_id: str, playback_id: str, store: StoreDep) -> Body:
+    pid = await store.get_playback_id(playback_id, "live_stream", live_stream_id)
+    if pid is None:
+        raise not_found("playback id")
+    return envelope(pid.to_api())
+
+
+@router.delete("/{live_stream_id}/playback-ids/{playback_id}", status_code=204,
+               response_class=Response, summary="Delete a playback id")
+async def delete_playback_id(live_stream_id: str, playback_id: str,
+                             store: StoreDep) -> Response:
+    if not await store.delete_playback_id("live_stream", live_stream_id, playback_id):
+        raise not_found("playback id")
+    return no_content()
+
+
+@router.post("/{live_stream_id}/simulcast-targets", status_code=201,
+             summary="Add a simulcast target (only while the stream is idle)")
+async def create_simulcast_target(
+    live_stream_id: str, body: CreateSimulcastTargetRequest, store: StoreDep
+) -> Body:
+    stream = await _stream(store, live_stream_id)
+    if stream.status == "active":
+        raise ApiError(400, "simulcast targets can only be added while the live stream "
+                            "is idle; add it before the encoder connects")
+    target = await store.create_simulcast_target(live_stream_id, body.to_new())
+    if target is None:
+        raise not_found("live stream")
+    return envelope(target.to_api())
+
+
+@router.get("/{live_stream_id}/simulcast-targets/{simulcast_target_id}",
+            summary="Get a simulcast target")
+async def get_simulcast_target(
+    live_stream_id: str, simulcast_target_id: str, store: StoreDep
+) -> Body:
+    target = await store.get_simulcast_target(live_stream_id, simulcast_target_id)
+    if target is None:
+        raise not_found("simulcast target")
+    return envelope(target.to_api())
+
+
+@router.delete("/{live_stream_id}/simulcast-targets/{simulcast_target_id}",
+               status_code=204, response_class=Response,
+               summary="Delete a simulcast target")
+async def delete_simulcast_target(
+    live_stream_id: str, simulcast_target_id: str, store: StoreDep
+) -> Response:
+    if not await store.delete_simulcast_target(live_stream_id, simulcast_target_id):
+        raise not_found("simulcast target")
+    return no_content()

@@ -1,0 +1,192 @@
+"""Request bodies of the live-streams API, their validation and their defaults.
+
+Field names, enums and ranges are those of Mux's API (MUX-API.md). Models are strict (no
+"yes" for a boolean, no "60" for a number) and ignore unknown fields, as Mux does. The
+defaults that depend on other fields (reconnect_window on latency_mode, latency_mode on the
+deprecated booleans) are applied in `new_live_stream`, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from relay.store import NewLiveStream, NewSimulcastTarget
+from relay.store.records import JSONDict, LatencyMode, PlaybackPolicy
+
+MAX_RECONNECT_WINDOW = 1800.0
+MIN_CONTINUOUS_DURATION = 60
+MAX_CONTINUOUS_DURATION = 43200  # 12 hours, Mux's session limit
+DEFAULT_STANDARD_RECONNECT_WINDOW = 60.0
+SIMULCAST_SCHEMES = ("rtmp", "rtmps", "srt")
+
+
+def _one_or_many(value: Any) -> Any:
+    # Mux accepts a policy as a single string or as a list of them.
+    return [value] if isinstance(value, str) else value
+
+
+PolicyList = Annotated[list[PlaybackPolicy], BeforeValidator(_one_or_many)]
+Passthrough = Annotated[str, Field(max_length=255)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Metadata(_Body):
+    title: Annotated[str, Field(max_length=512)] | None = None
+    creator_id: Annotated[str, Field(max_length=128)] | None = None
+    external_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class NewAssetSettings(_Body):
+    """Settings of the recordings a live stream makes (Mux's CreateAssetRequest subset)."""
+
+    playback_policy: PolicyList | None = None
+    playback_policies: PolicyList | None = None
+    passthrough: Passthrough | None = None
+    mp4_support: Literal["none", "standard", "capped-1080p", "audio-only",
+                         "audio-only,capped-1080p"] | None = None
+    master_access: Literal["none", "temporary"] | None = None
+    normalize_audio: bool | None = None
+    test: bool | None = None
+    video_quality: Literal["basic", "plus", "premium"] | None = None
+    max_resolution_tier: Literal["1080p", "1440p", "2160p"] | None = None
+    encoding_tier: Literal["smart", "baseline", "premium"] | None = None
+    meta: Metadata | None = None
+    copy_overlays: bool | None = None
+
+    def stored(self) -> JSONDict:
+        """The settings as kept and returned: unset fields left out, policies as one list."""
+        data = self.model_dump(exclude_none=True, exclude={"playback_policy",
+                                                           "playback_policies"})
+        policies = _policies(self.playback_policies, self.playback_policy)
+        if policies:
+            data["playback_policies"] = list(policies)
+        return data
+
+
+class UpdateNewAssetSettings(_Body):
+    mp4_support: Literal["none", "standard", "capped-1080p", "audio-only",
+                         "audio-only,capped-1080p"] | None = None
+    master_access: Literal["none", "temporary"] | None = None
+    video_quality: Literal["plus", "premium"] | None = None
+    meta: Metadata | None = None
+
+
+class CreateSimulcastTargetRequest(_Body):
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    stream_key: Annotated[str, Field(max_length=1024)] | None = None
+    passthrough: Passthrough | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in SIMULCAST_SCHEMES or not parts.hostname:
+            raise ValueError(
+                "must be an rtmp://, rtmps:// or srt:// URL with a host, "
+                "e.g. rtmp://live.example.com/app")
+        return url
+
+    def to_new(self) -> NewSimulcastTarget:
+        return NewSimulcastTarget(url=self.url, stream_key=self.stream_key,
+                                  passthrough=self.passthrough)
+
+
+class CreateLiveStreamRequest(_Body):
+    playback_policy: PolicyList | None = None
+    playback_policies: PolicyList | None = None
+    new_asset_settings: NewAssetSettings | None = None
+    reconnect_window: Annotated[float, Field(ge=0, le=MAX_RECONNECT_WINDOW)] | None = None
+    use_slate_for_standard_latency: bool = False
+    reconnect_slate_url: Annotated[str, Field(max_length=2048)] | None = None
+    passthrough: Passthrough | None = None
+    audio_only: bool = False
+    reduced_latency: bool | None = None
+    low_latency: bool | None = None
+    latency_mode: LatencyMode | None = None
+    test: bool = False
+    simulcast_targets: list[CreateSimulcastTargetRequest] | None = None
+    max_continuous_duration: Annotated[
+        int, Field(ge=MIN_CONTINUOUS_DURATION, le=MAX_CONTINUOUS_DURATION)
+    ] = MAX_CONTINUOUS_DURATION
+    meta: Metadata | None = None
+
+
+class UpdateLiveStreamRequest(_Body):
+    passthrough: Passthrough | None = None
+    latency_mode: LatencyMode | None = None
+    reconnect_window: Annotated[float, Field(ge=0, le=MAX_RECONNECT_WINDOW)] | None = None
+    use_slate_for_standard_latency: bool | None = None
+    reconnect_slate_url: Annotated[str, Field(max_length=2048)] | None = None
+    max_continuous_duration: Annotated[
+        int, Field(ge=MIN_CONTINUOUS_DURATION, le=MAX_CONTINUOUS_DURATION)
+    ] | None = None
+    new_asset_settings: UpdateNewAssetSettings | None = None
+    meta: Metadata | None = None
+
+
+class CreatePlaybackIdRequest(_Body):
+    policy: PlaybackPolicy = "public"
+
+
+def default_reconnect_window(latency_mode: LatencyMode) -> float:
+    """Mux's default: 60 s for standard latency, 0 for reduced and low."""
+    return DEFAULT_STANDARD_RECONNECT_WINDOW if latency_mode == "standard" else 0.0
+
+
+def new_live_stream(body: CreateLiveStreamRequest) -> NewLiveStream:
+    """Turn a validated create request into a stream spec with every default applied."""
+    latency_mode: LatencyMode
+    if body.latency_mode is not None:
+        latency_mode = body.latency_mode
+    elif body.low_latency:
+        latency_mode = "low"
+    elif body.reduced_latency:
+        latency_mode = "reduced"
+    else:
+        latency_mode = "standard"
+    reconnect_window = (body.reconnect_window if body.reconnect_window is not None
+                        else default_reconnect_window(latency_mode))
+    return NewLiveStream(
+        latency_mode=latency_mode,
+        reconnect_window=reconnect_window,
+        max_continuous_duration=body.max_continuous_duration,
+        audio_only=body.audio_only,
+        use_slate_for_standard_latency=body.use_slate_for_standard_latency,
+        test=body.test,
+        new_asset_settings=(body.new_asset_settings.stored()
+                            if body.new_asset_settings else {}),
+        playback_policies=_policies(body.playback_policies, body.playback_policy),
+        passthrough=body.passthrough,
+        reconnect_slate_url=body.reconnect_slate_url,
+        meta=body.meta.model_dump(exclude_none=True) if body.meta else None,
+    )
+
+
+def live_stream_changes(body: UpdateLiveStreamRequest, current_settings: JSONDict) -> JSONDict:
+    """The columns a PATCH changes: only the fields the client sent."""
+    changes: JSONDict = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if name == "new_asset_settings":
+            if value is not None:
+                changes[name] = {**current_settings, **value.model_dump(exclude_none=True)}
+        elif name == "meta":
+            changes[name] = value.model_dump(exclude_none=True) if value else None
+        elif value is not None or name in ("passthrough", "reconnect_slate_url"):
+            changes[name] = value
+    return changes
+
+
+def _policies(*candidates: list[PlaybackPolicy] | None) -> tuple[PlaybackPolicy, ...]:
+    # `playback_policies` wins over the deprecated singular `playback_policy`; duplicates
+    # collapse, since two public ids for one stream serve no one.
+    for policies in candidates:
+        if policies:
+            return tuple(dict.fromkeys(policies))
+    return ()

@@ -1,0 +1,195 @@
+"""Wiring: open the store, bind every listener, serve on one uvloop loop, shut down cleanly.
+
+`RelayServer` owns the process-level lifecycle of `relay serve`:
+1. check the data dir and open (and migrate) the store;
+2. make sure the seed access token exists;
+3. bind every listener before serving any, so a taken port fails the start with a
+   one-line error instead of leaving a half-started server;
+4. serve until `stop()` (SIGTERM/SIGINT in the CLI), then stop accepting, let in-flight
+   requests finish and close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp
+
+from relay.api import create_api
+from relay.config import Settings
+from relay.metrics import create_metrics_app
+from relay.store import SchemaTooNewError, Store
+
+log = logging.getLogger("relay")
+
+# How long in-flight HTTP requests may take to finish once shutdown starts.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+class StartupError(RuntimeError):
+    """`relay serve` cannot start; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class Listener:
+    """A bound listening socket and how to describe it to the operator."""
+
+    name: str  # what it serves, e.g. "http"
+    scheme: str  # URL scheme for the log line
+    flag: str  # the option that sets its port, for error messages
+    sock: socket.socket
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def url(self, host: str) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{shown}:{self.port}"
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn on Relay's loop: `relay serve` owns the signals, not each HTTP server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class RelayServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.listeners: list[Listener] = []
+        self._store: Store | None = None
+        self._servers: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "start() first"
+        return self._store
+
+    async def start(self) -> None:
+        """Open the store and start every listener; raise StartupError on any problem."""
+        try:
+            prepare_data_dir(self.settings.data_dir)
+            self._store = await open_store(self.settings.resolved_database_url)
+            if self.settings.seed_token is not None:
+                token = self.settings.seed_token
+                if await self.store.ensure_access_token(token.id, token.secret):
+                    log.info("access token %s set from RELAY_TOKEN_ID/RELAY_TOKEN_SECRET",
+                             token.id)
+            s = self.settings
+            self.listeners = [
+                bind_tcp("http", "http", "http-port", s.host, s.http_port),
+                bind_tcp("metrics", "http", "metrics-port", s.host, s.metrics_port),
+            ]
+            api = create_api(self.store, self.readiness_problems)
+            await self._serve_http(api, self.listeners[0])
+            await self._serve_http(create_metrics_app(), self.listeners[1])
+        except BaseException:
+            await self.stop()
+            raise
+        for listener in self.listeners:
+            suffix = "/metrics" if listener.name == "metrics" else ""
+            log.info("%s listening on %s%s", listener.name,
+                     listener.url(self.settings.host), suffix)
+
+    async def _serve_http(self, app: ASGIApp, listener: Listener) -> None:
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False)
+        server = _EmbeddedUvicorn(config)
+        task = asyncio.create_task(server.serve(sockets=[listener.sock]),
+                                   name=f"relay-{listener.name}")
+        while not server.started:
+            if task.done():
+                task.result()  # re-raise why it stopped
+                raise StartupError(f"the {listener.name} server stopped during start-up")
+            await asyncio.sleep(0.01)
+        self._servers.append((server, task))
+
+    async def readiness_problems(self) -> list[str]:
+        problems = []
+        try:
+            await self.store.ping()
+        except (SQLAlchemyError, OSError) as exc:
+            problems.append(f"store unreachable: {exc}")
+        for (server, task), listener in zip(self._servers, self.listeners, strict=False):
+            if task.done() or not server.started:
+                problems.append(f"{listener.name} listener is down")
+        return problems
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight work finish, close the store. Safe to repeat."""
+        for server, _ in self._servers:
+            server.should_exit = True
+        for _, task in self._servers:
+            with contextlib.suppress(Exception):
+                await task
+        self._servers.clear()
+        for listener in self.listeners:
+            listener.sock.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data dir and its media dir, and prove they are writable."""
+    try:
+        (data_dir / "assets").mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".relay-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"data dir {str(data_dir)!r} is unusable ({exc.strerror or exc}); "
+            "choose a writable directory with --data-dir or RELAY_DATA_DIR") from None
+
+
+async def open_store(url: str) -> Store:
+    try:
+        return await Store.open(url)
+    except SchemaTooNewError as exc:
+        raise StartupError(str(exc)) from None
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StartupError(f"cannot open the database {url!r}: {reason}") from None
+
+
+def bind_tcp(name: str, scheme: str, flag: str, host: str, port: int) -> Listener:
+    """Bind a listening TCP socket now, turning the common failures into StartupError."""
+    env = "RELAY_" + flag.upper().replace("-", "_")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen for {name} on {host!r}: {exc.strerror}; "
+                           "check --host or RELAY_HOST") from None
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        # Lets a restarted relay bind at once while old connections sit in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"cannot listen for {name} on {host}:{port}: the port is already in use; "
+                f"stop the other program or choose another port with --{flag} or {env}"
+            ) from None
+        raise StartupError(
+            f"cannot listen for {name} on {host}:{port}: {exc.strerror or exc}") from None
+    return Listener(name, scheme, flag, sock)

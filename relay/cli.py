@@ -1,0 +1,126 @@
+"""The `relay` command: `relay serve` and `relay token create`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvloop
+
+from relay import __version__
+from relay.app import RelayServer, StartupError, open_store, prepare_data_dir
+from relay.config import (
+    SERVE_OPTIONS,
+    STORE_OPTIONS,
+    ConfigError,
+    Settings,
+    add_options,
+    settings_from,
+)
+from relay.logs import configure_logging
+
+log = logging.getLogger("relay")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description="Relay: a self-hosted live-streaming ingest edge with a "
+                    "Mux-compatible live-streams API.",
+        epilog="Every option also reads the env var shown beside it; a flag wins over its "
+               "env var.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="run the server",
+        description="Run Relay: the API, playback and metrics listeners on one event loop. "
+                    "When RELAY_TOKEN_ID and RELAY_TOKEN_SECRET are both set, that access "
+                    "token is created (or its secret updated) before serving. "
+                    "SIGTERM or Ctrl-C stops it cleanly (exit 0).",
+        epilog="Exit status: 0 after a clean stop, 1 when it cannot start (port taken, "
+               "data dir or database unusable), 2 for a bad option.")
+    add_options(serve, SERVE_OPTIONS)
+    serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser("token", help="manage API access tokens",
+                                description="Manage the access tokens of the API.")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION",
+                                          required=True)
+    create = token_commands.add_parser(
+        "create", help="create an access token and print it as JSON",
+        description='Create an access token and print {"id": ..., "secret": ...} as JSON. '
+                    "Use the id as the user name and the secret as the password of HTTP "
+                    "Basic auth (the Mux SDKs call them token id and token secret). Only a "
+                    "hash of the secret is stored: keep the printed secret.")
+    add_options(create, STORE_OPTIONS)
+    create.set_defaults(handler=_token_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = SERVE_OPTIONS if args.command == "serve" else STORE_OPTIONS
+    try:
+        settings = settings_from(args, options)
+    except ConfigError as exc:
+        parser.exit(EXIT_USAGE, f"relay: error: {exc}\n")
+    configure_logging(settings.log_level, settings.log_format)
+    code: int = args.handler(settings)
+    return code
+
+
+def _serve(settings: Settings) -> int:
+    return uvloop.run(_serve_until_signalled(settings))
+
+
+async def _serve_until_signalled(settings: Settings) -> int:
+    server = RelayServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    log.info("relay %s ready", __version__)
+    await stop.wait()
+    log.info("stopping: no new connections; finishing in-flight work")
+    await server.stop()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _token_create(settings: Settings) -> int:
+    async def create() -> tuple[str, str]:
+        prepare_data_dir(settings.data_dir)
+        store = await open_store(settings.resolved_database_url)
+        try:
+            return await store.create_access_token()
+        finally:
+            await store.close()
+
+    try:
+        token_id, secret = asyncio.run(create())
+    except StartupError as exc:
+        log.error("cannot create a token: %s", exc)
+        return EXIT_FAILURE
+    json.dump({"id": token_id, "secret": secret}, sys.stdout)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Settings of `relay serve` and the other commands: flags, `RELAY_*` env vars, defaults.
+
+Every option is declared once in `SERVE_OPTIONS` with its flag, env var, default and help;
+the CLI, the README's configuration table and the tests read that one table. A flag given
+on the command line wins over the env var, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has an unusable value; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flag: str  # long flag without the dashes, e.g. "http-port"
+    parse: Callable[[str], Any]  # turns the text of a flag or env var into a value
+    default: Any
+    help: str
+    metavar: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "RELAY_" + self.dest.upper()
+
+
+def parse_port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError("expected a port number from 0 to 65535 (0 picks a free port)")
+    return int(text)
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text.lower()
+    return parse
+
+
+def parse_nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text
+
+
+DATA_DIR = Option("data-dir", Path, Path("relay-data"),
+                  "directory for the SQLite database and recorded media", "DIR")
+DATABASE_URL = Option(
+    "database-url", parse_nonempty, None,
+    "SQLAlchemy async URL of the control database (default: SQLite in the data dir, "
+    "sqlite+aiosqlite:///DIR/relay.db)", "URL")
+LOG_LEVEL = Option("log-level", parse_choice("debug", "info", "warning", "error"), "info",
+                   "least severe log level written to stderr", "LEVEL")
+LOG_FORMAT = Option("log-format", parse_choice("text", "json"), "text",
+                    "log line format: key=value text or one JSON object per line", "FORMAT")
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option("host", parse_nonempty, "0.0.0.0", "address every listener binds to", "ADDR"),
+    Option("http-port", parse_port, 8080,
+           "TCP port of the API, HLS playback and the player page", "PORT"),
+    Option("metrics-port", parse_port, 9464,
+           "TCP port of the Prometheus endpoint /metrics", "PORT"),
+    DATA_DIR,
+    DATABASE_URL,
+    LOG_LEVEL,
+    LOG_FORMAT,
+)
+
+# Options of the commands that only touch the store (`relay token create`).
+STORE_OPTIONS: tuple[Option, ...] = (DATA_DIR, DATABASE_URL, LOG_LEVEL, LOG_FORMAT)
+
+# An access token id is the user name of HTTP Basic auth: no colon, printable, bounded.
+_TOKEN_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+MIN_TOKEN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SeedToken:
+    """An access token that `relay serve` makes sure exists (RELAY_TOKEN_ID/SECRET)."""
+
+    id: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("relay-data")
+    database_url: str | None = None
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    metrics_port: int = 9464
+    log_level: str = "info"
+    log_format: str = "text"
+    seed_token: SeedToken | None = None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'relay.db'}"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where recordings live: DATA_DIR/assets/{asset_id}/."""
+        return self.data_dir / "assets"
+
+
+def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    """Add each option as `--flag`, documenting its env var and default in the help."""
+    for option in options:
+        default = "none" if option.default is None else option.default
+        parser.add_argument(
+            f"--{option.flag}", dest=option.dest, metavar=option.metavar, default=None,
+            help=f"{option.help} [env {option.env}, default {default}]")
+
+
+def settings_from(
+    args: argparse.Namespace,
+    options: tuple[Option, ...],
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """Resolve flag > env var > default for each option, then the seed token from env."""
+    values: dict[str, Any] = {}
+    for option in options:
+        given = getattr(args, option.dest, None)
+        source, text = (f"--{option.flag}", given) if given is not None else (
+            option.env, environ.get(option.env))
+        if text is None:
+            values[option.dest] = option.default
+            continue
+        try:
+            values[option.dest] = option.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}={text!r} is not valid: {exc}") from None
+    return Settings(**values, seed_token=seed_token_from(environ))
+
+
+def seed_token_from(environ: Mapping[str, str]) -> SeedToken | None:
+    token_id, secret = environ.get("RELAY_TOKEN_ID"), environ.get("RELAY_TOKEN_SECRET")
+    if token_id is None and secret is None:
+        return None
+    if token_id is None or secret is None:
+        missing = "RELAY_TOKEN_SECRET" if secret is None else "RELAY_TOKEN_ID"
+        raise ConfigError(f"RELAY_TOKEN_ID and RELAY_TOKEN_SECRET go together; {missing} "
+                          "is not set")
+    if not _TOKEN_ID.fullmatch(token_id):
+        raise ConfigError(f"RELAY_TOKEN_ID={token_id!r} is not valid: use 1-64 letters, "
+                          "digits or . _ ~ -")
+    if len(secret) < MIN_TOKEN_SECRET_LENGTH:
+        raise ConfigError(f"RELAY_TOKEN_SECRET is too short ({len(secret)} characters); "
+                          f"use at least {MIN_TOKEN_SECRET_LENGTH}")
+    return SeedToken(token_id, secret)

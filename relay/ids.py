@@ -1,0 +1,36 @@
+"""Random identifiers and secrets.
+
+Every id and secret comes from `secrets` over an alphanumeric alphabet, so it is safe in a
+URL path, an RTMP stream name and an SRT streamid without escaping, and carries no
+information about any other id.
+"""
+
+import secrets
+import string
+
+_ALPHABET = string.ascii_letters + string.digits  # 62 symbols, ~5.95 bits each
+
+# Lengths give: object ids ~238 bits, stream keys ~190 bits (the API promises >= 128),
+# SRT passphrases 32 characters (libsrt accepts 10..79).
+OBJECT_ID_LENGTH = 40
+STREAM_KEY_LENGTH = 32
+SRT_PASSPHRASE_LENGTH = 32
+TOKEN_SECRET_LENGTH = 48
+
+
+def random_token(length: int) -> str:
+    """Return `length` random alphanumeric characters from the OS CSPRNG."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_object_id() -> str:
+    """Id of a live stream, asset, playback id, simulcast target or access token."""
+    return random_token(OBJECT_ID_LENGTH)
+
+
+def new_stream_key() -> str:
+    return random_token(STREAM_KEY_LENGTH)
+
+
+def new_srt_passphrase() -> str:
+    return random_token(SRT_PASSPHRASE_LENGTH)

@@ -1,0 +1,140 @@
+"""Versioned schema migrations, run in order when the store opens.
+
+Each migration is a function of a synchronous connection and owns a frozen copy of the
+tables it creates or changes, so that editing `tables.py` later never rewrites history.
+A data dir made by an older Relay is upgraded in place, one version per transaction.
+A data dir made by a newer Relay is refused rather than guessed at.
+"""
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+)
+
+from relay.store.tables import schema_version
+
+Migration = Callable[[Connection], None]
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer Relay than this one."""
+
+
+def _v1_control_plane(conn: Connection) -> None:
+    """Access tokens, live streams, playback ids, simulcast targets and assets."""
+    md = MetaData()
+    id_ = String(64)
+    Table("access_tokens", md,
+          Column("id", id_, primary_key=True),
+          Column("secret_hash", String(64), nullable=False),
+          Column("created_at", Integer, nullable=False))
+    Table("live_streams", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", id_, nullable=False, unique=True),
+          Column("created_at", Integer, nullable=False),
+          Column("stream_key", id_, nullable=False, unique=True),
+          Column("status", String(16), nullable=False),
+          Column("latency_mode", String(16), nullable=False),
+          Column("reconnect_window", Float, nullable=False),
+          Column("max_continuous_duration", Integer, nullable=False),
+          Column("audio_only", Boolean, nullable=False),
+          Column("use_slate_for_standard_latency", Boolean, nullable=False),
+          Column("test", Boolean, nullable=False),
+          Column("srt_passphrase", String(80), nullable=False),
+          Column("new_asset_settings", JSON, nullable=False),
+          Column("passthrough", Text),
+          Column("reconnect_slate_url", Text),
+          Column("meta", JSON),
+          Column("active_asset_id", id_),
+          Column("active_ingest_protocol", String(8)))
+    Table("playback_ids", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", id_, nullable=False, unique=True),
+          Column("policy", String(16), nullable=False),
+          Column("object_type", String(16), nullable=False),
+          Column("object_id", id_, nullable=False, index=True))
+    Table("simulcast_targets", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", id_, nullable=False, unique=True),
+          Column("live_stream_id", id_, nullable=False, index=True),
+          Column("url", Text, nullable=False),
+          Column("stream_key", Text),
+          Column("passthrough", Text),
+          Column("status", String(16), nullable=False),
+          Column("error_severity", String(16)))
+    Table("assets", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", id_, nullable=False, unique=True),
+          Column("created_at", Integer, nullable=False),
+          Column("live_stream_id", id_, index=True),
+          Column("status", String(16), nullable=False),
+          Column("is_live", Boolean, nullable=False),
+          Column("test", Boolean, nullable=False),
+          Column("duration", Float),
+          Column("passthrough", Text),
+          Column("ingest_type", String(16)),
+          Column("recording_times", JSON, nullable=False),
+          Column("tracks", JSON, nullable=False),
+          Column("settings", JSON, nullable=False))
+    md.create_all(conn)
+
+
+def _v2_event_outbox(conn: Connection) -> None:
+    """The webhook outbox: events written in the transaction of the change they report."""
+    md = MetaData()
+    Table("events", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", String(36), nullable=False, unique=True),
+          Column("type", String(64), nullable=False),
+          Column("object_type", String(32), nullable=False),
+          Column("object_id", String(64), nullable=False),
+          Column("data", JSON, nullable=False),
+          Column("created_at", Float, nullable=False),
+          Column("attempts", Integer, nullable=False, default=0),
+          Column("delivered_at", Float))
+    md.create_all(conn)
+
+
+# Append only: position + 1 is the schema version a migration produces.
+MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox)
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version of the database behind `conn` (0 for an empty one)."""
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    version = conn.execute(select(schema_version.c.version)).scalar()
+    return int(version or 0)
+
+
+def migrate(conn: Connection, target: int = LATEST_VERSION) -> tuple[int, int]:
+    """Bring the schema up to `target`; return (version before, version after).
+
+    The caller runs this inside one transaction, so a failed upgrade leaves the old schema.
+    """
+    before = current_version(conn)
+    if before > LATEST_VERSION:
+        raise SchemaTooNewError(
+            f"the database has schema version {before}, but this Relay knows only up to "
+            f"{LATEST_VERSION}; upgrade Relay or use another data dir"
+        )
+    if before == 0:
+        schema_version.create(conn, checkfirst=True)
+        conn.execute(schema_version.insert().values(version=0))
+    for version in range(before + 1, target + 1):
+        MIGRATIONS[version - 1](conn)
+        conn.execute(schema_version.update().values(version=version))
+    return before, max(before, target)

@@ -1,0 +1,603 @@
+"""The store: every read and write of Relay's control data, behind one async interface.
+
+Callers (the API, later the ingest hub and the webhook deliverer) see records and plain
+arguments, never SQL, so the engine behind it can be SQLite (the embedded default) or
+PostgreSQL without touching them. Every change that Mux reports as a webhook writes its
+event to the outbox in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Row, delete, event, func, insert, select, update
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from relay.ids import (
+    TOKEN_SECRET_LENGTH,
+    new_object_id,
+    new_srt_passphrase,
+    new_stream_key,
+    random_token,
+)
+from relay.store import migrations
+from relay.store.records import (
+    Asset,
+    Event,
+    JSONDict,
+    LatencyMode,
+    LiveStream,
+    LiveStreamStatus,
+    PlaybackId,
+    PlaybackObjectType,
+    PlaybackPolicy,
+    RecordingTime,
+    SimulcastTarget,
+)
+from relay.store.tables import (
+    access_tokens,
+    assets,
+    events,
+    live_streams,
+    playback_ids,
+    simulcast_targets,
+)
+
+# How many of a stream's newest recordings `recent_asset_ids` lists.
+RECENT_ASSETS = 10
+
+# Compared against when a token id is unknown, so that a miss costs what a hit costs.
+_DUMMY_HASH = hashlib.sha256(b"relay: no such token").hexdigest()
+
+# Columns of a live stream that PATCH may change.
+UPDATABLE_LIVE_STREAM_FIELDS = frozenset({
+    "passthrough", "latency_mode", "reconnect_window", "use_slate_for_standard_latency",
+    "reconnect_slate_url", "max_continuous_duration", "new_asset_settings", "meta",
+})
+
+
+def hash_secret(secret: str) -> str:
+    """Hash of an access-token secret as stored.
+
+    Secrets are generated with ~285 bits of entropy, so a fast hash is enough: no
+    dictionary or brute-force attack applies, and verification stays cheap per request.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewLiveStream:
+    """A validated create request with every default already applied."""
+
+    latency_mode: LatencyMode
+    reconnect_window: float
+    max_continuous_duration: int
+    audio_only: bool
+    use_slate_for_standard_latency: bool
+    test: bool
+    new_asset_settings: JSONDict
+    playback_policies: tuple[PlaybackPolicy, ...]
+    passthrough: str | None = None
+    reconnect_slate_url: str | None = None
+    meta: JSONDict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSimulcastTarget:
+    url: str
+    stream_key: str | None = None
+    passthrough: str | None = None
+
+
+class Store:
+    """Relay's control data. Open with `Store.open(url)`, close with `close()`."""
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, url: str, clock: Callable[[], float] = time.time) -> Store:
+        """Connect to the database at `url` and migrate its schema to the latest version."""
+        engine = create_async_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        store = cls(engine, clock)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(migrations.migrate)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise when the database cannot answer a trivial query."""
+        async with self._engine.connect() as conn:
+            await conn.execute(select(1))
+
+    async def schema_version(self) -> int:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(migrations.current_version)
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- access tokens ---------------------------------------------------------------
+
+    async def create_access_token(self) -> tuple[str, str]:
+        """Create a token; return (id, secret). Only the secret's hash is stored."""
+        token_id, secret = new_object_id(), random_token(TOKEN_SECRET_LENGTH)
+        await self.ensure_access_token(token_id, secret)
+        return token_id, secret
+
+    async def ensure_access_token(self, token_id: str, secret: str) -> bool:
+        """Make `token_id` exist with `secret`; return True when anything changed."""
+        digest = hash_secret(secret)
+        async with self._engine.begin() as conn:
+            stored = await conn.scalar(
+                select(access_tokens.c.secret_hash).where(access_tokens.c.id == token_id)
+            )
+            if stored is None:
+                await conn.execute(insert(access_tokens).values(
+                    id=token_id, secret_hash=digest, created_at=self._now()))
+                return True
+            if not hmac.compare_digest(stored, digest):
+                await conn.execute(update(access_tokens)
+                                   .where(access_tokens.c.id == token_id)
+                                   .values(secret_hash=digest))
+                return True
+            return False
+
+    async def verify_access_token(self, token_id: str, secret: str) -> bool:
+        """True when the pair is valid; the comparison takes the same time either way."""
+        async with self._engine.connect() as conn:
+            stored = await conn.scalar(
+                select(access_tokens.c.secret_hash).where(access_tokens.c.id == token_id)
+            )
+        matches = hmac.compare_digest(stored or _DUMMY_HASH, hash_secret(secret))
+        return stored is not None and matches
+
+    # -- live streams ----------------------------------------------------------------
+
+    async def create_live_stream(
+        self,
+        spec: NewLiveStream,
+        targets: Sequence[NewSimulcastTarget] = (),
+    ) -> LiveStream:
+        stream_id = new_object_id()
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(live_streams).values(
+                id=stream_id,
+                created_at=self._now(),
+                stream_key=new_stream_key(),
+                status="idle",
+                latency_mode=spec.latency_mode,
+                reconnect_window=spec.reconnect_window,
+                max_continuous_duration=spec.max_continuous_duration,
+                audio_only=spec.audio_only,
+                use_slate_for_standard_latency=spec.use_slate_for_standard_latency,
+                test=spec.test,
+                srt_passphrase=new_srt_passphrase(),
+                new_asset_settings=spec.new_asset_settings,
+                passthrough=spec.passthrough,
+                reconnect_slate_url=spec.reconnect_slate_url,
+                meta=spec.meta,
+            ))
+            for policy in spec.playback_policies:
+                await _insert_playback_id(conn, "live_stream", stream_id, policy)
+            for target in targets:
+                await _insert_simulcast_target(conn, stream_id, target)
+            stream = await _require_live_stream(conn, stream_id)
+            await self._append_event(conn, "video.live_stream.created", stream)
+        return stream
+
+    async def get_live_stream(self, stream_id: str) -> LiveStream | None:
+        async with self._engine.connect() as conn:
+            return await _load_live_stream(conn, live_streams.c.id == stream_id)
+
+    async def get_live_stream_by_key(self, stream_key: str) -> LiveStream | None:
+        async with self._engine.connect() as conn:
+            return await _load_live_stream(conn, live_streams.c.stream_key == stream_key)
+
+    async def list_live_streams(
+        self,
+        *,
+        limit: int,
+        page: int,
+        status: LiveStreamStatus | None = None,
+        stream_key: str | None = None,
+    ) -> list[LiveStream]:
+        """One page of live streams, newest first."""
+        query = select(live_streams).order_by(live_streams.c.seq.desc())
+        if status is not None:
+            query = query.where(live_streams.c.status == status)
+        if stream_key is not None:
+            query = query.where(live_streams.c.stream_key == stream_key)
+        query = query.limit(limit).offset((page - 1) * limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            return await _live_streams_from_rows(conn, rows)
+
+    async def update_live_stream(
+        self, stream_id: str, changes: Mapping[str, Any]
+    ) -> LiveStream | None:
+        """Apply `changes` (a subset of UPDATABLE_LIVE_STREAM_FIELDS); None if no such stream."""
+        unknown = set(changes) - UPDATABLE_LIVE_STREAM_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        return await self._change_live_stream(
+            stream_id, dict(changes), "video.live_stream.updated")
+
+    async def set_live_stream_enabled(self, stream_id: str, enabled: bool) -> LiveStream | None:
+        """Disable (status `disabled`) or enable (back to `idle`) a stream."""
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is None:
+                return None
+            if enabled and stream.status == "disabled":
+                stream = await self._apply(conn, stream_id, {"status": "idle"},
+                                           "video.live_stream.enabled")
+            elif not enabled and stream.status != "disabled":
+                stream = await self._apply(
+                    conn, stream_id,
+                    {"status": "disabled", "active_ingest_protocol": None},
+                    "video.live_stream.disabled")
+            return stream
+
+    async def reset_stream_key(self, stream_id: str) -> LiveStream | None:
+        return await self._change_live_stream(
+            stream_id, {"stream_key": new_stream_key()}, "video.live_stream.updated")
+
+    async def delete_live_stream(self, stream_id: str) -> bool:
+        """Delete a stream with its playback ids and targets; its recordings stay."""
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is None:
+                return False
+            await conn.execute(delete(playback_ids).where(
+                (playback_ids.c.object_type == "live_stream")
+                & (playback_ids.c.object_id == stream_id)))
+            await conn.execute(delete(simulcast_targets).where(
+                simulcast_targets.c.live_stream_id == stream_id))
+            await conn.execute(delete(live_streams).where(live_streams.c.id == stream_id))
+            await self._append_event(conn, "video.live_stream.deleted", stream)
+            return True
+
+    async def _change_live_stream(
+        self, stream_id: str, values: dict[str, Any], event_type: str
+    ) -> LiveStream | None:
+        async with self._engine.begin() as conn:
+            if await _load_live_stream(conn, live_streams.c.id == stream_id) is None:
+                return None
+            return await self._apply(conn, stream_id, values, event_type)
+
+    async def _apply(
+        self, conn: AsyncConnection, stream_id: str, values: dict[str, Any], event_type: str
+    ) -> LiveStream:
+        if values:
+            await conn.execute(update(live_streams)
+                               .where(live_streams.c.id == stream_id).values(**values))
+        stream = await _require_live_stream(conn, stream_id)
+        await self._append_event(conn, event_type, stream)
+        return stream
+
+    # -- playback ids ----------------------------------------------------------------
+
+    async def create_playback_id(
+        self, object_type: PlaybackObjectType, object_id: str, policy: PlaybackPolicy
+    ) -> PlaybackId | None:
+        """Add a playback id to a stream or asset; None if that object does not exist."""
+        table = live_streams if object_type == "live_stream" else assets
+        async with self._engine.begin() as conn:
+            exists = await conn.scalar(select(table.c.seq).where(table.c.id == object_id))
+            if exists is None:
+                return None
+            return await _insert_playback_id(conn, object_type, object_id, policy)
+
+    async def get_playback_id(
+        self,
+        playback_id: str,
+        object_type: PlaybackObjectType | None = None,
+        object_id: str | None = None,
+    ) -> PlaybackId | None:
+        """Look a playback id up, optionally requiring that it belongs to the given object."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(
+                select(playback_ids).where(playback_ids.c.id == playback_id))).first()
+        if row is None:
+            return None
+        pid = _playback_id_from_row(row)
+        if object_type is not None and (pid.object_type, pid.object_id) != (object_type,
+                                                                              object_id):
+            return None
+        return pid
+
+    async def delete_playback_id(
+        self, object_type: PlaybackObjectType, object_id: str, playback_id: str
+    ) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(playback_ids).where(
+                (playback_ids.c.id == playback_id)
+                & (playback_ids.c.object_type == object_type)
+                & (playback_ids.c.object_id == object_id)))
+            return result.rowcount > 0
+
+    # -- simulcast targets -----------------------------------------------------------
+
+    async def create_simulcast_target(
+        self, stream_id: str, target: NewSimulcastTarget
+    ) -> SimulcastTarget | None:
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is None:
+                return None
+            created = await _insert_simulcast_target(conn, stream_id, target)
+            await self._append_event(
+                conn, "video.live_stream.simulcast_target.created", stream,
+                data=created.to_api())
+            return created
+
+    async def get_simulcast_target(self, stream_id: str, target_id: str) -> SimulcastTarget | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(simulcast_targets).where(
+                (simulcast_targets.c.id == target_id)
+                & (simulcast_targets.c.live_stream_id == stream_id)))).first()
+        return None if row is None else _simulcast_target_from_row(row)
+
+    async def delete_simulcast_target(self, stream_id: str, target_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            target = next((t for t in stream.simulcast_targets if t.id == target_id),
+                          None) if stream else None
+            if stream is None or target is None:
+                return False
+            await conn.execute(delete(simulcast_targets)
+                               .where(simulcast_targets.c.id == target_id))
+            await self._append_event(
+                conn, "video.live_stream.simulcast_target.deleted", stream,
+                data=target.to_api())
+            return True
+
+    # -- assets ----------------------------------------------------------------------
+
+    async def create_asset(
+        self,
+        *,
+        live_stream_id: str | None,
+        ingest_type: str | None,
+        settings: JSONDict,
+        playback_policies: Sequence[PlaybackPolicy] = (),
+        passthrough: str | None = None,
+        test: bool = False,
+        is_live: bool = True,
+    ) -> Asset:
+        """Create a recording (status `preparing`) with its playback ids."""
+        asset_id = new_object_id()
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(assets).values(
+                id=asset_id, created_at=self._now(), live_stream_id=live_stream_id,
+                status="preparing", is_live=is_live, test=test, passthrough=passthrough,
+                ingest_type=ingest_type, recording_times=[], tracks=[], settings=settings))
+            for policy in playback_policies:
+                await _insert_playback_id(conn, "asset", asset_id, policy)
+            asset = await _require_asset(conn, asset_id)
+            await self._append_asset_event(conn, "video.asset.created", asset)
+        return asset
+
+    async def get_asset(self, asset_id: str) -> Asset | None:
+        async with self._engine.connect() as conn:
+            return await _load_asset(conn, asset_id)
+
+    async def list_assets(
+        self, *, limit: int, page: int, live_stream_id: str | None = None
+    ) -> list[Asset]:
+        """One page of assets, newest first."""
+        query = select(assets).order_by(assets.c.seq.desc())
+        if live_stream_id is not None:
+            query = query.where(assets.c.live_stream_id == live_stream_id)
+        query = query.limit(limit).offset((page - 1) * limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            pids = await _playback_ids_of(conn, "asset", [r.id for r in rows])
+        return [_asset_from_row(r, pids.get(r.id, ())) for r in rows]
+
+    async def delete_asset(self, asset_id: str) -> bool:
+        """Delete an asset's row and playback ids (its media files are the caller's)."""
+        async with self._engine.begin() as conn:
+            asset = await _load_asset(conn, asset_id)
+            if asset is None:
+                return False
+            await conn.execute(delete(playback_ids).where(
+                (playback_ids.c.object_type == "asset")
+                & (playback_ids.c.object_id == asset_id)))
+            await conn.execute(delete(assets).where(assets.c.id == asset_id))
+            if asset.live_stream_id is not None:
+                await conn.execute(update(live_streams)
+                                   .where(live_streams.c.active_asset_id == asset_id)
+                                   .values(active_asset_id=None))
+            await self._append_asset_event(conn, "video.asset.deleted", asset)
+            return True
+
+    # -- event outbox ----------------------------------------------------------------
+
+    async def list_events(self, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        """Events in the order they happened, for the webhook deliverer and tests."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(events).where(events.c.seq > after_seq)
+                .order_by(events.c.seq).limit(limit))).all()
+        return [Event(id=r.id, type=r.type, object_type=r.object_type,
+                      object_id=r.object_id, data=r.data, created_at=r.created_at)
+                for r in rows]
+
+    async def _append_event(
+        self, conn: AsyncConnection, event_type: str, stream: LiveStream,
+        data: JSONDict | None = None,
+    ) -> None:
+        await conn.execute(insert(events).values(
+            id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
+            object_id=stream.id, data=data if data is not None else stream.to_event_data(),
+            created_at=self._clock(), attempts=0))
+
+    async def _append_asset_event(
+        self, conn: AsyncConnection, event_type: str, asset: Asset
+    ) -> None:
+        await conn.execute(insert(events).values(
+            id=str(uuid.uuid4()), type=event_type, object_type="asset",
+            object_id=asset.id, data=asset.to_event_data(),
+            created_at=self._clock(), attempts=0))
+
+
+# -- row mapping (module level: pure functions of a connection) --------------------------
+
+def _configure_sqlite(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # WAL lets readers (API) and the writer (ingest lifecycle) proceed together; the busy
+    # timeout turns a brief lock into a wait instead of an error.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+async def _insert_playback_id(
+    conn: AsyncConnection, object_type: PlaybackObjectType, object_id: str,
+    policy: PlaybackPolicy,
+) -> PlaybackId:
+    pid = PlaybackId(id=new_object_id(), policy=policy, object_type=object_type,
+                     object_id=object_id)
+    await conn.execute(insert(playback_ids).values(
+        id=pid.id, policy=pid.policy, object_type=pid.object_type, object_id=pid.object_id))
+    return pid
+
+
+async def _insert_simulcast_target(
+    conn: AsyncConnection, stream_id: str, target: NewSimulcastTarget
+) -> SimulcastTarget:
+    created = SimulcastTarget(id=new_object_id(), live_stream_id=stream_id, url=target.url,
+                              stream_key=target.stream_key, passthrough=target.passthrough)
+    await conn.execute(insert(simulcast_targets).values(
+        id=created.id, live_stream_id=stream_id, url=created.url,
+        stream_key=created.stream_key, passthrough=created.passthrough,
+        status=created.status))
+    return created
+
+
+def _playback_id_from_row(row: Row[Any]) -> PlaybackId:
+    return PlaybackId(id=row.id, policy=row.policy, object_type=row.object_type,
+                      object_id=row.object_id)
+
+
+def _simulcast_target_from_row(row: Row[Any]) -> SimulcastTarget:
+    return SimulcastTarget(id=row.id, live_stream_id=row.live_stream_id, url=row.url,
+                           stream_key=row.stream_key, passthrough=row.passthrough,
+                           status=row.status, error_severity=row.error_severity)
+
+
+async def _playback_ids_of(
+    conn: AsyncConnection, object_type: PlaybackObjectType, object_ids: list[str]
+) -> dict[str, tuple[PlaybackId, ...]]:
+    if not object_ids:
+        return {}
+    rows = (await conn.execute(
+        select(playback_ids)
+        .where((playback_ids.c.object_type == object_type)
+               & playback_ids.c.object_id.in_(object_ids))
+        .order_by(playback_ids.c.seq))).all()
+    grouped: dict[str, list[PlaybackId]] = {}
+    for row in rows:
+        grouped.setdefault(row.object_id, []).append(_playback_id_from_row(row))
+    return {k: tuple(v) for k, v in grouped.items()}
+
+
+async def _live_streams_from_rows(
+    conn: AsyncConnection, rows: Sequence[Row[Any]]
+) -> list[LiveStream]:
+    ids = [r.id for r in rows]
+    if not ids:
+        return []
+    pids = await _playback_ids_of(conn, "live_stream", ids)
+    target_rows = (await conn.execute(
+        select(simulcast_targets).where(simulcast_targets.c.live_stream_id.in_(ids))
+        .order_by(simulcast_targets.c.seq))).all()
+    targets: dict[str, list[SimulcastTarget]] = {}
+    for row in target_rows:
+        targets.setdefault(row.live_stream_id, []).append(_simulcast_target_from_row(row))
+    # The newest RECENT_ASSETS recordings of each stream, in one query for the whole page.
+    rank = func.row_number().over(partition_by=assets.c.live_stream_id,
+                                  order_by=assets.c.seq.desc()).label("rank")
+    ranked = (select(assets.c.id, assets.c.live_stream_id, assets.c.seq, rank)
+              .where(assets.c.live_stream_id.in_(ids)).subquery())
+    asset_rows = (await conn.execute(
+        select(ranked.c.id, ranked.c.live_stream_id)
+        .where(ranked.c.rank <= RECENT_ASSETS).order_by(ranked.c.seq))).all()
+    recent: dict[str, list[str]] = {}
+    for row in asset_rows:
+        recent.setdefault(row.live_stream_id, []).append(row.id)
+    return [
+        LiveStream(
+            id=r.id, created_at=r.created_at, stream_key=r.stream_key,
+            status=cast(LiveStreamStatus, r.status), latency_mode=r.latency_mode,
+            reconnect_window=r.reconnect_window,
+            max_continuous_duration=r.max_continuous_duration, audio_only=r.audio_only,
+            use_slate_for_standard_latency=r.use_slate_for_standard_latency, test=r.test,
+            srt_passphrase=r.srt_passphrase, new_asset_settings=r.new_asset_settings,
+            passthrough=r.passthrough, reconnect_slate_url=r.reconnect_slate_url,
+            meta=r.meta, active_asset_id=r.active_asset_id,
+            active_ingest_protocol=r.active_ingest_protocol,
+            playback_ids=pids.get(r.id, ()), simulcast_targets=tuple(targets.get(r.id, ())),
+            recent_asset_ids=tuple(recent.get(r.id, ())),
+        )
+        for r in rows
+    ]
+
+
+async def _load_live_stream(conn: AsyncConnection, where: Any) -> LiveStream | None:
+    rows = (await conn.execute(select(live_streams).where(where))).all()
+    found = await _live_streams_from_rows(conn, rows)
+    return found[0] if found else None
+
+
+async def _require_live_stream(conn: AsyncConnection, stream_id: str) -> LiveStream:
+    stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+    assert stream is not None, "written in this transaction"
+    return stream
+
+
+def _asset_from_row(row: Row[Any], pids: tuple[PlaybackId, ...]) -> Asset:
+    return Asset(
+        id=row.id, created_at=row.created_at, status=row.status, is_live=row.is_live,
+        test=row.test, live_stream_id=row.live_stream_id, duration=row.duration,
+        passthrough=row.passthrough, ingest_type=row.ingest_type,
+        recording_times=tuple(RecordingTime(**r) for r in row.recording_times),
+        tracks=tuple(row.tracks), settings=row.settings, playback_ids=pids,
+    )
+
+
+async def _load_asset(conn: AsyncConnection, asset_id: str) -> Asset | None:
+    row = (await conn.execute(select(assets).where(assets.c.id == asset_id))).first()
+    if row is None:
+        return None
+    pids = await _playback_ids_of(conn, "asset", [asset_id])
+    return _asset_from_row(row, pids.get(asset_id, ()))
+
+
+async def _require_asset(conn: AsyncConnection, asset_id: str) -> Asset:
+    asset = await _load_asset(conn, asset_id)
+    assert asset is not None, "written in this transaction"
+    return asset
+
+
+__all__ = ["Connection", "NewLiveStream", "NewSimulcastTarget", "Store", "hash_secret"]

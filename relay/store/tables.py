@@ -1,0 +1,114 @@
+"""The current shape of every table, used by queries.
+
+Portable SQLAlchemy Core types only, so the same tables work on SQLite and PostgreSQL.
+`migrations.py` creates and upgrades them; a test checks that a fully migrated database
+matches these definitions.
+"""
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+ID = String(64)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("secret_hash", String(64), nullable=False),  # hex SHA-256 of the secret
+    Column("created_at", Integer, nullable=False),
+)
+
+live_streams = Table(
+    "live_streams",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # creation order
+    Column("id", ID, nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("stream_key", ID, nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("latency_mode", String(16), nullable=False),
+    Column("reconnect_window", Float, nullable=False),
+    Column("max_continuous_duration", Integer, nullable=False),
+    Column("audio_only", Boolean, nullable=False),
+    Column("use_slate_for_standard_latency", Boolean, nullable=False),
+    Column("test", Boolean, nullable=False),
+    Column("srt_passphrase", String(80), nullable=False),
+    Column("new_asset_settings", JSON, nullable=False),
+    Column("passthrough", Text),
+    Column("reconnect_slate_url", Text),
+    Column("meta", JSON),
+    Column("active_asset_id", ID),
+    Column("active_ingest_protocol", String(8)),
+)
+
+playback_ids = Table(
+    "playback_ids",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("policy", String(16), nullable=False),
+    Column("object_type", String(16), nullable=False),  # live_stream | asset
+    Column("object_id", ID, nullable=False, index=True),
+)
+
+simulcast_targets = Table(
+    "simulcast_targets",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("live_stream_id", ID, nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("stream_key", Text),
+    Column("passthrough", Text),
+    Column("status", String(16), nullable=False),
+    Column("error_severity", String(16)),
+)
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("live_stream_id", ID, index=True),
+    Column("status", String(16), nullable=False),
+    Column("is_live", Boolean, nullable=False),
+    Column("test", Boolean, nullable=False),
+    Column("duration", Float),
+    Column("passthrough", Text),
+    Column("ingest_type", String(16)),
+    Column("recording_times", JSON, nullable=False),
+    Column("tracks", JSON, nullable=False),
+    Column("settings", JSON, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # delivery order
+    Column("id", String(36), nullable=False, unique=True),  # uuid4, stable across retries
+    Column("type", String(64), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("object_id", ID, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("delivered_at", Float),
+)

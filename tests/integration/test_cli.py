@@ -1,0 +1,121 @@
+"""The operator interface of DESIGN.md: help, env vars, tokens, start-up errors, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import mux_python as mux
+import pytest
+
+from relay.config import SERVE_OPTIONS, STORE_OPTIONS
+from tests.integration.relay_process import RelayProcess
+
+
+def relay_cli(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relay", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_documents_every_option() -> None:
+    top = relay_cli("--help")
+    assert top.returncode == 0 and "serve" in top.stdout and "token" in top.stdout
+    serve = relay_cli("serve", "--help").stdout
+    for option in SERVE_OPTIONS:
+        assert f"--{option.flag}" in serve and option.env in serve
+    create = relay_cli("token", "create", "--help").stdout
+    for option in STORE_OPTIONS:
+        assert f"--{option.flag}" in create
+    assert relay_cli("token", "--help").returncode == 0
+    assert relay_cli("--version").stdout.startswith("relay ")
+
+
+def test_token_create_prints_a_working_token(tmp_path: Path) -> None:
+    made = relay_cli("token", "create", "--data-dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)
+    assert set(token) == {"id", "secret"}
+    with RelayProcess(tmp_path) as relay:
+        config = mux.Configuration()
+        config.host, config.username, config.password = (relay.http_url, token["id"],
+                                                          token["secret"])
+        assert mux.LiveStreamsApi(mux.ApiClient(config)).list_live_streams().data == []
+    # The secret itself is never stored.
+    assert token["secret"].encode() not in (tmp_path / "relay.db").read_bytes()
+
+
+def test_taken_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = relay_cli("serve", "--host", "127.0.0.1", "--http-port", port,
+                           "--metrics-port", "0", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "already in use" in errors[0] and "--http-port" in errors[0] and port in errors[0]
+
+
+def test_unusable_data_dir(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = relay_cli("serve", "--host", "127.0.0.1", "--http-port", "0",
+                       "--metrics-port", "0", "--data-dir", str(not_a_dir / "sub"))
+    assert result.returncode == 1
+    assert "data dir" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_corrupt_database_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "relay.db").write_bytes(b"this is not a database" * 100)
+    result = relay_cli("serve", "--host", "127.0.0.1", "--http-port", "0",
+                       "--metrics-port", "0", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "cannot open the database" in result.stderr
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"RELAY_HTTP_PORT": "eighty"}, "RELAY_HTTP_PORT"),
+    ({"RELAY_METRICS_PORT": "70000"}, "RELAY_METRICS_PORT"),
+    ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL"),
+    ({"RELAY_TOKEN_ID": "only-the-id"}, "RELAY_TOKEN_SECRET"),
+    ({"RELAY_TOKEN_ID": "id", "RELAY_TOKEN_SECRET": "short"}, "RELAY_TOKEN_SECRET"),
+])
+def test_bad_settings_exit_2_naming_the_variable(env: dict[str, str], named: str) -> None:
+    result = relay_cli("serve", env=env)
+    assert result.returncode == 2
+    assert named in result.stderr
+
+
+def test_flag_beats_env_and_sigint_stops_cleanly(tmp_path: Path) -> None:
+    # RELAY_HTTP_PORT would collide with nothing, but the flag (port 0) must win anyway.
+    relay = RelayProcess(tmp_path, env={"RELAY_HTTP_PORT": "1"}).start()
+    try:
+        assert not relay.http_url.endswith(":1")
+        with urllib.request.urlopen(relay.http_url + "/healthz", timeout=5) as response:
+            assert json.load(response) == {"status": "ok"}
+        with urllib.request.urlopen(relay.http_url + "/readyz", timeout=5) as response:
+            assert json.load(response) == {"status": "ok"}
+        with urllib.request.urlopen(relay.urls["metrics"], timeout=5) as response:
+            assert b'relay_build_info{version="' in response.read()
+    finally:
+        code = relay.stop(signal.SIGINT)
+    assert code == 0
+    assert any("stopped" in line for line in relay.lines)
+    assert len([line for line in relay.lines if "listening on" in line]) == 2
+
+
+def test_import_without_native_build_fails_clearly() -> None:
+    code = ("import sys; sys.modules['relay._native.buffers'] = None\n"
+            "import relay")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "native extension" in result.stderr and "pip install ." in result.stderr

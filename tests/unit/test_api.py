@@ -1,0 +1,261 @@
+"""The API in process (httpx against the ASGI app): shapes, defaults and every error path.
+
+The official SDK drives the same routes over a real socket in tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from relay.api import MAX_BODY_BYTES, create_api
+from relay.store import Store
+
+pytestmark = pytest.mark.anyio
+
+SDK_DEFAULT_CREATE = {
+    "playback_policy": ["public"],
+    "new_asset_settings": {"playback_policy": ["public"], "normalize_audio": False,
+                           "copy_overlays": True},
+    "reconnect_window": 60, "use_slate_for_standard_latency": False,
+    "max_continuous_duration": 43200,
+}
+
+
+async def ready() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    token_id, secret = await store.create_access_token()
+    transport = httpx.ASGITransport(app=create_api(store, ready))
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay",
+                                 auth=(token_id, secret)) as http:
+        yield http
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"type", "messages"}
+    assert all(isinstance(m, str) for m in body["error"]["messages"])
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+async def create(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    response = await client.post("/video/v1/live-streams", json=body)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def test_sdk_default_create_shape(client: httpx.AsyncClient) -> None:
+    data = await create(client, **SDK_DEFAULT_CREATE)
+    assert isinstance(data["created_at"], str) and data["created_at"].isdigit()
+    assert data["status"] == "idle"
+    assert data["latency_mode"] == "standard" and data["reconnect_window"] == 60
+    assert data["max_continuous_duration"] == 43200
+    assert [p["policy"] for p in data["playback_ids"]] == ["public"]
+    assert data["new_asset_settings"] == {"playback_policies": ["public"],
+                                          "normalize_audio": False, "copy_overlays": True}
+    assert data["recent_asset_ids"] == [] and data["simulcast_targets"] == []
+    assert "active_ingest_protocol" not in data and "active_asset_id" not in data
+
+
+@pytest.mark.parametrize(("body", "mode", "window"), [
+    ({}, "standard", 60.0),
+    ({"latency_mode": "low"}, "low", 0.0),
+    ({"latency_mode": "reduced"}, "reduced", 0.0),
+    ({"latency_mode": "low", "reconnect_window": 30}, "low", 30.0),
+    ({"low_latency": True}, "low", 0.0),
+    ({"reduced_latency": True}, "reduced", 0.0),
+])
+async def test_latency_mode_defaults(client: httpx.AsyncClient, body: dict[str, Any],
+                                     mode: str, window: float) -> None:
+    data = await create(client, **body)
+    assert (data["latency_mode"], data["reconnect_window"]) == (mode, window)
+    assert data["low_latency"] is (mode == "low")
+
+
+async def test_policy_as_string_and_plural(client: httpx.AsyncClient) -> None:
+    data = await create(client, playback_policies="signed")
+    assert [p["policy"] for p in data["playback_ids"]] == ["signed"]
+    data = await create(client, playback_policies=["public", "signed"],
+                        playback_policy=["public"])
+    assert [p["policy"] for p in data["playback_ids"]] == ["public", "signed"]
+
+
+async def test_unknown_fields_are_ignored(client: httpx.AsyncClient) -> None:
+    data = await create(client, embedded_subtitles=[{"x": 1}], surprise="yes")
+    assert "surprise" not in data
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({"reconnect_window": 1801}, ["reconnect_window"]),
+    ({"reconnect_window": -1}, ["reconnect_window"]),
+    ({"max_continuous_duration": 59}, ["max_continuous_duration"]),
+    ({"max_continuous_duration": 43201}, ["max_continuous_duration"]),
+    ({"latency_mode": "ultra"}, ["latency_mode"]),
+    ({"audio_only": "yes"}, ["audio_only"]),
+    ({"playback_policy": ["drm"]}, ["playback_policy[0]"]),
+    ({"passthrough": "x" * 256}, ["passthrough"]),
+    ({"simulcast_targets": [{"url": "http://x/app"}]}, ["simulcast_targets[0].url"]),
+    ({"reconnect_window": "60", "latency_mode": "slow"}, ["reconnect_window", "latency_mode"]),
+])
+async def test_invalid_parameters_name_each_field(
+    client: httpx.AsyncClient, body: dict[str, Any], fields: list[str]
+) -> None:
+    response = await client.post("/video/v1/live-streams", json=body)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["type"] == "invalid_parameters"
+    assert [m.split(":")[0] for m in error["messages"]] == fields
+
+
+async def test_malformed_json_and_non_object(client: httpx.AsyncClient) -> None:
+    response = await client.post("/video/v1/live-streams", content=b'{"latency_mode": ',
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "not valid JSON" in error_of(response)["messages"][0]
+    response = await client.post("/video/v1/live-streams", json=[1, 2])
+    assert response.status_code == 400
+
+
+async def test_body_over_one_mib_is_413(client: httpx.AsyncClient) -> None:
+    big = {"passthrough": "x", "pad": "y" * MAX_BODY_BYTES}
+    response = await client.post("/video/v1/live-streams", json=big)
+    assert response.status_code == 413
+    assert error_of(response)["type"] == "request_too_large"
+    # Just under the limit is parsed (and the unknown field ignored).
+    ok = {"pad": "y" * (MAX_BODY_BYTES - 100)}
+    assert (await client.post("/video/v1/live-streams", json=ok)).status_code == 201
+
+
+async def test_chunked_body_over_limit_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b" " * (MAX_BODY_BYTES // 10)
+
+    response = await client.post("/video/v1/live-streams", content=chunks(),
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("auth", [None, ("wrong", "credentials"), "bearer"])
+async def test_unauthorized_on_every_route(client: httpx.AsyncClient, auth: Any) -> None:
+    headers = {"authorization": "Bearer abc"} if auth == "bearer" else {}
+    # auth=None keeps the client's default credentials off this request.
+    kwargs: dict[str, Any] = {"headers": headers, "auth": None}
+    if auth != "bearer":
+        kwargs["auth"] = auth if auth else httpx.BasicAuth("", "")
+    for method, path in [("POST", "/video/v1/live-streams"), ("GET", "/video/v1/live-streams"),
+                         ("GET", "/video/v1/assets/x"), ("DELETE", "/video/v1/assets/x"),
+                         ("GET", "/video/v1/playback-ids/x"), ("GET", "/video/v1/nothing")]:
+        response = await client.request(method, path, content=b"{bad json", **kwargs)
+        assert response.status_code == 401, (method, path)
+        assert error_of(response)["type"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_not_found_everywhere(client: httpx.AsyncClient) -> None:
+    stream = await create(client)
+    for method, path in [
+        ("GET", "/video/v1/live-streams/missing"),
+        ("PATCH", "/video/v1/live-streams/missing"),
+        ("DELETE", "/video/v1/live-streams/missing"),
+        ("PUT", "/video/v1/live-streams/missing/disable"),
+        ("PUT", "/video/v1/live-streams/missing/enable"),
+        ("PUT", "/video/v1/live-streams/missing/complete"),
+        ("POST", "/video/v1/live-streams/missing/reset-stream-key"),
+        ("POST", "/video/v1/live-streams/missing/playback-ids"),
+        ("GET", f"/video/v1/live-streams/{stream['id']}/playback-ids/missing"),
+        ("DELETE", f"/video/v1/live-streams/{stream['id']}/playback-ids/missing"),
+        ("POST", "/video/v1/live-streams/missing/simulcast-targets"),
+        ("GET", f"/video/v1/live-streams/{stream['id']}/simulcast-targets/missing"),
+        ("DELETE", f"/video/v1/live-streams/{stream['id']}/simulcast-targets/missing"),
+        ("GET", "/video/v1/assets/missing"),
+        ("DELETE", "/video/v1/assets/missing"),
+        ("POST", "/video/v1/assets/missing/playback-ids"),
+        ("GET", "/video/v1/playback-ids/missing"),
+        ("GET", "/video/v1/no-such-route"),
+    ]:
+        body = {"url": "rtmp://x.example/app"} if "simulcast" in path else {}
+        response = await client.request(method, path, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert error_of(response)["type"] == "not_found"
+
+
+async def test_playback_id_of_other_stream_is_404(client: httpx.AsyncClient) -> None:
+    a, b = await create(client, playback_policy="public"), await create(client)
+    pid = a["playback_ids"][0]["id"]
+    assert (await client.get(f"/video/v1/live-streams/{b['id']}/playback-ids/{pid}")
+            ).status_code == 404
+    lookup = (await client.get(f"/video/v1/playback-ids/{pid}")).json()["data"]
+    assert lookup == {"id": pid, "policy": "public",
+                      "object": {"type": "live_stream", "id": a["id"]}}
+
+
+async def test_patch_and_lifecycle_actions(client: httpx.AsyncClient) -> None:
+    stream = await create(client)
+    path = f"/video/v1/live-streams/{stream['id']}"
+    patched = await client.patch(path, json={"passthrough": "hello", "latency_mode": "low",
+                                             "meta": {"title": "Finals"}})
+    assert patched.status_code == 200
+    data = patched.json()["data"]
+    assert (data["passthrough"], data["latency_mode"], data["meta"]) == (
+        "hello", "low", {"title": "Finals"})
+    assert data["reconnect_window"] == 60  # PATCH changes only what it names
+    bad = await client.patch(path, json={"max_continuous_duration": 10})
+    assert bad.status_code == 400
+    assert error_of(bad)["messages"][0].startswith("max_continuous_duration:")
+    for action, status in [("disable", "disabled"), ("enable", "idle"), ("complete", "idle")]:
+        response = await client.put(f"{path}/{action}")
+        assert (response.status_code, response.json()) == (200, {"data": {}})
+        assert (await client.get(path)).json()["data"]["status"] == status
+    reset = await client.post(f"{path}/reset-stream-key")
+    assert reset.status_code == 201
+    assert reset.json()["data"]["stream_key"] != stream["stream_key"]
+    deleted = await client.delete(path)
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert (await client.get(path)).status_code == 404
+
+
+async def test_list_validation_and_paging(client: httpx.AsyncClient) -> None:
+    ids = [(await create(client))["id"] for _ in range(3)]
+    page = (await client.get("/video/v1/live-streams", params={"limit": 2, "page": 2}))
+    assert [s["id"] for s in page.json()["data"]] == [ids[0]]
+    past = await client.get("/video/v1/live-streams", params={"page": 9})
+    assert past.json() == {"data": []}
+    for params, field in [({"limit": 0}, "limit"), ({"limit": 101}, "limit"),
+                          ({"page": 0}, "page"), ({"status": "gone"}, "status")]:
+        response = await client.get("/video/v1/live-streams", params=params)
+        assert response.status_code == 400
+        assert error_of(response)["messages"][0].startswith(f"{field}:")
+
+
+async def test_get_with_json_content_type(client: httpx.AsyncClient) -> None:
+    # The SDK sends Content-Type: application/json on GET, with no body.
+    response = await client.get("/video/v1/live-streams",
+                                headers={"content-type": "application/json"})
+    assert response.status_code == 200
+
+
+async def test_health_and_openapi(client: httpx.AsyncClient) -> None:
+    anonymous = httpx.AsyncClient(transport=client._transport, base_url="http://relay")
+    async with anonymous:
+        assert (await anonymous.get("/healthz")).json() == {"status": "ok"}
+        assert (await anonymous.get("/readyz")).status_code == 200
+        spec = (await anonymous.get("/openapi.json")).json()
+        assert "/video/v1/live-streams/{live_stream_id}/reset-stream-key" in spec["paths"]
+        assert (await anonymous.get("/docs")).status_code == 200
+
+
+async def test_method_not_allowed_uses_envelope(client: httpx.AsyncClient) -> None:
+    response = await client.put("/video/v1/live-streams")
+    assert response.status_code == 405
+    assert error_of(response)["type"] == "invalid_request"
