@@ -48,7 +48,7 @@ $(STAMPS)/apt: Makefile
 
 # The venv, with Relay installed editable (native/ compiled in place) and the test tools.
 # Re-runs when the packaging or any native source changes.
-$(STAMPS)/venv: pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
+$(STAMPS)/venv: pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd native/relay/_native/*.pxd)
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

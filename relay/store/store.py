@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, delete, event, func, insert, select, update
+from sqlalchemy import Row, delete, event, func, insert, select, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -600,4 +600,4 @@ async def _require_asset(conn: AsyncConnection, asset_id: str) -> Asset:
     return asset
 
 
-__all__ = ["Connection", "NewLiveStream", "NewSimulcastTarget", "Store", "hash_secret"]
+__all__ = ["NewLiveStream", "NewSimulcastTarget", "Store", "hash_secret"]
