@@ -32,6 +32,7 @@ from relay.store import migrations
 from relay.store.records import (
     Asset,
     Event,
+    IngestProtocol,
     JSONDict,
     LatencyMode,
     LiveStream,
@@ -430,6 +431,115 @@ class Store:
             await self._append_asset_event(conn, "video.asset.deleted", asset)
             return True
 
+    # -- live sessions (written by the lifecycle in relay.streams) ----------------------
+    #
+    # Each method is one transition of a live stream's session: the stream's new state and
+    # the events it causes are written in one transaction, so the outbox never disagrees
+    # with the rows. A stream or asset deleted while live is skipped, not recreated.
+
+    async def session_connected(self, stream_id: str) -> LiveStream | None:
+        """An encoder was admitted: `video.live_stream.connected`."""
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is not None:
+                await self._append_event(conn, "video.live_stream.connected", stream)
+            return stream
+
+    async def session_recording(
+        self, stream_id: str, protocol: IngestProtocol, asset_id: str | None
+    ) -> Asset | None:
+        """Media arrived: start the recording (a new asset unless `asset_id` continues one)
+        and emit `video.live_stream.recording` (after `video.asset.created` when new)."""
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is None:
+                return None
+            asset = await _load_asset(conn, asset_id) if asset_id is not None else None
+            if asset is None:
+                settings = dict(stream.new_asset_settings)
+                policies = settings.pop("playback_policies", [])
+                asset_id = new_object_id()
+                await conn.execute(insert(assets).values(
+                    id=asset_id, created_at=self._now(), live_stream_id=stream_id,
+                    status="preparing", is_live=True, test=stream.test,
+                    passthrough=settings.pop("passthrough", None),
+                    ingest_type=f"live_{protocol}", recording_times=[], tracks=[],
+                    settings=settings))
+                for policy in policies:
+                    await _insert_playback_id(conn, "asset", asset_id, policy)
+                asset = await _require_asset(conn, asset_id)
+                await self._append_asset_event(conn, "video.asset.created", asset)
+            await self._apply(
+                conn, stream_id,
+                {"active_asset_id": asset.id, "active_ingest_protocol": protocol},
+                "video.live_stream.recording")
+            return asset
+
+    async def session_active(self, stream_id: str) -> LiveStream | None:
+        """The first segment is playable: status `active`, `video.live_stream.active`."""
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is None or stream.status == "active":
+                return stream
+            # A stream disabled mid-session keeps `disabled`; the session is ending anyway.
+            if stream.status == "disabled":
+                return stream
+            return await self._apply(conn, stream_id, {"status": "active"},
+                                     "video.live_stream.active")
+
+    async def session_disconnected(
+        self, stream_id: str, asset_id: str | None, recorded: RecordingTime | None
+    ) -> None:
+        """The encoder went away: close its recording interval and emit
+        `video.live_stream.disconnected`."""
+        async with self._engine.begin() as conn:
+            if asset_id is not None and recorded is not None:
+                await _add_recording_time(conn, asset_id, recorded)
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            if stream is not None:
+                await self._append_event(conn, "video.live_stream.disconnected", stream)
+
+    async def session_ended(self, stream_id: str, asset_id: str | None) -> None:
+        """The session is over (reconnect window expired, complete, disable, delete, limit):
+        the stream goes `idle` (unless disabled) and the recording becomes a ready asset."""
+        async with self._engine.begin() as conn:
+            await self._end_session(conn, stream_id, asset_id)
+
+    async def recover_interrupted_sessions(self) -> list[str]:
+        """End the sessions a previous process left open (it stopped or crashed while
+        streams were live); return the ids of the streams it ended."""
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(
+                select(live_streams.c.id, live_streams.c.active_asset_id).where(
+                    (live_streams.c.active_asset_id.is_not(None))
+                    | (live_streams.c.status == "active")))).all()
+            for row in rows:
+                await self._end_session(conn, row.id, row.active_asset_id)
+        return [row.id for row in rows]
+
+    async def _end_session(
+        self, conn: AsyncConnection, stream_id: str, asset_id: str | None
+    ) -> None:
+        stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+        if stream is not None:
+            values: dict[str, Any] = {"active_asset_id": None, "active_ingest_protocol": None}
+            if stream.status == "active":
+                values["status"] = "idle"
+            await conn.execute(update(live_streams)
+                               .where(live_streams.c.id == stream_id).values(**values))
+            if stream.status != "disabled":
+                stream = await _require_live_stream(conn, stream_id)
+                await self._append_event(conn, "video.live_stream.idle", stream)
+        asset = await _load_asset(conn, asset_id) if asset_id is not None else None
+        if asset is None or not asset.is_live:
+            return
+        duration = round(sum(r.duration for r in asset.recording_times), 3)
+        await conn.execute(update(assets).where(assets.c.id == asset.id).values(
+            is_live=False, status="ready", duration=duration))
+        asset = await _require_asset(conn, asset.id)
+        await self._append_asset_event(conn, "video.asset.live_stream_completed", asset)
+        await self._append_asset_event(conn, "video.asset.ready", asset)
+
     # -- event outbox ----------------------------------------------------------------
 
     async def list_events(self, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
@@ -584,6 +694,19 @@ def _asset_from_row(row: Row[Any], pids: tuple[PlaybackId, ...]) -> Asset:
         recording_times=tuple(RecordingTime(**r) for r in row.recording_times),
         tracks=tuple(row.tracks), settings=row.settings, playback_ids=pids,
     )
+
+
+async def _add_recording_time(
+    conn: AsyncConnection, asset_id: str, recorded: RecordingTime
+) -> None:
+    row = (await conn.execute(
+        select(assets.c.recording_times).where(assets.c.id == asset_id))).first()
+    if row is None:
+        return
+    times = [*row.recording_times, {"started_at": recorded.started_at,
+                                    "duration": recorded.duration, "type": recorded.type}]
+    await conn.execute(update(assets).where(assets.c.id == asset_id)
+                       .values(recording_times=times))
 
 
 async def _load_asset(conn: AsyncConnection, asset_id: str) -> Asset | None:

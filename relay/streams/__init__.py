@@ -1,0 +1,1 @@
+"""Live sessions: the lifecycle of a stream while encoders publish to it."""
