@@ -1,0 +1,1 @@
+"""RTMP ingest: handshake, AMF, chunk session (sans-IO) and the asyncio server."""
