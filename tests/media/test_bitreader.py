@@ -1,0 +1,190 @@
+"""BitReader and nal_to_rbsp, and `BitWriter`, the test-side writer the SPS tests build with."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay.media.bitreader import BitReader, nal_to_rbsp
+from relay.media.units import MediaFormatError
+
+
+class BitWriter:
+    """MSB-first bit writer with Exp-Golomb codes (H.264 9.1), for building test inputs."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def u(self, n: int, value: int) -> BitWriter:
+        assert 0 <= value < (1 << n) or (n == 0 and value == 0), (n, value)
+        self._value = (self._value << n) | value
+        self._size += n
+        return self
+
+    def flag(self, value: bool) -> BitWriter:
+        return self.u(1, int(value))
+
+    def ue(self, value: int) -> BitWriter:
+        code = value + 1
+        length = code.bit_length()
+        return self.u(length - 1, 0).u(length, code)
+
+    def se(self, value: int) -> BitWriter:
+        return self.ue(2 * value - 1 if value > 0 else -2 * value)
+
+    def append(self, other: BitWriter) -> BitWriter:
+        """Everything `other` holds, bit for bit."""
+        return self.u(other._size, other._value)
+
+    def bits(self, text: str) -> BitWriter:
+        """Literal bits, e.g. "0110"."""
+        for char in text:
+            self.u(1, int(char))
+        return self
+
+    def trailing_bits(self) -> BitWriter:
+        """rbsp_trailing_bits(): a one, then zeros to the byte boundary."""
+        self.u(1, 1)
+        return self.u(-self._size % 8, 0)
+
+    def to_bytes(self) -> bytes:
+        assert self._size % 8 == 0, f"{self._size} bits is not whole bytes"
+        return self._value.to_bytes(self._size // 8, "big")
+
+
+def add_emulation_prevention(rbsp: bytes) -> bytes:
+    """Insert 0x03 wherever two zero bytes are followed by a byte <= 3 (H.264 7.4.1)."""
+    out = bytearray()
+    zeros = 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+# -- BitReader --
+
+UE_TABLE = [(0, "1"), (1, "010"), (2, "011"), (3, "00100"), (4, "00101"), (6, "00111"),
+            (7, "0001000"), (254, "000000011111111")]
+SE_TABLE = [(0, "1"), (1, "010"), (-1, "011"), (2, "00100"), (-2, "00101"), (3, "00110")]
+
+
+@pytest.mark.parametrize(("value", "code"), UE_TABLE)
+def test_ue_codes_from_h264_table_9_2(value: int, code: str) -> None:
+    data = BitWriter().bits(code).trailing_bits().to_bytes()
+    reader = BitReader(data, "test")
+    assert reader.ue() == value
+    assert reader.position == len(code)
+
+
+@pytest.mark.parametrize(("value", "code"), SE_TABLE)
+def test_se_codes_from_h264_table_9_3(value: int, code: str) -> None:
+    reader = BitReader(BitWriter().bits(code).trailing_bits().to_bytes(), "test")
+    assert reader.se() == value
+
+
+def test_fixed_width_fields_are_msb_first() -> None:
+    reader = BitReader(bytes([0b10110001, 0xFF]), "test")
+    assert reader.u(1) == 1
+    assert reader.u(3) == 0b011
+    assert reader.flag() is False
+    assert reader.u(7) == 0b0011111
+    assert reader.bits_left == 4
+    reader.skip(4)
+    assert reader.bits_left == 0
+
+
+def test_u0_reads_nothing() -> None:
+    reader = BitReader(b"\x80", "test")
+    assert reader.u(0) == 0
+    assert reader.position == 0
+
+
+def test_reading_past_the_end_names_the_structure_and_position() -> None:
+    reader = BitReader(b"\xff", "H.264 SPS")
+    reader.u(6)
+    with pytest.raises(MediaFormatError, match=r"H\.264 SPS is truncated: needed 3 more bits "
+                                               r"at bit 6 of 8"):
+        reader.u(3)
+
+
+def test_exp_golomb_without_stop_bit_is_truncated() -> None:
+    reader = BitReader(b"\x00\x00", "SPS")
+    with pytest.raises(MediaFormatError, match="no stop bit"):
+        reader.ue()
+
+
+def test_exp_golomb_with_its_suffix_cut_off_is_truncated() -> None:
+    reader = BitReader(bytes([0b00001000]), "SPS")  # 4 zeros, the 1, then 3 of 4 suffix bits
+    with pytest.raises(MediaFormatError, match="truncated"):
+        reader.ue()
+
+
+def test_exp_golomb_longer_than_32_bits_is_rejected() -> None:
+    data = BitWriter().u(32, 0).u(1, 1).u(32, 0).trailing_bits().to_bytes()
+    with pytest.raises(MediaFormatError, match="32 leading zeros"):
+        BitReader(data, "SPS").ue()
+
+
+def test_largest_32_bit_exp_golomb_value() -> None:
+    data = BitWriter().ue(2**32 - 2).trailing_bits().to_bytes()
+    assert BitReader(data, "SPS").ue() == 2**32 - 2
+
+
+def test_ue_max_and_se_range_name_the_field() -> None:
+    data = BitWriter().ue(32).se(-9).trailing_bits().to_bytes()
+    reader = BitReader(data, "H.264 SPS")
+    with pytest.raises(MediaFormatError,
+                       match=r"H\.264 SPS: seq_parameter_set_id = 32 is out of range 0\.\.31"):
+        reader.ue_max(31, "seq_parameter_set_id")
+    with pytest.raises(MediaFormatError, match=r"delta = -9 is out of range -8\.\.8"):
+        reader.se_range(-8, 8, "delta")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["u", "ue", "se"]), st.integers(0, 2**20)),
+                max_size=40))
+def test_writer_and_reader_round_trip(fields: list[tuple[str, int]]) -> None:
+    writer = BitWriter()
+    expected = []
+    for kind, raw in fields:
+        if kind == "u":
+            writer.u(21, raw)
+            expected.append(raw)
+        elif kind == "ue":
+            writer.ue(raw)
+            expected.append(raw)
+        else:
+            value = raw - 2**19
+            writer.se(value)
+            expected.append(value)
+    reader = BitReader(writer.trailing_bits().to_bytes(), "test")
+    got = [reader.u(21) if kind == "u" else reader.ue() if kind == "ue" else reader.se()
+           for kind, _ in fields]
+    assert got == expected
+
+
+# -- emulation prevention --
+
+@pytest.mark.parametrize(("nal", "rbsp"), [
+    (b"\x67\x42\x00\x1e", b"\x67\x42\x00\x1e"),
+    (b"\x00\x00\x03\x01", b"\x00\x00\x01"),
+    (b"\x00\x00\x03\x00\x00\x03\x00", b"\x00\x00\x00\x00\x00"),
+    (b"\x10\x00\x00\x03", b"\x10\x00\x00"),  # cabac_zero_word style trailing 0x03
+    (b"\x00\x00\x03\x03", b"\x00\x00\x03"),  # the byte after a dropped 0x03 is data
+])
+def test_nal_to_rbsp(nal: bytes, rbsp: bytes) -> None:
+    assert nal_to_rbsp(nal) == rbsp
+
+
+@given(st.binary(max_size=64))
+def test_emulation_prevention_round_trip(rbsp: bytes) -> None:
+    assert nal_to_rbsp(add_emulation_prevention(rbsp)) == rbsp
