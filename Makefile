@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
-# Debian packages the tests drive as real peers (none yet beyond the toolchain).
-APT_PACKAGES := build-essential python3-dev
+# The toolchain, and the Debian packages the tests drive as real peers: ffmpeg is the
+# encoder (RTMP/RTMPS publishing, test media), openssl makes the RTMPS test certificate.
+APT_PACKAGES := build-essential python3-dev ffmpeg openssl
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck pytest setup apt clean help

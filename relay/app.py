@@ -16,6 +16,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from starlette.types import ASGIApp
 
 from relay.api import create_api
 from relay.config import Settings
-from relay.metrics import create_metrics_app
+from relay.metrics import IngestCollector, create_metrics_app
+from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import SchemaTooNewError, Store
+from relay.streams.registry import IngestRegistry
 
 log = logging.getLogger("relay")
 
@@ -71,6 +74,10 @@ class RelayServer:
         self.listeners: list[Listener] = []
         self._store: Store | None = None
         self._servers: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
+        self.registry: IngestRegistry | None = None
+        self.rtmp_servers: list[RtmpServer] = []
+        self.rtmp_counters = RtmpCounters()
+        self._collector: IngestCollector | None = None
 
     @property
     def store(self) -> Store:
@@ -88,18 +95,40 @@ class RelayServer:
                     log.info("access token %s set from RELAY_TOKEN_ID/RELAY_TOKEN_SECRET",
                              token.id)
             s = self.settings
-            self.listeners = [
-                bind_tcp("http", "http", "http-port", s.host, s.http_port),
-                bind_tcp("metrics", "http", "metrics-port", s.host, s.metrics_port),
-            ]
-            api = create_api(self.store, self.readiness_problems)
-            await self._serve_http(api, self.listeners[0])
-            await self._serve_http(create_metrics_app(), self.listeners[1])
+            tls = load_tls(s)
+            ended = await self.store.recover_interrupted_sessions()
+            if ended:
+                log.info("ended %d live session(s) left open by the previous run", len(ended))
+            http = bind_tcp("http", "http", "http-port", s.host, s.http_port)
+            self.listeners = [http]
+            metrics = bind_tcp("metrics", "http", "metrics-port", s.host, s.metrics_port)
+            self.listeners.append(metrics)
+            rtmp = bind_tcp("rtmp", "rtmp", "rtmp-port", s.host, s.rtmp_port)
+            self.listeners.append(rtmp)
+            if tls is not None:
+                self.listeners.append(
+                    bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
+            self.registry = IngestRegistry(self.store, session_limit=s.max_session_duration)
+            limits = RtmpLimits(max_connections=s.rtmp_max_connections,
+                                idle_timeout=s.rtmp_idle_timeout,
+                                max_message_size=s.rtmp_max_message_size)
+            for listener in self.listeners[2:]:
+                server = RtmpServer(self.registry, limits=limits, counters=self.rtmp_counters,
+                                    scheme="rtmps" if listener.name == "rtmps" else "rtmp",
+                                    ssl_context=tls if listener.name == "rtmps" else None)
+                await server.start(listener.sock)
+                self.rtmp_servers.append(server)
+            self._collector = IngestCollector(self.registry, self.rtmp_counters)
+            api = create_api(self.store, self.readiness_problems,
+                             on_stream_change=self.registry.stream_changed)
+            await self._serve_http(api, http)
+            await self._serve_http(create_metrics_app(), metrics)
         except BaseException:
             await self.stop()
             raise
         for listener in self.listeners:
-            suffix = "/metrics" if listener.name == "metrics" else ""
+            suffix = {"metrics": "/metrics", "rtmp": "/app", "rtmps": "/app"}.get(
+                listener.name, "")
             log.info("%s listening on %s%s", listener.name,
                      listener.url(self.settings.host), suffix)
 
@@ -126,10 +155,23 @@ class RelayServer:
         for (server, task), listener in zip(self._servers, self.listeners, strict=False):
             if task.done() or not server.started:
                 problems.append(f"{listener.name} listener is down")
+        for rtmp in self.rtmp_servers:
+            if not rtmp.serving:
+                problems.append(f"{rtmp.scheme} listener is down")
         return problems
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight work finish, close the store. Safe to repeat."""
+        """Stop accepting, end live sessions (recordings completed), let in-flight HTTP
+        requests finish, close the store. Safe to repeat."""
+        for rtmp in self.rtmp_servers:
+            await rtmp.close()
+        self.rtmp_servers.clear()
+        if self.registry is not None:
+            await self.registry.close()
+            self.registry = None
+        if self._collector is not None:
+            self._collector.unregister()
+            self._collector = None
         for server, _ in self._servers:
             server.should_exit = True
         for _, task in self._servers:
@@ -141,6 +183,20 @@ class RelayServer:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+def load_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The RTMPS server context, or None when no certificate is configured."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the RTMPS certificate {str(settings.tls_cert)!r} with key "
+            f"{str(settings.tls_key)!r}: {exc}; check --tls-cert and --tls-key") from None
+    return context
 
 
 def prepare_data_dir(data_dir: Path) -> None:

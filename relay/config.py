@@ -57,6 +57,33 @@ def parse_nonempty(text: str) -> str:
     return text
 
 
+def parse_int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return int(text)
+    return parse
+
+
+def parse_seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise ValueError(f"expected seconds from {low:g} to {high:g}")
+        return value
+    return parse
+
+
+def parse_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
+
+
 DATA_DIR = Option("data-dir", Path, Path("relay-data"),
                   "directory for the SQLite database and recorded media", "DIR")
 DATABASE_URL = Option(
@@ -74,6 +101,26 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "TCP port of the API, HLS playback and the player page", "PORT"),
     Option("metrics-port", parse_port, 9464,
            "TCP port of the Prometheus endpoint /metrics", "PORT"),
+    Option("rtmp-port", parse_port, 5222,
+           "TCP port where encoders publish over RTMP (rtmp://HOST:PORT/app/STREAM_KEY)",
+           "PORT"),
+    Option("rtmps-port", parse_port, 443,
+           "TCP port of RTMP over TLS; only opened when --tls-cert and --tls-key are given",
+           "PORT"),
+    Option("tls-cert", parse_file, None,
+           "PEM certificate chain for RTMPS (with --tls-key)", "FILE"),
+    Option("tls-key", parse_file, None, "PEM private key for RTMPS (with --tls-cert)", "FILE"),
+    Option("rtmp-max-connections", parse_int_range(1, 1_000_000), 1000,
+           "most RTMP(S) connections open at once; more are closed on accept", "N"),
+    Option("rtmp-idle-timeout", parse_seconds(1, 3600), 30.0,
+           "close a publishing connection that sends nothing for this many seconds", "SECONDS"),
+    Option("rtmp-max-message-size", parse_int_range(64 * 1024, 256 * 1024 * 1024),
+           8 * 1024 * 1024,
+           "largest RTMP message (one video frame) accepted, in bytes; larger closes the "
+           "connection", "BYTES"),
+    Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
+           "upper bound on any live session in seconds; a stream's max_continuous_duration "
+           "applies when smaller", "SECONDS"),
     DATA_DIR,
     DATABASE_URL,
     LOG_LEVEL,
@@ -103,6 +150,14 @@ class Settings:
     host: str = "0.0.0.0"
     http_port: int = 8080
     metrics_port: int = 9464
+    rtmp_port: int = 5222
+    rtmps_port: int = 443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rtmp_max_connections: int = 1000
+    rtmp_idle_timeout: float = 30.0
+    rtmp_max_message_size: int = 8 * 1024 * 1024
+    max_session_duration: float = 43_200.0
     log_level: str = "info"
     log_format: str = "text"
     seed_token: SeedToken | None = None
@@ -146,7 +201,10 @@ def settings_from(
             values[option.dest] = option.parse(text)
         except ValueError as exc:
             raise ConfigError(f"{source}={text!r} is not valid: {exc}") from None
-    return Settings(**values, seed_token=seed_token_from(environ))
+    settings = Settings(**values, seed_token=seed_token_from(environ))
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together; give both to serve RTMPS")
+    return settings
 
 
 def seed_token_from(environ: Mapping[str, str]) -> SeedToken | None:

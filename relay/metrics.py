@@ -1,22 +1,75 @@
 """The Prometheus endpoint, served on its own listener (`--metrics-port`).
 
-Collectors read plain counters at scrape time; nothing is updated per packet. For now the
-registry holds the process and runtime collectors and Relay's build info; the ingest,
+Collectors read plain counters at scrape time; nothing is updated per packet. The registry
+holds the process and runtime collectors, Relay's build info and the ingest counters;
 playback and webhook counters join it as those parts land.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import __version__
+from relay.rtmp.server import RtmpCounters
+from relay.streams.registry import IngestRegistry
 
 _build = Info("relay_build", "Relay version")
 _build.info({"version": __version__})
+
+
+class IngestCollector(Collector):
+    """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
+
+    def __init__(self, registry: IngestRegistry, rtmp: RtmpCounters) -> None:
+        self.registry = registry
+        self.rtmp = rtmp
+        REGISTRY.register(self)
+
+    def unregister(self) -> None:
+        REGISTRY.unregister(self)
+
+    def collect(self) -> Iterator[Metric]:
+        rtmp, ingest = self.rtmp, self.registry.counters
+        yield GaugeMetricFamily("relay_rtmp_open_connections", "RTMP(S) connections open now",
+                                value=rtmp.connections_open)
+        counters = (
+            ("relay_rtmp_connections", "RTMP(S) connections accepted",
+             rtmp.connections_total),
+            ("relay_rtmp_connections_refused", "connections closed on accept: over the limit",
+             rtmp.connections_refused),
+            ("relay_rtmp_protocol_errors", "connections closed for breaking the protocol",
+             rtmp.protocol_errors),
+            ("relay_rtmp_handshake_timeouts", "connections closed for not publishing in time",
+             rtmp.handshake_timeouts),
+            ("relay_rtmp_idle_timeouts", "publishing connections closed for sending nothing",
+             rtmp.idle_timeouts),
+            ("relay_rtmp_received_bytes", "bytes received from encoders", rtmp.bytes_received),
+            ("relay_rtmp_media_messages", "audio and video messages received",
+             rtmp.media_messages),
+            ("relay_rtmp_media_errors", "malformed audio or video messages dropped",
+             rtmp.media_errors),
+            ("relay_ingest_publishes_accepted", "publishes admitted",
+             ingest.publishes_accepted),
+            ("relay_ingest_publishes_refused", "publishes refused (bad key, disabled, live)",
+             ingest.publishes_refused),
+            ("relay_ingest_auth_failures", "publishes with an unknown stream key",
+             self.registry.throttle.failures_total),
+            ("relay_ingest_reconnects", "publishers that resumed a session in its window",
+             ingest.reconnects),
+        )
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily("relay_live_sessions", "live sessions (publishing or "
+                                "inside their reconnect window)",
+                                value=len(self.registry.sessions))
 
 
 async def _metrics(_: Request) -> Response:

@@ -6,17 +6,28 @@ from fastapi import FastAPI
 
 from relay import __version__
 from relay.api import assets, health, live_streams
+from relay.api.deps import StreamChangeListener
 from relay.api.errors import install_error_handlers
 from relay.api.health import ReadinessCheck
 from relay.api.middleware import BasicAuthMiddleware, BodyLimitMiddleware
 from relay.store import Store
+from relay.streams.registry import StreamChange
 
 # Mux's API takes small JSON documents; anything larger is a mistake or an attack.
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_api(store: Store, readiness: ReadinessCheck) -> FastAPI:
-    """Build the ASGI app that serves the API with `store` as its data."""
+def _ignore_change(_stream_id: str, _change: StreamChange) -> None:
+    pass
+
+
+def create_api(
+    store: Store,
+    readiness: ReadinessCheck,
+    on_stream_change: StreamChangeListener = _ignore_change,
+) -> FastAPI:
+    """Build the ASGI app that serves the API with `store` as its data; `on_stream_change`
+    hears of completes, disables, deletes and key resets so live sessions can act on them."""
     app = FastAPI(
         title="Relay",
         version=__version__,
@@ -24,6 +35,7 @@ def create_api(store: Store, readiness: ReadinessCheck) -> FastAPI:
     )
     app.state.store = store
     app.state.readiness = readiness
+    app.state.on_stream_change = on_stream_change
     install_error_handlers(app)
     app.include_router(live_streams.router)
     app.include_router(assets.router)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPBasic
 
 from relay.store import Store
+from relay.streams.registry import StreamChange
+
+# Told of every API change that matters to a live session (the ingest registry's
+# stream_changed in production).
+StreamChangeListener = Callable[[str, StreamChange], None]
 
 # Declares HTTP Basic in the OpenAPI document so /docs offers "Authorize"; the check
 # itself is BasicAuthMiddleware, which runs before routing.
@@ -21,7 +27,13 @@ def _store(request: Request) -> Store:
     return store
 
 
+def _stream_changes(request: Request) -> StreamChangeListener:
+    listener: StreamChangeListener = request.app.state.on_stream_change
+    return listener
+
+
 StoreDep = Annotated[Store, Depends(_store)]
+ChangesDep = Annotated[StreamChangeListener, Depends(_stream_changes)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")]
 Page = Annotated[int, Query(ge=1, description="Page number, from 1")]
 

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from relay.api.deps import Limit, Page, StoreDep, basic_auth_doc, envelope, no_content
+from relay.api.deps import (
+    ChangesDep,
+    Limit,
+    Page,
+    StoreDep,
+    basic_auth_doc,
+    envelope,
+    no_content,
+)
 from relay.api.errors import ApiError, not_found
 from relay.api.schemas import (
     CreateLiveStreamRequest,
@@ -17,6 +25,7 @@ from relay.api.schemas import (
     new_live_stream,
 )
 from relay.store.records import LiveStream, LiveStreamStatus
+from relay.streams.registry import StreamChange
 
 router = APIRouter(prefix="/video/v1/live-streams", tags=["live streams"],
                    dependencies=[Depends(basic_auth_doc)])
@@ -70,32 +79,43 @@ async def update_live_stream(
 
 @router.delete("/{live_stream_id}", status_code=204, response_class=Response,
                summary="Delete a live stream (ends its session)")
-async def delete_live_stream(live_stream_id: str, store: StoreDep) -> Response:
+async def delete_live_stream(
+    live_stream_id: str, store: StoreDep, changed: ChangesDep
+) -> Response:
     if not await store.delete_live_stream(live_stream_id):
         raise not_found("live stream")
+    changed(live_stream_id, StreamChange.DELETED)
     return no_content()
 
 
 @router.post("/{live_stream_id}/reset-stream-key", status_code=201,
              summary="Replace the stream key")
-async def reset_stream_key(live_stream_id: str, store: StoreDep) -> Body:
+async def reset_stream_key(live_stream_id: str, store: StoreDep, changed: ChangesDep) -> Body:
     stream = await store.reset_stream_key(live_stream_id)
     if stream is None:
         raise not_found("live stream")
+    # The old key stops working at once, for the encoder using it too.
+    changed(live_stream_id, StreamChange.KEY_RESET)
     return envelope(stream.to_api())
 
 
 @router.put("/{live_stream_id}/complete", summary="End the current recording now")
-async def complete_live_stream(live_stream_id: str, store: StoreDep) -> Body:
-    # Without a session there is no recording to end; with one, the ingest hub acts on it.
+async def complete_live_stream(
+    live_stream_id: str, store: StoreDep, changed: ChangesDep
+) -> Body:
+    # Without a session there is no recording to end; with one, it ends now.
     await _stream(store, live_stream_id)
+    changed(live_stream_id, StreamChange.COMPLETED)
     return envelope({})
 
 
 @router.put("/{live_stream_id}/disable", summary="Refuse publishes and end the current one")
-async def disable_live_stream(live_stream_id: str, store: StoreDep) -> Body:
+async def disable_live_stream(
+    live_stream_id: str, store: StoreDep, changed: ChangesDep
+) -> Body:
     if await store.set_live_stream_enabled(live_stream_id, enabled=False) is None:
         raise not_found("live stream")
+    changed(live_stream_id, StreamChange.DISABLED)
     return envelope({})
 
 

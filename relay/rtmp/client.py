@@ -1,0 +1,216 @@
+"""The publishing side of an RTMP connection, sans-IO: Relay's own pushers (simulcast) and
+the benchmark's load generator speak through it.
+
+Theory of operation: `initial_bytes()` starts the handshake; every byte from the server goes
+to `receive_data()`; the session answers by itself (connect -> createStream -> publish, as
+encoders do, RTMP 7.2) and reports what the caller must know through `next_event()`. Once
+`Published` arrives, `send_media()` writes FLV tag bodies as audio/video messages. Output
+accumulates until `data_to_send()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from relay._native.rtmp_chunk import ChunkDemuxer, ChunkError, ChunkMuxer, RtmpMessage
+from relay.rtmp import amf0
+from relay.rtmp.handshake import ClientHandshake, HandshakeError
+from relay.rtmp.messages import (
+    COMMAND_CSID,
+    CONTROL_CSID,
+    MessageType,
+    UserControlEvent,
+    parse_u32_payload,
+    parse_user_control,
+    u32_payload,
+    user_control_payload,
+)
+from relay.rtmp.session import RemoteProtocolError
+
+# Where the client writes: commands on 3 (NetConnection), stream commands and data on 4,
+# audio on 6 and video on 7, so that a big video frame never delays a small audio one's
+# header state.
+STREAM_CSID = 4
+AUDIO_CSID = 6
+VIDEO_CSID = 7
+
+_CONNECT_TXN = 1.0
+_CREATE_STREAM_TXN = 4.0
+
+
+class ClientState(StrEnum):
+    HANDSHAKE = "handshake"
+    CONNECTING = "connecting"
+    CREATING_STREAM = "creating_stream"
+    PUBLISHING_REQUESTED = "publish_requested"
+    PUBLISHING = "publishing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The server answered NetStream.Publish.Start: media may flow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server refused the connect or the publish, or ended it; the connection is over."""
+
+    code: str
+    description: str
+
+
+ClientEvent = Published | Refused
+
+
+class ClientSession:
+    def __init__(
+        self,
+        *,
+        tc_url: str,
+        stream_key: str,
+        app: str = "app",
+        chunk_size: int = 4096,
+        epoch_ms: int = 0,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.state = ClientState.HANDSHAKE
+        self.tc_url = tc_url
+        self.stream_key = stream_key
+        self.app = app
+        self.stream_id = 0
+        self._chunk_size = chunk_size
+        self._handshake: ClientHandshake | None = ClientHandshake(
+            epoch_ms=epoch_ms, random_bytes=random_bytes)
+        self._demuxer = ChunkDemuxer()
+        self._muxer = ChunkMuxer()
+        self._raw = bytearray()
+        self._events: list[ClientEvent] = []
+        self._peer_window = 0
+        self._acked = 0
+
+    def initial_bytes(self) -> bytes:
+        assert self._handshake is not None
+        return self._handshake.initial_bytes()
+
+    def receive_data(self, data: bytes) -> None:
+        if self._handshake is not None:
+            try:
+                self._raw += self._handshake.receive_data(data)
+            except HandshakeError as exc:
+                raise RemoteProtocolError(f"handshake: {exc}") from None
+            if not self._handshake.complete:
+                return
+            data = self._handshake.take_leftover()
+            self._handshake = None
+            self._start()
+        try:
+            self._demuxer.feed(data)
+            while (message := self._demuxer.next_message()) is not None:
+                self._dispatch(message)
+        except ChunkError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+
+    def _start(self) -> None:
+        self.state = ClientState.CONNECTING
+        self._muxer.write_set_chunk_size(self._chunk_size)
+        self._command(COMMAND_CSID, 0, "connect", _CONNECT_TXN, {
+            "app": self.app, "type": "nonprivate", "flashVer": "FMLE/3.0 (compatible; Relay)",
+            "tcUrl": self.tc_url})
+
+    def _dispatch(self, message: RtmpMessage) -> None:
+        window = self._peer_window
+        if window and self._demuxer.bytes_received - self._acked >= window:
+            self._acked = self._demuxer.bytes_received
+            self._muxer.write_message(CONTROL_CSID, MessageType.ACKNOWLEDGEMENT, 0, 0,
+                                      u32_payload(self._acked))
+        type_id = message.type_id
+        if type_id == MessageType.WINDOW_ACK_SIZE:
+            try:
+                self._peer_window = parse_u32_payload(message.payload, "window ack size")
+            except ValueError as exc:
+                raise RemoteProtocolError(str(exc)) from None
+        elif type_id == MessageType.USER_CONTROL:
+            try:
+                event, value = parse_user_control(message.payload)
+            except ValueError as exc:
+                raise RemoteProtocolError(str(exc)) from None
+            if event == UserControlEvent.PING_REQUEST:
+                self._muxer.write_message(
+                    CONTROL_CSID, MessageType.USER_CONTROL, 0, 0,
+                    user_control_payload(UserControlEvent.PING_RESPONSE, value))
+        elif type_id in (MessageType.COMMAND_AMF0, MessageType.COMMAND_AMF3):
+            try:
+                name, txn, args = amf0.decode_command(
+                    message.payload, amf3=type_id == MessageType.COMMAND_AMF3)
+            except amf0.AmfError as exc:
+                raise RemoteProtocolError(f"malformed command: {exc}") from None
+            self._on_command(name, txn, args)
+
+    def _on_command(self, name: str, txn: float, args: list[amf0.AmfValue]) -> None:
+        if name == "_result" and txn == _CONNECT_TXN and self.state is ClientState.CONNECTING:
+            self.state = ClientState.CREATING_STREAM
+            self._command(COMMAND_CSID, 0, "releaseStream", 2.0, None, self.stream_key)
+            self._command(COMMAND_CSID, 0, "FCPublish", 3.0, None, self.stream_key)
+            self._command(COMMAND_CSID, 0, "createStream", _CREATE_STREAM_TXN, None)
+        elif (name == "_result" and txn == _CREATE_STREAM_TXN
+              and self.state is ClientState.CREATING_STREAM):
+            stream_id = args[1] if len(args) > 1 else None
+            if not isinstance(stream_id, float):
+                raise RemoteProtocolError("createStream answered without a stream id")
+            self.stream_id = int(stream_id)
+            self.state = ClientState.PUBLISHING_REQUESTED
+            self._command(STREAM_CSID, self.stream_id, "publish", 5.0, None,
+                          self.stream_key, "live")
+        elif name in ("_error", "onStatus"):
+            info = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+            code, level = info.get("code"), info.get("level")
+            description = info.get("description")
+            if code == "NetStream.Publish.Start":
+                self.state = ClientState.PUBLISHING
+                self._events.append(Published())
+            elif level == "error" or name == "_error":
+                self.state = ClientState.CLOSED
+                self._events.append(Refused(str(code), str(description)))
+
+    def next_event(self) -> ClientEvent | None:
+        return self._events.pop(0) if self._events else None
+
+    # -- publishing ------------------------------------------------------------------
+
+    def send_metadata(self, values: dict[str, amf0.AmfValue]) -> None:
+        self._require_publishing()
+        self._muxer.write_message(STREAM_CSID, MessageType.DATA_AMF0, self.stream_id, 0,
+                                  amf0.encode("@setDataFrame", "onMetaData", values))
+
+    def send_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        """Write one FLV tag body as an audio (8) or video (9) message."""
+        self._require_publishing()
+        csid = VIDEO_CSID if type_id == MessageType.VIDEO else AUDIO_CSID
+        self._muxer.write_message(csid, type_id, self.stream_id, timestamp & 0xFFFFFFFF,
+                                  payload)
+
+    def unpublish(self) -> None:
+        if self.state is ClientState.PUBLISHING:
+            self._command(STREAM_CSID, 0, "FCUnpublish", 6.0, None, self.stream_key)
+            self._command(STREAM_CSID, 0, "deleteStream", 7.0, None, float(self.stream_id))
+        self.state = ClientState.CLOSED
+
+    def _require_publishing(self) -> None:
+        if self.state is not ClientState.PUBLISHING:
+            raise RuntimeError(f"cannot send media in state {self.state}")
+
+    # -- output ----------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._raw) + self._muxer.take() if self._raw else self._muxer.take()
+        self._raw.clear()
+        return out
+
+    def _command(self, csid: int, stream_id: int, name: str, txn: float,
+                 *args: amf0.AmfValue) -> None:
+        self._muxer.write_message(csid, MessageType.COMMAND_AMF0, stream_id, 0,
+                                  amf0.encode_command(name, txn, *args))

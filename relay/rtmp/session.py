@@ -1,0 +1,486 @@
+"""The server side of one RTMP connection, sans-IO.
+
+Theory of operation: bytes from the encoder go in through `get_buffer`/`buffer_updated` (or
+`receive_data`); first the handshake (RTMP 5.2) consumes them, then the native chunk demuxer
+(5.3) turns them into messages. Protocol-control messages (5.4, 6.2) are answered here;
+commands (7.2) move the session through the table `TRANSITIONS` below; what the application
+must decide or consume comes out of `next_event()` as a frozen event. Everything the session
+wants to send accumulates until `data_to_send()`. The session reads no clock and does no I/O:
+the asyncio adapter (`relay.rtmp.server`) owns the socket, the timers and the live stream.
+
+    HANDSHAKE --C2--> AWAIT_CONNECT --connect--> CONNECTED --publish--> PUBLISH_PENDING
+                                                                          | accept_publish()
+                                                     PUBLISHING <---------+
+    any state --error / refusal / unpublish--> CLOSING (the adapter closes the socket)
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from relay._native.rtmp_chunk import (
+    DEFAULT_MAX_BUFFERED,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ChunkDemuxer,
+    ChunkError,
+    ChunkMuxer,
+    RtmpMessage,
+)
+from relay.rtmp import amf0
+from relay.rtmp.handshake import HANDSHAKE_SIZE, HandshakeError, ServerHandshake
+from relay.rtmp.messages import (
+    COMMAND_CSID,
+    CONTROL_CSID,
+    STATUS_CSID,
+    MessageType,
+    PeerBandwidthLimit,
+    UserControlEvent,
+    parse_u32_payload,
+    parse_user_control,
+    set_peer_bandwidth_payload,
+    u32_payload,
+    user_control_payload,
+)
+
+# The only application name Relay serves: rtmp://HOST:5222/app/STREAM_KEY.
+APP_NAME = "app"
+# What Relay asks encoders to acknowledge, and the chunk size it writes with. Bigger chunks
+# mean fewer headers; 4096 is what encoders commonly use themselves.
+WINDOW_ACK_SIZE = 2_500_000
+OUT_CHUNK_SIZE = 4096
+# The message stream id `createStream` hands out; one publish per connection.
+PUBLISH_STREAM_ID = 1
+
+
+class State(StrEnum):
+    HANDSHAKE = "handshake"
+    AWAIT_CONNECT = "await_connect"
+    CONNECTED = "connected"
+    PUBLISH_PENDING = "publish_pending"
+    PUBLISHING = "publishing"
+    CLOSING = "closing"
+
+
+class RemoteProtocolError(Exception):
+    """The encoder broke the protocol; str(exc) is the reason its connection is closed."""
+
+
+class LocalProtocolError(Exception):
+    """Relay called the session in a state where that call makes no sense (a bug)."""
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """`connect` was accepted. `tc_url` and `flash_ver` are as the encoder sent them."""
+
+    tc_url: str
+    flash_ver: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequested:
+    """The encoder asked to publish; answer with accept_publish() or refuse_publish()."""
+
+    stream_key: str
+    query: str  # what followed '?' in the stream name, if anything
+    publish_type: str  # "live", "record" or "append"; Relay treats all as live
+
+
+@dataclass(frozen=True, slots=True)
+class MediaMessage:
+    """An audio (8) or video (9) message's FLV tag body, with its 32-bit timestamp."""
+
+    type_id: int
+    timestamp: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """`@setDataFrame onMetaData` (or a bare `onMetaData`): the encoder's stream description."""
+
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEnded:
+    """The encoder unpublished (FCUnpublish / deleteStream / closeStream)."""
+
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """The session wants the connection closed once `data_to_send()` has been written."""
+
+    reason: str
+
+
+Event = Connected | PublishRequested | MediaMessage | Metadata | PublishEnded | Closing
+
+
+# -- the command transition table ------------------------------------------------------
+# (state, command) -> handler name. A command missing here is answered with `_error` when it
+# expects an answer and is otherwise ignored, except before `connect`, where it is an error.
+
+_PUBLISH_TEARDOWN = ("FCUnpublish", "deleteStream", "closeStream")
+
+TRANSITIONS: dict[tuple[State, str], str] = {
+    (State.AWAIT_CONNECT, "connect"): "_on_connect",
+    **{(s, c): "_on_acknowledged_call"
+       for s in (State.CONNECTED, State.PUBLISH_PENDING, State.PUBLISHING)
+       for c in ("releaseStream", "FCPublish", "_checkbw", "getStreamLength")},
+    (State.CONNECTED, "createStream"): "_on_create_stream",
+    (State.CONNECTED, "publish"): "_on_publish",
+    (State.CONNECTED, "play"): "_on_play",
+    (State.CONNECTED, "play2"): "_on_play",
+    **{(State.CONNECTED, c): "_on_ignored" for c in _PUBLISH_TEARDOWN},
+    **{(State.PUBLISH_PENDING, c): "_on_unpublish" for c in _PUBLISH_TEARDOWN},
+    **{(State.PUBLISHING, c): "_on_unpublish" for c in _PUBLISH_TEARDOWN},
+}
+
+_AGGREGATE_TAG_HEADER = struct.Struct(">B3s3sB3s")  # FLV tag header (7.1.6)
+
+
+class ServerSession:
+    """One encoder's RTMP connection, as a state machine over bytes."""
+
+    def __init__(
+        self,
+        *,
+        epoch_ms: int = 0,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        self.state = State.HANDSHAKE
+        self._handshake: ServerHandshake | None = ServerHandshake(
+            epoch_ms=epoch_ms, random_bytes=random_bytes)
+        self._handshake_buffer: bytearray | None = bytearray(2 * HANDSHAKE_SIZE + 1)
+        self._demuxer = ChunkDemuxer(max_message_size=max_message_size,
+                                     max_buffered=max_buffered)
+        self._muxer = ChunkMuxer()
+        self._handshake_out = bytearray()
+        self._events: list[Event] = []
+        self._next_event = 0
+        self._peer_window = 0  # the encoder's Window Acknowledgement Size, when it sent one
+        self._acked = 0  # bytes_received when we last acknowledged
+        self._publish_txn = 0.0
+        self.stream_key = ""
+        self.messages_ignored = 0
+
+    # -- input ---------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._handshake_buffer is not None:
+            return memoryview(self._handshake_buffer)
+        return self._demuxer.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._handshake_buffer is not None:
+            self._receive_handshake(bytes(self._handshake_buffer[:nbytes]))
+        else:
+            self._demuxer.buffer_updated(nbytes)
+
+    def receive_data(self, data: bytes) -> None:
+        """Copying alternative to get_buffer/buffer_updated (tests, TLS transports)."""
+        if self._handshake_buffer is not None:
+            self._receive_handshake(data)
+        else:
+            self._demuxer.feed(data)
+
+    def _receive_handshake(self, data: bytes) -> None:
+        assert self._handshake is not None
+        try:
+            reply = self._handshake.receive_data(data)
+        except HandshakeError as exc:
+            raise RemoteProtocolError(f"handshake: {exc}") from None
+        self._send_handshake(reply)
+        if self._handshake.complete:
+            leftover = self._handshake.take_leftover()
+            self._handshake = None
+            self._handshake_buffer = None
+            self.state = State.AWAIT_CONNECT
+            if leftover:
+                self._demuxer.feed(leftover)
+
+    @property
+    def bytes_received(self) -> int:
+        return int(self._demuxer.bytes_received)
+
+    @property
+    def buffered(self) -> int:
+        return int(self._demuxer.buffered)
+
+    @property
+    def allocated(self) -> int:
+        return int(self._demuxer.allocated)
+
+    # -- events --------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        """The next thing the application must know; None when more bytes are needed.
+
+        Raises RemoteProtocolError when the encoder broke the protocol."""
+        while self._next_event >= len(self._events):
+            self._events.clear()
+            self._next_event = 0
+            if self.state in (State.HANDSHAKE, State.CLOSING):
+                return None
+            try:
+                message = self._demuxer.next_message()
+            except ChunkError as exc:
+                raise RemoteProtocolError(str(exc)) from None
+            if message is None:
+                return None
+            self._maybe_acknowledge()
+            self._dispatch(message)
+        event = self._events[self._next_event]
+        self._next_event += 1
+        return event
+
+    def _maybe_acknowledge(self) -> None:
+        # RTMP 5.4.3: acknowledge every window's worth of received bytes; the window is the
+        # one the encoder announced, or Relay's own when it announced none.
+        window = self._peer_window or WINDOW_ACK_SIZE
+        received = self.bytes_received
+        if received - self._acked >= window:
+            self._acked = received
+            self._control(MessageType.ACKNOWLEDGEMENT, u32_payload(received))
+
+    def _dispatch(self, message: RtmpMessage) -> None:
+        type_id = message.type_id
+        if type_id in (MessageType.AUDIO, MessageType.VIDEO):
+            if self.state is State.PUBLISHING:
+                self._events.append(MediaMessage(type_id, message.timestamp, message.payload))
+            else:
+                self.messages_ignored += 1
+        elif type_id in (MessageType.COMMAND_AMF0, MessageType.COMMAND_AMF3):
+            self._on_command(message)
+        elif type_id in (MessageType.DATA_AMF0, MessageType.DATA_AMF3):
+            self._on_data(message)
+        elif type_id == MessageType.AGGREGATE:
+            self._on_aggregate(message)
+        elif type_id == MessageType.USER_CONTROL:
+            self._on_user_control(message.payload)
+        elif type_id == MessageType.WINDOW_ACK_SIZE:
+            window = self._u32(message.payload, "Window Acknowledgement Size")
+            if window == 0:
+                raise RemoteProtocolError("Window Acknowledgement Size of 0")
+            self._peer_window = window
+        elif type_id in (MessageType.SET_CHUNK_SIZE, MessageType.ABORT,
+                         MessageType.ACKNOWLEDGEMENT, MessageType.SET_PEER_BANDWIDTH,
+                         MessageType.SHARED_OBJECT_AMF0, MessageType.SHARED_OBJECT_AMF3):
+            # Chunk size and abort are applied by the demuxer; acknowledgements of what we
+            # send and bandwidth hints need no action from an ingest server; shared objects
+            # are a Flash feature no encoder uses for publishing.
+            pass
+        else:
+            raise RemoteProtocolError(f"unknown message type {type_id}")
+
+    @staticmethod
+    def _u32(payload: bytes, what: str) -> int:
+        try:
+            return parse_u32_payload(payload, what)
+        except ValueError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+
+    def _on_user_control(self, payload: bytes) -> None:
+        try:
+            event, value = parse_user_control(payload)
+        except ValueError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        if event == UserControlEvent.PING_REQUEST:
+            self._control(MessageType.USER_CONTROL,
+                          user_control_payload(UserControlEvent.PING_RESPONSE, value))
+
+    def _on_data(self, message: RtmpMessage) -> None:
+        payload = message.payload
+        if message.type_id == MessageType.DATA_AMF3 and payload[:1] == b"\x00":
+            payload = payload[1:]
+        try:
+            values = amf0.decode_all(payload)
+        except amf0.AmfError:
+            self.messages_ignored += 1  # metadata is advisory; a bad one costs nothing
+            return
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if (self.state is State.PUBLISHING and len(values) >= 2 and values[0] == "onMetaData"
+                and isinstance(values[1], dict)):
+            self._events.append(Metadata(dict(values[1])))
+        else:
+            self.messages_ignored += 1
+
+    def _on_aggregate(self, message: RtmpMessage) -> None:
+        # RTMP 7.1.6: FLV tags back to back, each followed by its 4-byte back pointer; the
+        # sub-messages' timestamps are offsets from the first one's, rebased on the
+        # aggregate's own timestamp.
+        data, offset, first_ts = message.payload, 0, None
+        while offset < len(data):
+            end_of_header = offset + _AGGREGATE_TAG_HEADER.size
+            if end_of_header > len(data):
+                raise RemoteProtocolError("aggregate message: truncated sub-message header")
+            type_id, size3, ts3, ts_ext, _ = _AGGREGATE_TAG_HEADER.unpack_from(data, offset)
+            size = int.from_bytes(size3, "big")
+            ts = int.from_bytes(ts3, "big") | (ts_ext << 24)
+            end = end_of_header + size + 4
+            if end > len(data):
+                raise RemoteProtocolError(
+                    f"aggregate message: sub-message of {size} bytes runs past the end")
+            if first_ts is None:
+                first_ts = ts
+            if type_id in (MessageType.AUDIO, MessageType.VIDEO) and \
+                    self.state is State.PUBLISHING:
+                timestamp = (message.timestamp + ts - first_ts) & 0xFFFFFFFF
+                self._events.append(
+                    MediaMessage(type_id, timestamp, data[end_of_header:end - 4]))
+            offset = end
+
+    # -- commands ------------------------------------------------------------------
+
+    def _on_command(self, message: RtmpMessage) -> None:
+        try:
+            name, txn, args = amf0.decode_command(
+                message.payload, amf3=message.type_id == MessageType.COMMAND_AMF3)
+        except amf0.AmfError as exc:
+            raise RemoteProtocolError(f"malformed command: {exc}") from None
+        handler = TRANSITIONS.get((self.state, name))
+        if handler is not None:
+            getattr(self, handler)(txn, args)
+        elif self.state is State.AWAIT_CONNECT:
+            raise RemoteProtocolError(f"expected connect, got {name!r}")
+        elif name in ("_result", "_error", "onStatus", "onBWDone"):
+            pass  # answers to calls Relay never makes, or courtesy notifications
+        else:
+            self.messages_ignored += 1
+            if txn:
+                self._command("_error", txn, None, _status(
+                    "error", "NetConnection.Call.Failed",
+                    f"{name} is not supported by this server in state {self.state}"))
+
+    def _on_connect(self, txn: float, args: list[amf0.AmfValue]) -> None:
+        props = args[0] if args and isinstance(args[0], dict) else {}
+        app = props.get("app")
+        tc_url = props.get("tcUrl")
+        flash_ver = props.get("flashVer")
+        if not isinstance(app, str) or app.rstrip("/") != APP_NAME:
+            self._command("_error", txn, None, _status(
+                "error", "NetConnection.Connect.Rejected",
+                f"unknown application {app!r}: publish to rtmp://HOST/{APP_NAME}/STREAM_KEY"))
+            self._close(f"connect to unknown application {app!r}")
+            return
+        self._control(MessageType.WINDOW_ACK_SIZE, u32_payload(WINDOW_ACK_SIZE))
+        self._control(MessageType.SET_PEER_BANDWIDTH,
+                      set_peer_bandwidth_payload(WINDOW_ACK_SIZE, PeerBandwidthLimit.DYNAMIC))
+        self._muxer.write_set_chunk_size(OUT_CHUNK_SIZE)
+        encoding = props.get("objectEncoding", 0.0)
+        self._command("_result", txn,
+                      {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0, "mode": 1.0},
+                      {**_status("status", "NetConnection.Connect.Success",
+                                 "Connection succeeded."),
+                       "objectEncoding": encoding if isinstance(encoding, float) else 0.0})
+        self.state = State.CONNECTED
+        self._events.append(Connected(tc_url if isinstance(tc_url, str) else "",
+                                      flash_ver if isinstance(flash_ver, str) else ""))
+
+    def _on_acknowledged_call(self, txn: float, _args: list[amf0.AmfValue]) -> None:
+        if txn:
+            self._command("_result", txn, None, amf0.UNDEFINED)
+
+    def _on_ignored(self, _txn: float, _args: list[amf0.AmfValue]) -> None:
+        pass
+
+    def _on_create_stream(self, txn: float, _args: list[amf0.AmfValue]) -> None:
+        self._command("_result", txn, None, float(PUBLISH_STREAM_ID))
+
+    def _on_publish(self, txn: float, args: list[amf0.AmfValue]) -> None:
+        # publish(null, name, type): RTMP 7.2.2.6
+        name = args[1] if len(args) > 1 else None
+        publish_type = args[2] if len(args) > 2 and isinstance(args[2], str) else "live"
+        if not isinstance(name, str) or not name:
+            self.refuse_publish("publish without a stream name: use the stream key")
+            return
+        key, _, query = name.partition("?")
+        self.stream_key = key
+        self._publish_txn = txn
+        self.state = State.PUBLISH_PENDING
+        self._events.append(PublishRequested(key, query, publish_type))
+
+    def _on_play(self, _txn: float, _args: list[amf0.AmfValue]) -> None:
+        self._status("error", "NetStream.Play.Failed",
+                     "playback over RTMP is not offered: play the HLS URL of the playback id")
+        self._close("play refused: playback is HLS")
+
+    def _on_unpublish(self, _txn: float, _args: list[amf0.AmfValue]) -> None:
+        if self.state is State.PUBLISHING:
+            self._status("status", "NetStream.Unpublish.Success", "Stopped publishing.")
+        self.state = State.CLOSING
+        self._events.append(PublishEnded("unpublish"))
+
+    # -- the application's answers ----------------------------------------------------
+
+    def accept_publish(self) -> None:
+        if self.state is not State.PUBLISH_PENDING:
+            raise LocalProtocolError(f"accept_publish in state {self.state}")
+        self._control(MessageType.USER_CONTROL,
+                      user_control_payload(UserControlEvent.STREAM_BEGIN, PUBLISH_STREAM_ID))
+        self._status("status", "NetStream.Publish.Start", f"{self.stream_key} is now published.")
+        self.state = State.PUBLISHING
+
+    def refuse_publish(self, description: str,
+                       code: str = "NetStream.Publish.BadName") -> None:
+        """Tell the encoder why it may not publish, then close."""
+        self._status("error", code, description)
+        self._close(f"publish refused: {description}")
+
+    def end_publish(self, description: str) -> None:
+        """End a publish the server no longer wants (disabled, completed, limit reached)."""
+        if self.state is State.CLOSING:
+            return
+        if self.state is State.PUBLISHING:
+            self._status("error", "NetStream.Publish.Denied", description)
+        self._close(description)
+
+    def _close(self, reason: str) -> None:
+        self.state = State.CLOSING
+        self._events.append(Closing(reason))
+
+    # -- output --------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        if self._handshake_out:
+            out = bytes(self._handshake_out) + self._muxer.take()
+            self._handshake_out.clear()
+            return out
+        return self._muxer.take()
+
+    def _send_handshake(self, data: bytes) -> None:
+        self._handshake_out += data
+
+    def _control(self, type_id: MessageType, payload: bytes) -> None:
+        self._muxer.write_message(CONTROL_CSID, type_id, 0, 0, payload)
+
+    def _command(self, name: str, txn: float, *args: amf0.AmfValue) -> None:
+        self._muxer.write_message(COMMAND_CSID, MessageType.COMMAND_AMF0, 0, 0,
+                                  amf0.encode_command(name, txn, *args))
+
+    def _status(self, level: str, code: str, description: str) -> None:
+        self._muxer.write_message(
+            STATUS_CSID, MessageType.COMMAND_AMF0, PUBLISH_STREAM_ID, 0,
+            amf0.encode_command("onStatus", 0.0, None, _status(level, code, description)))
+
+    def release(self) -> None:
+        """Free the buffers (the connection is gone)."""
+        self._demuxer.release()
+
+
+def _status(level: str, code: str, description: str) -> dict[str, amf0.AmfValue]:
+    return {"level": level, "code": code, "description": description}

@@ -1,0 +1,263 @@
+"""One live stream's session: the lifecycle's effects, the timers, and the media fan-out.
+
+A `LiveSession` exists from the moment an encoder is admitted on a stream's key until the
+stream goes idle. Ingest adapters (RTMP, later SRT) attach as its `Publisher` and push track
+configurations and frames into it; consumers (the HLS packager, simulcast pushers) attach as
+`MediaSink`s. The media path never waits for the store: lifecycle effects are queued and
+written in order by one worker task per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
+from relay.store import Store
+from relay.store.records import IngestProtocol, LiveStream, RecordingTime
+from relay.streams.lifecycle import Effect, Input, SessionLifecycle, State
+
+log = logging.getLogger("relay.streams")
+
+
+class Publisher(Protocol):
+    """An encoder's connection as the session sees it."""
+
+    @property
+    def protocol(self) -> IngestProtocol: ...
+
+    @property
+    def peer(self) -> str:
+        """"address:port", for logs."""
+
+    def close(self, reason: str) -> None:
+        """End the connection (telling the encoder why, where the protocol can)."""
+
+
+class MediaSink(Protocol):
+    """A consumer of a session's media: the HLS packager, a simulcast pusher."""
+
+    def on_track(self, config: TrackConfig) -> None: ...
+    def on_frame(self, frame: MediaFrame) -> None: ...
+    def on_discontinuity(self) -> None: ...
+    def on_end(self) -> None: ...
+
+
+class LiveSession:
+    """The session of one live stream; see `relay.streams.lifecycle` for its states."""
+
+    def __init__(
+        self,
+        stream: LiveStream,
+        store: Store,
+        *,
+        session_limit: float,
+        on_ended: Callable[[LiveSession], None],
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.store = store
+        self.lifecycle = SessionLifecycle(reconnect_window=stream.reconnect_window)
+        self.publisher: Publisher | None = None
+        self.sinks: list[MediaSink] = []
+        self.tracks: dict[TrackKind, TrackConfig] = {}
+        self.asset_id: str | None = None
+        self.protocol: IngestProtocol = "rtmp"
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self._session_limit = session_limit
+        self._on_ended = on_ended
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._effects: asyncio.Queue[tuple[Effect, RecordingTime | None]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._window_timer: asyncio.TimerHandle | None = None
+        self._limit_timer: asyncio.TimerHandle | None = None
+        self._recording_since: tuple[float, float] | None = None  # (wall, monotonic)
+        self._end_reason = ""
+        self.finished = asyncio.Event()
+
+    # -- admission -------------------------------------------------------------------
+
+    @property
+    def stream_id(self) -> str:
+        return self.stream.id
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
+
+    def start(self, publisher: Publisher) -> None:
+        """The first admission on this stream: start the session with `publisher`."""
+        self.publisher = publisher
+        self.protocol = publisher.protocol
+        loop = asyncio.get_running_loop()
+        self._worker = loop.create_task(self._run_effects(), name=f"session-{self.stream_id}")
+        limit = min(self._session_limit, float(self.stream.max_continuous_duration))
+        self._limit_timer = loop.call_later(limit, self._limit_reached, limit)
+        self._apply(self.lifecycle.start())
+        log.info("stream %s: %s connected from %s", self.stream_id, publisher.protocol,
+                 publisher.peer)
+
+    def can_resume(self) -> bool:
+        return self.lifecycle.accepts(Input.RECONNECT)
+
+    def resume(self, publisher: Publisher) -> None:
+        """An encoder came back inside the reconnect window: same session, same asset."""
+        self.publisher = publisher
+        self._apply(self.lifecycle.handle(Input.RECONNECT))
+        for sink in self.sinks:
+            sink.on_discontinuity()
+        log.info("stream %s: %s reconnected from %s", self.stream_id, publisher.protocol,
+                 publisher.peer)
+
+    def detach(self, publisher: Publisher, reason: str) -> None:
+        """The publisher's connection ended (for any reason)."""
+        if publisher is not self.publisher:
+            return
+        self.publisher = None
+        log.info("stream %s: %s from %s disconnected: %s", self.stream_id,
+                 publisher.protocol, publisher.peer, reason)
+        if self.lifecycle.accepts(Input.DROP):
+            self._apply(self.lifecycle.handle(Input.DROP))
+
+    def end(self, reason: str) -> None:
+        """End the session now: the application completed, disabled or deleted the stream,
+        reset its key, or the session limit was reached."""
+        if self.lifecycle.ended:
+            return
+        self._end_reason = reason
+        log.info("stream %s: session ended: %s", self.stream_id, reason)
+        self._apply(self.lifecycle.handle(Input.END))
+
+    # -- media -----------------------------------------------------------------------
+
+    def publish_track(self, config: TrackConfig) -> None:
+        if self.stream.audio_only and isinstance(config, VideoConfig):
+            return
+        kind = TrackKind.VIDEO if isinstance(config, VideoConfig) else TrackKind.AUDIO
+        self.tracks[kind] = config
+        for sink in self.sinks:
+            sink.on_track(config)
+
+    def publish_frame(self, frame: MediaFrame) -> None:
+        if self.stream.audio_only and frame.kind is TrackKind.VIDEO:
+            self.frames_dropped += 1
+            return
+        if frame.kind not in self.tracks:
+            # A frame before its decoder configuration cannot be decoded by anyone.
+            self.frames_dropped += 1
+            return
+        self.frames_in += 1
+        state = self.lifecycle.state
+        if state is State.CONNECTED:
+            self._apply(self.lifecycle.handle(Input.MEDIA))
+            state = self.lifecycle.state
+        if state is State.RECORDING and self._first_segment_playable(frame):
+            self._apply(self.lifecycle.handle(Input.PLAYABLE))
+        for sink in self.sinks:
+            sink.on_frame(frame)
+
+    def _first_segment_playable(self, frame: MediaFrame) -> bool:
+        # Hook point for the HLS packager: until it reports its first complete segment,
+        # the first keyframe (or, for audio-only streams, the first audio frame) stands in.
+        if isinstance(self.tracks.get(TrackKind.VIDEO), VideoConfig):
+            return frame.kind is TrackKind.VIDEO and frame.keyframe
+        return isinstance(self.tracks.get(TrackKind.AUDIO), AudioConfig)
+
+    def attach_sink(self, sink: MediaSink) -> None:
+        self.sinks.append(sink)
+        for config in self.tracks.values():
+            sink.on_track(config)
+
+    # -- effects ---------------------------------------------------------------------
+
+    def _apply(self, effects: tuple[Effect, ...]) -> None:
+        loop = asyncio.get_running_loop()
+        for effect in effects:
+            if effect is Effect.START_WINDOW:
+                self._window_timer = loop.call_later(
+                    self.stream.reconnect_window, self._window_expired)
+            elif effect is Effect.CANCEL_WINDOW:
+                if self._window_timer is not None:
+                    self._window_timer.cancel()
+                    self._window_timer = None
+            elif effect is Effect.CLOSE_PUBLISHER:
+                publisher, self.publisher = self.publisher, None
+                if publisher is not None:
+                    publisher.close(self._end_reason)
+            elif effect is Effect.MARK_RECORDING:
+                self._recording_since = (self._wall_clock(), self._clock())
+                self._effects.put_nowait((effect, None))
+            elif effect is Effect.MARK_DISCONNECTED:
+                self._effects.put_nowait((effect, self._close_recording_interval()))
+            else:
+                if effect is Effect.FINISH:
+                    self._finish_media()
+                self._effects.put_nowait((effect, None))
+
+    def _close_recording_interval(self) -> RecordingTime | None:
+        if self._recording_since is None:
+            return None
+        wall, mono = self._recording_since
+        self._recording_since = None
+        return RecordingTime(started_at=wall, duration=round(self._clock() - mono, 3))
+
+    def _finish_media(self) -> None:
+        if self._limit_timer is not None:
+            self._limit_timer.cancel()
+            self._limit_timer = None
+        for sink in self.sinks:
+            sink.on_end()
+        self.sinks.clear()
+
+    def _window_expired(self) -> None:
+        self._window_timer = None
+        if self.lifecycle.accepts(Input.WINDOW_EXPIRED):
+            log.info("stream %s: reconnect window of %gs expired", self.stream_id,
+                     self.stream.reconnect_window)
+            self._apply(self.lifecycle.handle(Input.WINDOW_EXPIRED))
+
+    def _limit_reached(self, limit: float) -> None:
+        self._limit_timer = None
+        self.end(f"session reached its limit of {limit:g}s (max_continuous_duration)")
+
+    async def _run_effects(self) -> None:
+        while True:
+            effect, recorded = await self._effects.get()
+            try:
+                await self._write(effect, recorded, self.protocol)
+            except Exception:
+                # The store failing must not take the ingest down; the next transition
+                # (or the recovery on restart) brings the rows back in line.
+                log.exception("stream %s: could not record %s", self.stream_id, effect)
+            if effect is Effect.FINISH:
+                break
+        self.finished.set()
+        self._on_ended(self)
+
+    async def _write(
+        self, effect: Effect, recorded: RecordingTime | None, protocol: IngestProtocol
+    ) -> None:
+        store, stream_id = self.store, self.stream_id
+        if effect is Effect.MARK_CONNECTED:
+            await store.session_connected(stream_id)
+        elif effect is Effect.MARK_RECORDING:
+            asset = await store.session_recording(stream_id, protocol, self.asset_id)
+            if asset is not None:
+                self.asset_id = asset.id
+        elif effect is Effect.MARK_ACTIVE:
+            await store.session_active(stream_id)
+        elif effect is Effect.MARK_DISCONNECTED:
+            await store.session_disconnected(stream_id, self.asset_id, recorded)
+        elif effect is Effect.FINISH:
+            await store.session_ended(stream_id, self.asset_id)
+
+    async def wait_finished(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.finished.wait()

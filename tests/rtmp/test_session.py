@@ -1,0 +1,205 @@
+"""The server session, driven through bytes only: Relay's publishing client on one side,
+feeding three ways (whole, one byte at a time, with trailing bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from relay._native.rtmp_chunk import ChunkMuxer
+from relay.rtmp import amf0
+from relay.rtmp.client import ClientSession, Published, Refused
+from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payload
+from relay.rtmp.session import (
+    WINDOW_ACK_SIZE,
+    Closing,
+    Connected,
+    Event,
+    MediaMessage,
+    Metadata,
+    PublishEnded,
+    PublishRequested,
+    RemoteProtocolError,
+    ServerSession,
+    State,
+)
+
+Feeder = Callable[[bytes], Iterator[bytes]]
+
+
+def whole(data: bytes) -> Iterator[bytes]:
+    yield data
+
+
+def bytewise(data: bytes) -> Iterator[bytes]:
+    for i in range(len(data)):
+        yield data[i:i + 1]
+
+
+FEEDERS = [whole, bytewise]
+
+
+def pump(server: ServerSession, data: bytes, feed: Feeder = whole) -> list[Event]:
+    events: list[Event] = []
+    for piece in feed(data):
+        server.receive_data(piece)
+        while (event := server.next_event()) is not None:
+            events.append(event)
+    return events
+
+
+def fixed_random(n: int) -> bytes:
+    return bytes(range(256)) * (n // 256) + bytes(n % 256)
+
+
+def connect(feed: Feeder = whole, key: str = "secret-key?token=1") -> tuple[
+        ServerSession, ClientSession, list[Event]]:
+    server = ServerSession(random_bytes=fixed_random)
+    client = ClientSession(tc_url="rtmp://127.0.0.1/app", stream_key=key,
+                           random_bytes=fixed_random)
+    events = pump(server, client.initial_bytes(), feed)
+    for _ in range(10):  # a few round trips: handshake, connect, createStream, publish
+        client.receive_data(server.data_to_send())
+        events += pump(server, client.data_to_send(), feed)
+        if any(isinstance(e, PublishRequested) for e in events):
+            break
+    return server, client, events
+
+
+@pytest.mark.parametrize("feed", FEEDERS)
+def test_publish_flow(feed: Feeder) -> None:
+    server, client, events = connect(feed)
+    assert isinstance(events[0], Connected)
+    assert events[0].tc_url == "rtmp://127.0.0.1/app"
+    request = events[-1]
+    assert request == PublishRequested("secret-key", "token=1", "live")
+    assert server.state is State.PUBLISH_PENDING
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+    assert client.next_event() == Published()
+
+    client.send_metadata({"width": 320.0, "height": 240.0})
+    client.send_media(MessageType.VIDEO, 0, b"\x17\x00\x00\x00\x00avcC")
+    client.send_media(MessageType.AUDIO, 23, b"\xaf\x01frame")
+    client.unpublish()
+    events = pump(server, client.data_to_send() + b"", feed)
+    assert events == [
+        Metadata({"width": 320.0, "height": 240.0}),
+        MediaMessage(9, 0, b"\x17\x00\x00\x00\x00avcC"),
+        MediaMessage(8, 23, b"\xaf\x01frame"),
+        PublishEnded("unpublish"),
+    ]
+    assert server.state is State.CLOSING
+
+
+def test_trailing_bytes_stay_buffered() -> None:
+    server, client, _ = connect()
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+    client.send_media(MessageType.VIDEO, 40, b"\x27\x01\x00\x00\x00" + b"x" * 10_000)
+    data = client.data_to_send()
+    assert pump(server, data[:-1]) == []
+    assert server.buffered > 0
+    (event,) = pump(server, data[-1:])
+    assert isinstance(event, MediaMessage) and len(event.payload) == 10_005
+
+
+def test_refused_publish_tells_the_encoder_and_closes() -> None:
+    server, client, _ = connect()
+    server.refuse_publish("unknown stream key")
+    assert server.next_event() == Closing("publish refused: unknown stream key")
+    client.receive_data(server.data_to_send())
+    assert client.next_event() == Refused("NetStream.Publish.BadName", "unknown stream key")
+
+
+def test_wrong_application_is_rejected() -> None:
+    server = ServerSession(random_bytes=fixed_random)
+    client = ClientSession(tc_url="rtmp://h/live", stream_key="k", app="live",
+                           random_bytes=fixed_random)
+    events = pump(server, client.initial_bytes())
+    client.receive_data(server.data_to_send())
+    events += pump(server, client.data_to_send())
+    assert events == [Closing("connect to unknown application 'live'")]
+    client.receive_data(server.data_to_send())
+    refused = client.next_event()
+    assert isinstance(refused, Refused) and "unknown application" in refused.description
+
+
+def handshaken() -> tuple[ServerSession, ChunkMuxer]:
+    server = ServerSession(random_bytes=fixed_random)
+    client = ClientSession(tc_url="rtmp://h/app", stream_key="k", random_bytes=fixed_random)
+    pump(server, client.initial_bytes())
+    client.receive_data(server.data_to_send())
+    pump(server, client.data_to_send()[:1536])  # C2 only: no connect yet
+    assert server.state is State.AWAIT_CONNECT
+    return server, ChunkMuxer()
+
+
+def test_command_before_connect_is_a_protocol_error() -> None:
+    server, muxer = handshaken()
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0,
+                        amf0.encode_command("publish", 1.0, None, "k"))
+    with pytest.raises(RemoteProtocolError, match="expected connect, got 'publish'"):
+        pump(server, muxer.take())
+
+
+def test_unknown_message_type_is_a_protocol_error() -> None:
+    server, muxer = handshaken()
+    muxer.write_message(3, 42, 0, 0, b"??")
+    with pytest.raises(RemoteProtocolError, match="unknown message type 42"):
+        pump(server, muxer.take())
+
+
+def test_ping_is_answered_and_acks_follow_the_window() -> None:
+    server, muxer = handshaken()
+    server.data_to_send()
+    muxer.write_message(2, MessageType.USER_CONTROL, 0, 0,
+                        user_control_payload(UserControlEvent.PING_REQUEST, 1234))
+    pump(server, muxer.take())
+    assert user_control_payload(UserControlEvent.PING_RESPONSE, 1234) in server.data_to_send()
+    # A window's worth of bytes (here: ignored audio before publish) earns an ack.
+    muxer.write_set_chunk_size(65536)
+    for _ in range(WINDOW_ACK_SIZE // 60_000 + 1):
+        muxer.write_message(6, MessageType.AUDIO, 1, 0, b"a" * 60_000)
+    pump(server, muxer.take())
+    out = server.data_to_send()
+    assert out[7:8] == bytes([MessageType.ACKNOWLEDGEMENT])
+    assert int.from_bytes(out[-4:], "big") >= WINDOW_ACK_SIZE
+
+
+def test_play_is_refused_with_a_status() -> None:
+    server = ServerSession(random_bytes=fixed_random)
+    client = ClientSession(tc_url="rtmp://h/app", stream_key="k", random_bytes=fixed_random)
+    pump(server, client.initial_bytes())
+    client.receive_data(server.data_to_send())
+    pump(server, client.data_to_send())  # C2 + connect; the client never sees the answer
+    assert server.state is State.CONNECTED
+    server.data_to_send()
+    muxer = ChunkMuxer()
+    muxer.write_message(8, MessageType.COMMAND_AMF0, 1, 0,
+                        amf0.encode_command("play", 0.0, None, "k"))
+    assert pump(server, muxer.take()) == [Closing("play refused: playback is HLS")]
+    assert b"NetStream.Play.Failed" in server.data_to_send()
+
+
+def test_aggregate_messages_are_split() -> None:
+    server, client, _ = connect()
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+
+    def tag(type_id: int, ts: int, body: bytes) -> bytes:
+        header = bytes([type_id]) + len(body).to_bytes(3, "big") + \
+            (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24]) + b"\x00\x00\x00"
+        return header + body + (11 + len(body)).to_bytes(4, "big")
+
+    muxer = ChunkMuxer()
+    muxer.write_message(7, MessageType.AGGREGATE, 1, 1000,
+                        tag(9, 500, b"v1") + tag(8, 520, b"a1") + tag(9, 533, b"v2"))
+    # The server's demuxer has seen this connection's chunk state, so use a csid it has not.
+    events = pump(server, muxer.take())
+    assert events == [MediaMessage(9, 1000, b"v1"), MediaMessage(8, 1020, b"a1"),
+                      MediaMessage(9, 1033, b"v2")]
+    muxer.write_message(7, MessageType.AGGREGATE, 1, 0, tag(9, 0, b"v")[:-6])
+    with pytest.raises(RemoteProtocolError, match="aggregate"):
+        pump(server, muxer.take())

@@ -1,0 +1,214 @@
+"""Live sessions against a real store: admission, the lifecycle's rows and events, and
+what the API's changes do to a live session. The publisher is a stand-in for an ingest
+connection (the RTMP end-to-end tests drive the same code with ffmpeg)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from relay.media.units import AudioConfig, Codec, MediaFrame, TrackKind, VideoConfig
+from relay.store import NewLiveStream, Store
+from relay.store.records import LiveStream
+from relay.streams.registry import IngestRegistry, PublishRefused, Refusal, StreamChange
+from relay.streams.throttle import AuthThrottle
+
+pytestmark = pytest.mark.anyio
+
+VIDEO = VideoConfig(codec=Codec.H264, record=b"\x01\x64\x00\x1f", width=1280, height=720,
+                    codecs="avc1.64001f", frame_rate=30.0)
+AUDIO = AudioConfig(codec=Codec.AAC, record=b"\x11\x90", sample_rate=48000, channels=2,
+                    codecs="mp4a.40.2")
+
+
+@dataclass
+class FakePublisher:
+    peer: str = "127.0.0.1:5000"
+    protocol: Literal["rtmp"] = "rtmp"
+    closed: list[str] = field(default_factory=list)
+
+    def close(self, reason: str) -> None:
+        self.closed.append(reason)
+
+
+async def new_stream(store: Store, **overrides: object) -> LiveStream:
+    values: dict[str, object] = dict(
+        latency_mode="standard", reconnect_window=60.0, max_continuous_duration=43200,
+        audio_only=False, use_slate_for_standard_latency=False, test=False,
+        new_asset_settings={"playback_policies": ["public"]}, playback_policies=("public",))
+    values.update(overrides)
+    return await store.create_live_stream(NewLiveStream(**values), [])  # type: ignore[arg-type]
+
+
+def frame(kind: TrackKind, dts: int, keyframe: bool = False) -> MediaFrame:
+    return MediaFrame(kind=kind, dts=dts, pts=dts, keyframe=keyframe, data=b"\x00" * 8)
+
+
+def push(session: object, *, keyframe: bool = True) -> None:
+    session.publish_track(VIDEO)  # type: ignore[attr-defined]
+    session.publish_track(AUDIO)  # type: ignore[attr-defined]
+    session.publish_frame(frame(TrackKind.AUDIO, 0))  # type: ignore[attr-defined]
+    session.publish_frame(frame(TrackKind.VIDEO, 0, keyframe))  # type: ignore[attr-defined]
+
+
+async def settle(registry: IngestRegistry, stream_id: str) -> None:
+    """Wait until the session's queued store writes are done (or it ended)."""
+    for _ in range(200):
+        session = registry.sessions.get(stream_id)
+        if session is None or session._effects.empty():
+            await asyncio.sleep(0.02)
+            if session is None or session._effects.empty():
+                return
+        await asyncio.sleep(0.01)
+
+
+async def events_of(store: Store) -> list[str]:
+    return [e.type for e in await store.list_events() if e.type != "video.live_stream.created"]
+
+
+async def test_full_session_then_reconnect_window_expires(store: Store) -> None:
+    stream = await new_stream(store, reconnect_window=0.2)
+    registry = IngestRegistry(store)
+    publisher = FakePublisher()
+    session = await registry.admit(stream.stream_key, publisher, "127.0.0.1")
+    push(session)
+    await settle(registry, stream.id)
+    live = await store.get_live_stream(stream.id)
+    assert live is not None and live.status == "active"
+    assert live.active_asset_id is not None and live.active_ingest_protocol == "rtmp"
+    assert live.to_api()["active_ingest_protocol"] == "rtmp"
+    asset_id = live.active_asset_id
+
+    session.detach(publisher, "encoder left")
+    await settle(registry, stream.id)
+    # Reconnect inside the window: the same session and asset.
+    again = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    assert again is session
+    push(again)
+    again.detach(again.publisher, "encoder left")  # type: ignore[arg-type]
+    await session.wait_finished()
+
+    idle = await store.get_live_stream(stream.id)
+    assert idle is not None and idle.status == "idle" and idle.active_asset_id is None
+    assert idle.recent_asset_ids == (asset_id,)
+    asset = await store.get_asset(asset_id)
+    assert asset is not None and asset.status == "ready" and not asset.is_live
+    assert len(asset.recording_times) == 2 and asset.ingest_type == "live_rtmp"
+    assert [p.policy for p in asset.playback_ids] == ["public"]
+    assert await events_of(store) == [
+        "video.live_stream.connected", "video.asset.created", "video.live_stream.recording",
+        "video.live_stream.active", "video.live_stream.disconnected",
+        "video.live_stream.connected", "video.live_stream.recording",
+        "video.live_stream.disconnected", "video.live_stream.idle",
+        "video.asset.live_stream_completed", "video.asset.ready"]
+    assert registry.counters.reconnects == 1
+
+
+async def test_refusals(store: Store) -> None:
+    stream = await new_stream(store)
+    registry = IngestRegistry(store, throttle=AuthThrottle(free_failures=100))
+    with pytest.raises(PublishRefused) as refused:
+        await registry.admit("not-a-key", FakePublisher(), "10.0.0.9")
+    assert refused.value.refusal is Refusal.UNKNOWN_KEY
+    await registry.admit(stream.stream_key, FakePublisher(), "10.0.0.9")
+    with pytest.raises(PublishRefused) as refused:
+        await registry.admit(stream.stream_key, FakePublisher(), "10.0.0.9")
+    assert refused.value.refusal is Refusal.ALREADY_LIVE
+    other = await new_stream(store)
+    await store.set_live_stream_enabled(other.id, enabled=False)
+    with pytest.raises(PublishRefused) as refused:
+        await registry.admit(other.stream_key, FakePublisher(), "10.0.0.9")
+    assert refused.value.refusal is Refusal.DISABLED
+    assert registry.throttle.failures_total == 1
+    assert registry.counters.publishes_refused == 3
+    await registry.close()
+
+
+async def test_bad_keys_are_slowed_down(store: Store) -> None:
+    registry = IngestRegistry(store, throttle=AuthThrottle(free_failures=1, base_delay=0.2))
+    loop = asyncio.get_running_loop()
+    times = []
+    for _ in range(3):
+        started = loop.time()
+        with pytest.raises(PublishRefused):
+            await registry.admit("wrong", FakePublisher(), "10.0.0.7")
+        times.append(loop.time() - started)
+    assert times[0] < 0.15 and times[1] >= 0.2 and times[2] >= 0.4
+
+
+@pytest.mark.parametrize("change", [StreamChange.DISABLED, StreamChange.COMPLETED,
+                                    StreamChange.KEY_RESET, StreamChange.DELETED])
+async def test_api_changes_end_a_live_session(store: Store, change: StreamChange) -> None:
+    stream = await new_stream(store)
+    registry = IngestRegistry(store)
+    publisher = FakePublisher()
+    session = await registry.admit(stream.stream_key, publisher, "127.0.0.1")
+    push(session)
+    await settle(registry, stream.id)
+    if change is StreamChange.DISABLED:
+        await store.set_live_stream_enabled(stream.id, enabled=False)
+    elif change is StreamChange.KEY_RESET:
+        await store.reset_stream_key(stream.id)
+    elif change is StreamChange.DELETED:
+        await store.delete_live_stream(stream.id)
+    registry.stream_changed(stream.id, change)
+    await session.wait_finished()
+    assert len(publisher.closed) == 1
+    assert stream.id not in registry.sessions
+    types = await events_of(store)
+    assert types[-2:] == ["video.asset.live_stream_completed", "video.asset.ready"]
+    after = await store.get_live_stream(stream.id)
+    if change is StreamChange.DELETED:
+        assert after is None
+    elif change is StreamChange.DISABLED:
+        assert after is not None and after.status == "disabled"
+        assert "video.live_stream.idle" not in types
+    else:
+        assert after is not None and after.status == "idle"
+    # The old key no longer publishes (reset, delete), or the stream refuses (disable).
+    if change is not StreamChange.COMPLETED:
+        with pytest.raises(PublishRefused):
+            await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+
+
+async def test_session_limit_ends_the_session(store: Store) -> None:
+    stream = await new_stream(store)
+    registry = IngestRegistry(store, session_limit=0.2)
+    publisher = FakePublisher()
+    session = await registry.admit(stream.stream_key, publisher, "127.0.0.1")
+    push(session)
+    await asyncio.wait_for(session.wait_finished(), 5)
+    assert publisher.closed and "limit" in publisher.closed[0]
+
+
+async def test_audio_only_drops_video_and_activates_on_audio(store: Store) -> None:
+    stream = await new_stream(store, audio_only=True)
+    registry = IngestRegistry(store)
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    session.publish_track(VIDEO)
+    session.publish_track(AUDIO)
+    session.publish_frame(frame(TrackKind.VIDEO, 0, keyframe=True))
+    assert session.frames_dropped == 1 and TrackKind.VIDEO not in session.tracks
+    session.publish_frame(frame(TrackKind.AUDIO, 0))
+    await settle(registry, stream.id)
+    live = await store.get_live_stream(stream.id)
+    assert live is not None and live.status == "active"
+    await registry.close()
+
+
+async def test_restart_recovers_sessions_left_open(store: Store) -> None:
+    stream = await new_stream(store)
+    registry = IngestRegistry(store)
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    push(session)
+    await settle(registry, stream.id)
+    # As if the process died here: nothing ended the session.
+    assert await store.recover_interrupted_sessions() == [stream.id]
+    after = await store.get_live_stream(stream.id)
+    assert after is not None and after.status == "idle" and after.active_asset_id is None
+    assets = await store.list_assets(limit=10, page=1, live_stream_id=stream.id)
+    assert assets[0].status == "ready"
+    await registry.close()
