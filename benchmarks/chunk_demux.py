@@ -1,6 +1,6 @@
 """Throughput of the RTMP chunk demuxer and muxer (relay._native.rtmp_chunk).
 
-Usage: .venv/bin/python benchmarks/chunk_demux.py [--seconds N] [--input FILE]
+Usage: .venv/bin/python benchmarks/chunk_demux.py [--seconds N] [--input FILE [--with-handshake]]
 
 Without --input it builds, with ChunkMuxer, what an encoder like ffmpeg sends after connect and
 publish: Set Chunk Size 4096, then 30 fps H.264-sized video messages (csid 6, tens of KB, a large
@@ -32,6 +32,7 @@ CHUNK_SIZE = 4096  # what ffmpeg and OBS announce with Set Chunk Size when publi
 AUDIO_CSID, VIDEO_CSID = 4, 6
 AUDIO, VIDEO = 8, 9  # RTMP 7.1 message type ids
 MEDIA_STREAM_ID = 1
+HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0, C1, C2 (RTMP 5.2)
 MIN_RUN_SECONDS = 0.2  # a run repeats the stream until it has lasted this long
 
 Message = tuple[int, int, int, int, bytes]  # csid, type_id, stream_id, timestamp, payload
@@ -119,11 +120,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="measuring time for each of demux and mux (default 5)")
     parser.add_argument("--input", type=Path,
                         help="raw client->server chunk stream bytes, after the handshake")
+    parser.add_argument("--with-handshake", action="store_true",
+                        help="--input starts with C0+C1+C2 (as tests/vectors/rtmp/"
+                        "ffmpeg_publish_320x240.bin does); skip those 3073 bytes")
     args = parser.parse_args(argv)
 
     if args.input is not None:
         stream = args.input.read_bytes()
-        source = f"{args.input} ({len(stream):,} bytes)"
+        if args.with_handshake:
+            stream = stream[HANDSHAKE_BYTES:]
+        source = f"{args.input} ({len(stream):,} bytes of chunk stream)"
     else:
         messages = synthetic_messages(media_seconds=10)
         stream = chunk_stream(messages)

@@ -1,0 +1,38 @@
+"""The benchmarks run, briefly, so they cannot rot. No timing is asserted here: figures come
+from `benchmarks/` runs on a quiet machine (see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent.parent
+VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
+
+
+def run(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_chunk_demux_synthetic() -> None:
+    out = run("benchmarks/chunk_demux.py", "--seconds", "0.05")
+    assert "769 messages" in out
+    assert "demux: median" in out and "mux:   median" in out
+
+
+def test_chunk_demux_on_the_captured_publish() -> None:
+    out = run("benchmarks/chunk_demux.py", "--seconds", "0.05", "--input", str(VECTOR),
+              "--with-handshake")
+    assert "233 messages, 192,061 payload bytes" in out
+
+
+def test_chunk_demux_rejects_a_stream_that_is_not_one() -> None:
+    result = subprocess.run([sys.executable, "benchmarks/chunk_demux.py", "--seconds", "0.05",
+                             "--input", str(VECTOR)],  # the handshake left in: not chunks
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "not a valid chunk stream" in result.stderr
