@@ -1,0 +1,239 @@
+"""The asyncio adapter over real sockets on 127.0.0.1: limits, timeouts, and one bad
+connection next to a good one. The publisher is Relay's own sans-IO client (ffmpeg drives the
+same server in tests/integration/test_rtmp_ingest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+import pytest
+
+from relay.rtmp import amf0
+from relay.rtmp.client import ClientSession, Published, Refused
+from relay.rtmp.handshake import HANDSHAKE_SIZE
+from relay.rtmp.messages import MessageType
+from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
+from relay.store import NewLiveStream, Store
+from relay.streams.registry import IngestRegistry
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = RtmpLimits(max_connections=10, handshake_timeout=5.0, idle_timeout=5.0,
+                    max_message_size=64 * 1024, max_buffered=256 * 1024)
+AVC_HEADER = bytes.fromhex("1700000000014d401effe1001867")  # truncated on purpose: parse error
+KEYFRAME = b"\x17\x01\x00\x00\x00" + b"\x00\x00\x00\x05\x65\x88\x84\x00\x10"
+
+
+class Harness:
+    def __init__(self, store: Store, limits: RtmpLimits) -> None:
+        self.store = store
+        self.registry = IngestRegistry(store)
+        self.counters = RtmpCounters()
+        self.server = RtmpServer(self.registry, limits=limits, counters=self.counters)
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        await self.server.start(sock)
+
+    async def stream_key(self) -> str:
+        stream = await self.store.create_live_stream(NewLiveStream(
+            latency_mode="standard", reconnect_window=0.0, max_continuous_duration=43200,
+            audio_only=False, use_slate_for_standard_latency=False, test=False,
+            new_asset_settings={"playback_policies": ["public"]},
+            playback_policies=("public",)), [])
+        return stream.stream_key
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers.append(writer)
+        return reader, writer
+
+    async def publisher(self, key: str) -> Publisher:
+        reader, writer = await self.connect()
+        client = ClientSession(tc_url=f"rtmp://127.0.0.1:{self.port}/app", stream_key=key)
+        writer.write(client.initial_bytes())
+        return Publisher(reader, writer, client)
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await self.server.close()
+        await self.registry.close()
+
+
+@pytest.fixture
+async def harness(store: Store, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    limits = getattr(request, "param", LIMITS)
+    running = Harness(store, limits)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+class Publisher:
+    """One encoder connection driven by ClientSession."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 client: ClientSession) -> None:
+        self.reader, self.writer, self.client = reader, writer, client
+
+    async def until_answer(self) -> Published | Refused:
+        async with asyncio.timeout(10):
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed before an answer")
+                self.client.receive_data(data)
+                self.writer.write(self.client.data_to_send())
+                if (event := self.client.next_event()) is not None:
+                    return event
+
+    async def send(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        self.client.send_media(type_id, timestamp, payload)
+        self.writer.write(self.client.data_to_send())
+        await self.writer.drain()
+
+    async def closed_by_server(self, within: float = 10.0) -> bool:
+        async with asyncio.timeout(within):
+            try:
+                while await self.reader.read(65536):
+                    pass
+            except ConnectionError:
+                pass
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait for a condition the server reaches on its own (counters have no events)."""
+    for _ in range(int(within / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not reached within {within}s")
+
+
+async def test_publish_and_a_broken_neighbour(harness: Harness) -> None:
+    good = await harness.publisher(await harness.stream_key())
+    assert await good.until_answer() == Published()
+    await good.send(MessageType.VIDEO, 0, KEYFRAME)
+
+    bad = await harness.publisher(await harness.stream_key())
+    assert await bad.until_answer() == Published()
+    # A chunk on a chunk stream that never had a type-0 header: a protocol error.
+    bad.writer.write(b"\x45" + b"\x00" * 7)
+    assert await bad.closed_by_server()
+    await until(lambda: harness.counters.protocol_errors == 1)
+
+    # The good publisher is unaffected: it still publishes, and the server still answers.
+    for ts in range(40, 400, 40):
+        await good.send(MessageType.VIDEO, ts, KEYFRAME)
+    await until(lambda: harness.counters.media_messages >= 10)
+    assert len(harness.server.connections) == 1
+    await until(lambda: len(harness.registry.sessions) == 1)  # the broken one has ended
+    good.close()
+    await until(lambda: not harness.server.connections)
+
+
+async def test_malformed_media_is_dropped_and_counted(harness: Harness) -> None:
+    publisher = await harness.publisher(await harness.stream_key())
+    assert await publisher.until_answer() == Published()
+    await publisher.send(MessageType.VIDEO, 0, AVC_HEADER)
+    await publisher.send(MessageType.VIDEO, 0, KEYFRAME)
+    await until(lambda: harness.counters.media_messages == 2)
+    assert harness.counters.media_errors == 1
+    assert len(harness.server.connections) == 1  # the encoder stays connected
+    publisher.close()
+
+
+async def test_message_over_the_size_cap_closes_the_connection(harness: Harness) -> None:
+    publisher = await harness.publisher(await harness.stream_key())
+    assert await publisher.until_answer() == Published()
+    await publisher.send(MessageType.VIDEO, 0, b"\x27\x01\x00\x00\x00" + bytes(70_000))
+    assert await publisher.closed_by_server()
+    await until(lambda: harness.counters.protocol_errors == 1)
+    await until(lambda: not harness.registry.sessions)
+
+
+async def test_unknown_key_is_refused_with_bad_name(harness: Harness) -> None:
+    publisher = await harness.publisher("no-such-key")
+    answer = await publisher.until_answer()
+    assert answer == Refused("NetStream.Publish.BadName", "unknown stream key")
+    assert await publisher.closed_by_server()
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, max_connections=2)], indirect=True)
+async def test_connection_limit(harness: Harness) -> None:
+    first = await harness.publisher(await harness.stream_key())
+    second = await harness.publisher(await harness.stream_key())
+    assert await first.until_answer() == Published()
+    assert await second.until_answer() == Published()
+    third = await harness.publisher(await harness.stream_key())
+    assert await third.closed_by_server()
+    assert harness.counters.connections_refused == 1
+    first.close()
+    await until(lambda: len(harness.server.connections) == 1)
+    fourth = await harness.publisher(await harness.stream_key())
+    assert await fourth.until_answer() == Published()
+    second.close()
+    fourth.close()
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, handshake_timeout=0.3)], indirect=True)
+async def test_a_silent_connection_is_closed_at_the_handshake_deadline(
+        harness: Harness) -> None:
+    reader, writer = await harness.connect()
+    writer.write(b"\x03" + bytes(100))  # C0 and part of C1, then nothing
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    assert harness.counters.handshake_timeouts == 1
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, handshake_timeout=0.3)], indirect=True)
+async def test_handshake_without_publish_is_closed_too(harness: Harness) -> None:
+    reader, writer = await harness.connect()
+    writer.write(b"\x03" + bytes(2 * HANDSHAKE_SIZE))
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    assert answer.startswith(b"\x03") and len(answer) >= 1 + 2 * HANDSHAKE_SIZE
+    assert harness.counters.handshake_timeouts == 1
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, idle_timeout=0.3)], indirect=True)
+async def test_an_idle_publisher_is_closed(harness: Harness) -> None:
+    publisher = await harness.publisher(await harness.stream_key())
+    assert await publisher.until_answer() == Published()
+    assert await publisher.closed_by_server(within=5)
+    assert harness.counters.idle_timeouts == 1
+    await until(lambda: not harness.registry.sessions)
+
+
+async def test_amf3_command_messages_are_understood(harness: Harness) -> None:
+    """An encoder sending commands as type 17 (AMF0 after a 0x00 format byte)."""
+    publisher = await harness.publisher(await harness.stream_key())
+    assert await publisher.until_answer() == Published()
+    muxer = publisher.client._muxer
+    muxer.write_message(3, MessageType.COMMAND_AMF3, 0, 0,
+                        b"\x00" + amf0.encode("FCUnpublish", 6.0, None, "x"))
+    muxer.write_message(3, MessageType.COMMAND_AMF3, 0, 0,
+                        b"\x00" + amf0.encode("deleteStream", 7.0, None, 1.0))
+    publisher.writer.write(publisher.client.data_to_send())
+    assert await publisher.closed_by_server()  # the publish ended, as asked
+    assert harness.counters.protocol_errors == 0
