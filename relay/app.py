@@ -30,6 +30,7 @@ from relay.config import Settings
 from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import SchemaTooNewError, Store
+from relay.store.asset_files import AssetFiles
 from relay.streams.registry import IngestRegistry
 
 log = logging.getLogger("relay")
@@ -120,7 +121,8 @@ class RelayServer:
                 self.rtmp_servers.append(server)
             self._collector = IngestCollector(self.registry, self.rtmp_counters)
             api = create_api(self.store, self.readiness_problems,
-                             on_stream_change=self.registry.stream_changed)
+                             on_stream_change=self.registry.stream_changed,
+                             asset_files=AssetFiles(s.data_dir / "assets"))
             await self._serve_http(api, http)
             await self._serve_http(create_metrics_app(), metrics)
         except BaseException:

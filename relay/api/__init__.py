@@ -11,6 +11,7 @@ from relay.api.errors import install_error_handlers
 from relay.api.health import ReadinessCheck
 from relay.api.middleware import BasicAuthMiddleware, BodyLimitMiddleware
 from relay.store import Store
+from relay.store.asset_files import AssetFiles
 from relay.streams.registry import StreamChange
 
 # Mux's API takes small JSON documents; anything larger is a mistake or an attack.
@@ -25,9 +26,11 @@ def create_api(
     store: Store,
     readiness: ReadinessCheck,
     on_stream_change: StreamChangeListener = _ignore_change,
+    asset_files: AssetFiles | None = None,
 ) -> FastAPI:
     """Build the ASGI app that serves the API with `store` as its data; `on_stream_change`
-    hears of completes, disables, deletes and key resets so live sessions can act on them."""
+    hears of completes, disables, deletes and key resets so live sessions can act on them;
+    `asset_files`, when given, has each deleted asset's media removed with it."""
     app = FastAPI(
         title="Relay",
         version=__version__,
@@ -36,6 +39,7 @@ def create_api(
     app.state.store = store
     app.state.readiness = readiness
     app.state.on_stream_change = on_stream_change
+    app.state.asset_files = asset_files
     install_error_handlers(app)
     app.include_router(live_streams.router)
     app.include_router(assets.router)

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from relay.api.deps import Limit, Page, StoreDep, basic_auth_doc, envelope, no_content
+from relay.api.deps import (
+    AssetFilesDep,
+    Limit,
+    Page,
+    StoreDep,
+    basic_auth_doc,
+    envelope,
+    no_content,
+)
 from relay.api.errors import not_found
 from relay.api.schemas import CreatePlaybackIdRequest
 
@@ -36,9 +44,11 @@ async def get_asset(asset_id: str, store: StoreDep) -> Body:
 
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response,
                summary="Delete an asset")
-async def delete_asset(asset_id: str, store: StoreDep) -> Response:
+async def delete_asset(asset_id: str, store: StoreDep, files: AssetFilesDep) -> Response:
     if not await store.delete_asset(asset_id):
         raise not_found("asset")
+    if files is not None:
+        await files.delete(asset_id)
     return no_content()
 
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPBasic
 
 from relay.store import Store
+from relay.store.asset_files import AssetFiles
 from relay.streams.registry import StreamChange
 
 # Told of every API change that matters to a live session (the ingest registry's
@@ -32,7 +33,13 @@ def _stream_changes(request: Request) -> StreamChangeListener:
     return listener
 
 
+def _asset_files(request: Request) -> AssetFiles | None:
+    files: AssetFiles | None = request.app.state.asset_files
+    return files
+
+
 StoreDep = Annotated[Store, Depends(_store)]
+AssetFilesDep = Annotated[AssetFiles | None, Depends(_asset_files)]
 ChangesDep = Annotated[StreamChangeListener, Depends(_stream_changes)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")]
 Page = Annotated[int, Query(ge=1, description="Page number, from 1")]
