@@ -6,9 +6,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
 # The toolchain, and the Debian packages the tests drive as real peers: ffmpeg is the
-# encoder (RTMP/RTMPS publishing, test media), openssl makes the RTMPS test certificate.
-APT_PACKAGES := build-essential python3-dev ffmpeg openssl
+# encoder (RTMP/RTMPS publishing, test media) and ffprobe the decoder that checks HLS output,
+# openssl makes the RTMPS test certificate, chromium runs hls.js in the player tests.
+APT_PACKAGES := build-essential python3-dev ffmpeg openssl chromium
 PYTEST_ARGS ?=
+# hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
+# The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64
+# `dist.integrity` that `npm view hls.js@$(HLS_JS_VERSION) dist.integrity` prints.
+HLS_JS_VERSION := 1.7.4
+HLS_JS_SHA512 := dc697119d3ef4f6607bd060eb7ec8ecd3fc3122a2bfea255348ca51c0efb9207a805375042a8bbd06c1e7cd11498741e346ca30bc53adbe6ebbaa5bf4e99beb6
+HLS_JS_TARBALL := $(STAMPS)/hls.js-$(HLS_JS_VERSION).tgz
+HLS_JS_STATIC := relay/hls/static
+HLS_JS := $(HLS_JS_STATIC)/hls.min.js $(HLS_JS_STATIC)/hls.js.LICENSE
 
 .PHONY: run test lint typecheck pytest setup apt clean help
 
@@ -17,7 +26,7 @@ help:
 	@echo "make test   - install everything the tests need, then ruff, mypy --strict and pytest"
 	@echo "make clean  - remove the venv, build outputs and stamps"
 
-run: $(STAMPS)/venv
+run: $(STAMPS)/venv $(HLS_JS)
 	$(BIN)/relay serve
 
 test: $(STAMPS)/apt $(STAMPS)/venv lint typecheck pytest
@@ -29,10 +38,10 @@ typecheck: $(STAMPS)/venv
 	$(BIN)/mypy --strict relay
 
 # pytest exits 5 when it collects no tests; that fails the target like any other error.
-pytest: $(STAMPS)/venv
+pytest: $(STAMPS)/venv $(HLS_JS)
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-setup: $(STAMPS)/apt $(STAMPS)/venv
+setup: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS)
 
 # Install missing Debian packages only (apt-get update runs only when one is missing).
 $(STAMPS)/apt: Makefile
@@ -56,6 +65,26 @@ $(STAMPS)/venv: pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd nat
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
+# The pinned hls.js tarball, downloaded with Python's urllib (python3 is the one tool `make run`
+# already needs) and kept only when its sha512 matches. A new HLS_JS_VERSION is a new file name.
+$(HLS_JS_TARBALL):
+	@mkdir -p $(STAMPS)
+	$(PYTHON) -c 'import shutil, sys, urllib.request; \
+		shutil.copyfileobj(urllib.request.urlopen(sys.argv[1], timeout=60), open(sys.argv[2], "wb"))' \
+		https://registry.npmjs.org/hls.js/-/hls.js-$(HLS_JS_VERSION).tgz $@.part
+	@echo "$(HLS_JS_SHA512)  $@.part" | sha512sum --check --quiet - || { \
+		echo "hls.js $(HLS_JS_VERSION): the downloaded tarball does not match HLS_JS_SHA512;" \
+			"not using it" >&2; rm -f $@.part; exit 1; }
+	mv $@.part $@
+
+# Extracted through stdout, so each file gets a fresh mtime (npm tarballs carry 1985 ones).
+$(HLS_JS) &: $(HLS_JS_TARBALL)
+	@mkdir -p $(HLS_JS_STATIC)
+	tar -xzOf $< package/dist/hls.min.js > $(HLS_JS_STATIC)/hls.min.js.part
+	tar -xzOf $< package/LICENSE > $(HLS_JS_STATIC)/hls.js.LICENSE.part
+	mv $(HLS_JS_STATIC)/hls.min.js.part $(HLS_JS_STATIC)/hls.min.js
+	mv $(HLS_JS_STATIC)/hls.js.LICENSE.part $(HLS_JS_STATIC)/hls.js.LICENSE
+
 clean:
-	rm -rf $(VENV) $(STAMPS) build dist *.egg-info native/*.c native/*.html
+	rm -rf $(VENV) $(STAMPS) build dist *.egg-info native/*.c native/*.html $(HLS_JS)
 	find relay -name '*.so' -delete

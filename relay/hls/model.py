@@ -1,0 +1,80 @@
+"""What a rendition's playlist says, independent of how it is rendered or served.
+
+The segmenter produces these records; the playlist renderer turns them into text; the HTTP
+routes resolve the URIs below back to bytes. URIs are relative to the media playlist, which
+lives at `/{PLAYBACK_ID}/rendition.m3u8`:
+
+    init-{init}.mp4        the init segment (EXT-X-MAP); `init` changes when the tracks do
+    {msn}.m4s              a whole media segment
+    {msn}.{part}.m4s       one LL-HLS part of segment `msn`
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+
+class LatencyMode(StrEnum):
+    """A live stream's `latency_mode` (MUX-API.md)."""
+
+    LOW = "low"  # LL-HLS: short segments made of parts
+    REDUCED = "reduced"  # short segments, no parts
+    STANDARD = "standard"  # longer segments
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One part (rfc8216bis 4.4.4.9)."""
+
+    msn: int  # the media sequence number of the segment it belongs to
+    index: int  # its index within that segment, from 0
+    duration: float  # seconds
+    independent: bool  # starts with a keyframe (every audio-only part does)
+
+
+@dataclass(slots=True)
+class SegmentInfo:
+    """One media segment, complete or (the last one, in LL-HLS) still growing."""
+
+    msn: int
+    init: int  # the EXT-X-MAP it needs
+    program_date_time: float  # wall-clock time of its first frame, epoch seconds
+    discontinuity: bool = False  # first segment after a reconnect
+    parts: list[PartInfo] = field(default_factory=list)
+    duration: float | None = None  # seconds; None while the segment is in progress
+
+    @property
+    def complete(self) -> bool:
+        return self.duration is not None
+
+
+INIT_URI: Final = "init-{init}.mp4"
+SEGMENT_URI: Final = "{msn}.m4s"
+PART_URI: Final = "{msn}.{part}.m4s"
+MEDIA_PLAYLIST_URI: Final = "rendition.m3u8"
+
+_RESOURCE = re.compile(
+    r"^(?:init-(?P<init>\d{1,9})\.mp4|(?P<msn>\d{1,12})(?:\.(?P<part>\d{1,6}))?\.m4s)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceName:
+    """A parsed media resource name: exactly one of `init` or `msn` is set."""
+
+    init: int | None = None
+    msn: int | None = None
+    part: int | None = None
+
+
+def parse_resource(name: str) -> ResourceName | None:
+    """Parse an init/segment/part file name; None when it is not one of ours."""
+    match = _RESOURCE.match(name)
+    if match is None:
+        return None
+    if match["init"] is not None:
+        return ResourceName(init=int(match["init"]))
+    part = match["part"]
+    return ResourceName(msn=int(match["msn"]), part=int(part) if part is not None else None)
