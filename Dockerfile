@@ -1,13 +1,15 @@
 # Relay: build the wheel (Cython compiled) in one stage, run it in a slim image.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
+ && apt-get install -y --no-install-recommends build-essential make \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md Makefile ./
 COPY native ./native
 COPY relay ./relay
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The player's hls.js: the same pinned, checksummed npm tarball as `make run` uses.
+RUN make relay/hls/static/hls.min.js PYTHON=python3 \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
 # libsrt for SRT ingest, ffmpeg-free: Relay repackages, it does not transcode.
