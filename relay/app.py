@@ -27,10 +27,15 @@ from starlette.types import ASGIApp
 
 from relay.api import create_api
 from relay.config import Settings
+from relay.hls.model import LatencyMode
+from relay.hls.packager import LivePackager, RecordingQueue
+from relay.hls.recording import RecordingWriter, finalize
+from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
+from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry
 
 log = logging.getLogger("relay")
@@ -97,7 +102,9 @@ class RelayServer:
                              token.id)
             s = self.settings
             tls = load_tls(s)
-            ended = await self.store.recover_interrupted_sessions()
+            asset_files = AssetFiles(s.data_dir / "assets")
+            ended = await self.store.recover_interrupted_sessions(
+                lambda asset_id: _finalize_recording(asset_files, asset_id))
             if ended:
                 log.info("ended %d live session(s) left open by the previous run", len(ended))
             http = bind_tcp("http", "http", "http-port", s.host, s.http_port)
@@ -109,7 +116,10 @@ class RelayServer:
             if tls is not None:
                 self.listeners.append(
                     bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
-            self.registry = IngestRegistry(self.store, session_limit=s.max_session_duration)
+            self.registry = IngestRegistry(
+                self.store, session_limit=s.max_session_duration,
+                on_session_started=lambda session: attach_packager(
+                    session, asset_files, part_target=s.part_target))
             limits = RtmpLimits(max_connections=s.rtmp_max_connections,
                                 idle_timeout=s.rtmp_idle_timeout,
                                 max_message_size=s.rtmp_max_message_size)
@@ -122,7 +132,12 @@ class RelayServer:
             self._collector = IngestCollector(self.registry, self.rtmp_counters)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
-                             asset_files=AssetFiles(s.data_dir / "assets"))
+                             asset_files=asset_files)
+            registry = self.registry
+            playback = PlaybackDirectory(
+                self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
+            # After the API's routes, so /video/v1, /docs and the health checks come first.
+            api.mount("/", create_playback_app(playback))
             await self._serve_http(api, http)
             await self._serve_http(create_metrics_app(), metrics)
         except BaseException:
@@ -185,6 +200,47 @@ class RelayServer:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
+                    part_target: float) -> LivePackager:
+    """Give a new live session its HLS packager, recording into the session's asset."""
+    loop = asyncio.get_running_loop()
+    writer: asyncio.Future[RecordingWriter] = loop.create_future()
+
+    def asset_known(asset_id: str) -> None:
+        if not writer.done():
+            writer.set_result(RecordingWriter(asset_files.directory(asset_id)))
+
+    packager = LivePackager(
+        LatencyMode(session.stream.latency_mode), label=f"stream {session.stream_id}",
+        part_target=part_target, recording=RecordingQueue(writer),
+        on_playable=session.mark_playable, on_fatal=session.end,
+        first_msn=int(session.started_at))
+    session.asset_listeners.append(asset_known)
+    session.attach_sink(packager, reports_playable=True)
+    session.recording_done = packager.finished_duration
+    session.attachments[HLS_ATTACHMENT] = packager
+    return packager
+
+
+HLS_ATTACHMENT = "hls"
+
+
+def live_packager(registry: IngestRegistry, stream_id: str) -> LivePackager | None:
+    session = registry.sessions.get(stream_id)
+    if session is None:
+        return None
+    packager = session.attachments.get(HLS_ATTACHMENT)
+    return packager if isinstance(packager, LivePackager) else None
+
+
+async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> float | None:
+    summary = await asyncio.to_thread(finalize, asset_files.directory(asset_id))
+    if summary is not None:
+        log.info("completed the recording of asset %s interrupted by the previous run "
+                 "(%d segments, %.1f s)", asset_id, summary.segments, summary.duration)
+    return summary.duration if summary is not None else None
 
 
 def load_tls(settings: Settings) -> ssl.SSLContext | None:

@@ -118,6 +118,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            8 * 1024 * 1024,
            "largest RTMP message (one video frame) accepted, in bytes; larger closes the "
            "connection", "BYTES"),
+    Option("part-target", parse_seconds(0.1, 1.0), 0.3,
+           "LL-HLS PART-TARGET in seconds for streams with latency_mode low", "SECONDS"),
     Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
            "upper bound on any live session in seconds; a stream's max_continuous_duration "
            "applies when smaller", "SECONDS"),
@@ -158,6 +160,7 @@ class Settings:
     rtmp_idle_timeout: float = 30.0
     rtmp_max_message_size: int = 8 * 1024 * 1024
     max_session_duration: float = 43_200.0
+    part_target: float = 0.3
     log_level: str = "info"
     log_format: str = "text"
     seed_token: SeedToken | None = None

@@ -108,6 +108,13 @@ class LivePlaylist:
     `target_duration` (whole seconds) may be given later with `set_target_duration`, but
     only once and before the first segment. `part_target` (seconds) enables LL-HLS parts;
     None means segments only. Segment numbers start at `first_msn` and are assigned here.
+
+    A `strict` playlist raises PlaylistError for media that breaks a timing rule (a segment
+    rounding above TARGETDURATION, a part longer than PART-TARGET or too short). The packager
+    makes a lenient one (`strict=False`): such media comes from the encoder (a GOP longer than
+    the first one, a frame longer than a part), the segmenter counts it, and dropping it would
+    lose what the viewer could still play; the playlist lists it and counts `rule_breaks`.
+    Breaks of the call order stay errors either way.
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class LivePlaylist:
         part_target: float | None = None,
         window_segments: int = DEFAULT_WINDOW_SEGMENTS,
         first_msn: int = 0,
+        strict: bool = True,
     ) -> None:
         if window_segments < 1:
             raise ValueError(f"window_segments must be at least 1, got {window_segments}")
@@ -146,6 +154,9 @@ class LivePlaylist:
         self._expired_segments: list[SegmentInfo] = []
         self._ended = False
         self._revision = 0
+        self._strict = strict
+        #: Rule breaks the encoder caused and a non-strict playlist let through (see `strict`).
+        self.rule_breaks = 0
         if target_duration is not None:
             self.set_target_duration(target_duration)
 
@@ -194,7 +205,7 @@ class LivePlaylist:
         if round(duration, 3) <= 0:
             raise PlaylistError(f"part duration must be positive, got {duration}")
         if round(duration, 3) > round(self._part_target, 3) + _EPSILON:
-            raise PlaylistError(
+            self._rule_broken(
                 f"part {segment.msn}.{len(segment.parts)} lasts {duration:.3f} s, more than "
                 f"PART-TARGET {self._part_target:.3f} s")
         if not segment.parts and not independent:
@@ -218,7 +229,7 @@ class LivePlaylist:
         if round(duration, 3) <= 0:
             raise PlaylistError(f"segment duration must be positive, got {duration}")
         if _rounded(duration) > self._target_duration:
-            raise PlaylistError(
+            self._rule_broken(
                 f"segment {segment.msn} lasts {duration:.3f} s, which rounds above "
                 f"TARGETDURATION {self._target_duration} s; cut segments at shorter GOPs")
         if self._part_target is not None:
@@ -421,9 +432,14 @@ class LivePlaylist:
             return
         minimum = MIN_PART_FRACTION * round(self._part_target, 3)
         if round(part.duration, 3) + _EPSILON < minimum:
-            raise PlaylistError(
+            self._rule_broken(
                 f"part {part.msn}.{part.index} lasts {part.duration:.3f} s, less than 85% of "
                 f"PART-TARGET {self._part_target:.3f} s, and is neither independent nor last")
+
+    def _rule_broken(self, message: str) -> None:
+        if self._strict:
+            raise PlaylistError(message)
+        self.rule_breaks += 1
 
     def _find(self, msn: int) -> SegmentInfo | None:
         if not self._segments:
@@ -543,13 +559,14 @@ def render_media_playlist(playlist: LivePlaylist, *, skip: bool = False) -> str:
     if skipped:
         # rfc8216bis 6.2.5.1: MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE stay those of the full
         # playlist; the DISCONTINUITY and MAP tags of skipped segments go with them, and the
-        # MAP in force is repeated for the first segment kept (see `_render_segment`).
+        # MAP in force is repeated for the first segment kept (see `render_segment_lines`).
         lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
     current_init: int | None = None
     for segment in segments[skipped:]:
         if not segment.complete and not segment.parts:
             continue  # nothing of it to list yet; its tags would dangle
-        _render_segment(lines, segment, current_init, playlist.lists_parts(segment))
+        render_segment_lines(lines, segment, current_init,
+                             with_parts=playlist.lists_parts(segment))
         current_init = segment.init
 
     hint = playlist.next_part
@@ -573,8 +590,9 @@ def _server_control(target_duration: int, part_target: float | None,
     return "#EXT-X-SERVER-CONTROL:" + ",".join(attributes)
 
 
-def _render_segment(lines: list[str], segment: SegmentInfo, current_init: int | None,
-                    with_parts: bool) -> None:
+def render_segment_lines(lines: list[str], segment: SegmentInfo, current_init: int | None, *,
+                         with_parts: bool) -> None:
+    """Append a segment's lines; `current_init` is the init of the segment listed before."""
     # LL-HLS.md: a segment's own tags come before its first part.
     if segment.discontinuity:
         lines.append("#EXT-X-DISCONTINUITY")

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -499,26 +499,37 @@ class Store:
             if stream is not None:
                 await self._append_event(conn, "video.live_stream.disconnected", stream)
 
-    async def session_ended(self, stream_id: str, asset_id: str | None) -> None:
+    async def session_ended(self, stream_id: str, asset_id: str | None,
+                            media_duration: float | None = None) -> None:
         """The session is over (reconnect window expired, complete, disable, delete, limit):
-        the stream goes `idle` (unless disabled) and the recording becomes a ready asset."""
+        the stream goes `idle` (unless disabled) and the recording becomes a ready asset.
+        `media_duration` is the recording's length as packaged; without it the asset's
+        duration is the sum of its recording times."""
         async with self._engine.begin() as conn:
-            await self._end_session(conn, stream_id, asset_id)
+            await self._end_session(conn, stream_id, asset_id, media_duration)
 
-    async def recover_interrupted_sessions(self) -> list[str]:
+    async def recover_interrupted_sessions(
+        self, finalize: Callable[[str], Awaitable[float | None]] | None = None,
+    ) -> list[str]:
         """End the sessions a previous process left open (it stopped or crashed while
-        streams were live); return the ids of the streams it ended."""
-        async with self._engine.begin() as conn:
+        streams were live); return the ids of the streams it ended. `finalize(asset_id)`
+        completes an interrupted recording's media and returns its duration (or None)."""
+        async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(live_streams.c.id, live_streams.c.active_asset_id).where(
                     (live_streams.c.active_asset_id.is_not(None))
                     | (live_streams.c.status == "active")))).all()
-            for row in rows:
-                await self._end_session(conn, row.id, row.active_asset_id)
+        for row in rows:
+            duration = None
+            if finalize is not None and row.active_asset_id is not None:
+                duration = await finalize(row.active_asset_id)
+            async with self._engine.begin() as conn:
+                await self._end_session(conn, row.id, row.active_asset_id, duration)
         return [row.id for row in rows]
 
     async def _end_session(
-        self, conn: AsyncConnection, stream_id: str, asset_id: str | None
+        self, conn: AsyncConnection, stream_id: str, asset_id: str | None,
+        media_duration: float | None = None,
     ) -> None:
         stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
         if stream is not None:
@@ -533,7 +544,8 @@ class Store:
         asset = await _load_asset(conn, asset_id) if asset_id is not None else None
         if asset is None or not asset.is_live:
             return
-        duration = round(sum(r.duration for r in asset.recording_times), 3)
+        duration = round(media_duration if media_duration is not None
+                         else sum(r.duration for r in asset.recording_times), 3)
         await conn.execute(update(assets).where(assets.c.id == asset.id).values(
             is_live=False, status="ready", duration=duration))
         asset = await _require_asset(conn, asset.id)

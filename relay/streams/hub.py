@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
@@ -81,6 +81,17 @@ class LiveSession:
         self._recording_since: tuple[float, float] | None = None  # (wall, monotonic)
         self._end_reason = ""
         self.finished = asyncio.Event()
+        self.started_at = wall_clock()  # epoch seconds
+        # Consumers hook in here (the app wires them; this module knows none of them):
+        #: called once with the asset id when the store has created (or continued) the asset;
+        self.asset_listeners: list[Callable[[str], None]] = []
+        #: awaited when the session ends, before the store records it: finishes the
+        #: recording and returns its media duration (None when unknown);
+        self.recording_done: Callable[[], Awaitable[float | None]] | None = None
+        #: per-session state of the consumers, by name (the hub never reads it).
+        self.attachments: dict[str, object] = {}
+        # True once a sink that reports playable segments is attached (the HLS packager).
+        self._sink_reports_playable = False
 
     # -- admission -------------------------------------------------------------------
 
@@ -158,20 +169,29 @@ class LiveSession:
         if state is State.CONNECTED:
             self._apply(self.lifecycle.handle(Input.MEDIA))
             state = self.lifecycle.state
-        if state is State.RECORDING and self._first_segment_playable(frame):
+        if (state is State.RECORDING and not self._sink_reports_playable
+                and self._first_frame_playable(frame)):
             self._apply(self.lifecycle.handle(Input.PLAYABLE))
         for sink in self.sinks:
             sink.on_frame(frame)
 
-    def _first_segment_playable(self, frame: MediaFrame) -> bool:
-        # Hook point for the HLS packager: until it reports its first complete segment,
-        # the first keyframe (or, for audio-only streams, the first audio frame) stands in.
+    def mark_playable(self) -> None:
+        """A sink (the HLS packager) has a playable segment of this connection's media."""
+        if self.lifecycle.state is State.RECORDING:
+            self._apply(self.lifecycle.handle(Input.PLAYABLE))
+
+    def _first_frame_playable(self, frame: MediaFrame) -> bool:
+        # Without a packager (simulcast only, tests), the first keyframe (or, for audio-only
+        # streams, the first audio frame) stands in for the first playable segment.
         if isinstance(self.tracks.get(TrackKind.VIDEO), VideoConfig):
             return frame.kind is TrackKind.VIDEO and frame.keyframe
         return isinstance(self.tracks.get(TrackKind.AUDIO), AudioConfig)
 
-    def attach_sink(self, sink: MediaSink) -> None:
+    def attach_sink(self, sink: MediaSink, *, reports_playable: bool = False) -> None:
+        """Feed `sink` this session's media; with `reports_playable` the sink calls
+        `mark_playable` and the stream becomes active only then."""
         self.sinks.append(sink)
+        self._sink_reports_playable |= reports_playable
         for config in self.tracks.values():
             sink.on_track(config)
 
@@ -248,15 +268,25 @@ class LiveSession:
         if effect is Effect.MARK_CONNECTED:
             await store.session_connected(stream_id)
         elif effect is Effect.MARK_RECORDING:
+            known = self.asset_id
             asset = await store.session_recording(stream_id, protocol, self.asset_id)
             if asset is not None:
                 self.asset_id = asset.id
+                if asset.id != known:
+                    for listener in self.asset_listeners:
+                        listener(asset.id)
         elif effect is Effect.MARK_ACTIVE:
             await store.session_active(stream_id)
         elif effect is Effect.MARK_DISCONNECTED:
             await store.session_disconnected(stream_id, self.asset_id, recorded)
         elif effect is Effect.FINISH:
-            await store.session_ended(stream_id, self.asset_id)
+            duration = None
+            if self.recording_done is not None:
+                try:
+                    duration = await self.recording_done()
+                except Exception:
+                    log.exception("stream %s: could not finish the recording", stream_id)
+            await store.session_ended(stream_id, self.asset_id, duration)
 
     async def wait_finished(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -81,6 +81,7 @@ class IngestRegistry:
         session_limit: float = DEFAULT_SESSION_LIMIT,
         throttle: AuthThrottle | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_session_started: Callable[[LiveSession], object] | None = None,
     ) -> None:
         self.store = store
         self.session_limit = session_limit
@@ -92,6 +93,9 @@ class IngestRegistry:
         # comparison of the secret itself to one constant-time compare_digest.
         self._keys: dict[bytes, str] = {}
         self._closing = False
+        #: Called with every new session before its publisher starts it: the app attaches
+        #: the session's consumers (the HLS packager) here.
+        self.on_session_started = on_session_started
 
     async def admit(self, stream_key: str, publisher: Publisher, address: str) -> LiveSession:
         """Let `publisher` publish on `stream_key`, or raise PublishRefused.
@@ -131,6 +135,8 @@ class IngestRegistry:
         session = LiveSession(stream, self.store, session_limit=self.session_limit,
                               on_ended=self._session_ended)
         self.sessions[stream.id] = session
+        if self.on_session_started is not None:
+            self.on_session_started(session)
         session.start(publisher)
         return session
 

@@ -50,11 +50,13 @@ def api(relay: RelayProcess) -> httpx.Client:
 
 
 def create_stream(relay: RelayProcess, **body: Any) -> dict[str, Any]:
+    """A stream with 2 s segments (`reduced`) unless `body` says otherwise: a stream becomes
+    active with its first playable segment, so short pushes still get there."""
     with api(relay) as client:
         response = client.post("/video/v1/live-streams",
                                json={"playback_policies": ["public"],
                                      "new_asset_settings": {"playback_policies": ["public"]},
-                                     **body})
+                                     "latency_mode": "reduced", **body})
         assert response.status_code == 201, response.text
         return dict(response.json()["data"])
 
@@ -158,10 +160,11 @@ def test_reconnect_inside_the_window_keeps_the_asset(relay: RelayProcess,
                                                      data_dir: Path) -> None:
     stream = create_stream(relay, reconnect_window=30)
     url = publish_url(relay, stream["stream_key"])
-    code, err = finish(ffmpeg_publish(url, seconds=2))
+    # 4 s each: the stream is active once a segment (2 s) of the connection is playable.
+    code, err = finish(ffmpeg_publish(url, seconds=4))
     assert code == 0, err
     first_asset = get_stream(relay, stream["id"])["active_asset_id"]
-    code, err = finish(ffmpeg_publish(url, seconds=2))
+    code, err = finish(ffmpeg_publish(url, seconds=4))
     assert code == 0, err
     live = get_stream(relay, stream["id"])
     assert live["active_asset_id"] == first_asset and live["status"] == "active"

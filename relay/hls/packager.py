@@ -1,0 +1,402 @@
+"""One live session's HLS output: the live rendition in memory and the recording on disk.
+
+Theory of operation: `LivePackager` is the session's `MediaSink`. Track configurations and
+frames go through the segmenter (`relay.hls.segmenter`); its events drive
+
+- the live media playlist (`LivePlaylist`, LIVE kind), created once the first segment has
+  completed, because that segment fixes TARGETDURATION; the first segment's events wait in
+  a buffer until then (bounded like any segment, by MAX_SEGMENT_BYTES);
+- the bytes the playlist names: init segments, parts and whole segments, kept in memory
+  while the playlist may serve them and freed as `drain_expired` reports them;
+- the recording: each init and complete segment goes to a `RecordingQueue`, which writes
+  it into the asset's directory in a worker thread, in order, once the store has given the
+  session its asset id.
+
+HTTP handlers read the packager (`playlist`, `renderer`, `resource`, `variant`) and park on
+`wait_change`, a future that every playlist change completes: a held request costs nothing
+until the media it waits for arrives. The packager tells the session when a segment is
+playable (`on_playable`), which makes the stream `active`, and asks it to end the session
+(`on_fatal`) when the encoder sends what cannot be packaged within bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from relay.hls import fmp4
+from relay.hls.model import LatencyMode, ResourceName, SegmentInfo
+from relay.hls.playlist import LivePlaylist, PlaylistKind, PlaylistRenderer, VariantInfo
+from relay.hls.recording import RecordingSummary, RecordingWriter
+from relay.hls.segmenter import (
+    DEFAULT_PART_TARGET,
+    InitChanged,
+    PartCut,
+    PartSegmenter,
+    SegmentCompleted,
+    SegmenterEvent,
+    SegmentStarted,
+)
+from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
+
+log = logging.getLogger("relay.hls")
+
+#: A segment grows until the encoder's next keyframe; one that reaches this size means an
+#: encoder that (nearly) never sends keyframes, and the session is ended with that reason.
+#: 64 MiB is 85 s of a 6 Mbps stream.
+MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024
+
+#: Bytes of complete segments that may wait for the disk; past it, segments are dropped
+#: from the recording (counted, logged) rather than held without bound.
+MAX_RECORDING_BACKLOG: Final = 256 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class PackagerCounters:
+    """Plain counters, read by the metrics collector at scrape time."""
+
+    segments: int = 0
+    parts: int = 0
+    bytes_out: int = 0  # media bytes packaged (fragments)
+    recording_dropped: int = 0  # segments the recording lost to a slow or failing disk
+
+
+class RecordingQueue:
+    """Writes a recording in order, off the event loop, once its writer is known.
+
+    `writer` completes when the store has created (or continued) the session's asset; until
+    then jobs wait in the queue. A queue closed before that drops them."""
+
+    def __init__(self, writer: asyncio.Future[RecordingWriter]) -> None:
+        self._writer = writer
+        self._jobs: deque[tuple[Callable[[RecordingWriter], object], int]] = deque()
+        self._backlog = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._worker: asyncio.Task[RecordingSummary | None] | None = None
+
+    def submit(self, job: Callable[[RecordingWriter], object], size: int = 0, *,
+               droppable: bool = False) -> bool:
+        """Queue `job`; False (and nothing queued) when a droppable job would overflow."""
+        if droppable and self._backlog + size > MAX_RECORDING_BACKLOG:
+            return False
+        self._jobs.append((job, size))
+        self._backlog += size
+        self._wake.set()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name="relay-recording")
+        return True
+
+    async def close(self) -> RecordingSummary | None:
+        """Write what is queued, finalize the playlist as VOD and return its summary."""
+        self._closing = True
+        self._wake.set()
+        if self._worker is None:
+            return None
+        if not self._writer.done():
+            log.warning("recording: the asset was never created; %d write(s) dropped",
+                        len(self._jobs))
+            self._writer.cancel()
+        return await self._worker
+
+    async def _run(self) -> RecordingSummary | None:
+        try:
+            writer = await asyncio.shield(self._writer)
+        except asyncio.CancelledError:
+            if self._writer.cancelled():
+                return None
+            raise
+        while True:
+            while self._jobs:
+                job, size = self._jobs.popleft()
+                try:
+                    await asyncio.to_thread(job, writer)
+                except OSError as exc:
+                    log.error("recording %s: write failed: %s", writer.directory.name, exc)
+                self._backlog -= size
+            if self._closing:
+                break
+            self._wake.clear()
+            await self._wake.wait()
+        try:
+            return await asyncio.to_thread(writer.finish)
+        except OSError as exc:
+            log.error("recording %s: could not finalize: %s", writer.directory.name, exc)
+            return None
+
+
+class LivePackager:
+    """The HLS packager of one live session (a `relay.streams.hub.MediaSink`)."""
+
+    def __init__(
+        self,
+        mode: LatencyMode,
+        *,
+        label: str,
+        part_target: float = DEFAULT_PART_TARGET,
+        recording: RecordingQueue | None = None,
+        on_playable: Callable[[], None] = lambda: None,
+        on_fatal: Callable[[str], None] = lambda reason: None,
+        clock: Callable[[], float] = time.time,
+        first_msn: int = 0,
+    ) -> None:
+        self.segmenter = PartSegmenter(mode, part_target=part_target, first_msn=first_msn)
+        self._first_msn = first_msn
+        self.mode = mode
+        self.label = label
+        self.playlist: LivePlaylist | None = None
+        self.renderer: PlaylistRenderer | None = None
+        self.counters = PackagerCounters()
+        self.revision = 0
+        self._recording = recording
+        self._on_playable = on_playable
+        self._on_fatal = on_fatal
+        self._clock = clock
+        self._failed = False
+        self._ended = False
+        self._buffered: list[tuple[SegmenterEvent, bytes]] = []
+        self._inits: dict[int, tuple[bytes, tuple[TrackConfig, ...]]] = {}
+        self._current_init: tuple[TrackConfig, ...] = ()
+        self._parts: dict[tuple[int, int], bytes] = {}
+        self._segments: dict[int, bytes] = {}
+        self._open: list[bytes] = []
+        self._open_size = 0
+        self._open_segment: SegmentInfo | None = None
+        self._open_video_frames = 0
+        self._change: asyncio.Future[None] | None = None
+        # Bandwidth and frame rate measured over complete segments.
+        self._peak_bps = 0.0
+        self._total_bits = 0
+        self._total_seconds = 0.0
+        self._video_frames = 0
+        self._video_seconds = 0.0
+        self._variant: VariantInfo | None = None
+
+    # -- MediaSink ---------------------------------------------------------------------
+
+    def on_track(self, config: TrackConfig) -> None:
+        if not self._failed:
+            self._handle(self.segmenter.on_track(config))
+
+    def on_frame(self, frame: MediaFrame) -> None:
+        if not self._failed:
+            self._handle(self.segmenter.on_frame(frame, self._clock()))
+
+    def on_discontinuity(self) -> None:
+        if not self._failed:
+            self._handle(self.segmenter.on_discontinuity())
+
+    def on_end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if not self._failed:
+            self._handle(self.segmenter.on_end(self._clock()))
+        if self.playlist is not None:
+            self.playlist.end()
+            self._drain()
+        self._notify()
+
+    async def finished(self) -> RecordingSummary | None:
+        """After `on_end`: the recording written and finalized; its summary."""
+        if self._recording is None:
+            return None
+        variant = self.variant()
+        if variant is not None:
+            self._recording.submit(lambda writer: writer.write_variant(variant))
+        return await self._recording.close()
+
+    async def finished_duration(self) -> float | None:
+        """`finished`, as the media duration the store records for the asset."""
+        summary = await self.finished()
+        return summary.duration if summary is not None else None
+
+    # -- what the HTTP routes read -------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def resource(self, name: ResourceName) -> bytes | None:
+        """The bytes of a READY init, segment or part, or None."""
+        if name.init is not None:
+            entry = self._inits.get(name.init)
+            return entry[0] if entry is not None else None
+        assert name.msn is not None
+        if name.part is None:
+            return self._segments.get(name.msn)
+        return self._parts.get((name.msn, name.part))
+
+    def variant(self) -> VariantInfo | None:
+        """The rendition as the multivariant playlist describes it (after a segment)."""
+        return self._variant
+
+    async def wait_change(self) -> None:
+        """Return at the next playlist change (or the end)."""
+        if self._ended:
+            return
+        if self._change is None:
+            self._change = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._change)
+
+    # -- segmenter events ----------------------------------------------------------------
+
+    def _handle(self, events: list[SegmenterEvent]) -> None:
+        if not events:
+            return
+        try:
+            for event in events:
+                self._event(event)
+        except ValueError as exc:
+            # A configuration that cannot be packaged (an unsupported codec, a size out of
+            # range): no HLS for this session; the ingest goes on for other consumers.
+            self._fail(f"cannot package the stream: {exc}")
+            return
+        self._notify()
+
+    def _event(self, event: SegmenterEvent) -> None:
+        data = b""
+        if isinstance(event, InitChanged):
+            data = fmp4.init_segment(event.tracks)
+        elif isinstance(event, SegmentStarted):
+            self._open_size = 0
+        elif isinstance(event, PartCut):
+            data = fmp4.media_fragment(event.sequence_number, event.runs)
+            self._open_size += len(data)
+            if self._open_size > MAX_SEGMENT_BYTES:
+                self._fail(f"a segment reached {MAX_SEGMENT_BYTES >> 20} MiB without a "
+                           "keyframe; set the encoder's keyframe interval (2 s is usual)")
+                raise _Stop
+        if self.playlist is None:
+            self._buffered.append((event, data))
+            if isinstance(event, SegmentCompleted):
+                self._create_playlist(event.target_duration)
+            return
+        self._apply(event, data)
+
+    def _create_playlist(self, target_duration: int) -> None:
+        self.playlist = LivePlaylist(kind=PlaylistKind.LIVE, target_duration=target_duration,
+                                     part_target=self.segmenter.part_target, strict=False,
+                                     first_msn=self._first_msn)
+        self.renderer = PlaylistRenderer(self.playlist)
+        buffered, self._buffered = self._buffered, []
+        for event, data in buffered:
+            self._apply(event, data)
+
+    def _apply(self, event: SegmenterEvent, data: bytes) -> None:
+        playlist = self.playlist
+        assert playlist is not None
+        if isinstance(event, InitChanged):
+            self._inits[event.init] = (data, event.tracks)
+            self._current_init = event.tracks
+            if self._recording is not None:
+                self._recording.submit(lambda writer: writer.write_init(event.init, data))
+        elif isinstance(event, SegmentStarted):
+            info = event.segment
+            segment = playlist.start_segment(init=info.init,
+                                             program_date_time=info.program_date_time,
+                                             discontinuity=info.discontinuity)
+            self._open_segment = segment
+            self._open = []
+            self._open_video_frames = 0
+        elif isinstance(event, PartCut):
+            self._open.append(data)
+            self.counters.parts += 1
+            self.counters.bytes_out += len(data)
+            if self._current_init and isinstance(self._current_init[0], VideoConfig):
+                self._open_video_frames += sum(
+                    len(run.samples) for run in event.runs if run.track_id == 1)
+            if event.listed:
+                part = playlist.add_part(event.part.duration,
+                                         independent=event.part.independent)
+                self._parts[(part.msn, part.index)] = data
+        elif isinstance(event, SegmentCompleted):
+            self._complete(playlist, event)
+
+    def _complete(self, playlist: LivePlaylist, event: SegmentCompleted) -> None:
+        segment = playlist.complete_segment(event.duration)
+        data = b"".join(self._open)
+        self._open = []
+        self._segments[segment.msn] = data
+        self.counters.segments += 1
+        self._measure(len(data), event.duration)
+        if self._recording is not None:
+            target = event.target_duration
+            if not self._recording.submit(
+                    lambda writer: writer.write_segment(segment, data, target),
+                    len(data), droppable=True):
+                self.counters.recording_dropped += 1
+                log.warning("%s: recording is %d MiB behind; segment %d not recorded",
+                            self.label, MAX_RECORDING_BACKLOG >> 20, segment.msn)
+            if self.counters.segments == 1 and self._variant is not None:
+                variant = self._variant
+                self._recording.submit(lambda writer: writer.write_variant(variant))
+        self._drain()
+        self._on_playable()
+
+    def _measure(self, size: int, duration: float) -> None:
+        if duration <= 0:
+            return
+        bits = size * 8
+        self._peak_bps = max(self._peak_bps, bits / duration)
+        self._total_bits += bits
+        self._total_seconds += duration
+        if self._open_video_frames:
+            self._video_frames += self._open_video_frames
+            self._video_seconds += duration
+        tracks = self._current_init
+        video = next((t for t in tracks if isinstance(t, VideoConfig)), None)
+        codecs = tuple(t.codecs for t in tracks
+                       if isinstance(t, VideoConfig | AudioConfig) and t.codecs)
+        if not codecs:
+            return
+        frame_rate = None
+        if video is not None:
+            frame_rate = video.frame_rate or (
+                round(self._video_frames / self._video_seconds, 3)
+                if self._video_seconds else None)
+        average = max(1, round(self._total_bits / self._total_seconds))
+        self._variant = VariantInfo(
+            bandwidth=max(average, round(self._peak_bps)),
+            average_bandwidth=average,
+            codecs=codecs,
+            resolution=(video.width, video.height) if video and video.width else None,
+            frame_rate=frame_rate)
+
+    def _drain(self) -> None:
+        assert self.playlist is not None
+        expired = self.playlist.drain_expired()
+        for part in expired.parts:
+            self._parts.pop((part.msn, part.index), None)
+        for segment in expired.segments:
+            self._segments.pop(segment.msn, None)
+        for init in [i for i in self._inits
+                     if self.playlist.init_availability(i).value == "missing"
+                     and i != self._latest_init()]:
+            del self._inits[init]
+
+    def _latest_init(self) -> int:
+        return max(self._inits) if self._inits else -1
+
+    def _notify(self) -> None:
+        self.revision += 1
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
+
+    def _fail(self, reason: str) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        log.error("%s: %s", self.label, reason)
+        self._on_fatal(reason)
+
+
+class _Stop(ValueError):
+    """Stops event handling after `_fail` (a ValueError so `_handle` ends quietly)."""

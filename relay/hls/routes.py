@@ -1,0 +1,236 @@
+"""Playback over HTTP: playlists, media, the player page (DESIGN.md "HTTP surface").
+
+    GET /{PLAYBACK_ID}.m3u8                    multivariant playlist
+    GET /{PLAYBACK_ID}/rendition.m3u8          media playlist (blocking reload, delta updates)
+    GET /{PLAYBACK_ID}/{init, segment, part}   media (`relay.hls.model` names them)
+    GET /player/{PLAYBACK_ID}                  the player page
+    GET /static/{name}                         hls.js for the player page
+
+A playback id resolves (`PlaybackDirectory`) either to a live session's packager, whose
+playlist and media are in memory, or to an asset's recording directory, whose playlist and
+media are files (an EVENT playlist while the stream is still recording, VOD after). Anything
+that does not resolve, or does not exist yet, is a 404 with the same body whatever the
+reason, so a 404 tells nobody whether a playback id ever existed.
+
+Held requests (blocking reload, the hinted part) wait on the packager's change future, never
+poll, and give up with 503 after `hold_timeout` (3 x TARGETDURATION).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Route
+
+from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
+from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
+from relay.hls.packager import LivePackager
+from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
+from relay.hls.playlist import Availability, render_multivariant
+from relay.hls.recording import RECORDING_PLAYLIST, listed_part, read_variant
+from relay.store import Store
+from relay.store.asset_files import AssetFiles
+from relay.store.records import PlaybackId
+
+PLAYLIST_TYPE: Final = "application/vnd.apple.mpegurl"
+MP4_TYPE: Final = "video/mp4"
+# Cache-Control (LL-HLS.md): playlists change every part, so caches keep them for at most a
+# second; media URIs never change meaning (live msns start at the session's start time, so
+# a later session of the same stream never reuses one; asset ids are unique).
+PLAYLIST_CACHE: Final = "public, max-age=1"
+VOD_PLAYLIST_CACHE: Final = "public, max-age=300"
+MEDIA_CACHE: Final = "public, max-age=31536000, immutable"
+# Init numbers restart with each session and may name other tracks: revalidate.
+INIT_CACHE: Final = "no-cache"
+CORS: Final = {"Access-Control-Allow-Origin": "*"}
+#: Playlists shorter than this go uncompressed (gzip would not pay for its header).
+GZIP_MIN_BYTES: Final = 512
+
+_PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_NOT_FOUND = "not found\n"
+
+#: How long a playback id lookup is reused. A deleted playback id keeps playing this long.
+LOOKUP_TTL: Final = 2.0
+MAX_CACHED_LOOKUPS: Final = 10_000
+
+
+class PlaybackDirectory:
+    """Resolves playback ids to a live packager or an asset's recording directory."""
+
+    def __init__(self, store: Store, live: Callable[[str], LivePackager | None],
+                 asset_files: AssetFiles, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._live = live
+        self._asset_files = asset_files
+        self._clock = clock
+        self._cache: dict[str, tuple[float, PlaybackId | None]] = {}
+
+    async def lookup(self, playback_id: str) -> PlaybackId | None:
+        now = self._clock()
+        cached = self._cache.get(playback_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if len(self._cache) >= MAX_CACHED_LOOKUPS:
+            self._cache.clear()
+        found = await self._store.get_playback_id(playback_id)
+        self._cache[playback_id] = (now + LOOKUP_TTL, found)
+        return found
+
+    async def resolve(self, playback_id: str) -> LivePackager | Path | None:
+        if not _PLAYBACK_ID.match(playback_id):
+            return None
+        found = await self.lookup(playback_id)
+        if found is None or found.policy != "public":
+            return None  # signed playback needs token verification, which Relay lacks yet
+        if found.object_type == "live_stream":
+            packager = self._live(found.object_id)
+            if packager is None or packager.playlist is None:
+                return None
+            return packager
+        directory = self._asset_files.directory(found.object_id)
+        return directory if (directory / RECORDING_PLAYLIST).is_file() else None
+
+
+def _not_found() -> Response:
+    return Response(_NOT_FOUND, status_code=404, media_type="text/plain", headers=CORS)
+
+
+def _playlist_response(request: Request, text: str, cache: str) -> Response:
+    body = text.encode("ascii")
+    headers = {**CORS, "Cache-Control": cache, "Vary": "Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
+
+
+def create_playback_app(directory: PlaybackDirectory) -> Starlette:
+    """The ASGI app of the playback routes."""
+
+    async def multivariant(request: Request) -> Response:
+        name: str = request.path_params["name"]
+        if not name.endswith(".m3u8"):
+            return _not_found()
+        playback_id = name[:-len(".m3u8")]
+        target = await directory.resolve(playback_id)
+        if isinstance(target, LivePackager):
+            variant = target.variant()
+            cache = PLAYLIST_CACHE
+        elif target is not None:
+            variant = await asyncio.to_thread(read_variant, target)
+            cache = PLAYLIST_CACHE
+        else:
+            return _not_found()
+        if variant is None:
+            return _not_found()
+        text = render_multivariant([dataclasses.replace(variant, path=f"{playback_id}/")])
+        return _playlist_response(request, text, cache)
+
+    async def media(request: Request) -> Response:
+        playback_id: str = request.path_params["playback_id"]
+        name: str = request.path_params["name"]
+        target = await directory.resolve(playback_id)
+        if target is None:
+            return _not_found()
+        if isinstance(target, LivePackager):
+            if name == MEDIA_PLAYLIST_URI:
+                return await _live_playlist(request, target)
+            return await _live_resource(target, name)
+        return await _recorded(request, target, name)
+
+    async def _live_playlist(request: Request, packager: LivePackager) -> Response:
+        playlist, renderer = packager.playlist, packager.renderer
+        assert playlist is not None and renderer is not None
+        decision = decide(request.query_params, playlist)
+        if isinstance(decision, BadRequest):
+            return Response(decision.reason + "\n", status_code=400, media_type="text/plain",
+                            headers=CORS)
+        if isinstance(decision, Wait):
+            assert playlist.target_duration is not None
+            if not await _hold(packager, playlist.target_duration,
+                               lambda: is_satisfied(decision, playlist)):
+                return Response("the playlist did not reach the requested segment or part "
+                                "in time\n", status_code=503, media_type="text/plain",
+                                headers=CORS)
+        text = renderer.render(skip=decision.skip)
+        return _playlist_response(request, text, PLAYLIST_CACHE)
+
+    async def _live_resource(packager: LivePackager, name: str) -> Response:
+        resource = parse_resource(name)
+        playlist = packager.playlist
+        if resource is None or playlist is None:
+            return _not_found()
+        if playlist.availability(resource) is Availability.PENDING:
+            assert playlist.target_duration is not None
+            await _hold(packager, playlist.target_duration,
+                        lambda: playlist.availability(resource) is not Availability.PENDING)
+        data = packager.resource(resource)
+        if data is None:
+            return _not_found()
+        cache = INIT_CACHE if resource.init is not None else MEDIA_CACHE
+        return Response(data, media_type=MP4_TYPE, headers={**CORS, "Cache-Control": cache})
+
+    async def _recorded(request: Request, recording: Path, name: str) -> Response:
+        if name == MEDIA_PLAYLIST_URI:
+            text = await asyncio.to_thread(
+                (recording / RECORDING_PLAYLIST).read_text, "ascii", "replace")
+            if text.rstrip().endswith("#EXT-X-ENDLIST"):
+                return _playlist_response(request, text, VOD_PLAYLIST_CACHE)
+            return _playlist_response(request, listed_part(text), PLAYLIST_CACHE)
+        if parse_resource(name) is None:
+            return _not_found()
+        path = recording / name
+        if not await asyncio.to_thread(path.is_file):
+            return _not_found()
+        return FileResponse(path, media_type=MP4_TYPE,
+                            headers={**CORS, "Cache-Control": MEDIA_CACHE})
+
+    async def player(request: Request) -> Response:
+        playback_id: str = request.path_params["playback_id"]
+        if not _PLAYBACK_ID.match(playback_id):
+            return _not_found()
+        return HTMLResponse(render_player_page(playback_id),
+                            headers={"Cache-Control": "no-cache"})
+
+    async def static(request: Request) -> Response:
+        name: str = request.path_params["name"]
+        path = static_file(name)
+        if path is None:
+            return _not_found()
+        return FileResponse(path, media_type=STATIC_MEDIA_TYPES[name],
+                            headers={**CORS, "Cache-Control": "public, max-age=86400"})
+
+    return Starlette(routes=[
+        Route("/player/{playback_id}", player, methods=["GET"]),
+        Route("/static/{name}", static, methods=["GET"]),
+        Route("/{name}", multivariant, methods=["GET"]),
+        Route("/{playback_id}/{name}", media, methods=["GET"]),
+    ])
+
+
+async def _hold(packager: LivePackager, target_duration: int,
+                satisfied: Callable[[], bool]) -> bool:
+    """Wait, without polling, until `satisfied()` or the packager ends; False on timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + hold_timeout(target_duration)
+    while not satisfied():
+        if packager.ended:
+            return True
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(packager.wait_change(), remaining)
+        except TimeoutError:
+            return satisfied()
+    return True
