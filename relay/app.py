@@ -215,7 +215,8 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
     packager = LivePackager(
         LatencyMode(session.stream.latency_mode), label=f"stream {session.stream_id}",
         part_target=part_target, recording=RecordingQueue(writer),
-        on_playable=session.mark_playable, on_fatal=session.end,
+        on_playable=session.mark_playable,
+        on_fatal=lambda reason: loop.call_soon(session.end, reason),
         first_msn=int(session.started_at))
     session.asset_listeners.append(asset_known)
     session.attach_sink(packager, reports_playable=True)

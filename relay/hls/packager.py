@@ -16,7 +16,8 @@ HTTP handlers read the packager (`playlist`, `renderer`, `resource`, `variant`) 
 `wait_change`, a future that every playlist change completes: a held request costs nothing
 until the media it waits for arrives. The packager tells the session when a segment is
 playable (`on_playable`), which makes the stream `active`, and asks it to end the session
-(`on_fatal`) when the encoder sends what cannot be packaged within bounds.
+(`on_fatal`, which must not end it synchronously: the packager is inside the session's
+media call) when the encoder sends what cannot be packaged within bounds.
 """
 
 from __future__ import annotations
@@ -142,12 +143,14 @@ class LivePackager:
         part_target: float = DEFAULT_PART_TARGET,
         recording: RecordingQueue | None = None,
         on_playable: Callable[[], None] = lambda: None,
-        on_fatal: Callable[[str], None] = lambda reason: None,
+        on_fatal: Callable[[str], object] = lambda reason: None,
         clock: Callable[[], float] = time.time,
         first_msn: int = 0,
+        max_segment_bytes: int = MAX_SEGMENT_BYTES,
     ) -> None:
         self.segmenter = PartSegmenter(mode, part_target=part_target, first_msn=first_msn)
         self._first_msn = first_msn
+        self._max_segment_bytes = max_segment_bytes
         self.mode = mode
         self.label = label
         self.playlist: LivePlaylist | None = None
@@ -256,7 +259,7 @@ class LivePackager:
         except ValueError as exc:
             # A configuration that cannot be packaged (an unsupported codec, a size out of
             # range): no HLS for this session; the ingest goes on for other consumers.
-            self._fail(f"cannot package the stream: {exc}")
+            self._fail(f"cannot package the stream: {exc}", end_session=False)
             return
         self._notify()
 
@@ -269,9 +272,10 @@ class LivePackager:
         elif isinstance(event, PartCut):
             data = fmp4.media_fragment(event.sequence_number, event.runs)
             self._open_size += len(data)
-            if self._open_size > MAX_SEGMENT_BYTES:
-                self._fail(f"a segment reached {MAX_SEGMENT_BYTES >> 20} MiB without a "
-                           "keyframe; set the encoder's keyframe interval (2 s is usual)")
+            if self._open_size > self._max_segment_bytes:
+                self._fail(f"a segment reached {self._open_size >> 20} MiB without a "
+                           "keyframe; set the encoder's keyframe interval (2 s is usual)",
+                           end_session=True)
                 raise _Stop
         if self.playlist is None:
             self._buffered.append((event, data))
@@ -390,12 +394,15 @@ class LivePackager:
         if change is not None and not change.done():
             change.set_result(None)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, end_session: bool) -> None:
+        """Stop packaging; with `end_session`, ask the session to end (the encoder's fault
+        and nothing else can use its media either)."""
         if self._failed:
             return
         self._failed = True
         log.error("%s: %s", self.label, reason)
-        self._on_fatal(reason)
+        if end_session:
+            self._on_fatal(reason)
 
 
 class _Stop(ValueError):

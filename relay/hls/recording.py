@@ -119,6 +119,7 @@ def finalize(directory: Path) -> RecordingSummary | None:
     entry: list[str] = []
     duration = 0.0
     segments = 0
+    gap = False
     for line in text.splitlines():
         if line in (_EVENT, _VOD):
             kept.append(_VOD)
@@ -127,10 +128,14 @@ def finalize(directory: Path) -> RecordingSummary | None:
         elif _SEGMENT_LINE.match(line):
             extinf = next((m for m in map(_EXTINF.match, entry) if m is not None), None)
             if extinf is not None and (directory / line).is_file():
+                if gap and "#EXT-X-DISCONTINUITY" not in entry:
+                    entry.insert(0, "#EXT-X-DISCONTINUITY")  # the media jumps over the gap
+                gap = False
                 duration += float(extinf.group(1))
                 segments += 1
                 kept += [*entry, line]
             else:
+                gap = segments > 0
                 log.warning("recording %s: dropped entry %s (no duration or no file)",
                             directory.name, line)
             entry = []

@@ -1,0 +1,205 @@
+"""The live packager in process: segmenter events to playlist, bytes, recording and wake-ups.
+
+Media is synthetic (the segmenter tests' generators) so that every duration is known; the
+bytes it produces are parsed back by the fMP4 tests, and the end-to-end tests play them with
+ffmpeg and hls.js.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.hls.model import LatencyMode, ResourceName
+from relay.hls.packager import LivePackager, RecordingQueue
+from relay.hls.recording import RECORDING_PLAYLIST, VARIANT_FILE, RecordingWriter, read_variant
+from relay.media.units import Codec, MediaFrame, VideoConfig
+from tests.hls.test_segmenter import (
+    audio_config,
+    audio_frames,
+    interleave,
+    video_config,
+    video_frames,
+)
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+
+
+class Feeder:
+    """Feeds a packager frames with arrival times on a fake wall clock."""
+
+    def __init__(self, mode: LatencyMode = LatencyMode.LOW, **options: Any) -> None:
+        self.now = T0
+        self.playable = 0
+        self.fatal: list[str] = []
+        self.packager = LivePackager(
+            mode, label="test", on_playable=self._playable, on_fatal=self.fatal.append,
+            clock=lambda: self.now, **options)
+
+    def _playable(self) -> None:
+        self.playable += 1
+
+    def tracks(self, audio: bool = True) -> Feeder:
+        self.packager.on_track(video_config())
+        if audio:
+            self.packager.on_track(audio_config())
+        return self
+
+    def frames(self, frames: Iterable[MediaFrame]) -> Feeder:
+        for frame in frames:
+            self.now = T0 + frame.dts / 1000
+            self.packager.on_frame(frame)
+        return self
+
+
+def av(seconds: float, start: int = 0) -> list[MediaFrame]:
+    return interleave(video_frames(seconds, start=start), audio_frames(seconds, start=start))
+
+
+def test_the_playlist_appears_with_the_first_complete_segment() -> None:
+    feeder = Feeder().tracks()
+    feeder.frames(av(1.9))
+    packager = feeder.packager
+    assert packager.playlist is None and packager.variant() is None
+    assert packager.resource(ResourceName(init=0)) is None
+    feeder.frames(av(1.0, start=1900))
+    playlist = packager.playlist
+    assert playlist is not None and playlist.target_duration == 2
+    assert playlist.last_complete_msn == 0 and feeder.playable == 1
+    # The first segment's parts were replayed from the buffer into the playlist.
+    first = playlist.segment(0)
+    assert first is not None and len(first.parts) == 7 and first.parts[0].independent
+
+
+def test_parts_concatenate_to_their_segment_and_the_init_comes_first() -> None:
+    feeder = Feeder().tracks().frames(av(4.5))
+    packager = feeder.packager
+    playlist = packager.playlist
+    assert playlist is not None
+    init = packager.resource(ResourceName(init=0))
+    assert init is not None and init[4:8] == b"ftyp"
+    for msn in (0, 1):
+        segment = playlist.segment(msn)
+        assert segment is not None and segment.complete
+        parts = [packager.resource(ResourceName(msn=msn, part=p.index)) for p in segment.parts]
+        assert all(part is not None and part[4:8] == b"moof" for part in parts)
+        assert b"".join(p for p in parts if p is not None) == packager.resource(
+            ResourceName(msn=msn))
+    assert packager.resource(ResourceName(msn=7)) is None
+
+
+def test_variant_is_measured_from_the_segments() -> None:
+    packager = Feeder().tracks().frames(av(6.5)).packager
+    variant = packager.variant()
+    assert variant is not None
+    assert variant.codecs == ("avc1.64001f", "mp4a.40.2")
+    assert variant.resolution == (1280, 720) and variant.frame_rate == 30.0
+    assert variant.average_bandwidth is not None
+    assert 0 < variant.average_bandwidth <= variant.bandwidth
+
+
+def test_reduced_and_standard_list_no_parts_but_serve_segments() -> None:
+    for mode, target in ((LatencyMode.REDUCED, 2), (LatencyMode.STANDARD, 6)):
+        packager = Feeder(mode=mode).tracks().frames(av(13.5)).packager
+        playlist = packager.playlist
+        assert playlist is not None and playlist.target_duration == target
+        assert playlist.part_target is None
+        assert all(not segment.parts for segment in playlist.segments)
+        assert packager.resource(ResourceName(msn=0)) is not None
+
+
+def test_memory_follows_the_live_window() -> None:
+    packager = Feeder().tracks().frames(av(120)).packager
+    playlist = packager.playlist
+    assert playlist is not None
+    assert len(playlist.segments) <= 16
+    # Parts of the segments within 6 x TARGETDURATION of the edge (listed, then retained),
+    # 7 parts each, and of the open one; segments of the window and those that just left it.
+    assert len(packager._parts) <= (6 + 2) * 7
+    assert len(packager._segments) <= 2 * 16
+    assert packager.resource(ResourceName(msn=0)) is None
+
+
+def test_the_end_completes_the_open_segment_and_lists_endlist() -> None:
+    feeder = Feeder().tracks().frames(av(3.0))
+    feeder.packager.on_end()
+    playlist = feeder.packager.playlist
+    assert playlist is not None and playlist.ended and playlist.next_part is None
+    assert [s.complete for s in playlist.segments] == [True, True]
+    feeder.packager.on_end()  # a second end changes nothing
+
+
+def test_a_discontinuity_is_listed_on_the_next_segment() -> None:
+    feeder = Feeder().tracks().frames(av(4.5))
+    feeder.packager.on_discontinuity()
+    feeder.frames(av(4.5, start=60_000))
+    playlist = feeder.packager.playlist
+    assert playlist is not None
+    flags = [s.discontinuity for s in playlist.segments]
+    assert flags.count(True) == 1 and flags[0] is False
+
+
+def test_an_encoder_without_keyframes_ends_the_session_within_bounds() -> None:
+    feeder = Feeder(max_segment_bytes=4096).tracks(audio=False)
+    frames = [MediaFrame(f.kind, f.dts, f.pts, f.dts == 0, bytes(200))
+              for f in video_frames(30)]
+    feeder.frames(frames)
+    assert len(feeder.fatal) == 1 and "without a keyframe" in feeder.fatal[0]
+    assert feeder.packager.playlist is None
+
+
+def test_an_unpackageable_codec_disables_hls_without_ending_the_session() -> None:
+    feeder = Feeder()
+    feeder.packager.on_track(VideoConfig(codec=Codec.AV1, record=b"\x81", width=0, height=0,
+                                         codecs="av01.0.04M.08", frame_rate=None))
+    feeder.frames(video_frames(5))
+    assert feeder.fatal == [] and feeder.packager.playlist is None
+
+
+async def test_wait_change_wakes_on_the_next_change_only() -> None:
+    feeder = Feeder().tracks().frames(av(2.5))
+    waiter = asyncio.ensure_future(feeder.packager.wait_change())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    feeder.frames(av(0.4, start=2500))
+    await asyncio.wait_for(waiter, 1)
+    # A cancelled waiter does not cancel the shared future the others wait on.
+    first = asyncio.ensure_future(feeder.packager.wait_change())
+    second = asyncio.ensure_future(feeder.packager.wait_change())
+    await asyncio.sleep(0.01)
+    first.cancel()
+    feeder.frames(av(0.4, start=2900))
+    await asyncio.wait_for(second, 1)
+
+
+async def test_recording_is_written_once_the_asset_is_known(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    writer: asyncio.Future[RecordingWriter] = loop.create_future()
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(7.0))
+    writer.set_result(RecordingWriter(tmp_path / "asset"))  # after the first segments
+    feeder.frames(av(3.0, start=7000))
+    feeder.packager.on_end()
+    summary = await feeder.packager.finished()
+    assert summary is not None and summary.segments == 5
+    assert summary.duration == pytest.approx(10.0, abs=0.05)
+    directory = tmp_path / "asset"
+    text = (directory / RECORDING_PLAYLIST).read_text()
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and text.endswith("#EXT-X-ENDLIST\n")
+    assert sorted(p.name for p in directory.glob("*.m4s")) == [f"{m}.m4s" for m in range(5)]
+    assert (directory / "init-0.mp4").is_file() and (directory / VARIANT_FILE).is_file()
+    variant = read_variant(directory)
+    assert variant is not None and variant.resolution == (1280, 720)
+
+
+async def test_a_recording_whose_asset_never_came_drops_its_writes(tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(5.0))
+    feeder.packager.on_end()
+    assert await feeder.packager.finished() is None
+    assert not any(await asyncio.to_thread(lambda: list(tmp_path.iterdir())))
