@@ -28,7 +28,7 @@ from starlette.types import ASGIApp
 from relay.api import create_api
 from relay.config import Settings
 from relay.hls.model import LatencyMode
-from relay.hls.packager import LivePackager, RecordingQueue
+from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.metrics import IngestCollector, create_metrics_app
@@ -83,6 +83,7 @@ class RelayServer:
         self.registry: IngestRegistry | None = None
         self.rtmp_servers: list[RtmpServer] = []
         self.rtmp_counters = RtmpCounters()
+        self.hls_counters = HlsCounters()
         self._collector: IngestCollector | None = None
 
     @property
@@ -119,7 +120,8 @@ class RelayServer:
             self.registry = IngestRegistry(
                 self.store, session_limit=s.max_session_duration,
                 on_session_started=lambda session: attach_packager(
-                    session, asset_files, part_target=s.part_target))
+                    session, asset_files, part_target=s.part_target,
+                    counters=self.hls_counters))
             limits = RtmpLimits(max_connections=s.rtmp_max_connections,
                                 idle_timeout=s.rtmp_idle_timeout,
                                 max_message_size=s.rtmp_max_message_size)
@@ -129,7 +131,8 @@ class RelayServer:
                                     ssl_context=tls if listener.name == "rtmps" else None)
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
-            self._collector = IngestCollector(self.registry, self.rtmp_counters)
+            self._collector = IngestCollector(self.registry, self.rtmp_counters,
+                                              self.hls_counters)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
                              asset_files=asset_files)
@@ -137,7 +140,7 @@ class RelayServer:
             playback = PlaybackDirectory(
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
             # After the API's routes, so /video/v1, /docs and the health checks come first.
-            api.mount("/", create_playback_app(playback))
+            api.mount("/", create_playback_app(playback, self.hls_counters))
             await self._serve_http(api, http)
             await self._serve_http(create_metrics_app(), metrics)
         except BaseException:
@@ -203,7 +206,7 @@ class RelayServer:
 
 
 def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
-                    part_target: float) -> LivePackager:
+                    part_target: float, counters: HlsCounters) -> LivePackager:
     """Give a new live session its HLS packager, recording into the session's asset."""
     loop = asyncio.get_running_loop()
     writer: asyncio.Future[RecordingWriter] = loop.create_future()
@@ -217,7 +220,7 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
         part_target=part_target, recording=RecordingQueue(writer),
         on_playable=session.mark_playable,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),
-        first_msn=int(session.started_at))
+        first_msn=int(session.started_at), counters=counters)
     session.asset_listeners.append(asset_known)
     session.attach_sink(packager, reports_playable=True)
     session.recording_done = packager.finished_duration

@@ -1,8 +1,8 @@
 """The Prometheus endpoint, served on its own listener (`--metrics-port`).
 
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
-holds the process and runtime collectors, Relay's build info and the ingest counters;
-playback and webhook counters join it as those parts land.
+holds the process and runtime collectors, Relay's build info, the ingest counters and the
+HLS packaging and playback counters; webhook counters join it as that part lands.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import __version__
+from relay.hls.packager import HlsCounters
 from relay.rtmp.server import RtmpCounters
 from relay.streams.registry import IngestRegistry
 
@@ -28,9 +29,11 @@ _build.info({"version": __version__})
 class IngestCollector(Collector):
     """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
 
-    def __init__(self, registry: IngestRegistry, rtmp: RtmpCounters) -> None:
+    def __init__(self, registry: IngestRegistry, rtmp: RtmpCounters,
+                 hls: HlsCounters | None = None) -> None:
         self.registry = registry
         self.rtmp = rtmp
+        self.hls = hls if hls is not None else HlsCounters()
         REGISTRY.register(self)
 
     def unregister(self) -> None:
@@ -40,7 +43,7 @@ class IngestCollector(Collector):
         rtmp, ingest = self.rtmp, self.registry.counters
         yield GaugeMetricFamily("relay_rtmp_open_connections", "RTMP(S) connections open now",
                                 value=rtmp.connections_open)
-        counters = (
+        counters: tuple[tuple[str, str, int], ...] = (
             ("relay_rtmp_connections", "RTMP(S) connections accepted",
              rtmp.connections_total),
             ("relay_rtmp_connections_refused", "connections closed on accept: over the limit",
@@ -64,6 +67,31 @@ class IngestCollector(Collector):
              self.registry.throttle.failures_total),
             ("relay_ingest_reconnects", "publishers that resumed a session in its window",
              ingest.reconnects),
+        )
+        hls = self.hls
+        counters += (
+            ("relay_hls_segments", "segments packaged", hls.segments),
+            ("relay_hls_parts", "parts (and internal fragments) packaged", hls.parts),
+            ("relay_hls_packaged_bytes", "media bytes packaged", hls.bytes_out),
+            ("relay_hls_recording_dropped_segments",
+             "segments left out of a recording: the disk fell behind or failed",
+             hls.recording_dropped),
+            ("relay_hls_packaging_failures", "sessions whose media could not be packaged",
+             hls.failures),
+            ("relay_hls_segment_overruns",
+             "segments longer than TARGETDURATION (encoder keyframes too far apart), "
+             "counted when their session ends", hls.overruns),
+            ("relay_hls_dropped_frames", "frames the packager could not place (before the "
+             "first keyframe, no track), counted when their session ends",
+             hls.frames_dropped),
+            ("relay_hls_playlist_requests", "playlist requests served", hls.playlist_requests),
+            ("relay_hls_media_requests", "init, segment and part requests",
+             hls.media_requests),
+            ("relay_hls_held_requests", "blocking reloads and hinted-part requests that waited",
+             hls.held_requests),
+            ("relay_hls_held_timeouts", "held requests answered 503", hls.held_timeouts),
+            ("relay_hls_bad_requests", "playlist requests refused with 400", hls.bad_requests),
+            ("relay_hls_not_found", "playback requests answered 404", hls.not_found),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)

@@ -58,13 +58,25 @@ MAX_RECORDING_BACKLOG: Final = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
-class PackagerCounters:
-    """Plain counters, read by the metrics collector at scrape time."""
+class HlsCounters:
+    """Process-wide packaging and playback counters (shared by every packager and the
+    routes), read by the metrics collector at scrape time."""
 
     segments: int = 0
-    parts: int = 0
+    parts: int = 0  # parts and internal fragments
     bytes_out: int = 0  # media bytes packaged (fragments)
     recording_dropped: int = 0  # segments the recording lost to a slow or failing disk
+    failures: int = 0  # sessions whose media could not be packaged
+    # Added when each session ends, from its segmenter:
+    overruns: int = 0  # segments longer than TARGETDURATION (encoder GOP too long)
+    frames_dropped: int = 0  # frames the segmenter could not place (before a keyframe...)
+    # The routes':
+    playlist_requests: int = 0
+    media_requests: int = 0
+    held_requests: int = 0  # blocking reloads and hinted parts that had to wait
+    held_timeouts: int = 0  # ...and were answered 503
+    bad_requests: int = 0
+    not_found: int = 0
 
 
 class RecordingQueue:
@@ -147,6 +159,7 @@ class LivePackager:
         clock: Callable[[], float] = time.time,
         first_msn: int = 0,
         max_segment_bytes: int = MAX_SEGMENT_BYTES,
+        counters: HlsCounters | None = None,
     ) -> None:
         self.segmenter = PartSegmenter(mode, part_target=part_target, first_msn=first_msn)
         self._first_msn = first_msn
@@ -155,7 +168,7 @@ class LivePackager:
         self.label = label
         self.playlist: LivePlaylist | None = None
         self.renderer: PlaylistRenderer | None = None
-        self.counters = PackagerCounters()
+        self.counters = counters if counters is not None else HlsCounters()
         self.revision = 0
         self._recording = recording
         self._on_playable = on_playable
@@ -179,6 +192,7 @@ class LivePackager:
         self._total_seconds = 0.0
         self._video_frames = 0
         self._video_seconds = 0.0
+        self._completed = 0  # segments of this session
         self._variant: VariantInfo | None = None
 
     # -- MediaSink ---------------------------------------------------------------------
@@ -201,6 +215,10 @@ class LivePackager:
         self._ended = True
         if not self._failed:
             self._handle(self.segmenter.on_end(self._clock()))
+        seen = self.segmenter.counters
+        self.counters.overruns += seen.overruns
+        self.counters.frames_dropped += (seen.dropped_no_track + seen.dropped_waiting
+                                         + seen.dropped_overflow)
         if self.playlist is not None:
             self.playlist.end()
             self._drain()
@@ -329,6 +347,7 @@ class LivePackager:
         self._open = []
         self._segments[segment.msn] = data
         self.counters.segments += 1
+        self._completed += 1
         self._measure(len(data), event.duration)
         if self._recording is not None:
             target = event.target_duration
@@ -338,7 +357,7 @@ class LivePackager:
                 self.counters.recording_dropped += 1
                 log.warning("%s: recording is %d MiB behind; segment %d not recorded",
                             self.label, MAX_RECORDING_BACKLOG >> 20, segment.msn)
-            if self.counters.segments == 1 and self._variant is not None:
+            if self._completed == 1 and self._variant is not None:
                 variant = self._variant
                 self._recording.submit(lambda writer: writer.write_variant(variant))
         self._drain()
@@ -400,6 +419,7 @@ class LivePackager:
         if self._failed:
             return
         self._failed = True
+        self.counters.failures += 1
         log.error("%s: %s", self.label, reason)
         if end_session:
             self._on_fatal(reason)

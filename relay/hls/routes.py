@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
 from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
-from relay.hls.packager import LivePackager
+from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
 from relay.hls.playlist import Availability, render_multivariant
 from relay.hls.recording import RECORDING_PLAYLIST, listed_part, read_variant
@@ -101,7 +101,8 @@ class PlaybackDirectory:
         return directory if (directory / RECORDING_PLAYLIST).is_file() else None
 
 
-def _not_found() -> Response:
+def _not_found(counters: HlsCounters) -> Response:
+    counters.not_found += 1
     return Response(_NOT_FOUND, status_code=404, media_type="text/plain", headers=CORS)
 
 
@@ -114,13 +115,15 @@ def _playlist_response(request: Request, text: str, cache: str) -> Response:
     return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
 
 
-def create_playback_app(directory: PlaybackDirectory) -> Starlette:
-    """The ASGI app of the playback routes."""
+def create_playback_app(directory: PlaybackDirectory,
+                        counters: HlsCounters | None = None) -> Starlette:
+    """The ASGI app of the playback routes; `counters` receives its request counts."""
+    counters = counters if counters is not None else HlsCounters()
 
     async def multivariant(request: Request) -> Response:
         name: str = request.path_params["name"]
         if not name.endswith(".m3u8"):
-            return _not_found()
+            return _not_found(counters)
         playback_id = name[:-len(".m3u8")]
         target = await directory.resolve(playback_id)
         if isinstance(target, LivePackager):
@@ -130,9 +133,10 @@ def create_playback_app(directory: PlaybackDirectory) -> Starlette:
             variant = await asyncio.to_thread(read_variant, target)
             cache = PLAYLIST_CACHE
         else:
-            return _not_found()
+            return _not_found(counters)
         if variant is None:
-            return _not_found()
+            return _not_found(counters)
+        counters.playlist_requests += 1
         text = render_multivariant([dataclasses.replace(variant, path=f"{playback_id}/")])
         return _playlist_response(request, text, cache)
 
@@ -141,7 +145,7 @@ def create_playback_app(directory: PlaybackDirectory) -> Starlette:
         name: str = request.path_params["name"]
         target = await directory.resolve(playback_id)
         if target is None:
-            return _not_found()
+            return _not_found(counters)
         if isinstance(target, LivePackager):
             if name == MEDIA_PLAYLIST_URI:
                 return await _live_playlist(request, target)
@@ -151,14 +155,18 @@ def create_playback_app(directory: PlaybackDirectory) -> Starlette:
     async def _live_playlist(request: Request, packager: LivePackager) -> Response:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
+        counters.playlist_requests += 1
         decision = decide(request.query_params, playlist)
         if isinstance(decision, BadRequest):
+            counters.bad_requests += 1
             return Response(decision.reason + "\n", status_code=400, media_type="text/plain",
                             headers=CORS)
         if isinstance(decision, Wait):
             assert playlist.target_duration is not None
+            counters.held_requests += 1
             if not await _hold(packager, playlist.target_duration,
                                lambda: is_satisfied(decision, playlist)):
+                counters.held_timeouts += 1
                 return Response("the playlist did not reach the requested segment or part "
                                 "in time\n", status_code=503, media_type="text/plain",
                                 headers=CORS)
@@ -169,36 +177,40 @@ def create_playback_app(directory: PlaybackDirectory) -> Starlette:
         resource = parse_resource(name)
         playlist = packager.playlist
         if resource is None or playlist is None:
-            return _not_found()
+            return _not_found(counters)
+        counters.media_requests += 1
         if playlist.availability(resource) is Availability.PENDING:
             assert playlist.target_duration is not None
+            counters.held_requests += 1
             await _hold(packager, playlist.target_duration,
                         lambda: playlist.availability(resource) is not Availability.PENDING)
         data = packager.resource(resource)
         if data is None:
-            return _not_found()
+            return _not_found(counters)
         cache = INIT_CACHE if resource.init is not None else MEDIA_CACHE
         return Response(data, media_type=MP4_TYPE, headers={**CORS, "Cache-Control": cache})
 
     async def _recorded(request: Request, recording: Path, name: str) -> Response:
         if name == MEDIA_PLAYLIST_URI:
+            counters.playlist_requests += 1
             text = await asyncio.to_thread(
                 (recording / RECORDING_PLAYLIST).read_text, "ascii", "replace")
             if text.rstrip().endswith("#EXT-X-ENDLIST"):
                 return _playlist_response(request, text, VOD_PLAYLIST_CACHE)
             return _playlist_response(request, listed_part(text), PLAYLIST_CACHE)
         if parse_resource(name) is None:
-            return _not_found()
+            return _not_found(counters)
+        counters.media_requests += 1
         path = recording / name
         if not await asyncio.to_thread(path.is_file):
-            return _not_found()
+            return _not_found(counters)
         return FileResponse(path, media_type=MP4_TYPE,
                             headers={**CORS, "Cache-Control": MEDIA_CACHE})
 
     async def player(request: Request) -> Response:
         playback_id: str = request.path_params["playback_id"]
         if not _PLAYBACK_ID.match(playback_id):
-            return _not_found()
+            return _not_found(counters)
         return HTMLResponse(render_player_page(playback_id),
                             headers={"Cache-Control": "no-cache"})
 
@@ -206,7 +218,7 @@ def create_playback_app(directory: PlaybackDirectory) -> Starlette:
         name: str = request.path_params["name"]
         path = static_file(name)
         if path is None:
-            return _not_found()
+            return _not_found(counters)
         return FileResponse(path, media_type=STATIC_MEDIA_TYPES[name],
                             headers={**CORS, "Cache-Control": "public, max-age=86400"})
 

@@ -14,7 +14,7 @@ import pytest
 
 from relay.hls import routes
 from relay.hls.model import LatencyMode
-from relay.hls.packager import LivePackager
+from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.recording import finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.store import Store
@@ -58,8 +58,10 @@ class Server:
         self.assets = AssetFiles(tmp_path)
         self.directory = PlaybackDirectory(cast(Store, self.store),
                                            lambda stream_id: self.live, self.assets)
+        self.counters = HlsCounters()
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_playback_app(self.directory)),
+            transport=httpx.ASGITransport(
+                app=create_playback_app(self.directory, self.counters)),
             base_url="http://relay.test")
         self.fed_ms = 0
 
@@ -86,6 +88,7 @@ async def test_a_live_stream_before_its_first_segment_is_not_found(server: Serve
         response = await server.get(path)
         assert (response.status_code, response.text) == (404, unknown.text), path
     assert unknown.status_code == 404 and unknown.headers["access-control-allow-origin"] == "*"
+    assert server.counters.not_found == 6
 
 
 async def test_live_playlists_media_and_headers(server: Server) -> None:
@@ -159,6 +162,7 @@ async def test_a_request_held_too_long_is_503(server: Server,
     server.feed(2.5)
     response = await server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn="2")
     assert response.status_code == 503
+    assert (server.counters.held_requests, server.counters.held_timeouts) == (1, 1)
 
 
 async def test_the_end_releases_held_requests_with_the_whole_playlist(server: Server) -> None:
