@@ -33,7 +33,7 @@ from typing import Final
 from relay.hls import fmp4
 from relay.hls.model import LatencyMode, ResourceName, SegmentInfo
 from relay.hls.playlist import LivePlaylist, PlaylistKind, PlaylistRenderer, VariantInfo
-from relay.hls.recording import RecordingSummary, RecordingWriter
+from relay.hls.recording import RecordingGone, RecordingSummary, RecordingWriter
 from relay.hls.segmenter import (
     DEFAULT_PART_TARGET,
     InitChanged,
@@ -125,14 +125,21 @@ class RecordingQueue:
             if self._writer.cancelled():
                 return None
             raise
+        gone = False
         while True:
             while self._jobs:
                 job, size = self._jobs.popleft()
+                self._backlog -= size
+                if gone:
+                    continue
                 try:
                     await asyncio.to_thread(job, writer)
+                except RecordingGone:
+                    gone = True
+                    log.info("recording %s: the asset was deleted; recording stops",
+                             writer.directory.name)
                 except OSError as exc:
                     log.error("recording %s: write failed: %s", writer.directory.name, exc)
-                self._backlog -= size
             if self._closing:
                 break
             self._wake.clear()

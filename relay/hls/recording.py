@@ -60,6 +60,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+class RecordingGone(OSError):
+    """The recording's directory vanished after it was created: the asset was deleted."""
+
+
 class RecordingWriter:
     """Writes one asset's recording into `directory` (created on first use)."""
 
@@ -68,14 +72,23 @@ class RecordingWriter:
         self._playlist = directory / RECORDING_PLAYLIST
         self._current_init: int | None = None
         self._started = False
+        self._created = False
+
+    def _prepare(self) -> None:
+        if self._created:
+            if not self.directory.is_dir():
+                raise RecordingGone(f"{self.directory} was removed (the asset was deleted)")
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._created = True
 
     def write_init(self, init: int, data: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._prepare()
         _write_atomically(self.directory / INIT_URI.format(init=init), data)
 
     def write_segment(self, segment: SegmentInfo, data: bytes, target_duration: int) -> None:
         """Store a complete segment, then list it in the playlist."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._prepare()
         _write_atomically(self.directory / SEGMENT_URI.format(msn=segment.msn), data)
         lines: list[str] = []
         if not self._started:
@@ -93,11 +106,13 @@ class RecordingWriter:
             playlist.write("\n".join(lines) + "\n")
 
     def write_variant(self, variant: VariantInfo) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._prepare()
         _write_atomically(self.directory / VARIANT_FILE,
                           json.dumps(asdict(variant)).encode())
 
     def finish(self) -> RecordingSummary | None:
+        if self._created and not self.directory.is_dir():
+            return None
         return finalize(self.directory)
 
 

@@ -8,6 +8,7 @@ ffmpeg and hls.js.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,18 @@ async def test_a_recording_whose_asset_never_came_drops_its_writes(tmp_path: Pat
     feeder.packager.on_end()
     assert await feeder.packager.finished() is None
     assert not any(await asyncio.to_thread(lambda: list(tmp_path.iterdir())))
+
+
+async def test_deleting_the_asset_mid_stream_stops_its_recording(tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    writer.set_result(RecordingWriter(tmp_path / "asset"))
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(4.5))
+    for _ in range(100):  # let the worker write the first segments
+        if await asyncio.to_thread((tmp_path / "asset" / "1.m4s").is_file):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.to_thread(shutil.rmtree, tmp_path / "asset")  # DELETE /assets/{id}
+    feeder.frames(av(4.0, start=4500))
+    feeder.packager.on_end()
+    assert await feeder.packager.finished() is None
+    assert not await asyncio.to_thread((tmp_path / "asset").exists)
