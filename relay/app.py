@@ -29,12 +29,13 @@ from relay.api import create_api
 from relay.config import Settings
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
-from relay.hls.recording import RecordingWriter, finalize
+from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
+from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry
 
@@ -223,7 +224,7 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
         first_msn=int(session.started_at), counters=counters)
     session.asset_listeners.append(asset_known)
     session.attach_sink(packager, reports_playable=True)
-    session.recording_done = packager.finished_duration
+    session.recording_done = packager.finished_media
     session.attachments[HLS_ATTACHMENT] = packager
     return packager
 
@@ -239,12 +240,26 @@ def live_packager(registry: IngestRegistry, stream_id: str) -> LivePackager | No
     return packager if isinstance(packager, LivePackager) else None
 
 
-async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> float | None:
-    summary = await asyncio.to_thread(finalize, asset_files.directory(asset_id))
-    if summary is not None:
-        log.info("completed the recording of asset %s interrupted by the previous run "
-                 "(%d segments, %.1f s)", asset_id, summary.segments, summary.duration)
-    return summary.duration if summary is not None else None
+async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> RecordedMedia | None:
+    directory = asset_files.directory(asset_id)
+    summary = await asyncio.to_thread(finalize, directory)
+    if summary is None:
+        return None
+    log.info("completed the recording of asset %s interrupted by the previous run "
+             "(%d segments, %.1f s)", asset_id, summary.segments, summary.duration)
+    variant = await asyncio.to_thread(read_variant, directory)
+    tracks: list[JSONDict] = []
+    if variant is not None:
+        if variant.resolution is not None:
+            width, height = variant.resolution
+            video: JSONDict = {"type": "video", "max_width": width, "max_height": height,
+                               "duration": summary.duration}
+            if variant.frame_rate:
+                video["max_frame_rate"] = variant.frame_rate
+            tracks.append(video)
+        if any(codec.startswith("mp4a") for codec in variant.codecs):
+            tracks.append({"type": "audio", "duration": summary.duration})
+    return RecordedMedia(duration=summary.duration, tracks=tuple(tracks))
 
 
 def load_tls(settings: Settings) -> ssl.SSLContext | None:

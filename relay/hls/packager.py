@@ -44,6 +44,7 @@ from relay.hls.segmenter import (
     SegmentStarted,
 )
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
+from relay.store.records import JSONDict, RecordedMedia
 
 log = logging.getLogger("relay.hls")
 
@@ -240,10 +241,35 @@ class LivePackager:
             self._recording.submit(lambda writer: writer.write_variant(variant))
         return await self._recording.close()
 
-    async def finished_duration(self) -> float | None:
-        """`finished`, as the media duration the store records for the asset."""
+    async def finished_media(self) -> RecordedMedia | None:
+        """`finished`, as the store records it on the asset: duration and tracks."""
         summary = await self.finished()
-        return summary.duration if summary is not None else None
+        if summary is None:
+            return None
+        return RecordedMedia(duration=summary.duration, tracks=tuple(self._asset_tracks()))
+
+    def _asset_tracks(self) -> list[JSONDict]:
+        """Mux asset tracks: the largest picture, frame rate and channel count seen."""
+        video: JSONDict = {}
+        audio: JSONDict = {}
+        for _, tracks in self._inits.values():
+            for config in tracks:
+                if isinstance(config, VideoConfig):
+                    video["type"] = "video"
+                    if config.width:
+                        video["max_width"] = max(video.get("max_width", 0), config.width)
+                        video["max_height"] = max(video.get("max_height", 0), config.height)
+                    if config.frame_rate:
+                        video["max_frame_rate"] = max(video.get("max_frame_rate", 0.0),
+                                                      round(config.frame_rate, 3))
+                else:
+                    audio["type"] = "audio"
+                    audio["max_channels"] = max(audio.get("max_channels", 0), config.channels)
+        variant = self._variant
+        if video and "max_frame_rate" not in video and variant and variant.frame_rate:
+            video["max_frame_rate"] = variant.frame_rate
+        duration = round(self._total_seconds, 3)
+        return [dict(track, duration=duration) for track in (video, audio) if track]
 
     # -- what the HTTP routes read -------------------------------------------------------
 

@@ -139,6 +139,16 @@ class RecordingTime:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedMedia:
+    """What a finished recording holds, as the packager measured it."""
+
+    duration: float  # seconds of media
+    #: Mux asset track objects without their ids, e.g. {"type": "video", "max_width": 1280,
+    #: "max_height": 720, "max_frame_rate": 30.0} and {"type": "audio", "max_channels": 2}.
+    tracks: tuple[JSONDict, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Asset:
     id: str
     created_at: int

@@ -40,6 +40,7 @@ from relay.store.records import (
     PlaybackId,
     PlaybackObjectType,
     PlaybackPolicy,
+    RecordedMedia,
     RecordingTime,
     SimulcastTarget,
 )
@@ -500,36 +501,36 @@ class Store:
                 await self._append_event(conn, "video.live_stream.disconnected", stream)
 
     async def session_ended(self, stream_id: str, asset_id: str | None,
-                            media_duration: float | None = None) -> None:
+                            media: RecordedMedia | None = None) -> None:
         """The session is over (reconnect window expired, complete, disable, delete, limit):
         the stream goes `idle` (unless disabled) and the recording becomes a ready asset.
-        `media_duration` is the recording's length as packaged; without it the asset's
+        `media` is the recording as packaged (duration, tracks); without it the asset's
         duration is the sum of its recording times."""
         async with self._engine.begin() as conn:
-            await self._end_session(conn, stream_id, asset_id, media_duration)
+            await self._end_session(conn, stream_id, asset_id, media)
 
     async def recover_interrupted_sessions(
-        self, finalize: Callable[[str], Awaitable[float | None]] | None = None,
+        self, finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
     ) -> list[str]:
         """End the sessions a previous process left open (it stopped or crashed while
         streams were live); return the ids of the streams it ended. `finalize(asset_id)`
-        completes an interrupted recording's media and returns its duration (or None)."""
+        completes an interrupted recording's media and describes it (or None)."""
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(live_streams.c.id, live_streams.c.active_asset_id).where(
                     (live_streams.c.active_asset_id.is_not(None))
                     | (live_streams.c.status == "active")))).all()
         for row in rows:
-            duration = None
+            media = None
             if finalize is not None and row.active_asset_id is not None:
-                duration = await finalize(row.active_asset_id)
+                media = await finalize(row.active_asset_id)
             async with self._engine.begin() as conn:
-                await self._end_session(conn, row.id, row.active_asset_id, duration)
+                await self._end_session(conn, row.id, row.active_asset_id, media)
         return [row.id for row in rows]
 
     async def _end_session(
         self, conn: AsyncConnection, stream_id: str, asset_id: str | None,
-        media_duration: float | None = None,
+        media: RecordedMedia | None = None,
     ) -> None:
         stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
         if stream is not None:
@@ -544,10 +545,14 @@ class Store:
         asset = await _load_asset(conn, asset_id) if asset_id is not None else None
         if asset is None or not asset.is_live:
             return
-        duration = round(media_duration if media_duration is not None
-                         else sum(r.duration for r in asset.recording_times), 3)
-        await conn.execute(update(assets).where(assets.c.id == asset.id).values(
-            is_live=False, status="ready", duration=duration))
+        values = {"is_live": False, "status": "ready"}
+        if media is not None:
+            values["duration"] = round(media.duration, 3)
+            if media.tracks:
+                values["tracks"] = [{"id": new_object_id(), **track} for track in media.tracks]
+        else:
+            values["duration"] = round(sum(r.duration for r in asset.recording_times), 3)
+        await conn.execute(update(assets).where(assets.c.id == asset.id).values(**values))
         asset = await _require_asset(conn, asset.id)
         await self._append_asset_event(conn, "video.asset.live_stream_completed", asset)
         await self._append_asset_event(conn, "video.asset.ready", asset)

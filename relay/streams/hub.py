@@ -18,7 +18,7 @@ from typing import Protocol
 
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
 from relay.store import Store
-from relay.store.records import IngestProtocol, LiveStream, RecordingTime
+from relay.store.records import IngestProtocol, LiveStream, RecordedMedia, RecordingTime
 from relay.streams.lifecycle import Effect, Input, SessionLifecycle, State
 
 log = logging.getLogger("relay.streams")
@@ -86,8 +86,8 @@ class LiveSession:
         #: called once with the asset id when the store has created (or continued) the asset;
         self.asset_listeners: list[Callable[[str], None]] = []
         #: awaited when the session ends, before the store records it: finishes the
-        #: recording and returns its media duration (None when unknown);
-        self.recording_done: Callable[[], Awaitable[float | None]] | None = None
+        #: recording and describes its media (None when unknown);
+        self.recording_done: Callable[[], Awaitable[RecordedMedia | None]] | None = None
         #: per-session state of the consumers, by name (the hub never reads it).
         self.attachments: dict[str, object] = {}
         # True once a sink that reports playable segments is attached (the HLS packager).
@@ -280,13 +280,13 @@ class LiveSession:
         elif effect is Effect.MARK_DISCONNECTED:
             await store.session_disconnected(stream_id, self.asset_id, recorded)
         elif effect is Effect.FINISH:
-            duration = None
+            media = None
             if self.recording_done is not None:
                 try:
-                    duration = await self.recording_done()
+                    media = await self.recording_done()
                 except Exception:
                     log.exception("stream %s: could not finish the recording", stream_id)
-            await store.session_ended(stream_id, self.asset_id, duration)
+            await store.session_ended(stream_id, self.asset_id, media)
 
     async def wait_finished(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -219,3 +219,16 @@ async def test_deleting_the_asset_mid_stream_stops_its_recording(tmp_path: Path)
     feeder.packager.on_end()
     assert await feeder.packager.finished() is None
     assert not await asyncio.to_thread((tmp_path / "asset").exists)
+
+
+async def test_the_finished_recording_describes_its_tracks(tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    writer.set_result(RecordingWriter(tmp_path / "asset"))
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(6.0))
+    feeder.packager.on_end()
+    media = await feeder.packager.finished_media()
+    assert media is not None and media.duration == pytest.approx(6.0, abs=0.05)
+    video, audio = media.tracks
+    assert video == {"type": "video", "max_width": 1280, "max_height": 720,
+                     "max_frame_rate": 30.0, "duration": pytest.approx(6.0, abs=0.05)}
+    assert audio["type"] == "audio" and audio["max_channels"] == 2
