@@ -30,7 +30,7 @@ from relay.config import Settings
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RecordingWriter, finalize, read_variant
-from relay.hls.routes import PlaybackDirectory, create_playback_app
+from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import SchemaTooNewError, Store
@@ -140,8 +140,9 @@ class RelayServer:
             registry = self.registry
             playback = PlaybackDirectory(
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
-            # After the API's routes, so /video/v1, /docs and the health checks come first.
-            api.mount("/", create_playback_app(playback, self.hls_counters))
+            # After the API's routes, so /video/v1, /docs and the health checks come first
+            # and other paths keep the API's 404 envelope.
+            api.router.routes.extend(playback_routes(playback, self.hls_counters))
             await self._serve_http(api, http)
             await self._serve_http(create_metrics_app(), metrics)
         except BaseException:

@@ -117,7 +117,13 @@ def _playlist_response(request: Request, text: str, cache: str) -> Response:
 
 def create_playback_app(directory: PlaybackDirectory,
                         counters: HlsCounters | None = None) -> Starlette:
-    """The ASGI app of the playback routes; `counters` receives its request counts."""
+    """The playback routes as an ASGI app of their own."""
+    return Starlette(routes=playback_routes(directory, counters))
+
+
+def playback_routes(directory: PlaybackDirectory,
+                    counters: HlsCounters | None = None) -> list[Route]:
+    """The playback routes, to add after the API's; `counters` receives request counts."""
     counters = counters if counters is not None else HlsCounters()
 
     async def multivariant(request: Request) -> Response:
@@ -222,12 +228,12 @@ def create_playback_app(directory: PlaybackDirectory,
         return FileResponse(path, media_type=STATIC_MEDIA_TYPES[name],
                             headers={**CORS, "Cache-Control": "public, max-age=86400"})
 
-    return Starlette(routes=[
+    return [
         Route("/player/{playback_id}", player, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
         Route("/{name}", multivariant, methods=["GET"]),
         Route("/{playback_id}/{name}", media, methods=["GET"]),
-    ])
+    ]
 
 
 async def _hold(packager: LivePackager, target_duration: int,

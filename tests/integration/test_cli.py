@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +49,14 @@ def test_token_create_prints_a_working_token(tmp_path: Path) -> None:
         config.host, config.username, config.password = (relay.http_url, token["id"],
                                                           token["secret"])
         assert mux.LiveStreamsApi(mux.ApiClient(config)).list_live_streams().data == []
+        # Paths nobody serves keep the API's error envelope, beside the playback routes.
+        request = urllib.request.Request(f"{relay.http_url}/video/v1/no-such-thing")
+        request.add_header("Authorization", "Basic " + base64.b64encode(
+            f"{token['id']}:{token['secret']}".encode()).decode())
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(request, timeout=10)
+        assert missing.value.code == 404
+        assert json.loads(missing.value.read())["error"]["type"] == "not_found"
     # The secret itself is never stored.
     assert token["secret"].encode() not in (tmp_path / "relay.db").read_bytes()
 
