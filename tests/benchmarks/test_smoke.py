@@ -3,6 +3,7 @@ from `benchmarks/` runs on a quiet machine (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,11 @@ def test_chunk_demux_rejects_a_stream_that_is_not_one() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert "not a valid chunk stream" in result.stderr
+
+
+def test_ll_hls_latency_runs(tmp_path: Path) -> None:
+    out = run("benchmarks/ll_hls_latency.py", "--seconds", "4", "--no-browser",
+              "--json", str(tmp_path / "latency.json"))
+    assert "part advertised after frame arrival, p99" in out
+    result = json.loads((tmp_path / "latency.json").read_text())
+    assert result["part_advertise"]["frames"] > 0 and "hls_js" not in result

@@ -1,0 +1,339 @@
+"""LL-HLS latency of Relay in `low` mode: how soon a frame is advertised, and hls.js's latency.
+
+    .venv/bin/python benchmarks/ll_hls_latency.py [--seconds 20] [--no-browser] [--json PATH]
+
+1. Part-advertise delay. ffmpeg makes an FLV file once (testsrc2 320x240 at 30 fps, libx264
+   zerolatency with a 1 s GOP, AAC). A paced publisher (Relay's own sans-IO RTMP client over
+   an asyncio socket) sends its tags to a `relay serve` subprocess in real time, noting the
+   wall-clock time each video frame is written to the socket (loopback: its arrival). A
+   player-like poller meanwhile asks the media playlist for the next part with blocking
+   reload (`_HLS_msn`, `_HLS_part`, as hls.js does) and notes when each part is first listed.
+   Parts are mapped to frames by media time (the playlist's part durations, summed from the
+   first keyframe), and each frame's delay is "part listed" minus "frame sent". The aim
+   (issue: LL-HLS done when) is p99 <= PART-TARGET + 50 ms. The first segment is reported
+   apart: the playlist appears only when it is complete (it fixes TARGETDURATION), so its
+   frames wait up to a segment; that is the stream's start-up, not the steady state.
+2. hls.js latency. ffmpeg publishes (same settings, `-re`) and headless Chromium plays
+   `/player/{PLAYBACK_ID}` with the hls.js Relay ships; the page reports `hls.latency`.
+   The aim is <= 1.5 s.
+
+Prints a table and writes JSON (default `benchmarks/results/ll_hls_latency.json`) with the
+machine's description. The relay, ffmpeg and Chromium run on this machine: on a 2-core box
+they compete with each other, so treat single runs with care and compare medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from relay.rtmp.client import ClientSession, ClientState, Published, Refused  # noqa: E402
+from relay.rtmp.messages import MessageType  # noqa: E402
+from tests.integration.relay_process import RelayProcess  # noqa: E402
+
+TOKEN = ("latency-bench", "latency-bench-secret-0123456789")
+PART_TARGET = 0.3
+PART_AIM = PART_TARGET + 0.05
+HLS_JS_AIM = 1.5
+_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"')
+_PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="(\d+)\.(\d+)\.m4s"')
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": platform.platform()}
+
+
+def make_flv(path: Path, seconds: float) -> None:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise SystemExit("ffmpeg is needed (make test installs it)")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+                    "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+                    "-f", "flv", str(path)], check=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    type_id: int
+    timestamp: int  # ms
+    payload: bytes
+    keyframe: bool
+
+
+def read_flv(path: Path) -> list[Tag]:
+    """The audio and video tags of an FLV file (script data is left out)."""
+    data = path.read_bytes()
+    if data[:3] != b"FLV":
+        raise SystemExit(f"{path} is not an FLV file")
+    pos = int.from_bytes(data[5:9], "big") + 4
+    tags = []
+    while pos + 11 <= len(data):
+        type_id = data[pos] & 0x1F
+        size = int.from_bytes(data[pos + 1:pos + 4], "big")
+        timestamp = int.from_bytes(data[pos + 4:pos + 7], "big") | data[pos + 7] << 24
+        payload = data[pos + 11:pos + 11 + size]
+        pos += 11 + size + 4
+        if type_id in (MessageType.AUDIO, MessageType.VIDEO) and payload:
+            keyframe = type_id == MessageType.VIDEO and payload[0] >> 4 == 1
+            tags.append(Tag(type_id, timestamp, payload, keyframe))
+    return tags
+
+
+@dataclass(slots=True)
+class Observations:
+    frame_sent: dict[int, float] = field(default_factory=dict)  # video dts (ms) -> time
+    first_keyframe: int | None = None  # dts of the first video keyframe sent
+    part_listed: dict[tuple[int, int], float] = field(default_factory=dict)
+    part_ms: dict[tuple[int, int], int] = field(default_factory=dict)  # duration, ms
+    first_msn: int | None = None
+    blocked_requests: int = 0
+
+
+async def publish(url_host: str, port: int, key: str, tags: list[Tag], seconds: float,
+                  seen: Observations) -> None:
+    reader, writer = await asyncio.open_connection(url_host, port)
+    session = ClientSession(tc_url=f"rtmp://{url_host}:{port}/app", stream_key=key)
+    writer.write(session.initial_bytes())
+    while session.state is not ClientState.PUBLISHING:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        if not data:
+            raise SystemExit("the relay closed the publishing connection")
+        session.receive_data(data)
+        while (event := session.next_event()) is not None:
+            if isinstance(event, Refused):
+                raise SystemExit(f"publish refused: {event}")
+            assert isinstance(event, Published)
+        writer.write(session.data_to_send())
+        await writer.drain()
+    loop = asyncio.get_running_loop()
+    # Headers (sequence headers at timestamp 0) first, then media in real time, looped.
+    length = tags[-1].timestamp + 33
+    start = loop.time()
+    loop_index = 0
+    while loop.time() - start < seconds:
+        for tag in tags:
+            if loop_index and tag.timestamp == 0 and tag.payload[1:2] == b"\x00":
+                continue  # sequence headers only once
+            timestamp = tag.timestamp + loop_index * length
+            due = start + timestamp / 1000
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if loop.time() - start >= seconds:
+                break
+            session.send_media(tag.type_id, timestamp, tag.payload)
+            writer.write(session.data_to_send())
+            if tag.type_id == MessageType.VIDEO and tag.payload[1:2] == b"\x01":
+                if seen.first_keyframe is None and tag.keyframe:
+                    seen.first_keyframe = timestamp
+                seen.frame_sent[timestamp] = time.time()
+        loop_index += 1
+    session.unpublish()
+    writer.write(session.data_to_send())
+    await writer.drain()
+    writer.close()
+
+
+async def poll_parts(base: str, playback_id: str, seconds: float, seen: Observations) -> None:
+    """Blocking reload for the next part, as hls.js does; note when each part is listed."""
+    path = f"{base}/{playback_id}/rendition.m3u8"
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=15) as client:
+        params: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            response = await client.get(path, params=params)
+            now = time.time()
+            if response.status_code == 404:  # no segment yet
+                await asyncio.sleep(0.02)
+                continue
+            if response.status_code != 200:
+                raise SystemExit(f"playlist request answered {response.status_code}: "
+                                 f"{response.text.strip()}")
+            text = response.text
+            for duration, msn, index in _PART.findall(text):
+                key = (int(msn), int(index))
+                if key not in seen.part_listed:
+                    seen.part_listed[key] = now
+                    seen.part_ms[key] = round(float(duration) * 1000)
+                    if seen.first_msn is None or key[0] < seen.first_msn:
+                        seen.first_msn = key[0]
+            hint = _HINT.search(text)
+            if hint is None:
+                break  # the stream ended
+            params = {"_HLS_msn": hint[1], "_HLS_part": hint[2]}
+            seen.blocked_requests += 1
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def frame_delays(seen: Observations, *, skip_first_segment: bool = True) -> list[float]:
+    """For every video frame inside a listed part: part listed minus frame sent (seconds).
+
+    The first segment's parts are left out unless asked for: the playlist only appears once
+    that segment is complete (it fixes TARGETDURATION), so they are all listed at its end;
+    that start-up wait is the first segment's duration, reported on its own."""
+    if seen.first_keyframe is None or seen.first_msn is None:
+        return []
+    delays = []
+    start = 0
+    frames = sorted(seen.frame_sent)
+    cursor = 0
+    for key in sorted(seen.part_ms):
+        end = start + seen.part_ms[key]
+        while cursor < len(frames) and frames[cursor] - seen.first_keyframe < start:
+            cursor += 1
+        while cursor < len(frames) and frames[cursor] - seen.first_keyframe < end:
+            if key[0] != seen.first_msn or not skip_first_segment:
+                delays.append(seen.part_listed[key] - seen.frame_sent[frames[cursor]])
+            cursor += 1
+        start = end
+    return delays
+
+
+async def part_delay(seconds: float, work: Path) -> dict[str, Any]:
+    flv = work / "source.flv"
+    make_flv(flv, 10)
+    tags = read_flv(flv)
+    relay = RelayProcess(work / "data", token=TOKEN,
+                         extra_args=["--part-target", str(PART_TARGET)]).start()
+    try:
+        async with httpx.AsyncClient(base_url=relay.http_url, auth=TOKEN, timeout=15) as api:
+            created = await api.post("/video/v1/live-streams", json={
+                "playback_policies": ["public"], "latency_mode": "low"})
+            stream = created.json()["data"]
+        host, port = relay.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(":", 1)
+        seen = Observations()
+        await asyncio.gather(
+            publish(host, int(port), stream["stream_key"], tags, seconds, seen),
+            poll_parts(relay.http_url, stream["playback_ids"][0]["id"], seconds + 3, seen))
+    finally:
+        relay.stop()
+    delays = frame_delays(seen)
+    if not delays:
+        raise SystemExit("no part was seen: " + relay.log[-2000:])
+    startup = max(frame_delays(seen, skip_first_segment=False))
+    return {
+        "startup_ms": round(startup * 1000, 1),
+        "seconds": seconds, "frames": len(delays), "parts": len(seen.part_ms),
+        "blocked_requests": seen.blocked_requests,
+        "p50_ms": round(statistics.median(delays) * 1000, 1),
+        "p99_ms": round(percentile(delays, 0.99) * 1000, 1),
+        "max_ms": round(max(delays) * 1000, 1),
+        "min_ms": round(min(delays) * 1000, 1),
+        "aim_p99_ms": round(PART_AIM * 1000),
+        "pass": percentile(delays, 0.99) <= PART_AIM,
+    }
+
+
+def hls_js_latency(seconds: float, work: Path) -> dict[str, Any]:
+    from tests.integration.browser import launch_chromium, open_player
+    from tests.integration.encoders import ffmpeg_publish, finish
+
+    relay = RelayProcess(work / "browser-data", token=TOKEN,
+                         extra_args=["--part-target", str(PART_TARGET)]).start()
+    encoder = None
+    try:
+        with httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=15) as api:
+            stream = api.post("/video/v1/live-streams", json={
+                "playback_policies": ["public"], "latency_mode": "low"}).json()["data"]
+            encoder = ffmpeg_publish(f"{relay.urls['rtmp']}/{stream['stream_key']}",
+                                     seconds=seconds + 30, gop=30)
+            pid = stream["playback_ids"][0]["id"]
+            deadline = time.monotonic() + 30
+            while api.get(f"/{pid}.m3u8").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the stream did not become playable: " + relay.log)
+                time.sleep(0.1)
+        with launch_chromium() as browser:
+            seen = open_player(browser, f"{relay.http_url}/player/{pid}",
+                               startup_timeout=20, sample_seconds=seconds)
+        latencies = [value for value in seen.latencies if value is not None]
+        if not seen.started or not latencies:
+            raise SystemExit("hls.js did not play: " + seen.summary())
+        median = statistics.median(latencies)
+        return {"seconds": seconds, "samples": len(latencies),
+                "startup_s": round(seen.startup_seconds or 0, 3),
+                "median_s": round(median, 3), "last_s": round(latencies[-1], 3),
+                "max_s": round(max(latencies), 3), "decode_errors": list(seen.decode_errors),
+                "aim_s": HLS_JS_AIM, "pass": median <= HLS_JS_AIM}
+    finally:
+        if encoder is not None:
+            encoder.kill()
+            finish(encoder)
+        relay.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="publishing time of each measurement (default 20)")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="skip the hls.js measurement (no Chromium needed)")
+    parser.add_argument("--json", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "ll_hls_latency.json")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"benchmark": "ll_hls_latency", "machine": machine(),
+                               "date": time.strftime("%Y-%m-%d"),
+                               "part_target_s": PART_TARGET}
+    with tempfile.TemporaryDirectory(prefix="relay-latency-") as work:
+        results["part_advertise"] = asyncio.run(part_delay(args.seconds, Path(work)))
+        if not args.no_browser:
+            results["hls_js"] = hls_js_latency(args.seconds, Path(work))
+    part = results["part_advertise"]
+    rows = [("part advertised after frame arrival, p50", f"{part['p50_ms']} ms", ""),
+            ("part advertised after frame arrival, p99", f"{part['p99_ms']} ms",
+             f"<= {part['aim_p99_ms']} ms: {'pass' if part['pass'] else 'miss'}"),
+            ("  (max; frames; parts)",
+             f"{part['max_ms']} ms; {part['frames']}; {part['parts']}", ""),
+            ("first frame to playlist (start-up, first segment)", f"{part['startup_ms']} ms",
+             "")]
+    if "hls_js" in results:
+        js = results["hls_js"]
+        rows.append(("hls.js latency in Chromium, median", f"{js['median_s']} s",
+                     f"<= {js['aim_s']} s: {'pass' if js['pass'] else 'miss'}"))
+        rows.append(("  (startup; samples)", f"{js['startup_s']} s; {js['samples']}", ""))
+    width = max(len(row[0]) for row in rows)
+    print(f"LL-HLS latency, PART-TARGET {PART_TARGET} s, {args.seconds:g} s runs")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:<18} {goal}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""hls.js in headless Chromium plays Relay's player page, live (LL-HLS) and as VOD.
+
+Real peers only: ffmpeg publishes to a `relay serve` subprocess, Debian's chromium (driven by
+Playwright) opens `/player/{PLAYBACK_ID}` with the hls.js Relay ships. hls.js's reported
+latency is recorded as a test property (`record_property`), not asserted tightly: this
+machine is shared and noisy; `benchmarks/ll_hls_latency.py` measures it properly.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.browser import launch_chromium, open_player
+from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from tests.integration.relay_process import RelayProcess
+from tests.integration.test_hls_live import playback_id, wait_playable
+from tests.integration.test_rtmp_ingest import (
+    api,
+    create_stream,
+    get_stream,
+    publish_url,
+    start_relay,
+    wait_status,
+)
+
+pytestmark = needs_ffmpeg
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    process = start_relay(tmp_path / "data")
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log
+
+
+def test_live_low_latency_and_then_vod_in_chromium(
+        relay: RelayProcess, record_property: Callable[[str, object], None]) -> None:
+    stream = create_stream(relay, latency_mode="low", reconnect_window=1)
+    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=24, gop=30)
+    try:
+        wait_playable(relay, stream)
+        asset_id = get_stream(relay, stream["id"])["active_asset_id"]
+        with launch_chromium() as browser:
+            live = open_player(browser, f"{relay.http_url}/player/{playback_id(stream)}",
+                               startup_timeout=15, sample_seconds=6)
+            assert live.started and live.advanced, live.summary()
+            assert live.decode_errors == (), live.summary()
+            assert live.final_state == "live", live.summary()
+            latencies = [value for value in live.latencies if value is not None]
+            assert latencies, live.summary()
+            record_property("hls_js_latency_median_s", round(statistics.median(latencies), 3))
+            record_property("hls_js_startup_s", live.startup_seconds)
+            print(f"hls.js latency: median {statistics.median(latencies):.3f} s, "
+                  f"samples {[round(v, 3) for v in latencies]}")
+            assert statistics.median(latencies) < 10, live.summary()
+
+            code, err = finish(encoder)
+            assert code == 0, err
+            wait_status(relay, stream["id"], "idle")
+            with api(relay) as client:
+                asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
+            vod = open_player(browser,
+                              f"{relay.http_url}/player/{asset['playback_ids'][0]['id']}",
+                              startup_timeout=15, sample_seconds=2)
+            assert vod.started and vod.advanced, vod.summary()
+            assert vod.decode_errors == () and vod.final_state == "vod", vod.summary()
+    finally:
+        encoder.kill()
+        finish(encoder)
