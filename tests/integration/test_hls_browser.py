@@ -9,34 +9,22 @@ machine is shared and noisy; `benchmarks/ll_hls_latency.py` measures it properly
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable
 
 from tests.integration.browser import launch_chromium, open_player
 from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
 from tests.integration.relay_process import RelayProcess
-from tests.integration.test_hls_live import playback_id, wait_playable
+from tests.integration.test_hls_live import playback_id, relay, wait_playable
 from tests.integration.test_rtmp_ingest import (
     api,
     create_stream,
     get_stream,
     publish_url,
-    start_relay,
     wait_status,
 )
 
 pytestmark = needs_ffmpeg
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[RelayProcess]:
-    process = start_relay(tmp_path / "data")
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.log
+__all__ = ["relay"]  # the fixture, shared with the other HLS end-to-end tests
 
 
 def test_live_low_latency_and_then_vod_in_chromium(

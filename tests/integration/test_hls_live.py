@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,35 @@ def wait_playable(relay: RelayProcess, stream: dict[str, Any], timeout: float = 
                    10, "the multivariant playlist")
 
 
+def next_part(playlist: str) -> tuple[str, str]:
+    """(msn, part) of the part the playlist's preload hint names."""
+    hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', playlist)
+    assert hint is not None, playlist
+    return hint[1], hint[2]
+
+
+def last_segment(playlist: str) -> int:
+    return max(int(msn) for msn in re.findall(r"^(\d+)\.m4s$", playlist, re.M))
+
+
+@contextmanager
+def live_push(relay: RelayProcess, seconds: float, *, gop: int = 30,
+              **body: Any) -> Iterator[tuple[dict[str, Any], str, subprocess.Popen[str]]]:
+    """Create a stream with `body`, push `seconds` of media with ffmpeg, wait until it plays;
+    yield (stream, playback id, encoder); stop the encoder afterwards if it still runs."""
+    stream = create_stream(relay, **body)
+    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=seconds,
+                             gop=gop)
+    try:
+        wait_playable(relay, stream)
+        yield stream, playback_id(stream), encoder
+    finally:
+        if encoder.poll() is None:
+            encoder.kill()
+        if encoder.stderr is not None and not encoder.stderr.closed:
+            finish(encoder)  # reaps it and closes its pipe
+
+
 def decode(url: str, seconds: float = 3, *extra: str) -> subprocess.CompletedProcess[str]:
     """ffmpeg as an HLS player: decode `seconds` of `url`, discard the pictures."""
     assert FFMPEG is not None
@@ -84,30 +114,22 @@ def probe(url: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", ["low", "reduced", "standard"])
 def test_each_latency_mode_decodes(relay: RelayProcess, mode: str) -> None:
-    stream = create_stream(relay, latency_mode=mode)
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=16, gop=60)
-    try:
-        wait_playable(relay, stream, timeout=30)
-        url = f"{relay.http_url}/{playback_id(stream)}.m3u8"
+    with live_push(relay, 16, gop=60, latency_mode=mode) as (_, pid, _):
+        url = f"{relay.http_url}/{pid}.m3u8"
         done = decode(url, 3, "-live_start_index", "0")
         assert done.returncode == 0 and done.stderr == "", done.stderr
         with http(relay) as client:
-            media = client.get(f"/{playback_id(stream)}/rendition.m3u8").text
+            media = client.get(f"/{pid}/rendition.m3u8").text
         check_media_playlist(media)
         assert ("#EXT-X-PART:" in media) is (mode == "low")
         assert f"#EXT-X-TARGETDURATION:{6 if mode == 'standard' else 2}\n" in media
         streams = probe(url)["streams"]
         assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
-    finally:
-        finish(encoder)
 
 
 def test_audio_only_streams_play_audio(relay: RelayProcess) -> None:
-    stream = create_stream(relay, audio_only=True)
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=12)
-    try:
-        wait_playable(relay, stream)
-        url = f"{relay.http_url}/{playback_id(stream)}.m3u8"
+    with live_push(relay, 12, audio_only=True) as (_, pid, _):
+        url = f"{relay.http_url}/{pid}.m3u8"
         with http(relay) as client:
             multivariant = client.get(url).text
         check_multivariant(multivariant)
@@ -115,126 +137,97 @@ def test_audio_only_streams_play_audio(relay: RelayProcess) -> None:
         assert [s["codec_type"] for s in probe(url)["streams"]] == ["audio"]
         done = decode(url, 2, "-live_start_index", "0")
         assert done.returncode == 0 and done.stderr == "", done.stderr
-    finally:
-        finish(encoder)
 
 
 def test_live_playlists_keep_the_rules_while_sampled(relay: RelayProcess) -> None:
-    stream = create_stream(relay, latency_mode="low")
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=20, gop=30)
-    try:
-        wait_playable(relay, stream)
-        pid = playback_id(stream)
-        with http(relay) as client:
-            multivariant = client.get(f"/{pid}.m3u8")
-            check_multivariant(multivariant.text)
-            inf = multivariant.text.splitlines()[2]
-            for attribute in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", 'CODECS="avc1.',
-                              'mp4a.40.2"', "RESOLUTION=320x240", "FRAME-RATE=30.000"):
-                assert attribute in inf, inf
-            previous: str | None = None
-            samples = 0
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline:
-                text = client.get(f"/{pid}/rendition.m3u8").text
-                check_media_playlist(text, previous=previous)
-                previous, samples = text, samples + 1
-                # Then as hls.js does: block for the part the preload hint names.
-                hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
-                assert hint is not None, text
-                blocked = client.get(f"/{pid}/rendition.m3u8",
-                                     params={"_HLS_msn": hint[1], "_HLS_part": hint[2]})
-                assert blocked.status_code == 200
-                check_media_playlist(blocked.text, previous=previous)
-                assert f'URI="{hint[1]}.{hint[2]}.m4s"' in blocked.text
-                previous = blocked.text
-            assert samples >= 5
-    finally:
-        finish(encoder)
+    with live_push(relay, 20, latency_mode="low") as (_, pid, _), http(relay) as client:
+        multivariant = client.get(f"/{pid}.m3u8")
+        check_multivariant(multivariant.text)
+        inf = multivariant.text.splitlines()[2]
+        for attribute in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", 'CODECS="avc1.', 'mp4a.40.2"',
+                          "RESOLUTION=320x240", "FRAME-RATE=30.000"):
+            assert attribute in inf, inf
+        previous: str | None = None
+        samples = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            text = client.get(f"/{pid}/rendition.m3u8").text
+            check_media_playlist(text, previous=previous)
+            previous, samples = text, samples + 1
+            # Then as hls.js does: block for the part the preload hint names.
+            msn, part = next_part(text)
+            blocked = client.get(f"/{pid}/rendition.m3u8",
+                                 params={"_HLS_msn": msn, "_HLS_part": part})
+            assert blocked.status_code == 200
+            check_media_playlist(blocked.text, previous=previous)
+            assert f'URI="{msn}.{part}.m4s"' in blocked.text
+            previous = blocked.text
+        assert samples >= 5
 
 
 def test_blocking_reload_hinted_parts_and_refusals(relay: RelayProcess) -> None:
-    stream = create_stream(relay, latency_mode="low")
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=60, gop=30)
-    try:
-        wait_playable(relay, stream)
-        pid = playback_id(stream)
+    with (live_push(relay, 60, latency_mode="low") as (_, pid, encoder),
+          http(relay) as client):
         path = f"/{pid}/rendition.m3u8"
-        with http(relay) as client:
-            delays = []
-            for _ in range(10):
-                text = client.get(path).text
-                hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
-                assert hint is not None
-                started = time.monotonic()
-                response = client.get(path, params={"_HLS_msn": hint[1], "_HLS_part": hint[2]})
-                delays.append(time.monotonic() - started)
-                assert response.status_code == 200
-                assert f'URI="{hint[1]}.{hint[2]}.m4s"' in response.text
-            print(f"blocking reload delays (s): {[round(d, 3) for d in delays]}")
-            assert max(delays) < 6  # never the 503 timeout (3 x TARGETDURATION)
+        delays = []
+        for _ in range(10):
+            msn, part = next_part(client.get(path).text)
+            started = time.monotonic()
+            response = client.get(path, params={"_HLS_msn": msn, "_HLS_part": part})
+            delays.append(time.monotonic() - started)
+            assert response.status_code == 200
+            assert f'URI="{msn}.{part}.m4s"' in response.text
+        print(f"blocking reload delays (s): {[round(d, 3) for d in delays]}")
+        assert max(delays) < 6  # never the 503 timeout (3 x TARGETDURATION)
 
-            # The hinted part itself is held until complete, then served.
-            text = client.get(path).text
-            hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+\.\d+\.m4s)"', text)
-            assert hint is not None
-            part = client.get(f"/{pid}/{hint[1]}")
-            assert part.status_code == 200 and part.content[4:8] == b"moof"
-            assert part.headers["cache-control"] == "public, max-age=31536000, immutable"
+        # The hinted part itself is held until complete, then served.
+        text = client.get(path).text
+        msn, part = next_part(text)
+        response = client.get(f"/{pid}/{msn}.{part}.m4s")
+        assert response.status_code == 200 and response.content[4:8] == b"moof"
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
 
-            # A part index past the end of a completed segment: part 0 of the next one.
-            segments = [int(m) for m in re.findall(r"^(\d+)\.m4s$", text, re.M)]
-            last = segments[-1]
-            response = client.get(path, params={"_HLS_msn": str(last), "_HLS_part": "99"})
-            assert response.status_code == 200 and f'URI="{last + 1}.0.m4s"' in response.text
+        # A part index past the end of a completed segment: part 0 of the next one.
+        last = last_segment(text)
+        response = client.get(path, params={"_HLS_msn": str(last), "_HLS_part": "99"})
+        assert response.status_code == 200 and f'URI="{last + 1}.0.m4s"' in response.text
 
-            assert client.get(path, params={"_HLS_part": "1"}).status_code == 400
-            too_far = client.get(path, params={"_HLS_msn": str(last + 4)})
-            assert too_far.status_code == 400 and "past the last segment" in too_far.text
+        assert client.get(path, params={"_HLS_part": "1"}).status_code == 400
+        too_far = client.get(path, params={"_HLS_msn": str(last + 4)})
+        assert too_far.status_code == 400 and "past the last segment" in too_far.text
 
-            # Delta update, once the playlist is longer than CAN-SKIP-UNTIL (12 s).
-            wait_until(lambda: client.get(path, params={"_HLS_skip": "YES"}).text.count(
-                "#EXT-X-SKIP:") == 1, 30, "a delta update")
-            delta = client.get(path, params={"_HLS_skip": "YES"}).text
-            check_media_playlist(delta)
+        # Delta update, once the playlist is longer than CAN-SKIP-UNTIL (12 s).
+        wait_until(lambda: client.get(path, params={"_HLS_skip": "YES"}).text.count(
+            "#EXT-X-SKIP:") == 1, 30, "a delta update")
+        check_media_playlist(client.get(path, params={"_HLS_skip": "YES"}).text)
 
-            # A stalled encoder: a request for a segment that does not come is 503 after
-            # 3 x TARGETDURATION.
-            encoder.send_signal(signal.SIGSTOP)
-            try:
-                text = client.get(path).text
-                next_msn = max(int(m) for m in re.findall(r"^(\d+)\.m4s$", text, re.M)) + 2
-                started = time.monotonic()
-                stalled = client.get(path, params={"_HLS_msn": str(next_msn)})
-                waited = time.monotonic() - started
-            finally:
-                encoder.send_signal(signal.SIGCONT)
-            assert stalled.status_code == 503 and 5 <= waited < 10, (stalled, waited)
-    finally:
-        encoder.kill()
-        finish(encoder)
+        # A stalled encoder: a request for a segment that does not come is 503 after
+        # 3 x TARGETDURATION.
+        encoder.send_signal(signal.SIGSTOP)
+        try:
+            ahead = last_segment(client.get(path).text) + 2
+            started = time.monotonic()
+            stalled = client.get(path, params={"_HLS_msn": str(ahead)})
+            waited = time.monotonic() - started
+        finally:
+            encoder.send_signal(signal.SIGCONT)
+        assert stalled.status_code == 503 and 5 <= waited < 10, (stalled, waited)
 
 
 def test_headers_gzip_cors_and_uniform_404s(relay: RelayProcess) -> None:
-    stream = create_stream(relay, latency_mode="low")
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=12)
-    try:
-        wait_playable(relay, stream)
-        pid = playback_id(stream)
-        with http(relay) as client:
-            media = client.get(f"/{pid}/rendition.m3u8", headers={"Accept-Encoding": "gzip"})
-            assert media.headers["content-encoding"] == "gzip"
-            assert media.headers["content-type"] == "application/vnd.apple.mpegurl"
-            assert media.headers["access-control-allow-origin"] == "*"
-            assert media.headers["cache-control"] == "public, max-age=1"
-            unknown = client.get("/NoSuchPlaybackId.m3u8")
-            for path in ("/bad!id.m3u8", f"/{pid}/999.m4s", f"/{pid}/nothing.ts",
-                         f"/{stream['id']}.m3u8"):
-                response = client.get(path)
-                assert (response.status_code, response.text) == (404, unknown.text), path
-            assert unknown.status_code == 404
-    finally:
-        finish(encoder)
+    with (live_push(relay, 12, latency_mode="low") as (stream, pid, _),
+          http(relay) as client):
+        media = client.get(f"/{pid}/rendition.m3u8", headers={"Accept-Encoding": "gzip"})
+        assert media.headers["content-encoding"] == "gzip"
+        assert media.headers["content-type"] == "application/vnd.apple.mpegurl"
+        assert media.headers["access-control-allow-origin"] == "*"
+        assert media.headers["cache-control"] == "public, max-age=1"
+        unknown = client.get("/NoSuchPlaybackId.m3u8")
+        for path in ("/bad!id.m3u8", f"/{pid}/999.m4s", f"/{pid}/nothing.ts",
+                     f"/{stream['id']}.m3u8"):
+            response = client.get(path)
+            assert (response.status_code, response.text) == (404, unknown.text), path
+        assert unknown.status_code == 404
 
 
 def test_recording_becomes_a_vod_asset(relay: RelayProcess, tmp_path: Path) -> None:
@@ -341,14 +334,9 @@ def test_kill_9_mid_stream_then_restart_completes_the_recording(tmp_path: Path) 
 
 def test_many_blocked_requests_wait_without_spinning(relay: RelayProcess) -> None:
     """Fifty playlist requests held for the same future segment are all answered with it."""
-    stream = create_stream(relay, latency_mode="low")
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=30)
-    try:
-        wait_playable(relay, stream)
-        pid = playback_id(stream)
+    with live_push(relay, 30, latency_mode="low") as (_, pid, _):
         with http(relay) as client:
-            text = client.get(f"/{pid}/rendition.m3u8").text
-        msn = max(int(m) for m in re.findall(r"^(\d+)\.m4s$", text, re.M)) + 2
+            msn = last_segment(client.get(f"/{pid}/rendition.m3u8").text) + 2
         results: list[int] = []
 
         def held() -> None:
@@ -362,5 +350,3 @@ def test_many_blocked_requests_wait_without_spinning(relay: RelayProcess) -> Non
         for thread in threads:
             thread.join(20)
         assert results == [200] * 50
-    finally:
-        finish(encoder)
