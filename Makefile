@@ -19,17 +19,26 @@ HLS_JS_TARBALL := $(STAMPS)/hls.js-$(HLS_JS_VERSION).tgz
 HLS_JS_STATIC := relay/hls/static
 HLS_JS := $(HLS_JS_STATIC)/hls.min.js $(HLS_JS_STATIC)/hls.js.LICENSE
 
-.PHONY: run test lint typecheck pytest setup apt clean help
+# The benchmark peers (`make bench`): nginx with Debian's RTMP module (installing nginx may
+# also start its system service on port 80; the suite runs its own instance on a free port)
+# and pyrtmp, in a venv of its own so it never touches Relay's dependencies.
+BENCH_APT_PACKAGES := nginx libnginx-mod-rtmp
+PYRTMP_VERSION := 0.3.1
+PYRTMP_VENV := $(STAMPS)/pyrtmp-venv
+
+.PHONY: run test lint typecheck pytest setup apt clean help bench bench-quick
 
 help:
 	@echo "make run    - install Relay into $(VENV) and run 'relay serve' (data in ./relay-data)"
 	@echo "make test   - install everything the tests need, then ruff, mypy --strict and pytest"
+	@echo "make bench  - install the benchmark peers, run the full suite (about 25 minutes)"
+	@echo "make bench-quick - the same, a few minutes"
 	@echo "make clean  - remove the venv, build outputs and stamps"
 
 run: $(STAMPS)/venv $(HLS_JS)
 	$(BIN)/relay serve
 
-test: $(STAMPS)/apt $(STAMPS)/venv lint typecheck pytest
+test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp lint typecheck pytest
 
 lint: $(STAMPS)/venv
 	$(BIN)/ruff check relay tests benchmarks setup.py
@@ -43,10 +52,20 @@ pytest: $(STAMPS)/venv $(HLS_JS)
 
 setup: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS)
 
-# Install missing Debian packages only (apt-get update runs only when one is missing).
-$(STAMPS)/apt: Makefile
-	@mkdir -p $(STAMPS)
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+bench: $(STAMPS)/apt $(STAMPS)/bench-apt $(STAMPS)/venv $(HLS_JS) $(PYRTMP_VENV)/stamp
+	$(BIN)/python benchmarks/suite.py
+
+bench-quick: $(STAMPS)/apt $(STAMPS)/bench-apt $(STAMPS)/venv $(HLS_JS) $(PYRTMP_VENV)/stamp
+	$(BIN)/python benchmarks/suite.py --quick
+
+$(PYRTMP_VENV)/stamp:
+	test -x $(PYRTMP_VENV)/bin/python || $(PYTHON) -m venv $(PYRTMP_VENV)
+	$(PYRTMP_VENV)/bin/python -m pip install -q pyrtmp==$(PYRTMP_VERSION)
+	@touch $@
+
+# Install the missing ones of the Debian packages $(1) (apt-get update runs only then).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
@@ -54,6 +73,16 @@ $(STAMPS)/apt: Makefile
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
+	$(call apt_install,$(APT_PACKAGES))
+	@touch $@
+
+$(STAMPS)/bench-apt: Makefile
+	@mkdir -p $(STAMPS)
+	$(call apt_install,$(BENCH_APT_PACKAGES))
 	@touch $@
 
 # The venv, with Relay installed editable (native/ compiled in place) and the test tools.

@@ -14,7 +14,7 @@ VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
 
 def run(*args: str) -> str:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120, check=False)
+                            timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -34,7 +34,7 @@ def test_chunk_demux_on_the_captured_publish() -> None:
 def test_chunk_demux_rejects_a_stream_that_is_not_one() -> None:
     result = subprocess.run([sys.executable, "benchmarks/chunk_demux.py", "--seconds", "0.05",
                              "--input", str(VECTOR)],  # the handshake left in: not chunks
-                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1
     assert "not a valid chunk stream" in result.stderr
 
@@ -45,3 +45,15 @@ def test_ll_hls_latency_runs(tmp_path: Path) -> None:
     assert "part advertised after frame arrival, p99" in out
     result = json.loads((tmp_path / "latency.json").read_text())
     assert result["part_advertise"]["frames"] > 0 and "hls_js" not in result
+
+
+def test_suite_smoke_run(tmp_path: Path) -> None:
+    """The whole suite in seconds, with whichever peers are installed (make bench installs
+    nginx-rtmp; make test makes pyrtmp's venv)."""
+    out = run("benchmarks/suite.py", "--smoke", "--json", str(tmp_path / "suite.json"))
+    result = json.loads((tmp_path / "suite.json").read_text())
+    scenarios = {row["scenario"] for row in result["rows"]}
+    assert {"parsers", "ingest cost", "memory", "latency", "scale", "viewers"} <= scenarios
+    ingest = next(row for row in result["rows"] if row["scenario"] == "ingest cost")
+    assert ingest["relay"] > 0, out
+    assert "result" in out and "written:" in out

@@ -1,0 +1,649 @@
+"""Relay against nginx-rtmp and pyrtmp, side by side in one run: one table, one JSON file.
+
+    .venv/bin/python benchmarks/suite.py [--quick | --smoke] [--json PATH]
+
+`make bench` runs the full suite and `make bench-quick` the quick one; both install the peers
+first (nginx with Debian's RTMP module, pyrtmp in a venv of its own under .make/). `--smoke`
+is the seconds-long run that `make test` does so the suite cannot rot: it uses whichever
+peers are installed and says which are missing.
+
+Scenarios (see benchmarks/README.md for method and history):
+1. parsers: the native chunk demuxer (and pyrtmp's) on captured and synthetic chunk streams,
+   the fMP4 writer on 720p-sized samples;
+2. ingest cost: 1, 4, 16 publishers (`ffmpeg -re -stream_loop -1 -c copy` of a 720p30
+   6 Mbps H.264+AAC file with a 2 s GOP) into Relay with LL-HLS and recording on, nginx-rtmp
+   with `hls on`, and pyrtmp (ingest only): server CPU-seconds per stream-second from
+   /proc/PID/stat and RSS from /proc/PID/status; median of the repeats, peers alternating;
+3. memory per idle RTMP connection (handshaken, then silent);
+4. latency: part advertised after frame arrival (p50/p99) and hls.js latency in Chromium
+   (`ll_hls_latency.py`);
+5. scale (2,000 publishers at 600 kbps on one core) and LL-HLS viewers per core: not
+   measured yet (the load generator is still to be written); printed as such.
+
+Each goal row says pass, miss, or "not measured" with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import ll_hls_latency  # noqa: E402
+from relay.hls import fmp4  # noqa: E402
+from relay.media.units import AudioConfig, Codec, VideoConfig  # noqa: E402
+from tests.integration.relay_process import RelayProcess  # noqa: E402
+
+MEDIA_DIR = ROOT / "benchmarks" / "media"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
+PYRTMP_PYTHON = ROOT / ".make" / "pyrtmp-venv" / "bin" / "python"
+NGINX = Path("/usr/sbin/nginx")
+NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+TOKEN = ("bench-suite", "bench-suite-secret-0123456789")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    media_seconds: int  # length of the prepared clips (looped by the publishers)
+    publishers: tuple[int, ...]
+    repeats: int
+    warmup: float
+    window: float
+    idle_connections: int
+    parser_seconds: float
+    latency_seconds: float
+    browser: bool
+
+
+PROFILES = {
+    "full": Profile("full", 20, (1, 4, 16), 3, 5.0, 20.0, 1000, 5.0, 20.0, True),
+    "quick": Profile("quick", 10, (1, 4), 3, 3.0, 8.0, 500, 1.0, 10.0, True),
+    "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False),
+}
+
+
+@dataclass(slots=True)
+class Row:
+    scenario: str
+    case: str
+    unit: str
+    relay: float | None = None
+    peers: dict[str, float | None] = field(default_factory=dict)
+    goal: str = ""
+    verdict: str = ""  # pass, miss, not measured: why
+    note: str = ""
+
+
+# -- machine and media ------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    info = ll_hls_latency.machine()
+    info["ffmpeg"] = _first_line([shutil.which("ffmpeg") or "ffmpeg", "-version"])
+    info["nginx"] = _first_line([str(NGINX), "-v"]) if NGINX.exists() else None
+    return info
+
+
+def _first_line(args: list[str]) -> str | None:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return (done.stdout or done.stderr).splitlines()[0] if (done.stdout or done.stderr) else None
+
+
+def prepare_media(seconds: int) -> dict[str, Path]:
+    """The test clips, made once with ffmpeg and kept under benchmarks/media/ (ignored)."""
+    MEDIA_DIR.mkdir(parents=True, exist_ok=True)
+    clips = {"6mbps": (6000, 1280, 720), "600kbps": (600, 640, 360)}
+    paths = {}
+    for name, (kbps, width, height) in clips.items():
+        path = MEDIA_DIR / f"{name}-{seconds}s.flv"
+        if not path.exists():
+            partial = path.with_suffix(".part.flv")
+            subprocess.run(
+                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                 f"testsrc2=size={width}x{height}:rate=30", "-f", "lavfi", "-i",
+                 "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+                 "-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{kbps}k",
+                 "-maxrate", f"{kbps}k", "-bufsize", f"{kbps * 2}k", "-g", "60",
+                 "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+                 "-c:a", "aac", "-b:a", "128k" if kbps > 1000 else "64k",
+                 "-f", "flv", str(partial)], check=True, timeout=600)
+            partial.rename(path)
+        paths[name] = path
+    return paths
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from the kernel's accounting."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A server under test: started, given publish URLs, measured by pid, stopped."""
+
+    name = ""
+
+    def start(self, work: Path) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        raise NotImplementedError
+
+    def publish_urls(self, count: int) -> list[str]:
+        raise NotImplementedError
+
+    def rtmp_address(self) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def check_output(self, count: int) -> str:
+        """"" when every stream produced what it should (HLS), else what is missing."""
+        return ""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class RelayServer(Server):
+    name = "relay"
+
+    def __init__(self) -> None:
+        self.process: RelayProcess | None = None
+        self.streams: list[dict[str, Any]] = []
+
+    def start(self, work: Path) -> None:
+        self.process = RelayProcess(work / "relay-data", token=TOKEN).start()
+        self.streams = []
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None and self.process._proc is not None
+        return self.process._proc.pid
+
+    def rtmp_address(self) -> tuple[str, int]:
+        assert self.process is not None
+        host, port = self.process.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(
+            ":", 1)
+        return host, int(port)
+
+    def publish_urls(self, count: int) -> list[str]:
+        assert self.process is not None
+        with httpx.Client(base_url=self.process.http_url, auth=TOKEN, timeout=15) as api:
+            for _ in range(count):
+                self.streams.append(api.post("/video/v1/live-streams", json={
+                    "playback_policies": ["public"],
+                    "new_asset_settings": {"playback_policies": ["public"]},
+                    "latency_mode": "low"}).json()["data"])
+        return [f"{self.process.urls['rtmp']}/{s['stream_key']}" for s in self.streams]
+
+    def check_output(self, count: int) -> str:
+        assert self.process is not None
+        with httpx.Client(base_url=self.process.http_url, timeout=15) as client:
+            missing = [s["id"] for s in self.streams[:count]
+                       if client.get(f"/{s['playback_ids'][0]['id']}/rendition.m3u8")
+                       .status_code != 200]
+        return f"{len(missing)} stream(s) without a playlist" if missing else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+
+class NginxServer(Server):
+    name = "nginx-rtmp"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.hls_dir = Path()
+
+    @staticmethod
+    def available() -> str:
+        if not NGINX.exists() or not NGINX_RTMP_MODULE.exists():
+            return "nginx with its RTMP module is not installed (make bench installs it)"
+        return ""
+
+    def start(self, work: Path) -> None:
+        prefix = work / "nginx"
+        self.hls_dir = prefix / "hls"
+        self.hls_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = prefix / "nginx.conf"
+        # One process (no master) so that its CPU and RSS are the server's; HLS as Relay's
+        # reduced mode would be: 2 s fragments, a 30 s playlist.
+        conf.write_text(f"""
+load_module {NGINX_RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 8192; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{self.port};
+    chunk_size 4096;
+    application app {{
+      live on;
+      record off;
+      hls on;
+      hls_path {self.hls_dir};
+      hls_fragment 2s;
+      hls_playlist_length 30s;
+    }}
+  }}
+}}
+""")
+        self.process = subprocess.Popen([str(NGINX), "-p", str(prefix), "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.process)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rtmp_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def publish_urls(self, count: int) -> list[str]:
+        return [f"rtmp://127.0.0.1:{self.port}/app/stream{i}" for i in range(count)]
+
+    def check_output(self, count: int) -> str:
+        missing = [i for i in range(count) if not (self.hls_dir / f"stream{i}.m3u8").exists()]
+        return f"{len(missing)} stream(s) without a playlist" if missing else ""
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.process = None
+
+
+class PyrtmpServer(Server):
+    name = "pyrtmp"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @staticmethod
+    def available() -> str:
+        if not PYRTMP_PYTHON.exists():
+            return f"pyrtmp's venv {PYRTMP_PYTHON.parent.parent} is missing (make bench makes it)"
+        return ""
+
+    def start(self, work: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [str(PYRTMP_PYTHON), str(ROOT / "benchmarks" / "peers" / "pyrtmp_server.py"),
+             str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.process)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rtmp_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def publish_urls(self, count: int) -> list[str]:
+        return [f"rtmp://127.0.0.1:{self.port}/app/stream{i}" for i in range(count)]
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.process = None
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def _terminate(process: subprocess.Popen[Any] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@contextmanager
+def publishers(urls: list[str], media: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started = [subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(media),
+         "-c", "copy", "-f", "flv", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for url in urls]
+    try:
+        yield started
+    finally:
+        for process in started:
+            _terminate(process)
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+def available_peers(log: Callable[[str], None]) -> list[Callable[[], Server]]:
+    peers: list[Callable[[], Server]] = [RelayServer]
+    for peer in (NginxServer, PyrtmpServer):
+        why = peer.available()
+        if why:
+            log(f"  {peer.name}: skipped, {why}")
+        else:
+            peers.append(peer)
+    return peers
+
+
+def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Server]],
+                log: Callable[[str], None]) -> list[Row]:
+    rows = []
+    for count in profile.publishers:
+        samples: dict[str, list[float]] = {}
+        rss: dict[str, list[float]] = {}
+        problems: dict[str, str] = {}
+        for repeat in range(profile.repeats):
+            order = peers if repeat % 2 == 0 else list(reversed(peers))
+            for make in order:
+                server = make()
+                server.start(work / f"{server.name}-{count}-{repeat}")
+                try:
+                    urls = server.publish_urls(count)
+                    with publishers(urls, media) as running:
+                        time.sleep(profile.warmup)
+                        before = cpu_seconds(server.pid)
+                        began = time.monotonic()
+                        time.sleep(profile.window)
+                        used = cpu_seconds(server.pid) - before
+                        elapsed = time.monotonic() - began
+                        alive = sum(p.poll() is None for p in running)
+                        memory = rss_kib(server.pid)
+                        problem = server.check_output(count)
+                        if alive < count:
+                            problem = f"{count - alive} publisher(s) dropped; {problem}"
+                finally:
+                    server.stop()
+                samples.setdefault(server.name, []).append(used / (count * elapsed))
+                rss.setdefault(server.name, []).append(memory / 1024)
+                if problem:
+                    problems[server.name] = problem.strip("; ")
+                log(f"  ingest {count} x 6 Mbps, {server.name}, run {repeat + 1}: "
+                    f"{used / (count * elapsed):.5f} CPU-s per stream-s, "
+                    f"RSS {memory / 1024:.1f} MiB{' (' + problem + ')' if problem else ''}")
+        relay = statistics.median(samples["relay"])
+        nginx = statistics.median(samples["nginx-rtmp"]) if "nginx-rtmp" in samples else None
+        row = Row("ingest cost", f"{count} x 6 Mbps, LL-HLS on", "CPU-s / stream-s", relay,
+                  {name: statistics.median(v) for name, v in samples.items() if name != "relay"},
+                  goal="relay <= 1.0 x nginx-rtmp (hls on)")
+        if nginx is None:
+            row.verdict = "not measured: nginx-rtmp missing"
+        else:
+            row.verdict = "pass" if relay <= nginx else "miss"
+            row.note = f"ratio {relay / nginx:.2f}"
+        if problems:
+            row.note += "; " + "; ".join(f"{k}: {v}" for k, v in problems.items())
+        rows.append(row)
+        rows.append(Row("ingest memory", f"{count} x 6 Mbps", "RSS MiB",
+                        statistics.median(rss["relay"]),
+                        {n: statistics.median(v) for n, v in rss.items() if n != "relay"}))
+    return rows
+
+
+async def _idle_connections(host: str, port: int, count: int) -> list[asyncio.StreamWriter]:
+    """Open `count` connections that complete the RTMP handshake, then stay silent."""
+    writers = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x03" + bytes(1536))
+        s0s1s2 = await asyncio.wait_for(reader.readexactly(1 + 1536 + 1536), 5)
+        writer.write(s0s1s2[1:1537])  # C2 echoes S1
+        await writer.drain()
+        writers.append(writer)
+    return writers
+
+
+async def _idle_rss(host: str, port: int, count: int, pid: int) -> int:
+    """RSS (KiB) of `pid` while `count` handshaken connections sit idle on it."""
+    writers = await _idle_connections(host, port, count)
+    await asyncio.sleep(0.5)
+    after = rss_kib(pid)
+    for writer in writers:
+        writer.close()
+    return after
+
+
+def idle_memory(profile: Profile, work: Path, peers: list[Callable[[], Server]],
+                log: Callable[[str], None]) -> list[Row]:
+    results: dict[str, float] = {}
+    for make in peers:
+        server = make()
+        server.start(work / f"idle-{server.name}")
+        try:
+            time.sleep(0.5)
+            before = rss_kib(server.pid)
+            host, port = server.rtmp_address()
+            after = asyncio.run(_idle_rss(host, port, profile.idle_connections, server.pid))
+        finally:
+            server.stop()
+        results[server.name] = (after - before) / profile.idle_connections
+        log(f"  idle connections, {server.name}: {results[server.name]:.1f} KiB each "
+            f"({profile.idle_connections} connections)")
+    relay = results.pop("relay")
+    return [Row("memory", f"per idle RTMP connection ({profile.idle_connections})", "KiB",
+                relay, dict(results), goal="<= 32 KiB",
+                verdict="pass" if relay <= 32 else "miss")]
+
+
+def parsers(profile: Profile, log: Callable[[str], None]) -> list[Row]:
+    rows = []
+    python = sys.executable
+    for name, args in (("synthetic ffmpeg-like stream", []),
+                       ("captured ffmpeg publish 320x240",
+                        ["--input", str(VECTOR), "--with-handshake"])):
+        out = subprocess.run([python, str(ROOT / "benchmarks" / "chunk_demux.py"), "--seconds",
+                              str(profile.parser_seconds), *args], capture_output=True,
+                             text=True, check=True, timeout=300).stdout
+        relay = _mb_s(r"demux: median ([\d,.]+) MB/s", out)
+        peers: dict[str, float | None] = {}
+        if PYRTMP_PYTHON.exists() and args:
+            peer = subprocess.run([str(PYRTMP_PYTHON),
+                                   str(ROOT / "benchmarks" / "pyrtmp_chunks.py"),
+                                   "--seconds", str(profile.parser_seconds), *args],
+                                  capture_output=True, text=True, check=True,
+                                  timeout=300).stdout
+            peers["pyrtmp"] = _mb_s(r"pyrtmp demux: median ([\d,.]+) MB/s", peer)
+        log(f"  chunk demux, {name}: {relay:,.0f} MB/s")
+        rows.append(Row("parsers", f"RTMP chunk demux, {name}", "MB/s", relay, peers,
+                        goal=">= 1000 MB/s", verdict="pass" if relay >= 1000 else "miss"))
+    rate = fmp4_rate(profile.parser_seconds)
+    log(f"  fMP4 writer: {rate:,.0f} MB/s")
+    rows.append(Row("parsers", "fMP4 media fragment writer, 720p-sized part", "MB/s", rate))
+    rows.append(Row("parsers", "MPEG-TS demux", "MB/s", goal=">= 1000 MB/s",
+                    verdict="not measured: the TS demuxer comes with SRT ingest"))
+    return rows
+
+
+def _mb_s(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"no figure in: {text}")
+    return float(match.group(1).replace(",", ""))
+
+
+def fmp4_rate(seconds: float) -> float:
+    """MB/s of fragments written for a 0.3 s part of 720p video (9 frames) plus audio."""
+    video = [fmp4.Sample(duration=3000, keyframe=i == 0, composition_offset=0,
+                         data=bytes(90_000 if i == 0 else 25_000)) for i in range(9)]
+    audio = [fmp4.Sample(duration=1024, keyframe=True, composition_offset=0, data=bytes(380))
+             for _ in range(14)]
+    runs = (fmp4.TrackRun(track_id=1, base_media_decode_time=0, samples=tuple(video)),
+            fmp4.TrackRun(track_id=2, base_media_decode_time=0, samples=tuple(audio)))
+    fmp4.init_segment([VideoConfig(Codec.H264, b"\x01d\x00\x1f\xff\xe1\x00\x00\x01\x00\x00",
+                                   1280, 720, "avc1.64001f", 30.0),
+                       AudioConfig(Codec.AAC, b"\x11\x90", 48000, 2, "mp4a.40.2")])
+    rates = []
+    deadline = time.perf_counter() + max(seconds, 0.05)
+    while len(rates) < 5 or time.perf_counter() < deadline:
+        began = time.perf_counter()
+        written = 0
+        for sequence in range(1, 201):
+            written += len(fmp4.media_fragment(sequence, runs))
+        rates.append(written / (time.perf_counter() - began) / 1e6)
+    return statistics.median(rates)
+
+
+def latency(profile: Profile, work: Path, log: Callable[[str], None]) -> list[Row]:
+    part = asyncio.run(ll_hls_latency.part_delay(profile.latency_seconds, work))
+    log(f"  part advertised: p50 {part['p50_ms']} ms, p99 {part['p99_ms']} ms")
+    rows = [Row("latency", "part advertised after frame arrival, p50", "ms", part["p50_ms"]),
+            Row("latency", "part advertised after frame arrival, p99", "ms", part["p99_ms"],
+                goal=f"<= {part['aim_p99_ms']} ms", verdict="pass" if part["pass"] else "miss")]
+    if profile.browser:
+        js = ll_hls_latency.hls_js_latency(profile.latency_seconds, work)
+        log(f"  hls.js latency: median {js['median_s']} s")
+        rows.append(Row("latency", "hls.js latency in Chromium, median", "s", js["median_s"],
+                        goal=f"<= {js['aim_s']} s", verdict="pass" if js["pass"] else "miss"))
+    else:
+        rows.append(Row("latency", "hls.js latency in Chromium", "s", goal="<= 1.5 s",
+                        verdict=f"not measured: {profile.name} run skips the browser"))
+    return rows
+
+
+def not_yet() -> list[Row]:
+    why = "not measured: needs the paced many-connection load generator (to do)"
+    return [Row("scale", "600 kbps publishers real-time on one core", "publishers",
+                goal=">= 2000", verdict=why),
+            Row("viewers", "LL-HLS viewers per core, p99 part delivery < PART-TARGET",
+                "viewers", verdict=why.replace("publisher", "viewer"))]
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def table(rows: list[Row]) -> str:
+    peers = sorted({name for row in rows for name in row.peers})
+    header = ["scenario", "case", "unit", "relay", *peers, "goal", "result"]
+    lines = [header]
+    for row in rows:
+        lines.append([row.scenario, row.case, row.unit, _fmt(row.relay),
+                      *[_fmt(row.peers.get(p)) for p in peers], row.goal,
+                      (row.verdict + (f" ({row.note})" if row.note else "")).strip()])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(lines):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+                   .rstrip())
+        if index == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(out)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.5f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a few minutes")
+    mode.add_argument("--smoke", action="store_true", help="seconds; no goals are judged")
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    args = parser.parse_args()
+    profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    target = args.json or RESULTS_DIR / f"suite-{profile.name}.json"
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    began = time.monotonic()
+    log(f"Relay benchmark suite, {profile.name} run")
+    peers = available_peers(log)
+    media = prepare_media(profile.media_seconds)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        work = Path(tmp)
+        log("parsers")
+        rows += parsers(profile, log)
+        log("ingest cost")
+        rows += ingest_cost(profile, media["6mbps"], work, peers, log)
+        log("memory")
+        rows += idle_memory(profile, work, peers, log)
+        log("latency")
+        rows += latency(profile, work, log)
+        rows += not_yet()
+    if profile.name == "smoke":
+        for row in rows:
+            if row.verdict in ("pass", "miss"):
+                row.verdict = "(smoke: not judged)"
+    print()
+    print(table(rows))
+    result = {"suite": profile.name, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+              "profile": asdict(profile), "seconds": round(time.monotonic() - began, 1),
+              "rows": [asdict(row) for row in rows]}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten: {target} ({result['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
