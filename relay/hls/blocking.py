@@ -118,7 +118,7 @@ def decide(query: Mapping[str, str], state: ReloadState) -> Decision:
         return BadRequest(f"{PART_PARAM}={part} needs {MSN_PARAM}")
     if msn is None:
         return Ready(skip)
-    last_msn = state.next_msn - 1
+    last_msn = _last_listed_msn(state)
     if msn > last_msn + MSN_AHEAD_LIMIT:
         return BadRequest(f"{MSN_PARAM}={msn} is more than {MSN_AHEAD_LIMIT} past the last "
                           f"segment {last_msn}")
@@ -157,6 +157,16 @@ def is_satisfied(wait: Wait, state: ReloadState) -> bool:
     # Comparing (msn, index) pairs also covers the part-past-the-end rule: part N of a
     # segment that completed with N parts or fewer is reached by part 0 of the next one.
     return last is not None and (last.msn, last.index) >= (wait.msn, wait.part)
+
+
+def _last_listed_msn(state: ReloadState) -> int:
+    """The newest segment the playlist lists: a complete one, or the open one once it has a
+    part (a playlist without parts does not list its open segment)."""
+    complete = state.last_complete_msn
+    last = state.last_part
+    listed = [msn for msn in (complete, last.msn if last is not None else None)
+              if msn is not None]
+    return max(listed) if listed else state.next_msn - 1
 
 
 def _integer(query: Mapping[str, str], name: str) -> int | BadRequest | None:

@@ -103,13 +103,37 @@ class PlaybackDirectory:
 
 def _not_found(counters: HlsCounters) -> Response:
     counters.not_found += 1
-    return Response(_NOT_FOUND, status_code=404, media_type="text/plain", headers=CORS)
+    # no-store: what is missing now (a part not cut yet, a stream not live yet) may exist
+    # in a moment, so no cache may keep the 404.
+    return Response(_NOT_FOUND, status_code=404, media_type="text/plain",
+                    headers={**CORS, "Cache-Control": "no-store"})
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3: `gzip;q=0` refuses
+    it; `*` stands for any coding not named)."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if coding:
+            weights[coding.strip().lower()] = weight
+    if "gzip" in weights:
+        return weights["gzip"] > 0
+    return weights.get("*", 0.0) > 0
 
 
 def _playlist_response(request: Request, text: str, cache: str) -> Response:
     body = text.encode("ascii")
     headers = {**CORS, "Cache-Control": cache, "Vary": "Accept-Encoding"}
-    if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
+    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
         body = gzip.compress(body, compresslevel=5)
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
@@ -137,7 +161,8 @@ def playback_routes(directory: PlaybackDirectory,
             cache = PLAYLIST_CACHE
         elif target is not None:
             variant = await asyncio.to_thread(read_variant, target)
-            cache = PLAYLIST_CACHE
+            finished = await asyncio.to_thread(_recording_finished, target)
+            cache = VOD_PLAYLIST_CACHE if finished else PLAYLIST_CACHE
         else:
             return _not_found(counters)
         if variant is None:
@@ -175,7 +200,7 @@ def playback_routes(directory: PlaybackDirectory,
                 counters.held_timeouts += 1
                 return Response("the playlist did not reach the requested segment or part "
                                 "in time\n", status_code=503, media_type="text/plain",
-                                headers=CORS)
+                                headers={**CORS, "Cache-Control": "no-store"})
         text = renderer.render(skip=decision.skip)
         return _playlist_response(request, text, PLAYLIST_CACHE)
 
@@ -188,8 +213,13 @@ def playback_routes(directory: PlaybackDirectory,
         if playlist.availability(resource) is Availability.PENDING:
             assert playlist.target_duration is not None
             counters.held_requests += 1
-            await _hold(packager, playlist.target_duration,
-                        lambda: playlist.availability(resource) is not Availability.PENDING)
+            if not await _hold(
+                    packager, playlist.target_duration,
+                    lambda: playlist.availability(resource) is not Availability.PENDING):
+                counters.held_timeouts += 1
+                return Response("the part was not complete in time\n", status_code=503,
+                                media_type="text/plain",
+                                headers={**CORS, "Cache-Control": "no-store"})
         data = packager.resource(resource)
         if data is None:
             return _not_found(counters)
@@ -234,6 +264,17 @@ def playback_routes(directory: PlaybackDirectory,
         Route("/{name}", multivariant, methods=["GET"]),
         Route("/{playback_id}/{name}", media, methods=["GET"]),
     ]
+
+
+def _recording_finished(directory: Path) -> bool:
+    """Whether the recording's playlist ends with ENDLIST (it reads only the tail)."""
+    try:
+        with (directory / RECORDING_PLAYLIST).open("rb") as playlist:
+            playlist.seek(0, 2)
+            playlist.seek(max(0, playlist.tell() - 64))
+            return playlist.read().rstrip().endswith(b"#EXT-X-ENDLIST")
+    except OSError:
+        return False
 
 
 async def _hold(packager: LivePackager, target_duration: int,

@@ -222,4 +222,19 @@ def test_decisions_agree_with_is_satisfied(parts_in_open: int, msn: int,
         else:
             assert (msn, part) <= (newest.msn, newest.index) or msn < newest.msn
     else:
-        assert msn > playlist.next_msn + 1 or part is not None
+        # Refused: more than 2 past the newest listed segment (the open one is listed once
+        # it has a part), or a part too far ahead.
+        listed = 3 if parts_in_open else 2
+        assert msn > listed + 2 or part is not None
+
+
+def test_the_msn_limit_counts_only_listed_segments() -> None:
+    """Without parts the open segment is not listed: last listed + 3 is refused even when
+    the open segment (last + 1) already holds media."""
+    playlist = LivePlaylist(target_duration=2)
+    for index in range(2):
+        playlist.start_segment(init=0, program_date_time=T0 + 2 * index)
+        playlist.complete_segment(2.0)
+    playlist.start_segment(init=0, program_date_time=T0 + 4)  # open, unlisted
+    assert isinstance(decide({"_HLS_msn": "4"}, playlist), BadRequest)
+    assert isinstance(decide({"_HLS_msn": "3"}, playlist), Wait)

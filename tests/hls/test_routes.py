@@ -15,7 +15,8 @@ import pytest
 from relay.hls import routes
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager
-from relay.hls.recording import finalize
+from relay.hls.playlist import VariantInfo
+from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -88,6 +89,7 @@ async def test_a_live_stream_before_its_first_segment_is_not_found(server: Serve
         response = await server.get(path)
         assert (response.status_code, response.text) == (404, unknown.text), path
     assert unknown.status_code == 404 and unknown.headers["access-control-allow-origin"] == "*"
+    assert unknown.headers["cache-control"] == "no-store"
     assert server.counters.not_found == 6
 
 
@@ -210,6 +212,9 @@ async def test_assets_play_from_their_directory(server: Server, tmp_path: Path) 
     assert live.headers["cache-control"] == routes.PLAYLIST_CACHE
     assert (await server.get(f"/{ASSET_ID}.m3u8")).status_code == 404  # no variant yet
     finalize(directory)
+    RecordingWriter(directory).write_variant(VariantInfo(bandwidth=1000, codecs=("mp4a.40.2",)))
+    assert (await server.get(f"/{ASSET_ID}.m3u8")).headers["cache-control"] == \
+        routes.VOD_PLAYLIST_CACHE
     vod = await server.get(f"/{ASSET_ID}/rendition.m3u8")
     assert vod.text.endswith("#EXT-X-ENDLIST\n")
     assert vod.headers["cache-control"] == routes.VOD_PLAYLIST_CACHE
@@ -242,3 +247,24 @@ async def test_short_playlists_go_uncompressed(server: Server) -> None:
     response = await server.client.get(f"/{LIVE_ID}.m3u8", headers={"Accept-Encoding": "gzip"})
     assert len(response.content) < routes.GZIP_MIN_BYTES
     assert "content-encoding" not in response.headers
+
+
+@pytest.mark.parametrize(("header", "gzip"), [
+    ("gzip", True), ("gzip, deflate, br", True), ("br;q=1.0, gzip;q=0.5", True),
+    ("gzip;q=0", False), ("GZIP;Q=0.0", False), ("identity", False), ("", False),
+    ("*", True), ("*;q=0", False), ("gzip;q=0, *", False), ("deflate, *;q=0.1", True),
+    ("gzip;q=bad", False),
+])
+def test_accept_encoding_is_parsed(header: str, gzip: bool) -> None:
+    assert routes.accepts_gzip(header) is gzip
+
+
+async def test_a_hinted_part_that_never_completes_is_503(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routes, "hold_timeout", lambda target_duration: 0.1)
+    server.feed(2.5)
+    assert server.live is not None and server.live.playlist is not None
+    hint = server.live.playlist.next_part
+    assert hint is not None
+    response = await server.get(f"/{LIVE_ID}/{hint[0]}.{hint[1]}.m4s")
+    assert response.status_code == 503 and response.headers["cache-control"] == "no-store"
