@@ -23,6 +23,7 @@ at a time per recording, in order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -52,6 +53,8 @@ class RecordingSummary:
 
     duration: float  # seconds of media: the sum of its segments' EXTINF
     segments: int
+    peak_bps: int = 0  # the highest segment bit rate (file size over EXTINF)
+    average_bps: int = 0
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -135,6 +138,8 @@ def finalize(directory: Path) -> RecordingSummary | None:
     duration = 0.0
     segments = 0
     gap = False
+    total_bits = 0
+    peak = 0.0
     for line in text.splitlines():
         if line in (_EVENT, _VOD):
             kept.append(_VOD)
@@ -146,7 +151,12 @@ def finalize(directory: Path) -> RecordingSummary | None:
                 if gap and "#EXT-X-DISCONTINUITY" not in entry:
                     entry.insert(0, "#EXT-X-DISCONTINUITY")  # the media jumps over the gap
                 gap = False
-                duration += float(extinf.group(1))
+                seconds = float(extinf.group(1))
+                bits = (directory / line).stat().st_size * 8
+                total_bits += bits
+                if seconds > 0:
+                    peak = max(peak, bits / seconds)
+                duration += seconds
                 segments += 1
                 kept += [*entry, line]
             else:
@@ -164,7 +174,17 @@ def finalize(directory: Path) -> RecordingSummary | None:
     for stray in directory.glob("*.tmp"):
         stray.unlink(missing_ok=True)
     _write_atomically(path, ("\n".join([*kept, _ENDLIST]) + "\n").encode("ascii"))
-    return RecordingSummary(duration=round(duration, 3), segments=segments)
+    average = round(total_bits / duration) if duration > 0 else 0
+    summary = RecordingSummary(duration=round(duration, 3), segments=segments,
+                               peak_bps=round(peak), average_bps=average)
+    variant = read_variant(directory)
+    if variant is not None and average > 0:
+        # The variant written while live measured the segments up to then; a finished
+        # recording states the peak and average of all it kept (rfc8216bis 4.4.6.2).
+        _write_atomically(directory / VARIANT_FILE, json.dumps(asdict(dataclasses.replace(
+            variant, bandwidth=max(summary.peak_bps, average),
+            average_bandwidth=average))).encode())
+    return summary
 
 
 def read_variant(directory: Path) -> VariantInfo | None:

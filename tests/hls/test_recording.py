@@ -96,3 +96,13 @@ def test_variant_round_trip_and_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "rendition.json").write_text("{not json")
     assert read_variant(tmp_path) is None
     assert read_variant(tmp_path / "missing") is None
+
+
+def test_finalize_restates_the_variant_from_every_segment(tmp_path: Path) -> None:
+    writer = record(tmp_path, [2.0, 1.0])  # 9-byte segments: 36 and 72 bit/s
+    writer.write_variant(VariantInfo(bandwidth=1, codecs=("mp4a.40.2",), average_bandwidth=1))
+    summary = finalize(tmp_path)
+    assert summary is not None and (summary.peak_bps, summary.average_bps) == (72, 48)
+    variant = read_variant(tmp_path)
+    assert variant is not None
+    assert (variant.bandwidth, variant.average_bandwidth) == (72, 48)
