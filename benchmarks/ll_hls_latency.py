@@ -45,6 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.loadgen import Tag, read_flv  # noqa: E402
 from relay.rtmp.client import ClientSession, ClientState, Published, Refused  # noqa: E402
 from relay.rtmp.messages import MessageType  # noqa: E402
 from tests.integration.relay_process import RelayProcess  # noqa: E402
@@ -80,33 +81,6 @@ def make_flv(path: Path, seconds: float) -> None:
                     "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
                     "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
                     "-f", "flv", str(path)], check=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Tag:
-    type_id: int
-    timestamp: int  # ms
-    payload: bytes
-    keyframe: bool
-
-
-def read_flv(path: Path) -> list[Tag]:
-    """The audio and video tags of an FLV file (script data is left out)."""
-    data = path.read_bytes()
-    if data[:3] != b"FLV":
-        raise SystemExit(f"{path} is not an FLV file")
-    pos = int.from_bytes(data[5:9], "big") + 4
-    tags = []
-    while pos + 11 <= len(data):
-        type_id = data[pos] & 0x1F
-        size = int.from_bytes(data[pos + 1:pos + 4], "big")
-        timestamp = int.from_bytes(data[pos + 4:pos + 7], "big") | data[pos + 7] << 24
-        payload = data[pos + 11:pos + 11 + size]
-        pos += 11 + size + 4
-        if type_id in (MessageType.AUDIO, MessageType.VIDEO) and payload:
-            keyframe = type_id == MessageType.VIDEO and payload[0] >> 4 == 1
-            tags.append(Tag(type_id, timestamp, payload, keyframe))
-    return tags
 
 
 @dataclass(slots=True)

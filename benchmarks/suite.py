@@ -17,8 +17,10 @@ Scenarios (see benchmarks/README.md for method and history):
 3. memory per idle RTMP connection (handshaken, then silent);
 4. latency: part advertised after frame arrival (p50/p99) and hls.js latency in Chromium
    (`ll_hls_latency.py`);
-5. scale (2,000 publishers at 600 kbps on one core) and LL-HLS viewers per core: not
-   measured yet (the load generator is still to be written); printed as such.
+5. scale: the most 600 kbps publishers a server keeps real-time on one core, stepping up the
+   count; publishers come from `loadgen.py` (one process, paced, pre-muxed media) on the
+   other core;
+6. LL-HLS viewers per core: not measured yet; printed as such.
 
 Each goal row says pass, miss, or "not measured" with the reason.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -49,7 +52,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import ll_hls_latency  # noqa: E402
+from benchmarks import ll_hls_latency, loadgen  # noqa: E402
 from relay.hls import fmp4  # noqa: E402
 from relay.media.units import AudioConfig, Codec, VideoConfig  # noqa: E402
 from tests.integration.relay_process import RelayProcess  # noqa: E402
@@ -76,12 +79,16 @@ class Profile:
     parser_seconds: float
     latency_seconds: float
     browser: bool
+    scale_steps: tuple[int, ...]  # publisher counts tried in turn until one is not real-time
+    scale_seconds: float
 
 
 PROFILES = {
-    "full": Profile("full", 20, (1, 4, 16), 3, 5.0, 20.0, 1000, 5.0, 20.0, True),
-    "quick": Profile("quick", 10, (1, 4), 3, 3.0, 8.0, 500, 1.0, 10.0, True),
-    "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False),
+    "full": Profile("full", 20, (1, 4, 16), 3, 5.0, 20.0, 1000, 5.0, 20.0, True,
+                    (50, 100, 200, 400, 800, 1600, 2000, 3000), 20.0),
+    "quick": Profile("quick", 10, (1, 4), 3, 3.0, 8.0, 500, 1.0, 10.0, True,
+                     (50, 100, 200), 10.0),
+    "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False, (5,), 3.0),
 }
 
 
@@ -178,6 +185,9 @@ class Server:
     def rtmp_address(self) -> tuple[str, int]:
         raise NotImplementedError
 
+    def stream_keys(self, count: int) -> list[str]:
+        return [f"stream{i}" for i in range(count)]
+
     def check_output(self, count: int) -> str:
         """"" when every stream produced what it should (HLS), else what is missing."""
         return ""
@@ -194,7 +204,8 @@ class RelayServer(Server):
         self.streams: list[dict[str, Any]] = []
 
     def start(self, work: Path) -> None:
-        self.process = RelayProcess(work / "relay-data", token=TOKEN).start()
+        self.process = RelayProcess(work / "relay-data", token=TOKEN,
+                                    extra_args=["--rtmp-max-connections", "100000"]).start()
         self.streams = []
 
     @property
@@ -217,6 +228,9 @@ class RelayServer(Server):
                     "new_asset_settings": {"playback_policies": ["public"]},
                     "latency_mode": "low"}).json()["data"])
         return [f"{self.process.urls['rtmp']}/{s['stream_key']}" for s in self.streams]
+
+    def stream_keys(self, count: int) -> list[str]:
+        return [url.rsplit("/", 1)[1] for url in self.publish_urls(count)]
 
     def check_output(self, count: int) -> str:
         assert self.process is not None
@@ -562,12 +576,58 @@ def latency(profile: Profile, work: Path, log: Callable[[str], None]) -> list[Ro
     return rows
 
 
+def scale(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Server]],
+          log: Callable[[str], None]) -> list[Row]:
+    """The most 600 kbps publishers each server keeps real-time on one core (CPU 0), driven
+    by the load generator on another (CPU 1)."""
+    tags = loadgen.read_flv(media)
+    cores = os.sched_getaffinity(0)
+    best: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for make in peers:
+        if make is PyrtmpServer:
+            continue  # far below the others; its cost is measured by the ingest rows
+        name = make.name
+        best[name] = None
+        for count in profile.scale_steps:
+            server = make()
+            server.start(work / f"scale-{name}-{count}")
+            try:
+                if len(cores) > 1:
+                    os.sched_setaffinity(server.pid, {min(cores)})
+                    os.sched_setaffinity(0, cores - {min(cores)})
+                host, port = server.rtmp_address()
+                keys = server.stream_keys(count)
+                report = asyncio.run(loadgen.run(
+                    host, port, keys, tags, profile.scale_seconds,
+                    check=functools.partial(server.check_output, count)))
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                notes[name] = f"{count}: {exc}"
+                log(f"  scale {name} {count}: failed: {exc}")
+                break
+            finally:
+                os.sched_setaffinity(0, cores)
+                server.stop()
+            log(f"  scale {name} {count} x 600 kbps: behind {report.behind}, closed "
+                f"{report.closed}, worst lag {report.worst_lag_s} s, generator late ticks "
+                f"{report.late_ticks}, {report.sent_mbps} Mbit/s each"
+                f"{'; ' + report.output_problem if report.output_problem else ''}")
+            if report.behind or report.closed or report.output_problem:
+                notes[name] = (f"at {count}: {report.behind} behind, {report.closed} closed, "
+                               f"worst lag {report.worst_lag_s} s {report.output_problem}")
+                break
+            best[name] = count
+    relay = best.pop("relay")
+    note = "; ".join(f"{k} {v}" for k, v in notes.items())
+    verdict = "pass" if relay is not None and relay >= 2000 else "miss"
+    return [Row("scale", "600 kbps publishers real-time on one core (steps "
+                f"{','.join(map(str, profile.scale_steps))})", "publishers", relay, best,
+                goal=">= 2000", verdict=verdict, note=note)]
+
+
 def not_yet() -> list[Row]:
-    why = "not measured: needs the paced many-connection load generator (to do)"
-    return [Row("scale", "600 kbps publishers real-time on one core", "publishers",
-                goal=">= 2000", verdict=why),
-            Row("viewers", "LL-HLS viewers per core, p99 part delivery < PART-TARGET",
-                "viewers", verdict=why.replace("publisher", "viewer"))]
+    return [Row("viewers", "LL-HLS viewers per core, p99 part delivery < PART-TARGET",
+                "viewers", verdict="not measured: the viewer simulator is still to come")]
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -629,6 +689,8 @@ def main() -> int:
         rows += idle_memory(profile, work, peers, log)
         log("latency")
         rows += latency(profile, work, log)
+        log("scale")
+        rows += scale(profile, media["600kbps"], work, peers, log)
         rows += not_yet()
     if profile.name == "smoke":
         for row in rows:

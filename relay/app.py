@@ -260,7 +260,8 @@ async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> Recorde
             tracks.append(video)
         if any(codec.startswith("mp4a") for codec in variant.codecs):
             tracks.append({"type": "audio", "duration": summary.duration})
-    return RecordedMedia(duration=summary.duration, tracks=tuple(tracks))
+    return RecordedMedia(duration=summary.duration, tracks=tuple(tracks),
+                         started_at=summary.started_at)
 
 
 def load_tls(settings: Settings) -> ssl.SSLContext | None:

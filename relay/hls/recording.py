@@ -29,6 +29,7 @@ import logging
 import os
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -45,6 +46,7 @@ _SEGMENT_LINE = re.compile(r"^\d{1,12}\.m4s$")
 _EVENT = "#EXT-X-PLAYLIST-TYPE:EVENT"
 _VOD = "#EXT-X-PLAYLIST-TYPE:VOD"
 _ENDLIST = "#EXT-X-ENDLIST"
+_PDT = "#EXT-X-PROGRAM-DATE-TIME:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class RecordingSummary:
     segments: int
     peak_bps: int = 0  # the highest segment bit rate (file size over EXTINF)
     average_bps: int = 0
+    started_at: float | None = None  # the first segment's PROGRAM-DATE-TIME, epoch seconds
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -140,6 +143,7 @@ def finalize(directory: Path) -> RecordingSummary | None:
     gap = False
     total_bits = 0
     peak = 0.0
+    started_at: float | None = None
     for line in text.splitlines():
         if line in (_EVENT, _VOD):
             kept.append(_VOD)
@@ -152,6 +156,8 @@ def finalize(directory: Path) -> RecordingSummary | None:
                     entry.insert(0, "#EXT-X-DISCONTINUITY")  # the media jumps over the gap
                 gap = False
                 seconds = float(extinf.group(1))
+                if started_at is None:
+                    started_at = _program_date_time(entry)
                 bits = (directory / line).stat().st_size * 8
                 total_bits += bits
                 if seconds > 0:
@@ -176,7 +182,8 @@ def finalize(directory: Path) -> RecordingSummary | None:
     _write_atomically(path, ("\n".join([*kept, _ENDLIST]) + "\n").encode("ascii"))
     average = round(total_bits / duration) if duration > 0 else 0
     summary = RecordingSummary(duration=round(duration, 3), segments=segments,
-                               peak_bps=round(peak), average_bps=average)
+                               peak_bps=round(peak), average_bps=average,
+                               started_at=started_at)
     variant = read_variant(directory)
     if variant is not None and average > 0:
         # The variant written while live measured the segments up to then; a finished
@@ -185,6 +192,16 @@ def finalize(directory: Path) -> RecordingSummary | None:
             variant, bandwidth=max(summary.peak_bps, average),
             average_bandwidth=average))).encode())
     return summary
+
+
+def _program_date_time(entry: list[str]) -> float | None:
+    for line in entry:
+        if line.startswith(_PDT):
+            try:
+                return datetime.fromisoformat(line[len(_PDT):].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None
 
 
 def read_variant(directory: Path) -> VariantInfo | None:

@@ -146,6 +146,9 @@ class RecordedMedia:
     #: Mux asset track objects without their ids, e.g. {"type": "video", "max_width": 1280,
     #: "max_height": 720, "max_frame_rate": 30.0} and {"type": "audio", "max_channels": 2}.
     tracks: tuple[JSONDict, ...] = ()
+    #: Wall-clock start of the media (epoch seconds), when the recording times may lack it:
+    #: a crash loses the open connection's interval, which is then rebuilt from the media.
+    started_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -546,6 +546,13 @@ class Store:
         if asset is None or not asset.is_live:
             return
         values = {"is_live": False, "status": "ready"}
+        if media is not None and media.started_at is not None:
+            covered = sum(r.duration for r in asset.recording_times)
+            if media.duration - covered > RECORDING_TIME_SLACK:
+                # The interval of the connection that was live when the process died.
+                await _add_recording_time(conn, asset.id, RecordingTime(
+                    started_at=media.started_at + covered,
+                    duration=round(media.duration - covered, 3)))
         if media is not None:
             values["duration"] = round(media.duration, 3)
             if media.tracks:
@@ -711,6 +718,11 @@ def _asset_from_row(row: Row[Any], pids: tuple[PlaybackId, ...]) -> Asset:
         recording_times=tuple(RecordingTime(**r) for r in row.recording_times),
         tracks=tuple(row.tracks), settings=row.settings, playback_ids=pids,
     )
+
+
+#: Recorded media this much longer than the asset's recording times means an interval is
+#: missing (seconds; segment rounding and the first keyframe's wait stay below it).
+RECORDING_TIME_SLACK = 1.0
 
 
 async def _add_recording_time(

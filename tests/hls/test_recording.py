@@ -53,6 +53,7 @@ def test_finalize_makes_a_vod_playlist_and_is_repeatable(tmp_path: Path) -> None
     record(tmp_path, [2.0, 2.0, 1.25])
     summary = finalize(tmp_path)
     assert summary is not None and summary.segments == 3 and summary.duration == 5.25
+    assert summary.started_at == T0
     text = (tmp_path / RECORDING_PLAYLIST).read_text()
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and text.endswith("#EXT-X-ENDLIST\n")
     check_media_playlist(text)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from tests.integration.browser import launch_chromium, open_player
 from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
 from tests.integration.relay_process import RelayProcess
-from tests.integration.test_hls_live import playback_id, relay, wait_playable
+from tests.integration.test_hls_playback import Live, relay, wait_playable
 from tests.integration.test_rtmp_ingest import (
     api,
     create_stream,
@@ -31,22 +31,23 @@ def test_live_low_latency_and_then_vod_in_chromium(
         relay: RelayProcess, record_property: Callable[[str, object], None]) -> None:
     stream = create_stream(relay, latency_mode="low", reconnect_window=1)
     encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=24, gop=30)
+    live = Live(stream, encoder)
     try:
-        wait_playable(relay, stream)
+        wait_playable(relay, live)
         asset_id = get_stream(relay, stream["id"])["active_asset_id"]
         with launch_chromium() as browser:
-            live = open_player(browser, f"{relay.http_url}/player/{playback_id(stream)}",
+            seen = open_player(browser, f"{relay.http_url}/player/{live.playback_id}",
                                startup_timeout=15, sample_seconds=6)
-            assert live.started and live.advanced, live.summary()
-            assert live.decode_errors == (), live.summary()
-            assert live.final_state == "live", live.summary()
-            latencies = [value for value in live.latencies if value is not None]
-            assert latencies, live.summary()
+            assert seen.started and seen.advanced, seen.summary()
+            assert seen.decode_errors == (), seen.summary()
+            assert seen.final_state == "live", seen.summary()
+            latencies = [value for value in seen.latencies if value is not None]
+            assert latencies, seen.summary()
             record_property("hls_js_latency_median_s", round(statistics.median(latencies), 3))
-            record_property("hls_js_startup_s", live.startup_seconds)
+            record_property("hls_js_startup_s", seen.startup_seconds)
             print(f"hls.js latency: median {statistics.median(latencies):.3f} s, "
                   f"samples {[round(v, 3) for v in latencies]}")
-            assert statistics.median(latencies) < 10, live.summary()
+            assert statistics.median(latencies) < 10, seen.summary()
 
             code, err = finish(encoder)
             assert code == 0, err
