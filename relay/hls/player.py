@@ -144,7 +144,9 @@ _PAGE = """\
   video.addEventListener("playing", function () {{ note = ""; show(); }});
 
   if (typeof Hls !== "undefined" && Hls.isSupported()) {{
-    hls = new Hls({{lowLatencyMode: true}});
+    // Up to 1.5x speed to catch up with the target latency after a late start or a stall
+    // (hls.js's default, 1, never catches up).
+    hls = new Hls({{lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5}});
     // Before any load, so that observers hooked on this assignment see every event.
     window.relayPlayer = {{hls: hls, video: video}};
     var lastRecovery = -Infinity;
