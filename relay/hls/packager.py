@@ -32,7 +32,13 @@ from typing import Final
 
 from relay.hls import fmp4
 from relay.hls.model import LatencyMode, ResourceName, SegmentInfo
-from relay.hls.playlist import LivePlaylist, PlaylistKind, PlaylistRenderer, VariantInfo
+from relay.hls.playlist import (
+    Availability,
+    LivePlaylist,
+    PlaylistKind,
+    PlaylistRenderer,
+    VariantInfo,
+)
 from relay.hls.recording import RecordingGone, RecordingSummary, RecordingWriter
 from relay.hls.segmenter import (
     DEFAULT_PART_TARGET,
@@ -433,7 +439,7 @@ class LivePackager:
         for segment in expired.segments:
             self._segments.pop(segment.msn, None)
         for init in [i for i in self._inits
-                     if self.playlist.init_availability(i).value == "missing"
+                     if self.playlist.init_availability(i) is Availability.MISSING
                      and i != self._latest_init()]:
             del self._inits[init]
 
