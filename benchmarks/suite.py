@@ -251,12 +251,34 @@ class RelayServer(Server):
             self.process = None
 
 
-class NginxServer(Server):
-    name = "nginx-rtmp"
+class PeerProcess(Server):
+    """A peer server run as a plain subprocess on a free port; streams are named streamN."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rtmp_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def publish_urls(self, count: int) -> list[str]:
+        return [f"rtmp://127.0.0.1:{self.port}/app/stream{i}" for i in range(count)]
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.process = None
+
+
+class NginxServer(PeerProcess):
+    name = "nginx-rtmp"
+
+    def __init__(self) -> None:
+        super().__init__()
         self.hls_dir = Path()
 
     @staticmethod
@@ -300,32 +322,15 @@ rtmp {{
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, self.process)
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def rtmp_address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def publish_urls(self, count: int) -> list[str]:
-        return [f"rtmp://127.0.0.1:{self.port}/app/stream{i}" for i in range(count)]
 
     def check_output(self, count: int) -> str:
         missing = [i for i in range(count) if not (self.hls_dir / f"stream{i}.m3u8").exists()]
         return f"{len(missing)} stream(s) without a playlist" if missing else ""
 
-    def stop(self) -> None:
-        _terminate(self.process)
-        self.process = None
 
 
-class PyrtmpServer(Server):
+class PyrtmpServer(PeerProcess):
     name = "pyrtmp"
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
 
     @staticmethod
     def available() -> str:
@@ -340,20 +345,7 @@ class PyrtmpServer(Server):
              str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, self.process)
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
-    def rtmp_address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def publish_urls(self, count: int) -> list[str]:
-        return [f"rtmp://127.0.0.1:{self.port}/app/stream{i}" for i in range(count)]
-
-    def stop(self) -> None:
-        _terminate(self.process)
-        self.process = None
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
