@@ -112,10 +112,8 @@ class Publisher(asyncio.Protocol):
         transport.write(self.session.initial_bytes())
 
     def data_received(self, data: bytes) -> None:
-        if self.published.done():
-            self.session.receive_data(data)  # acknowledgements, pings
-        else:
-            self.session.receive_data(data)
+        self.session.receive_data(data)  # commands, then acknowledgements and pings
+        if not self.published.done():
             event = self.session.next_event()
             if isinstance(event, Refused):
                 self.published.set_exception(RuntimeError(f"publish refused: {event}"))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from relay.hls import fmp4
-from relay.hls.model import LatencyMode, ResourceName, SegmentInfo
+from relay.hls.model import LatencyMode, ResourceName
 from relay.hls.playlist import (
     Availability,
     LivePlaylist,
@@ -178,12 +178,10 @@ class LivePackager:
         self.segmenter = PartSegmenter(mode, part_target=part_target, first_msn=first_msn)
         self._first_msn = first_msn
         self._max_segment_bytes = max_segment_bytes
-        self.mode = mode
         self.label = label
         self.playlist: LivePlaylist | None = None
         self.renderer: PlaylistRenderer | None = None
         self.counters = counters if counters is not None else HlsCounters()
-        self.revision = 0
         self._recording = recording
         self._on_playable = on_playable
         self._on_fatal = on_fatal
@@ -197,7 +195,6 @@ class LivePackager:
         self._segments: dict[int, bytes] = {}
         self._open: list[bytes] = []
         self._open_size = 0
-        self._open_segment: SegmentInfo | None = None
         self._open_video_frames = 0
         self._change: asyncio.Future[None] | None = None
         # Bandwidth and frame rate measured over complete segments.
@@ -312,6 +309,8 @@ class LivePackager:
             return
         try:
             for event in events:
+                if self._failed:
+                    return  # the rest belongs to a stream no longer packaged
                 self._event(event)
         except ValueError as exc:
             # A configuration that cannot be packaged (an unsupported codec, a size out of
@@ -333,7 +332,7 @@ class LivePackager:
                 self._fail(f"a segment reached {self._open_size >> 20} MiB without a "
                            "keyframe; set the encoder's keyframe interval (2 s is usual)",
                            end_session=True)
-                raise _Stop
+                return
         if self.playlist is None:
             self._buffered.append((event, data))
             if isinstance(event, SegmentCompleted):
@@ -360,10 +359,8 @@ class LivePackager:
                 self._recording.submit(lambda writer: writer.write_init(event.init, data))
         elif isinstance(event, SegmentStarted):
             info = event.segment
-            segment = playlist.start_segment(init=info.init,
-                                             program_date_time=info.program_date_time,
-                                             discontinuity=info.discontinuity)
-            self._open_segment = segment
+            playlist.start_segment(init=info.init, program_date_time=info.program_date_time,
+                                   discontinuity=info.discontinuity)
             self._open = []
             self._open_video_frames = 0
         elif isinstance(event, PartCut):
@@ -438,16 +435,13 @@ class LivePackager:
             self._parts.pop((part.msn, part.index), None)
         for segment in expired.segments:
             self._segments.pop(segment.msn, None)
+        latest = max(self._inits, default=-1)  # kept for the segment about to start
         for init in [i for i in self._inits
-                     if self.playlist.init_availability(i) is Availability.MISSING
-                     and i != self._latest_init()]:
+                     if i != latest
+                     and self.playlist.init_availability(i) is Availability.MISSING]:
             del self._inits[init]
 
-    def _latest_init(self) -> int:
-        return max(self._inits) if self._inits else -1
-
     def _notify(self) -> None:
-        self.revision += 1
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)
@@ -463,6 +457,3 @@ class LivePackager:
         if end_session:
             self._on_fatal(reason)
 
-
-class _Stop(ValueError):
-    """Stops event handling after `_fail` (a ValueError so `_handle` ends quietly)."""
