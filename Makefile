@@ -44,7 +44,7 @@ lint: $(STAMPS)/venv
 	$(BIN)/ruff check relay tests benchmarks setup.py
 
 typecheck: $(STAMPS)/venv
-	$(BIN)/mypy --strict relay
+	$(BIN)/mypy --strict relay benchmarks
 
 # pytest exits 5 when it collects no tests; that fails the target like any other error.
 pytest: $(STAMPS)/venv $(HLS_JS)

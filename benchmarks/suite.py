@@ -20,7 +20,9 @@ Scenarios (see benchmarks/README.md for method and history):
 5. scale: the most 600 kbps publishers a server keeps real-time on one core, stepping up the
    count; publishers come from `loadgen.py` (one process, paced, pre-muxed media) on the
    other core;
-6. LL-HLS viewers per core: not measured yet; printed as such.
+6. LL-HLS viewers: the most simulated viewers (`viewers.py`: blocking reloads and part
+   fetches, as hls.js does) of one `low` 6 Mbps stream that Relay serves on one core with
+   p99 part delivery under PART-TARGET.
 
 Each goal row says pass, miss, or "not measured" with the reason.
 """
@@ -53,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import ll_hls_latency, loadgen  # noqa: E402
+from benchmarks import viewers as viewer_sim  # noqa: E402
 from relay.hls import fmp4  # noqa: E402
 from relay.media.units import AudioConfig, Codec, VideoConfig  # noqa: E402
 from tests.integration.relay_process import RelayProcess  # noqa: E402
@@ -81,14 +84,18 @@ class Profile:
     browser: bool
     scale_steps: tuple[int, ...]  # publisher counts tried in turn until one is not real-time
     scale_seconds: float
+    viewer_steps: tuple[int, ...]  # viewer counts tried in turn until parts are late
+    viewer_seconds: float
 
 
 PROFILES = {
     "full": Profile("full", 20, (1, 4, 16), 3, 5.0, 20.0, 1000, 5.0, 20.0, True,
-                    (100, 200, 400, 800, 1000, 1200, 1400, 1600, 2000, 3000), 20.0),
+                    (100, 200, 400, 800, 1000, 1200, 1400, 1600, 2000, 3000), 20.0,
+                    (25, 50, 100, 200, 300, 400, 600, 800), 10.0),
     "quick": Profile("quick", 10, (1, 4), 3, 3.0, 8.0, 500, 1.0, 10.0, True,
-                     (50, 100, 200), 10.0),
-    "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False, (5,), 3.0),
+                     (50, 100, 200), 10.0, (25, 50, 100), 5.0),
+    "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False, (5,), 3.0,
+                     (3,), 2.0),
 }
 
 
@@ -545,7 +552,7 @@ def fmp4_rate(seconds: float) -> float:
     fmp4.init_segment([VideoConfig(Codec.H264, b"\x01d\x00\x1f\xff\xe1\x00\x00\x01\x00\x00",
                                    1280, 720, "avc1.64001f", 30.0),
                        AudioConfig(Codec.AAC, b"\x11\x90", 48000, 2, "mp4a.40.2")])
-    rates = []
+    rates: list[float] = []
     deadline = time.perf_counter() + max(seconds, 0.05)
     while len(rates) < 5 or time.perf_counter() < deadline:
         began = time.perf_counter()
@@ -584,7 +591,7 @@ def scale(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Se
     for make in peers:
         if make is PyrtmpServer:
             continue  # far below the others; its cost is measured by the ingest rows
-        name = make.name
+        name = make().name
         best[name] = None
         for count in profile.scale_steps:
             server = make()
@@ -627,9 +634,58 @@ def scale(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Se
                 goal=">= 2000", verdict=verdict, note=note)]
 
 
-def not_yet() -> list[Row]:
-    return [Row("viewers", "LL-HLS viewers per core, p99 part delivery < PART-TARGET",
-                "viewers", verdict="not measured: the viewer simulator is still to come")]
+def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None]) -> list[Row]:
+    """The most simulated LL-HLS viewers (`viewers.py`) of one `low` stream that one Relay
+    process (on CPU 0) serves with p99 part delivery under PART-TARGET; the paced publisher
+    and the viewers run in this process, on the other core."""
+    cores = os.sched_getaffinity(0)
+    server = RelayServer()
+    server.start(work / "viewers")
+    reports: list[viewer_sim.ViewerReport] = []
+    problem = ""
+    try:
+        if len(cores) > 1:
+            os.sched_setaffinity(server.pid, {min(cores)})
+            os.sched_setaffinity(0, cores - {min(cores)})
+        key = server.stream_keys(1)[0]
+        assert server.process is not None
+        playback_id = server.streams[0]["playback_ids"][0]["id"]
+        cpu = [cpu_seconds(server.pid), time.monotonic()]
+
+        def report(result: viewer_sim.ViewerReport) -> None:
+            used, now = cpu_seconds(server.pid), time.monotonic()
+            relay_cpu = (used - cpu[0]) / (now - cpu[1])
+            cpu[:] = [used, now]
+            log(f"  viewers {result.viewers}: part delivery p50 {result.p50_ms} ms, p99 "
+                f"{result.p99_ms} ms, max {result.max_ms} ms ({result.parts} parts); "
+                f"{result.requests_per_s} requests/s, {result.mbit_per_s} Mbit/s; errors "
+                f"{result.errors}{' (' + result.first_error + ')' if result.errors else ''}; "
+                f"CPU relay {relay_cpu:.2f}, client {result.client_cpu}")
+
+        reports = asyncio.run(viewer_sim.measure(
+            server.rtmp_address(), key, server.process.http_url, playback_id,
+            loadgen.read_flv(media), profile.viewer_steps, warmup=2.0,
+            seconds=profile.viewer_seconds, report=report))
+    except (OSError, viewer_sim.ViewerError, TimeoutError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        log(f"  viewers: failed: {problem}")
+    finally:
+        os.sched_setaffinity(0, cores)
+        server.stop()
+    passed = [r.viewers for r in reports if r.on_time]
+    best = max(passed) if passed else None
+    late = next((r for r in reports if not r.on_time), None)
+    if problem:
+        note = problem
+    elif late is not None:
+        note = (f"at {late.viewers}: p99 {late.p99_ms} ms, {late.errors} errors"
+                + (f", client CPU {late.client_cpu}" if late.client_cpu > 0.9 else ""))
+    else:
+        note = f"the {profile.name} run stops at {best}"
+    return [Row("viewers", "LL-HLS viewers of one 6 Mbps stream on one core, p99 part "
+                f"delivery <= PART-TARGET (steps {','.join(map(str, profile.viewer_steps))})",
+                "viewers", best, goal="report (no goal yet)",
+                verdict="not measured" if problem else "measured", note=note)]
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -656,6 +712,8 @@ def table(rows: list[Row]) -> str:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 1:
@@ -693,7 +751,8 @@ def main() -> int:
         rows += latency(profile, work, log)
         log("scale")
         rows += scale(profile, media["600kbps"], work, peers, log)
-        rows += not_yet()
+        log("viewers")
+        rows += viewers(profile, media["6mbps"], work, log)
     if profile.name == "smoke":
         for row in rows:
             if row.verdict in ("pass", "miss"):

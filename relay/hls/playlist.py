@@ -27,6 +27,7 @@ than 3 x TARGETDURATION before the live edge and stay downloadable 3 x TARGETDUR
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ SKIP_TARGET_DURATIONS: Final = 6  # CAN-SKIP-UNTIL (rfc8216bis 4.4.3.8: at least
 HOLD_BACK_TARGET_DURATIONS: Final = 3  # HOLD-BACK (rfc8216bis 4.4.3.8: at least 3 x TD)
 PART_HOLD_BACK_PART_TARGETS: Final = 3  # PART-HOLD-BACK (LL-HLS.md: at least 3 x PT)
 MIN_PART_FRACTION: Final = 0.85  # a part is >= 85% of PT unless independent or last
+
+#: gzip level for playlists: level 5 is within a few percent of 9's size on playlist text.
+GZIP_LEVEL: Final = 5
 
 VERSION_FMP4: Final = 6  # EXT-X-MAP in a media playlist (rfc8216bis 7)
 VERSION_SKIP: Final = 9  # EXT-X-SKIP (rfc8216bis 7)
@@ -512,11 +516,13 @@ class LivePlaylist:
 
 
 class PlaylistRenderer:
-    """Renders a `LivePlaylist` (rfc8216bis 4.4), caching the text per revision."""
+    """Renders a `LivePlaylist` (rfc8216bis 4.4), caching the text, and its gzip form, per
+    revision: every viewer's reload between two parts gets the same bytes."""
 
     def __init__(self, playlist: LivePlaylist) -> None:
         self._playlist = playlist
         self._cache: dict[bool, tuple[int, str]] = {}
+        self._encoded: dict[tuple[bool, bool], tuple[int, bytes]] = {}
 
     def render(self, *, skip: bool = False) -> str:
         """The media playlist; with `skip`, its delta form when the playlist offers one."""
@@ -526,6 +532,18 @@ class PlaylistRenderer:
         text = render_media_playlist(self._playlist, skip=skip)
         self._cache[skip] = (self._playlist.revision, text)
         return text
+
+    def encoded(self, *, skip: bool = False, gzipped: bool = False) -> bytes:
+        """`render` as ASCII bytes; with `gzipped`, gzip-compressed (level 5)."""
+        revision = self._playlist.revision
+        cached = self._encoded.get((skip, gzipped))
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        body = self.render(skip=skip).encode("ascii")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        self._encoded[(skip, gzipped)] = (revision, body)
+        return body
 
 
 def render_media_playlist(playlist: LivePlaylist, *, skip: bool = False) -> str:

@@ -36,7 +36,7 @@ from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisf
 from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
-from relay.hls.playlist import Availability, render_multivariant
+from relay.hls.playlist import GZIP_LEVEL, Availability, PlaylistRenderer, render_multivariant
 from relay.hls.recording import RECORDING_PLAYLIST, listed_part, read_variant
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -133,10 +133,25 @@ def accepts_gzip(accept_encoding: str) -> bool:
 def _playlist_response(request: Request, text: str, cache: str) -> Response:
     body = text.encode("ascii")
     headers = {**CORS, "Cache-Control": cache, "Vary": "Accept-Encoding"}
-    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
-        body = gzip.compress(body, compresslevel=5)
+    if _gzip_wanted(request, body):
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL)
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
+
+
+def _live_playlist_response(request: Request, renderer: PlaylistRenderer, skip: bool) -> Response:
+    """A live media playlist, from the renderer's per-revision cache (text and gzip)."""
+    body = renderer.encoded(skip=skip)
+    headers = {**CORS, "Cache-Control": PLAYLIST_CACHE, "Vary": "Accept-Encoding"}
+    if _gzip_wanted(request, body):
+        body = renderer.encoded(skip=skip, gzipped=True)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
+
+
+def _gzip_wanted(request: Request, body: bytes) -> bool:
+    return (len(body) >= GZIP_MIN_BYTES
+            and accepts_gzip(request.headers.get("accept-encoding", "")))
 
 
 def create_playback_app(directory: PlaybackDirectory,
@@ -201,8 +216,7 @@ def playback_routes(directory: PlaybackDirectory,
                 return Response("the playlist did not reach the requested segment or part "
                                 "in time\n", status_code=503, media_type="text/plain",
                                 headers={**CORS, "Cache-Control": "no-store"})
-        text = renderer.render(skip=decision.skip)
-        return _playlist_response(request, text, PLAYLIST_CACHE)
+        return _live_playlist_response(request, renderer, decision.skip)
 
     async def _live_resource(packager: LivePackager, name: str) -> Response:
         resource = parse_resource(name)

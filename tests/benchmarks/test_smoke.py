@@ -56,4 +56,6 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
     assert {"parsers", "ingest cost", "memory", "latency", "scale", "viewers"} <= scenarios
     ingest = next(row for row in result["rows"] if row["scenario"] == "ingest cost")
     assert ingest["relay"] > 0, out
+    viewers = next(row for row in result["rows"] if row["scenario"] == "viewers")
+    assert viewers["verdict"] == "measured", out  # the simulator ran without a failure
     assert "result" in out and "written:" in out

@@ -3,6 +3,7 @@ the playlist's refusals, and the playlist checker (which must catch every rule i
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 import subprocess
@@ -318,6 +319,22 @@ def test_renderer_caches_per_revision() -> None:
     playlist.start_segment(init=0, program_date_time=T0 + 2)
     assert renderer.render() is not first
     assert renderer.render() == render_media_playlist(playlist)
+
+
+def test_renderer_caches_the_encoded_forms_per_revision() -> None:
+    playlist = low_latency()
+    feed = Feed(playlist)
+    feed.segment(QUARTERS)
+    renderer = PlaylistRenderer(playlist)
+    plain = renderer.encoded()
+    packed = renderer.encoded(gzipped=True)
+    assert plain == render_media_playlist(playlist).encode("ascii")
+    assert gzip.decompress(packed) == plain and len(packed) < len(plain)
+    assert renderer.encoded() is plain and renderer.encoded(gzipped=True) is packed
+    feed.segment(QUARTERS, complete=False)
+    changed = renderer.encoded(gzipped=True)
+    assert changed is not packed
+    assert gzip.decompress(changed) == render_media_playlist(playlist).encode("ascii")
 
 
 # -- delta updates --------------------------------------------------------------------------
