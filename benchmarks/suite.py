@@ -202,6 +202,10 @@ class Server:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def window_bytes(self) -> int | None:
+        """Media bytes held in memory for live playlists (None: the server keeps none)."""
+        return None
+
 
 class RelayServer(Server):
     name = "relay"
@@ -249,6 +253,14 @@ class RelayServer(Server):
         except httpx.HTTPError as exc:
             return f"playlists did not answer in time ({type(exc).__name__})"
         return f"{len(missing)} stream(s) without a playlist" if missing else ""
+
+    def window_bytes(self) -> int | None:
+        assert self.process is not None
+        text = httpx.get(self.process.urls["metrics"], timeout=15).text
+        for line in text.splitlines():
+            if line.startswith("relay_hls_live_window_bytes "):
+                return int(float(line.split()[1]))
+        return None
 
     def stop(self) -> None:
         if self.process is not None:
@@ -412,6 +424,7 @@ def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[Callable[
     for count in profile.publishers:
         samples: dict[str, list[float]] = {}
         rss: dict[str, list[float]] = {}
+        beyond: list[float] = []  # relay: MB per stream beyond its live window
         problems: dict[str, str] = {}
         for repeat in range(profile.repeats):
             order = peers if repeat % 2 == 0 else list(reversed(peers))
@@ -420,6 +433,7 @@ def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[Callable[
                 server.start(work / f"{server.name}-{count}-{repeat}")
                 try:
                     urls = server.publish_urls(count)
+                    idle = rss_kib(server.pid)
                     with publishers(urls, media) as running:
                         time.sleep(profile.warmup)
                         before = cpu_seconds(server.pid)
@@ -429,6 +443,9 @@ def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[Callable[
                         elapsed = time.monotonic() - began
                         alive = sum(p.poll() is None for p in running)
                         memory = rss_kib(server.pid)
+                        window = server.window_bytes()
+                        if window is not None:
+                            beyond.append(((memory - idle) * 1024 - window) / count / 1e6)
                         problem = server.check_output(count)
                         if alive < count:
                             problem = f"{count - alive} publisher(s) dropped; {problem}"
@@ -457,6 +474,14 @@ def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[Callable[
         rows.append(Row("ingest memory", f"{count} x 6 Mbps", "RSS MiB",
                         statistics.median(rss["relay"]),
                         {n: statistics.median(v) for n, v in rss.items() if n != "relay"}))
+        if beyond:
+            per_stream = statistics.median(beyond)
+            rows.append(Row(
+                "memory", f"per active 6 Mbps stream beyond its live window, {count} streams",
+                "MB", round(per_stream, 2), goal="<= 2 MB",
+                verdict="pass" if per_stream <= 2 else "miss",
+                note=f"RSS growth less the live windows' media, after {profile.warmup:g} + "
+                     f"{profile.window:g} s"))
     return rows
 
 

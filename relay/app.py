@@ -133,7 +133,7 @@ class RelayServer:
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,
-                                              self.hls_counters)
+                                              self.hls_counters, self._window_bytes)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
                              asset_files=asset_files)
@@ -167,6 +167,11 @@ class RelayServer:
                 raise StartupError(f"the {listener.name} server stopped during start-up")
             await asyncio.sleep(0.01)
         self._servers.append((server, task))
+
+    def _window_bytes(self) -> int:
+        """Media bytes the live sessions' packagers hold in memory (a metric)."""
+        return sum(packager.window_bytes() for stream_id in list(self.registry.sessions)
+                   if (packager := live_packager(self.registry, stream_id)) is not None)
 
     async def readiness_problems(self) -> list[str]:
         problems = []

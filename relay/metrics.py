@@ -7,7 +7,7 @@ HLS packaging and playback counters; webhook counters join it as that part lands
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,10 +30,12 @@ class IngestCollector(Collector):
     """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
 
     def __init__(self, registry: IngestRegistry, rtmp: RtmpCounters,
-                 hls: HlsCounters | None = None) -> None:
+                 hls: HlsCounters | None = None,
+                 window_bytes: Callable[[], int] = lambda: 0) -> None:
         self.registry = registry
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
+        self.window_bytes = window_bytes
         REGISTRY.register(self)
 
     def unregister(self) -> None:
@@ -98,6 +100,9 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_live_sessions", "live sessions (publishing or "
                                 "inside their reconnect window)",
                                 value=len(self.registry.sessions))
+        yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
+                                "for the live playlists (segments, parts, init segments)",
+                                value=self.window_bytes())
 
 
 async def _metrics(_: Request) -> Response:

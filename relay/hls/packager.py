@@ -290,6 +290,14 @@ class LivePackager:
             return self._segments.get(name.msn)
         return self._parts.get((name.msn, name.part))
 
+    def window_bytes(self) -> int:
+        """Bytes of media held in memory for the live playlist: init segments, segments,
+        parts (the open segment's too) and what waits for the first segment to complete."""
+        held = {id(data): len(data) for data in (
+            *(data for data, _ in self._inits.values()), *self._segments.values(),
+            *self._parts.values(), *self._open, *(data for _, data in self._buffered))}
+        return sum(held.values())
+
     def variant(self) -> VariantInfo | None:
         """The rendition as the multivariant playlist describes it (after a segment)."""
         return self._variant

@@ -127,6 +127,23 @@ def test_memory_follows_the_live_window() -> None:
     assert packager.resource(ResourceName(msn=0)) is None
 
 
+def test_window_bytes_counts_each_held_buffer_once() -> None:
+    feeder = Feeder().tracks()
+    assert feeder.packager.window_bytes() == 0
+    feeder.frames(av(1.0))  # the first segment is not complete: its events wait
+    waiting = feeder.packager.window_bytes()
+    assert waiting > 0 and feeder.packager.playlist is None
+    packager = feeder.frames(av(120)).packager
+    held = {id(data): len(data) for data in (
+        *packager._segments.values(), *packager._parts.values(),
+        *(data for data, _ in packager._inits.values()))}
+    # Listed parts of the open segment are the same objects as its pending parts.
+    assert packager._open and all(id(data) in held for data in packager._open)
+    assert packager.window_bytes() == sum(held.values())
+    segment_bytes = sum(map(len, packager._segments.values()))
+    assert segment_bytes < packager.window_bytes() < 2 * segment_bytes + 10**6
+
+
 def test_the_end_completes_the_open_segment_and_lists_endlist() -> None:
     feeder = Feeder().tracks().frames(av(3.0))
     feeder.packager.on_end()

@@ -845,6 +845,25 @@ def test_gzip_is_not_sent_to_a_client_that_refuses_it(relay: RelayProcess) -> No
             assert "content-encoding" not in response.headers, refusal
 
 
+def window_bytes(relay: RelayProcess) -> float:
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    (line,) = [line for line in text.splitlines()
+               if line.startswith("relay_hls_live_window_bytes ")]
+    return float(line.split()[1])
+
+
+def test_metrics_report_the_bytes_live_windows_hold(relay: RelayProcess) -> None:
+    assert window_bytes(relay) == 0
+    with pushing(relay, 5, latency_mode="low") as live:
+        held = window_bytes(relay)
+        assert held > 10_000, held  # at least the first segment (2 s) and the init
+        finish(live.encoder)
+    deadline = time.monotonic() + 20
+    while window_bytes(relay) and time.monotonic() < deadline:
+        time.sleep(0.2)  # low latency: no reconnect window, the session ends at once
+    assert window_bytes(relay) == 0
+
+
 def test_fifty_requests_held_for_one_segment_are_all_answered(relay: RelayProcess) -> None:
     """One future segment, fifty blocked playlist requests (each its own connection): the
     segment's arrival releases them all."""
