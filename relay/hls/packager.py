@@ -9,8 +9,8 @@ frames go through the segmenter (`relay.hls.segmenter`); its events drive
 - the bytes the playlist names: init segments, parts and whole segments, kept in memory
   while the playlist may serve them and freed as `drain_expired` reports them;
 - the recording: each init and complete segment goes to a `RecordingQueue`, which writes
-  it into the asset's directory in a worker thread, in order, once the store has given the
-  session its asset id.
+  it into the asset's directory on the process's disk thread (`relay.hls.disk`), in order,
+  once the store has given the session its asset id.
 
 HTTP handlers read the packager (`playlist`, `renderer`, `resource`, `variant`) and park on
 `wait_change`, a future that every playlist change completes: a held request costs nothing
@@ -23,6 +23,7 @@ media call) when the encoder sends what cannot be packaged within bounds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from relay.hls import fmp4
+from relay.hls.disk import DISK, DiskThread
 from relay.hls.model import LatencyMode, ResourceName
 from relay.hls.playlist import (
     Availability,
@@ -92,8 +94,10 @@ class RecordingQueue:
     `writer` completes when the store has created (or continued) the session's asset; until
     then jobs wait in the queue. A queue closed before that drops them."""
 
-    def __init__(self, writer: asyncio.Future[RecordingWriter]) -> None:
+    def __init__(self, writer: asyncio.Future[RecordingWriter], *,
+                 disk: DiskThread = DISK) -> None:
         self._writer = writer
+        self._disk = disk
         self._jobs: deque[tuple[Callable[[RecordingWriter], object], int]] = deque()
         self._backlog = 0
         self._wake = asyncio.Event()
@@ -140,7 +144,7 @@ class RecordingQueue:
                 if gone:
                     continue
                 try:
-                    await asyncio.to_thread(job, writer)
+                    await self._disk.run(functools.partial(job, writer))
                 except RecordingGone:
                     gone = True
                     log.info("recording %s: the asset was deleted; recording stops",
@@ -152,7 +156,7 @@ class RecordingQueue:
             self._wake.clear()
             await self._wake.wait()
         try:
-            return await asyncio.to_thread(writer.finish)
+            return await self._disk.run(writer.finish)
         except OSError as exc:
             log.error("recording %s: could not finalize: %s", writer.directory.name, exc)
             return None
