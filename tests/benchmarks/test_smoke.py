@@ -47,6 +47,12 @@ def test_ll_hls_latency_runs(tmp_path: Path) -> None:
     assert result["part_advertise"]["frames"] > 0 and "hls_js" not in result
 
 
+def test_ingest_probe_runs() -> None:
+    out = run("benchmarks/ingest_probe.py", "--streams", "1", "--seconds", "1",
+              "--feeder", "loadgen", "--media-seconds", "4")
+    assert "idle:" in out and "1 x 6 Mbps from loadgen:" in out
+
+
 def test_suite_smoke_run(tmp_path: Path) -> None:
     """The whole suite in seconds, with whichever peers are installed (make bench installs
     nginx-rtmp; make test makes pyrtmp's venv)."""

@@ -1,0 +1,84 @@
+"""Where Relay's ingest CPU goes: one `relay serve`, its idle cost, then N 6 Mbps streams.
+
+    .venv/bin/python benchmarks/ingest_probe.py [--streams 4] [--seconds 20]
+        [--feeder ffmpeg|loadgen] [--media-seconds 20]
+
+Prints the relay's CPU-seconds per second while idle, then per stream-second (user and
+system apart, from /proc/PID/stat) while N publishers push the suite's 720p 6 Mbit/s clip
+(LL-HLS `low`, recording on). `--feeder ffmpeg` is the suite's publisher (`-re -c copy`:
+ffmpeg writes each RTMP chunk as it goes, so the relay wakes about 100 times a second per
+stream); `--feeder loadgen` sends the same media from `loadgen.py`, which writes what fell
+due every 50 ms to all connections at once (about 20 larger reads a second per stream, and
+one process instead of N). The difference between the two is the cost of the wake-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import loadgen, suite  # noqa: E402
+
+
+def user_system(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / suite.CLOCK_TICKS, int(fields[12]) / suite.CLOCK_TICKS
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--feeder", choices=("ffmpeg", "loadgen"), default="ffmpeg")
+    parser.add_argument("--media-seconds", type=int, default=20, help="length of the clip")
+    args = parser.parse_args()
+    media = suite.prepare_media(args.media_seconds)["6mbps"]
+    server = suite.RelayServer()
+    with tempfile.TemporaryDirectory(prefix="relay-probe-") as work:
+        server.start(Path(work))
+        try:
+            time.sleep(2)
+            before = sum(user_system(server.pid))
+            time.sleep(5)
+            print(f"idle: {(sum(user_system(server.pid)) - before) / 5:.4f} CPU-s per s")
+            measured: dict[str, float] = {}
+
+            def measure() -> None:
+                time.sleep(5)  # warm-up: the first segments, the playlists
+                user, system = user_system(server.pid)
+                began = time.monotonic()
+                time.sleep(args.seconds)
+                elapsed = time.monotonic() - began
+                now_user, now_system = user_system(server.pid)
+                measured["user"] = (now_user - user) / elapsed / args.streams
+                measured["system"] = (now_system - system) / elapsed / args.streams
+
+            if args.feeder == "ffmpeg":
+                with suite.publishers(server.publish_urls(args.streams), media):
+                    measure()
+            else:
+                host, port = server.rtmp_address()
+                keys = server.stream_keys(args.streams)
+                probe = threading.Thread(target=measure)
+                probe.start()
+                asyncio.run(loadgen.run(host, port, keys, loadgen.read_flv(media),
+                                        args.seconds + 6))
+                probe.join()
+        finally:
+            server.stop()
+    total = measured["user"] + measured["system"]
+    print(f"{args.streams} x 6 Mbps from {args.feeder}: {total:.5f} CPU-s per stream-s "
+          f"(user {measured['user']:.5f}, system {measured['system']:.5f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
