@@ -7,6 +7,9 @@ HLS packaging and playback counters; webhook counters join it as that part lands
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
@@ -26,6 +29,27 @@ _build = Info("relay_build", "Relay version")
 _build.info({"version": __version__})
 
 
+class GcTimer:
+    """The time the cyclic garbage collector takes (its pauses stall every session)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def install(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
 class IngestCollector(Collector):
     """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
 
@@ -36,10 +60,13 @@ class IngestCollector(Collector):
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.window_bytes = window_bytes
+        self.gc = GcTimer()
+        self.gc.install()
         REGISTRY.register(self)
 
     def unregister(self) -> None:
         REGISTRY.unregister(self)
+        self.gc.remove()
 
     def collect(self) -> Iterator[Metric]:
         rtmp, ingest = self.rtmp, self.registry.counters
@@ -100,6 +127,8 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_live_sessions", "live sessions (publishing or "
                                 "inside their reconnect window)",
                                 value=len(self.registry.sessions))
+        yield CounterMetricFamily("relay_gc_seconds", "time spent in Python's cyclic "
+                                  "garbage collector", value=self.gc.seconds)
         yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())

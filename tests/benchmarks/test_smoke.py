@@ -50,7 +50,7 @@ def test_ll_hls_latency_runs(tmp_path: Path) -> None:
 def test_ingest_probe_runs() -> None:
     out = run("benchmarks/ingest_probe.py", "--streams", "1", "--seconds", "1",
               "--feeder", "loadgen", "--media-seconds", "4")
-    assert "idle:" in out and "1 x 6 Mbps from loadgen:" in out
+    assert "idle:" in out and "1 x 6mbps from loadgen:" in out and "garbage collector" in out
 
 
 def test_suite_smoke_run(tmp_path: Path) -> None:

@@ -854,6 +854,7 @@ def window_bytes(relay: RelayProcess) -> float:
 
 def test_metrics_report_the_bytes_live_windows_hold(relay: RelayProcess) -> None:
     assert window_bytes(relay) == 0
+    assert "\nrelay_gc_seconds_total " in httpx.get(relay.urls["metrics"], timeout=10).text
     with pushing(relay, 5, latency_mode="low") as live:
         held = window_bytes(relay)
         assert held > 10_000, held  # at least the first segment (2 s) and the init
