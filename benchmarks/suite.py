@@ -407,8 +407,8 @@ def publishers(urls: list[str], media: Path) -> Iterator[list[subprocess.Popen[b
 # -- scenarios ----------------------------------------------------------------------------------
 
 
-def available_peers(log: Callable[[str], None]) -> list[Callable[[], Server]]:
-    peers: list[Callable[[], Server]] = [RelayServer]
+def available_peers(log: Callable[[str], None]) -> list[type[Server]]:
+    peers: list[type[Server]] = [RelayServer]
     for peer in (NginxServer, PyrtmpServer):
         why = peer.available()
         if why:
@@ -418,7 +418,7 @@ def available_peers(log: Callable[[str], None]) -> list[Callable[[], Server]]:
     return peers
 
 
-def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Server]],
+def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[type[Server]],
                 log: Callable[[str], None]) -> list[Row]:
     rows = []
     for count in profile.publishers:
@@ -508,7 +508,7 @@ async def _idle_rss(host: str, port: int, count: int, pid: int) -> int:
     return after
 
 
-def idle_memory(profile: Profile, work: Path, peers: list[Callable[[], Server]],
+def idle_memory(profile: Profile, work: Path, peers: list[type[Server]],
                 log: Callable[[str], None]) -> list[Row]:
     results: dict[str, float] = {}
     for make in peers:
@@ -605,7 +605,7 @@ def latency(profile: Profile, work: Path, log: Callable[[str], None]) -> list[Ro
     return rows
 
 
-def scale(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Server]],
+def scale(profile: Profile, media: Path, work: Path, peers: list[type[Server]],
           log: Callable[[str], None]) -> list[Row]:
     """The most 600 kbps publishers each server keeps real-time on one core (CPU 0), driven
     by the load generator on another (CPU 1)."""
@@ -616,7 +616,7 @@ def scale(profile: Profile, media: Path, work: Path, peers: list[Callable[[], Se
     for make in peers:
         if make is PyrtmpServer:
             continue  # far below the others; its cost is measured by the ingest rows
-        name = make().name
+        name = make.name
         best[name] = None
         for count in profile.scale_steps:
             server = make()

@@ -65,6 +65,7 @@ class ViewerStats:
     errors: int = 0
     bytes_in: int = 0
     first_error: str = ""
+    part_target: float = 0.0  # seconds, from the playlist's EXT-X-PART-INF
 
 
 @dataclass(slots=True)
@@ -171,7 +172,7 @@ class Connection:
 async def viewer(connection: Connection, playback_id: str, stats: ViewerStats,
                  stop: asyncio.Event, measure_from: float, began: float) -> None:
     playlist = f"/{playback_id}/rendition.m3u8"
-    parts, _ = listed_parts((await connection.get(playlist)).decode("ascii"))
+    parts, stats.part_target = listed_parts((await connection.get(playlist)).decode("ascii"))
     if not parts:
         raise ViewerError("the playlist lists no parts (is the stream latency_mode low?)")
     have = (parts[-1].msn, parts[-1].index)
@@ -306,10 +307,10 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
 
     tasks = [asyncio.create_task(watch(c)) for c in connections]
     await asyncio.sleep(warmup)
-    cpu, began = time.process_time(), time.monotonic()
+    cpu, window_began = time.process_time(), time.monotonic()
     requests, received = stats.requests, stats.bytes_in
     await asyncio.sleep(seconds)
-    elapsed = time.monotonic() - began
+    elapsed = time.monotonic() - window_began
     client_cpu = (time.process_time() - cpu) / elapsed
     requests, received = stats.requests - requests, stats.bytes_in - received
     stop.set()
@@ -319,12 +320,6 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
         await asyncio.gather(*tasks, return_exceptions=True)
     for connection in connections:
         connection.close()
-    part_target = 0.0
-    with contextlib.suppress(OSError, ViewerError, asyncio.IncompleteReadError):
-        probe = await Connection.open(host, port)
-        _, part_target = listed_parts(
-            (await probe.get(f"/{playback_id}/rendition.m3u8")).decode("ascii"))
-        probe.close()
     delays = sorted(stats.delays)
 
     def ms(value: float) -> float:
@@ -335,7 +330,7 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
         p50_ms=ms(statistics.median(delays)) if delays else None,
         p99_ms=ms(delays[min(len(delays) - 1, int(len(delays) * 0.99))]) if delays else None,
         max_ms=ms(delays[-1]) if delays else None,
-        part_target_ms=ms(part_target), requests_per_s=round(requests / elapsed, 1),
+        part_target_ms=ms(stats.part_target), requests_per_s=round(requests / elapsed, 1),
         mbit_per_s=round(received * 8 / elapsed / 1e6, 1), errors=stats.errors,
         first_error=stats.first_error, client_cpu=round(client_cpu, 2))
 

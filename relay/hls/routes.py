@@ -36,7 +36,7 @@ from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisf
 from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
-from relay.hls.playlist import GZIP_LEVEL, Availability, PlaylistRenderer, render_multivariant
+from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recording import RECORDING_PLAYLIST, listed_part, read_variant
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -130,28 +130,16 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return weights.get("*", 0.0) > 0
 
 
-def _playlist_response(request: Request, text: str, cache: str) -> Response:
-    body = text.encode("ascii")
+def _playlist_response(request: Request, body: bytes, cache: str,
+                       compressed: Callable[[], bytes] | None = None) -> Response:
+    """A playlist, gzipped when the client accepts it and it is long enough; `compressed`
+    gives the gzip form when the caller has it cached."""
     headers = {**CORS, "Cache-Control": cache, "Vary": "Accept-Encoding"}
-    if _gzip_wanted(request, body):
-        body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
+        body = (compressed() if compressed is not None
+                else gzip.compress(body, compresslevel=GZIP_LEVEL))
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
-
-
-def _live_playlist_response(request: Request, renderer: PlaylistRenderer, skip: bool) -> Response:
-    """A live media playlist, from the renderer's per-revision cache (text and gzip)."""
-    body = renderer.encoded(skip=skip)
-    headers = {**CORS, "Cache-Control": PLAYLIST_CACHE, "Vary": "Accept-Encoding"}
-    if _gzip_wanted(request, body):
-        body = renderer.encoded(skip=skip, gzipped=True)
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
-
-
-def _gzip_wanted(request: Request, body: bytes) -> bool:
-    return (len(body) >= GZIP_MIN_BYTES
-            and accepts_gzip(request.headers.get("accept-encoding", "")))
 
 
 def create_playback_app(directory: PlaybackDirectory,
@@ -184,7 +172,7 @@ def playback_routes(directory: PlaybackDirectory,
             return _not_found(counters)
         counters.playlist_requests += 1
         text = render_multivariant([dataclasses.replace(variant, path=f"{playback_id}/")])
-        return _playlist_response(request, text, cache)
+        return _playlist_response(request, text.encode("ascii"), cache)
 
     async def media(request: Request) -> Response:
         playback_id: str = request.path_params["playback_id"]
@@ -216,7 +204,9 @@ def playback_routes(directory: PlaybackDirectory,
                 return Response("the playlist did not reach the requested segment or part "
                                 "in time\n", status_code=503, media_type="text/plain",
                                 headers={**CORS, "Cache-Control": "no-store"})
-        return _live_playlist_response(request, renderer, decision.skip)
+        skip = decision.skip
+        return _playlist_response(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
+                                  lambda: renderer.encoded(skip=skip, gzipped=True))
 
     async def _live_resource(packager: LivePackager, name: str) -> Response:
         resource = parse_resource(name)
@@ -246,8 +236,9 @@ def playback_routes(directory: PlaybackDirectory,
             text = await asyncio.to_thread(
                 (recording / RECORDING_PLAYLIST).read_text, "ascii", "replace")
             if text.rstrip().endswith("#EXT-X-ENDLIST"):
-                return _playlist_response(request, text, VOD_PLAYLIST_CACHE)
-            return _playlist_response(request, listed_part(text), PLAYLIST_CACHE)
+                return _playlist_response(request, text.encode("ascii"), VOD_PLAYLIST_CACHE)
+            return _playlist_response(request, listed_part(text).encode("ascii"),
+                                      PLAYLIST_CACHE)
         if parse_resource(name) is None:
             return _not_found(counters)
         counters.media_requests += 1
