@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from relay.store import Store
@@ -34,6 +34,9 @@ class Refusal(StrEnum):
     DISABLED = "live stream is disabled"
     ALREADY_LIVE = "live stream already has a publisher"
     SHUTTING_DOWN = "server is shutting down"
+    # Too many slowed refusals of this address are waiting already: the adapter closes the
+    # connection without an answer (AuthThrottle.max_slowed_per_address).
+    THROTTLED = "too many refused publishes from this address at once"
 
 
 class PublishRefused(Exception):
@@ -73,6 +76,27 @@ def _key_digest(stream_key: str) -> bytes:
     return hashlib.sha256(stream_key.encode()).digest()
 
 
+# The API changes that take a stream key's right to publish away; one that lands while an
+# admission is looking the key up refuses that admission (with this refusal).
+_REVOKING = {
+    StreamChange.DISABLED: Refusal.DISABLED,
+    StreamChange.DELETED: Refusal.UNKNOWN_KEY,
+    StreamChange.KEY_RESET: Refusal.UNKNOWN_KEY,
+}
+
+
+@dataclass(slots=True, eq=False)  # hashed by identity: kept in a set while in flight
+class _AdmissionWatch:
+    """What the API revoked while one admission was waiting for the store."""
+
+    revoked: dict[str, Refusal] = field(default_factory=dict)  # stream id -> refusal
+
+    def check(self, stream_id: str) -> None:
+        refusal = self.revoked.get(stream_id)
+        if refusal is not None:
+            raise PublishRefused(refusal)
+
+
 class IngestRegistry:
     def __init__(
         self,
@@ -92,6 +116,9 @@ class IngestRegistry:
         # sha256(stream key) -> stream id. Looking keys up by their digest keeps the
         # comparison of the secret itself to one constant-time compare_digest.
         self._keys: dict[bytes, str] = {}
+        # One per admission in flight (so bounded by the connections): stream_changed tells
+        # each of them, since the stream an admission is for is known only after its lookup.
+        self._watches: set[_AdmissionWatch] = set()
         self._closing = False
         #: Called with every new session before its publisher starts it: the app attaches
         #: the session's consumers (the HLS packager) here.
@@ -100,27 +127,43 @@ class IngestRegistry:
     async def admit(self, stream_key: str, publisher: Publisher, address: str) -> LiveSession:
         """Let `publisher` publish on `stream_key`, or raise PublishRefused.
 
-        Failed attempts from one address are answered ever more slowly (AuthThrottle)."""
-        delay = self.throttle.delay(address, self._clock())
-        if delay > 0:
-            await asyncio.sleep(delay)
+        The key is looked up first: a correct key is never delayed. Unknown keys are
+        answered ever more slowly per address group (AuthThrottle); when that group has too
+        many slowed refusals waiting already, the refusal is Refusal.THROTTLED at once."""
+        watch = _AdmissionWatch()
+        self._watches.add(watch)
         try:
-            session = await self._admit(stream_key, publisher)
+            session = await self._admit(stream_key, publisher, watch)
         except PublishRefused as refused:
             self.counters.publishes_refused += 1
             if refused.refusal is Refusal.UNKNOWN_KEY:
-                self.throttle.record_failure(address, self._clock())
+                self._watches.discard(watch)
+                await self._slow_refusal(address)
             raise
-        self.throttle.record_success(address)
+        finally:
+            self._watches.discard(watch)
         self.counters.publishes_accepted += 1
         return session
 
-    async def _admit(self, stream_key: str, publisher: Publisher) -> LiveSession:
+    async def _slow_refusal(self, address: str) -> None:
+        delay = self.throttle.record_failure(address, self._clock())
+        if delay <= 0:
+            return
+        if not self.throttle.begin_slowed(address):
+            raise PublishRefused(Refusal.THROTTLED)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.throttle.end_slowed(address)
+
+    async def _admit(self, stream_key: str, publisher: Publisher,
+                     watch: _AdmissionWatch) -> LiveSession:
         if self._closing:
             raise PublishRefused(Refusal.SHUTTING_DOWN)
         stream = await self._lookup(stream_key)
         if stream is None:
             raise PublishRefused(Refusal.UNKNOWN_KEY)
+        watch.check(stream.id)
         if stream.status == "disabled":
             raise PublishRefused(Refusal.DISABLED)
         while (session := self.sessions.get(stream.id)) is not None:
@@ -132,6 +175,9 @@ class IngestRegistry:
                 return session
             # Its window just expired and it is still writing its end; start afresh after.
             await session.wait_finished()
+            watch.check(stream.id)
+        if self._closing:
+            raise PublishRefused(Refusal.SHUTTING_DOWN)
         session = LiveSession(stream, self.store, session_limit=self.session_limit,
                               on_ended=self._session_ended)
         self.sessions[stream.id] = session
@@ -163,6 +209,10 @@ class IngestRegistry:
         """Apply an API change to the stream's live session, if it has one."""
         if change is not StreamChange.UPDATED:
             self._forget_keys_of(stream_id)
+        revoked = _REVOKING.get(change)
+        if revoked is not None:
+            for watch in self._watches:
+                watch.revoked[stream_id] = revoked
         session = self.sessions.get(stream_id)
         if session is None:
             return

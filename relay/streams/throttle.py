@@ -1,16 +1,48 @@
-"""Slow down addresses that keep presenting bad stream keys.
+"""Slow down the refusals of addresses that keep presenting bad stream keys.
 
 Guessing a 128-bit key is hopeless, but a misconfigured encoder in a reconnect loop (or a
-scanner) should not cost a store lookup every few milliseconds. After `free_failures` failed
-attempts inside `window` seconds, every further attempt from that address waits
-`base_delay * 2**(n - free_failures)` seconds, capped at `max_delay`, before its answer.
+scanner) should not get its answers as fast as it can ask. The throttle only ever slows a
+*refusal*: the registry looks the key up first, and a correct key is admitted at once whatever
+its address did before. That matters behind NAT or a proxy, where one address is many
+encoders: a neighbour's wrong keys must not delay an honest encoder past the pre-publish
+deadline.
+
+After `free_failures` failed attempts inside `window` seconds, the answer to each further
+failed attempt from that address group waits `base_delay * 2**(n - 1)` seconds (n counting
+the failures beyond the free ones), capped at `max_delay`. At most `max_slowed_per_address`
+slowed refusals of one group wait at once; beyond that a refusal is not answered at all (the
+caller closes the connection), so a guesser cannot park connections in the throttle.
+
+Addresses are grouped by `address_group`: an IPv6 client usually holds a whole /64 and can
+rotate through it, so IPv6 is counted per /64; an IPv4-mapped IPv6 address is its IPv4 address.
 Pure: the caller passes `now`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+
+#: IPv6 addresses are counted per network of this prefix length (one subscriber's usual share).
+IPV6_GROUP_PREFIX = 64
+
+
+def address_group(address: str) -> str:
+    """The unit per-address limits count in: an IPv4 address, or an IPv6 /64.
+
+    `address` is a socket's host string; anything that does not parse (a Unix socket, "?")
+    is its own group, so it is still counted, never merged with others."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone index
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(ip), IPV6_GROUP_PREFIX), strict=False)
+        return str(network)
+    return str(ip)
 
 
 @dataclass(slots=True)
@@ -19,35 +51,62 @@ class AuthThrottle:
     window: float = 60.0
     base_delay: float = 0.5
     max_delay: float = 30.0
+    max_slowed_per_address: int = 4  # slowed refusals of one group waiting at once
     max_addresses: int = 10_000  # bound on memory: the least recently failing are forgotten
     failures_total: int = 0
+    slowed_total: int = 0  # refusals answered after a delay
+    dropped_total: int = 0  # refusals not answered: the group had too many waiting
     _failures: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+    _slowed: dict[str, int] = field(default_factory=dict)
 
-    def record_failure(self, address: str, now: float) -> None:
+    def record_failure(self, address: str, now: float) -> float:
+        """Note a failed attempt; return how long its refusal should wait (0: answer now)."""
         self.failures_total += 1
-        times = self._failures.pop(address, None)
+        group = address_group(address)
+        times = self._failures.pop(group, None)
         if times is None:
             times = deque(maxlen=64)
-        times.append(now)
-        self._failures[address] = times
-        while len(self._failures) > self.max_addresses:
-            self._failures.popitem(last=False)
-
-    def record_success(self, address: str) -> None:
-        self._failures.pop(address, None)
-
-    def delay(self, address: str, now: float) -> float:
-        """Seconds to wait before answering this address's next attempt."""
-        times = self._failures.get(address)
-        if not times:
-            return 0.0
         while times and now - times[0] > self.window:
             times.popleft()
+        times.append(now)
+        self._failures[group] = times
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
         excess = len(times) - self.free_failures
-        if excess < 0:
+        if excess <= 0:
             return 0.0
-        return min(self.max_delay, self.base_delay * 2.0 ** excess)
+        return min(self.max_delay, self.base_delay * 2.0 ** (excess - 1))
+
+    def begin_slowed(self, address: str) -> bool:
+        """Reserve one of the group's waiting refusals; False when all are taken (then the
+        refusal is not answered). Every True is paired with one `end_slowed`."""
+        group = address_group(address)
+        waiting = self._slowed.get(group, 0)
+        if waiting >= self.max_slowed_per_address:
+            self.dropped_total += 1
+            return False
+        self._slowed[group] = waiting + 1
+        self.slowed_total += 1
+        return True
+
+    def end_slowed(self, address: str) -> None:
+        group = address_group(address)
+        waiting = self._slowed.get(group, 0) - 1
+        if waiting > 0:
+            self._slowed[group] = waiting
+        else:
+            self._slowed.pop(group, None)
+
+    def failures(self, address: str, now: float) -> int:
+        """Failed attempts of the address's group inside the window."""
+        times = self._failures.get(address_group(address))
+        return sum(1 for t in times if now - t <= self.window) if times else 0
 
     @property
     def tracked_addresses(self) -> int:
         return len(self._failures)
+
+    @property
+    def slowed_now(self) -> int:
+        """Refusals waiting at this moment, all groups together."""
+        return sum(self._slowed.values())

@@ -5,6 +5,7 @@ connection (the RTMP end-to-end tests drive the same code with ffmpeg)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -127,16 +128,90 @@ async def test_refusals(store: Store) -> None:
     await registry.close()
 
 
-async def test_bad_keys_are_slowed_down(store: Store) -> None:
-    registry = IngestRegistry(store, throttle=AuthThrottle(free_failures=1, base_delay=0.2))
-    loop = asyncio.get_running_loop()
-    times = []
-    for _ in range(3):
-        started = loop.time()
-        with pytest.raises(PublishRefused):
-            await registry.admit("wrong", FakePublisher(), "10.0.0.7")
-        times.append(loop.time() - started)
-    assert times[0] < 0.15 and times[1] >= 0.2 and times[2] >= 0.4
+async def until(predicate: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached")
+
+
+async def test_only_refusals_are_slowed_and_a_correct_key_never_waits(store: Store) -> None:
+    """Behind NAT one address is many encoders: a neighbour's wrong keys slow the wrong
+    keys' answers (beyond a cap: no answer at all), never an honest encoder's admission."""
+    stream = await new_stream(store)
+    # An hour's delay: a slowed answer never comes while the test runs.
+    throttle = AuthThrottle(free_failures=1, base_delay=3600, max_slowed_per_address=2)
+    registry = IngestRegistry(store, throttle=throttle)
+    async with asyncio.timeout(10):
+        with pytest.raises(PublishRefused):  # a free failure: answered at once
+            await registry.admit("wrong", FakePublisher(), "2001:db8::1")
+    slowed = [asyncio.create_task(registry.admit("wrong", FakePublisher(), f"2001:db8::{n}"))
+              for n in (2, 3)]
+    await until(lambda: throttle.slowed_now == 2)
+    async with asyncio.timeout(10):
+        # Two are waiting for this /64 already: the next wrong key is not answered at all.
+        with pytest.raises(PublishRefused) as refused:
+            await registry.admit("wrong", FakePublisher(), "2001:db8::4")
+        assert refused.value.refusal is Refusal.THROTTLED
+        # And a correct key from that same /64 is admitted at once.
+        session = await registry.admit(stream.stream_key, FakePublisher(), "2001:db8::5")
+    assert session.stream_id == stream.id
+    assert not any(task.done() for task in slowed)
+    assert throttle.failures_total == 4 and throttle.dropped_total == 1
+    for task in slowed:
+        task.cancel()
+    await asyncio.gather(*slowed, return_exceptions=True)
+    assert throttle.slowed_now == 0
+    await registry.close()
+
+
+class HeldStore:
+    """The real store, but a stream-key lookup waits until the test releases it: an
+    admission in flight, for as long as the test needs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.looking_up = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def get_live_stream_by_key(self, stream_key: str) -> LiveStream | None:
+        found = await self._store.get_live_stream_by_key(stream_key)
+        self.looking_up.set()
+        await self.release.wait()
+        return found
+
+
+@pytest.mark.parametrize(("change", "refusal"), [
+    (StreamChange.KEY_RESET, Refusal.UNKNOWN_KEY),
+    (StreamChange.DISABLED, Refusal.DISABLED),
+    (StreamChange.DELETED, Refusal.UNKNOWN_KEY),
+    (StreamChange.UPDATED, None),
+])
+async def test_a_change_during_the_lookup_decides_the_admission(
+        store: Store, change: StreamChange, refusal: Refusal | None) -> None:
+    stream = await new_stream(store)
+    held = HeldStore(store)
+    registry = IngestRegistry(held)  # type: ignore[arg-type]
+    admission = asyncio.create_task(registry.admit(stream.stream_key, FakePublisher(),
+                                                   "10.0.0.3"))
+    async with asyncio.timeout(10):
+        await held.looking_up.wait()
+    # The lookup has read the stream as it was; the application changes it now.
+    registry.stream_changed(stream.id, change)
+    held.release.set()
+    async with asyncio.timeout(10):
+        if refusal is None:
+            assert (await admission).stream_id == stream.id
+        else:
+            with pytest.raises(PublishRefused) as refused:
+                await admission
+            assert refused.value.refusal is refusal
+            assert not registry.sessions
+    await registry.close()
 
 
 @pytest.mark.parametrize("change", [StreamChange.DISABLED, StreamChange.COMPLETED,

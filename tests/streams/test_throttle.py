@@ -1,32 +1,70 @@
-"""Failed publishes from one address are answered ever more slowly, within bounds."""
+"""Refusals of bad stream keys are answered ever more slowly per address group, within bounds.
+Pure: every call gets its `now`."""
 
 from __future__ import annotations
 
-from relay.streams.throttle import AuthThrottle
+import pytest
+
+from relay.streams.throttle import AuthThrottle, address_group
 
 
-def test_backoff_grows_then_caps_and_expires() -> None:
+@pytest.mark.parametrize(("address", "group"), [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),  # a dual-stack socket's IPv4 peer
+    ("fe80::1%eth0", "fe80::/64"),  # zone index dropped
+    ("?", "?"),  # no address: its own group, still counted
+])
+def test_address_groups(address: str, group: str) -> None:
+    assert address_group(address) == group
+
+
+def test_refusals_wait_longer_then_cap_and_expire() -> None:
     throttle = AuthThrottle(free_failures=3, window=60, base_delay=0.5, max_delay=4)
-    for n in range(3):
-        throttle.record_failure("10.0.0.1", now=n)
-    assert throttle.delay("10.0.0.1", now=3) == 0.5
-    throttle.record_failure("10.0.0.1", now=4)
-    assert throttle.delay("10.0.0.1", now=4) == 1.0
-    for n in range(10):
-        throttle.record_failure("10.0.0.1", now=5 + n)
-    assert throttle.delay("10.0.0.1", now=15) == 4
-    assert throttle.delay("10.0.0.2", now=15) == 0
+    assert [throttle.record_failure("10.0.0.1", now=n) for n in range(3)] == [0, 0, 0]
+    assert throttle.record_failure("10.0.0.1", now=3) == 0.5
+    assert throttle.record_failure("10.0.0.1", now=4) == 1.0
+    assert throttle.record_failure("10.0.0.1", now=5) == 2.0
+    assert [throttle.record_failure("10.0.0.1", now=6 + n) for n in range(5)][-1] == 4
+    assert throttle.record_failure("10.0.0.2", now=11) == 0  # another address
     # Failures older than the window no longer count.
-    assert throttle.delay("10.0.0.1", now=200) == 0
-    assert throttle.failures_total == 14
+    assert throttle.failures("10.0.0.1", now=200) == 0
+    assert throttle.record_failure("10.0.0.1", now=200) == 0
+    assert throttle.failures_total == 13
 
 
-def test_success_forgets_and_memory_is_bounded() -> None:
+def test_rotating_ipv6_addresses_in_one_64_count_together() -> None:
+    throttle = AuthThrottle(free_failures=2, base_delay=1, max_delay=100)
+    delays = [throttle.record_failure(f"2001:db8:0:7::{n:x}", now=n) for n in range(5)]
+    assert delays == [0, 0, 1, 2, 4]
+    assert throttle.record_failure("2001:db8:0:8::1", now=5) == 0  # the next /64
+    assert throttle.failures("::ffff:10.1.1.1", now=5) == 0
+    throttle.record_failure("10.1.1.1", now=5)
+    assert throttle.failures("::ffff:10.1.1.1", now=5) == 1  # mapped IPv4 is IPv4
+
+
+def test_waiting_refusals_per_group_are_capped() -> None:
+    throttle = AuthThrottle(max_slowed_per_address=2)
+    assert throttle.begin_slowed("2001:db8::1")
+    assert throttle.begin_slowed("2001:db8::2")
+    assert not throttle.begin_slowed("2001:db8::3")  # the same /64: its two are waiting
+    assert throttle.begin_slowed("10.0.0.1")  # other groups are not affected
+    assert throttle.slowed_now == 3 and throttle.slowed_total == 3
+    assert throttle.dropped_total == 1
+    throttle.end_slowed("2001:db8::1")
+    assert throttle.begin_slowed("2001:db8::3")
+    for address in ("2001:db8::2", "2001:db8::3", "10.0.0.1"):
+        throttle.end_slowed(address)
+    assert throttle.slowed_now == 0
+
+
+def test_memory_is_bounded() -> None:
     throttle = AuthThrottle(free_failures=0, max_addresses=100)
-    throttle.record_failure("a", now=0)
-    assert throttle.delay("a", now=0) > 0
-    throttle.record_success("a")
-    assert throttle.delay("a", now=0) == 0
     for n in range(1000):
         throttle.record_failure(f"10.0.{n // 256}.{n % 256}", now=n)
     assert throttle.tracked_addresses == 100
+    # The least recently failing are the ones forgotten.
+    assert throttle.failures("10.0.0.0", now=1000) == 0
+    assert throttle.failures("10.0.3.231", now=1000) == 1
