@@ -216,7 +216,10 @@ class RelayServer(Server):
 
     def start(self, work: Path) -> None:
         self.process = RelayProcess(work / "relay-data", token=TOKEN,
-                                    extra_args=["--rtmp-max-connections", "100000"]).start()
+                                    extra_args=["--rtmp-max-connections", "100000",
+                                                # every publisher is on 127.0.0.1
+                                                "--rtmp-max-connections-per-ip", "100000",
+                                                ]).start()
         self.streams = []
 
     @property

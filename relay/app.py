@@ -32,7 +32,8 @@ from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.metrics import IngestCollector, create_metrics_app
-from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
+from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
+from relay.rtmp.slots import ConnectionSlots
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import JSONDict, RecordedMedia
@@ -143,12 +144,18 @@ class RelayServer:
                     session, asset_files, part_target=s.part_target,
                     counters=self.hls_counters))
             limits = RtmpLimits(max_connections=s.rtmp_max_connections,
+                                max_connections_per_ip=s.rtmp_max_connections_per_ip,
                                 idle_timeout=s.rtmp_idle_timeout,
-                                max_message_size=s.rtmp_max_message_size)
+                                max_message_size=s.rtmp_max_message_size,
+                                log_interval=s.log_repeat_interval)
+            # One slot table for RTMP and RTMPS: the caps are per process, not per port.
+            slots: ConnectionSlots[RtmpConnection] = ConnectionSlots(
+                limits.max_connections, limits.max_connections_per_ip)
             for listener in self.listeners[2:]:
                 server = RtmpServer(self.registry, limits=limits, counters=self.rtmp_counters,
                                     scheme="rtmps" if listener.name == "rtmps" else "rtmp",
-                                    ssl_context=tls if listener.name == "rtmps" else None)
+                                    ssl_context=tls if listener.name == "rtmps" else None,
+                                    slots=slots)
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,

@@ -111,13 +111,22 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "PEM certificate chain for RTMPS (with --tls-key)", "FILE"),
     Option("tls-key", parse_file, None, "PEM private key for RTMPS (with --tls-cert)", "FILE"),
     Option("rtmp-max-connections", parse_int_range(1, 1_000_000), 1000,
-           "most RTMP(S) connections open at once; more are closed on accept", "N"),
+           "most RTMP(S) connections open at once; when all are taken, a newcomer takes the "
+           "slot of the oldest not-yet-publishing connection of the address holding the most "
+           "(if it holds more than the newcomer's), else it is closed on accept", "N"),
+    Option("rtmp-max-connections-per-ip", parse_int_range(1, 1_000_000), 20,
+           "most RTMP(S) connections from one address (IPv6: one /64; counted from accept, "
+           "TLS handshakes included); more are closed on accept", "N"),
     Option("rtmp-idle-timeout", parse_seconds(1, 3600), 30.0,
            "close a publishing connection that sends nothing for this many seconds", "SECONDS"),
     Option("rtmp-max-message-size", parse_int_range(64 * 1024, 256 * 1024 * 1024),
            8 * 1024 * 1024,
            "largest RTMP message (one video frame) accepted, in bytes; larger closes the "
            "connection", "BYTES"),
+    Option("log-repeat-interval", parse_seconds(0.1, 3600), 10.0,
+           "lines about what peers do (refused connections, timeouts, protocol errors, "
+           "refused publishes) are written at most once per cause per this many seconds, "
+           "with a count of those held back", "SECONDS"),
     Option("part-target", parse_seconds(0.1, 1.0), 0.3,
            "LL-HLS PART-TARGET in seconds for streams with latency_mode low", "SECONDS"),
     Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
@@ -157,10 +166,12 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     rtmp_max_connections: int = 1000
+    rtmp_max_connections_per_ip: int = 20
     rtmp_idle_timeout: float = 30.0
     rtmp_max_message_size: int = 8 * 1024 * 1024
     max_session_duration: float = 43_200.0
     part_target: float = 0.3
+    log_repeat_interval: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
     seed_token: SeedToken | None = None

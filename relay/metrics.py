@@ -75,8 +75,18 @@ class IngestCollector(Collector):
         counters: tuple[tuple[str, str, int], ...] = (
             ("relay_rtmp_connections", "RTMP(S) connections accepted",
              rtmp.connections_total),
-            ("relay_rtmp_connections_refused", "connections closed on accept: over the limit",
+            ("relay_rtmp_connections_refused", "connections closed on accept: every slot "
+             "taken (--rtmp-max-connections) and none could be evicted",
              rtmp.connections_refused),
+            ("relay_rtmp_connections_refused_per_ip", "connections closed on accept: their "
+             "address (IPv6: /64) held --rtmp-max-connections-per-ip already",
+             rtmp.connections_refused_per_ip),
+            ("relay_rtmp_connections_evicted", "connections not yet publishing closed to "
+             "give their slot to an address holding fewer", rtmp.connections_evicted),
+            ("relay_rtmp_tls_handshake_failures", "RTMPS connections whose TLS handshake "
+             "failed or took too long", rtmp.tls_handshake_failures),
+            ("relay_rtmp_log_lines_suppressed", "log lines about peers held back by the "
+             "per-cause limit (--log-repeat-interval)", rtmp.log_lines_suppressed),
             ("relay_rtmp_protocol_errors", "connections closed for breaking the protocol",
              rtmp.protocol_errors),
             ("relay_rtmp_handshake_timeouts", "connections closed for not publishing in time",
@@ -94,6 +104,11 @@ class IngestCollector(Collector):
              ingest.publishes_refused),
             ("relay_ingest_auth_failures", "publishes with an unknown stream key",
              self.registry.throttle.failures_total),
+            ("relay_ingest_slowed_refusals", "unknown-key refusals answered after a delay",
+             self.registry.throttle.slowed_total),
+            ("relay_ingest_unanswered_refusals", "unknown-key refusals closed without an "
+             "answer: their address had too many slowed refusals waiting",
+             self.registry.throttle.dropped_total),
             ("relay_ingest_reconnects", "publishers that resumed a session in its window",
              ingest.reconnects),
         )

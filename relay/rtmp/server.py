@@ -5,11 +5,23 @@ Each connection feeds the socket's bytes straight into the session's buffers
 sent. Admission (a store lookup) is the only thing it waits for; while it waits, reading
 pauses, so a publisher cannot pile up data ahead of its answer. One connection's failure is
 logged with its reason and closes that connection only.
+
+Connections are counted from accept (`ConnectionSlots`, shared by the RTMP and RTMPS
+listeners). asyncio's TLS server meets its protocol only after the handshake, and
+`loop.start_tls` cannot take a plain connection over in time (uvloop starts reading when
+`connection_made` returns, so the ClientHello would reach the RTMP session): the RTMPS
+listener accepts sockets itself, gives each its slot and deadline, and only then hands it to
+`loop.connect_accepted_socket` for the TLS handshake. Connections that never finish their
+handshake are counted and capped like any other.
+
+Lines about what peers do (refusals, timeouts, protocol errors) go through one `LogLimiter`
+per listener: one line per cause per interval, with a count of those held back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -17,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from relay._native.rtmp_chunk import ChunkError
+from relay.logs import LogLimiter, peer_text
 from relay.media.flv import (
     AudioTagUnit,
     FlvError,
@@ -37,10 +50,14 @@ from relay.rtmp.session import (
     RemoteProtocolError,
     ServerSession,
 )
+from relay.rtmp.slots import ConnectionSlots, SlotAdmission, SlotDecision
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry, PublishRefused, Refusal
 
 log = logging.getLogger("relay.rtmp")
+
+#: After a failed accept (out of file descriptors), wait this long before the next one.
+ACCEPT_RETRY_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +65,12 @@ class RtmpLimits:
     """Bounds on what one peer may cost (STYLE.md habit 5); all configurable."""
 
     max_connections: int = 1000
+    max_connections_per_ip: int = 20  # per address group: an IPv4 address or an IPv6 /64
     handshake_timeout: float = 10.0  # from accept until a publish is accepted
     idle_timeout: float = 30.0  # no bytes from the encoder for this long -> close
     max_message_size: int = 8 * 1024 * 1024
     max_buffered: int = 16 * 1024 * 1024
+    log_interval: float = 10.0  # at most one line per cause per interval (LogLimiter)
 
 
 @dataclass(slots=True)
@@ -60,7 +79,11 @@ class RtmpCounters:
 
     connections_open: int = 0
     connections_total: int = 0
-    connections_refused: int = 0  # over max_connections
+    connections_refused: int = 0  # over max_connections, and no slot could be evicted
+    connections_refused_per_ip: int = 0  # over max_connections_per_ip
+    connections_evicted: int = 0  # not yet publishing, closed to make room for a newcomer
+    tls_handshake_failures: int = 0  # RTMPS connections whose TLS handshake failed or expired
+    log_lines_suppressed: int = 0  # lines held back by the per-cause log limiter
     protocol_errors: int = 0
     handshake_timeouts: int = 0
     idle_timeouts: int = 0
@@ -80,29 +103,69 @@ class RtmpServer:
         counters: RtmpCounters,
         scheme: Literal["rtmp", "rtmps"] = "rtmp",
         ssl_context: ssl.SSLContext | None = None,
+        slots: ConnectionSlots[RtmpConnection] | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits
         self.counters = counters
         self.scheme = scheme
         self.ssl_context = ssl_context
+        #: Shared by every listener of the process (app.py passes one), so the caps are
+        #: per process, not per port.
+        self.slots: ConnectionSlots[RtmpConnection] = (
+            slots if slots is not None
+            else ConnectionSlots(limits.max_connections, limits.max_connections_per_ip))
         self.connections: set[RtmpConnection] = set()
+        self.log_limiter = LogLimiter(log, interval=limits.log_interval)
         self._server: asyncio.Server | None = None
+        self._listening: socket.socket | None = None  # RTMPS: accepted by _accept_tls
+        self._acceptor: asyncio.Task[None] | None = None
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: RtmpConnection(self), sock=sock, ssl=self.ssl_context,
-            ssl_handshake_timeout=self.limits.handshake_timeout if self.ssl_context else None)
+        if self.ssl_context is None:
+            self._server = await loop.create_server(lambda: RtmpConnection(self), sock=sock)
+            return
+        sock.setblocking(False)
+        self._listening = sock
+        self._acceptor = loop.create_task(self._accept_tls(sock, self.ssl_context),
+                                          name=f"relay-{self.scheme}-accept")
+
+    async def _accept_tls(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, peer = await loop.sock_accept(sock)
+            except OSError as exc:
+                # Out of file descriptors (EMFILE), or the peer reset before the accept:
+                # not this listener's end. Pause a little so EMFILE does not spin.
+                self.note(logging.ERROR, "rtmp-accept-failed", "%s: accept failed: %s",
+                          self.scheme, exc)
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            RtmpConnection(self).accepted(client, peer, context)
+
+    def note(self, level: int, cause: str, msg: str, *args: object) -> None:
+        """Log a line about what a peer did, at most once per `cause` per log interval."""
+        if not self.log_limiter.log(level, cause, msg, *args):
+            self.counters.log_lines_suppressed += 1
 
     @property
     def serving(self) -> bool:
+        if self._acceptor is not None:
+            return not self._acceptor.done()
         return self._server is not None and self._server.is_serving()
 
     async def close(self) -> None:
         """Stop accepting and close every connection, telling publishers why."""
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acceptor
+        if self._listening is not None:
+            self._listening.close()
         for connection in list(self.connections):
             connection.close("the server is shutting down")
         if self._server is not None:
@@ -128,6 +191,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._last_input = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._admission: asyncio.Task[None] | None = None
+        self._tls: asyncio.Task[None] | None = None  # the RTMPS handshake, while it runs
+        self._socket: socket.socket | None = None  # RTMPS: accepted, not yet given to TLS
+        self._counted = False  # holds a slot (taken at accept)
         self._waiting = False  # paused until the publish is answered
         self._closed = False
         self._close_reason = "connection closed by the encoder"
@@ -141,23 +207,70 @@ class RtmpConnection(asyncio.BufferedProtocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        peer = transport.get_extra_info("peername")
+        if self._counted:  # RTMPS: its slot and deadline date from the accept, before TLS
+            return
+        self._take_slot(transport.get_extra_info("peername"))
+        if self._closed:
+            transport.abort()
+
+    def accepted(self, client: socket.socket, peer: object, context: ssl.SSLContext) -> None:
+        """An RTMPS socket just accepted: take its slot, then start its TLS handshake."""
+        self._take_slot(peer)
+        if self._closed:
+            client.close()
+            return
+        self._socket = client
+        self._tls = self._loop.create_task(self._start_tls(context))
+
+    def _take_slot(self, peer: object) -> None:
         if isinstance(peer, tuple):
             self.address = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
-        counters = self.counters
+        server, counters = self.server, self.counters
         counters.connections_total += 1
-        if len(self.server.connections) >= self.limits.max_connections:
-            counters.connections_refused += 1
-            log.warning("rtmp %s: refused: %d connections open (--rtmp-max-connections)",
-                        self.peer, len(self.server.connections))
-            self._closed = True
-            transport.abort()
+        slot = server.slots.admit(self, self.address)
+        if slot.decision is not SlotDecision.ADMITTED:
+            self._refuse(slot)
             return
-        self.server.connections.add(self)
+        self._counted = True
+        if slot.evicted is not None:
+            slot.evicted._evict(self.peer)
+        server.connections.add(self)
         counters.connections_open += 1
         self._timer = self._loop.call_later(self.limits.handshake_timeout,
                                             self._handshake_deadline)
+
+    def _refuse(self, slot: SlotAdmission[RtmpConnection]) -> None:
+        if slot.decision is SlotDecision.REFUSED_PER_ADDRESS:
+            self.counters.connections_refused_per_ip += 1
+            self.server.note(logging.WARNING, "rtmp-refused-per-ip",
+                             "rtmp %s: refused: %s holds %d connections already "
+                             "(--rtmp-max-connections-per-ip)", self.peer, slot.group, slot.held)
+        else:
+            self.counters.connections_refused += 1
+            self.server.note(logging.WARNING, "rtmp-refused-full",
+                             "rtmp %s: refused: all %d connections are taken by publishers or "
+                             "by addresses holding no more than this one "
+                             "(--rtmp-max-connections)", self.peer, self.server.slots.total)
+        self._closed = True
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        client, self._socket = self._socket, None  # the transport owns it from here on
+        assert client is not None
+        try:
+            await self._loop.connect_accepted_socket(
+                lambda: self, client, ssl=context,
+                ssl_handshake_timeout=self.limits.handshake_timeout)
+        except Exception as exc:  # a failed or expired handshake: ssl, OS or timeout error
+            self._tls = None
+            if not self._closed:
+                self.counters.tls_handshake_failures += 1
+                self._close_reason = f"TLS handshake failed: {peer_text(str(exc))}"
+                self.server.note(logging.INFO, "rtmp-tls-failed", "rtmp %s: closing: %s",
+                                 self.peer, self._close_reason)
+                self._abort()
+            return
+        self._tls = None  # connection_made has run: the RTMP session takes over
 
     def get_buffer(self, sizehint: int) -> memoryview:
         try:
@@ -218,7 +331,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._shutdown()
             elif isinstance(event, Closing):
                 self._close_reason = event.reason
-                log.info("rtmp %s: closing: %s", self.peer, event.reason)
+                self.server.note(logging.INFO, "rtmp-closing", "rtmp %s: closing: %s",
+                                 self.peer, peer_text(event.reason))
                 self._flush()
                 self._shutdown()
         self._flush()
@@ -228,19 +342,30 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self.live = await self.server.registry.admit(request.stream_key, self,
                                                          self.address)
         except PublishRefused as refused:
+            refusal = refused.refusal
+            self.server.note(logging.WARNING, f"rtmp-publish-refused-{refusal.name}",
+                             "rtmp %s: publish refused: %s", self.peer, refusal.value)
+            if refusal is Refusal.THROTTLED:
+                # Its address has enough slowed refusals waiting: no answer, just close.
+                self._close_reason = f"publish refused: {refusal.value}"
+                self._abort()
+                return
             code = ("NetStream.Publish.BadName"
-                    if refused.refusal is not Refusal.SHUTTING_DOWN
+                    if refusal is not Refusal.SHUTTING_DOWN
                     else "NetStream.Publish.Denied")
-            log.warning("rtmp %s: publish refused: %s", self.peer, refused.refusal.value)
-            self.session.refuse_publish(refused.refusal.value, code)
+            self.session.refuse_publish(refusal.value, code)
         except Exception as exc:
-            log.exception("rtmp %s: admission failed", self.peer)
+            log.debug("rtmp %s: admission failed", self.peer, exc_info=True)
+            self.server.note(logging.ERROR, "rtmp-admission-failed",
+                             "rtmp %s: admission failed: %s: %s (traceback at log level debug)",
+                             self.peer, type(exc).__name__, peer_text(str(exc)))
             self.session.refuse_publish(f"server error: {type(exc).__name__}",
                                         "NetStream.Publish.Failed")
         else:
             if self._closed:  # the encoder left while we looked its key up
                 self.live.detach(self, self._close_reason)
                 return
+            self.server.slots.settle(self)  # publishing: its slot can no longer be evicted
             self.session.accept_publish()
             self._switch_to_idle_timer()
         if self._closed:
@@ -281,10 +406,16 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._timer = None
         if self._closed or self.live is not None:
             return
-        self.counters.handshake_timeouts += 1
+        if self._tls is not None:  # the TLS handshake has the same deadline
+            self.counters.tls_handshake_failures += 1
+            state = "TLS handshake"
+        else:
+            self.counters.handshake_timeouts += 1
+            state = str(self.session.state)
         self._close_reason = (f"no publish within {self.limits.handshake_timeout:g}s "
-                              f"of connecting (state {self.session.state})")
-        log.warning("rtmp %s: closing: %s", self.peer, self._close_reason)
+                              f"of connecting (state {state})")
+        self.server.note(logging.WARNING, "rtmp-handshake-timeout", "rtmp %s: closing: %s",
+                         self.peer, self._close_reason)
         self._abort()
 
     def _switch_to_idle_timer(self) -> None:
@@ -300,7 +431,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if idle >= self.limits.idle_timeout:
             self.counters.idle_timeouts += 1
             self._close_reason = f"no data for {idle:.0f}s (--rtmp-idle-timeout)"
-            log.warning("rtmp %s: closing: %s", self.peer, self._close_reason)
+            self.server.note(logging.WARNING, "rtmp-idle-timeout", "rtmp %s: closing: %s",
+                             self.peer, self._close_reason)
             self._abort()
             return
         self._timer = self._loop.call_later(self.limits.idle_timeout - idle, self._idle_check)
@@ -312,6 +444,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self._closed:
             return
         self._close_reason = reason
+        if self._tls is not None:  # still in its TLS handshake: nothing to say in RTMP
+            self._abort()
+            return
         log.info("rtmp %s: closing: %s", self.peer, reason)
         self.session.end_publish(reason)
         self._flush()
@@ -319,8 +454,18 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _protocol_error(self, reason: str) -> None:
         self.counters.protocol_errors += 1
-        self._close_reason = f"protocol error: {reason}"
-        log.warning("rtmp %s: closing: protocol error: %s", self.peer, reason)
+        self._close_reason = f"protocol error: {peer_text(reason)}"
+        self.server.note(logging.WARNING, "rtmp-protocol-error", "rtmp %s: closing: %s",
+                         self.peer, self._close_reason)
+        self._abort()
+
+    def _evict(self, newcomer: str) -> None:
+        """Give this not-yet-publishing connection's slot (already released) to `newcomer`."""
+        self.counters.connections_evicted += 1
+        self._close_reason = (f"evicted for {newcomer}: every connection slot was taken "
+                              f"(--rtmp-max-connections) and this address held the most")
+        self.server.note(logging.WARNING, "rtmp-evicted", "rtmp %s: closing: %s", self.peer,
+                         self._close_reason)
         self._abort()
 
     def _flush(self) -> None:
@@ -346,6 +491,13 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._tls is not None:  # its TLS handshake: cancelling it closes the socket
+            self._tls.cancel()
+            self._tls = None
+        if self._socket is not None:  # accepted, and its handshake never started
+            self._socket.close()
+            self._socket = None
+        self.server.slots.release(self)
         if self in self.server.connections:
             self.server.connections.discard(self)
             self.counters.connections_open -= 1

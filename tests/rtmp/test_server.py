@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +22,7 @@ from relay.rtmp.messages import MessageType
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import NewLiveStream, Store
 from relay.streams.registry import IngestRegistry
+from relay.streams.throttle import AuthThrottle
 
 pytestmark = pytest.mark.anyio
 
@@ -29,11 +33,14 @@ KEYFRAME = b"\x17\x01\x00\x00\x00" + b"\x00\x00\x00\x05\x65\x88\x84\x00\x10"
 
 
 class Harness:
-    def __init__(self, store: Store, limits: RtmpLimits) -> None:
+    def __init__(self, store: Store, limits: RtmpLimits, *,
+                 throttle: AuthThrottle | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.store = store
-        self.registry = IngestRegistry(store)
+        self.registry = IngestRegistry(store, throttle=throttle)
         self.counters = RtmpCounters()
-        self.server = RtmpServer(self.registry, limits=limits, counters=self.counters)
+        self.server = RtmpServer(self.registry, limits=limits, counters=self.counters,
+                                 scheme="rtmps" if tls else "rtmp", ssl_context=tls)
         self.port = 0
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -54,13 +61,17 @@ class Harness:
             playback_policies=("public",)), [])
         return stream.stream_key
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+    async def connect(self, source: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, local_addr=(source, 0), ssl=tls,
+            server_hostname="localhost" if tls else None)
         self.writers.append(writer)
         return reader, writer
 
-    async def publisher(self, key: str) -> Publisher:
-        reader, writer = await self.connect()
+    async def publisher(self, key: str, source: str = "127.0.0.1",
+                        tls: ssl.SSLContext | None = None) -> Publisher:
+        reader, writer = await self.connect(source, tls)
         client = ClientSession(tc_url=f"rtmp://127.0.0.1:{self.port}/app", stream_key=key)
         writer.write(client.initial_bytes())
         return Publisher(reader, writer, client)
@@ -237,3 +248,104 @@ async def test_amf3_command_messages_are_understood(harness: Harness) -> None:
     publisher.writer.write(publisher.client.data_to_send())
     assert await publisher.closed_by_server()  # the publish ended, as asked
     assert harness.counters.protocol_errors == 0
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, max_connections=4,
+                                             max_connections_per_ip=3)], indirect=True)
+async def test_per_address_cap_then_the_oldest_idle_of_the_biggest_holder_makes_way(
+        harness: Harness) -> None:
+    idle = [await harness.connect("127.0.0.1") for _ in range(3)]
+    await until(lambda: harness.server.slots.total == 3)
+    over, _ = await harness.connect("127.0.0.1")
+    async with asyncio.timeout(5):
+        assert await over.read() == b""  # closed on accept
+    assert harness.counters.connections_refused_per_ip == 1
+    await harness.connect("127.0.0.2")
+    await until(lambda: harness.server.slots.total == 4)  # every slot is taken
+    # An encoder from an address holding nothing: the oldest idle connection of 127.0.0.1
+    # (which holds the most) is closed for it, and it publishes.
+    publisher = await harness.publisher(await harness.stream_key(), source="127.0.0.3")
+    assert await publisher.until_answer() == Published()
+    assert harness.counters.connections_evicted == 1
+    async with asyncio.timeout(5):
+        assert await idle[0][0].read() == b""
+    assert harness.server.slots.held_by("127.0.0.1") == 2
+    assert harness.counters.connections_refused == 0
+    publisher.close()
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, max_connections=2)], indirect=True)
+async def test_publishers_are_never_evicted(harness: Harness) -> None:
+    for source in ("127.0.0.1", "127.0.0.2"):
+        publisher = await harness.publisher(await harness.stream_key(), source=source)
+        assert await publisher.until_answer() == Published()
+    refused, _ = await harness.connect("127.0.0.3")
+    async with asyncio.timeout(5):
+        assert await refused.read() == b""
+    assert harness.counters.connections_refused == 1
+    assert harness.counters.connections_evicted == 0
+
+
+async def test_a_refusal_beyond_the_waiting_cap_is_closed_unanswered(store: Store) -> None:
+    # An hour's delay: the slowed refusal never answers while the test runs.
+    throttle = AuthThrottle(free_failures=0, base_delay=3600, max_slowed_per_address=1)
+    harness = Harness(store, LIMITS, throttle=throttle)
+    await harness.start()
+    try:
+        slowed = await harness.publisher("wrong-1")
+        answer = asyncio.create_task(slowed.until_answer())
+        await until(lambda: throttle.slowed_now == 1)
+        unanswered = await harness.publisher("wrong-2")
+        with pytest.raises(ConnectionError, match="closed before an answer"):
+            await unanswered.until_answer()
+        assert throttle.dropped_total == 1
+        # A right key from the same address is not held up by either.
+        publisher = await harness.publisher(await harness.stream_key())
+        assert await publisher.until_answer() == Published()
+        assert not answer.done()
+        answer.cancel()
+        slowed.close()
+        publisher.close()
+    finally:
+        await harness.close()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def test_tls_handshakes_hold_slots_from_accept_and_expire(
+        store: Store, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=cert)
+    harness = Harness(store, replace(LIMITS, handshake_timeout=1.0, max_connections_per_ip=2),
+                      tls=server_tls)
+    await harness.start()
+    try:
+        # A TLS record header and nothing more: the handshake never completes.
+        stuck, stuck_writer = await harness.connect()
+        stuck_writer.write(b"\x16\x03\x01\x02\x00")
+        await until(lambda: harness.server.slots.total == 1)  # counted before TLS is done
+        publisher = await harness.publisher(await harness.stream_key(), tls=client_tls)
+        assert await publisher.until_answer() == Published()
+        over, _ = await harness.connect()
+        async with asyncio.timeout(5):
+            assert await over.read() == b""  # the address holds two: the stuck one counts
+        assert harness.counters.connections_refused_per_ip == 1
+        async with asyncio.timeout(10):  # the handshake's own deadline
+            with contextlib.suppress(ConnectionError):
+                assert await stuck.read() == b""
+        await until(lambda: harness.counters.tls_handshake_failures == 1)
+        assert harness.server.slots.total == 1  # only the publisher's
+        publisher.close()
+        await until(lambda: harness.server.slots.total == 0)
+    finally:
+        await harness.close()

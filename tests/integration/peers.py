@@ -1,0 +1,167 @@
+"""Hostile and honest RTMP peers for tests against `relay serve`: idle sockets, TLS handshakes
+that never finish, publishes with wrong keys, and a forwarder that lets ffmpeg connect from
+another loopback address (ffmpeg 5.1 has no option to choose its source address)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+
+from relay.rtmp.client import ClientSession, Published, Refused
+
+# The first bytes of a TLS record carrying a ClientHello (RFC 8446 5.1): the server waits
+# for the rest, so the connection stays in its TLS handshake.
+TLS_HELLO_START = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port
+
+
+def idle_connections(url: str, count: int, *, source: str = "127.0.0.1",
+                     first_bytes: bytes = b"") -> list[socket.socket]:
+    """Open `count` connections from `source` to the listener of `url` and send at most
+    `first_bytes` on each; the server may close any of them at once (a refusal)."""
+    target = host_port(url)
+    opened = []
+    for _ in range(count):
+        sock = socket.create_connection(target, timeout=10, source_address=(source, 0))
+        if first_bytes:
+            with contextlib.suppress(OSError):
+                sock.sendall(first_bytes)
+        opened.append(sock)
+    return opened
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def metric(metrics_url: str, name: str) -> float:
+    """One sample of /metrics, by its full name (counters end in _total)."""
+    text = httpx.get(metrics_url, timeout=10).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def try_publish(url: str, key: str, *, source: str = "127.0.0.1",
+                      within: float = 30) -> str:
+    """Publish on `key` with Relay's own client; say what came of it: "published",
+    "refused: <description>", "closed" (the server hung up without an answer) or "waiting"
+    (no answer `within` seconds)."""
+    host, port = host_port(url)
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+    client = ClientSession(tc_url=url, stream_key=key)
+    writer.write(client.initial_bytes())
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                try:
+                    data = await reader.read(65536)
+                except ConnectionError:
+                    data = b""
+                if not data:
+                    return "closed"
+                client.receive_data(data)
+                writer.write(client.data_to_send())
+                event = client.next_event()
+                if isinstance(event, Published):
+                    return "published"
+                if isinstance(event, Refused):
+                    return f"refused: {event.description}"
+    except TimeoutError:
+        return "waiting"
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+class Forwarder:
+    """A TCP forwarder on 127.0.0.1 whose upstream connections leave from `source`, so that
+    a client that cannot choose its source address (ffmpeg) reaches `target` from there."""
+
+    def __init__(self, target: tuple[str, int], source: str) -> None:
+        self.target, self.source = target, source
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._shutdown())
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _forward(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                *self.target, local_addr=(self.source, 0))
+        except OSError:
+            writer.close()
+            return
+        self._writers.append(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def url(self, scheme: str, path: str) -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> Forwarder:
+        self._thread.start()
+        assert self._ready.wait(10), "the forwarder did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@contextlib.contextmanager
+def forwarded(url: str, source: str) -> Iterator[str]:
+    """`url` (rtmp[s]://HOST:PORT/app) as reached through a forwarder leaving from `source`."""
+    parts = urlsplit(url)
+    with Forwarder(host_port(url), source) as forwarder:
+        yield forwarder.url(parts.scheme, parts.path)
