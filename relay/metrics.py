@@ -105,10 +105,10 @@ class IngestCollector(Collector):
             ("relay_ingest_auth_failures", "publishes with an unknown stream key",
              self.registry.throttle.failures_total),
             ("relay_ingest_slowed_refusals", "unknown-key refusals answered after a delay",
-             self.registry.throttle.slowed_total),
+             ingest.refusals_slowed),
             ("relay_ingest_unanswered_refusals", "unknown-key refusals closed without an "
              "answer: their address had too many slowed refusals waiting",
-             self.registry.throttle.dropped_total),
+             ingest.refusals_unanswered),
             ("relay_ingest_reconnects", "publishers that resumed a session in its window",
              ingest.reconnects),
         )

@@ -143,7 +143,11 @@ class RtmpServer:
                           self.scheme, exc)
                 await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
-            RtmpConnection(self).accepted(client, peer, context)
+            try:
+                RtmpConnection(self).accepted(client, peer, context)
+            except Exception:  # a bug of ours: lose this connection, keep the listener
+                log.exception("%s: could not take an accepted connection", self.scheme)
+                client.close()
 
     def note(self, level: int, cause: str, msg: str, *args: object) -> None:
         """Log a line about what a peer did, at most once per `cause` per log interval."""

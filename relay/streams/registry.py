@@ -70,6 +70,8 @@ class IngestCounters:
     publishes_accepted: int = 0
     publishes_refused: int = 0
     reconnects: int = 0
+    refusals_slowed: int = 0  # unknown-key refusals answered after the throttle's delay
+    refusals_unanswered: int = 0  # closed at once: the address had too many slowed waiting
 
 
 def _key_digest(stream_key: str) -> bytes:
@@ -150,7 +152,9 @@ class IngestRegistry:
         if delay <= 0:
             return
         if not self.throttle.begin_slowed(address):
+            self.counters.refusals_unanswered += 1
             raise PublishRefused(Refusal.THROTTLED)
+        self.counters.refusals_slowed += 1
         try:
             await asyncio.sleep(delay)
         finally:

@@ -54,8 +54,6 @@ class AuthThrottle:
     max_slowed_per_address: int = 4  # slowed refusals of one group waiting at once
     max_addresses: int = 10_000  # bound on memory: the least recently failing are forgotten
     failures_total: int = 0
-    slowed_total: int = 0  # refusals answered after a delay
-    dropped_total: int = 0  # refusals not answered: the group had too many waiting
     _failures: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
     _slowed: dict[str, int] = field(default_factory=dict)
 
@@ -83,10 +81,8 @@ class AuthThrottle:
         group = address_group(address)
         waiting = self._slowed.get(group, 0)
         if waiting >= self.max_slowed_per_address:
-            self.dropped_total += 1
             return False
         self._slowed[group] = waiting + 1
-        self.slowed_total += 1
         return True
 
     def end_slowed(self, address: str) -> None:

@@ -298,7 +298,7 @@ async def test_a_refusal_beyond_the_waiting_cap_is_closed_unanswered(store: Stor
         unanswered = await harness.publisher("wrong-2")
         with pytest.raises(ConnectionError, match="closed before an answer"):
             await unanswered.until_answer()
-        assert throttle.dropped_total == 1
+        assert harness.registry.counters.refusals_unanswered == 1
         # A right key from the same address is not held up by either.
         publisher = await harness.publisher(await harness.stream_key())
         assert await publisher.until_answer() == Published()

@@ -158,7 +158,9 @@ async def test_only_refusals_are_slowed_and_a_correct_key_never_waits(store: Sto
         session = await registry.admit(stream.stream_key, FakePublisher(), "2001:db8::5")
     assert session.stream_id == stream.id
     assert not any(task.done() for task in slowed)
-    assert throttle.failures_total == 4 and throttle.dropped_total == 1
+    assert throttle.failures_total == 4
+    assert registry.counters.refusals_unanswered == 1
+    assert registry.counters.refusals_slowed == 2
     for task in slowed:
         task.cancel()
     await asyncio.gather(*slowed, return_exceptions=True)
