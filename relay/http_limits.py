@@ -39,7 +39,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from relay.logs import LogLimiter, peer_text
 
 log = logging.getLogger("relay.http")
-_limited_log = LogLimiter(log)
 
 #: Seconds a refused client is asked to wait before it tries again.
 REFUSED_RETRY_AFTER: Final = 1
@@ -177,9 +176,14 @@ class LimitedH11Protocol(H11Protocol):
 
     table: ClassVar[ConnectionTable]
     limits: ClassVar[HttpLimits]
+    log_limiter: ClassVar[LogLimiter]  # Relay's lines about this listener's limits
+    uvicorn_log: ClassVar[logging.LoggerAdapter[logging.Logger]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # uvicorn writes a line per malformed request ("Invalid HTTP request received."),
+        # which a peer can repeat at will: once per message per interval here.
+        self.logger = cast(logging.Logger, self.uvicorn_log)
         self._admitted = False
         self._address = ""
         self._phase = _Phase.NEW
@@ -234,7 +238,7 @@ class LimitedH11Protocol(H11Protocol):
     # -- the table's call ------------------------------------------------------------------
 
     def evict(self) -> None:
-        _limited_log.info("http-evicted", "http: closed a connection from %s that was "
+        self.log_limiter.info("http-evicted", "http: closed a connection from %s that was "
                           "waiting for a request, to make room for a new one "
                           "(--http-max-connections %d)", peer_text(self._address),
                           self.table.max_connections)
@@ -270,13 +274,13 @@ class LimitedH11Protocol(H11Protocol):
         self._deadline = None
         if phase is _Phase.WAITING:
             self.table.counters.header_timeouts += 1
-            _limited_log.info(
+            self.log_limiter.info(
                 "http-header-timeout", "http: closed a connection from %s: no complete "
                 "request line and headers within %g s (--http-header-timeout)",
                 peer_text(self._address), self.limits.header_timeout)
         else:
             self.table.counters.body_timeouts += 1
-            _limited_log.info(
+            self.log_limiter.info(
                 "http-body-timeout", "http: closed a connection from %s: the request body "
                 "was not complete within %g s (--http-body-timeout)",
                 peer_text(self._address), self.limits.body_timeout)
@@ -285,7 +289,7 @@ class LimitedH11Protocol(H11Protocol):
     def _stalled(self) -> None:
         self._stall = None
         self.table.counters.send_timeouts += 1
-        _limited_log.info(
+        self.log_limiter.info(
             "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
             "response for %g s (--http-send-timeout)", peer_text(self._address),
             self.limits.send_timeout)
@@ -298,12 +302,12 @@ class LimitedH11Protocol(H11Protocol):
 
     def _refuse(self, transport: asyncio.BaseTransport, admission: Admission) -> None:
         if admission is Admission.REFUSED_PER_ADDRESS:
-            _limited_log.warning(
+            self.log_limiter.warning(
                 "http-refused-per-address", "http: refused a connection from %s: it has "
                 "%d open (--http-max-connections-per-ip %d)", peer_text(self._address),
                 self.table.from_address(self._address), self.table.max_per_address)
         else:
-            _limited_log.warning(
+            self.log_limiter.warning(
                 "http-refused-full", "http: refused a connection from %s: all %d "
                 "connections are busy (--http-max-connections)", peer_text(self._address),
                 self.table.max_connections)
@@ -318,10 +322,32 @@ class LimitedH11Protocol(H11Protocol):
             timer.cancel()
 
 
+class _LimitedUvicornLog(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's connection logger, each fixed message at most once per interval (with a
+    count of those held back). Records with an exception pass as they are."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+        self._limiter = LogLimiter(logger)
+
+    @property
+    def level(self) -> int:  # uvicorn reads it to decide on its trace lines
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if kwargs or not self.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)
+        else:
+            # uvicorn's messages are templates it chose: a fixed, small set of causes.
+            self._limiter.log(level, f"uvicorn: {msg}", str(msg), *args)
+
+
 def limited_protocol(limits: HttpLimits,
                      counters: HttpCounters | None = None) -> type[LimitedH11Protocol]:
-    """A protocol class for one listener: its own table of connections and its limits."""
+    """A protocol class for one listener: its own table of connections, its limits and
+    its rate-limited log lines."""
     table = ConnectionTable(limits.max_connections, limits.max_connections_per_address,
                             counters)
-    return type("LimitedH11Protocol", (LimitedH11Protocol,),
-                {"table": table, "limits": limits})
+    return type("LimitedH11Protocol", (LimitedH11Protocol,), {
+        "table": table, "limits": limits, "log_limiter": LogLimiter(log),
+        "uvicorn_log": _LimitedUvicornLog(logging.getLogger("uvicorn.error"))})

@@ -6,6 +6,7 @@ tests/integration/test_http_limits.py's part."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import h11
@@ -251,3 +252,21 @@ async def test_a_new_connection_evicts_the_oldest_waiting_one() -> None:
     for protocol in (busy, newest):
         protocol.connection_lost(None)
     assert len(listener.protocol_class.table) == 0
+
+
+async def test_uvicorn_lines_a_peer_can_repeat_are_written_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    listener = Listener()
+    caplog.set_level(logging.INFO)
+    for port in range(5):
+        protocol, transport = listener.connect(("192.0.2.9", port))
+        protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+        assert transport.written.startswith(b"HTTP/1.1 400 ") and transport.closing
+        protocol.connection_lost(None)
+    invalid = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert len(invalid) == 1
+    # A second listener keeps its own count, and a line with an exception always passes.
+    other = Listener()
+    other.protocol_class.uvicorn_log.error("boom", exc_info=ValueError("x"))
+    other.protocol_class.uvicorn_log.error("boom", exc_info=ValueError("x"))
+    assert sum(r.getMessage() == "boom" for r in caplog.records) == 2
