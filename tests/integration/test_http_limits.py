@@ -39,16 +39,13 @@ PARTIAL_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Slow: "
 @contextlib.contextmanager
 def relay_serving(data_dir: Path, *args: str, max_files: int | None = None
                   ) -> Iterator[RelayProcess]:
-    """`relay serve` with `args`; with `max_files`, its soft RLIMIT_NOFILE is that low (the
-    child inherits the limit set around its start)."""
-    process = RelayProcess(data_dir, token=TOKEN, extra_args=list(args))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """`relay serve` with `args`; with `max_files`, its soft RLIMIT_NOFILE is lowered to
+    that once it has started (Linux prlimit on its pid; the test process keeps its own)."""
+    process = RelayProcess(data_dir, token=TOKEN, extra_args=list(args)).start()
     if max_files is not None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, hard))
-    try:
-        process.start()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert process._proc is not None
+        _, hard = resource.prlimit(process._proc.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(process._proc.pid, resource.RLIMIT_NOFILE, (max_files, hard))
     try:
         yield process
     finally:
