@@ -214,6 +214,8 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return  # refused: the 503 is on its way and the transport closing
         super().data_received(data)
         self._sync()
 

@@ -236,7 +236,9 @@ async def test_refused_connections_get_a_503_and_are_not_counted() -> None:
     assert transport.written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert b"\r\nRetry-After: 1\r\n" in transport.written and transport.closing
     assert refused not in listener.state.connections and first in listener.state.connections
-    refused.pause_writing()  # harmless on a refused connection
+    refused.pause_writing()  # harmless on a refused connection, as is a late request
+    refused.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.written.count(b"HTTP/1.1") == 1
     refused.connection_lost(None)
     assert len(listener.protocol_class.table) == 1
 
