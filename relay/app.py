@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import socket
@@ -27,10 +28,12 @@ from starlette.types import ASGIApp
 
 from relay.api import create_api
 from relay.config import Settings
+from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
+from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
@@ -46,6 +49,8 @@ log = logging.getLogger("relay")
 GRACEFUL_SHUTDOWN_SECONDS = 5
 #: How often the HTTP servers do their housekeeping (the Date header is per second).
 TICK_SECONDS = 1.0
+#: Connections the metrics listener keeps open at once (a scraper needs one or two).
+METRICS_MAX_CONNECTIONS = 64
 
 
 class StartupError(RuntimeError):
@@ -105,6 +110,10 @@ class RelayServer:
         self.rtmp_servers: list[RtmpServer] = []
         self.rtmp_counters = RtmpCounters()
         self.hls_counters = HlsCounters()
+        self.http_counters = HttpCounters()
+        self.held_requests = HeldRequests(
+            max_total=settings.hls_max_held_requests,
+            max_per_stream=settings.hls_max_held_requests_per_stream)
         self._collector: IngestCollector | None = None
 
     @property
@@ -168,9 +177,18 @@ class RelayServer:
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
             # After the API's routes, so /video/v1, /docs and the health checks come first
             # and other paths keep the API's 404 envelope.
-            api.router.routes.extend(playback_routes(playback, self.hls_counters))
-            await self._serve_http(api, http)
-            await self._serve_http(create_metrics_app(), metrics)
+            api.router.routes.extend(playback_routes(playback, self.hls_counters,
+                                                     holds=self.held_requests))
+            http_limits = HttpLimits(
+                max_connections=s.http_max_connections,
+                max_connections_per_address=s.http_max_connections_per_ip,
+                header_timeout=s.http_header_timeout, body_timeout=s.http_body_timeout,
+                send_timeout=s.http_send_timeout)
+            await self._serve_http(api, http, http_limits)
+            await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
+                http_limits, max_connections=METRICS_MAX_CONNECTIONS,
+                max_connections_per_address=min(METRICS_MAX_CONNECTIONS,
+                                                http_limits.max_connections_per_address)))
         except BaseException:
             await self.stop()
             raise
@@ -180,10 +198,14 @@ class RelayServer:
             log.info("%s listening on %s%s", listener.name,
                      listener.url(self.settings.host), suffix)
 
-    async def _serve_http(self, app: ASGIApp, listener: Listener) -> None:
+    async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits) -> None:
+        # The protocol is pinned (not uvicorn's "auto"): the limits live in this h11
+        # subclass; WebSocket upgrades are off (Relay serves none, and an upgraded
+        # connection would leave the limits' table).
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False)
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False,
+            http=limited_protocol(limits, self.http_counters), ws="none")
         server = _EmbeddedUvicorn(config)
         task = asyncio.create_task(server.serve(sockets=[listener.sock]),
                                    name=f"relay-{listener.name}")

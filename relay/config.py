@@ -99,6 +99,29 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("host", parse_nonempty, "0.0.0.0", "address every listener binds to", "ADDR"),
     Option("http-port", parse_port, 8080,
            "TCP port of the API, HLS playback and the player page", "PORT"),
+    Option("http-max-connections", parse_int_range(1, 1_000_000), 4000,
+           "most HTTP connections open at once; at the limit a new connection replaces the "
+           "one that has waited longest for a request, or is refused with 503 when all are "
+           "busy", "N"),
+    Option("http-max-connections-per-ip", parse_int_range(1, 1_000_000), 1000,
+           "most HTTP connections open at once from one address (IPv6: one /64); more are "
+           "refused with 503; raise it behind a proxy or a large NAT", "N"),
+    Option("http-header-timeout", parse_seconds(1, 300), 10.0,
+           "close an HTTP connection whose request line and headers are not complete this "
+           "many seconds after it opened or after its previous response", "SECONDS"),
+    Option("http-body-timeout", parse_seconds(1, 3600), 30.0,
+           "close an HTTP connection whose request body is not complete this many seconds "
+           "after its headers", "SECONDS"),
+    Option("http-send-timeout", parse_seconds(1, 3600), 30.0,
+           "close an HTTP connection whose client reads nothing of a response for this many "
+           "seconds", "SECONDS"),
+    Option("hls-max-held-requests", parse_int_range(1, 1_000_000), 3000,
+           "most LL-HLS requests held at once waiting for a part or segment (blocking "
+           "reloads, hinted parts), all streams together; more are answered 503 with "
+           "Retry-After", "N"),
+    Option("hls-max-held-requests-per-stream", parse_int_range(1, 1_000_000), 1500,
+           "most LL-HLS requests held at once for one stream; more are answered 503 with "
+           "Retry-After", "N"),
     Option("metrics-port", parse_port, 9464,
            "TCP port of the Prometheus endpoint /metrics", "PORT"),
     Option("rtmp-port", parse_port, 5222,
@@ -160,6 +183,13 @@ class Settings:
     database_url: str | None = None
     host: str = "0.0.0.0"
     http_port: int = 8080
+    http_max_connections: int = 4000
+    http_max_connections_per_ip: int = 1000
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_send_timeout: float = 30.0
+    hls_max_held_requests: int = 3000
+    hls_max_held_requests_per_stream: int = 1500
     metrics_port: int = 9464
     rtmp_port: int = 5222
     rtmps_port: int = 443

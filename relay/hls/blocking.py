@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from relay.hls.model import PartInfo, SegmentInfo
+from relay.logs import peer_text
 
 MSN_PARAM: Final = "_HLS_msn"
 PART_PARAM: Final = "_HLS_part"
@@ -38,6 +39,8 @@ HOLD_TIMEOUT_TARGET_DURATIONS: Final = 3  # a held request gets 503 after 3 x TA
 MAX_DIRECTIVE_DIGITS: Final = 12
 # _HLS_skip=v2 also asks to skip date ranges; without CAN-SKIP-DATERANGES it means YES.
 SKIP_VALUES: Final = frozenset({"YES", "v2"})
+# How much of a bad directive value a 400's reason shows (escaped: `relay.logs.peer_text`).
+SHOWN_VALUE_LIMIT: Final = 40
 
 _INTEGER = re.compile(rf"[0-9]{{1,{MAX_DIRECTIVE_DIGITS}}}")
 
@@ -106,7 +109,8 @@ def decide(query: Mapping[str, str], state: ReloadState) -> Decision:
         return Ready()
     raw_skip = query.get(SKIP_PARAM)
     if raw_skip is not None and raw_skip not in SKIP_VALUES:
-        return BadRequest(f"{SKIP_PARAM} must be YES or v2, got {raw_skip!r}")
+        return BadRequest(f"{SKIP_PARAM} must be YES or v2, got "
+                          f"'{peer_text(raw_skip, SHOWN_VALUE_LIMIT)}'")
     skip = raw_skip is not None
     msn = _integer(query, MSN_PARAM)
     if isinstance(msn, BadRequest):
@@ -175,5 +179,6 @@ def _integer(query: Mapping[str, str], name: str) -> int | BadRequest | None:
         return None
     if not _INTEGER.fullmatch(raw):
         return BadRequest(f"{name} must be a non-negative integer of at most "
-                          f"{MAX_DIRECTIVE_DIGITS} digits, got {raw[:40]!r}")
+                          f"{MAX_DIRECTIVE_DIGITS} digits, got "
+                          f"'{peer_text(raw, SHOWN_VALUE_LIMIT)}'")
     return int(raw)

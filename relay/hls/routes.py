@@ -12,8 +12,11 @@ media are files (an EVENT playlist while the stream is still recording, VOD afte
 that does not resolve, or does not exist yet, is a 404 with the same body whatever the
 reason, so a 404 tells nobody whether a playback id ever existed.
 
-Held requests (blocking reload, the hinted part) wait on the packager's change future, never
-poll, and give up with 503 after `hold_timeout` (3 x TARGETDURATION).
+Held requests (blocking reload, the hinted part) wait with one waiter each
+(`relay.hls.holding`), never poll, and give up with 503 after `hold_timeout`
+(3 x TARGETDURATION); beyond the caps on held requests (in total and per stream) a request
+is answered 503 with Retry-After at once. A recorded playlist is read and encoded once per
+version of its file, off the event loop (`relay.hls.recorded`).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
+from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
-from relay.hls.recording import RECORDING_PLAYLIST, listed_part, read_variant
+from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
+from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -53,8 +58,6 @@ MEDIA_CACHE: Final = "public, max-age=31536000, immutable"
 # Init numbers restart with each session and may name other tracks: revalidate.
 INIT_CACHE: Final = "no-cache"
 CORS: Final = {"Access-Control-Allow-Origin": "*"}
-#: Playlists shorter than this go uncompressed (gzip would not pay for its header).
-GZIP_MIN_BYTES: Final = 512
 
 _PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _NOT_FOUND = "not found\n"
@@ -97,8 +100,8 @@ class PlaybackDirectory:
             if packager is None or packager.playlist is None:
                 return None
             return packager
-        directory = self._asset_files.directory(found.object_id)
-        return directory if (directory / RECORDING_PLAYLIST).is_file() else None
+        # Whether the recording exists is found out off the event loop, by what reads it.
+        return self._asset_files.directory(found.object_id)
 
 
 def _not_found(counters: HlsCounters) -> Response:
@@ -142,16 +145,36 @@ def _playlist_response(request: Request, body: bytes, cache: str,
     return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
 
 
-def create_playback_app(directory: PlaybackDirectory,
-                        counters: HlsCounters | None = None) -> Starlette:
+def _unavailable(reason: str, *, retry_after: int | None = None) -> Response:
+    headers = {**CORS, "Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return Response(reason + "\n", status_code=503, media_type="text/plain", headers=headers)
+
+
+def _too_many_held(holds: HeldRequests) -> Response:
+    return _unavailable(
+        f"too many requests are waiting for this stream or this server (at most "
+        f"{holds.max_per_stream} per stream, {holds.max_total} in all); retry shortly",
+        retry_after=REFUSED_RETRY_AFTER)
+
+
+def create_playback_app(directory: PlaybackDirectory, counters: HlsCounters | None = None,
+                        *, holds: HeldRequests | None = None,
+                        recorded: RecordedPlaylists | None = None) -> Starlette:
     """The playback routes as an ASGI app of their own."""
-    return Starlette(routes=playback_routes(directory, counters))
+    return Starlette(routes=playback_routes(directory, counters, holds=holds,
+                                            recorded=recorded))
 
 
-def playback_routes(directory: PlaybackDirectory,
-                    counters: HlsCounters | None = None) -> list[Route]:
-    """The playback routes, to add after the API's; `counters` receives request counts."""
+def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
+                    holds: HeldRequests | None = None,
+                    recorded: RecordedPlaylists | None = None) -> list[Route]:
+    """The playback routes, to add after the API's; `counters` receives request counts,
+    `holds` bounds the held requests, `recorded` caches recorded playlists."""
     counters = counters if counters is not None else HlsCounters()
+    holds = holds if holds is not None else HeldRequests()
+    recorded = recorded if recorded is not None else RecordedPlaylists()
 
     async def multivariant(request: Request) -> Response:
         name: str = request.path_params["name"]
@@ -164,8 +187,10 @@ def playback_routes(directory: PlaybackDirectory,
             cache = PLAYLIST_CACHE
         elif target is not None:
             variant = await asyncio.to_thread(read_variant, target)
-            finished = await asyncio.to_thread(_recording_finished, target)
-            cache = VOD_PLAYLIST_CACHE if finished else PLAYLIST_CACHE
+            playlist = await recorded.get(target / RECORDING_PLAYLIST)
+            if playlist is None:
+                return _not_found(counters)
+            cache = VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE
         else:
             return _not_found(counters)
         if variant is None:
@@ -197,13 +222,15 @@ def playback_routes(directory: PlaybackDirectory,
                             headers=CORS)
         if isinstance(decision, Wait):
             assert playlist.target_duration is not None
+            outcome = await holds.hold(packager, hold_timeout(playlist.target_duration),
+                                       lambda: is_satisfied(decision, playlist))
+            if outcome is HoldOutcome.REFUSED:
+                return _too_many_held(holds)
             counters.held_requests += 1
-            if not await _hold(packager, playlist.target_duration,
-                               lambda: is_satisfied(decision, playlist)):
+            if outcome is HoldOutcome.TIMED_OUT:
                 counters.held_timeouts += 1
-                return Response("the playlist did not reach the requested segment or part "
-                                "in time\n", status_code=503, media_type="text/plain",
-                                headers={**CORS, "Cache-Control": "no-store"})
+                return _unavailable("the playlist did not reach the requested segment or "
+                                    "part in time")
         skip = decision.skip
         return _playlist_response(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
                                   lambda: renderer.encoded(skip=skip, gzipped=True))
@@ -216,14 +243,15 @@ def playback_routes(directory: PlaybackDirectory,
         counters.media_requests += 1
         if playlist.availability(resource) is Availability.PENDING:
             assert playlist.target_duration is not None
+            outcome = await holds.hold(
+                packager, hold_timeout(playlist.target_duration),
+                lambda: playlist.availability(resource) is not Availability.PENDING)
+            if outcome is HoldOutcome.REFUSED:
+                return _too_many_held(holds)
             counters.held_requests += 1
-            if not await _hold(
-                    packager, playlist.target_duration,
-                    lambda: playlist.availability(resource) is not Availability.PENDING):
+            if outcome is HoldOutcome.TIMED_OUT:
                 counters.held_timeouts += 1
-                return Response("the part was not complete in time\n", status_code=503,
-                                media_type="text/plain",
-                                headers={**CORS, "Cache-Control": "no-store"})
+                return _unavailable("the part was not complete in time")
         data = packager.resource(resource)
         if data is None:
             return _not_found(counters)
@@ -232,13 +260,15 @@ def playback_routes(directory: PlaybackDirectory,
 
     async def _recorded(request: Request, recording: Path, name: str) -> Response:
         if name == MEDIA_PLAYLIST_URI:
+            playlist = await recorded.get(recording / RECORDING_PLAYLIST)
+            if playlist is None:
+                return _not_found(counters)
             counters.playlist_requests += 1
-            text = await asyncio.to_thread(
-                (recording / RECORDING_PLAYLIST).read_text, "ascii", "replace")
-            if text.rstrip().endswith("#EXT-X-ENDLIST"):
-                return _playlist_response(request, text.encode("ascii"), VOD_PLAYLIST_CACHE)
-            return _playlist_response(request, listed_part(text).encode("ascii"),
-                                      PLAYLIST_CACHE)
+            gzipped = playlist.gzipped
+            return _playlist_response(
+                request, playlist.body,
+                VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE,
+                (lambda: gzipped) if gzipped is not None else None)
         if parse_resource(name) is None:
             return _not_found(counters)
         counters.media_requests += 1
@@ -269,32 +299,3 @@ def playback_routes(directory: PlaybackDirectory,
         Route("/{name}", multivariant, methods=["GET"]),
         Route("/{playback_id}/{name}", media, methods=["GET"]),
     ]
-
-
-def _recording_finished(directory: Path) -> bool:
-    """Whether the recording's playlist ends with ENDLIST (it reads only the tail)."""
-    try:
-        with (directory / RECORDING_PLAYLIST).open("rb") as playlist:
-            playlist.seek(0, 2)
-            playlist.seek(max(0, playlist.tell() - 64))
-            return playlist.read().rstrip().endswith(b"#EXT-X-ENDLIST")
-    except OSError:
-        return False
-
-
-async def _hold(packager: LivePackager, target_duration: int,
-                satisfied: Callable[[], bool]) -> bool:
-    """Wait, without polling, until `satisfied()` or the packager ends; False on timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + hold_timeout(target_duration)
-    while not satisfied():
-        if packager.ended:
-            return True
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return False
-        try:
-            await asyncio.wait_for(packager.wait_change(), remaining)
-        except TimeoutError:
-            return satisfied()
-    return True

@@ -102,8 +102,22 @@ def test_decide(query: dict[str, str], expected: Decision) -> None:
 def test_overlong_values_are_refused_without_parsing_them() -> None:
     decision = decide({"_HLS_msn": "9" * 5000}, live())
     assert isinstance(decision, BadRequest)
-    assert len(decision.reason) < 120 and "\n" not in decision.reason
+    assert len(decision.reason) < 160 and "\n" not in decision.reason
+    assert "(5000 characters)" in decision.reason
     assert decide({"_HLS_msn": "0" * MAX_DIRECTIVE_DIGITS}, live()) == Ready()
+
+
+@pytest.mark.parametrize("name", ["_HLS_msn", "_HLS_part", "_HLS_skip"])
+def test_a_bad_value_is_shown_escaped_and_cut(name: str) -> None:
+    """A reason names the peer's value, but never whole and never with a control
+    character or line break in it (`relay.logs.peer_text`)."""
+    query = {"_HLS_msn": "1", name: "x\r\nSet-Cookie: a=b\x1b[2J" + "y" * 500}
+    decision = decide(query, live())
+    assert isinstance(decision, BadRequest)
+    reason = decision.reason
+    assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in reason), reason
+    assert "x\\x0d\\x0aSet-Cookie" in reason and "(522 characters)" in reason
+    assert len(reason) < 160
 
 
 def test_a_part_past_the_end_of_a_completed_segment_waits_for_the_next_ones_first() -> None:

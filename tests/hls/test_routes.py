@@ -5,17 +5,21 @@ here every status code, header and held request is checked deterministically."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gzip
+import threading
+from collections.abc import AsyncIterator, Coroutine, Generator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import pytest
 
-from relay.hls import routes
+from relay.hls import recorded, routes
+from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.playlist import VariantInfo
+from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.store import Store
@@ -51,7 +55,7 @@ class FakeStore:
 
 
 class Server:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, holds: HeldRequests | None = None) -> None:
         self.feeder = Feeder(LatencyMode.LOW)
         self.feeder.tracks()
         self.live: LivePackager | None = self.feeder.packager
@@ -60,9 +64,11 @@ class Server:
         self.directory = PlaybackDirectory(cast(Store, self.store),
                                            lambda stream_id: self.live, self.assets)
         self.counters = HlsCounters()
+        self.holds = holds if holds is not None else HeldRequests()
+        self.recorded = RecordedPlaylists()
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(
-                app=create_playback_app(self.directory, self.counters)),
+            transport=httpx.ASGITransport(app=create_playback_app(
+                self.directory, self.counters, holds=self.holds, recorded=self.recorded)),
             base_url="http://relay.test")
         self.fed_ms = 0
 
@@ -268,3 +274,146 @@ async def test_a_hinted_part_that_never_completes_is_503(
     assert hint is not None
     response = await server.get(f"/{LIVE_ID}/{hint[0]}.{hint[1]}.m4s")
     assert response.status_code == 503 and response.headers["cache-control"] == "no-store"
+
+
+async def test_a_held_request_has_one_waiter_however_often_it_is_woken(
+        server: Server) -> None:
+    """A request held across many playlist changes creates no task per change: its waiter
+    is made once, and one task per stream wakes the waiters."""
+    server.feed(2.5)
+    assert server.live is not None and server.live.playlist is not None
+    wanted = (server.live.playlist.last_complete_msn or 0) + 2
+    created: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Generator[Any, None, Any]
+                 | Coroutine[Any, Any, Any], **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(getattr(coro, "__qualname__", type(coro).__name__))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        request = asyncio.ensure_future(
+            server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn=str(wanted)))
+        wakes = 0
+        while not request.done():
+            server.feed(0.1)  # about one part each: a change the request is woken by
+            wakes += 1
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert wakes < 100, "the held request never completed"
+        response = await request
+    finally:
+        loop.set_task_factory(None)
+    assert response.status_code == 200 and f"\n{wanted}.m4s\n" in response.text
+    assert wakes > 10
+    # The request itself, and at most one task that waits for the stream's changes.
+    assert len(created) <= 2, created
+    assert server.holds.waiters_created == 1 and server.holds.held == 0
+
+
+async def test_held_requests_beyond_the_per_stream_cap_are_503_with_retry_after(
+        tmp_path: Path) -> None:
+    server = Server(tmp_path, holds=HeldRequests(max_total=10, max_per_stream=2))
+    async with server.client:
+        server.feed(2.5)
+        assert server.live is not None and server.live.playlist is not None
+        hint = server.live.playlist.next_part
+        assert hint is not None
+        held = [asyncio.ensure_future(server.get(f"/{LIVE_ID}/rendition.m3u8",
+                                                 _HLS_msn="1")),
+                asyncio.ensure_future(server.get(f"/{LIVE_ID}/{hint[0]}.{hint[1]}.m4s"))]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert server.holds.held == 2
+        for path, params in ((f"/{LIVE_ID}/rendition.m3u8", {"_HLS_msn": "1"}),
+                             (f"/{LIVE_ID}/{hint[0]}.{hint[1]}.m4s", {})):
+            refused = await server.get(path, **params)
+            assert refused.status_code == 503, path
+            assert refused.headers["retry-after"] == "1"
+            assert refused.headers["cache-control"] == "no-store"
+            assert "at most 2 per stream" in refused.text
+        assert server.holds.refused == 2 and server.counters.held_requests == 0
+        # What was not refused is served once the media arrives.
+        server.feed(4.0)
+        answers = await asyncio.gather(*held)
+        assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+        assert server.counters.held_requests == 2
+
+
+class Reads:
+    """Counts the reads of recording playlists and the gzip compressions, and the threads
+    they ran on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opens: list[str] = []
+        self.compressions: list[str] = []
+        original_open = Path.open
+        original_compress = gzip.compress
+
+        def open_(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if path.name == "rendition.m3u8" and not set(mode) & set("wax+"):
+                self.opens.append(threading.current_thread().name)
+            return original_open(path, mode, *args, **kwargs)
+
+        def compress(data: bytes, *args: Any, **kwargs: Any) -> bytes:
+            self.compressions.append(threading.current_thread().name)
+            return original_compress(data, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", open_)
+        monkeypatch.setattr(gzip, "compress", compress)
+
+    @property
+    def on_the_loop(self) -> int:
+        here = threading.current_thread().name
+        return sum(name == here for name in self.opens + self.compressions)
+
+
+async def test_a_recorded_playlist_is_read_and_gzipped_once_per_version_off_the_loop(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / ASSET
+    record(directory, [2.0] * 40, first_msn=0)  # long enough to be gzipped
+    reads = Reads(monkeypatch)
+    gzip_ok = {"Accept-Encoding": "gzip"}
+    path = f"/{ASSET_ID}/rendition.m3u8"
+    first = await server.client.get(path, headers=gzip_ok)
+    assert first.status_code == 200 and first.headers["content-encoding"] == "gzip"
+    assert first.text.endswith("39.m4s\n") and "#EXT-X-PLAYLIST-TYPE:EVENT" in first.text
+    for _ in range(4):
+        again = await server.client.get(path, headers=gzip_ok)
+        assert again.content == first.content
+    plain = await server.client.get(path, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == first.text
+    assert (len(reads.opens), len(reads.compressions)) == (1, 1)
+    assert reads.on_the_loop == 0
+
+    # An appended segment is a new version of the file: read (and compressed) once more.
+    record(directory, [2.0], first_msn=40)
+    grown = await server.client.get(path, headers=gzip_ok)
+    assert grown.text.endswith("40.m4s\n") and grown.text.startswith(first.text)
+    await server.client.get(path, headers=gzip_ok)
+    assert (len(reads.opens), len(reads.compressions)) == (2, 2)
+    assert reads.on_the_loop == 0
+
+
+async def test_a_finished_assets_playlists_serve_from_the_cache(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / ASSET
+    record(directory, [2.0] * 40, first_msn=0)
+    finalize(directory)
+    RecordingWriter(directory).write_variant(VariantInfo(bandwidth=1000, codecs=("mp4a.40.2",)))
+    reads = Reads(monkeypatch)
+    for _ in range(3):
+        vod = await server.client.get(f"/{ASSET_ID}/rendition.m3u8",
+                                      headers={"Accept-Encoding": "gzip"})
+        assert vod.text.endswith("#EXT-X-ENDLIST\n")
+        assert vod.headers["cache-control"] == routes.VOD_PLAYLIST_CACHE
+        multivariant = await server.get(f"/{ASSET_ID}.m3u8")
+        assert multivariant.headers["cache-control"] == routes.VOD_PLAYLIST_CACHE
+    assert (len(reads.opens), len(reads.compressions)) == (1, 1)
+    assert server.recorded.misses == 1 and server.recorded.hits == 5
+    # Deleting the asset's files ends it: the cache does not serve what is gone.
+    (directory / "rendition.m3u8").unlink()
+    assert (await server.get(f"/{ASSET_ID}/rendition.m3u8")).status_code == 404
+    assert len(server.recorded) == 0
+    assert recorded.RECORDED_PLAYLIST_CACHE_ENTRIES >= 1

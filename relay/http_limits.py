@@ -1,0 +1,355 @@
+"""Bounds on HTTP connections: how many, from one address, and how long each may dawdle.
+
+Theory of operation: uvicorn accepts every connection and keeps it until the peer closes it.
+Its `limit_concurrency` answers 503 only once a request arrives, and its keep-alive timeout
+starts only after a response, so a peer that opens sockets and sends nothing, or a header
+byte every few seconds (slowloris), holds file descriptors (which RTMP and the store need
+too) for as long as it likes. `LimitedH11Protocol` is uvicorn's h11 protocol with these
+bounds added around it; h11's own states say where each connection is:
+
+    waiting  (their state IDLE)       for a request line and headers: must be complete within
+                                      `header_timeout` of the connection opening or of the
+                                      previous response's end, however slowly bytes arrive
+    body     (SEND_BODY)              the request body must be complete within `body_timeout`
+    busy     (DONE and the rest)      the application works; a response the peer does not
+                                      read for `send_timeout` (the transport stays paused)
+                                      closes the connection
+
+`ConnectionTable` counts the open connections, in all and per address (an IPv6 address
+counts per /64, as one host usually holds a whole /64). At the per-address cap a new
+connection is refused; at the total cap it takes the place of the connection that has waited
+longest for a request (an idle keep-alive or a slow sender: one that costs its client
+nothing to open again), and is refused only when every connection is busy. A refused
+connection gets a 503 with Retry-After and is closed at once. So sockets that send nothing
+cannot keep a normal request out, however many there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Protocol, cast
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from relay.logs import LogLimiter, peer_text
+
+log = logging.getLogger("relay.http")
+
+#: Seconds a refused client is asked to wait before it tries again.
+REFUSED_RETRY_AFTER: Final = 1
+_REFUSED_BODY: Final = b"too many connections; retry shortly\n"
+_REFUSED_RESPONSE: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Retry-After: %d\r\n"
+    b"Connection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n\r\n%s"
+) % (REFUSED_RETRY_AFTER, len(_REFUSED_BODY), _REFUSED_BODY)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The bounds of one HTTP listener (`relay serve --http-*`)."""
+
+    max_connections: int = 4000
+    max_connections_per_address: int = 1000
+    header_timeout: float = 10.0  # seconds from opening (or the last response) to headers
+    body_timeout: float = 30.0  # seconds from the headers to the end of the body
+    send_timeout: float = 30.0  # seconds a response may wait for the peer to read
+
+
+@dataclass(slots=True)
+class HttpCounters:
+    """What the limits did, since start (plain counters, read at scrape time)."""
+
+    refused_full: int = 0  # every connection was busy
+    refused_per_address: int = 0  # the address had its share
+    evicted: int = 0  # waiting connections closed to make room for a new one
+    header_timeouts: int = 0
+    body_timeouts: int = 0
+    send_timeouts: int = 0
+
+
+class Admission(enum.Enum):
+    ADMITTED = "admitted"
+    REFUSED_FULL = "refused: every connection is busy"
+    REFUSED_PER_ADDRESS = "refused: too many connections from the address"
+
+
+class Evictable(Protocol):
+    def evict(self) -> None:
+        """Close now: the connection's slot was given to a new one."""
+
+
+def address_key(host: str) -> str:
+    """What the per-address cap counts: an IPv4 address, or an IPv6 address's /64."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host  # not an IP address (a Unix socket): one key for all
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class ConnectionTable:
+    """Open connections, in all and per address; which of them wait for a request."""
+
+    def __init__(self, max_connections: int, max_per_address: int,
+                 counters: HttpCounters | None = None) -> None:
+        if max_connections < 1 or max_per_address < 1:
+            raise ValueError(f"connection caps must be at least 1, got {max_connections} "
+                             f"and {max_per_address} per address")
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        self.counters = counters if counters is not None else HttpCounters()
+        self._addresses: dict[Evictable, str] = {}
+        self._per_address: dict[str, int] = {}
+        # Connections waiting for a request, oldest first: the ones eviction takes.
+        self._waiting: dict[Evictable, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def from_address(self, address: str) -> int:
+        return self._per_address.get(address, 0)
+
+    def open(self, connection: Evictable, address: str) -> Admission:
+        """Count a new connection (waiting for its first request), or refuse it."""
+        if self._per_address.get(address, 0) >= self.max_per_address:
+            self.counters.refused_per_address += 1
+            return Admission.REFUSED_PER_ADDRESS
+        if len(self._addresses) >= self.max_connections:
+            victim = next(iter(self._waiting), None)
+            if victim is None:
+                self.counters.refused_full += 1
+                return Admission.REFUSED_FULL
+            self.close(victim)  # its slot is free now, whenever its socket goes
+            self.counters.evicted += 1
+            victim.evict()
+        self._addresses[connection] = address
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        self._waiting[connection] = None
+        return Admission.ADMITTED
+
+    def waiting(self, connection: Evictable) -> None:
+        """The connection now waits for a request: it may be evicted, newest last."""
+        if connection in self._addresses:
+            self._waiting.pop(connection, None)
+            self._waiting[connection] = None
+
+    def busy(self, connection: Evictable) -> None:
+        """The connection is in a request: it is not evicted."""
+        self._waiting.pop(connection, None)
+
+    def close(self, connection: Evictable) -> None:
+        """Forget a connection (safe to repeat)."""
+        address = self._addresses.pop(connection, None)
+        self._waiting.pop(connection, None)
+        if address is None:
+            return
+        left = self._per_address[address] - 1
+        if left:
+            self._per_address[address] = left
+        else:
+            del self._per_address[address]
+
+
+class _Phase(enum.Enum):
+    NEW = "new"
+    WAITING = "waiting for a request"
+    BODY = "receiving a request body"
+    BUSY = "busy"
+
+
+class LimitedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with the bounds of `HttpLimits` (see the module's comment).
+
+    Use `limited_protocol` to get a subclass bound to one listener's table and limits."""
+
+    table: ClassVar[ConnectionTable]
+    limits: ClassVar[HttpLimits]
+    log_limiter: ClassVar[LogLimiter]  # Relay's lines about this listener's limits
+    uvicorn_log: ClassVar[logging.LoggerAdapter[logging.Logger]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn writes a line per malformed request ("Invalid HTTP request received."),
+        # which a peer can repeat at will: once per message per interval here.
+        self.logger = cast(logging.Logger, self.uvicorn_log)
+        self._admitted = False
+        self._address = ""
+        self._phase = _Phase.NEW
+        self._deadline: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
+
+    # -- the transport's calls -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else ""
+        self._address = address_key(str(host))
+        admission = self.table.open(self, self._address)
+        if admission is not Admission.ADMITTED:
+            self._refuse(transport, admission)
+            return
+        self._admitted = True
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._sync()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel(self._deadline)
+        self._cancel(self._stall)
+        self._deadline = self._stall = None
+        if not self._admitted:
+            return
+        self.table.close(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return  # refused: the 503 is on its way and the transport closing
+        super().data_received(data)
+        self._sync()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._sync()
+
+    def pause_writing(self) -> None:
+        if not self._admitted:
+            return
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.limits.send_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        if not self._admitted:
+            return
+        super().resume_writing()
+        self._cancel(self._stall)
+        self._stall = None
+
+    # -- the table's call ------------------------------------------------------------------
+
+    def evict(self) -> None:
+        self.log_limiter.info("http-evicted", "http: closed a connection from %s that was "
+                          "waiting for a request, to make room for a new one "
+                          "(--http-max-connections %d)", peer_text(self._address),
+                          self.table.max_connections)
+        self._close()
+
+    # -- the bounds ------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Follow h11's state of the peer's side: arm or cancel the phase's deadline."""
+        if self.transport is None or self.transport.is_closing():
+            self._cancel(self._deadline)
+            self._deadline = None
+            return
+        their = self.conn.their_state
+        phase = (_Phase.WAITING if their is h11.IDLE
+                 else _Phase.BODY if their is h11.SEND_BODY else _Phase.BUSY)
+        if phase is self._phase:
+            return  # a deadline keeps running however many bytes trickle in
+        self._phase = phase
+        self._cancel(self._deadline)
+        self._deadline = None
+        if phase is _Phase.WAITING:
+            self.table.waiting(self)
+            self._deadline = self.loop.call_later(self.limits.header_timeout, self._late,
+                                                  phase)
+        else:
+            self.table.busy(self)
+            if phase is _Phase.BODY:
+                self._deadline = self.loop.call_later(self.limits.body_timeout, self._late,
+                                                      phase)
+
+    def _late(self, phase: _Phase) -> None:
+        self._deadline = None
+        if phase is _Phase.WAITING:
+            self.table.counters.header_timeouts += 1
+            self.log_limiter.info(
+                "http-header-timeout", "http: closed a connection from %s: no complete "
+                "request line and headers within %g s (--http-header-timeout)",
+                peer_text(self._address), self.limits.header_timeout)
+        else:
+            self.table.counters.body_timeouts += 1
+            self.log_limiter.info(
+                "http-body-timeout", "http: closed a connection from %s: the request body "
+                "was not complete within %g s (--http-body-timeout)",
+                peer_text(self._address), self.limits.body_timeout)
+        self._close()
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.table.counters.send_timeouts += 1
+        self.log_limiter.info(
+            "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
+            "response for %g s (--http-send-timeout)", peer_text(self._address),
+            self.limits.send_timeout)
+        self._close()
+
+    def _close(self) -> None:
+        # abort, not close: close would wait to flush a buffer the peer may never read.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def _refuse(self, transport: asyncio.BaseTransport, admission: Admission) -> None:
+        if admission is Admission.REFUSED_PER_ADDRESS:
+            self.log_limiter.warning(
+                "http-refused-per-address", "http: refused a connection from %s: it has "
+                "%d open (--http-max-connections-per-ip %d)", peer_text(self._address),
+                self.table.from_address(self._address), self.table.max_per_address)
+        else:
+            self.log_limiter.warning(
+                "http-refused-full", "http: refused a connection from %s: all %d "
+                "connections are busy (--http-max-connections)", peer_text(self._address),
+                self.table.max_connections)
+        # A stream transport (uvloop's TCPTransport does not subclass asyncio's classes).
+        stream = cast(asyncio.Transport, transport)
+        stream.write(_REFUSED_RESPONSE)
+        stream.close()
+
+    @staticmethod
+    def _cancel(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+
+
+class _LimitedUvicornLog(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's connection logger, each fixed message at most once per interval (with a
+    count of those held back). Records with an exception pass as they are."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+        self._limiter = LogLimiter(logger)
+
+    @property
+    def level(self) -> int:  # uvicorn reads it to decide on its trace lines
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if kwargs or not self.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)
+        else:
+            # uvicorn's messages are templates it chose: a fixed, small set of causes.
+            self._limiter.log(level, f"uvicorn: {msg}", str(msg), *args)
+
+
+def limited_protocol(limits: HttpLimits,
+                     counters: HttpCounters | None = None) -> type[LimitedH11Protocol]:
+    """A protocol class for one listener: its own table of connections, its limits and
+    its rate-limited log lines."""
+    table = ConnectionTable(limits.max_connections, limits.max_connections_per_address,
+                            counters)
+    return type("LimitedH11Protocol", (LimitedH11Protocol,), {
+        "table": table, "limits": limits, "log_limiter": LogLimiter(log),
+        "uvicorn_log": _LimitedUvicornLog(logging.getLogger("uvicorn.error"))})
