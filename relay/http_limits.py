@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol, cast
@@ -36,6 +35,7 @@ from typing import Any, ClassVar, Final, Protocol, cast
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from relay.addresses import address_group
 from relay.logs import LogLimiter, peer_text
 
 log = logging.getLogger("relay.http")
@@ -84,19 +84,6 @@ class Admission(enum.Enum):
 class Evictable(Protocol):
     def evict(self) -> None:
         """Close now: the connection's slot was given to a new one."""
-
-
-def address_key(host: str) -> str:
-    """What the per-address cap counts: an IPv4 address, or an IPv6 address's /64."""
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return host  # not an IP address (a Unix socket): one key for all
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class ConnectionTable:
@@ -195,7 +182,7 @@ class LimitedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else ""
-        self._address = address_key(str(host))
+        self._address = address_group(str(host))
         admission = self.table.open(self, self._address)
         if admission is not Admission.ADMITTED:
             self._refuse(transport, admission)

@@ -20,29 +20,12 @@ Pure: the caller passes `now`.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-#: IPv6 addresses are counted per network of this prefix length (one subscriber's usual share).
-IPV6_GROUP_PREFIX = 64
+from relay.addresses import address_group
 
-
-def address_group(address: str) -> str:
-    """The unit per-address limits count in: an IPv4 address, or an IPv6 /64.
-
-    `address` is a socket's host string; anything that does not parse (a Unix socket, "?")
-    is its own group, so it is still counted, never merged with others."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone index
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        network = ipaddress.IPv6Network((int(ip), IPV6_GROUP_PREFIX), strict=False)
-        return str(network)
-    return str(ip)
+__all__ = ["AuthThrottle", "address_group"]
 
 
 @dataclass(slots=True)

@@ -14,12 +14,12 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from relay.addresses import address_group
 from relay.http_limits import (
     Admission,
     ConnectionTable,
     HttpLimits,
     LimitedH11Protocol,
-    address_key,
     limited_protocol,
 )
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.anyio
     ("", ""),
 ])
 def test_address_key(host: str, key: str) -> None:
-    assert address_key(host) == key
+    assert address_group(host) == key
 
 
 class Conn:
