@@ -32,6 +32,7 @@ from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.metrics import IngestCollector, create_metrics_app
+from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
@@ -144,11 +145,14 @@ class RelayServer:
                     counters=self.hls_counters))
             limits = RtmpLimits(max_connections=s.rtmp_max_connections,
                                 idle_timeout=s.rtmp_idle_timeout,
-                                max_message_size=s.rtmp_max_message_size)
+                                max_message_size=s.rtmp_max_message_size,
+                                pre_publish_buffer_budget=s.rtmp_pre_publish_buffer_budget)
+            rtmp_budget = BufferBudget(limits.pre_publish_buffer_budget)  # one for RTMP(S)
             for listener in self.listeners[2:]:
                 server = RtmpServer(self.registry, limits=limits, counters=self.rtmp_counters,
                                     scheme="rtmps" if listener.name == "rtmps" else "rtmp",
-                                    ssl_context=tls if listener.name == "rtmps" else None)
+                                    ssl_context=tls if listener.name == "rtmps" else None,
+                                    budget=rtmp_budget)
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,

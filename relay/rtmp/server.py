@@ -5,6 +5,12 @@ Each connection feeds the socket's bytes straight into the session's buffers
 sent. Admission (a store lookup) is the only thing it waits for; while it waits, reading
 pauses, so a publisher cannot pile up data ahead of its answer. One connection's failure is
 logged with its reason and closes that connection only.
+
+A peer that does not read what Relay writes (replies to its pings and commands) is not
+allowed to make that output grow: when the transport's buffer passes `write_buffer_high`
+(`pause_writing`), the connection stops reading and parsing until it drains, and closes
+when it has not drained within `write_stall_timeout`. What connections that have not
+published hold is charged to one `BufferBudget` for the whole process.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from relay._native.rtmp_chunk import ChunkError
+from relay.logs import LogLimiter, peer_text
 from relay.media.flv import (
     AudioTagUnit,
     FlvError,
@@ -26,8 +33,11 @@ from relay.media.flv import (
 )
 from relay.media.timestamps import TimestampUnwrapper
 from relay.media.units import AudioConfig, MediaFrame, VideoConfig
+from relay.rtmp.buffer_budget import DEFAULT_PRE_PUBLISH_BUFFER_BUDGET, BufferBudget
 from relay.rtmp.messages import MessageType
 from relay.rtmp.session import (
+    DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
+    DEFAULT_MAX_COMMAND_SIZE,
     Closing,
     Connected,
     MediaMessage,
@@ -41,6 +51,8 @@ from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry, PublishRefused, Refusal
 
 log = logging.getLogger("relay.rtmp")
+# Closes that many hostile peers can cause at once are logged once per cause and interval.
+_limited_log = LogLimiter(log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,15 @@ class RtmpLimits:
     idle_timeout: float = 30.0  # no bytes from the encoder for this long -> close
     max_message_size: int = 8 * 1024 * 1024
     max_buffered: int = 16 * 1024 * 1024
+    # Commands, data and control messages; before a publish, every message (session.py).
+    max_command_size: int = DEFAULT_MAX_COMMAND_SIZE
+    max_buffered_before_publish: int = DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH
+    # All connections that have not published, together (--rtmp-pre-publish-buffer-budget).
+    pre_publish_buffer_budget: int = DEFAULT_PRE_PUBLISH_BUFFER_BUDGET
+    # Unsent output above which the transport calls pause_writing and reading stops.
+    write_buffer_high: int = 64 * 1024
+    # A connection whose output stays above write_buffer_high this long is closed.
+    write_stall_timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -67,6 +88,9 @@ class RtmpCounters:
     bytes_received: int = 0
     media_messages: int = 0
     media_errors: int = 0
+    write_pauses: int = 0  # pause_writing calls: a peer not reading our output
+    write_stall_closes: int = 0  # closed after write_stall_timeout without draining
+    budget_closes: int = 0  # closed: the pre-publish buffer budget was spent
 
 
 class RtmpServer:
@@ -80,10 +104,13 @@ class RtmpServer:
         counters: RtmpCounters,
         scheme: Literal["rtmp", "rtmps"] = "rtmp",
         ssl_context: ssl.SSLContext | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits
         self.counters = counters
+        # Shared by every listener of the process (the app passes one in).
+        self.budget = budget or BufferBudget(limits.pre_publish_buffer_budget)
         self.scheme = scheme
         self.ssl_context = ssl_context
         self.connections: set[RtmpConnection] = set()
@@ -118,8 +145,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self.server = server
         self.limits = server.limits
         self.counters = server.counters
-        self.session = ServerSession(epoch_ms=0, max_message_size=self.limits.max_message_size,
-                                     max_buffered=self.limits.max_buffered)
+        self.session = ServerSession(
+            epoch_ms=0, max_message_size=self.limits.max_message_size,
+            max_buffered=self.limits.max_buffered, max_command_size=self.limits.max_command_size,
+            max_buffered_before_publish=self.limits.max_buffered_before_publish)
         self.peer = "?"
         self.address = "?"
         self.live: LiveSession | None = None
@@ -129,6 +158,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._admission: asyncio.Task[None] | None = None
         self._waiting = False  # paused until the publish is answered
+        self._write_paused = False  # the peer is not reading: neither do we
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._charged = 0  # bytes charged to the server's budget (before publishing)
         self._closed = False
         self._close_reason = "connection closed by the encoder"
         self._timestamps = TimestampUnwrapper()
@@ -141,6 +173,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        transport.set_write_buffer_limits(high=self.limits.write_buffer_high)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.address = str(peer[0])
@@ -179,9 +212,32 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._protocol_error(str(exc))
             return
         self._process()
+        if self.live is None and not self._closed:
+            self._charge_budget()
 
     def eof_received(self) -> bool:
         return False  # close our side too
+
+    def pause_writing(self) -> None:
+        # The transport holds write_buffer_high bytes the peer has not read: stop reading
+        # (and so answering) until it drains, for at most write_stall_timeout.
+        self._write_paused = True
+        self.counters.write_pauses += 1
+        if self._transport is not None:
+            self._transport.pause_reading()
+        if self._stall_timer is None and not self._closed:
+            self._stall_timer = self._loop.call_later(self.limits.write_stall_timeout,
+                                                      self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._closed or self._waiting or self._transport is None:
+            return
+        self._transport.resume_reading()
+        self._process()  # what was read before the pause may still hold messages
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and self._close_reason == "connection closed by the encoder":
@@ -192,6 +248,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _process(self) -> None:
         session = self.session
+        if self._write_paused:
+            return  # resume_writing() comes back here
         while not self._closed and not self._waiting:
             try:
                 event = session.next_event()
@@ -199,7 +257,14 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._protocol_error(str(exc))
                 return
             if event is None:
-                break
+                if not session.output_full:
+                    break
+                # Replies fill MAX_PENDING_OUTPUT: write them, and go on parsing unless
+                # that write made the transport call pause_writing.
+                self._flush()
+                if self._write_paused:
+                    return
+                continue
             if isinstance(event, MediaMessage):
                 self._on_media(event)
             elif isinstance(event, PublishRequested):
@@ -210,8 +275,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
             elif isinstance(event, Metadata):
                 self.metadata = event.values
             elif isinstance(event, Connected):
-                log.debug("rtmp %s: connect from %s (%s)", self.peer, event.flash_ver,
-                          event.tc_url)
+                log.debug("rtmp %s: connect from %s (%s)", self.peer,
+                          peer_text(event.flash_ver), peer_text(event.tc_url))
             elif isinstance(event, PublishEnded):
                 self._close_reason = "the encoder stopped publishing"
                 self._flush()
@@ -243,9 +308,13 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 return
             self.session.accept_publish()
             self._switch_to_idle_timer()
+            self.server.budget.release(self._charged)  # publishing: bounded per connection
+            self._charged = 0
         if self._closed:
             return
         self._waiting = False
+        if self._write_paused:
+            return  # resume_writing() resumes reading
         assert self._transport is not None
         self._transport.resume_reading()
         self._process()
@@ -275,6 +344,24 @@ class RtmpConnection(asyncio.BufferedProtocol):
             live.publish_track(unit)
         # Ignored payloads and end-of-sequence markers carry nothing to publish.
 
+    def _charge_budget(self) -> None:
+        """Charge what this connection holds before publishing to the process's budget."""
+        assert self._transport is not None
+        holding = self.session.buffered + self._transport.get_write_buffer_size()
+        if holding == self._charged:
+            return
+        budget = self.server.budget
+        if budget.charge(self._charged, holding):
+            self._charged = holding
+            return
+        self.counters.budget_closes += 1
+        self._close_reason = (
+            f"connections that have not published hold {budget.used} bytes, and this one's "
+            f"{holding} would pass --rtmp-pre-publish-buffer-budget={budget.limit}")
+        _limited_log.warning("rtmp-pre-publish-budget", "rtmp %s: closing: %s", self.peer,
+                             self._close_reason)
+        self._abort()
+
     # -- timers -----------------------------------------------------------------------
 
     def _handshake_deadline(self) -> None:
@@ -285,6 +372,18 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._close_reason = (f"no publish within {self.limits.handshake_timeout:g}s "
                               f"of connecting (state {self.session.state})")
         log.warning("rtmp %s: closing: %s", self.peer, self._close_reason)
+        self._abort()
+
+    def _write_stalled(self) -> None:
+        self._stall_timer = None
+        if self._closed or not self._write_paused or self._transport is None:
+            return
+        self.counters.write_stall_closes += 1
+        self._close_reason = (
+            f"the peer left {self._transport.get_write_buffer_size()} bytes of our output "
+            f"unread for {self.limits.write_stall_timeout:g}s (write_stall_timeout)")
+        _limited_log.warning("rtmp-write-stall", "rtmp %s: closing: %s", self.peer,
+                             self._close_reason)
         self._abort()
 
     def _switch_to_idle_timer(self) -> None:
@@ -329,9 +428,13 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._transport.write(data)
 
     def _shutdown(self) -> None:
-        """Close after the pending output is written."""
-        if self._transport is not None:
-            self._transport.close()
+        """Close after the pending output is written, within write_stall_timeout."""
+        transport = self._transport
+        if transport is not None:
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A peer that does not read would keep the socket open forever.
+                self._loop.call_later(self.limits.write_stall_timeout, transport.abort)
         self._finish()
 
     def _abort(self) -> None:
@@ -346,6 +449,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._charged:
+            self.server.budget.release(self._charged)
+            self._charged = 0
         if self in self.server.connections:
             self.server.connections.discard(self)
             self.counters.connections_open -= 1
