@@ -29,6 +29,7 @@ from relay.rtmp.amf0 import (
     encode,
     encode_command,
 )
+from tests.rtmp.hostile import shared_reference_connect
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "rtmp"
 UTC = dt.UTC
@@ -387,10 +388,6 @@ def tree_size(value: object) -> int:
     return 1
 
 
-def u16(n: int) -> bytes:
-    return struct.pack(">H", n)
-
-
 def u29(n: int) -> bytes:
     """AMF3 1.3.1, up to 21 bits (all these tests need)."""
     if n < 0x80:
@@ -400,21 +397,9 @@ def u29(n: int) -> bytes:
     return bytes((0x80 | n >> 14, 0x80 | (n >> 7) & 0x7F, n & 0x7F))
 
 
-def key(name: str) -> bytes:
-    return u16(len(name)) + name.encode()
-
-
 def amf0_reference_bomb(levels: int) -> bytes:
-    """The hostile `connect` of issue 12: x0 = {}, x(k) = {a: x(k-1), b: x(k-1)}, app = x(levels).
-
-    About 20 bytes a level; walked as a tree, app has 2**(levels + 2) nodes."""
-    body = b"\x02\x00\x07connect" + b"\x00" + f64(1.0)
-    body += b"\x03"  # the command object: AMF0 reference 0
-    body += key("x0") + b"\x03\x00\x00\x09"  # reference 1
-    for k in range(1, levels + 1):  # x(k) is reference k + 1 and refers to reference k
-        body += key(f"x{k}") + b"\x03" + key("a") + b"\x07" + u16(k)
-        body += key("b") + b"\x07" + u16(k) + b"\x00\x00\x09"
-    return body + key("app") + b"\x07" + u16(levels + 1) + b"\x00\x00\x09"
+    """The hostile `connect` of issue 12 (app is `levels` of shared references)."""
+    return shared_reference_connect(levels)
 
 
 def amf3_reference_bomb(levels: int) -> bytes:

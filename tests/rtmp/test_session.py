@@ -27,6 +27,7 @@ from relay.rtmp.session import (
     ServerSession,
     State,
 )
+from tests.rtmp.hostile import shared_reference_connect
 
 Feeder = Callable[[bytes], Iterator[bytes]]
 
@@ -306,23 +307,9 @@ def test_buffered_bytes_are_bounded_before_publish() -> None:
     assert DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH == 262144
 
 
-def hostile_connect(levels: int = 40) -> bytes:
-    """The ~1 KB `connect` of issue 12: app is 40 levels of shared AMF0 references."""
-    def key(name: str) -> bytes:
-        return len(name).to_bytes(2, "big") + name.encode()
-
-    def ref(index: int) -> bytes:
-        return b"\x07" + index.to_bytes(2, "big")
-
-    body = amf0.encode("connect", 1.0) + b"\x03" + key("x0") + b"\x03\x00\x00\x09"
-    for k in range(1, levels + 1):
-        body += key(f"x{k}") + b"\x03" + key("a") + ref(k) + key("b") + ref(k) + b"\x00\x00\x09"
-    return body + key("app") + ref(levels + 1) + b"\x00\x00\x09"
-
-
 def test_a_shared_reference_connect_is_refused_without_walking_it() -> None:
     server, muxer = handshaken()
-    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0, hostile_connect())
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0, shared_reference_connect())
     with pytest.raises(RemoteProtocolError, match=r"^malformed command: .* max_size=262144"):
         pump(server, muxer.take())
 
