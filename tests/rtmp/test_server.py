@@ -284,11 +284,13 @@ async def test_a_peer_that_sends_pings_and_never_reads_is_paused_then_closed(
         harness: Harness) -> None:
     sock = await open_unread_connection(harness.port)
     peaks: list[int] = []
+    held: list[int] = []
 
     def closed() -> bool:
         for connection in harness.server.connections:
             assert connection._transport is not None
             peaks.append(connection._transport.get_write_buffer_size())
+            held.append(connection.session.buffered)
         return harness.counters.write_stall_closes > 0
 
     try:
@@ -303,6 +305,7 @@ async def test_a_peer_that_sends_pings_and_never_reads_is_paused_then_closed(
     # While paused, unsent output stayed within the high-water mark plus one batch of
     # replies (MAX_PENDING_OUTPUT), and nothing else was read.
     assert max(peaks) <= 16 * 1024 + MAX_PENDING_OUTPUT + 1024
+    assert max(held) <= LIMITS.max_buffered_before_publish  # and input stayed bounded
     await until(lambda: not harness.server.connections)
     assert harness.server.budget.used == 0
 
