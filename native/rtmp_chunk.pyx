@@ -30,7 +30,12 @@ to the caller. Every peer-controlled quantity is bounded: chunk size (128..65536
 (max_message_size), chunk streams (MAX_CHUNK_STREAMS), and buffered bytes (max_buffered, counting
 unread input plus the full length of every message being assembled, since that is what is
 allocated). A violation raises ChunkError, whose text is the close reason, and the demuxer stays
-failed.
+failed. Message length has two bounds, checked once per message when its first chunk header has
+arrived, before its payload is allocated or buffered: max_message_size for every message, and the
+smaller max_command_size for every type but audio, video and aggregate (the only messages that
+carry media, so the only large ones). A server tightens both, and max_buffered, with set_limits()
+until a publish is admitted, so a peer that has not authenticated cannot make it buffer or
+decode much; a message over either bound raises MessageTooLong, a ChunkError.
 
 The muxer keeps the last header of each csid and writes the most compact header the receiver can
 expand back (fmt 0 on first use, when the message stream changes or time goes backwards; fmt 1
@@ -79,6 +84,7 @@ __all__ = [
     "ChunkDemuxer",
     "ChunkError",
     "ChunkMuxer",
+    "MessageTooLong",
     "RtmpMessage",
 ]
 
@@ -119,6 +125,11 @@ cdef enum:
     TYPE_ACKNOWLEDGEMENT = 3
     TYPE_WINDOW_ACK_SIZE = 5
     TYPE_SET_PEER_BANDWIDTH = 6
+    # The message types that carry media (RTMP 7.1.4, 7.1.5, 7.1.6): max_command_size does
+    # not apply to them.
+    TYPE_AUDIO = 8
+    TYPE_VIDEO = 9
+    TYPE_AGGREGATE = 22
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
@@ -139,6 +150,10 @@ _CONTROL_MESSAGES = {
 class ChunkError(ValueError):
     """The peer broke the chunk stream protocol; str(exc) is a one-line close reason naming the
     offending value."""
+
+
+class MessageTooLong(ChunkError):
+    """A message header declared a length over max_message_size or max_command_size."""
 
 
 cdef long long checked_int(object value, str name, long long low, long long high) except? -1:
@@ -219,21 +234,19 @@ cdef class ChunkDemuxer:
     def __cinit__(self):
         # The defaults hold even if __init__ is bypassed (ChunkDemuxer.__new__).
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE
+        self.max_command_size = DEFAULT_MAX_MESSAGE_SIZE
         self.max_buffered = DEFAULT_MAX_BUFFERED
         ib_init(&self.input, self.max_buffered)
         self.peer_chunk_size = CHUNK_SIZE_DEFAULT
 
     def __init__(self, *, Py_ssize_t max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-                 Py_ssize_t max_buffered=DEFAULT_MAX_BUFFERED):
-        if max_message_size < 1:
-            raise ValueError(f"max_message_size must be >= 1, got {max_message_size}")
-        if max_buffered < 1:
-            raise ValueError(f"max_buffered must be >= 1, got {max_buffered}")
+                 Py_ssize_t max_buffered=DEFAULT_MAX_BUFFERED, max_command_size=None):
+        # max_command_size None: no bound beyond max_message_size.
         if self.input.store.capacity != 0 or self.nstreams != 0:
             raise RuntimeError("ChunkDemuxer.__init__ called on a demuxer already in use")
-        self.max_message_size = max_message_size
-        self.max_buffered = max_buffered
-        ib_init(&self.input, max_buffered)
+        self.set_limits(
+            max_message_size=max_message_size, max_buffered=max_buffered,
+            max_command_size=max_message_size if max_command_size is None else max_command_size)
 
     def __dealloc__(self):
         cdef Py_ssize_t slot
@@ -248,6 +261,38 @@ cdef class ChunkDemuxer:
     def chunk_size(self):
         """The peer's current chunk size (128 until it sends Set Chunk Size)."""
         return self.peer_chunk_size
+
+    @property
+    def max_message_size(self):
+        """Longest message accepted, of any type."""
+        return self.max_message_size
+
+    @property
+    def max_command_size(self):
+        """Longest message accepted of a type other than audio (8), video (9), aggregate (22)."""
+        return self.max_command_size
+
+    @property
+    def max_buffered(self):
+        """Most bytes held at once: unread input plus the full length of each partial message."""
+        return self.max_buffered
+
+    def set_limits(self, *, Py_ssize_t max_message_size, Py_ssize_t max_command_size,
+                   Py_ssize_t max_buffered):
+        """Change the bounds, e.g. when a publish is admitted.
+
+        New bounds apply to messages whose first chunk header is parsed from now on (and to
+        bytes buffered from now on); a message already being assembled keeps its allocation."""
+        if max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, got {max_message_size}")
+        if max_command_size < 1:
+            raise ValueError(f"max_command_size must be >= 1, got {max_command_size}")
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be >= 1, got {max_buffered}")
+        self.max_message_size = max_message_size
+        self.max_command_size = max_command_size
+        self.max_buffered = max_buffered
+        self.input.max_size = max_buffered
 
     @property
     def bytes_received(self):
@@ -546,13 +591,26 @@ cdef class ChunkDemuxer:
             f"{s.length} bytes; only fmt 3 may continue a message (RTMP 5.3.1.2.4)")
 
     cdef int fail_too_long(self, uint32_t csid, uint32_t length) except -1:
-        return self.fail(f"message length {length} on csid {csid} exceeds "
-                         f"max_message_size={self.max_message_size}")
+        self.error = MessageTooLong(f"message length {length} on csid {csid} exceeds "
+                                    f"max_message_size={self.max_message_size}")
+        raise self.error
 
     cdef int start_message(self, Py_ssize_t slot, Py_ssize_t unread_after) except -1:
         cdef ChunkStream* s = &self.streams[slot]
         cdef Py_ssize_t length = s.length
+        cdef uint8_t type_id = s.type_id
         cdef object payload
+        # Checked here, once per message and before anything is allocated, so that it also
+        # covers fmt 2/3 headers (which inherit a length checked under earlier limits).
+        if length > self.max_command_size and type_id != TYPE_AUDIO \
+                and type_id != TYPE_VIDEO and type_id != TYPE_AGGREGATE:
+            self.error = MessageTooLong(
+                f"message length {length} (type {type_id}) on csid {s.csid} exceeds "
+                f"max_command_size={self.max_command_size}; only audio, video and aggregate "
+                f"messages may be longer")
+            raise self.error
+        if length > self.max_message_size:
+            self.fail_too_long(s.csid, <uint32_t>length)
         if unread_after + self.reserved + length > self.max_buffered:
             self.fail(f"message of {length} bytes on csid {s.csid} would make "
                       f"{unread_after + self.reserved + length} bytes buffered, over "

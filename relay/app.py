@@ -35,6 +35,7 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.metrics import IngestCollector, create_metrics_app
+from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
 from relay.store import SchemaTooNewError, Store
@@ -156,15 +157,18 @@ class RelayServer:
                                 max_connections_per_ip=s.rtmp_max_connections_per_ip,
                                 idle_timeout=s.rtmp_idle_timeout,
                                 max_message_size=s.rtmp_max_message_size,
-                                log_interval=s.log_repeat_interval)
-            # One slot table for RTMP and RTMPS: the caps are per process, not per port.
+                                log_interval=s.log_repeat_interval,
+                                pre_publish_buffer_budget=s.rtmp_pre_publish_buffer_budget)
+            # One slot table and one buffer budget for RTMP and RTMPS: the caps are per
+            # process, not per port.
             slots: ConnectionSlots[RtmpConnection] = ConnectionSlots(
                 limits.max_connections, limits.max_connections_per_ip)
+            rtmp_budget = BufferBudget(limits.pre_publish_buffer_budget)
             for listener in self.listeners[2:]:
                 server = RtmpServer(self.registry, limits=limits, counters=self.rtmp_counters,
                                     scheme="rtmps" if listener.name == "rtmps" else "rtmp",
                                     ssl_context=tls if listener.name == "rtmps" else None,
-                                    slots=slots)
+                                    slots=slots, budget=rtmp_budget)
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,

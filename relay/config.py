@@ -150,6 +150,11 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "lines about what peers do (refused connections, timeouts, protocol errors, "
            "refused publishes) are written at most once per cause per this many seconds, "
            "with a count of those held back", "SECONDS"),
+    Option("rtmp-pre-publish-buffer-budget", parse_int_range(1024 * 1024, 64 * 1024 ** 3),
+           64 * 1024 * 1024,
+           "bytes that all RTMP(S) connections not yet publishing may hold together "
+           "(partial messages, unsent replies); a connection that would pass it is closed",
+           "BYTES"),
     Option("part-target", parse_seconds(0.1, 1.0), 0.3,
            "LL-HLS PART-TARGET in seconds for streams with latency_mode low", "SECONDS"),
     Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
@@ -199,6 +204,7 @@ class Settings:
     rtmp_max_connections_per_ip: int = 20
     rtmp_idle_timeout: float = 30.0
     rtmp_max_message_size: int = 8 * 1024 * 1024
+    rtmp_pre_publish_buffer_budget: int = 64 * 1024 * 1024
     max_session_duration: float = 43_200.0
     part_target: float = 0.3
     log_repeat_interval: float = 10.0

@@ -13,6 +13,7 @@ __all__ = [
     "ChunkDemuxer",
     "ChunkError",
     "ChunkMuxer",
+    "MessageTooLong",
     "RtmpMessage",
 ]
 
@@ -25,6 +26,9 @@ MAX_CHUNK_STREAMS: Final[int]
 class ChunkError(ValueError):
     """The peer broke the chunk stream protocol; str(exc) is a one-line close reason naming the
     offending value."""
+
+class MessageTooLong(ChunkError):
+    """A message header declared a length over max_message_size or max_command_size."""
 
 @final
 class RtmpMessage:
@@ -51,7 +55,17 @@ class ChunkDemuxer:
     """Reassembles RTMP messages from a peer's chunk stream (RTMP 5.3), bounded in memory."""
 
     def __init__(
-        self, *, max_message_size: int = ..., max_buffered: int = ...
+        self, *, max_message_size: int = ..., max_buffered: int = ...,
+        max_command_size: int | None = None
+    ) -> None: ...
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def max_command_size(self) -> int: ...
+    @property
+    def max_buffered(self) -> int: ...
+    def set_limits(
+        self, *, max_message_size: int, max_command_size: int, max_buffered: int
     ) -> None: ...
     @property
     def chunk_size(self) -> int: ...

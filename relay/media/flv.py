@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from relay.logs import peer_text
 from relay.media.aac import aac_audio_config
 from relay.media.h264 import avc_video_config
 from relay.media.hevc import hevc_video_config
@@ -321,7 +322,9 @@ def _si24(payload: bytes, pos: int) -> int:
 
 
 def _fourcc_text(fourcc: bytes) -> str:
+    # Four bytes the encoder chose: as text when printable (escaped like every peer value),
+    # else in hex.
     if all(0x20 <= byte < 0x7F for byte in fourcc):
-        return repr(fourcc.decode("ascii"))
+        return f"'{peer_text(fourcc.decode('ascii'))}'"
     return f"0x{fourcc.hex()}"
 

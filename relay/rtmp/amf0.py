@@ -13,7 +13,19 @@ peer controls is bounded before it is used: nesting depth (``MAX_DEPTH``), every
 checked against the bytes that remain, and a declared element count larger than the bytes
 left fails at once (each element takes at least one byte), so a 4-byte count can never cause
 a large allocation. Every failure is an ``AmfError`` whose one-line reason names the marker
-or field and the offset.
+or field and the offset; a peer's string in it is shown through ``relay.logs.peer_text``.
+
+References let a few bytes describe a huge value: ``x1 = {a: x0, b: x0}``, ``x2 = {a: x1,
+b: x1}`` ... doubles at every level, and anything that walks the result (``repr``, a
+comparison, a JSON dump) walks every shared node again. So each decode call has a size
+budget (``max_size``, default ``MAX_DECODED_SIZE``): every value costs one, every string
+and key costs its length in characters and a byte array its length besides, and a
+reference costs the whole size of what it points at, each time it appears (AMF0 2.9
+references, AMF3 string, object and traits references alike). The size of a decoded value
+walked as a tree is therefore at most ``max_size``, however it shares nodes; without
+references it is at most the message's length in bytes, so a message no longer than the
+budget never meets it. The cost of a reference is looked up, not walked, so decoding stays
+linear in the input.
 
 Python values:
 
@@ -46,7 +58,10 @@ import math
 import struct
 from typing import Final, TypeAlias
 
+from relay.logs import peer_text
+
 __all__ = [
+    "MAX_DECODED_SIZE",
     "MAX_DEPTH",
     "UNDEFINED",
     "AmfError",
@@ -63,6 +78,13 @@ __all__ = [
 # Containers may nest this deep (the outermost value is depth 0). Real commands and
 # metadata nest two or three levels; the bound keeps recursion and work per byte small.
 MAX_DEPTH: Final = 32
+
+# The default size budget of one decode call (see the theory of operation): one per value
+# plus the length of every string, key and byte array, counting a referenced value in full
+# each time it is referenced. Relay refuses command and data messages over 64 KiB, whose
+# size without references is at most their length; four times that leaves room for the
+# rare encoder that uses references, and walking a value of this size takes milliseconds.
+MAX_DECODED_SIZE: Final = 256 * 1024
 
 
 class AmfError(ValueError):
@@ -159,6 +181,10 @@ _AMF0_NAMES: Final = {
     UNSUPPORTED: "unsupported",
     RECORDSET: "recordset",
 }
+# AMF3 values that may be sent as a reference into the object table (AMF3 spec 2.2).
+_AMF3_REFERABLE: Final = frozenset(
+    (AMF3_XML_DOC, AMF3_DATE, AMF3_ARRAY, AMF3_OBJECT, AMF3_XML, AMF3_BYTE_ARRAY))
+
 _AMF3_NAMES: Final = {
     0x0D: "vector-int",
     0x0E: "vector-uint",
@@ -186,23 +212,36 @@ _IN_PROGRESS: Final = object()
 class _Amf3Context:
     """AMF3 reference tables (AMF3 spec 2.2): strings, complex objects, traits."""
 
-    __slots__ = ("objects", "strings", "traits")
+    __slots__ = ("object_sizes", "objects", "strings", "traits")
 
     def __init__(self) -> None:
         self.strings: list[str] = []
         self.objects: list[object] = []
-        self.traits: list[tuple[bool, list[str]]] = []  # (dynamic, sealed member names)
+        self.object_sizes: list[int] = []  # decoded size of each entry of objects
+        # (dynamic, sealed member names, their total length: what each instance costs)
+        self.traits: list[tuple[bool, list[str], int]] = []
 
 
 class _Reader:
-    """A cursor over one message; holds the AMF0 reference table for that message."""
+    """A cursor over one message; holds the AMF0 reference table and the size budget."""
 
-    __slots__ = ("data", "pos", "refs")
+    __slots__ = ("data", "max_size", "pos", "ref_sizes", "refs", "size")
 
-    def __init__(self, data: bytes, pos: int) -> None:
+    def __init__(self, data: bytes, pos: int, max_size: int) -> None:
         self.data = data
         self.pos = pos
         self.refs: list[object] = []  # AMF0 complex values, in order of their markers
+        self.ref_sizes: list[int] = []  # decoded size of each entry of refs
+        self.size = 0  # decoded size so far, references counted in full
+        self.max_size = max_size
+
+    def spend(self, n: int, at: int) -> None:
+        """Add n to the decoded size; past the budget the message is refused."""
+        self.size += n
+        if self.size > self.max_size:
+            raise AmfError(
+                f"value at offset {at} makes the decoded size pass max_size={self.max_size} "
+                "(a reference counts the size of what it points at each time)")
 
     # -- primitive fields --------------------------------------------------------------
 
@@ -260,20 +299,25 @@ class _Reader:
         at = self.pos
         marker = self.u8("value marker")
         if marker == NUMBER:
+            self.spend(1, at)
             return self.f64("number")
         if marker == BOOLEAN:
+            self.spend(1, at)
             return self.u8("boolean") != 0  # AMF0 2.3: non-zero is true
         if marker == STRING:
-            return self.utf8(self.u16("string length"), "string")
+            return self.text(self.u16("string length"), "string", at)
         if marker == NULL:
+            self.spend(1, at)
             return None
         if marker == UNDEFINED_MARKER:
+            self.spend(1, at)
             return UNDEFINED
         if marker == LONG_STRING:
-            return self.utf8(self.u32("long string length"), "long string")
+            return self.text(self.u32("long string length"), "long string", at)
         if marker == XML_DOCUMENT:
-            return self.utf8(self.u32("xml document length"), "xml document")
+            return self.text(self.u32("xml document length"), "xml document", at)
         if marker == DATE:
+            self.spend(1, at)
             return self.date()
         if marker == REFERENCE:
             return self.reference(at)
@@ -285,6 +329,7 @@ class _Reader:
                 raise AmfError(
                     f"marker 0x{marker:02x} at offset {at} nests deeper than {MAX_DEPTH}"
                 )
+            self.spend(1, at)
             if marker == STRICT_ARRAY:
                 return self.strict_array(at, depth)
             if marker == TYPED_OBJECT:
@@ -298,27 +343,40 @@ class _Reader:
         name = _AMF0_NAMES.get(marker, "unknown")
         raise AmfError(f"unsupported AMF0 marker 0x{marker:02x} ({name}) at offset {at}")
 
+    def text(self, n: int, what: str, at: int) -> str:
+        s = self.utf8(n, what)  # a truncation is reported as such, before the budget
+        self.spend(1 + len(s), at)
+        return s
+
     def members(self, into: dict[str, AmfValue], depth: int) -> dict[str, AmfValue]:
         """Read key/value pairs up to the object-end marker (AMF0 2.5, 2.10, 2.18)."""
+        start = self.size - 1  # the container's own unit, spent by value()
         slot = len(self.refs)
         self.refs.append(_IN_PROGRESS)
+        self.ref_sizes.append(0)
         while True:
+            key_at = self.pos
             key = self.utf8(self.u16("object key length"), "object key")
             self.need(1, "object member marker")
             if key == "" and self.data[self.pos] == OBJECT_END:
                 self.pos += 1
                 break
+            self.spend(len(key), key_at)
             into[key] = self.value(depth + 1)
         self.refs[slot] = into
+        self.ref_sizes[slot] = self.size - start
         return into
 
     def strict_array(self, at: int, depth: int) -> list[AmfValue]:
+        start = self.size - 1
         count = self.u32("strict array count")
         self.check_count(count, "strict array", at)
         slot = len(self.refs)
         self.refs.append(_IN_PROGRESS)
+        self.ref_sizes.append(0)
         items = [self.value(depth + 1) for _ in range(count)]
         self.refs[slot] = items
+        self.ref_sizes[slot] = self.size - start
         return items
 
     def date(self) -> _dt.datetime:
@@ -338,6 +396,7 @@ class _Reader:
         target = self.refs[index]
         if target is _IN_PROGRESS:
             raise AmfError(f"reference {index} at offset {at} is cyclic; cycles are not supported")
+        self.spend(self.ref_sizes[index], at)
         return target  # type: ignore[return-value]  # only AmfValues are stored
 
 
@@ -361,8 +420,11 @@ class _Amf3Reader:
             result = (result << 7) | (b & 0x7F)
         return (result << 8) | r.u8(what)
 
-    def string(self, what: str) -> str:
-        """UTF-8-vr (AMF3 1.3.2): a reference into the string table or an inline string."""
+    def string(self, what: str, *, spend: bool = True) -> str:
+        """UTF-8-vr (AMF3 1.3.2): a reference into the string table or an inline string.
+
+        Costs its length, referenced or not (a key or a value), unless ``spend`` is false
+        (a class name, which the decoded value does not keep)."""
         at = self.r.pos
         header = self.u29(f"{what} header")
         if header & 1 == 0:
@@ -372,8 +434,13 @@ class _Amf3Reader:
                     f"AMF3 string reference {index} at offset {at} points past the "
                     f"{len(self.ctx.strings)} strings decoded so far"
                 )
-            return self.ctx.strings[index]
+            s = self.ctx.strings[index]
+            if spend:
+                self.r.spend(len(s), at)
+            return s
         s = self.r.utf8(header >> 1, what)
+        if spend:
+            self.r.spend(len(s), at)
         if s:  # AMF3 1.3.2: the empty string is never sent by reference
             self.ctx.strings.append(s)
         return s
@@ -388,7 +455,12 @@ class _Amf3Reader:
         entry = objects[index]
         if entry is _IN_PROGRESS:
             raise AmfError(f"AMF3 object reference {index} at offset {at} is cyclic")
+        self.r.spend(self.ctx.object_sizes[index], at)
         return entry
+
+    def add_object(self, value: object, size: int) -> None:
+        self.ctx.objects.append(value)
+        self.ctx.object_sizes.append(size)
 
     def object_ref_or_inline(self, what: str) -> tuple[int, object | None]:
         """Read a U29 with the reference bit: (inline value >> 1, None) or (0, referenced)."""
@@ -402,6 +474,10 @@ class _Amf3Reader:
         r = self.r
         at = r.pos
         marker = r.u8("AMF3 value marker")
+        if marker not in _AMF3_REFERABLE:
+            # A referable value spends its own unit only when it is not a reference:
+            # a reference costs the size recorded for its target instead.
+            r.spend(1, at)
         if marker == AMF3_UNDEFINED:
             return UNDEFINED
         if marker == AMF3_NULL:
@@ -422,23 +498,26 @@ class _Amf3Reader:
             if ref is not None:
                 return ref  # type: ignore[return-value]  # only AmfValues are stored
             text = r.utf8(length, "AMF3 xml")
-            self.ctx.objects.append(text)
+            r.spend(1 + len(text), at)
+            self.add_object(text, 1 + len(text))
             return text
         if marker == AMF3_DATE:
             _, ref = self.object_ref_or_inline("AMF3 date")
             if ref is not None:
                 return ref  # type: ignore[return-value]
+            r.spend(1, at)
             date = _date_from_ms(r.f64("AMF3 date"), at)
-            self.ctx.objects.append(date)
+            self.add_object(date, 1)
             return date
         if marker == AMF3_BYTE_ARRAY:
             length, ref = self.object_ref_or_inline("AMF3 byte array")
             if ref is not None:
                 return ref  # type: ignore[return-value]
             r.need(length, "AMF3 byte array")
+            r.spend(1 + length, at)
             blob = r.data[r.pos : r.pos + length]
             r.pos += length
-            self.ctx.objects.append(blob)
+            self.add_object(blob, 1 + length)
             return blob
         if marker in (AMF3_ARRAY, AMF3_OBJECT):
             if depth >= MAX_DEPTH:
@@ -456,8 +535,10 @@ class _Amf3Reader:
         dense_count, ref = self.object_ref_or_inline("AMF3 array")
         if ref is not None:
             return ref  # type: ignore[return-value]
+        self.r.spend(1, at)
+        start = self.r.size - 1
         slot = len(self.ctx.objects)
-        self.ctx.objects.append(_IN_PROGRESS)
+        self.add_object(_IN_PROGRESS, 0)
         assoc: dict[str, AmfValue] = {}
         while (key := self.string("AMF3 array key")) != "":
             assoc[key] = self.value(depth + 1)
@@ -472,6 +553,7 @@ class _Amf3Reader:
             mixed.update(assoc)
             result = mixed
         self.ctx.objects[slot] = result
+        self.ctx.object_sizes[slot] = self.r.size - start
         return result
 
     def read_object(self, at: int, depth: int) -> AmfValue:
@@ -482,6 +564,8 @@ class _Amf3Reader:
         if header & 1 == 0:
             entry = self.object_entry(header >> 1, header_at)
             return entry  # type: ignore[return-value]  # only AmfValues are stored
+        r.spend(1, at)
+        start = r.size - 1
         if header & 2 == 0:
             index = header >> 2
             if index >= len(self.ctx.traits):
@@ -489,21 +573,24 @@ class _Amf3Reader:
                     f"AMF3 traits reference {index} at offset {header_at} points past the "
                     f"{len(self.ctx.traits)} traits decoded so far"
                 )
-            dynamic, sealed = self.ctx.traits[index]
+            dynamic, sealed, names_size = self.ctx.traits[index]
+            # Every instance has the traits' member names as its keys.
+            r.spend(names_size, header_at)
         else:
-            class_name = self.string("AMF3 class name")
+            class_name = self.string("AMF3 class name", spend=False)
             if header & 4:
                 raise AmfError(
-                    f"AMF3 externalizable object of class {class_name!r} at offset {at} "
-                    "is not supported"
+                    f"AMF3 externalizable object of class '{peer_text(class_name)}' at offset "
+                    f"{at} is not supported"
                 )
             dynamic = bool(header & 8)
             count = header >> 4
             r.check_count(count, "AMF3 object traits", at)
+            # Reading the names spends their length: this instance's keys.
             sealed = [self.string("AMF3 sealed member name") for _ in range(count)]
-            self.ctx.traits.append((dynamic, sealed))
+            self.ctx.traits.append((dynamic, sealed, sum(len(name) for name in sealed)))
         slot = len(self.ctx.objects)
-        self.ctx.objects.append(_IN_PROGRESS)
+        self.add_object(_IN_PROGRESS, 0)
         obj: dict[str, AmfValue] = {}
         for name in sealed:
             obj[name] = self.value(depth + 1)
@@ -511,6 +598,7 @@ class _Amf3Reader:
             while (key := self.string("AMF3 dynamic member name")) != "":
                 obj[key] = self.value(depth + 1)
         self.ctx.objects[slot] = obj
+        self.ctx.object_sizes[slot] = r.size - start
         return obj
 
 
@@ -527,11 +615,15 @@ def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
     return data if isinstance(data, bytes) else bytes(data)
 
 
-def decode(data: bytes, offset: int = 0) -> tuple[AmfValue, int]:
-    """Decode one AMF0 value at ``offset``; return it and the offset just past it."""
+def decode(data: bytes, offset: int = 0, *,
+           max_size: int = MAX_DECODED_SIZE) -> tuple[AmfValue, int]:
+    """Decode one AMF0 value at ``offset``; return it and the offset just past it.
+
+    ``max_size`` bounds the decoded value's size, references counted in full (see the
+    module docstring)."""
     if not 0 <= offset <= len(data):
         raise AmfError(f"offset {offset} is outside the {len(data)}-byte input")
-    reader = _Reader(_as_bytes(data), offset)
+    reader = _Reader(_as_bytes(data), offset, max_size)
     value = reader.value(0)
     return value, reader.pos
 
@@ -543,16 +635,19 @@ def _decode_from(reader: _Reader) -> list[AmfValue]:
     return values
 
 
-def decode_all(data: bytes) -> list[AmfValue]:
-    """Decode AMF0 values until the end of ``data`` (one message: one reference table)."""
-    return _decode_from(_Reader(_as_bytes(data), 0))
+def decode_all(data: bytes, *, max_size: int = MAX_DECODED_SIZE) -> list[AmfValue]:
+    """Decode AMF0 values until the end of ``data`` (one message: one reference table and
+    one size budget, ``max_size``)."""
+    return _decode_from(_Reader(_as_bytes(data), 0, max_size))
 
 
-def decode_command(payload: bytes, *, amf3: bool = False) -> tuple[str, float, list[AmfValue]]:
+def decode_command(payload: bytes, *, amf3: bool = False,
+                   max_size: int = MAX_DECODED_SIZE) -> tuple[str, float, list[AmfValue]]:
     """Split an RTMP command message into (name, transaction id, remaining values).
 
     ``amf3=True`` is for message type 17: a 0x00 format byte, then AMF0 values that may
-    switch to AMF3 one value at a time (RTMP 7.1.1; AMF0 3.1).
+    switch to AMF3 one value at a time (RTMP 7.1.1; AMF0 3.1). ``max_size`` bounds the
+    decoded size of the whole message, as for ``decode_all``.
     """
     data = _as_bytes(payload)
     start = 0
@@ -562,17 +657,18 @@ def decode_command(payload: bytes, *, amf3: bool = False) -> tuple[str, float, l
         if data[0] != 0x00:
             raise AmfError(f"AMF3 command starts with format byte 0x{data[0]:02x}, expected 0x00")
         start = 1
-    values = _decode_from(_Reader(data, start))
+    values = _decode_from(_Reader(data, start, max_size))
     if not values:
         raise AmfError("command message has no values; expected a name and a transaction id")
     name = values[0]
     if not isinstance(name, str):
         raise AmfError(f"command name must be a string, got {_type_name(name)}")
     if len(values) < 2:
-        raise AmfError(f"command {name!r} has no transaction id")
+        raise AmfError(f"command '{peer_text(name)}' has no transaction id")
     tid = values[1]
     if not isinstance(tid, float):
-        raise AmfError(f"command {name!r} transaction id must be a number, got {_type_name(tid)}")
+        raise AmfError(f"command '{peer_text(name)}' transaction id must be a number, "
+                       f"got {_type_name(tid)}")
     return name, tid, values[2:]
 
 
@@ -648,7 +744,8 @@ def _encode_value(out: bytearray, value: object, depth: int) -> None:
             out.append(OBJECT)
         for key, item in value.items():
             if not isinstance(key, str):
-                raise AmfError(f"object key {key!r} is a {type(key).__name__}, not a string")
+                raise AmfError(f"object key {peer_text(key)} is a {type(key).__name__}, "
+                               "not a string")
             raw_key = _utf8(key, "object key")
             if len(raw_key) > _U16_MAX:
                 raise AmfError(f"object key of {len(raw_key)} bytes is longer than 65535")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from relay._native.rtmp_chunk import ChunkDemuxer, ChunkError, ChunkMuxer, RtmpMessage
+from relay.logs import peer_text
 from relay.rtmp import amf0
 from relay.rtmp.handshake import ClientHandshake, HandshakeError
 from relay.rtmp.messages import (
@@ -174,7 +175,8 @@ class ClientSession:
                 self._events.append(Published())
             elif level == "error" or name == "_error":
                 self.state = ClientState.CLOSED
-                self._events.append(Refused(str(code), str(description)))
+                # The server's values, cut and escaped: they end up in log lines.
+                self._events.append(Refused(peer_text(code), peer_text(description)))
 
     def next_event(self) -> ClientEvent | None:
         return self._events.pop(0) if self._events else None

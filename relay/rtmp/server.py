@@ -16,6 +16,12 @@ handshake are counted and capped like any other.
 
 Lines about what peers do (refusals, timeouts, protocol errors) go through one `LogLimiter`
 per listener: one line per cause per interval, with a count of those held back.
+
+A peer that does not read what Relay writes (replies to its pings and commands) is not
+allowed to make that output grow: when the transport's buffer passes `write_buffer_high`
+(`pause_writing`), the connection stops reading and parsing until it drains, and closes
+when it has not drained within `write_stall_timeout`. What connections that have not
+published hold is charged to one `BufferBudget` for the whole process.
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ from relay.media.flv import (
 )
 from relay.media.timestamps import TimestampUnwrapper
 from relay.media.units import AudioConfig, MediaFrame, VideoConfig
+from relay.rtmp.buffer_budget import DEFAULT_PRE_PUBLISH_BUFFER_BUDGET, BufferBudget
 from relay.rtmp.messages import MessageType
 from relay.rtmp.session import (
+    DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
+    DEFAULT_MAX_COMMAND_SIZE,
     Closing,
     Connected,
     MediaMessage,
@@ -71,6 +80,15 @@ class RtmpLimits:
     max_message_size: int = 8 * 1024 * 1024
     max_buffered: int = 16 * 1024 * 1024
     log_interval: float = 10.0  # at most one line per cause per interval (LogLimiter)
+    # Commands, data and control messages; before a publish, every message (session.py).
+    max_command_size: int = DEFAULT_MAX_COMMAND_SIZE
+    max_buffered_before_publish: int = DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH
+    # All connections that have not published, together (--rtmp-pre-publish-buffer-budget).
+    pre_publish_buffer_budget: int = DEFAULT_PRE_PUBLISH_BUFFER_BUDGET
+    # Unsent output above which the transport calls pause_writing and reading stops.
+    write_buffer_high: int = 64 * 1024
+    # A connection whose output stays above write_buffer_high this long is closed.
+    write_stall_timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -90,6 +108,9 @@ class RtmpCounters:
     bytes_received: int = 0
     media_messages: int = 0
     media_errors: int = 0
+    write_pauses: int = 0  # pause_writing calls: a peer not reading our output
+    write_stall_closes: int = 0  # closed after write_stall_timeout without draining
+    budget_closes: int = 0  # closed: the pre-publish buffer budget was spent
 
 
 class RtmpServer:
@@ -104,10 +125,13 @@ class RtmpServer:
         scheme: Literal["rtmp", "rtmps"] = "rtmp",
         ssl_context: ssl.SSLContext | None = None,
         slots: ConnectionSlots[RtmpConnection] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits
         self.counters = counters
+        # Shared by every listener of the process (the app passes one in).
+        self.budget = budget or BufferBudget(limits.pre_publish_buffer_budget)
         self.scheme = scheme
         self.ssl_context = ssl_context
         #: Shared by every listener of the process (app.py passes one), so the caps are
@@ -185,8 +209,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self.server = server
         self.limits = server.limits
         self.counters = server.counters
-        self.session = ServerSession(epoch_ms=0, max_message_size=self.limits.max_message_size,
-                                     max_buffered=self.limits.max_buffered)
+        self.session = ServerSession(
+            epoch_ms=0, max_message_size=self.limits.max_message_size,
+            max_buffered=self.limits.max_buffered, max_command_size=self.limits.max_command_size,
+            max_buffered_before_publish=self.limits.max_buffered_before_publish)
         self.peer = "?"
         self.address = "?"
         self.live: LiveSession | None = None
@@ -199,6 +225,9 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._socket: socket.socket | None = None  # RTMPS: accepted, not yet given to TLS
         self._counted = False  # holds a slot (taken at accept)
         self._waiting = False  # paused until the publish is answered
+        self._write_paused = False  # the peer is not reading: neither do we
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._charged = 0  # bytes charged to the server's budget (before publishing)
         self._closed = False
         self._close_reason = "connection closed by the encoder"
         self._timestamps = TimestampUnwrapper()
@@ -211,6 +240,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        transport.set_write_buffer_limits(high=self.limits.write_buffer_high)
         if self._counted:  # RTMPS: its slot and deadline date from the accept, before TLS
             return
         self._take_slot(transport.get_extra_info("peername"))
@@ -296,9 +326,32 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._protocol_error(str(exc))
             return
         self._process()
+        if self.live is None and not self._closed:
+            self._charge_budget()
 
     def eof_received(self) -> bool:
         return False  # close our side too
+
+    def pause_writing(self) -> None:
+        # The transport holds write_buffer_high bytes the peer has not read: stop reading
+        # (and so answering) until it drains, for at most write_stall_timeout.
+        self._write_paused = True
+        self.counters.write_pauses += 1
+        if self._transport is not None:
+            self._transport.pause_reading()
+        if self._stall_timer is None and not self._closed:
+            self._stall_timer = self._loop.call_later(self.limits.write_stall_timeout,
+                                                      self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._closed or self._waiting or self._transport is None:
+            return
+        self._transport.resume_reading()
+        self._process()  # what was read before the pause may still hold messages
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and self._close_reason == "connection closed by the encoder":
@@ -309,6 +362,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     def _process(self) -> None:
         session = self.session
+        if self._write_paused:
+            return  # resume_writing() comes back here
         while not self._closed and not self._waiting:
             try:
                 event = session.next_event()
@@ -316,7 +371,14 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._protocol_error(str(exc))
                 return
             if event is None:
-                break
+                if not session.output_full:
+                    break
+                # Replies fill MAX_PENDING_OUTPUT: write them, and go on parsing unless
+                # that write made the transport call pause_writing.
+                self._flush()
+                if self._write_paused:
+                    return
+                continue
             if isinstance(event, MediaMessage):
                 self._on_media(event)
             elif isinstance(event, PublishRequested):
@@ -327,8 +389,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
             elif isinstance(event, Metadata):
                 self.metadata = event.values
             elif isinstance(event, Connected):
-                log.debug("rtmp %s: connect from %s (%s)", self.peer, event.flash_ver,
-                          event.tc_url)
+                log.debug("rtmp %s: connect from %s (%s)", self.peer,
+                          peer_text(event.flash_ver), peer_text(event.tc_url))
             elif isinstance(event, PublishEnded):
                 self._close_reason = "the encoder stopped publishing"
                 self._flush()
@@ -372,9 +434,13 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self.server.slots.settle(self)  # publishing: its slot can no longer be evicted
             self.session.accept_publish()
             self._switch_to_idle_timer()
+            self.server.budget.release(self._charged)  # publishing: bounded per connection
+            self._charged = 0
         if self._closed:
             return
         self._waiting = False
+        if self._write_paused:
+            return  # resume_writing() resumes reading
         assert self._transport is not None
         self._transport.resume_reading()
         self._process()
@@ -404,6 +470,24 @@ class RtmpConnection(asyncio.BufferedProtocol):
             live.publish_track(unit)
         # Ignored payloads and end-of-sequence markers carry nothing to publish.
 
+    def _charge_budget(self) -> None:
+        """Charge what this connection holds before publishing to the process's budget."""
+        assert self._transport is not None
+        holding = self.session.buffered + self._transport.get_write_buffer_size()
+        if holding == self._charged:
+            return
+        budget = self.server.budget
+        if budget.charge(self._charged, holding):
+            self._charged = holding
+            return
+        self.counters.budget_closes += 1
+        self._close_reason = (
+            f"connections that have not published hold {budget.used} bytes, and this one's "
+            f"{holding} would pass --rtmp-pre-publish-buffer-budget={budget.limit}")
+        self.server.note(logging.WARNING, "rtmp-pre-publish-budget", "rtmp %s: closing: %s",
+                         self.peer, self._close_reason)
+        self._abort()
+
     # -- timers -----------------------------------------------------------------------
 
     def _handshake_deadline(self) -> None:
@@ -419,6 +503,18 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._close_reason = (f"no publish within {self.limits.handshake_timeout:g}s "
                               f"of connecting (state {state})")
         self.server.note(logging.WARNING, "rtmp-handshake-timeout", "rtmp %s: closing: %s",
+                         self.peer, self._close_reason)
+        self._abort()
+
+    def _write_stalled(self) -> None:
+        self._stall_timer = None
+        if self._closed or not self._write_paused or self._transport is None:
+            return
+        self.counters.write_stall_closes += 1
+        self._close_reason = (
+            f"the peer left {self._transport.get_write_buffer_size()} bytes of our output "
+            f"unread for {self.limits.write_stall_timeout:g}s (write_stall_timeout)")
+        self.server.note(logging.WARNING, "rtmp-write-stall", "rtmp %s: closing: %s",
                          self.peer, self._close_reason)
         self._abort()
 
@@ -478,9 +574,13 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._transport.write(data)
 
     def _shutdown(self) -> None:
-        """Close after the pending output is written."""
-        if self._transport is not None:
-            self._transport.close()
+        """Close after the pending output is written, within write_stall_timeout."""
+        transport = self._transport
+        if transport is not None:
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A peer that does not read would keep the socket open forever.
+                self._loop.call_later(self.limits.write_stall_timeout, transport.abort)
         self._finish()
 
     def _abort(self) -> None:
@@ -502,6 +602,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self._socket.close()
             self._socket = None
         self.server.slots.release(self)
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._charged:
+            self.server.budget.release(self._charged)
+            self._charged = 0
         if self in self.server.connections:
             self.server.connections.discard(self)
             self.counters.connections_open -= 1

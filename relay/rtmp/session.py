@@ -12,6 +12,17 @@ the asyncio adapter (`relay.rtmp.server`) owns the socket, the timers and the li
                                                                           | accept_publish()
                                                      PUBLISHING <---------+
     any state --error / refusal / unpublish--> CLOSING (the adapter closes the socket)
+
+What a peer may cost before it has authenticated (a publish admitted) is small and bounded:
+every message at most `max_command_size` bytes, refused by the chunk demuxer from the first
+chunk header before its payload is buffered; no aggregate message; at most
+`max_buffered_before_publish` bytes held; every AMF value within the decoder's size budget
+(`amf0.MAX_DECODED_SIZE`). Once the publish is admitted, audio, video and aggregate messages
+may be as long as `max_message_size`; commands and data stay under `max_command_size`.
+Output is bounded too: once `MAX_PENDING_OUTPUT` bytes wait for `data_to_send()`, the session
+parses no further message (`output_full`), so a peer that never reads cannot make replies
+pile up faster than the adapter writes them. A peer's value reaches an error or a reply only
+through `relay.logs.peer_text`.
 """
 
 from __future__ import annotations
@@ -29,8 +40,10 @@ from relay._native.rtmp_chunk import (
     ChunkDemuxer,
     ChunkError,
     ChunkMuxer,
+    MessageTooLong,
     RtmpMessage,
 )
+from relay.logs import peer_text
 from relay.rtmp import amf0
 from relay.rtmp.handshake import HANDSHAKE_SIZE, HandshakeError, ServerHandshake
 from relay.rtmp.messages import (
@@ -55,6 +68,17 @@ WINDOW_ACK_SIZE = 2_500_000
 OUT_CHUNK_SIZE = 4096
 # The message stream id `createStream` hands out; one publish per connection.
 PUBLISH_STREAM_ID = 1
+# The longest command, data or control message accepted, and before a publish is admitted
+# the longest message of any type. Real commands are a few hundred bytes and onMetaData a
+# few kilobytes; decoding AMF costs about 0.2 s per MiB in Python, so this keeps what an
+# unauthenticated peer can make Relay decode to milliseconds per message.
+DEFAULT_MAX_COMMAND_SIZE = 64 * 1024
+# What one connection may hold (unread input plus partial messages) before a publish is
+# admitted: a few messages of max_command_size in flight.
+DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH = 256 * 1024
+# Replies waiting for data_to_send() beyond which no further message is parsed: a ping or an
+# unknown command costs a reply, so input that is all requests cannot queue unbounded output.
+MAX_PENDING_OUTPUT = 64 * 1024
 
 
 class State(StrEnum):
@@ -160,14 +184,22 @@ class ServerSession:
         random_bytes: Callable[[int], bytes] = os.urandom,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
+        max_buffered_before_publish: int = DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
     ) -> None:
         self.state = State.HANDSHAKE
         self._handshake: ServerHandshake | None = ServerHandshake(
             epoch_ms=epoch_ms, random_bytes=random_bytes)
         self._handshake_buffer: bytearray | None = bytearray(2 * HANDSHAKE_SIZE + 1)
-        self._demuxer = ChunkDemuxer(max_message_size=max_message_size,
-                                     max_buffered=max_buffered)
+        # Until a publish is admitted every message is held to the command limit.
+        self._max_message_size = max_message_size
+        self._max_command_size = min(max_command_size, max_message_size)
+        self._max_buffered = max_buffered
+        self._demuxer = ChunkDemuxer(
+            max_message_size=self._max_command_size, max_command_size=self._max_command_size,
+            max_buffered=min(max_buffered_before_publish, max_buffered))
         self._muxer = ChunkMuxer()
+        self.output_full = False  # MAX_PENDING_OUTPUT bytes wait: parse nothing more
         self._handshake_out = bytearray()
         self._events: list[Event] = []
         self._next_event = 0
@@ -233,10 +265,16 @@ class ServerSession:
         while self._next_event >= len(self._events):
             self._events.clear()
             self._next_event = 0
-            if self.state in (State.HANDSHAKE, State.CLOSING):
+            if self.output_full or self.state in (State.HANDSHAKE, State.CLOSING):
                 return None
             try:
                 message = self._demuxer.next_message()
+            except MessageTooLong as exc:
+                if self.state is State.PUBLISHING:
+                    raise RemoteProtocolError(str(exc)) from None
+                raise RemoteProtocolError(
+                    f"{exc}, the limit for every message before a publish is admitted "
+                    "(max_command_size)") from None
             except ChunkError as exc:
                 raise RemoteProtocolError(str(exc)) from None
             if message is None:
@@ -268,6 +306,10 @@ class ServerSession:
         elif type_id in (MessageType.DATA_AMF0, MessageType.DATA_AMF3):
             self._on_data(message)
         elif type_id == MessageType.AGGREGATE:
+            if self.state is not State.PUBLISHING:
+                # Aggregates carry media only; before a publish they are a way to make us
+                # parse a long message for nothing.
+                raise RemoteProtocolError("aggregate message before a publish is admitted")
             self._on_aggregate(message)
         elif type_id == MessageType.USER_CONTROL:
             self._on_user_control(message.payload)
@@ -356,7 +398,7 @@ class ServerSession:
         if handler is not None:
             getattr(self, handler)(txn, args)
         elif self.state is State.AWAIT_CONNECT:
-            raise RemoteProtocolError(f"expected connect, got {name!r}")
+            raise RemoteProtocolError(f"expected connect, got '{peer_text(name)}'")
         elif name in ("_result", "_error", "onStatus", "onBWDone"):
             pass  # answers to calls Relay never makes, or courtesy notifications
         else:
@@ -364,7 +406,7 @@ class ServerSession:
             if txn:
                 self._command("_error", txn, None, _status(
                     "error", "NetConnection.Call.Failed",
-                    f"{name} is not supported by this server in state {self.state}"))
+                    f"{peer_text(name)} is not supported by this server in state {self.state}"))
 
     def _on_connect(self, txn: float, args: list[amf0.AmfValue]) -> None:
         props = args[0] if args and isinstance(args[0], dict) else {}
@@ -372,10 +414,12 @@ class ServerSession:
         tc_url = props.get("tcUrl")
         flash_ver = props.get("flashVer")
         if not isinstance(app, str) or app.rstrip("/") != APP_NAME:
+            # peer_text: app may be any AMF value; it is named by type, never walked.
             self._command("_error", txn, None, _status(
                 "error", "NetConnection.Connect.Rejected",
-                f"unknown application {app!r}: publish to rtmp://HOST/{APP_NAME}/STREAM_KEY"))
-            self._close(f"connect to unknown application {app!r}")
+                f"unknown application '{peer_text(app)}': publish to "
+                f"rtmp://HOST/{APP_NAME}/STREAM_KEY"))
+            self._close(f"connect to unknown application '{peer_text(app)}'")
             return
         self._control(MessageType.WINDOW_ACK_SIZE, u32_payload(WINDOW_ACK_SIZE))
         self._control(MessageType.SET_PEER_BANDWIDTH,
@@ -432,8 +476,13 @@ class ServerSession:
             raise LocalProtocolError(f"accept_publish in state {self.state}")
         self._control(MessageType.USER_CONTROL,
                       user_control_payload(UserControlEvent.STREAM_BEGIN, PUBLISH_STREAM_ID))
-        self._status("status", "NetStream.Publish.Start", f"{self.stream_key} is now published.")
+        self._status("status", "NetStream.Publish.Start",
+                     f"{peer_text(self.stream_key)} is now published.")
         self.state = State.PUBLISHING
+        # Authenticated: media may now be as long as max_message_size.
+        self._demuxer.set_limits(max_message_size=self._max_message_size,
+                                 max_command_size=self._max_command_size,
+                                 max_buffered=self._max_buffered)
 
     def refuse_publish(self, description: str,
                        code: str = "NetStream.Publish.BadName") -> None:
@@ -456,6 +505,7 @@ class ServerSession:
     # -- output --------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
+        self.output_full = False
         if self._handshake_out:
             out = bytes(self._handshake_out) + self._muxer.take()
             self._handshake_out.clear()
@@ -467,15 +517,28 @@ class ServerSession:
 
     def _control(self, type_id: MessageType, payload: bytes) -> None:
         self._muxer.write_message(CONTROL_CSID, type_id, 0, 0, payload)
+        self._check_output()
 
     def _command(self, name: str, txn: float, *args: amf0.AmfValue) -> None:
         self._muxer.write_message(COMMAND_CSID, MessageType.COMMAND_AMF0, 0, 0,
                                   amf0.encode_command(name, txn, *args))
+        self._check_output()
 
     def _status(self, level: str, code: str, description: str) -> None:
         self._muxer.write_message(
             STATUS_CSID, MessageType.COMMAND_AMF0, PUBLISH_STREAM_ID, 0,
             amf0.encode_command("onStatus", 0.0, None, _status(level, code, description)))
+        self._check_output()
+
+    def _check_output(self) -> None:
+        # Only replies write here, so a publisher's media path never pays for this check.
+        if self._muxer.pending >= MAX_PENDING_OUTPUT:
+            self.output_full = True
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes waiting for data_to_send()."""
+        return len(self._handshake_out) + int(self._muxer.pending)
 
     def release(self) -> None:
         """Free the buffers (the connection is gone)."""

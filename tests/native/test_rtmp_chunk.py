@@ -17,6 +17,7 @@ from relay._native.rtmp_chunk import (
     ChunkDemuxer,
     ChunkError,
     ChunkMuxer,
+    MessageTooLong,
     RtmpMessage,
 )
 
@@ -702,6 +703,78 @@ def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match=r"^max_buffered must be >= 1, got -5$"):
         ChunkDemuxer(max_buffered=-5)
     assert (DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_BUFFERED) == (8 << 20, 16 << 20)
+
+
+@pytest.mark.parametrize("type_id", [1, 4, 15, 17, 18, 20, 127])
+def test_a_long_command_is_refused_at_its_first_header(type_id: int) -> None:
+    # Only the 12-byte header has arrived: the refusal comes before any payload is buffered
+    # or allocated, whatever the type (control, user control, data, commands, unknown).
+    demuxer = ChunkDemuxer(max_message_size=1 << 20, max_command_size=1000)
+    demuxer.feed(chunk0(3, 0, 1001, type_id, 0, b""))
+    with pytest.raises(MessageTooLong, match=rf"^message length 1001 \(type {type_id}\) on csid 3 "
+                                             r"exceeds max_command_size=1000; only audio, video "
+                                             r"and aggregate messages may be longer$"):
+        demuxer.next_message()
+    assert demuxer.buffered == 0
+    assert isinstance(MessageTooLong("x"), ChunkError)
+
+
+@pytest.mark.parametrize("type_id", [8, 9, 22])
+def test_media_messages_are_bounded_by_max_message_size_only(type_id: int) -> None:
+    demuxer = ChunkDemuxer(max_message_size=5000, max_command_size=1000)
+    demuxer.feed(chunk0(3, 0, 5000, type_id, 1, b""))
+    assert demuxer.next_message() is None
+    assert demuxer.buffered == 5000  # reserved: it is being assembled
+    demuxer = ChunkDemuxer(max_message_size=5000, max_command_size=1000)
+    demuxer.feed(chunk0(4, 0, 5001, type_id, 1, b""))
+    with pytest.raises(MessageTooLong, match=r"^message length 5001 on csid 4 exceeds "
+                                             r"max_message_size=5000$"):
+        demuxer.next_message()
+
+
+def in_chunks(first: Callable[[bytes], bytes], csid: int, payload: bytes) -> bytes:
+    """A message at the default chunk size of 128: its first chunk, then fmt 3 chunks."""
+    return first(payload[:128]) + b"".join(
+        chunk3(csid, payload[i:i + 128]) for i in range(128, len(payload), 128))
+
+
+def test_a_command_at_the_limit_passes() -> None:
+    demuxer = ChunkDemuxer(max_command_size=1000)
+    demuxer.feed(in_chunks(lambda body: chunk0(3, 0, 1000, 20, 0, body), 3, bytes(1000)))
+    assert drain(demuxer) == [(3, 20, 0, 0, bytes(1000))]
+
+
+def test_set_limits_applies_to_the_next_message_header() -> None:
+    # A server's limits before a publish is admitted, then after: 128-byte command and
+    # media messages, then large media but still small commands.
+    demuxer = ChunkDemuxer(max_message_size=1 << 20, max_command_size=1 << 20)
+    demuxer.set_limits(max_message_size=128, max_command_size=128, max_buffered=1000)
+    assert (demuxer.max_message_size, demuxer.max_command_size, demuxer.max_buffered) == (
+        128, 128, 1000)
+    with pytest.raises(ChunkError, match=r"^1001 more bytes would exceed max_buffered=1000"):
+        demuxer.feed(bytes(1001))
+    demuxer.feed(chunk0(6, 0, 128, 9, 1, bytes(128)))
+    assert drain(demuxer) == [(6, 9, 0, 1, bytes(128))]
+    demuxer.set_limits(max_message_size=4096, max_command_size=128, max_buffered=1 << 20)
+    demuxer.feed(in_chunks(lambda body: chunk1(6, 40, 4096, 9, body), 6, bytes(4096)))
+    assert [m[4] for m in drain(demuxer)] == [bytes(4096)]
+    # A fmt 3 header starting a message inherits its length: checked against today's limits.
+    demuxer.set_limits(max_message_size=4000, max_command_size=128, max_buffered=1 << 20)
+    demuxer.feed(chunk3(6, b""))
+    with pytest.raises(MessageTooLong, match=r"^message length 4096 on csid 6 exceeds "
+                                             r"max_message_size=4000$"):
+        demuxer.next_message()
+
+
+def test_set_limits_must_be_positive() -> None:
+    demuxer = ChunkDemuxer()
+    for name in ("max_message_size", "max_command_size", "max_buffered"):
+        limits = {"max_message_size": 1, "max_command_size": 1, "max_buffered": 1, name: 0}
+        with pytest.raises(ValueError, match=rf"^{name} must be >= 1, got 0$"):
+            demuxer.set_limits(**limits)
+    with pytest.raises(ValueError, match=r"^max_command_size must be >= 1, got -1$"):
+        ChunkDemuxer(max_command_size=-1)
+    assert ChunkDemuxer(max_message_size=99).max_command_size == 99  # no bound of its own
 
 
 def test_buffer_updated_cannot_commit_more_than_was_offered() -> None:

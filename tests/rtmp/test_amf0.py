@@ -8,6 +8,7 @@ import datetime as dt
 import math
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.rtmp.amf0 import (
+    MAX_DECODED_SIZE,
     MAX_DEPTH,
     UNDEFINED,
     AmfError,
@@ -27,6 +29,7 @@ from relay.rtmp.amf0 import (
     encode,
     encode_command,
 )
+from tests.rtmp.hostile import shared_reference_connect
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "rtmp"
 UTC = dt.UTC
@@ -371,6 +374,102 @@ def test_each_avmplus_switch_starts_fresh_amf3_tables() -> None:
         decode_all(b"\x11\x06\x07abc\x11\x06\x00")
 
 
+# -- the size budget -------------------------------------------------------------------------
+
+
+def tree_size(value: object) -> int:
+    """The size the budget bounds, by walking the value as a tree (shared nodes again)."""
+    if isinstance(value, str | bytes):
+        return 1 + len(value)
+    if isinstance(value, dict):
+        return 1 + sum(len(k) + tree_size(v) for k, v in value.items())
+    if isinstance(value, list):
+        return 1 + sum(tree_size(v) for v in value)
+    return 1
+
+
+def u29(n: int) -> bytes:
+    """AMF3 1.3.1, up to 21 bits (all these tests need)."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x4000:
+        return bytes((0x80 | n >> 7, n & 0x7F))
+    return bytes((0x80 | n >> 14, 0x80 | (n >> 7) & 0x7F, n & 0x7F))
+
+
+def amf0_reference_bomb(levels: int) -> bytes:
+    """The hostile `connect` of issue 12 (app is `levels` of shared references)."""
+    return shared_reference_connect(levels)
+
+
+def amf3_reference_bomb(levels: int) -> bytes:
+    """The same through the avmplus switch: a dense array [o0, o1, ...] where o(k) has the
+    dynamic members a and b, both references to o(k-1) (AMF3 object table: the array is
+    entry 0, o(k) is entry k + 1)."""
+    body = b"\x11\x09" + u29((levels + 1) << 1 | 1) + b"\x01"
+    body += b"\x0a\x0b\x01\x01"  # o0 = {} (dynamic, anonymous, no sealed members)
+    for k in range(1, levels + 1):
+        ref = u29(k << 1)  # the reference bit clear: object entry k
+        body += b"\x0a\x0b\x01\x03a\x0a" + ref + b"\x03b\x0a" + ref + b"\x01"
+    return body
+
+
+def test_a_shared_reference_bomb_is_refused_by_the_budget() -> None:
+    bomb = amf0_reference_bomb(40)
+    assert len(bomb) < 1024  # the attack of issue 12: under 1 KB
+    with pytest.raises(AmfError, match=rf"decoded size pass max_size={MAX_DECODED_SIZE}"):
+        decode_command(bomb)
+    with pytest.raises(AmfError, match="max_size"):
+        decode_command(b"\x00" + bomb, amf3=True)
+
+
+def test_an_amf3_reference_bomb_is_refused_by_the_budget() -> None:
+    with pytest.raises(AmfError, match=r"offset \d+ makes the decoded size pass max_size"):
+        decode(amf3_reference_bomb(60))
+
+
+@pytest.mark.parametrize("levels", [0, 1, 5, 12])
+@pytest.mark.parametrize("bomb", [amf0_reference_bomb, amf3_reference_bomb])
+def test_budget_boundary_is_the_size_of_the_tree(bomb: Callable[[int], bytes],
+                                                 levels: int) -> None:
+    data = bomb(levels)
+    values = decode_all(data)
+    size = sum(tree_size(v) for v in values)
+    assert decode_all(data, max_size=size) == values  # exactly the budget: accepted
+    with pytest.raises(AmfError, match=f"max_size={size - 1}"):
+        decode_all(data, max_size=size - 1)
+
+
+def test_string_references_count_their_length_each_time() -> None:
+    # A 1,000-character string and 300 AMF3 references to it: 300,000 characters as text.
+    data = (b"\x11\x09" + u29(603 << 1 | 1) + b"\x01"  # a dense array of 603 entries
+            + b"\x06" + u29(1000 << 1 | 1) + b"s" * 1000  # the string, inline
+            + b"\x06\x00" * 602)  # string reference 0, 602 times
+    assert len(data) < 2400
+    with pytest.raises(AmfError, match="max_size"):
+        decode(data)
+    value, _ = decode(data, max_size=1 + 603 * 1001)
+    assert isinstance(value, list) and len(value) == 603
+
+
+def test_traits_references_count_the_member_names_of_each_instance() -> None:
+    # One sealed member with a 60,000-character name, then 9 instances by traits reference.
+    name = "n" * 60_000
+    first = b"\x0a\x13\x01" + u29(60_000 << 1 | 1) + name.encode() + b"\x01"
+    again = b"\x0a\x01\x01"  # traits reference 0, member value null
+    data = b"\x11\x09\x15\x01" + first + again * 9
+    assert decode(data, max_size=1 + 10 * (1 + 60_001))[0] == [{name: None}] * 10
+    with pytest.raises(AmfError, match="max_size"):
+        decode(data)
+
+
+def test_budget_spans_all_values_of_one_message() -> None:
+    values = ["x" * 99] * 3  # 100 each
+    assert decode_all(encode(*values), max_size=300) == values
+    with pytest.raises(AmfError, match="max_size=299"):
+        decode_all(encode(*values), max_size=299)
+
+
 # -- unsupported and malformed input ---------------------------------------------------------
 
 
@@ -534,6 +633,17 @@ def test_round_trip(value: AmfValue) -> None:
     assert end == len(data)
     assert same(decoded, value)
     assert encode(decoded) == data
+
+
+@given(amf_values)
+def test_without_references_the_budget_is_the_tree_size_and_never_the_length(
+        value: AmfValue) -> None:
+    data = encode(value)
+    size = tree_size(decode(data)[0])
+    assert size <= len(data)  # so a budget of the message length never refuses it
+    assert same(decode(data, max_size=size)[0], value)
+    with pytest.raises(AmfError, match="max_size"):
+        decode(data, max_size=size - 1)
 
 
 @given(st.lists(amf_values, max_size=4), st.binary(max_size=16))

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from relay._native.rtmp_chunk import ChunkMuxer
 from relay.rtmp import amf0
+from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.client import ClientSession, Published, Refused
 from relay.rtmp.handshake import HANDSHAKE_SIZE
-from relay.rtmp.messages import MessageType
+from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payload
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
+from relay.rtmp.session import MAX_PENDING_OUTPUT
 from relay.store import NewLiveStream, Store
 from relay.streams.registry import IngestRegistry
 from relay.streams.throttle import AuthThrottle
@@ -349,3 +352,160 @@ async def test_tls_handshakes_hold_slots_from_accept_and_expire(
         await until(lambda: harness.server.slots.total == 0)
     finally:
         await harness.close()
+
+
+# -- a peer that does not read, and memory held before publishing -----------------------
+
+
+def handshake_and_pings(count: int) -> bytes:
+    """C0 C1 C2 as a client would send them without waiting, then `count` Ping Requests."""
+    muxer = ChunkMuxer()
+    ping = user_control_payload(UserControlEvent.PING_REQUEST, 7)
+    for _ in range(count):
+        muxer.write_message(2, MessageType.USER_CONTROL, 0, 0, ping)
+    return b"\x03" + bytes(2 * HANDSHAKE_SIZE) + muxer.take()
+
+
+async def open_unread_connection(port: int) -> socket.socket:
+    """A client socket with a tiny receive buffer that the test never reads from."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+async def send_until_refused(sock: socket.socket, data: bytes, stop: Callable[[], bool]) -> None:
+    """Send without blocking the loop: the server stops reading when it pauses."""
+    view = memoryview(data)
+    while view and not stop():
+        try:
+            sent = sock.send(view[:65536])
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        except ConnectionError:
+            return
+        view = view[sent:]
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, write_buffer_high=16 * 1024,
+                                             write_stall_timeout=0.5)], indirect=True)
+async def test_a_peer_that_sends_pings_and_never_reads_is_paused_then_closed(
+        harness: Harness) -> None:
+    sock = await open_unread_connection(harness.port)
+    peaks: list[int] = []
+    held: list[int] = []
+
+    def closed() -> bool:
+        for connection in harness.server.connections:
+            assert connection._transport is not None
+            peaks.append(connection._transport.get_write_buffer_size())
+            held.append(connection.session.buffered)
+        return harness.counters.write_stall_closes > 0
+
+    try:
+        # 8 MiB of pings would earn as many bytes of replies; the peer reads none of them.
+        await send_until_refused(sock, handshake_and_pings(1_200_000), closed)
+        await until(closed, within=20)
+    finally:
+        sock.close()
+    assert harness.counters.write_pauses >= 1
+    assert harness.counters.write_stall_closes == 1
+    assert harness.counters.protocol_errors == 0
+    # While paused, unsent output stayed within the high-water mark plus one batch of
+    # replies (MAX_PENDING_OUTPUT), and nothing else was read.
+    assert max(peaks) <= 16 * 1024 + MAX_PENDING_OUTPUT + 1024
+    assert max(held) <= LIMITS.max_buffered_before_publish  # and input stayed bounded
+    await until(lambda: not harness.server.connections)
+    assert harness.server.budget.used == 0
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, write_buffer_high=16 * 1024,
+                                             write_stall_timeout=60.0,
+                                             handshake_timeout=60.0)], indirect=True)
+async def test_a_slow_reader_resumes_and_every_ping_is_answered(harness: Harness) -> None:
+    count = 1_200_000  # 8 MiB of replies: more than the kernel's socket buffers hold
+    sock = await open_unread_connection(harness.port)
+    sender = asyncio.create_task(
+        send_until_refused(sock, handshake_and_pings(count), lambda: False))
+    try:
+        await until(lambda: harness.counters.write_pauses >= 1, within=20)
+        # Now read everything: the server resumes reading, parsing and answering.
+        expected = 1 + 2 * HANDSHAKE_SIZE + count * 7  # fmt 3 replies after the first one
+        received = 0
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(60):
+            while received < expected - 64:
+                data = await loop.sock_recv(sock, 65536)
+                assert data, "closed before every ping was answered"
+                received += len(data)
+        await sender
+    finally:
+        sender.cancel()
+        sock.close()
+    assert harness.counters.write_stall_closes == 0
+    assert harness.counters.protocol_errors == 0
+
+
+def test_buffer_budget_charges_and_refuses() -> None:
+    budget = BufferBudget(1000)
+    assert budget.charge(0, 600)
+    assert budget.charge(0, 400)  # exactly the limit
+    assert not budget.charge(0, 1)  # one byte more: refused, nothing changes
+    assert budget.used == 1000
+    assert budget.charge(600, 100)  # shrinking always succeeds
+    assert budget.charge(0, 500)
+    assert not budget.charge(100, 102)
+    budget.release(100)
+    budget.release(400)
+    budget.release(500)
+    assert budget.used == 0
+    with pytest.raises(ValueError, match="at least 1 byte, got 0"):
+        BufferBudget(0)
+
+
+def first_chunk_of_a_long_command(csid: int) -> bytes:
+    """The first 128-byte chunk of a 60 KB command: the server reserves all 60 KB for it."""
+    muxer = ChunkMuxer()
+    muxer.write_message(csid, MessageType.COMMAND_AMF0, 0, 0,
+                        amf0.encode_command("x", 0.0, "s" * 60_000))
+    return muxer.take()[:12 + 128]
+
+
+@pytest.mark.parametrize("harness", [replace(LIMITS, pre_publish_buffer_budget=200_000)],
+                         indirect=True)
+async def test_connections_that_have_not_published_share_one_budget(harness: Harness) -> None:
+    held: list[asyncio.StreamWriter] = []
+    for _ in range(3):  # 3 x 2 x 60 KB = 360 KB asked, 200 KB allowed
+        _, writer = await harness.connect()
+        writer.write(b"\x03" + bytes(2 * HANDSHAKE_SIZE) + first_chunk_of_a_long_command(3)
+                     + first_chunk_of_a_long_command(4))
+        held.append(writer)
+    await until(lambda: harness.counters.budget_closes >= 2)
+    assert harness.server.budget.used <= 200_000
+    assert len(harness.server.connections) == 1
+    # An encoder still publishes: it holds next to nothing before its publish.
+    publisher = await harness.publisher(await harness.stream_key())
+    assert await publisher.until_answer() == Published()
+    for writer in held:
+        writer.close()
+    await until(lambda: len(harness.server.connections) == 1)
+    assert harness.server.budget.used == 0  # the publisher's charge was returned too
+    publisher.close()
+
+
+async def test_a_long_command_before_connect_closes_at_its_first_chunk(
+        harness: Harness) -> None:
+    reader, writer = await harness.connect()
+    muxer = ChunkMuxer()
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0,
+                        amf0.encode_command("x", 0.0, "s" * (1 << 20)))
+    # Only the first chunk: the server refuses from the header, without waiting for the rest.
+    writer.write(b"\x03" + bytes(2 * HANDSHAKE_SIZE) + muxer.take()[:12 + 128])
+    async with asyncio.timeout(10):
+        while await reader.read(65536):
+            pass
+    assert harness.counters.protocol_errors == 1
+    assert harness.counters.handshake_timeouts == 0

@@ -12,6 +12,9 @@ from relay.rtmp import amf0
 from relay.rtmp.client import ClientSession, Published, Refused
 from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payload
 from relay.rtmp.session import (
+    DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
+    DEFAULT_MAX_COMMAND_SIZE,
+    MAX_PENDING_OUTPUT,
     WINDOW_ACK_SIZE,
     Closing,
     Connected,
@@ -24,6 +27,7 @@ from relay.rtmp.session import (
     ServerSession,
     State,
 )
+from tests.rtmp.hostile import shared_reference_connect
 
 Feeder = Callable[[bytes], Iterator[bytes]]
 
@@ -38,6 +42,13 @@ def bytewise(data: bytes) -> Iterator[bytes]:
 
 
 FEEDERS = [whole, bytewise]
+
+
+def reads_of(size: int) -> Feeder:
+    def feed(data: bytes) -> Iterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+    return feed
 
 
 def pump(server: ServerSession, data: bytes, feed: Feeder = whole) -> list[Event]:
@@ -162,7 +173,7 @@ def test_ping_is_answered_and_acks_follow_the_window() -> None:
     muxer.write_set_chunk_size(65536)
     for _ in range(WINDOW_ACK_SIZE // 60_000 + 1):
         muxer.write_message(6, MessageType.AUDIO, 1, 0, b"a" * 60_000)
-    pump(server, muxer.take())
+    pump(server, muxer.take(), reads_of(65536))  # as a socket delivers it
     out = server.data_to_send()
     assert out[7:8] == bytes([MessageType.ACKNOWLEDGEMENT])
     assert int.from_bytes(out[-4:], "big") >= WINDOW_ACK_SIZE
@@ -203,3 +214,155 @@ def test_aggregate_messages_are_split() -> None:
     muxer.write_message(7, MessageType.AGGREGATE, 1, 0, tag(9, 0, b"v")[:-6])
     with pytest.raises(RemoteProtocolError, match="aggregate"):
         pump(server, muxer.take())
+
+
+# -- what a peer may cost before (and after) a publish is admitted ------------------------
+
+
+CLIENT_CHUNK_SIZE = 4096  # what ClientSession announces after connect
+
+
+def command_of_size(size: int, name: str = "x") -> bytes:
+    """An AMF0 command message whose payload is exactly `size` bytes (a long string arg)."""
+    head = amf0.encode_command(name, 0.0)
+    return head + amf0.encode("s" * (size - len(head) - 3 - (2 if size - len(head) > 65538
+                                                               else 0)))
+
+
+def test_command_of_size_is_exact() -> None:
+    for size in (100, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_COMMAND_SIZE + 1, 1 << 20):
+        assert len(command_of_size(size)) == size
+
+
+def test_a_long_command_before_connect_is_refused_at_its_first_chunk() -> None:
+    server, muxer = handshaken()
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0, command_of_size(1 << 20))
+    data = muxer.take()
+    # Only the first chunk (header + 128 bytes) is given: nothing of the 1 MiB is buffered.
+    with pytest.raises(RemoteProtocolError,
+                       match=r"^message length 1048576 on csid 3 exceeds max_message_size=65536, "
+                             r"the limit for every message before a publish is admitted "
+                             r"\(max_command_size\)$"):
+        pump(server, data[:140])
+    assert server.buffered <= 140
+
+
+@pytest.mark.parametrize("state", ["await_connect", "connected"])
+def test_before_publish_every_message_is_held_to_the_command_limit(state: str) -> None:
+    if state == "await_connect":
+        server, muxer = handshaken()
+    else:
+        server, _, _ = connect()
+        muxer = ChunkMuxer(CLIENT_CHUNK_SIZE)
+    # At the limit: decoded and answered (here: ignored, as transaction 0 needs no answer).
+    muxer.write_message(8, MessageType.DATA_AMF0, 0, 0, command_of_size(DEFAULT_MAX_COMMAND_SIZE))
+    assert pump(server, muxer.take()) == []
+    # One byte more, of any type, media too: refused from the header.
+    muxer.write_message(9, MessageType.VIDEO, 1, 0, bytes(DEFAULT_MAX_COMMAND_SIZE + 1))
+    with pytest.raises(RemoteProtocolError, match="before a publish is admitted"):
+        pump(server, muxer.take())
+
+
+def test_an_aggregate_before_publish_is_refused() -> None:
+    server, _, _ = connect()
+    muxer = ChunkMuxer(CLIENT_CHUNK_SIZE)
+    muxer.write_message(9, MessageType.AGGREGATE, 1, 0, bytes(20))
+    with pytest.raises(RemoteProtocolError,
+                       match=r"^aggregate message before a publish is admitted$"):
+        pump(server, muxer.take())
+
+
+def test_after_publish_media_may_be_long_but_commands_may_not() -> None:
+    server, client, _ = connect()
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+    frame = b"\x27\x01\x00\x00\x00" + bytes(1 << 20)
+    client.send_media(MessageType.VIDEO, 40, frame)
+    (event,) = pump(server, client.data_to_send(), reads_of(65536))
+    assert event == MediaMessage(9, 40, frame)
+    muxer = ChunkMuxer(CLIENT_CHUNK_SIZE)
+    muxer.write_message(9, MessageType.DATA_AMF0, 1, 0,
+                        command_of_size(DEFAULT_MAX_COMMAND_SIZE + 1, "@setDataFrame"))
+    with pytest.raises(RemoteProtocolError,
+                       match=r"^message length 65537 \(type 18\) on csid 9 exceeds "
+                             r"max_command_size=65536; only audio, video and aggregate"):
+        pump(server, muxer.take())
+
+
+def test_buffered_bytes_are_bounded_before_publish() -> None:
+    server, _ = handshaken()
+    # The first chunk of a long message on each of several chunk streams: each message
+    # reserves its full length, 4 x 64 KiB fit, the fifth does not.
+    for csid in range(3, 8):
+        muxer = ChunkMuxer()
+        muxer.write_message(csid, MessageType.COMMAND_AMF0, 0, 0,
+                            command_of_size(DEFAULT_MAX_COMMAND_SIZE - 100))
+        first_chunk = muxer.take()[:12 + 128]
+        if csid < 7:
+            assert pump(server, first_chunk) == []
+            continue
+        with pytest.raises(RemoteProtocolError, match=r"would make \d+ bytes buffered, over "
+                                                      r"max_buffered=262144$"):
+            pump(server, first_chunk)
+    assert DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH == 262144
+
+
+def test_a_shared_reference_connect_is_refused_without_walking_it() -> None:
+    server, muxer = handshaken()
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0, shared_reference_connect())
+    with pytest.raises(RemoteProtocolError, match=r"^malformed command: .* max_size=262144"):
+        pump(server, muxer.take())
+
+
+def test_a_non_string_app_is_named_by_its_type_only() -> None:
+    server, muxer = handshaken()
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0,
+                        amf0.encode_command("connect", 1.0, {"app": {"a": [1.0] * 50}}))
+    assert pump(server, muxer.take()) == [Closing("connect to unknown application '<dict>'")]
+    assert b"unknown application '<dict>'" in server.data_to_send()
+
+
+def test_peer_names_reach_errors_and_replies_cut_and_escaped() -> None:
+    server, muxer = handshaken()
+    muxer.write_message(3, MessageType.COMMAND_AMF0, 0, 0,
+                        amf0.encode_command("evil\nline", 1.0))
+    with pytest.raises(RemoteProtocolError, match=r"^expected connect, got 'evil\\x0aline'$"):
+        pump(server, muxer.take())
+
+    server, _, _ = connect()
+    server.data_to_send()
+    muxer = ChunkMuxer(CLIENT_CHUNK_SIZE)
+    muxer.write_message(8, MessageType.COMMAND_AMF0, 0, 0,
+                        amf0.encode_command("n" * 10_000, 7.0))
+    assert pump(server, muxer.take()) == []
+    reply = server.data_to_send()
+    assert b"n" * 200 + b"...(10000 characters) is not supported" in reply
+    assert len(reply) < 600
+
+
+def test_replies_stop_parsing_once_max_pending_output_waits() -> None:
+    server, muxer = handshaken()
+    server.data_to_send()
+    ping = user_control_payload(UserControlEvent.PING_REQUEST, 1)
+    for _ in range(20_000):
+        muxer.write_message(2, MessageType.USER_CONTROL, 0, 0, ping)
+    data = muxer.take()
+    sent = 0
+    rounds = 0
+    position = 0
+    while position < len(data):
+        piece = data[position:position + 65536]  # one socket read
+        position += len(piece)
+        server.receive_data(piece)
+        while True:
+            assert server.next_event() is None
+            # However much input is unparsed, the replies waiting stay near the bound.
+            assert server.pending_output < MAX_PENDING_OUTPUT + 64
+            if not server.output_full:
+                break
+            sent += len(server.data_to_send())
+            rounds += 1
+    sent += len(server.data_to_send())
+    assert rounds >= 2  # the bound was met, and parsing went on once the output was taken
+    response = user_control_payload(UserControlEvent.PING_RESPONSE, 1)
+    assert sent >= 20_000 * len(response)  # every ping was answered in the end

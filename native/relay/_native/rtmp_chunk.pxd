@@ -52,6 +52,7 @@ cdef class ChunkDemuxer:
     cdef Py_ssize_t exports          # live get_buffer() views: the input may not move while > 0
     cdef Py_ssize_t offered          # bytes offered by the last get_buffer(), not yet committed
     cdef Py_ssize_t max_message_size # longest message length accepted from a header
+    cdef Py_ssize_t max_command_size # longest message of a type other than audio, video, aggregate
     cdef Py_ssize_t max_buffered     # bound on unread input + reserved partial payloads
     cdef Py_ssize_t reserved         # sum of the full lengths of partially received messages
     cdef uint64_t received           # bytes handed in since construction (RTMP 5.4.3)
@@ -75,7 +76,8 @@ cdef class ChunkDemuxer:
     cdef RtmpMessage finish_message(self, Py_ssize_t slot)
     # Drop the partial message of record slot (Abort, release).
     cdef void drop_partial(self, Py_ssize_t slot) noexcept
-    # fail() with the reason for a fmt 0/1/2 header inside a message, or for a length too long.
+    # fail() with the reason for a fmt 0/1/2 header inside a message; raise and keep a
+    # MessageTooLong for a length over max_message_size.
     cdef int fail_interrupted(self, uint8_t fmt, Py_ssize_t slot) except -1
     cdef int fail_too_long(self, uint32_t csid, uint32_t length) except -1
     # Record and raise a ChunkError; every later call raises it again.
