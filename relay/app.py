@@ -172,7 +172,9 @@ class RelayServer:
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,
-                                              self.hls_counters, self._window_bytes)
+                                              self.hls_counters, self._window_bytes,
+                                              http=self.http_counters,
+                                              held=self.held_requests)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
                              asset_files=asset_files)

@@ -21,7 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import __version__
+from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
+from relay.http_limits import HttpCounters
 from relay.rtmp.server import RtmpCounters
 from relay.streams.registry import IngestRegistry
 
@@ -55,10 +57,14 @@ class IngestCollector(Collector):
 
     def __init__(self, registry: IngestRegistry, rtmp: RtmpCounters,
                  hls: HlsCounters | None = None,
-                 window_bytes: Callable[[], int] = lambda: 0) -> None:
+                 window_bytes: Callable[[], int] = lambda: 0, *,
+                 http: HttpCounters | None = None,
+                 held: HeldRequests | None = None) -> None:
         self.registry = registry
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
+        self.http = http if http is not None else HttpCounters()
+        self.held = held if held is not None else HeldRequests()
         self.window_bytes = window_bytes
         self.gc = GcTimer()
         self.gc.install()
@@ -136,9 +142,39 @@ class IngestCollector(Collector):
             ("relay_hls_held_timeouts", "held requests answered 503", hls.held_timeouts),
             ("relay_hls_bad_requests", "playlist requests refused with 400", hls.bad_requests),
             ("relay_hls_not_found", "playback requests answered 404", hls.not_found),
+            ("relay_hls_held_refused", "held requests refused 503 at the held-request caps "
+             "(--hls-max-held-requests, --hls-max-held-requests-per-stream)",
+             self.held.refused),
+        )
+        rtmp = self.rtmp
+        counters += (
+            ("relay_rtmp_write_pauses", "times a peer left our output unread past the "
+             "write high-water mark (reading from it paused)", rtmp.write_pauses),
+            ("relay_rtmp_write_stall_closes", "connections closed for leaving our output "
+             "unread too long", rtmp.write_stall_closes),
+            ("relay_rtmp_budget_closes", "connections closed because the connections that "
+             "have not published held the whole --rtmp-pre-publish-buffer-budget",
+             rtmp.budget_closes),
+        )
+        http = self.http
+        counters += (
+            ("relay_http_refused_full", "HTTP connections refused: every connection busy",
+             http.refused_full),
+            ("relay_http_refused_per_ip", "HTTP connections refused: their address had its "
+             "share (--http-max-connections-per-ip)", http.refused_per_address),
+            ("relay_http_evicted", "HTTP connections waiting for a request closed to make "
+             "room for a new one", http.evicted),
+            ("relay_http_header_timeouts", "HTTP connections closed: request line and "
+             "headers not complete in --http-header-timeout", http.header_timeouts),
+            ("relay_http_body_timeouts", "HTTP connections closed: body not complete in "
+             "--http-body-timeout", http.body_timeouts),
+            ("relay_http_send_timeouts", "HTTP connections closed: response left unread for "
+             "--http-send-timeout", http.send_timeouts),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily("relay_hls_held_requests_now", "LL-HLS requests held now",
+                                value=self.held.held)
         yield GaugeMetricFamily("relay_live_sessions", "live sessions (publishing or "
                                 "inside their reconnect window)",
                                 value=len(self.registry.sessions))

@@ -28,6 +28,7 @@ from relay.config import SERVE_OPTIONS, Settings
 from relay.hls.holding import DEFAULT_MAX_HELD_REQUESTS, DEFAULT_MAX_HELD_REQUESTS_PER_STREAM
 from relay.http_limits import HttpLimits
 from tests.integration.encoders import needs_ffmpeg
+from tests.integration.peers import metric
 from tests.integration.relay_process import RelayProcess, wait_for
 from tests.integration.test_hls_playback import http, last_msn, parse_media_playlist, pushing
 from tests.integration.test_rtmp_ingest import TOKEN
@@ -152,6 +153,9 @@ def test_a_slowloris_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
             assert read_response(sock) == b""  # closed by the body timeout, unanswered
             assert timeout * 0.9 <= time.monotonic() - started < timeout + 20
         wait_for(lambda: "--http-body-timeout" in relay.log)
+        metrics = relay.urls["metrics"]
+        assert metric(metrics, "relay_http_header_timeouts_total") == 2
+        assert metric(metrics, "relay_http_body_timeouts_total") == 1
 
 
 def test_slow_sockets_beyond_the_connection_limit_do_not_stop_healthz(
@@ -193,6 +197,7 @@ def test_one_address_gets_only_its_share_of_connections(tmp_path: Path) -> None:
             close_all(sockets)
         refusals = [line for line in relay.lines if "--http-max-connections-per-ip" in line]
         assert 1 <= len(refusals) <= 3, refusals
+        assert metric(relay.urls["metrics"], "relay_http_refused_per_ip_total") == 20
 
 
 @needs_ffmpeg
@@ -220,3 +225,4 @@ def test_held_requests_beyond_a_cap_are_503_with_retry_after(tmp_path: Path,
         assert all(a[0] == 200 or (a[0] == 503 and a[1] == "") for a in answers
                    if a is not refused[0]), answers
         assert client.get(live.media).status_code == 200
+        assert metric(relay.urls["metrics"], "relay_hls_held_refused_total") == 1
