@@ -67,6 +67,22 @@ async def test_list_pages_newest_first_with_filters(store: Store) -> None:
         == [ids[1]]
 
 
+@pytest.mark.parametrize("page", [2**62, 2**63, 365720738912483540992])
+async def test_pages_past_any_offset_are_empty(store: Store, page: int) -> None:
+    # Issue 12 item 9: an offset past SQLite's 64-bit integers raised OverflowError (a 500).
+    await store.create_live_stream(spec())
+    assert await store.list_live_streams(limit=100, page=page) == []
+    assert await store.list_assets(limit=100, page=page) == []
+
+
+async def test_paging_rejects_what_no_caller_should_send(store: Store) -> None:
+    for limit, page in [(0, 1), (1, 0), (-1, 1)]:
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_live_streams(limit=limit, page=page)
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_assets(limit=limit, page=page)
+
+
 async def test_update_changes_only_given_fields(store: Store) -> None:
     stream = await store.create_live_stream(spec(passthrough="before"))
     updated = await store.update_live_stream(stream.id, {"latency_mode": "low",
