@@ -30,6 +30,7 @@ from relay.ids import (
 )
 from relay.store import migrations
 from relay.store.records import (
+    AccessTokenInfo,
     Asset,
     Event,
     IngestProtocol,
@@ -175,6 +176,21 @@ class Store:
             )
         matches = hmac.compare_digest(stored or _DUMMY_HASH, hash_secret(secret))
         return stored is not None and matches
+
+    async def list_access_tokens(self) -> list[AccessTokenInfo]:
+        """Every access token's id and creation time, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(access_tokens.c.id, access_tokens.c.created_at)
+                .order_by(access_tokens.c.created_at, access_tokens.c.id))).all()
+        return [AccessTokenInfo(id=r.id, created_at=r.created_at) for r in rows]
+
+    async def revoke_access_token(self, token_id: str) -> bool:
+        """Delete a token: requests using it fail from now on. False if there is none."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(access_tokens).where(access_tokens.c.id == token_id))
+            return result.rowcount > 0
 
     # -- live streams ----------------------------------------------------------------
 

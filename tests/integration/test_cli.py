@@ -16,7 +16,13 @@ from pathlib import Path
 import mux_python as mux
 import pytest
 
-from relay.config import SERVE_OPTIONS, STORE_OPTIONS
+from relay.config import (
+    MIN_TOKEN_SECRET_LENGTH,
+    SERVE_OPTIONS,
+    STORE_OPTIONS,
+    ConfigError,
+    seed_token_from,
+)
 from tests.integration.relay_process import RelayProcess
 
 
@@ -32,9 +38,10 @@ def test_help_documents_every_option() -> None:
     serve = relay_cli("serve", "--help").stdout
     for option in SERVE_OPTIONS:
         assert f"--{option.flag}" in serve and option.env in serve
-    create = relay_cli("token", "create", "--help").stdout
-    for option in STORE_OPTIONS:
-        assert f"--{option.flag}" in create
+    for action in ("create", "list", "revoke"):
+        helped = relay_cli("token", action, "--help").stdout
+        for option in STORE_OPTIONS:
+            assert f"--{option.flag}" in helped, action
     assert relay_cli("token", "--help").returncode == 0
     assert relay_cli("--version").stdout.startswith("relay ")
 
@@ -97,11 +104,64 @@ def test_corrupt_database_is_reported(tmp_path: Path) -> None:
     ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL"),
     ({"RELAY_TOKEN_ID": "only-the-id"}, "RELAY_TOKEN_SECRET"),
     ({"RELAY_TOKEN_ID": "id", "RELAY_TOKEN_SECRET": "short"}, "RELAY_TOKEN_SECRET"),
+    ({"RELAY_TOKEN_ID": "id", "RELAY_TOKEN_SECRET": "x" * 31}, "RELAY_TOKEN_SECRET"),
 ])
 def test_bad_settings_exit_2_naming_the_variable(env: dict[str, str], named: str) -> None:
     result = relay_cli("serve", env=env)
     assert result.returncode == 2
     assert named in result.stderr
+
+
+def test_seeded_secrets_need_32_characters() -> None:
+    assert MIN_TOKEN_SECRET_LENGTH == 32
+    env = {"RELAY_TOKEN_ID": "app"}
+    assert seed_token_from({**env, "RELAY_TOKEN_SECRET": "s" * 32}) is not None
+    with pytest.raises(ConfigError, match="at least 32"):
+        seed_token_from({**env, "RELAY_TOKEN_SECRET": "s" * 31})
+
+
+def basic_get(url: str, token: tuple[str, str]) -> int:
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", "Basic " + base64.b64encode(
+        ":".join(token).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_token_list_and_revoke(tmp_path: Path) -> None:
+    made = [json.loads(relay_cli("token", "create", "--data-dir", str(tmp_path)).stdout)
+            for _ in range(2)]
+    listed = relay_cli("token", "list", "--data-dir", str(tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    tokens = json.loads(listed.stdout)
+    assert sorted(t["id"] for t in tokens) == sorted(t["id"] for t in made)
+    assert all(set(t) == {"id", "created_at"} for t in tokens)
+    assert all(t["created_at"].endswith("Z") and "T" in t["created_at"] for t in tokens)
+    for token in made:  # never a secret, on either stream
+        assert token["secret"] not in listed.stdout + listed.stderr
+    kept, revoked = (made[0]["id"], made[0]["secret"]), (made[1]["id"], made[1]["secret"])
+    with RelayProcess(tmp_path) as relay:
+        url = f"{relay.http_url}/video/v1/live-streams"
+        assert basic_get(url, revoked) == 200
+        result = relay_cli("token", "revoke", revoked[0], "--data-dir", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        # The running server refuses it from the next request on; the other one still works.
+        assert basic_get(url, revoked) == 401
+        assert basic_get(url, kept) == 200
+    assert [t["id"] for t in json.loads(
+        relay_cli("token", "list", "--data-dir", str(tmp_path)).stdout)] == [kept[0]]
+
+
+def test_revoking_an_unknown_token_fails_clearly(tmp_path: Path) -> None:
+    result = relay_cli("token", "revoke", "no-such-token", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "no-such-token" in errors[0] and "relay token list" in errors[0]
+    assert relay_cli("token", "revoke", "--data-dir", str(tmp_path)).returncode == 2  # no ID
 
 
 def test_flag_beats_env_and_sigint_stops_cleanly(tmp_path: Path) -> None:

@@ -167,6 +167,20 @@ async def test_access_tokens(store: Store) -> None:
     assert await store.verify_access_token(token_id, "a-new-secret-value")
 
 
+async def test_list_and_revoke_access_tokens(store: Store) -> None:
+    first, first_secret = await store.create_access_token()
+    second, _ = await store.create_access_token()
+    listed = await store.list_access_tokens()
+    assert {t.id for t in listed} == {first, second}
+    assert all(isinstance(t.created_at, int) for t in listed)
+    assert first_secret not in repr(listed)
+    assert await store.revoke_access_token(first)
+    assert not await store.verify_access_token(first, first_secret)
+    assert [t.id for t in await store.list_access_tokens()] == [second]
+    assert not await store.revoke_access_token(first)
+    assert not await store.revoke_access_token("never-existed")
+
+
 async def test_events_carry_integer_created_at(store: Store) -> None:
     stream = await store.create_live_stream(spec())
     (event,) = await store.list_events()
