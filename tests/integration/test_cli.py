@@ -164,6 +164,43 @@ def test_revoking_an_unknown_token_fails_clearly(tmp_path: Path) -> None:
     assert relay_cli("token", "revoke", "--data-dir", str(tmp_path)).returncode == 2  # no ID
 
 
+SECRET_PASSWORD = "S3cret-pa55word"
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+asyncpg://relay:{SECRET_PASSWORD}@127.0.0.1:1/relay",
+    f"sqlite+aiosqlite://relay:{SECRET_PASSWORD}@/no/such/dir/relay.db",
+    f"relay:{SECRET_PASSWORD}@localhost/not-a-url",
+])
+@pytest.mark.parametrize("command", [("serve", "--http-port", "0", "--metrics-port", "0",
+                                      "--rtmp-port", "0"), ("token", "list")])
+def test_database_password_is_never_shown(tmp_path: Path, url: str,
+                                          command: tuple[str, ...]) -> None:
+    result = relay_cli(*command, "--data-dir", str(tmp_path), "--database-url", url)
+    assert result.returncode == 1
+    assert "cannot open the database" in result.stderr
+    assert SECRET_PASSWORD not in result.stderr + result.stdout
+    if "://" in url:
+        assert "relay:***@" in result.stderr  # the rest of the URL helps the operator
+
+
+def test_data_dir_and_database_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    assert relay_cli("token", "create", "--data-dir", str(data_dir)).returncode == 0
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "relay.db").stat().st_mode & 0o777 == 0o600
+    # A database left readable by an older Relay is tightened, and SQLite's WAL files
+    # follow the database's mode while the server runs.
+    (data_dir / "relay.db").chmod(0o644)
+    with RelayProcess(data_dir) as relay:
+        with urllib.request.urlopen(relay.http_url + "/readyz", timeout=10):
+            pass
+        companions = [p for p in data_dir.iterdir() if p.name.startswith("relay.db")]
+        assert {p.name for p in companions} >= {"relay.db", "relay.db-wal", "relay.db-shm"}
+        for path in companions:
+            assert path.stat().st_mode & 0o777 == 0o600, path
+
+
 def test_flag_beats_env_and_sigint_stops_cleanly(tmp_path: Path) -> None:
     # RELAY_HTTP_PORT would collide with nothing, but the flag (port 0) must win anyway.
     relay = RelayProcess(tmp_path, env={"RELAY_HTTP_PORT": "1"}).start()
