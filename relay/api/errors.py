@@ -108,10 +108,16 @@ def error_response(status: int, messages: list[str], error_type: str | None = No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+#: Most messages in one 400: a 1 MiB body of 10,000 bad list items would otherwise be
+#: answered with megabytes of messages.
+MAX_ERROR_MESSAGES = 20
+
+
 def validation_messages(errors: list[Any]) -> list[str]:
-    """One message per bad field, each starting with the field's name and saying what was sent."""
+    """One message per bad field, each starting with the field's name and saying what was
+    sent; past MAX_ERROR_MESSAGES, one last message counts the rest."""
     messages: dict[str, str] = {}
-    for err in errors:
+    for err in errors[:MAX_ERROR_MESSAGES]:
         loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         if err.get("type") == "json_invalid":
             messages.setdefault("<json>", f"request body is not valid JSON: {err.get('msg')}")
@@ -124,6 +130,9 @@ def validation_messages(errors: list[Any]) -> list[str]:
             detail += f" (got '{peer_text(got)}')" if isinstance(got, str) else \
                 f" (got {peer_text(got)})"
         messages.setdefault(field, f"{field}: {detail}")
+    if len(errors) > MAX_ERROR_MESSAGES:
+        return [*messages.values(),
+                f"... and {len(errors) - MAX_ERROR_MESSAGES} more invalid values not listed"]
     return list(messages.values())
 
 

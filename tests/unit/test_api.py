@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from relay.api import MAX_BODY_BYTES, AuthLimits, create_api
 from relay.api.deps import MAX_PAGE, MAX_PAGE_SIZE
+from relay.api.errors import MAX_ERROR_MESSAGES
 from relay.api.responses import (
     EmptyResponse,
     LiveStreamListResponse,
@@ -379,6 +380,17 @@ async def test_bad_paging_and_filters_are_400(
     message = error_of(response)["messages"][0]
     assert message.startswith(f"{name}:")
     assert len(message) < 400  # the peer's value is shown cut short, not whole
+
+
+async def test_many_bad_values_give_a_bounded_answer(client: httpx.AsyncClient) -> None:
+    targets = [{"url": "http://not-rtmp.example/" + "x" * 500} for _ in range(1000)]
+    response = await client.post("/video/v1/live-streams", json={"simulcast_targets": targets})
+    assert response.status_code == 400
+    messages = error_of(response)["messages"]
+    assert len(messages) == MAX_ERROR_MESSAGES + 1
+    assert messages[0].startswith("simulcast_targets[0].url:")
+    assert messages[-1] == "... and 980 more invalid values not listed"
+    assert len(response.content) < 20_000
 
 
 async def test_get_with_json_content_type(client: httpx.AsyncClient) -> None:
