@@ -50,7 +50,7 @@ from relay.rtmp.client import ClientSession, ClientState, Published, Refused  # 
 from relay.rtmp.messages import MessageType  # noqa: E402
 from tests.integration.relay_process import RelayProcess  # noqa: E402
 
-TOKEN = ("latency-bench", "latency-bench-secret-0123456789")
+TOKEN = ("latency-bench", "latency-bench-secret-0123456789-abcdefgh")
 PART_TARGET = 0.3
 PART_AIM = PART_TARGET + 0.05
 HLS_JS_AIM = 1.5

@@ -66,7 +66,7 @@ VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
 PYRTMP_PYTHON = ROOT / ".make" / "pyrtmp-venv" / "bin" / "python"
 NGINX = Path("/usr/sbin/nginx")
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-TOKEN = ("bench-suite", "bench-suite-secret-0123456789")
+TOKEN = ("bench-suite", "bench-suite-secret-0123456789-abcdefghij")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

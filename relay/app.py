@@ -16,14 +16,17 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from starlette.types import ASGIApp
 
 from relay.api import create_api
@@ -34,6 +37,7 @@ from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+from relay.logs import LogLimiter
 from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
@@ -52,6 +56,15 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 TICK_SECONDS = 1.0
 #: Connections the metrics listener keeps open at once (a scraper needs one or two).
 METRICS_MAX_CONNECTIONS = 64
+#: How long /readyz waits for the store to answer before calling it unreachable.
+READINESS_STORE_TIMEOUT = 2.0
+#: File modes of what Relay creates for its control data: only its own user reads them
+#: (the database holds token hashes, stream keys and SRT passphrases).
+DATA_DIR_MODE = 0o700
+DATABASE_FILE_MODE = 0o600
+
+# /readyz may be probed every few seconds while the store is down: one line per interval.
+_READINESS_LOG = LogLimiter(log)
 
 
 class StartupError(RuntimeError):
@@ -235,11 +248,18 @@ class RelayServer:
         return held
 
     async def readiness_problems(self) -> list[str]:
+        """The checks that fail, by name. /readyz is not authenticated: an exception's text
+        (addresses, paths, the database URL) goes to the log, not into the answer."""
         problems = []
         try:
-            await self.store.ping()
-        except (SQLAlchemyError, OSError) as exc:
-            problems.append(f"store unreachable: {exc}")
+            await asyncio.wait_for(self.store.ping(), READINESS_STORE_TIMEOUT)
+        except TimeoutError:
+            problems.append(f"store: no answer within {READINESS_STORE_TIMEOUT:g}s")
+        except Exception as exc:
+            _READINESS_LOG.warning(
+                "readiness-store", "readiness: the store is unreachable: %s",
+                _without_secrets(_first_line(exc), self.settings.resolved_database_url))
+            problems.append("store: unreachable")
         for (server, task), listener in zip(self._servers, self.listeners, strict=False):
             if task.done() or not server.started:
                 problems.append(f"{listener.name} listener is down")
@@ -345,9 +365,13 @@ def load_tls(settings: Settings) -> ssl.SSLContext | None:
 
 
 def prepare_data_dir(data_dir: Path) -> None:
-    """Create the data dir and its media dir, and prove they are writable."""
+    """Create the data dir (mode 0700 when it is new) and its media dir, and prove they are
+    writable. An existing data dir keeps the mode its owner gave it."""
     try:
-        (data_dir / "assets").mkdir(parents=True, exist_ok=True)
+        if not data_dir.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.chmod(DATA_DIR_MODE)  # mkdir's mode is filtered by the umask
+        (data_dir / "assets").mkdir(exist_ok=True)
         probe = data_dir / ".relay-write-check"
         probe.write_bytes(b"")
         probe.unlink()
@@ -357,14 +381,92 @@ def prepare_data_dir(data_dir: Path) -> None:
             "choose a writable directory with --data-dir or RELAY_DATA_DIR") from None
 
 
-async def open_store(url: str) -> Store:
+def redact_url(url: str) -> str:
+    """A database URL as logs and errors may show it: with its password as ***. A URL that
+    does not parse is not shown at all, since where its password is cannot be known."""
     try:
-        return await Store.open(url)
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except ArgumentError:
+        return "given with --database-url (not a valid URL)"
+
+
+def _without_secrets(text: str, url: str) -> str:
+    """`text` (an error's message) with the database URL and its password taken out."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(details withheld: they may contain the URL)"
+    text = text.replace(url, parsed.render_as_string(hide_password=True))
+    password = parsed.password
+    if password:
+        for form in {str(password), quote_plus(str(password)), quote(str(password))}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+
+
+async def open_store(url: str) -> Store:
+    """Open (and migrate) the store at `url`; StartupError, without the URL's password, when
+    it cannot be. A SQLite database and its journal files are made readable by their owner
+    only."""
+    try:
+        make_url(url)
+    except ArgumentError:
+        # Not shown: where its password is cannot be known.
+        raise StartupError(
+            "cannot open the database: the --database-url value is not a SQLAlchemy URL "
+            "(dialect+driver://user:password@host/dbname, e.g. "
+            "postgresql+asyncpg://relay:PASSWORD@db.example/relay)") from None
+    shown = redact_url(url)
+    sqlite_file = _sqlite_file(url)
+    try:
+        if sqlite_file is not None and not sqlite_file.exists():
+            # Created empty (a valid empty database) with its mode, before SQLite opens it:
+            # SQLite gives its -wal, -shm and -journal files the database file's mode.
+            with contextlib.suppress(FileExistsError):  # another process was first
+                os.close(os.open(sqlite_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                                 DATABASE_FILE_MODE))
+        store = await Store.open(url)
     except SchemaTooNewError as exc:
         raise StartupError(str(exc)) from None
+    except ImportError as exc:
+        raise StartupError(
+            f"cannot open the database {shown}: its driver {exc.name or ''} is not installed "
+            "(for PostgreSQL: pip install 'relay-ingest[postgres]')") from None
     except (SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise StartupError(f"cannot open the database {url!r}: {reason}") from None
+        reason = _without_secrets(_first_line(exc), url)
+        raise StartupError(f"cannot open the database {shown}: {reason}") from None
+    if sqlite_file is not None:
+        _restrict_sqlite_files(sqlite_file)
+    return store
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database, memory, or a URI filename)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:" or \
+            name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+def _restrict_sqlite_files(database: Path) -> None:
+    # A database made before Relay set modes, or by hand, is tightened too.
+    for path in (database, *(database.with_name(database.name + suffix)
+                             for suffix in ("-wal", "-shm", "-journal"))):
+        try:
+            if path.exists() and path.stat().st_mode & 0o777 != DATABASE_FILE_MODE:
+                path.chmod(DATABASE_FILE_MODE)
+        except OSError as exc:
+            log.warning("cannot make %s readable by its owner only (%s); chmod 600 it",
+                        path, exc.strerror or exc)
 
 
 def bind_tcp(name: str, scheme: str, flag: str, host: str, port: int) -> Listener:

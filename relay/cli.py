@@ -1,4 +1,4 @@
-"""The `relay` command: `relay serve` and `relay token create`."""
+"""The `relay` command: `relay serve` and `relay token create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import uvloop
 
@@ -23,7 +25,8 @@ from relay.config import (
     add_options,
     settings_from,
 )
-from relay.logs import configure_logging
+from relay.logs import configure_logging, peer_text
+from relay.store import Store
 
 log = logging.getLogger("relay")
 
@@ -65,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "hash of the secret is stored: keep the printed secret.")
     add_options(create, STORE_OPTIONS)
     create.set_defaults(handler=_token_create)
+    listing = token_commands.add_parser(
+        "list", help="print every access token's id and creation time as JSON",
+        description='Print [{"id": ..., "created_at": ...}, ...] as JSON, oldest first, '
+                    "with created_at in ISO-8601 UTC. Secrets cannot be shown: only their "
+                    "hashes are stored.")
+    add_options(listing, STORE_OPTIONS)
+    listing.set_defaults(handler=_token_list)
+    revoke = token_commands.add_parser(
+        "revoke", help="delete an access token; requests using it fail at once",
+        description="Delete the access token ID: a running relay serve refuses it from its "
+                    "next request on. A token seeded from RELAY_TOKEN_ID/RELAY_TOKEN_SECRET "
+                    "comes back when relay serve starts with them set.",
+        epilog="Exit status: 0 when revoked, 1 when there is no such token or the store "
+               "cannot be opened.")
+    revoke.add_argument("token_id", metavar="ID", help="the token id, as token list shows it")
+    add_options(revoke, STORE_OPTIONS)
+    revoke.set_defaults(handler=_token_revoke)
     return parser
 
 
@@ -77,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.exit(EXIT_USAGE, f"relay: error: {exc}\n")
     configure_logging(settings.log_level, settings.log_format)
-    code: int = args.handler(settings)
+    code: int = args.handler(settings, args)
     return code
 
 
@@ -99,7 +119,7 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     return uvloop.run(_serve_until_signalled(settings))
 
 
@@ -123,23 +143,62 @@ async def _serve_until_signalled(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _token_create(settings: Settings) -> int:
-    async def create() -> tuple[str, str]:
+T = TypeVar("T")
+
+
+def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store of `settings`, run `use` on it and close it (StartupError if it
+    cannot be opened)."""
+    async def run() -> T:
         prepare_data_dir(settings.data_dir)
         store = await open_store(settings.resolved_database_url)
         try:
-            return await store.create_access_token()
+            return await use(store)
         finally:
             await store.close()
 
+    return asyncio.run(run())
+
+
+def _token_create(settings: Settings, _args: argparse.Namespace) -> int:
     try:
-        token_id, secret = asyncio.run(create())
+        token_id, secret = _with_store(settings, lambda store: store.create_access_token())
     except StartupError as exc:
         log.error("cannot create a token: %s", exc)
         return EXIT_FAILURE
     json.dump({"id": token_id, "secret": secret}, sys.stdout)
     sys.stdout.write("\n")
     return EXIT_OK
+
+
+def _token_list(settings: Settings, _args: argparse.Namespace) -> int:
+    try:
+        tokens = _with_store(settings, lambda store: store.list_access_tokens())
+    except StartupError as exc:
+        log.error("cannot list the tokens: %s", exc)
+        return EXIT_FAILURE
+    json.dump([{"id": t.id, "created_at": _iso(t.created_at)} for t in tokens], sys.stdout)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    token_id: str = args.token_id
+    try:
+        revoked = _with_store(settings, lambda store: store.revoke_access_token(token_id))
+    except StartupError as exc:
+        log.error("cannot revoke the token: %s", exc)
+        return EXIT_FAILURE
+    if not revoked:
+        log.error("no access token has the id '%s'; `relay token list` shows the ids",
+                  peer_text(token_id))
+        return EXIT_FAILURE
+    log.info("revoked access token %s", token_id)
+    return EXIT_OK
+
+
+def _iso(unix_seconds: int) -> str:
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 if __name__ == "__main__":  # pragma: no cover

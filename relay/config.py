@@ -171,7 +171,9 @@ STORE_OPTIONS: tuple[Option, ...] = (DATA_DIR, DATABASE_URL, LOG_LEVEL, LOG_FORM
 
 # An access token id is the user name of HTTP Basic auth: no colon, printable, bounded.
 _TOKEN_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
-MIN_TOKEN_SECRET_LENGTH = 16
+#: Shortest RELAY_TOKEN_SECRET accepted (a generated secret has 48 characters): random, 32
+#: characters are out of reach of guessing, failed-auth delay or not.
+MIN_TOKEN_SECRET_LENGTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,5 +272,6 @@ def seed_token_from(environ: Mapping[str, str]) -> SeedToken | None:
                           "digits or . _ ~ -")
     if len(secret) < MIN_TOKEN_SECRET_LENGTH:
         raise ConfigError(f"RELAY_TOKEN_SECRET is too short ({len(secret)} characters); "
-                          f"use at least {MIN_TOKEN_SECRET_LENGTH}")
+                          f"use at least {MIN_TOKEN_SECRET_LENGTH} random characters, e.g. "
+                          "the secret `relay token create` prints")
     return SeedToken(token_id, secret)

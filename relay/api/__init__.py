@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from relay import __version__
 from relay.api import assets, health, live_streams
+from relay.api.auth import AuthLimits
 from relay.api.deps import StreamChangeListener
 from relay.api.errors import install_error_handlers
 from relay.api.health import ReadinessCheck
@@ -22,16 +25,38 @@ def _ignore_change(_stream_id: str, _change: StreamChange) -> None:
     pass
 
 
+class _RelayApi(FastAPI):
+    """FastAPI whose OpenAPI document lists the answers Relay really gives.
+
+    FastAPI adds a 422 with its own validation-error shape to every operation that takes
+    parameters or a body; Relay answers those with 400 and the Mux envelope (errors.py), which
+    each route documents, so the 422s and their schemas are taken out."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = super().openapi()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
 def create_api(
     store: Store,
     readiness: ReadinessCheck,
     on_stream_change: StreamChangeListener = _ignore_change,
     asset_files: AssetFiles | None = None,
+    auth_limits: AuthLimits | None = None,
 ) -> FastAPI:
     """Build the ASGI app that serves the API with `store` as its data; `on_stream_change`
     hears of completes, disables, deletes and key resets so live sessions can act on them;
-    `asset_files`, when given, has each deleted asset's media removed with it."""
-    app = FastAPI(
+    `asset_files`, when given, has each deleted asset's media removed with it;
+    `auth_limits` says how failed authentications are slowed (auth.py's defaults)."""
+    app = _RelayApi(
         title="Relay",
         version=__version__,
         summary="Live-streaming ingest edge with a Mux Video compatible live-streams API",
@@ -46,8 +71,9 @@ def create_api(
     app.include_router(health.router)
     # Added last, so it runs first: auth, then the body limit, then routing.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
-    app.add_middleware(BasicAuthMiddleware, verify=store.verify_access_token)
+    app.add_middleware(BasicAuthMiddleware, verify=store.verify_access_token,
+                       limits=auth_limits)
     return app
 
 
-__all__ = ["MAX_BODY_BYTES", "create_api"]
+__all__ = ["MAX_BODY_BYTES", "AuthLimits", "create_api"]

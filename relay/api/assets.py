@@ -7,23 +7,33 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from relay.api.deps import (
+    API_ERRORS,
     AssetFilesDep,
     Limit,
     Page,
     StoreDep,
+    answers,
     basic_auth_doc,
     envelope,
     no_content,
 )
 from relay.api.errors import not_found
+from relay.api.responses import (
+    AssetListResponse,
+    AssetResponse,
+    PlaybackIdLookupResponse,
+    PlaybackIdResponse,
+)
 from relay.api.schemas import CreatePlaybackIdRequest
 
-router = APIRouter(prefix="/video/v1", tags=["assets"], dependencies=[Depends(basic_auth_doc)])
+router = APIRouter(prefix="/video/v1", tags=["assets"], dependencies=[Depends(basic_auth_doc)],
+                   responses=API_ERRORS)
 
 Body = dict[str, Any]
 
 
-@router.get("/assets", summary="List assets, newest first")
+@router.get("/assets", **answers(200, AssetListResponse, "One page of assets", 400),
+            summary="List assets, newest first")
 async def list_assets(
     store: StoreDep,
     limit: Limit = 25,
@@ -34,7 +44,8 @@ async def list_assets(
     return envelope([a.to_api() for a in found])
 
 
-@router.get("/assets/{asset_id}", summary="Get an asset")
+@router.get("/assets/{asset_id}", **answers(200, AssetResponse, "The asset", 404),
+            summary="Get an asset")
 async def get_asset(asset_id: str, store: StoreDep) -> Body:
     asset = await store.get_asset(asset_id)
     if asset is None:
@@ -42,7 +53,7 @@ async def get_asset(asset_id: str, store: StoreDep) -> Body:
     return envelope(asset.to_api())
 
 
-@router.delete("/assets/{asset_id}", status_code=204, response_class=Response,
+@router.delete("/assets/{asset_id}", **answers(204, None, "Deleted", 404),
                summary="Delete an asset")
 async def delete_asset(asset_id: str, store: StoreDep, files: AssetFilesDep) -> Response:
     if not await store.delete_asset(asset_id):
@@ -52,7 +63,8 @@ async def delete_asset(asset_id: str, store: StoreDep, files: AssetFilesDep) -> 
     return no_content()
 
 
-@router.post("/assets/{asset_id}/playback-ids", status_code=201,
+@router.post("/assets/{asset_id}/playback-ids",
+             **answers(201, PlaybackIdResponse, "The new playback id", 400, 404),
              summary="Add a playback id to an asset")
 async def create_asset_playback_id(
     asset_id: str, body: CreatePlaybackIdRequest, store: StoreDep
@@ -64,6 +76,7 @@ async def create_asset_playback_id(
 
 
 @router.get("/assets/{asset_id}/playback-ids/{playback_id}",
+            **answers(200, PlaybackIdResponse, "The playback id", 404),
             summary="Get a playback id of an asset")
 async def get_asset_playback_id(asset_id: str, playback_id: str, store: StoreDep) -> Body:
     pid = await store.get_playback_id(playback_id, "asset", asset_id)
@@ -72,8 +85,9 @@ async def get_asset_playback_id(asset_id: str, playback_id: str, store: StoreDep
     return envelope(pid.to_api())
 
 
-@router.delete("/assets/{asset_id}/playback-ids/{playback_id}", status_code=204,
-               response_class=Response, summary="Delete a playback id of an asset")
+@router.delete("/assets/{asset_id}/playback-ids/{playback_id}",
+               **answers(204, None, "Deleted", 404),
+               summary="Delete a playback id of an asset")
 async def delete_asset_playback_id(asset_id: str, playback_id: str,
                                    store: StoreDep) -> Response:
     if not await store.delete_playback_id("asset", asset_id, playback_id):
@@ -82,6 +96,8 @@ async def delete_asset_playback_id(asset_id: str, playback_id: str,
 
 
 @router.get("/playback-ids/{playback_id}", tags=["playback ids"],
+            **answers(200, PlaybackIdLookupResponse, "The playback id and what it plays",
+                      404),
             summary="Which live stream or asset a playback id plays")
 async def lookup_playback_id(playback_id: str, store: StoreDep) -> Body:
     pid = await store.get_playback_id(playback_id)

@@ -7,15 +7,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from relay.api.deps import (
+    API_ERRORS,
     ChangesDep,
     Limit,
     Page,
     StoreDep,
+    answers,
     basic_auth_doc,
     envelope,
     no_content,
 )
 from relay.api.errors import ApiError, not_found
+from relay.api.responses import (
+    EmptyResponse,
+    LiveStreamListResponse,
+    LiveStreamResponse,
+    PlaybackIdResponse,
+    SimulcastTargetResponse,
+)
 from relay.api.schemas import (
     CreateLiveStreamRequest,
     CreatePlaybackIdRequest,
@@ -28,7 +37,7 @@ from relay.store.records import LiveStream, LiveStreamStatus
 from relay.streams.registry import StreamChange
 
 router = APIRouter(prefix="/video/v1/live-streams", tags=["live streams"],
-                   dependencies=[Depends(basic_auth_doc)])
+                   dependencies=[Depends(basic_auth_doc)], responses=API_ERRORS)
 
 Body = dict[str, Any]
 
@@ -40,14 +49,16 @@ async def _stream(store: StoreDep, live_stream_id: str) -> LiveStream:
     return stream
 
 
-@router.post("", status_code=201, summary="Create a live stream")
+@router.post("", **answers(201, LiveStreamResponse, "The new live stream", 400),
+             summary="Create a live stream")
 async def create_live_stream(body: CreateLiveStreamRequest, store: StoreDep) -> Body:
     targets = [t.to_new() for t in body.simulcast_targets or ()]
     stream = await store.create_live_stream(new_live_stream(body), targets)
     return envelope(stream.to_api())
 
 
-@router.get("", summary="List live streams, newest first")
+@router.get("", **answers(200, LiveStreamListResponse, "One page of live streams", 400),
+            summary="List live streams, newest first")
 async def list_live_streams(
     store: StoreDep,
     limit: Limit = 25,
@@ -60,12 +71,15 @@ async def list_live_streams(
     return envelope([s.to_api() for s in streams])
 
 
-@router.get("/{live_stream_id}", summary="Get a live stream")
+@router.get("/{live_stream_id}", **answers(200, LiveStreamResponse, "The live stream", 404),
+            summary="Get a live stream")
 async def get_live_stream(live_stream_id: str, store: StoreDep) -> Body:
     return envelope((await _stream(store, live_stream_id)).to_api())
 
 
-@router.patch("/{live_stream_id}", summary="Update a live stream")
+@router.patch("/{live_stream_id}",
+              **answers(200, LiveStreamResponse, "The updated live stream", 400, 404),
+              summary="Update a live stream")
 async def update_live_stream(
     live_stream_id: str, body: UpdateLiveStreamRequest, store: StoreDep
 ) -> Body:
@@ -77,7 +91,7 @@ async def update_live_stream(
     return envelope(updated.to_api())
 
 
-@router.delete("/{live_stream_id}", status_code=204, response_class=Response,
+@router.delete("/{live_stream_id}", **answers(204, None, "Deleted", 404),
                summary="Delete a live stream (ends its session)")
 async def delete_live_stream(
     live_stream_id: str, store: StoreDep, changed: ChangesDep
@@ -88,7 +102,8 @@ async def delete_live_stream(
     return no_content()
 
 
-@router.post("/{live_stream_id}/reset-stream-key", status_code=201,
+@router.post("/{live_stream_id}/reset-stream-key",
+             **answers(201, LiveStreamResponse, "The live stream with its new key", 404),
              summary="Replace the stream key")
 async def reset_stream_key(live_stream_id: str, store: StoreDep, changed: ChangesDep) -> Body:
     stream = await store.reset_stream_key(live_stream_id)
@@ -99,7 +114,8 @@ async def reset_stream_key(live_stream_id: str, store: StoreDep, changed: Change
     return envelope(stream.to_api())
 
 
-@router.put("/{live_stream_id}/complete", summary="End the current recording now")
+@router.put("/{live_stream_id}/complete", **answers(200, EmptyResponse, "Done", 404),
+            summary="End the current recording now")
 async def complete_live_stream(
     live_stream_id: str, store: StoreDep, changed: ChangesDep
 ) -> Body:
@@ -109,7 +125,8 @@ async def complete_live_stream(
     return envelope({})
 
 
-@router.put("/{live_stream_id}/disable", summary="Refuse publishes and end the current one")
+@router.put("/{live_stream_id}/disable", **answers(200, EmptyResponse, "Done", 404),
+            summary="Refuse publishes and end the current one")
 async def disable_live_stream(
     live_stream_id: str, store: StoreDep, changed: ChangesDep
 ) -> Body:
@@ -119,14 +136,16 @@ async def disable_live_stream(
     return envelope({})
 
 
-@router.put("/{live_stream_id}/enable", summary="Accept publishes again")
+@router.put("/{live_stream_id}/enable", **answers(200, EmptyResponse, "Done", 404),
+            summary="Accept publishes again")
 async def enable_live_stream(live_stream_id: str, store: StoreDep) -> Body:
     if await store.set_live_stream_enabled(live_stream_id, enabled=True) is None:
         raise not_found("live stream")
     return envelope({})
 
 
-@router.post("/{live_stream_id}/playback-ids", status_code=201,
+@router.post("/{live_stream_id}/playback-ids",
+             **answers(201, PlaybackIdResponse, "The new playback id", 400, 404),
              summary="Add a playback id")
 async def create_playback_id(
     live_stream_id: str, body: CreatePlaybackIdRequest, store: StoreDep
@@ -137,7 +156,9 @@ async def create_playback_id(
     return envelope(pid.to_api())
 
 
-@router.get("/{live_stream_id}/playback-ids/{playback_id}", summary="Get a playback id")
+@router.get("/{live_stream_id}/playback-ids/{playback_id}",
+            **answers(200, PlaybackIdResponse, "The playback id", 404),
+            summary="Get a playback id")
 async def get_playback_id(live_stream_id: str, playback_id: str, store: StoreDep) -> Body:
     pid = await store.get_playback_id(playback_id, "live_stream", live_stream_id)
     if pid is None:
@@ -145,8 +166,8 @@ async def get_playback_id(live_stream_id: str, playback_id: str, store: StoreDep
     return envelope(pid.to_api())
 
 
-@router.delete("/{live_stream_id}/playback-ids/{playback_id}", status_code=204,
-               response_class=Response, summary="Delete a playback id")
+@router.delete("/{live_stream_id}/playback-ids/{playback_id}",
+               **answers(204, None, "Deleted", 404), summary="Delete a playback id")
 async def delete_playback_id(live_stream_id: str, playback_id: str,
                              store: StoreDep) -> Response:
     if not await store.delete_playback_id("live_stream", live_stream_id, playback_id):
@@ -154,7 +175,8 @@ async def delete_playback_id(live_stream_id: str, playback_id: str,
     return no_content()
 
 
-@router.post("/{live_stream_id}/simulcast-targets", status_code=201,
+@router.post("/{live_stream_id}/simulcast-targets",
+             **answers(201, SimulcastTargetResponse, "The new simulcast target", 400, 404),
              summary="Add a simulcast target (only while the stream is idle)")
 async def create_simulcast_target(
     live_stream_id: str, body: CreateSimulcastTargetRequest, store: StoreDep
@@ -170,6 +192,7 @@ async def create_simulcast_target(
 
 
 @router.get("/{live_stream_id}/simulcast-targets/{simulcast_target_id}",
+            **answers(200, SimulcastTargetResponse, "The simulcast target", 404),
             summary="Get a simulcast target")
 async def get_simulcast_target(
     live_stream_id: str, simulcast_target_id: str, store: StoreDep
@@ -181,8 +204,7 @@ async def get_simulcast_target(
 
 
 @router.delete("/{live_stream_id}/simulcast-targets/{simulcast_target_id}",
-               status_code=204, response_class=Response,
-               summary="Delete a simulcast target")
+               **answers(204, None, "Deleted", 404), summary="Delete a simulcast target")
 async def delete_simulcast_target(
     live_stream_id: str, simulcast_target_id: str, store: StoreDep
 ) -> Response:

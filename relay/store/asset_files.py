@@ -12,7 +12,9 @@ import re
 import shutil
 from pathlib import Path
 
-_ASSET_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+from relay.logs import peer_text
+
+_ASSET_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 class AssetFiles:
@@ -23,8 +25,8 @@ class AssetFiles:
 
     def directory(self, asset_id: str) -> Path:
         """The asset's directory (which may not exist); ValueError for a malformed id."""
-        if not _ASSET_ID.match(asset_id):
-            raise ValueError(f"not an asset id: {asset_id!r}")
+        if not _ASSET_ID.fullmatch(asset_id):  # not match(): "$" lets "id\n" through
+            raise ValueError(f"not an asset id: '{peer_text(asset_id)}'")
         return self.root / asset_id
 
     async def delete(self, asset_id: str) -> None:

@@ -23,6 +23,14 @@ JSONDict = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class AccessTokenInfo:
+    """What may be shown of an access token: never its secret (only a hash is stored)."""
+
+    id: str
+    created_at: int  # Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
 class PlaybackId:
     id: str
     policy: PlaybackPolicy

@@ -30,6 +30,7 @@ from relay.ids import (
 )
 from relay.store import migrations
 from relay.store.records import (
+    AccessTokenInfo,
     Asset,
     Event,
     IngestProtocol,
@@ -55,6 +56,11 @@ from relay.store.tables import (
 
 # How many of a stream's newest recordings `recent_asset_ids` lists.
 RECENT_ASSETS = 10
+
+#: The largest row offset a query may carry: SQL engines keep OFFSET in a signed 64-bit
+#: integer (SQLite raises OverflowError past it, PostgreSQL "bigint out of range"). A page
+#: that starts beyond it cannot hold a row, so it is answered empty without a query.
+MAX_SQL_OFFSET = 2**63 - 1
 
 # Compared against when a token id is unknown, so that a miss costs what a hit costs.
 _DUMMY_HASH = hashlib.sha256(b"relay: no such token").hexdigest()
@@ -171,6 +177,21 @@ class Store:
         matches = hmac.compare_digest(stored or _DUMMY_HASH, hash_secret(secret))
         return stored is not None and matches
 
+    async def list_access_tokens(self) -> list[AccessTokenInfo]:
+        """Every access token's id and creation time, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(access_tokens.c.id, access_tokens.c.created_at)
+                .order_by(access_tokens.c.created_at, access_tokens.c.id))).all()
+        return [AccessTokenInfo(id=r.id, created_at=r.created_at) for r in rows]
+
+    async def revoke_access_token(self, token_id: str) -> bool:
+        """Delete a token: requests using it fail from now on. False if there is none."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(access_tokens).where(access_tokens.c.id == token_id))
+            return result.rowcount > 0
+
     # -- live streams ----------------------------------------------------------------
 
     async def create_live_stream(
@@ -227,7 +248,10 @@ class Store:
             query = query.where(live_streams.c.status == status)
         if stream_key is not None:
             query = query.where(live_streams.c.stream_key == stream_key)
-        query = query.limit(limit).offset((page - 1) * limit)
+        offset = _page_offset(limit, page)
+        if offset is None:
+            return []
+        query = query.limit(limit).offset(offset)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             return await _live_streams_from_rows(conn, rows)
@@ -409,7 +433,10 @@ class Store:
         query = select(assets).order_by(assets.c.seq.desc())
         if live_stream_id is not None:
             query = query.where(assets.c.live_stream_id == live_stream_id)
-        query = query.limit(limit).offset((page - 1) * limit)
+        offset = _page_offset(limit, page)
+        if offset is None:
+            return []
+        query = query.limit(limit).offset(offset)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             pids = await _playback_ids_of(conn, "asset", [r.id for r in rows])
@@ -595,6 +622,15 @@ class Store:
 
 
 # -- row mapping (module level: pure functions of a connection) --------------------------
+
+def _page_offset(limit: int, page: int) -> int | None:
+    """The offset of 1-based `page` of `limit` rows, or None when it lies past any row."""
+    if limit < 1 or page < 1:
+        raise ValueError(f"paging starts at page 1 with a limit of at least 1 "
+                         f"(got limit={limit}, page={page})")
+    offset = (page - 1) * limit
+    return offset if offset + limit <= MAX_SQL_OFFSET else None
+
 
 def _configure_sqlite(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL lets readers (API) and the writer (ingest lifecycle) proceed together; the busy

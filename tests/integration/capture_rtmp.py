@@ -21,7 +21,7 @@ import httpx
 from tests.integration.encoders import ffmpeg_publish, finish
 from tests.integration.relay_process import RelayProcess
 
-TOKEN = ("capture", "capture-secret-0123456789")
+TOKEN = ("capture", "capture-secret-0123456789-abcdefghijklm")
 
 
 async def _proxy(upstream_port: int, captured: bytearray) -> tuple[asyncio.Server, int]:

@@ -16,7 +16,13 @@ from pathlib import Path
 import mux_python as mux
 import pytest
 
-from relay.config import SERVE_OPTIONS, STORE_OPTIONS
+from relay.config import (
+    MIN_TOKEN_SECRET_LENGTH,
+    SERVE_OPTIONS,
+    STORE_OPTIONS,
+    ConfigError,
+    seed_token_from,
+)
 from tests.integration.relay_process import RelayProcess
 
 
@@ -32,9 +38,10 @@ def test_help_documents_every_option() -> None:
     serve = relay_cli("serve", "--help").stdout
     for option in SERVE_OPTIONS:
         assert f"--{option.flag}" in serve and option.env in serve
-    create = relay_cli("token", "create", "--help").stdout
-    for option in STORE_OPTIONS:
-        assert f"--{option.flag}" in create
+    for action in ("create", "list", "revoke"):
+        helped = relay_cli("token", action, "--help").stdout
+        for option in STORE_OPTIONS:
+            assert f"--{option.flag}" in helped, action
     assert relay_cli("token", "--help").returncode == 0
     assert relay_cli("--version").stdout.startswith("relay ")
 
@@ -97,11 +104,101 @@ def test_corrupt_database_is_reported(tmp_path: Path) -> None:
     ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL"),
     ({"RELAY_TOKEN_ID": "only-the-id"}, "RELAY_TOKEN_SECRET"),
     ({"RELAY_TOKEN_ID": "id", "RELAY_TOKEN_SECRET": "short"}, "RELAY_TOKEN_SECRET"),
+    ({"RELAY_TOKEN_ID": "id", "RELAY_TOKEN_SECRET": "x" * 31}, "RELAY_TOKEN_SECRET"),
 ])
 def test_bad_settings_exit_2_naming_the_variable(env: dict[str, str], named: str) -> None:
     result = relay_cli("serve", env=env)
     assert result.returncode == 2
     assert named in result.stderr
+
+
+def test_seeded_secrets_need_32_characters() -> None:
+    assert MIN_TOKEN_SECRET_LENGTH == 32
+    env = {"RELAY_TOKEN_ID": "app"}
+    assert seed_token_from({**env, "RELAY_TOKEN_SECRET": "s" * 32}) is not None
+    with pytest.raises(ConfigError, match="at least 32"):
+        seed_token_from({**env, "RELAY_TOKEN_SECRET": "s" * 31})
+
+
+def basic_get(url: str, token: tuple[str, str]) -> int:
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", "Basic " + base64.b64encode(
+        ":".join(token).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_token_list_and_revoke(tmp_path: Path) -> None:
+    made = [json.loads(relay_cli("token", "create", "--data-dir", str(tmp_path)).stdout)
+            for _ in range(2)]
+    listed = relay_cli("token", "list", "--data-dir", str(tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    tokens = json.loads(listed.stdout)
+    assert sorted(t["id"] for t in tokens) == sorted(t["id"] for t in made)
+    assert all(set(t) == {"id", "created_at"} for t in tokens)
+    assert all(t["created_at"].endswith("Z") and "T" in t["created_at"] for t in tokens)
+    for token in made:  # never a secret, on either stream
+        assert token["secret"] not in listed.stdout + listed.stderr
+    kept, revoked = (made[0]["id"], made[0]["secret"]), (made[1]["id"], made[1]["secret"])
+    with RelayProcess(tmp_path) as relay:
+        url = f"{relay.http_url}/video/v1/live-streams"
+        assert basic_get(url, revoked) == 200
+        result = relay_cli("token", "revoke", revoked[0], "--data-dir", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        # The running server refuses it from the next request on; the other one still works.
+        assert basic_get(url, revoked) == 401
+        assert basic_get(url, kept) == 200
+    assert [t["id"] for t in json.loads(
+        relay_cli("token", "list", "--data-dir", str(tmp_path)).stdout)] == [kept[0]]
+
+
+def test_revoking_an_unknown_token_fails_clearly(tmp_path: Path) -> None:
+    result = relay_cli("token", "revoke", "no-such-token", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "no-such-token" in errors[0] and "relay token list" in errors[0]
+    assert relay_cli("token", "revoke", "--data-dir", str(tmp_path)).returncode == 2  # no ID
+
+
+SECRET_PASSWORD = "S3cret-pa55word"
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+asyncpg://relay:{SECRET_PASSWORD}@127.0.0.1:1/relay",
+    f"sqlite+aiosqlite://relay:{SECRET_PASSWORD}@/no/such/dir/relay.db",
+    f"relay:{SECRET_PASSWORD}@localhost/not-a-url",
+])
+@pytest.mark.parametrize("command", [("serve", "--http-port", "0", "--metrics-port", "0",
+                                      "--rtmp-port", "0"), ("token", "list")])
+def test_database_password_is_never_shown(tmp_path: Path, url: str,
+                                          command: tuple[str, ...]) -> None:
+    result = relay_cli(*command, "--data-dir", str(tmp_path), "--database-url", url)
+    assert result.returncode == 1
+    assert "cannot open the database" in result.stderr
+    assert SECRET_PASSWORD not in result.stderr + result.stdout
+    if "://" in url:
+        assert "relay:***@" in result.stderr  # the rest of the URL helps the operator
+
+
+def test_data_dir_and_database_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    assert relay_cli("token", "create", "--data-dir", str(data_dir)).returncode == 0
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "relay.db").stat().st_mode & 0o777 == 0o600
+    # A database left readable by an older Relay is tightened, and SQLite's WAL files
+    # follow the database's mode while the server runs.
+    (data_dir / "relay.db").chmod(0o644)
+    with RelayProcess(data_dir) as relay:
+        with urllib.request.urlopen(relay.http_url + "/readyz", timeout=10):
+            pass
+        companions = [p for p in data_dir.iterdir() if p.name.startswith("relay.db")]
+        assert {p.name for p in companions} >= {"relay.db", "relay.db-wal", "relay.db-shm"}
+        for path in companions:
+            assert path.stat().st_mode & 0o777 == 0o600, path
 
 
 def test_flag_beats_env_and_sigint_stops_cleanly(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from tests.integration.relay_process import RelayProcess
 
 pytestmark = needs_ffmpeg
 
-TOKEN = ("ingest-test", "ingest-test-secret-0123456789")
+TOKEN = ("ingest-test", "ingest-test-secret-0123456789-abcdefghij")
 
 
 @pytest.fixture

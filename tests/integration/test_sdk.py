@@ -20,7 +20,7 @@ from relay.store import Store
 from tests.conftest import sqlite_url
 from tests.integration.relay_process import RelayProcess
 
-TOKEN = ("sdk-test-token", "sdk-test-secret-0123456789")
+TOKEN = ("sdk-test-token", "sdk-test-secret-0123456789-abcdefghijk")
 
 
 def sdk(url: str, token: tuple[str, str] = TOKEN, *, validate: bool = True) -> mux.ApiClient:

@@ -5,13 +5,26 @@ The official SDK drives the same routes over a real socket in tests/integration.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from relay.api import MAX_BODY_BYTES, create_api
+from relay.api import MAX_BODY_BYTES, AuthLimits, create_api
+from relay.api.deps import MAX_PAGE, MAX_PAGE_SIZE
+from relay.api.errors import MAX_ERROR_MESSAGES
+from relay.api.responses import (
+    EmptyResponse,
+    LiveStreamListResponse,
+    LiveStreamResponse,
+    PlaybackIdLookupResponse,
+    PlaybackIdResponse,
+    SimulcastTargetResponse,
+)
 from relay.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +45,9 @@ async def ready() -> list[str]:
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     token_id, secret = await store.create_access_token()
-    transport = httpx.ASGITransport(app=create_api(store, ready))
+    # Failed authentications are answered at once here; test_api_auth.py tests the delay.
+    app = create_api(store, ready, auth_limits=AuthLimits(failure_delay=0))
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://relay",
                                  auth=(token_id, secret)) as http:
         yield http
@@ -146,20 +161,109 @@ async def test_chunked_body_over_limit_is_413(client: httpx.AsyncClient) -> None
     assert response.status_code == 413
 
 
-@pytest.mark.parametrize("auth", [None, ("wrong", "credentials"), "bearer"])
-async def test_unauthorized_on_every_route(client: httpx.AsyncClient, auth: Any) -> None:
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method.upper(), path, operation)
+            for path, methods in document["paths"].items()
+            for method, operation in methods.items()]
+
+
+@pytest.mark.parametrize("auth", [None, ("wrong", "credentials"), "bearer", "garbage"])
+async def test_unauthorized_on_every_operation(client: httpx.AsyncClient, auth: Any) -> None:
     headers = {"authorization": "Bearer abc"} if auth == "bearer" else {}
+    if auth == "garbage":
+        headers = {"authorization": "Basic !!!not base64"}
     # auth=None keeps the client's default credentials off this request.
     kwargs: dict[str, Any] = {"headers": headers, "auth": None}
-    if auth != "bearer":
+    if auth not in ("bearer", "garbage"):
         kwargs["auth"] = auth if auth else httpx.BasicAuth("", "")
-    for method, path in [("POST", "/video/v1/live-streams"), ("GET", "/video/v1/live-streams"),
-                         ("GET", "/video/v1/assets/x"), ("DELETE", "/video/v1/assets/x"),
-                         ("GET", "/video/v1/playback-ids/x"), ("GET", "/video/v1/nothing")]:
-        response = await client.request(method, path, content=b"{bad json", **kwargs)
+    document = (await client.get("/openapi.json")).json()
+    protected = [(m, p) for m, p, _ in operations(document) if p.startswith("/video/v1")]
+    assert len(protected) == 22
+    for method, path in [*protected, ("GET", "/video/v1/nothing")]:
+        response = await client.request(method, path.replace("{", "").replace("}", ""),
+                                         content=b"{bad json", **kwargs)
         assert response.status_code == 401, (method, path)
         assert error_of(response)["type"] == "unauthorized"
         assert response.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_openapi_documents_every_answer(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for method, path, operation in operations(document):
+        answers = operation["responses"]
+        assert "422" not in answers, (method, path)
+        expected_errors = {"413"}
+        if path.startswith("/video/v1"):
+            expected_errors |= {"401", "429", "503"}
+            # Path ids are any text (an unknown one is a 404); queries and bodies are checked.
+            checked = [p for p in operation.get("parameters", []) if p["in"] != "path"]
+            if checked or operation.get("requestBody"):
+                expected_errors.add("400")
+            if "{" in path:
+                expected_errors.add("404")
+        elif path == "/readyz":
+            expected_errors.add("503")
+        successes = {code for code in answers if code.startswith("2")}
+        assert len(successes) == 1, (method, path)
+        assert set(answers) - successes == expected_errors, (method, path)
+        for code in expected_errors - {"503"} if path == "/readyz" else expected_errors:
+            assert answers[code]["content"]["application/json"]["schema"] == envelope
+        (success,) = successes
+        if success != "204":
+            schema = answers[success]["content"]["application/json"]["schema"]
+            assert schema["$ref"].endswith(("Response", "HealthStatus", "Readiness"))
+    # Constraints are JSON Schema keywords (minimum, not pydantic's ge) so that clients
+    # and fuzzers read them.
+    text = json.dumps(document)
+    for keyword in ('"ge":', '"le":', '"gt":', '"lt":'):
+        assert keyword not in text
+
+
+async def test_answers_match_their_documented_models(client: httpx.AsyncClient) -> None:
+    stream = await create(client, **SDK_DEFAULT_CREATE, passthrough="p",
+                          meta={"title": "t"}, simulcast_targets=[
+                              {"url": "rtmp://x.example/app", "stream_key": "k"}])
+    LiveStreamResponse.model_validate({"data": stream})
+    listed = (await client.get("/video/v1/live-streams")).json()
+    LiveStreamListResponse.model_validate(listed)
+    pid = (await client.post(f"/video/v1/live-streams/{stream['id']}/playback-ids",
+                             json={"policy": "signed"})).json()
+    PlaybackIdResponse.model_validate(pid)
+    lookup = (await client.get(f"/video/v1/playback-ids/{pid['data']['id']}")).json()
+    PlaybackIdLookupResponse.model_validate(lookup)
+    target = stream["simulcast_targets"][0]["id"]
+    SimulcastTargetResponse.model_validate((await client.get(
+        f"/video/v1/live-streams/{stream['id']}/simulcast-targets/{target}")).json())
+    EmptyResponse.model_validate((await client.put(
+        f"/video/v1/live-streams/{stream['id']}/disable")).json())
+
+
+async def test_method_not_allowed_lists_every_method_of_the_path(
+        client: httpx.AsyncClient) -> None:
+    response = await client.put("/video/v1/live-streams")
+    assert response.headers["allow"] == "GET, POST"
+    response = await client.post("/video/v1/live-streams/some-id")
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
+
+
+async def test_store_outage_is_503_without_its_text(
+    client: httpx.AsyncClient, store: Store, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def unavailable(*_: Any, **__: Any) -> None:
+        raise OperationalError("SELECT secret_hash FROM access_tokens WHERE id = ?",
+                               ("peer-chosen-id",), sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(store, "list_live_streams", unavailable)
+    response = await client.get("/video/v1/live-streams")
+    assert response.status_code == 503
+    assert error_of(response)["type"] == "service_unavailable"
+    assert response.headers["retry-after"] == "1"
+    logged = caplog.text
+    assert "OperationalError" in logged
+    assert "SELECT" not in logged and "peer-chosen-id" not in logged
 
 
 async def test_not_found_everywhere(client: httpx.AsyncClient) -> None:
@@ -236,6 +340,57 @@ async def test_list_validation_and_paging(client: httpx.AsyncClient) -> None:
         response = await client.get("/video/v1/live-streams", params=params)
         assert response.status_code == 400
         assert error_of(response)["messages"][0].startswith(f"{field}:")
+
+
+@pytest.mark.parametrize("path", ["/video/v1/live-streams", "/video/v1/assets"])
+@pytest.mark.parametrize("params", [
+    {"page": "365720738912483540992"}, {"page": str(2**63 - 1)},
+    {"page": str(MAX_PAGE), "limit": str(MAX_PAGE_SIZE)},
+])
+async def test_out_of_range_pages_are_empty_never_5xx(
+    client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    # Issue 12 item 9: these answered 500 (SQLite OverflowError on the offset).
+    await create(client)
+    response = await client.get(path, params=params)
+    if int(params["page"]) <= MAX_PAGE:
+        assert response.json() == {"data": []}
+    else:
+        assert response.status_code == 400
+        assert error_of(response)["messages"][0].startswith("page:")
+
+
+@pytest.mark.parametrize("path", ["/video/v1/live-streams", "/video/v1/assets"])
+@pytest.mark.parametrize("params", [
+    {"limit": "365720738912483540992"}, {"limit": "-1"}, {"limit": "1e2"},
+    {"page": "-365720738912483540992"}, {"page": ""}, {"page": "1.5"},
+    {"page": str(MAX_PAGE + 1)}, {"status": "x" * 5000}, {"stream_key": "k" * 65},
+    {"live_stream_id": "s" * 65},
+])
+async def test_bad_paging_and_filters_are_400(
+    client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    response = await client.get(path, params=params)
+    name = next(iter(params))
+    if (name in ("stream_key", "status") and path.endswith("assets")) or (
+            name == "live_stream_id" and path.endswith("live-streams")):
+        assert response.status_code == 200  # not a parameter of this route: ignored
+        return
+    assert response.status_code == 400, response.text
+    message = error_of(response)["messages"][0]
+    assert message.startswith(f"{name}:")
+    assert len(message) < 400  # the peer's value is shown cut short, not whole
+
+
+async def test_many_bad_values_give_a_bounded_answer(client: httpx.AsyncClient) -> None:
+    targets = [{"url": "http://not-rtmp.example/" + "x" * 500} for _ in range(1000)]
+    response = await client.post("/video/v1/live-streams", json={"simulcast_targets": targets})
+    assert response.status_code == 400
+    messages = error_of(response)["messages"]
+    assert len(messages) == MAX_ERROR_MESSAGES + 1
+    assert messages[0].startswith("simulcast_targets[0].url:")
+    assert messages[-1] == "... and 980 more invalid values not listed"
+    assert len(response.content) < 20_000
 
 
 async def test_get_with_json_content_type(client: httpx.AsyncClient) -> None:

@@ -23,7 +23,7 @@ async def test_delete_removes_the_directory_and_tolerates_absence(tmp_path: Path
     await files.delete("abc123")  # already gone: nothing to do, no error
 
 
-@pytest.mark.parametrize("bad", ["", "..", "../x", "a/b", "a.b", "x" * 65, "é"])
+@pytest.mark.parametrize("bad", ["", "..", "../x", "a/b", "a.b", "x" * 65, "é", "abc\n"])
 def test_ids_that_are_not_asset_ids_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError, match="not an asset id"):
         AssetFiles(tmp_path).directory(bad)

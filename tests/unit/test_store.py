@@ -67,6 +67,22 @@ async def test_list_pages_newest_first_with_filters(store: Store) -> None:
         == [ids[1]]
 
 
+@pytest.mark.parametrize("page", [2**62, 2**63, 365720738912483540992])
+async def test_pages_past_any_offset_are_empty(store: Store, page: int) -> None:
+    # Issue 12 item 9: an offset past SQLite's 64-bit integers raised OverflowError (a 500).
+    await store.create_live_stream(spec())
+    assert await store.list_live_streams(limit=100, page=page) == []
+    assert await store.list_assets(limit=100, page=page) == []
+
+
+async def test_paging_rejects_what_no_caller_should_send(store: Store) -> None:
+    for limit, page in [(0, 1), (1, 0), (-1, 1)]:
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_live_streams(limit=limit, page=page)
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_assets(limit=limit, page=page)
+
+
 async def test_update_changes_only_given_fields(store: Store) -> None:
     stream = await store.create_live_stream(spec(passthrough="before"))
     updated = await store.update_live_stream(stream.id, {"latency_mode": "low",
@@ -149,6 +165,20 @@ async def test_access_tokens(store: Store) -> None:
     assert await store.ensure_access_token(token_id, "a-new-secret-value")
     assert not await store.verify_access_token(token_id, secret)
     assert await store.verify_access_token(token_id, "a-new-secret-value")
+
+
+async def test_list_and_revoke_access_tokens(store: Store) -> None:
+    first, first_secret = await store.create_access_token()
+    second, _ = await store.create_access_token()
+    listed = await store.list_access_tokens()
+    assert {t.id for t in listed} == {first, second}
+    assert all(isinstance(t.created_at, int) for t in listed)
+    assert first_secret not in repr(listed)
+    assert await store.revoke_access_token(first)
+    assert not await store.verify_access_token(first, first_secret)
+    assert [t.id for t in await store.list_access_tokens()] == [second]
+    assert not await store.revoke_access_token(first)
+    assert not await store.revoke_access_token("never-existed")
 
 
 async def test_events_carry_integer_created_at(store: Store) -> None:
