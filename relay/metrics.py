@@ -155,6 +155,8 @@ class IngestCollector(Collector):
             ("relay_rtmp_budget_closes", "connections closed because the connections that "
              "have not published held the whole --rtmp-pre-publish-buffer-budget",
              rtmp.budget_closes),
+            ("relay_rtmp_turns_yielded", "reads holding more messages than one turn of the "
+             "event loop may parse, finished over several turns", rtmp.turns_yielded),
         )
         http = self.http
         counters += (

@@ -111,6 +111,7 @@ class RtmpCounters:
     write_pauses: int = 0  # pause_writing calls: a peer not reading our output
     write_stall_closes: int = 0  # closed after write_stall_timeout without draining
     budget_closes: int = 0  # closed: the pre-publish buffer budget was spent
+    turns_yielded: int = 0  # reads holding more than one turn's messages, split over turns
 
 
 class RtmpServer:
@@ -226,6 +227,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._counted = False  # holds a slot (taken at accept)
         self._waiting = False  # paused until the publish is answered
         self._write_paused = False  # the peer is not reading: neither do we
+        self._turn_pending = False  # a backlog waits for its next turn (_next_turn)
         self._stall_timer: asyncio.TimerHandle | None = None
         self._charged = 0  # bytes charged to the server's budget (before publishing)
         self._closed = False
@@ -320,6 +322,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             return
         self._last_input = self._loop.time()
         self.counters.bytes_received += nbytes
+        self.session.new_turn()
         try:
             self.session.buffer_updated(nbytes)
         except (ChunkError, RemoteProtocolError) as exc:
@@ -371,6 +374,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._protocol_error(str(exc))
                 return
             if event is None:
+                if session.turn_spent:
+                    self._flush()
+                    self._yield_turn()
+                    return
                 if not session.output_full:
                     break
                 # Replies fill MAX_PENDING_OUTPUT: write them, and go on parsing unless
@@ -402,6 +409,28 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 self._flush()
                 self._shutdown()
         self._flush()
+
+    def _yield_turn(self) -> None:
+        # What was read holds more than one turn's messages (a flood of pings, say): let
+        # every other connection have its turn first. Reading pauses meanwhile, so nothing
+        # more piles up behind the backlog.
+        if self._turn_pending or self._transport is None:
+            return
+        self._turn_pending = True
+        self.counters.turns_yielded += 1
+        self._transport.pause_reading()
+        self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        if self._closed or self._transport is None:
+            return
+        self.session.new_turn()
+        if not (self._waiting or self._write_paused):
+            self._transport.resume_reading()
+        self._process()
+        if self.live is None and not self._closed:
+            self._charge_budget()
 
     async def _admit(self, request: PublishRequested) -> None:
         try:

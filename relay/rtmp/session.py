@@ -21,7 +21,10 @@ chunk header before its payload is buffered; no aggregate message; at most
 may be as long as `max_message_size`; commands and data stay under `max_command_size`.
 Output is bounded too: once `MAX_PENDING_OUTPUT` bytes wait for `data_to_send()`, the session
 parses no further message (`output_full`), so a peer that never reads cannot make replies
-pile up faster than the adapter writes them. A peer's value reaches an error or a reply only
+pile up faster than the adapter writes them. Work is bounded per turn of the event loop:
+`next_event()` parses at most `MAX_MESSAGES_PER_TURN` messages between two `new_turn()`
+calls (`turn_spent`), so a read full of tiny messages that need no event (pings, acks) cannot
+hold the loop while it is worked through. A peer's value reaches an error or a reply only
 through `relay.logs.peer_text`.
 """
 
@@ -79,6 +82,10 @@ DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH = 256 * 1024
 # Replies waiting for data_to_send() beyond which no further message is parsed: a ping or an
 # unknown command costs a reply, so input that is all requests cannot queue unbounded output.
 MAX_PENDING_OUTPUT = 64 * 1024
+# Messages parsed per turn of the event loop (between new_turn() calls). An encoder sends
+# about 80 a second, a few per read; 256 tiny control messages cost about a millisecond of
+# Python, so one connection's backlog never holds the loop longer than that.
+MAX_MESSAGES_PER_TURN = 256
 
 
 class State(StrEnum):
@@ -200,6 +207,7 @@ class ServerSession:
             max_buffered=min(max_buffered_before_publish, max_buffered))
         self._muxer = ChunkMuxer()
         self.output_full = False  # MAX_PENDING_OUTPUT bytes wait: parse nothing more
+        self._turn_messages = 0  # messages parsed since new_turn()
         self._handshake_out = bytearray()
         self._events: list[Event] = []
         self._next_event = 0
@@ -265,7 +273,8 @@ class ServerSession:
         while self._next_event >= len(self._events):
             self._events.clear()
             self._next_event = 0
-            if self.output_full or self.state in (State.HANDSHAKE, State.CLOSING):
+            if (self.output_full or self._turn_messages >= MAX_MESSAGES_PER_TURN
+                    or self.state in (State.HANDSHAKE, State.CLOSING)):
                 return None
             try:
                 message = self._demuxer.next_message()
@@ -279,11 +288,21 @@ class ServerSession:
                 raise RemoteProtocolError(str(exc)) from None
             if message is None:
                 return None
+            self._turn_messages += 1
             self._maybe_acknowledge()
             self._dispatch(message)
         event = self._events[self._next_event]
         self._next_event += 1
         return event
+
+    @property
+    def turn_spent(self) -> bool:
+        """This turn's MAX_MESSAGES_PER_TURN messages were parsed; more wait for new_turn()."""
+        return self._turn_messages >= MAX_MESSAGES_PER_TURN
+
+    def new_turn(self) -> None:
+        """A new turn of the event loop: next_event() may parse MAX_MESSAGES_PER_TURN more."""
+        self._turn_messages = 0
 
     def _maybe_acknowledge(self) -> None:
         # RTMP 5.4.3: acknowledge every window's worth of received bytes; the window is the

