@@ -17,7 +17,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libsrt1.5-openssl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --uid 10001 relay \
- && mkdir -p /data && chown relay:relay /data
+ && mkdir -m 700 -p /data && chown relay:relay /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER relay

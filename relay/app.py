@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 
 from relay.api import create_api
 from relay.config import Settings
+from relay.file_limit import RESERVED_FILES, ensure_file_limit
 from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
@@ -139,6 +140,9 @@ class RelayServer:
         """Open the store and start every listener; raise StartupError on any problem."""
         try:
             prepare_data_dir(self.settings.data_dir)
+            ensure_file_limit(self.settings.rtmp_max_connections
+                              + self.settings.http_max_connections + METRICS_MAX_CONNECTIONS
+                              + RESERVED_FILES)
             self._store = await open_store(self.settings.resolved_database_url)
             if self.settings.seed_token is not None:
                 token = self.settings.seed_token
