@@ -341,9 +341,10 @@ async def slowloris(target: Target, sources: SourceAddresses, count: int = 100) 
     await asyncio.gather(*(drip() for _ in range(count)))
 
 
-async def held_requests(target: Target, sources: SourceAddresses, count: int = 200) -> None:
+async def held_requests(target: Target, sources: SourceAddresses, count: int = 100) -> None:
     """Item 7: blocking playlist reloads for the segment after next, held by the hundred on
-    one live stream (each waits until that segment exists, or for its hold timeout)."""
+    one live stream (each waits until that segment exists, or for its hold timeout); the
+    soak runs Relay with a per-stream cap below `count`, so some are refused at once."""
     if target.playback_id is None:
         return
     path = f"/{target.playback_id}/rendition.m3u8"
@@ -358,10 +359,11 @@ async def held_requests(target: Target, sources: SourceAddresses, count: int = 2
                 answer = await _http(target, source, (
                     f"GET {path}?_HLS_msn={ahead}&_HLS_part=0 HTTP/1.1\r\nHost: x\r\n"
                     "Connection: close\r\n\r\n").encode())
-                target.counts[f"held.{answer[9:12].decode(errors='replace') or 'eof'}"] += 1
+                status = answer[9:12].decode(errors="replace") or "eof"
+                target.counts[f"held.{status}"] += 1
             except (OSError, TimeoutError, ValueError):
                 target.counts["held.refused"] += 1
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
     await asyncio.gather(*(hold() for _ in range(count)))
 
 
