@@ -88,7 +88,8 @@ MAX_RECORDING_JOBS: Final = 1024
 #: recording is finalized after it if the process lives that long.
 DISK_STALL_SECONDS: Final = 5.0
 
-#: How often `RecordingQueue.close` looks whether the job it waits for has hung.
+#: The shortest wait of `RecordingQueue.close` between two looks at whether the job it waits
+#: for has hung.
 _STALL_POLL_SECONDS: Final = 0.5
 
 
@@ -218,7 +219,12 @@ class RecordingQueue:
                         len(self._jobs))
             self._writer.cancel()
         while True:
-            done, _ = await asyncio.wait({worker}, timeout=_STALL_POLL_SECONDS)
+            # Wake when the job running now would pass DISK_STALL_SECONDS (a job still
+            # waiting for a worker is not stalled: look again a stall period later).
+            since = self._running_since
+            wait = (DISK_STALL_SECONDS if since is None
+                    else max(_STALL_POLL_SECONDS, since + DISK_STALL_SECONDS - self._clock()))
+            done, _ = await asyncio.wait({worker}, timeout=wait)
             if done:
                 return worker.result()
             since = self._running_since

@@ -328,3 +328,25 @@ async def test_a_stream_that_fails_before_its_first_segment_ends(
     assert counters.failures == 1
     assert counters.packaging_errors == (1 if failure == "bug" else 0)
     assert registry.sessions == {}
+
+
+async def test_a_session_that_ends_as_it_starts_recording_keeps_its_recording(
+        store: Store, tmp_path: Path) -> None:
+    """The end finishes the recording at once, beside the store writes queued before it;
+    but not before the store has created the asset the recording goes to."""
+    registry = IngestRegistry(store, on_session_started=lambda session: attach_packager(
+        session, AssetFiles(tmp_path), part_target=0.3, counters=HlsCounters()))
+    stream = await new_stream(store, latency_mode="low")
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    session.publish_track(video_config())
+    session.publish_track(audio_config())
+    for frame in av(4.5):
+        session.publish_frame(frame)
+    session.end("the application completed the live stream")  # asset not created yet
+    await asyncio.wait_for(session.wait_finished(), 30)
+    assert session.asset_id is not None
+    asset = await store.get_asset(session.asset_id)
+    assert asset is not None and asset.status == "ready"
+    assert asset.duration == pytest.approx(4.5, abs=0.05)  # as packaged, not 0
+    text = (tmp_path / session.asset_id / RECORDING_PLAYLIST).read_text()
+    assert text.endswith("#EXT-X-ENDLIST\n") and text.count(".m4s") == 3
