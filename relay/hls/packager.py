@@ -195,14 +195,19 @@ class RecordingQueue:
         if self.ended is not None:
             return
         self.ended = reason
+        dropped = self._drop_queued()
+        log.log(level, "%s: the recording stops: %s; %d queued write(s) dropped, what was "
+                "written is kept and finalized; live playback goes on", self.label, reason,
+                dropped)
+
+    def _drop_queued(self) -> int:
+        """Forget the queued jobs and give their bytes back to the budgets; how many."""
         dropped = len(self._jobs)
         for _, size in self._jobs:
             self._backlog -= size
             self._disk.backlog -= size
         self._jobs.clear()
-        log.log(level, "%s: the recording stops: %s; %d queued write(s) dropped, what was "
-                "written is kept and finalized; live playback goes on", self.label, reason,
-                dropped)
+        return dropped
 
     async def close(self, variant: VariantInfo | None = None) -> RecordingSummary | None:
         """Write what is queued, finalize the playlist as VOD (with `variant`, when given)
@@ -247,7 +252,8 @@ class RecordingQueue:
         try:
             writer = await asyncio.shield(self._writer)
         except asyncio.CancelledError:
-            if self._writer.cancelled():
+            if self._writer.cancelled():  # closed before the asset was created
+                self._drop_queued()
                 return None
             raise
         while True:
@@ -260,6 +266,10 @@ class RecordingQueue:
                     return None
                 except OSError as exc:
                     self._end(_write_failure(exc))
+                    self.counters.recordings_failed += 1
+                except Exception as exc:  # a bug of the writer: stop as for a failed write
+                    log.error("%s: a recording job raised", self.label, exc_info=exc)
+                    self._end(f"a write failed (internal error {type(exc).__name__})")
                     self.counters.recordings_failed += 1
                 finally:
                     self._backlog -= size

@@ -15,7 +15,7 @@ import pytest
 
 from relay.hls.disk import DiskPool
 from relay.hls.model import ResourceName, SegmentInfo
-from relay.hls.packager import HlsCounters, RecordingQueue
+from relay.hls.packager import MAX_RECORDING_JOBS, HlsCounters, RecordingQueue
 from relay.hls.recording import RECORDING_PLAYLIST, RecordingWriter
 from tests.hls.full_disk import DiskBudget
 from tests.hls.playlist_checker import check_media_playlist, parse_media_playlist
@@ -160,3 +160,34 @@ async def test_a_hung_write_does_not_stop_another_streams_recording(
     assert check_media_playlist(text).endlist
     assert disk.backlog == 0
     disk.shutdown()
+
+
+async def test_queued_jobs_and_the_pools_bytes_are_bounded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Jobs wait while the asset is not created yet (or the disk is slow): a recording ends
+    at MAX_RECORDING_JOBS queued jobs, and one that would take the pool's budget for all
+    recordings past its limit ends too; each releases what it held."""
+    counters = HlsCounters()
+    disk = DiskPool(1, max_backlog=10_000)
+    loop = asyncio.get_running_loop()
+
+    def pending(label: str) -> RecordingQueue:
+        writer: asyncio.Future[RecordingWriter] = loop.create_future()  # never created
+        return RecordingQueue(writer, disk=disk, label=label, counters=counters)
+
+    many = pending("stream many")
+    for _ in range(MAX_RECORDING_JOBS):
+        assert many.submit(lambda writer: None)
+    assert not many.submit(lambda writer: None)
+    assert many.ended is not None and f"limit {MAX_RECORDING_JOBS}" in many.ended
+
+    first, second = pending("stream first"), pending("stream second")
+    assert first.submit(lambda writer: None, 6_000)
+    assert not second.submit(lambda writer: None, 6_000)
+    assert second.ended is not None and "all recordings together" in second.ended
+    assert first.ended is None and disk.backlog == 6_000
+    assert counters.recordings_behind == 2
+    assert sum("the recording stops" in r.getMessage() for r in caplog.records) == 2
+    for queue in (many, first, second):
+        assert await queue.close() is None  # the asset never came: nothing to finalize
+    assert disk.backlog == 0

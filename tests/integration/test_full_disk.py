@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import sqlite_url
-from tests.hls.full_disk import small_tmpfs
+from tests.hls.full_disk import fill, small_tmpfs
 from tests.hls.playlist_checker import check_media_playlist, parse_media_playlist
 from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
 from tests.integration.relay_process import RelayProcess
@@ -62,9 +62,8 @@ def run(relay: RelayProcess, media: Path) -> None:
         wait_playable(relay, live)
         asset_id = get_stream(relay, live.id)["active_asset_id"]
         recording = media / "assets" / asset_id
-        with (media / "filler").open("wb") as filler:  # other data takes the disk
-            filler.truncate(0)
-            filler.write(bytes(max(0, shutil.disk_usage(media).free - ROOM)))
+        with (media / "other").open("wb") as other:  # other data takes the disk
+            other.write(bytes(max(0, shutil.disk_usage(media).free - ROOM)))
         wait_until(lambda: "the recording stops: the disk is full" in relay.log, 60,
                    "the recording to stop on the full disk")
         [line] = [line for line in relay.lines if "the recording stops" in line]
@@ -90,6 +89,8 @@ def run(relay: RelayProcess, media: Path) -> None:
         metrics = httpx.get(relay.urls["metrics"], timeout=30).text
         assert "relay_hls_recordings_failed_total 1.0" in metrics
         assert get_stream(relay, live.id)["status"] == "active"
+        # Other writers take every byte the recording gave back: finalizing must still work.
+        fill(media)
     finally:
         stop_encoder(encoder)
     finish(encoder)
@@ -105,6 +106,7 @@ def run(relay: RelayProcess, media: Path) -> None:
         assert vod.status_code == 200
         finished = check_media_playlist(vod.text, require_independent_segments=False)
     assert finished.playlist_type == "VOD" and finished.endlist, vod.text
+    assert "no room for a new playlist" in relay.log  # it was finalized in place
     assert [s.uri for s in finished.segments] == recorded  # nothing lost, nothing more
     for segment in finished.segments:
         assert (recording / segment.uri).stat().st_size > 0
