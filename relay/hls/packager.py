@@ -190,15 +190,15 @@ class RecordingQueue:
                     f"(limit {_size(disk.max_backlog)})")
         return ""
 
-    def _end(self, reason: str, *, level: int = logging.ERROR) -> None:
+    def _end(self, reason: str, *, level: int = logging.ERROR, kept: bool = True) -> None:
         """The recording stops here: drop what is queued, keep what was written."""
         if self.ended is not None:
             return
         self.ended = reason
         dropped = self._drop_queued()
-        log.log(level, "%s: the recording stops: %s; %d queued write(s) dropped, what was "
-                "written is kept and finalized; live playback goes on", self.label, reason,
-                dropped)
+        log.log(level, "%s: the recording stops: %s; %d queued write(s) dropped%s; live "
+                "playback goes on", self.label, reason, dropped,
+                ", what was written is kept and finalized" if kept else "")
 
     def _drop_queued(self) -> int:
         """Forget the queued jobs and give their bytes back to the budgets; how many."""
@@ -262,7 +262,7 @@ class RecordingQueue:
                 try:
                     await self._disk.run(functools.partial(self._timed, job, writer))
                 except RecordingGone:
-                    self._end("the asset was deleted", level=logging.INFO)
+                    self._end("the asset was deleted", level=logging.INFO, kept=False)
                     return None
                 except OSError as exc:
                     self._end(_write_failure(exc))
@@ -287,7 +287,7 @@ class RecordingQueue:
                       _write_failure(exc))
             return None
         if summary is None:
-            log.warning("%s: the recording holds no segment", self.label)
+            log.info("%s: the recording holds no segment", self.label)
         return summary
 
 

@@ -8,6 +8,7 @@ event to the outbox in the same transaction as the change itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -640,13 +641,18 @@ class Store:
                 select(live_streams.c.id, live_streams.c.active_asset_id).where(
                     (live_streams.c.active_asset_id.is_not(None))
                     | (live_streams.c.status == "active")))).all()
-        for row in rows:
-            media = None
-            if finalize is not None and row.active_asset_id is not None:
-                media = await finalize(row.active_asset_id)
-            async with self._engine.begin() as conn:
-                await self._end_sessions(conn, [SessionWrite("ended", row.id,
-                                                             row.active_asset_id, media=media)])
+        async def media_of(asset_id: str | None) -> RecordedMedia | None:
+            if finalize is None or asset_id is None:
+                return None
+            return await finalize(asset_id)
+
+        # Side by side and in batches: a crash with thousands of live sessions must not make
+        # the next start take minutes (`finalize` bounds its own concurrency: threads).
+        media = await asyncio.gather(*(media_of(row.active_asset_id) for row in rows))
+        ends = [SessionWrite("ended", row.id, row.active_asset_id, media=found)
+                for row, found in zip(rows, media, strict=True)]
+        for first in range(0, len(ends), MAX_SESSION_WRITE_BATCH):
+            await self.session_writes(ends[first:first + MAX_SESSION_WRITE_BATCH])
         return [row.id for row in rows]
 
     async def _end_sessions(self, conn: AsyncConnection, ends: Sequence[SessionWrite]) -> None:
