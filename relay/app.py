@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,15 @@ from starlette.types import ASGIApp
 from relay.api import create_api
 from relay.config import Settings
 from relay.file_limit import RESERVED_FILES, ensure_file_limit
+from relay.hls.disk import DISK, DiskPool
 from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
-from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
+from relay.hls.packager import (
+    DEFAULT_RECORDING_MAX_BACKLOG,
+    HlsCounters,
+    LivePackager,
+    RecordingQueue,
+)
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
@@ -130,6 +137,8 @@ class RelayServer:
             max_total=settings.hls_max_held_requests,
             max_per_stream=settings.hls_max_held_requests_per_stream)
         self._collector: IngestCollector | None = None
+        #: The recordings' disk threads (--disk-threads).
+        self.disk = DiskPool(settings.disk_threads)
 
     @property
     def store(self) -> Store:
@@ -169,7 +178,8 @@ class RelayServer:
                 self.store, session_limit=s.max_session_duration,
                 on_session_started=lambda session: attach_packager(
                     session, asset_files, part_target=s.part_target,
-                    counters=self.hls_counters))
+                    counters=self.hls_counters, disk=self.disk,
+                    recording_max_backlog=s.recording_max_backlog))
             limits = RtmpLimits(max_connections=s.rtmp_max_connections,
                                 max_connections_per_ip=s.rtmp_max_connections_per_ip,
                                 idle_timeout=s.rtmp_idle_timeout,
@@ -279,8 +289,15 @@ class RelayServer:
             await rtmp.close()
         self.rtmp_servers.clear()
         if self.registry is not None:
+            live, began = len(self.registry.sessions), time.monotonic()
+            # Every session ends at once: their store writes share transactions (the store's
+            # group commit) and their recordings are finalized side by side in the disk pool.
             await self.registry.close()
             self.registry = None
+            if live:
+                log.info("ended %d live session(s) in %.1f s: recordings finalized, events "
+                         "written", live, time.monotonic() - began)
+        self.disk.shutdown()
         if self._collector is not None:
             self._collector.unregister()
             self._collector = None
@@ -298,7 +315,9 @@ class RelayServer:
 
 
 def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
-                    part_target: float, counters: HlsCounters) -> LivePackager:
+                    part_target: float, counters: HlsCounters, disk: DiskPool = DISK,
+                    recording_max_backlog: int = DEFAULT_RECORDING_MAX_BACKLOG,
+                    ) -> LivePackager:
     """Give a new live session its HLS packager, recording into the session's asset."""
     loop = asyncio.get_running_loop()
     writer: asyncio.Future[RecordingWriter] = loop.create_future()
@@ -307,9 +326,12 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
         if not writer.done():
             writer.set_result(RecordingWriter(asset_files.directory(asset_id)))
 
+    label = f"stream {session.stream_id}"
+    recording = RecordingQueue(writer, disk=disk, label=label, counters=counters,
+                               max_backlog=recording_max_backlog)
     packager = LivePackager(
-        LatencyMode(session.stream.latency_mode), label=f"stream {session.stream_id}",
-        part_target=part_target, recording=RecordingQueue(writer),
+        LatencyMode(session.stream.latency_mode), label=label,
+        part_target=part_target, recording=recording,
         on_playable=session.mark_playable,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),
         first_msn=int(session.started_at), counters=counters)

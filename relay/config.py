@@ -160,6 +160,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
            "upper bound on any live session in seconds; a stream's max_continuous_duration "
            "applies when smaller", "SECONDS"),
+    Option("disk-threads", parse_int_range(1, 64), 8,
+           "threads that write the recordings; one hung write holds one of them, and a stop "
+           "finalizes this many recordings at a time", "N"),
+    Option("recording-max-backlog", parse_int_range(1024 * 1024, 1024 * 1024 * 1024),
+           64 * 1024 * 1024,
+           "bytes of one recording that may wait for a slow disk; past it that recording "
+           "ends (what it wrote is kept and finalized) while live playback goes on", "BYTES"),
     DATA_DIR,
     DATABASE_URL,
     LOG_LEVEL,
@@ -210,6 +217,8 @@ class Settings:
     max_session_duration: float = 43_200.0
     part_target: float = 0.3
     log_repeat_interval: float = 10.0
+    disk_threads: int = 8
+    recording_max_backlog: int = 64 * 1024 * 1024
     log_level: str = "info"
     log_format: str = "text"
     seed_token: SeedToken | None = None

@@ -126,8 +126,16 @@ class IngestCollector(Collector):
             ("relay_hls_recording_dropped_segments",
              "segments left out of a recording: the disk fell behind or failed",
              hls.recording_dropped),
-            ("relay_hls_packaging_failures", "sessions whose media could not be packaged",
-             hls.failures),
+            ("relay_hls_packaging_failures", "sessions whose media could not be packaged "
+             "(each was ended with the reason)", hls.failures),
+            ("relay_hls_packaging_errors", "packaging failures that were internal errors "
+             "(bugs; logged with a traceback)", hls.packaging_errors),
+            ("relay_hls_recordings_failed", "recordings a failed write (a full disk) ended "
+             "before their session", hls.recordings_failed),
+            ("relay_hls_recordings_behind", "recordings ended before their session because "
+             "the disk fell too far behind (--recording-max-backlog)", hls.recordings_behind),
+            ("relay_hls_recordings_stalled", "recordings closed without their hung disk write "
+             "finishing", hls.recordings_stalled),
             ("relay_hls_segment_overruns",
              "segments longer than TARGETDURATION (encoder keyframes too far apart), "
              "counted when their session ends", hls.overruns),

@@ -9,30 +9,37 @@ frames go through the segmenter (`relay.hls.segmenter`); its events drive
 - the bytes the playlist names: init segments, parts and whole segments, kept in memory
   while the playlist may serve them and freed as `drain_expired` reports them;
 - the recording: each init and complete segment goes to a `RecordingQueue`, which writes
-  it into the asset's directory on the process's disk thread (`relay.hls.disk`), in order,
-  once the store has given the session its asset id.
+  it into the asset's directory on the process's disk pool (`relay.hls.disk`), in order,
+  once the store has given the session its asset id. The recording may end before the
+  session: a failed write (a full disk), a disk that falls further behind than the bound
+  (`--recording-max-backlog`), the asset deleted. What it wrote is kept and finalized; the
+  live playlist is in memory and goes on.
 
 HTTP handlers read the packager (`playlist`, `renderer`, `resource`, `variant`) and park on
 `wait_change`, a future that every playlist change completes: a held request costs nothing
 until the media it waits for arrives. The packager tells the session when a segment is
 playable (`on_playable`), which makes the stream `active`, and asks it to end the session
 (`on_fatal`, which must not end it synchronously: the packager is inside the session's
-media call) when the encoder sends what cannot be packaged within bounds.
+media call) when its media cannot be packaged: track configurations that fMP4 cannot carry
+(`UnpackableTracks`), a segment without a keyframe past MAX_SEGMENT_BYTES, or an error of
+the packager itself (a bug, logged with its traceback). Each is counted; none leaves a live
+stream that nobody can play.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from relay.hls import fmp4
-from relay.hls.disk import DISK, DiskThread
+from relay.hls.disk import DISK, DiskPool
 from relay.hls.model import LatencyMode, ResourceName
 from relay.hls.playlist import (
     Availability,
@@ -41,7 +48,12 @@ from relay.hls.playlist import (
     PlaylistRenderer,
     VariantInfo,
 )
-from relay.hls.recording import RecordingGone, RecordingSummary, RecordingWriter
+from relay.hls.recording import (
+    DISK_FULL_ERRNOS,
+    RecordingGone,
+    RecordingSummary,
+    RecordingWriter,
+)
 from relay.hls.segmenter import (
     DEFAULT_PART_TARGET,
     InitChanged,
@@ -56,14 +68,29 @@ from relay.store.records import JSONDict, RecordedMedia
 
 log = logging.getLogger("relay.hls")
 
+T = TypeVar("T")
+
 #: A segment grows until the encoder's next keyframe; one that reaches this size means an
 #: encoder that (nearly) never sends keyframes, and the session is ended with that reason.
 #: 64 MiB is 85 s of a 6 Mbps stream.
 MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 
-#: Bytes of complete segments that may wait for the disk; past it, segments are dropped
-#: from the recording (counted, logged) rather than held without bound.
-MAX_RECORDING_BACKLOG: Final = 256 * 1024 * 1024
+#: Bytes of complete segments one recording may have waiting for the disk
+#: (--recording-max-backlog); past it the recording ends (what it wrote is kept and
+#: finalized) rather than hold more. 64 MiB is 85 s of a 6 Mbit/s stream.
+DEFAULT_RECORDING_MAX_BACKLOG: Final = 64 * 1024 * 1024
+
+#: Jobs (inits, segments, variants) one recording may have waiting for the disk.
+MAX_RECORDING_JOBS: Final = 1024
+
+#: A recording job that has run this long has hung (a stalled disk): closing the recording
+#: stops waiting for it, so a stop is not held up without bound; the job still runs, and the
+#: recording is finalized after it if the process lives that long.
+DISK_STALL_SECONDS: Final = 5.0
+
+#: The shortest wait of `RecordingQueue.close` between two looks at whether the job it waits
+#: for has hung.
+_STALL_POLL_SECONDS: Final = 0.5
 
 
 @dataclass(slots=True)
@@ -75,7 +102,11 @@ class HlsCounters:
     parts: int = 0  # parts and internal fragments
     bytes_out: int = 0  # media bytes packaged (fragments)
     recording_dropped: int = 0  # segments the recording lost to a slow or failing disk
-    failures: int = 0  # sessions whose media could not be packaged
+    recordings_failed: int = 0  # recordings a failed write ended early (a full disk...)
+    recordings_behind: int = 0  # recordings ended early: the disk fell too far behind
+    recordings_stalled: int = 0  # recordings closed without their hung write finishing
+    failures: int = 0  # sessions whose media could not be packaged (and so ended)
+    packaging_errors: int = 0  # ...of which by an unexpected error of the packager (a bug)
     # Added when each session ends, from its segmenter:
     overruns: int = 0  # segments longer than TARGETDURATION (encoder GOP too long)
     frames_dropped: int = 0  # frames the segmenter could not place (before a keyframe...)
@@ -92,74 +123,189 @@ class RecordingQueue:
     """Writes a recording in order, off the event loop, once its writer is known.
 
     `writer` completes when the store has created (or continued) the session's asset; until
-    then jobs wait in the queue. A queue closed before that drops them."""
+    then jobs wait in the queue. A queue closed before that drops them. One job at a time is
+    in the disk pool, so the recording's writes keep their order and a hung one holds one
+    worker. The recording ends early (`ended` says why; logged once, counted) when a write
+    fails, when its queued bytes or jobs would pass their bounds, or when the asset is
+    deleted; then nothing more is queued, what was queued is dropped, and `close` still
+    finalizes what was written."""
 
     def __init__(self, writer: asyncio.Future[RecordingWriter], *,
-                 disk: DiskThread = DISK) -> None:
+                 disk: DiskPool = DISK, label: str = "recording",
+                 counters: HlsCounters | None = None,
+                 max_backlog: int = DEFAULT_RECORDING_MAX_BACKLOG,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._writer = writer
         self._disk = disk
+        self.label = label
+        self.counters = counters if counters is not None else HlsCounters()
+        self._max_backlog = max_backlog
+        self._clock = clock
         self._jobs: deque[tuple[Callable[[RecordingWriter], object], int]] = deque()
         self._backlog = 0
         self._wake = asyncio.Event()
         self._closing = False
         self._worker: asyncio.Task[RecordingSummary | None] | None = None
+        #: Why the recording ended before its session; None while it records.
+        self.ended: str | None = None
+        self._variant: VariantInfo | None = None  # written when the recording is finalized
+        # When the job in the pool started running (written by the worker thread).
+        self._running_since: float | None = None
 
-    def submit(self, job: Callable[[RecordingWriter], object], size: int = 0, *,
-               droppable: bool = False) -> bool:
-        """Queue `job`; False (and nothing queued) when a droppable job would overflow."""
-        if droppable and self._backlog + size > MAX_RECORDING_BACKLOG:
+    @property
+    def backlog(self) -> int:
+        """Bytes queued and not written yet."""
+        return self._backlog
+
+    def submit(self, job: Callable[[RecordingWriter], object], size: int = 0) -> bool:
+        """Queue `job` (`size`: the bytes it holds); False when the recording has ended, or
+        ends now because the job would pass a bound."""
+        if self.ended is not None:
+            return False
+        over = self._over_bound(size)
+        if over:
+            self._end(over)
+            self.counters.recordings_behind += 1
             return False
         self._jobs.append((job, size))
         self._backlog += size
+        self._disk.backlog += size
         self._wake.set()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(
                 self._run(), name="relay-recording")
         return True
 
-    async def close(self) -> RecordingSummary | None:
-        """Write what is queued, finalize the playlist as VOD and return its summary."""
+    def _over_bound(self, size: int) -> str:
+        if self._backlog + size > self._max_backlog:
+            return (f"the disk is {_size(self._backlog)} behind it, and {_size(size)} more "
+                    f"would pass the limit of {_size(self._max_backlog)} "
+                    "(--recording-max-backlog)")
+        if len(self._jobs) >= MAX_RECORDING_JOBS:
+            return (f"{len(self._jobs)} writes wait for the disk (limit "
+                    f"{MAX_RECORDING_JOBS}, MAX_RECORDING_JOBS)")
+        disk = self._disk
+        if disk.backlog + size > disk.max_backlog:
+            return (f"the disk is {_size(disk.backlog)} behind all recordings together "
+                    f"(limit {_size(disk.max_backlog)})")
+        return ""
+
+    def _end(self, reason: str, *, level: int = logging.ERROR, kept: bool = True) -> None:
+        """The recording stops here: drop what is queued, keep what was written."""
+        if self.ended is not None:
+            return
+        self.ended = reason
+        dropped = self._drop_queued()
+        log.log(level, "%s: the recording stops: %s; %d queued write(s) dropped%s; live "
+                "playback goes on", self.label, reason, dropped,
+                ", what was written is kept and finalized" if kept else "")
+
+    def _drop_queued(self) -> int:
+        """Forget the queued jobs and give their bytes back to the budgets; how many."""
+        dropped = len(self._jobs)
+        for _, size in self._jobs:
+            self._backlog -= size
+            self._disk.backlog -= size
+        self._jobs.clear()
+        return dropped
+
+    async def close(self, variant: VariantInfo | None = None) -> RecordingSummary | None:
+        """Write what is queued, finalize the playlist as VOD (with `variant`, when given)
+        and return its summary; None when there is nothing to finalize, or when a write has
+        hung (DISK_STALL_SECONDS)."""
+        self._variant = variant
         self._closing = True
         self._wake.set()
-        if self._worker is None:
+        worker = self._worker
+        if worker is None:
             return None
         if not self._writer.done():
-            log.warning("recording: the asset was never created; %d write(s) dropped",
+            log.warning("%s: the asset was never created; %d write(s) dropped", self.label,
                         len(self._jobs))
             self._writer.cancel()
-        return await self._worker
+        while True:
+            # Wake when the job running now would pass DISK_STALL_SECONDS (a job still
+            # waiting for a worker is not stalled: look again a stall period later).
+            since = self._running_since
+            wait = (DISK_STALL_SECONDS if since is None
+                    else max(_STALL_POLL_SECONDS, since + DISK_STALL_SECONDS - self._clock()))
+            done, _ = await asyncio.wait({worker}, timeout=wait)
+            if done:
+                return worker.result()
+            since = self._running_since
+            if since is not None and self._clock() - since > DISK_STALL_SECONDS:
+                self.counters.recordings_stalled += 1
+                log.error("%s: a disk write has not returned in %.0f s; the recording is "
+                          "left as written so far (finalized if the write returns)",
+                          self.label, self._clock() - since)
+                return None
+
+    def _timed(self, job: Callable[[RecordingWriter], T], writer: RecordingWriter) -> T:
+        # Runs in a disk worker; `close` reads the start time to tell a hung job.
+        self._running_since = self._clock()
+        try:
+            return job(writer)
+        finally:
+            self._running_since = None
 
     async def _run(self) -> RecordingSummary | None:
         try:
             writer = await asyncio.shield(self._writer)
         except asyncio.CancelledError:
-            if self._writer.cancelled():
+            if self._writer.cancelled():  # closed before the asset was created
+                self._drop_queued()
                 return None
             raise
-        gone = False
         while True:
             while self._jobs:
                 job, size = self._jobs.popleft()
-                self._backlog -= size
-                if gone:
-                    continue
                 try:
-                    await self._disk.run(functools.partial(job, writer))
+                    await self._disk.run(functools.partial(self._timed, job, writer))
                 except RecordingGone:
-                    gone = True
-                    log.info("recording %s: the asset was deleted; recording stops",
-                             writer.directory.name)
+                    self._end("the asset was deleted", level=logging.INFO, kept=False)
+                    return None
                 except OSError as exc:
-                    log.error("recording %s: write failed: %s", writer.directory.name, exc)
+                    self._end(_write_failure(exc))
+                    self.counters.recordings_failed += 1
+                except Exception as exc:  # a bug of the writer: stop as for a failed write
+                    log.error("%s: a recording job raised", self.label, exc_info=exc)
+                    self._end(f"a write failed (internal error {type(exc).__name__})")
+                    self.counters.recordings_failed += 1
+                finally:
+                    self._backlog -= size
+                    self._disk.backlog -= size
             if self._closing:
                 break
             self._wake.clear()
             await self._wake.wait()
         try:
-            return await self._disk.run(writer.finish)
+            variant = self._variant
+            summary = await self._disk.run(functools.partial(
+                self._timed, lambda writer: writer.finish(variant), writer))
         except OSError as exc:
-            log.error("recording %s: could not finalize: %s", writer.directory.name, exc)
+            log.error("%s: could not finalize the recording: %s", self.label,
+                      _write_failure(exc))
             return None
+        if summary is None:
+            log.info("%s: the recording holds no segment", self.label)
+        return summary
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes"
+
+
+def _write_failure(exc: OSError) -> str:
+    """A failed write in one phrase (the error, not a traceback: the operator acts on it)."""
+    what = exc.strerror or type(exc).__name__
+    name = errno.errorcode.get(exc.errno or 0, "")
+    prefix = "the disk is full" if exc.errno in DISK_FULL_ERRNOS else "a write failed"
+    return f"{prefix} ({name + ': ' if name else ''}{what})"
+
+
+class UnpackableTracks(Exception):
+    """The encoder's track configurations cannot be carried in fMP4 (a codec Relay does not
+    package, a size out of range): the encoder's fault, and the reason it is told."""
 
 
 class LivePackager:
@@ -214,22 +360,34 @@ class LivePackager:
 
     def on_track(self, config: TrackConfig) -> None:
         if not self._failed:
-            self._handle(self.segmenter.on_track(config))
+            try:
+                self._handle(self.segmenter.on_track(config))
+            except Exception as exc:  # see _fault: contained here, the session is ended
+                self._fault(exc)
 
     def on_frame(self, frame: MediaFrame) -> None:
         if not self._failed:
-            self._handle(self.segmenter.on_frame(frame, self._clock()))
+            try:
+                self._handle(self.segmenter.on_frame(frame, self._clock()))
+            except Exception as exc:
+                self._fault(exc)
 
     def on_discontinuity(self) -> None:
         if not self._failed:
-            self._handle(self.segmenter.on_discontinuity())
+            try:
+                self._handle(self.segmenter.on_discontinuity())
+            except Exception as exc:
+                self._fault(exc)
 
     def on_end(self) -> None:
         if self._ended:
             return
         self._ended = True
         if not self._failed:
-            self._handle(self.segmenter.on_end(self._clock()))
+            try:
+                self._handle(self.segmenter.on_end(self._clock()))
+            except Exception as exc:
+                self._fault(exc)
         seen = self.segmenter.counters
         self.counters.overruns += seen.overruns
         self.counters.frames_dropped += (seen.dropped_no_track + seen.dropped_waiting
@@ -243,10 +401,7 @@ class LivePackager:
         """After `on_end`: the recording written and finalized; its summary."""
         if self._recording is None:
             return None
-        variant = self.variant()
-        if variant is not None:
-            self._recording.submit(lambda writer: writer.write_variant(variant))
-        return await self._recording.close()
+        return await self._recording.close(self.variant())
 
     async def finished_media(self) -> RecordedMedia | None:
         """`finished`, as the store records it on the asset: duration and tracks."""
@@ -319,22 +474,35 @@ class LivePackager:
     def _handle(self, events: list[SegmenterEvent]) -> None:
         if not events:
             return
-        try:
-            for event in events:
-                if self._failed:
-                    return  # the rest belongs to a stream no longer packaged
-                self._event(event)
-        except ValueError as exc:
-            # A configuration that cannot be packaged (an unsupported codec, a size out of
-            # range): no HLS for this session; the ingest goes on for other consumers.
-            self._fail(f"cannot package the stream: {exc}", end_session=False)
-            return
+        for event in events:
+            if self._failed:
+                return  # the rest belongs to a stream no longer packaged
+            self._event(event)
         self._notify()
+
+    def _fault(self, exc: Exception) -> None:
+        """Packaging raised: the encoder's track configurations (`UnpackableTracks`), or
+        anything else, which is a bug of the packager (a range check of the segmenter or the
+        fMP4 writer that trips). Either way this session's media can no longer be packaged,
+        and a live stream that cannot be played is worse than one that ends with a reason."""
+        if isinstance(exc, UnpackableTracks):
+            self._fail(f"cannot package the stream: {exc}")
+            return
+        self.counters.packaging_errors += 1
+        log.error("%s: packaging failed by an internal error", self.label, exc_info=exc)
+        self._fail(f"the stream could not be packaged (internal error {type(exc).__name__}; "
+                   "the server log has the details)")
 
     def _event(self, event: SegmenterEvent) -> None:
         data = b""
         if isinstance(event, InitChanged):
-            data = fmp4.init_segment(event.tracks)
+            try:
+                data = fmp4.init_segment(event.tracks)
+            except ValueError as exc:
+                # init_segment checks the configurations before it writes anything and
+                # raises ValueError for one it cannot carry (its documented contract); this
+                # call is the only place where that means the encoder's tracks.
+                raise UnpackableTracks(str(exc)) from None
         elif isinstance(event, SegmentStarted):
             self._open_size = 0
         elif isinstance(event, PartCut):
@@ -342,8 +510,7 @@ class LivePackager:
             self._open_size += len(data)
             if self._open_size > self._max_segment_bytes:
                 self._fail(f"a segment reached {self._open_size >> 20} MiB without a "
-                           "keyframe; set the encoder's keyframe interval (2 s is usual)",
-                           end_session=True)
+                           "keyframe; set the encoder's keyframe interval (2 s is usual)")
                 return
         if self.playlist is None:
             self._buffered.append((event, data))
@@ -400,11 +567,8 @@ class LivePackager:
         if self._recording is not None:
             target = event.target_duration
             if not self._recording.submit(
-                    lambda writer: writer.write_segment(segment, data, target),
-                    len(data), droppable=True):
-                self.counters.recording_dropped += 1
-                log.warning("%s: recording is %d MiB behind; segment %d not recorded",
-                            self.label, MAX_RECORDING_BACKLOG >> 20, segment.msn)
+                    lambda writer: writer.write_segment(segment, data, target), len(data)):
+                self.counters.recording_dropped += 1  # the queue said why, once
             if self._completed == 1 and self._variant is not None:
                 variant = self._variant
                 self._recording.submit(lambda writer: writer.write_variant(variant))
@@ -458,14 +622,12 @@ class LivePackager:
         if change is not None and not change.done():
             change.set_result(None)
 
-    def _fail(self, reason: str, *, end_session: bool) -> None:
-        """Stop packaging; with `end_session`, ask the session to end (the encoder's fault
-        and nothing else can use its media either)."""
+    def _fail(self, reason: str) -> None:
+        """Stop packaging, count it and ask the session to end with `reason`: nothing can
+        play this session's media any more (the live playlist is the only way to watch it)."""
         if self._failed:
             return
         self._failed = True
         self.counters.failures += 1
-        log.error("%s: %s", self.label, reason)
-        if end_session:
-            self._on_fatal(reason)
-
+        log.error("%s: %s; the session ends", self.label, reason)
+        self._on_fatal(reason)

@@ -17,6 +17,14 @@ as VOD with `#EXT-X-ENDLIST`. A process killed mid-stream leaves an EVENT playli
 start runs the same `finalize` on it, which drops a torn tail and any entry whose file is
 missing, so the interrupted recording becomes a playable asset.
 
+Disk trouble: every append of a segment's lines is one write of whole lines, and a write
+that fails (a full disk) is cut back off the file, so the playlist never holds a torn line
+and lists only segments whose file is complete. `finalize` makes its result durable (the
+segment files written last, the playlist, the directory are fsynced), and on a full disk,
+where the new playlist cannot be written beside the old one, it rewrites the playlist in the
+place the old one already takes (`_rewrite_in_place`), so a recording that ran the disk full
+is still finished as a playable VOD.
+
 Everything here blocks on the file system: the packager runs it in a worker thread, one call
 at a time per recording, in order.
 """
@@ -24,10 +32,12 @@ at a time per recording, in order.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import re
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,10 +70,64 @@ class RecordingSummary:
     started_at: float | None = None  # the first segment's PROGRAM-DATE-TIME, epoch seconds
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+#: Segment files a writer fsyncs when it finishes: the ones written last. Older ones were
+#: written back by the kernel long before (its periodic writeback flushes data older than
+#: 30 s by default; 32 segments are at least 64 s), and fsyncing every segment of a 12-hour
+#: recording would make a stop of many sessions take minutes.
+FSYNC_RECENT_SEGMENTS: Final = 32
+
+#: The errors of a full file system (or a user's quota): the recording cannot grow any more.
+DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` at the file's offset; a short write goes on where it stopped."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Replace `path` with `data` through a temporary file, so a reader sees the old or the
+    new bytes, never a mix; with `durable`, fsync the file before it is renamed (the caller
+    fsyncs the directory). A failed write removes the temporary file (and the space it took)."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_lines(path: Path, text: bytes) -> None:
+    """Append `text` (whole lines) in one write; on failure cut the file back to where it
+    was, so no torn line stays behind (a reader may still catch the append half-way, which
+    `listed_part` allows for)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, text)
+        except BaseException:
+            os.ftruncate(fd, size)  # frees, never needs, space
+            raise
+    finally:
+        os.close(fd)
 
 
 class RecordingGone(OSError):
@@ -79,6 +143,8 @@ class RecordingWriter:
         self._current_init: int | None = None
         self._started = False
         self._created = False
+        # Segment files written last: fsynced when the recording is finished.
+        self._recent: deque[Path] = deque(maxlen=FSYNC_RECENT_SEGMENTS)
 
     def _prepare(self) -> None:
         if self._created:
@@ -93,33 +159,52 @@ class RecordingWriter:
         _write_atomically(self.directory / INIT_URI.format(init=init), data)
 
     def write_segment(self, segment: SegmentInfo, data: bytes, target_duration: int) -> None:
-        """Store a complete segment, then list it in the playlist."""
+        """Store a complete segment, then list it in the playlist (both or neither)."""
         self._prepare()
-        _write_atomically(self.directory / SEGMENT_URI.format(msn=segment.msn), data)
+        path = self.directory / SEGMENT_URI.format(msn=segment.msn)
+        _write_atomically(path, data)
         lines: list[str] = []
-        if not self._started:
-            self._started = self._playlist.exists()
-        if not self._started:
+        started = self._started or _has_content(self._playlist)
+        if not started:
             # A reconnect continues the same asset with the same packager, so the header is
             # written once per recording; the first msn is the media sequence.
             lines += ["#EXTM3U", f"#EXT-X-VERSION:{VERSION_FMP4}",
                       f"#EXT-X-TARGETDURATION:{target_duration}", _EVENT,
                       f"#EXT-X-MEDIA-SEQUENCE:{segment.msn}", "#EXT-X-INDEPENDENT-SEGMENTS"]
-            self._started = True
         render_segment_lines(lines, segment, self._current_init, with_parts=False)
+        try:
+            _append_lines(self._playlist, ("\n".join(lines) + "\n").encode("ascii"))
+        except OSError:
+            path.unlink(missing_ok=True)  # not listed: give its space back
+            raise
+        self._started = True
         self._current_init = segment.init
-        with self._playlist.open("a", encoding="ascii") as playlist:
-            playlist.write("\n".join(lines) + "\n")
+        self._recent.append(path)
 
     def write_variant(self, variant: VariantInfo) -> None:
         self._prepare()
         _write_atomically(self.directory / VARIANT_FILE,
                           json.dumps(asdict(variant)).encode())
 
-    def finish(self) -> RecordingSummary | None:
+    def finish(self, variant: VariantInfo | None = None) -> RecordingSummary | None:
+        """Finalize the recording (durably: the segments written last are fsynced first);
+        `variant`, when given, is written with it (`finalize`)."""
         if self._created and not self.directory.is_dir():
             return None
-        return finalize(self.directory)
+        for path in self._recent:
+            try:
+                _fsync_path(path)
+            except FileNotFoundError:
+                continue  # finalize drops its entry
+        self._recent.clear()
+        return finalize(self.directory, variant)
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def listed_part(text: str) -> str:
@@ -128,9 +213,11 @@ def listed_part(text: str) -> str:
     return text[:end + len(".m4s\n")] if end >= 0 else ""
 
 
-def finalize(directory: Path) -> RecordingSummary | None:
+def finalize(directory: Path, variant: VariantInfo | None = None) -> RecordingSummary | None:
     """Make the recording in `directory` a VOD playlist with ENDLIST; None when it holds no
-    segment (the directory, if any, is then left as it is). Safe to repeat."""
+    segment (the directory, if any, is then left as it is). Safe to repeat. The variant file
+    is restated from the segments kept: `variant` when given (the packager's, written here
+    once rather than once more before), else the one in the directory."""
     path = directory / RECORDING_PLAYLIST
     try:
         text = path.read_text(encoding="ascii", errors="replace")
@@ -179,19 +266,68 @@ def finalize(directory: Path) -> RecordingSummary | None:
         return None
     for stray in directory.glob("*.tmp"):
         stray.unlink(missing_ok=True)
-    _write_atomically(path, ("\n".join([*kept, _ENDLIST]) + "\n").encode("ascii"))
+    finished = ("\n".join([*kept, _ENDLIST]) + "\n").encode("ascii")
+    try:
+        _write_atomically(path, finished, durable=True)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        log.warning("recording %s: no room for a new playlist (%s); finalizing it in place",
+                    directory.name, exc.strerror)
+        _rewrite_in_place(path, finished)
     average = round(total_bits / duration) if duration > 0 else 0
     summary = RecordingSummary(duration=round(duration, 3), segments=segments,
                                peak_bps=round(peak), average_bps=average,
                                started_at=started_at)
-    variant = read_variant(directory)
-    if variant is not None and average > 0:
-        # The variant written while live measured the segments up to then; a finished
-        # recording states the peak and average of all it kept (rfc8216bis 4.4.6.2).
-        _write_atomically(directory / VARIANT_FILE, json.dumps(asdict(dataclasses.replace(
-            variant, bandwidth=max(summary.peak_bps, average),
-            average_bandwidth=average))).encode())
+    given = variant is not None
+    if variant is None:
+        variant = read_variant(directory)
+    if variant is not None and (given or average > 0):
+        if average > 0:
+            # The variant written while live measured the segments up to then; a finished
+            # recording states the peak and average of all it kept (rfc8216bis 4.4.6.2).
+            variant = dataclasses.replace(variant, bandwidth=max(summary.peak_bps, average),
+                                          average_bandwidth=average)
+        restated = json.dumps(asdict(variant)).encode()
+        try:
+            _write_atomically(directory / VARIANT_FILE, restated, durable=True)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            # The variant written while live stays: it is valid, if less exact.
+            log.warning("recording %s: no room to restate the variant (%s)", directory.name,
+                        exc.strerror)
+    _fsync_path(directory, directory=True)  # the renames above
     return summary
+
+
+def _rewrite_in_place(path: Path, finished: bytes) -> None:
+    """Write the finished playlist over the old one in the space that file already holds.
+
+    On a full disk the finished playlist cannot be written beside the old one, but it is
+    never much longer: the old one's entries, EVENT -> VOD (2 bytes fewer) and ENDLIST (15
+    more). Overwriting blocks a file already has needs no new ones (on the file systems
+    Relay expects: ext4, XFS, tmpfs; a copy-on-write one may still refuse, and the error is
+    raised). Where even 13 bytes more do not fit in the file's last block, the optional
+    EXT-X-INDEPENDENT-SEGMENTS tag (rfc8216bis 4.4.2.1) is left out, which makes the file
+    shorter than before. Not atomic: only for a disk that leaves no other way."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        stat = os.fstat(fd)
+        room = max(stat.st_size, stat.st_blocks * 512)
+        if len(finished) > room:
+            finished = finished.replace(b"#EXT-X-INDEPENDENT-SEGMENTS\n", b"", 1)
+        if len(finished) > room:
+            raise OSError(errno.ENOSPC, f"the finished playlist needs {len(finished)} bytes "
+                          f"and the file holds {room}", str(path))
+        view = memoryview(finished)
+        offset = 0
+        while offset < len(finished):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.ftruncate(fd, len(finished))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _program_date_time(entry: list[str]) -> float | None:

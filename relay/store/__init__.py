@@ -1,13 +1,20 @@
 """Relay's control data: tokens, live streams, playback ids, targets, assets, events."""
 
 from relay.store.migrations import LATEST_VERSION, SchemaTooNewError
-from relay.store.store import NewLiveStream, NewSimulcastTarget, Store, hash_secret
+from relay.store.store import (
+    NewLiveStream,
+    NewSimulcastTarget,
+    SessionWrite,
+    Store,
+    hash_secret,
+)
 
 __all__ = [
     "LATEST_VERSION",
     "NewLiveStream",
     "NewSimulcastTarget",
     "SchemaTooNewError",
+    "SessionWrite",
     "Store",
     "hash_secret",
 ]

@@ -8,15 +8,16 @@ event to the outbox in the same transaction as the change itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from sqlalchemy import Row, delete, event, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, event, func, insert, select, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -29,6 +30,7 @@ from relay.ids import (
     random_token,
 )
 from relay.store import migrations
+from relay.store.batching import GroupCommit
 from relay.store.records import (
     AccessTokenInfo,
     Asset,
@@ -105,12 +107,38 @@ class NewSimulcastTarget:
     passthrough: str | None = None
 
 
+SessionStep = Literal["connected", "recording", "active", "disconnected", "ended"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    """One transition of a live stream's session for `Store.session_write(s)`: `step` names
+    the one-at-a-time method (`session_<step>`), the other fields are its arguments."""
+
+    step: SessionStep
+    stream_id: str
+    asset_id: str | None = None
+    protocol: IngestProtocol = "rtmp"  # recording
+    recorded: RecordingTime | None = None  # disconnected: the connection's interval
+    media: RecordedMedia | None = None  # ended: the recording as packaged
+
+
+#: Most session transitions written in one transaction. A batch holds the database's write
+#: lock while it is written (about 1 ms per ended session on SQLite), so an API write that
+#: waits behind one stays well inside SQLite's busy timeout (5 s).
+MAX_SESSION_WRITE_BATCH = 250
+
+
 class Store:
     """Relay's control data. Open with `Store.open(url)`, close with `close()`."""
 
     def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
+        # Through a lambda, so the batches go through `session_writes` as it is looked up
+        # on the instance at the time (a test may wrap it).
+        self._session_batches: GroupCommit[SessionWrite, Asset | LiveStream | None] = (
+            GroupCommit(lambda writes: self.session_writes(writes), MAX_SESSION_WRITE_BATCH))
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], float] = time.time) -> Store:
@@ -468,10 +496,8 @@ class Store:
     async def session_connected(self, stream_id: str) -> LiveStream | None:
         """An encoder was admitted: `video.live_stream.connected`."""
         async with self._engine.begin() as conn:
-            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
-            if stream is not None:
-                await self._append_event(conn, "video.live_stream.connected", stream)
-            return stream
+            found = await self._sessions_connected(conn, [SessionWrite("connected", stream_id)])
+            return found.get(stream_id)
 
     async def session_recording(
         self, stream_id: str, protocol: IngestProtocol, asset_id: str | None
@@ -479,41 +505,15 @@ class Store:
         """Media arrived: start the recording (a new asset unless `asset_id` continues one)
         and emit `video.live_stream.recording` (after `video.asset.created` when new)."""
         async with self._engine.begin() as conn:
-            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
-            if stream is None:
-                return None
-            asset = await _load_asset(conn, asset_id) if asset_id is not None else None
-            if asset is None:
-                settings = dict(stream.new_asset_settings)
-                policies = settings.pop("playback_policies", [])
-                asset_id = new_object_id()
-                await conn.execute(insert(assets).values(
-                    id=asset_id, created_at=self._now(), live_stream_id=stream_id,
-                    status="preparing", is_live=True, test=stream.test,
-                    passthrough=settings.pop("passthrough", None),
-                    ingest_type=f"live_{protocol}", recording_times=[], tracks=[],
-                    settings=settings))
-                for policy in policies:
-                    await _insert_playback_id(conn, "asset", asset_id, policy)
-                asset = await _require_asset(conn, asset_id)
-                await self._append_asset_event(conn, "video.asset.created", asset)
-            await self._apply(
-                conn, stream_id,
-                {"active_asset_id": asset.id, "active_ingest_protocol": protocol},
-                "video.live_stream.recording")
-            return asset
+            found = await self._sessions_recording(
+                conn, [SessionWrite("recording", stream_id, asset_id, protocol=protocol)])
+            return found.get(stream_id)
 
     async def session_active(self, stream_id: str) -> LiveStream | None:
         """The first segment is playable: status `active`, `video.live_stream.active`."""
         async with self._engine.begin() as conn:
-            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
-            if stream is None or stream.status == "active":
-                return stream
-            # A stream disabled mid-session keeps `disabled`; the session is ending anyway.
-            if stream.status == "disabled":
-                return stream
-            return await self._apply(conn, stream_id, {"status": "active"},
-                                     "video.live_stream.active")
+            found = await self._sessions_active(conn, [SessionWrite("active", stream_id)])
+            return found.get(stream_id)
 
     async def session_disconnected(
         self, stream_id: str, asset_id: str | None, recorded: RecordingTime | None
@@ -521,11 +521,8 @@ class Store:
         """The encoder went away: close its recording interval and emit
         `video.live_stream.disconnected`."""
         async with self._engine.begin() as conn:
-            if asset_id is not None and recorded is not None:
-                await _add_recording_time(conn, asset_id, recorded)
-            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
-            if stream is not None:
-                await self._append_event(conn, "video.live_stream.disconnected", stream)
+            await self._sessions_disconnected(
+                conn, [SessionWrite("disconnected", stream_id, asset_id, recorded=recorded)])
 
     async def session_ended(self, stream_id: str, asset_id: str | None,
                             media: RecordedMedia | None = None) -> None:
@@ -534,7 +531,131 @@ class Store:
         `media` is the recording as packaged (duration, tracks); without it the asset's
         duration is the sum of its recording times."""
         async with self._engine.begin() as conn:
-            await self._end_session(conn, stream_id, asset_id, media)
+            await self._end_sessions(conn, [SessionWrite("ended", stream_id, asset_id,
+                                                         media=media)])
+
+    async def session_writes(
+        self, writes: Sequence[SessionWrite]
+    ) -> list[Asset | LiveStream | None]:
+        """Many sessions' transitions in one transaction: the rows and events of the methods
+        above, and what each returns. Each transition is written for the whole batch with a
+        few queries: a stop ends thousands of sessions at once, and after a restart
+        thousands of encoders connect at once; one transaction each, or even one round of
+        queries each, takes far longer than a container is given to stop. One failing write
+        fails the batch (nothing of it is written)."""
+        async with self._engine.begin() as conn:
+            if len({w.stream_id for w in writes}) == len(writes):
+                return await self._session_writes(conn, writes)
+            # Two transitions of one stream: keep their order, one after the other.
+            return [(await self._session_writes(conn, [w]))[0] for w in writes]
+
+    async def session_write(self, write: SessionWrite) -> Asset | LiveStream | None:
+        """One session's transition, written together with the others that arrive while a
+        transaction is being written (`session_writes`, group commit). A failing batch is
+        written again one write per transaction, so only the failing write raises."""
+        return await self._session_batches.submit(write)
+
+    async def _session_writes(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> list[Asset | LiveStream | None]:
+        """`writes` of distinct streams, each step for all of them at once."""
+        def of(step: SessionStep) -> list[SessionWrite]:
+            return [w for w in writes if w.step == step]
+
+        found: dict[tuple[SessionStep, str], Asset | LiveStream] = {}
+        for stream_id, stream in (await self._sessions_connected(conn, of("connected"))).items():
+            found["connected", stream_id] = stream
+        for stream_id, asset in (await self._sessions_recording(conn, of("recording"))).items():
+            found["recording", stream_id] = asset
+        for stream_id, stream in (await self._sessions_active(conn, of("active"))).items():
+            found["active", stream_id] = stream
+        await self._sessions_disconnected(conn, of("disconnected"))
+        await self._end_sessions(conn, of("ended"))
+        return [found.get((w.step, w.stream_id)) for w in writes]
+
+    async def _sessions_connected(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> dict[str, LiveStream]:
+        """`video.live_stream.connected` for each stream that still exists."""
+        streams = await _load_live_streams(conn, [w.stream_id for w in writes])
+        await self._append_events(conn, "video.live_stream.connected", list(streams.values()))
+        return streams
+
+    async def _sessions_recording(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> dict[str, Asset]:
+        """Each stream's recording starts: a new asset (`video.asset.created`) unless the
+        write names one to continue; the stream points at it; `video.live_stream.recording`."""
+        streams = await _load_live_streams(conn, [w.stream_id for w in writes])
+        writes = [w for w in writes if w.stream_id in streams]
+        continued = await _load_assets(conn, [w.asset_id for w in writes if w.asset_id])
+        chosen: dict[str, str] = {}  # stream id -> asset id
+        created: list[dict[str, Any]] = []
+        policies: list[tuple[str, PlaybackPolicy]] = []
+        for write in writes:
+            if write.asset_id is not None and write.asset_id in continued:
+                chosen[write.stream_id] = write.asset_id
+                continue
+            stream = streams[write.stream_id]
+            settings = dict(stream.new_asset_settings)
+            asset_id = new_object_id()
+            policies += [(asset_id, policy) for policy in settings.pop("playback_policies", [])]
+            created.append(dict(
+                id=asset_id, created_at=self._now(), live_stream_id=write.stream_id,
+                status="preparing", is_live=True, test=stream.test,
+                passthrough=settings.pop("passthrough", None),
+                ingest_type=f"live_{write.protocol}", recording_times=[], tracks=[],
+                settings=settings))
+            chosen[write.stream_id] = asset_id
+        if created:
+            await conn.execute(insert(assets), created)
+        if policies:
+            await conn.execute(insert(playback_ids), [dict(
+                id=new_object_id(), policy=policy, object_type="asset", object_id=asset_id)
+                for asset_id, policy in policies])
+        found = await _load_assets(conn, list(chosen.values()))
+        await self._append_asset_events(conn, "video.asset.created",
+                                        [found[row["id"]] for row in created])
+        if chosen:
+            await conn.execute(
+                update(live_streams).where(live_streams.c.id == bindparam("stream_id"))
+                .values(active_asset_id=bindparam("asset_id"),
+                        active_ingest_protocol=bindparam("protocol")),
+                [{"stream_id": w.stream_id, "asset_id": chosen[w.stream_id],
+                  "protocol": w.protocol} for w in writes])
+            after = await _load_live_streams(conn, list(chosen))
+            await self._append_events(conn, "video.live_stream.recording",
+                                      [after[w.stream_id] for w in writes])
+        return {stream_id: found[asset_id] for stream_id, asset_id in chosen.items()}
+
+    async def _sessions_active(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> dict[str, LiveStream]:
+        """Status `active` and `video.live_stream.active` for each stream not active yet (a
+        stream disabled mid-session keeps `disabled`; the session is ending anyway)."""
+        streams = await _load_live_streams(conn, [w.stream_id for w in writes])
+        change = [w.stream_id for w in writes if w.stream_id in streams
+                  and streams[w.stream_id].status not in ("active", "disabled")]
+        if change:
+            await conn.execute(update(live_streams).where(live_streams.c.id.in_(change))
+                               .values(status="active"))
+            after = await _load_live_streams(conn, change)
+            await self._append_events(conn, "video.live_stream.active",
+                                      [after[i] for i in change])
+            streams.update(after)
+        return streams
+
+    async def _sessions_disconnected(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> None:
+        """Close each connection's recording interval; `video.live_stream.disconnected`."""
+        if not writes:
+            return
+        await _add_recording_times(conn, [(w.asset_id, w.recorded) for w in writes
+                                          if w.asset_id is not None and w.recorded is not None])
+        streams = await _load_live_streams(conn, [w.stream_id for w in writes])
+        await self._append_events(conn, "video.live_stream.disconnected",
+                                  [streams[w.stream_id] for w in writes if w.stream_id in streams])
 
     async def recover_interrupted_sessions(
         self, finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
@@ -547,49 +668,58 @@ class Store:
                 select(live_streams.c.id, live_streams.c.active_asset_id).where(
                     (live_streams.c.active_asset_id.is_not(None))
                     | (live_streams.c.status == "active")))).all()
-        for row in rows:
-            media = None
-            if finalize is not None and row.active_asset_id is not None:
-                media = await finalize(row.active_asset_id)
-            async with self._engine.begin() as conn:
-                await self._end_session(conn, row.id, row.active_asset_id, media)
+        async def media_of(asset_id: str | None) -> RecordedMedia | None:
+            if finalize is None or asset_id is None:
+                return None
+            return await finalize(asset_id)
+
+        # Side by side and in batches: a crash with thousands of live sessions must not make
+        # the next start take minutes (`finalize` bounds its own concurrency: threads).
+        media = await asyncio.gather(*(media_of(row.active_asset_id) for row in rows))
+        ends = [SessionWrite("ended", row.id, row.active_asset_id, media=found)
+                for row, found in zip(rows, media, strict=True)]
+        for first in range(0, len(ends), MAX_SESSION_WRITE_BATCH):
+            await self.session_writes(ends[first:first + MAX_SESSION_WRITE_BATCH])
         return [row.id for row in rows]
 
-    async def _end_session(
-        self, conn: AsyncConnection, stream_id: str, asset_id: str | None,
-        media: RecordedMedia | None = None,
-    ) -> None:
-        stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
-        if stream is not None:
-            values: dict[str, Any] = {"active_asset_id": None, "active_ingest_protocol": None}
-            if stream.status == "active":
-                values["status"] = "idle"
-            await conn.execute(update(live_streams)
-                               .where(live_streams.c.id == stream_id).values(**values))
-            if stream.status != "disabled":
-                stream = await _require_live_stream(conn, stream_id)
-                await self._append_event(conn, "video.live_stream.idle", stream)
-        asset = await _load_asset(conn, asset_id) if asset_id is not None else None
-        if asset is None or not asset.is_live:
+    async def _end_sessions(self, conn: AsyncConnection, ends: Sequence[SessionWrite]) -> None:
+        """Each session is over: its stream goes `idle` (unless disabled), with
+        `video.live_stream.idle`; its recording becomes a ready asset, with
+        `video.asset.live_stream_completed` and `video.asset.ready`. A few queries for all of
+        `ends` (the streams are distinct)."""
+        if not ends:
             return
-        values = {"is_live": False, "status": "ready"}
-        if media is not None and media.started_at is not None:
-            covered = sum(r.duration for r in asset.recording_times)
-            if media.duration - covered > RECORDING_TIME_SLACK:
-                # The interval of the connection that was live when the process died.
-                await _add_recording_time(conn, asset.id, RecordingTime(
-                    started_at=media.started_at + covered,
-                    duration=round(media.duration - covered, 3)))
-        if media is not None:
-            values["duration"] = round(media.duration, 3)
-            if media.tracks:
-                values["tracks"] = [{"id": new_object_id(), **track} for track in media.tracks]
-        else:
-            values["duration"] = round(sum(r.duration for r in asset.recording_times), 3)
-        await conn.execute(update(assets).where(assets.c.id == asset.id).values(**values))
-        asset = await _require_asset(conn, asset.id)
-        await self._append_asset_event(conn, "video.asset.live_stream_completed", asset)
-        await self._append_asset_event(conn, "video.asset.ready", asset)
+        before = await _load_live_streams(conn, [e.stream_id for e in ends])
+        found = [e.stream_id for e in ends if e.stream_id in before]
+        if found:
+            await conn.execute(update(live_streams).where(live_streams.c.id.in_(found))
+                               .values(active_asset_id=None, active_ingest_protocol=None))
+            idle = [i for i in found if before[i].status == "active"]
+            if idle:
+                await conn.execute(update(live_streams).where(live_streams.c.id.in_(idle))
+                                   .values(status="idle"))
+            told = [i for i in found if before[i].status != "disabled"]
+            after = await _load_live_streams(conn, told)
+            await self._append_events(conn, "video.live_stream.idle", [after[i] for i in told])
+        assets_before = await _load_assets(
+            conn, [e.asset_id for e in ends if e.asset_id is not None])
+        changes: list[dict[str, Any]] = []
+        for end in ends:
+            asset = assets_before.pop(end.asset_id, None) if end.asset_id else None
+            if asset is not None and asset.is_live:
+                changes.append(_completed_asset_values(asset, end.media))
+        if not changes:
+            return
+        await conn.execute(update(assets).where(assets.c.id == bindparam("asset_id"))
+                           .values(is_live=False, status="ready",
+                                   duration=bindparam("duration"),
+                                   tracks=bindparam("tracks"),
+                                   recording_times=bindparam("recording_times")),
+                           changes)
+        completed = await _load_assets(conn, [c["asset_id"] for c in changes])
+        done = [completed[c["asset_id"]] for c in changes]
+        await self._append_asset_events(conn, "video.asset.live_stream_completed", done)
+        await self._append_asset_events(conn, "video.asset.ready", done)
 
     # -- event outbox ----------------------------------------------------------------
 
@@ -611,6 +741,26 @@ class Store:
             id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
             object_id=stream.id, data=data if data is not None else stream.to_event_data(),
             created_at=self._clock(), attempts=0))
+
+    async def _append_events(
+        self, conn: AsyncConnection, event_type: str, streams: Sequence[LiveStream]
+    ) -> None:
+        """`_append_event` for many streams, in one statement."""
+        if streams:
+            await conn.execute(insert(events), [dict(
+                id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
+                object_id=stream.id, data=stream.to_event_data(), created_at=self._clock(),
+                attempts=0) for stream in streams])
+
+    async def _append_asset_events(
+        self, conn: AsyncConnection, event_type: str, found: Sequence[Asset]
+    ) -> None:
+        """`_append_asset_event` for many assets, in one statement."""
+        if found:
+            await conn.execute(insert(events), [dict(
+                id=str(uuid.uuid4()), type=event_type, object_type="asset",
+                object_id=asset.id, data=asset.to_event_data(), created_at=self._clock(),
+                attempts=0) for asset in found])
 
     async def _append_asset_event(
         self, conn: AsyncConnection, event_type: str, asset: Asset
@@ -761,17 +911,68 @@ def _asset_from_row(row: Row[Any], pids: tuple[PlaybackId, ...]) -> Asset:
 RECORDING_TIME_SLACK = 1.0
 
 
-async def _add_recording_time(
-    conn: AsyncConnection, asset_id: str, recorded: RecordingTime
+def _completed_asset_values(asset: Asset, media: RecordedMedia | None) -> dict[str, Any]:
+    """The columns of a live asset whose session ended, `media` being its recording as
+    packaged (or as finalized after a crash); without it the duration is the sum of the
+    recording times."""
+    times = [_recording_time_row(r) for r in asset.recording_times]
+    tracks: list[JSONDict] = list(asset.tracks)
+    if media is None:
+        duration = round(sum(r.duration for r in asset.recording_times), 3)
+    else:
+        duration = round(media.duration, 3)
+        covered = sum(r.duration for r in asset.recording_times)
+        if media.started_at is not None and media.duration - covered > RECORDING_TIME_SLACK:
+            # The interval of the connection that was live when the process died.
+            times.append(_recording_time_row(RecordingTime(
+                started_at=media.started_at + covered,
+                duration=round(media.duration - covered, 3))))
+        if media.tracks:
+            tracks = [{"id": new_object_id(), **track} for track in media.tracks]
+    return {"asset_id": asset.id, "duration": duration, "tracks": tracks,
+            "recording_times": times}
+
+
+def _recording_time_row(recorded: RecordingTime) -> JSONDict:
+    return {"started_at": recorded.started_at, "duration": recorded.duration,
+            "type": recorded.type}
+
+
+async def _add_recording_times(
+    conn: AsyncConnection, intervals: Sequence[tuple[str, RecordingTime]]
 ) -> None:
-    row = (await conn.execute(
-        select(assets.c.recording_times).where(assets.c.id == asset_id))).first()
-    if row is None:
+    """Append each interval to its asset's recording times (two statements in all)."""
+    if not intervals:
         return
-    times = [*row.recording_times, {"started_at": recorded.started_at,
-                                    "duration": recorded.duration, "type": recorded.type}]
-    await conn.execute(update(assets).where(assets.c.id == asset_id)
-                       .values(recording_times=times))
+    rows = (await conn.execute(select(assets.c.id, assets.c.recording_times).where(
+        assets.c.id.in_({asset_id for asset_id, _ in intervals})))).all()
+    times = {row.id: list(row.recording_times) for row in rows}
+    for asset_id, recorded in intervals:
+        if asset_id in times:
+            times[asset_id].append(_recording_time_row(recorded))
+    if times:
+        await conn.execute(
+            update(assets).where(assets.c.id == bindparam("asset_id"))
+            .values(recording_times=bindparam("times")),
+            [{"asset_id": asset_id, "times": value} for asset_id, value in times.items()])
+
+
+async def _load_live_streams(
+    conn: AsyncConnection, stream_ids: Sequence[str]
+) -> dict[str, LiveStream]:
+    if not stream_ids:
+        return {}
+    rows = (await conn.execute(
+        select(live_streams).where(live_streams.c.id.in_(set(stream_ids))))).all()
+    return {stream.id: stream for stream in await _live_streams_from_rows(conn, rows)}
+
+
+async def _load_assets(conn: AsyncConnection, asset_ids: Sequence[str]) -> dict[str, Asset]:
+    if not asset_ids:
+        return {}
+    rows = (await conn.execute(select(assets).where(assets.c.id.in_(set(asset_ids))))).all()
+    pids = await _playback_ids_of(conn, "asset", [row.id for row in rows])
+    return {row.id: _asset_from_row(row, pids.get(row.id, ())) for row in rows}
 
 
 async def _load_asset(conn: AsyncConnection, asset_id: str) -> Asset | None:
@@ -788,4 +989,4 @@ async def _require_asset(conn: AsyncConnection, asset_id: str) -> Asset:
     return asset
 
 
-__all__ = ["NewLiveStream", "NewSimulcastTarget", "Store", "hash_secret"]
+__all__ = ["NewLiveStream", "NewSimulcastTarget", "SessionWrite", "Store", "hash_secret"]

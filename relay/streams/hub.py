@@ -4,7 +4,10 @@ A `LiveSession` exists from the moment an encoder is admitted on a stream's key 
 stream goes idle. Ingest adapters (RTMP, later SRT) attach as its `Publisher` and push track
 configurations and frames into it; consumers (the HLS packager, simulcast pushers) attach as
 `MediaSink`s. The media path never waits for the store: lifecycle effects are queued and
-written in order by one worker task per session.
+written in order by one worker task per session, through the store's group commit
+(`Store.session_write`), so the writes of many sessions that change at once (a stop ends
+every session together) share transactions; and the recordings of those sessions are
+finalized side by side in the disk pool (`relay.hls.disk`), a few at a time.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
-from relay.store import Store
-from relay.store.records import IngestProtocol, LiveStream, RecordedMedia, RecordingTime
+from relay.store import SessionWrite, Store
+from relay.store.records import Asset, IngestProtocol, LiveStream, RecordedMedia, RecordingTime
 from relay.streams.lifecycle import Effect, Input, SessionLifecycle, State
 
 log = logging.getLogger("relay.streams")
@@ -92,6 +95,13 @@ class LiveSession:
         self.attachments: dict[str, object] = {}
         # True once a sink that reports playable segments is attached (the HLS packager).
         self._sink_reports_playable = False
+        # The recording being finished (from the end on), awaited by the end's store write.
+        self._recording: asyncio.Task[RecordedMedia | None] | None = None
+        # Clear while a MARK_RECORDING write is queued: the recording cannot be finished
+        # before the store has said which asset it goes to.
+        self._asset_settled = asyncio.Event()
+        self._asset_settled.set()
+        self._asset_writes = 0  # MARK_RECORDING writes queued or being written
 
     # -- admission -------------------------------------------------------------------
 
@@ -213,6 +223,8 @@ class LiveSession:
                     publisher.close(self._end_reason)
             elif effect is Effect.MARK_RECORDING:
                 self._recording_since = (self._wall_clock(), self._clock())
+                self._asset_writes += 1
+                self._asset_settled.clear()
                 self._effects.put_nowait((effect, None))
             elif effect is Effect.MARK_DISCONNECTED:
                 self._effects.put_nowait((effect, self._close_recording_interval()))
@@ -235,6 +247,22 @@ class LiveSession:
         for sink in self.sinks:
             sink.on_end()
         self.sinks.clear()
+        if self.recording_done is not None:
+            # Finish the recording now, beside the store writes queued before the end
+            # (the disconnection): the end's write awaits it.
+            self._recording = asyncio.get_running_loop().create_task(
+                self._finish_recording(self.recording_done),
+                name=f"recording-{self.stream_id}")
+
+    async def _finish_recording(
+        self, done: Callable[[], Awaitable[RecordedMedia | None]]
+    ) -> RecordedMedia | None:
+        await self._asset_settled.wait()
+        try:
+            return await done()
+        except Exception:
+            log.exception("stream %s: could not finish the recording", self.stream_id)
+            return None
 
     def _window_expired(self) -> None:
         self._window_timer = None
@@ -256,6 +284,11 @@ class LiveSession:
                 # The store failing must not take the ingest down; the next transition
                 # (or the recovery on restart) brings the rows back in line.
                 log.exception("stream %s: could not record %s", self.stream_id, effect)
+            finally:
+                if effect is Effect.MARK_RECORDING:
+                    self._asset_writes -= 1
+                    if not self._asset_writes:
+                        self._asset_settled.set()
             if effect is Effect.FINISH:
                 break
         self.finished.set()
@@ -264,29 +297,29 @@ class LiveSession:
     async def _write(
         self, effect: Effect, recorded: RecordingTime | None, protocol: IngestProtocol
     ) -> None:
+        # Through the store's group commit: the transitions of every session that arrive
+        # together (a stop ends them all at once) share a transaction.
         store, stream_id = self.store, self.stream_id
         if effect is Effect.MARK_CONNECTED:
-            await store.session_connected(stream_id)
+            await store.session_write(SessionWrite("connected", stream_id))
         elif effect is Effect.MARK_RECORDING:
             known = self.asset_id
-            asset = await store.session_recording(stream_id, protocol, self.asset_id)
-            if asset is not None:
+            asset = await store.session_write(
+                SessionWrite("recording", stream_id, self.asset_id, protocol=protocol))
+            if isinstance(asset, Asset):
                 self.asset_id = asset.id
                 if asset.id != known:
                     for listener in self.asset_listeners:
                         listener(asset.id)
         elif effect is Effect.MARK_ACTIVE:
-            await store.session_active(stream_id)
+            await store.session_write(SessionWrite("active", stream_id))
         elif effect is Effect.MARK_DISCONNECTED:
-            await store.session_disconnected(stream_id, self.asset_id, recorded)
+            await store.session_write(
+                SessionWrite("disconnected", stream_id, self.asset_id, recorded=recorded))
         elif effect is Effect.FINISH:
-            media = None
-            if self.recording_done is not None:
-                try:
-                    media = await self.recording_done()
-                except Exception:
-                    log.exception("stream %s: could not finish the recording", stream_id)
-            await store.session_ended(stream_id, self.asset_id, media)
+            media = await self._recording if self._recording is not None else None
+            await store.session_write(
+                SessionWrite("ended", stream_id, self.asset_id, media=media))
 
     async def wait_finished(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,5 @@
-"""The disk thread: order, results, exceptions, batching, and a loop that stops waiting."""
+"""The disk pool: results, exceptions, batched wake-ups, a hung job that holds one worker
+only, a loop that stops waiting, and a shutdown."""
 
 from __future__ import annotations
 
@@ -7,28 +8,28 @@ import threading
 
 import pytest
 
-from relay.hls.disk import DiskThread
+from relay.hls.disk import DiskPool
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_jobs_run_in_order_on_one_thread_and_return_results() -> None:
-    disk = DiskThread()
-    seen: list[tuple[int, str]] = []
+async def test_jobs_run_on_the_pool_threads_and_return_results() -> None:
+    disk = DiskPool(3)
+    seen: set[str] = set()
 
     def job(n: int) -> int:
-        seen.append((n, threading.current_thread().name))
+        seen.add(threading.current_thread().name)
         return n * n
 
     results = await asyncio.gather(*(disk.run(lambda n=n: job(n)) for n in range(50)))
     assert results == [n * n for n in range(50)]
-    assert [n for n, _ in seen] == list(range(50))
-    assert {name for _, name in seen} == {"relay-disk"}
-    assert threading.current_thread().name != "relay-disk"
+    assert seen and seen <= {"relay-disk-0", "relay-disk-1", "relay-disk-2"}
+    assert threading.current_thread().name not in seen
+    disk.shutdown()
 
 
 async def test_an_exception_goes_to_its_job_only() -> None:
-    disk = DiskThread()
+    disk = DiskPool(2)
 
     def fail() -> None:
         raise OSError("disk full")
@@ -38,24 +39,58 @@ async def test_an_exception_goes_to_its_job_only() -> None:
     with pytest.raises(OSError, match="disk full"):
         await failing
     assert await fine == "written"
+    disk.shutdown()
 
 
-async def test_queued_jobs_settle_in_batches() -> None:
-    disk = DiskThread()
+async def test_finished_jobs_wake_the_loop_in_batches() -> None:
+    disk = DiskPool(1)
     gate = threading.Event()
-    first = disk.run(gate.wait)  # holds the thread while the rest queue up
-    rest = [disk.run(lambda n=n: n) for n in range(20)]
+    first = disk.run(gate.wait)  # holds the worker while the rest queue up
+    rest = [disk.run(lambda n=n: n) for n in range(200)]
     gate.set()
     assert await first is True
-    assert await asyncio.gather(*rest) == list(range(20))
-    assert disk.jobs_run == 21
-    assert disk.batches <= 3  # the held job, then (nearly) all the others at once
+    assert await asyncio.gather(*rest) == list(range(200))
+    assert disk.jobs_run == 201
+    # The worker finishes jobs faster than the loop settles them: far fewer wake-ups.
+    assert disk.wakeups < 100
+    disk.shutdown()
 
 
-async def test_a_cancelled_wait_does_not_break_the_thread() -> None:
-    disk = DiskThread()
+async def test_a_hung_job_holds_one_worker_and_the_others_go_on() -> None:
+    disk = DiskPool(2)
+    hung = threading.Event()
+    stuck = disk.run(hung.wait)
+    others = await asyncio.wait_for(
+        asyncio.gather(*(disk.run(lambda n=n: n) for n in range(20))), 30)
+    assert others == list(range(20)) and not stuck.done()
+    hung.set()
+    assert await stuck is True
+    disk.shutdown()
+
+
+async def test_a_cancelled_wait_does_not_break_the_pool() -> None:
+    disk = DiskPool(1)
     gate = threading.Event()
     held = disk.run(gate.wait)
     held.cancel()
     gate.set()
     assert await disk.run(lambda: "next") == "next"
+    disk.shutdown()
+
+
+async def test_shutdown_lets_the_workers_exit_after_the_queued_jobs() -> None:
+    disk = DiskPool(2)
+    queued = [disk.run(lambda n=n: n) for n in range(10)]
+    workers = list(disk._workers)
+    disk.shutdown()
+    assert await asyncio.gather(*queued) == list(range(10))
+    for worker in workers:
+        await asyncio.to_thread(worker.join, 30)
+        assert not worker.is_alive()
+    assert await disk.run(lambda: "again") == "again"  # a later job starts new workers
+    disk.shutdown()
+
+
+def test_a_pool_needs_a_thread() -> None:
+    with pytest.raises(ValueError, match="at least 1 thread"):
+        DiskPool(0)

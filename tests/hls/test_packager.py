@@ -15,10 +15,15 @@ from typing import Any
 
 import pytest
 
+from relay.app import attach_packager
 from relay.hls.model import LatencyMode, ResourceName
-from relay.hls.packager import LivePackager, RecordingQueue
+from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RECORDING_PLAYLIST, VARIANT_FILE, RecordingWriter, read_variant
+from relay.hls.segmenter import PartSegmenter
 from relay.media.units import Codec, MediaFrame, VideoConfig
+from relay.store import Store
+from relay.store.asset_files import AssetFiles
+from relay.streams.registry import IngestRegistry
 from tests.hls.test_segmenter import (
     audio_config,
     audio_frames,
@@ -26,6 +31,7 @@ from tests.hls.test_segmenter import (
     video_config,
     video_frames,
 )
+from tests.streams.test_sessions import FakePublisher, new_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -172,12 +178,50 @@ def test_an_encoder_without_keyframes_ends_the_session_within_bounds() -> None:
     assert feeder.packager.playlist is None
 
 
-def test_an_unpackageable_codec_disables_hls_without_ending_the_session() -> None:
+AV1 = VideoConfig(codec=Codec.AV1, record=b"\x81", width=0, height=0, codecs="av01.0.04M.08",
+                  frame_rate=None)
+
+
+def test_an_unpackageable_codec_ends_the_session_with_its_reason() -> None:
     feeder = Feeder()
-    feeder.packager.on_track(VideoConfig(codec=Codec.AV1, record=b"\x81", width=0, height=0,
-                                         codecs="av01.0.04M.08", frame_rate=None))
+    feeder.packager.on_track(AV1)
     feeder.frames(video_frames(5))
-    assert feeder.fatal == [] and feeder.packager.playlist is None
+    assert len(feeder.fatal) == 1
+    assert feeder.fatal[0].startswith("cannot package the stream: cannot package av1 video")
+    counters = feeder.packager.counters
+    assert (counters.failures, counters.packaging_errors) == (1, 0)
+    assert feeder.packager.playlist is None
+
+
+def test_an_unexpected_error_of_the_segmenter_ends_the_session_and_is_counted(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    feeder = Feeder().tracks().frames(av(4.5))
+    packager = feeder.packager
+    assert packager.playlist is not None and feeder.playable == 2
+
+    def broken(*_: object) -> list[object]:
+        raise ValueError("tfdt must be 0..2**64-1, got -3")  # a range check that trips
+
+    monkeypatch.setattr(packager.segmenter, "on_frame", broken)
+    feeder.frames(av(1.0, start=4500))  # contained: nothing reaches the session's caller
+    assert len(feeder.fatal) == 1 and "internal error ValueError" in feeder.fatal[0]
+    counters = packager.counters
+    assert (counters.failures, counters.packaging_errors) == (1, 1)
+    [record] = [r for r in caplog.records if "packaging failed" in r.getMessage()]
+    assert record.exc_info is not None  # the traceback, for the bug report
+    packager.on_end()  # the session's end still closes the live playlist
+    assert packager.playlist.ended
+
+
+def test_only_the_init_segments_error_means_the_encoders_tracks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> bytes:
+        raise ValueError("sample count must be 0..2**32-1")
+
+    monkeypatch.setattr("relay.hls.packager.fmp4.media_fragment", broken)
+    feeder = Feeder().tracks().frames(av(1.0))
+    assert len(feeder.fatal) == 1 and "internal error ValueError" in feeder.fatal[0]
+    assert feeder.packager.counters.packaging_errors == 1
 
 
 async def test_wait_change_wakes_on_the_next_change_only() -> None:
@@ -249,3 +293,60 @@ async def test_the_finished_recording_describes_its_tracks(tmp_path: Path) -> No
     assert video == {"type": "video", "max_width": 1280, "max_height": 720,
                      "max_frame_rate": 30.0, "duration": pytest.approx(6.0, abs=0.05)}
     assert audio["type"] == "audio" and audio["max_channels"] == 2
+
+
+# -- a failure ends the session, through the hub and the store ----------------------------
+
+@pytest.mark.parametrize("failure", ["codec", "bug"])
+async def test_a_stream_that_fails_before_its_first_segment_ends(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    if failure == "bug":
+        def broken(*_: object) -> list[object]:
+            raise ValueError("duration must be positive, got -1")
+
+        monkeypatch.setattr(PartSegmenter, "on_frame", broken)
+    counters = HlsCounters()
+    registry = IngestRegistry(store, on_session_started=lambda session: attach_packager(
+        session, AssetFiles(tmp_path), part_target=0.3, counters=counters))
+    stream = await new_stream(store, latency_mode="low")
+    publisher = FakePublisher()
+    session = await registry.admit(stream.stream_key, publisher, "127.0.0.1")
+    session.publish_track(AV1 if failure == "codec" else video_config())
+    for frame in video_frames(3.0):
+        session.publish_frame(frame)
+    await asyncio.wait_for(session.wait_finished(), 30)
+
+    [reason] = publisher.closed  # the encoder is told why
+    assert ("cannot package av1" in reason if failure == "codec"
+            else "internal error ValueError" in reason)
+    ended = await store.get_live_stream(stream.id)
+    assert ended is not None and ended.status == "idle" and ended.active_asset_id is None
+    types = [e.type for e in await store.list_events()]
+    assert "video.live_stream.active" not in types  # never claimed to be playable
+    assert types[-1] in ("video.live_stream.idle", "video.asset.ready")
+    assert "video.live_stream.idle" in types
+    assert counters.failures == 1
+    assert counters.packaging_errors == (1 if failure == "bug" else 0)
+    assert registry.sessions == {}
+
+
+async def test_a_session_that_ends_as_it_starts_recording_keeps_its_recording(
+        store: Store, tmp_path: Path) -> None:
+    """The end finishes the recording at once, beside the store writes queued before it;
+    but not before the store has created the asset the recording goes to."""
+    registry = IngestRegistry(store, on_session_started=lambda session: attach_packager(
+        session, AssetFiles(tmp_path), part_target=0.3, counters=HlsCounters()))
+    stream = await new_stream(store, latency_mode="low")
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    session.publish_track(video_config())
+    session.publish_track(audio_config())
+    for frame in av(4.5):
+        session.publish_frame(frame)
+    session.end("the application completed the live stream")  # asset not created yet
+    await asyncio.wait_for(session.wait_finished(), 30)
+    assert session.asset_id is not None
+    asset = await store.get_asset(session.asset_id)
+    assert asset is not None and asset.status == "ready"
+    assert asset.duration == pytest.approx(4.5, abs=0.05)  # as packaged, not 0
+    text = (tmp_path / session.asset_id / RECORDING_PLAYLIST).read_text()
+    assert text.endswith("#EXT-X-ENDLIST\n") and text.count(".m4s") == 3
