@@ -65,7 +65,8 @@ SOAK_SECONDS ?= 1800
 SOAK_REPORT ?= soak-report.json
 soak: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS)
 	RELAY_SOAK_SECONDS=$(SOAK_SECONDS) RELAY_SOAK_PUBLISHERS=20 RELAY_SOAK_HEALTHZ_P99_MS=100 \
-		RELAY_SOAK_REPORT=$(SOAK_REPORT) $(BIN)/pytest --timeout=0 -q tests/hostile
+		RELAY_SOAK_RSS_GROWTH=0.10 RELAY_SOAK_REPORT=$(SOAK_REPORT) \
+		$(BIN)/pytest --timeout=0 -q tests/hostile
 
 $(PYRTMP_VENV)/stamp:
 	test -x $(PYRTMP_VENV)/bin/python || $(PYTHON) -m venv $(PYRTMP_VENV)

@@ -11,8 +11,10 @@ attack in a loop from its own loopback addresses. Afterwards:
 - `/healthz` answered every probe, with p99 under `RELAY_SOAK_HEALTHZ_P99_MS` (100 ms in the
   full run; CI allows 500 ms because its other tests share the two cores, which still catches
   a frozen loop: the freeze this guards against lasted 10 s and more);
-- resident memory is flat: after the first sixth of the run, it never rises more than 10%
-  above its level then;
+- resident memory is flat: after the first sixth of the run (at least a minute), it never
+  rises more than `RELAY_SOAK_RSS_GROWTH` above its level then (10% in the full run; CI
+  allows 25%, because in 90 s the store's page caches and the bounded playback caches are
+  still filling: a leak of the kind this guards against grows without end);
 - no socket leaked: once the attackers and the publishers have gone and the streams are
   idle, the server holds as many sockets as before either came (its other descriptors are
   the store's bounded connection pool and the recordings being written).
@@ -47,6 +49,7 @@ pytestmark = needs_ffmpeg
 SOAK_SECONDS = float(os.environ.get("RELAY_SOAK_SECONDS", "90"))
 PUBLISHERS = int(os.environ.get("RELAY_SOAK_PUBLISHERS", "8"))
 HEALTHZ_P99_MS = float(os.environ.get("RELAY_SOAK_HEALTHZ_P99_MS", "500"))
+RSS_GROWTH = float(os.environ.get("RELAY_SOAK_RSS_GROWTH", "0.25"))
 REPORT = os.environ.get("RELAY_SOAK_REPORT")
 #: Which attacks run (a comma-separated subset of tests.hostile.attackers.ATTACKS): all.
 ATTACKS = os.environ.get("RELAY_SOAK_ATTACKS", "")
@@ -303,7 +306,7 @@ def test_hostile_peers_do_not_hurt_honest_publishers(tmp_path: Path) -> None:
 
         latencies = sorted(probe.healthz_ms)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
-        settle = SOAK_SECONDS / 6
+        settle = max(SOAK_SECONDS / 6, 60.0)
         settled = [kib for at, kib in probe.rss if at >= settle]
         level = settled[0] if settled else probe.rss[-1][1]
         report.update({
@@ -328,7 +331,7 @@ def test_hostile_peers_do_not_hurt_honest_publishers(tmp_path: Path) -> None:
         assert probe.playlist_failures == [], probe.playlist_failures[:20]
         assert probe.healthz_failures == [], probe.healthz_failures[:20]
         assert p99 < HEALTHZ_P99_MS, report
-        assert report["rss_kib_max_after"] <= level * 1.10, probe.rss
+        assert report["rss_kib_max_after"] <= level * (1 + RSS_GROWTH), probe.rss
         assert sockets_quiet_after <= sockets_quiet_before + SOCKET_SLACK, (
             sockets_quiet_before, sockets_quiet_after)
     finally:
