@@ -50,6 +50,7 @@ from relay.rtmp.messages import MessageType
 from relay.rtmp.session import (
     DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
     DEFAULT_MAX_COMMAND_SIZE,
+    DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH,
     Closing,
     Connected,
     MediaMessage,
@@ -83,6 +84,8 @@ class RtmpLimits:
     # Commands, data and control messages; before a publish, every message (session.py).
     max_command_size: int = DEFAULT_MAX_COMMAND_SIZE
     max_buffered_before_publish: int = DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH
+    # Messages of any kind a connection may send before its publish is admitted.
+    max_messages_before_publish: int = DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH
     # All connections that have not published, together (--rtmp-pre-publish-buffer-budget).
     pre_publish_buffer_budget: int = DEFAULT_PRE_PUBLISH_BUFFER_BUDGET
     # Unsent output above which the transport calls pause_writing and reading stops.
@@ -213,7 +216,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self.session = ServerSession(
             epoch_ms=0, max_message_size=self.limits.max_message_size,
             max_buffered=self.limits.max_buffered, max_command_size=self.limits.max_command_size,
-            max_buffered_before_publish=self.limits.max_buffered_before_publish)
+            max_buffered_before_publish=self.limits.max_buffered_before_publish,
+            max_messages_before_publish=self.limits.max_messages_before_publish)
         self.peer = "?"
         self.address = "?"
         self.live: LiveSession | None = None

@@ -24,8 +24,9 @@ parses no further message (`output_full`), so a peer that never reads cannot mak
 pile up faster than the adapter writes them. Work is bounded per turn of the event loop:
 `next_event()` parses at most `MAX_MESSAGES_PER_TURN` messages between two `new_turn()`
 calls (`turn_spent`), so a read full of tiny messages that need no event (pings, acks) cannot
-hold the loop while it is worked through. A peer's value reaches an error or a reply only
-through `relay.logs.peer_text`.
+hold the loop while it is worked through; and before its publish is admitted a connection
+may send at most `max_messages_before_publish` messages in all. A peer's value reaches an
+error or a reply only through `relay.logs.peer_text`.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ MAX_PENDING_OUTPUT = 64 * 1024
 # about 80 a second, a few per read; 256 tiny control messages cost about a millisecond of
 # Python, so one connection's backlog never holds the loop longer than that.
 MAX_MESSAGES_PER_TURN = 256
+# Messages a connection may send before its publish is admitted. An encoder sends about ten
+# (set chunk size, connect, releaseStream, FCPublish, createStream, publish, a ping or two);
+# more is a peer spending Relay's time without authenticating, and is closed.
+DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH = 1024
 
 
 class State(StrEnum):
@@ -193,8 +198,10 @@ class ServerSession:
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
         max_buffered_before_publish: int = DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
+        max_messages_before_publish: int = DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH,
     ) -> None:
         self.state = State.HANDSHAKE
+        self._max_early_messages = max_messages_before_publish
         self._handshake: ServerHandshake | None = ServerHandshake(
             epoch_ms=epoch_ms, random_bytes=random_bytes)
         self._handshake_buffer: bytearray | None = bytearray(2 * HANDSHAKE_SIZE + 1)
@@ -208,6 +215,7 @@ class ServerSession:
         self._muxer = ChunkMuxer()
         self.output_full = False  # MAX_PENDING_OUTPUT bytes wait: parse nothing more
         self._turn_messages = 0  # messages parsed since new_turn()
+        self._early_messages = 0  # messages parsed before the publish was admitted
         self._handshake_out = bytearray()
         self._events: list[Event] = []
         self._next_event = 0
@@ -289,6 +297,12 @@ class ServerSession:
             if message is None:
                 return None
             self._turn_messages += 1
+            if self.state is not State.PUBLISHING:
+                self._early_messages += 1
+                if self._early_messages > self._max_early_messages:
+                    raise RemoteProtocolError(
+                        f"more than {self._max_early_messages} messages before a publish "
+                        "was admitted (max_messages_before_publish)")
             self._maybe_acknowledge()
             self._dispatch(message)
         event = self._events[self._next_event]

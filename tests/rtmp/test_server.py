@@ -22,7 +22,7 @@ from relay.rtmp.client import ClientSession, Published, Refused
 from relay.rtmp.handshake import HANDSHAKE_SIZE
 from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payload
 from relay.rtmp.server import RtmpCounters, RtmpLimits, RtmpServer
-from relay.rtmp.session import MAX_PENDING_OUTPUT
+from relay.rtmp.session import DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH, MAX_PENDING_OUTPUT
 from relay.store import NewLiveStream, Store
 from relay.streams.registry import IngestRegistry
 from relay.streams.throttle import AuthThrottle
@@ -390,8 +390,12 @@ async def send_until_refused(sock: socket.socket, data: bytes, stop: Callable[[]
         await asyncio.sleep(0)
 
 
+# These two send pings by the million before any publish: the cap on messages before a
+# publish (tested on its own below) is lifted so that the output bounds are what is met.
 @pytest.mark.parametrize("harness", [replace(LIMITS, write_buffer_high=16 * 1024,
-                                             write_stall_timeout=0.5)], indirect=True)
+                                             write_stall_timeout=0.5,
+                                             max_messages_before_publish=10**9)],
+                         indirect=True)
 async def test_a_peer_that_sends_pings_and_never_reads_is_paused_then_closed(
         harness: Harness) -> None:
     sock = await open_unread_connection(harness.port)
@@ -424,7 +428,9 @@ async def test_a_peer_that_sends_pings_and_never_reads_is_paused_then_closed(
 
 @pytest.mark.parametrize("harness", [replace(LIMITS, write_buffer_high=16 * 1024,
                                              write_stall_timeout=60.0,
-                                             handshake_timeout=60.0)], indirect=True)
+                                             handshake_timeout=60.0,
+                                             max_messages_before_publish=10**9)],
+                         indirect=True)
 async def test_a_slow_reader_resumes_and_every_ping_is_answered(harness: Harness) -> None:
     count = 1_200_000  # 8 MiB of replies: more than the kernel's socket buffers hold
     sock = await open_unread_connection(harness.port)
@@ -449,6 +455,19 @@ async def test_a_slow_reader_resumes_and_every_ping_is_answered(harness: Harness
     assert harness.counters.protocol_errors == 0
     # Reads full of pings were worked through a bounded number per turn of the loop.
     assert harness.counters.turns_yielded > 0
+
+
+async def test_a_connection_that_sends_many_messages_without_publishing_is_closed(
+        harness: Harness) -> None:
+    count = DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH + 1
+    sock = await open_unread_connection(harness.port)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendall(sock, handshake_and_pings(count))
+        await until(lambda: harness.counters.protocol_errors == 1, within=10)
+    finally:
+        sock.close()
+    assert harness.counters.handshake_timeouts == 0
 
 
 def test_buffer_budget_charges_and_refuses() -> None:

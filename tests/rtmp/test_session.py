@@ -14,6 +14,7 @@ from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payl
 from relay.rtmp.session import (
     DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
     DEFAULT_MAX_COMMAND_SIZE,
+    DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH,
     MAX_MESSAGES_PER_TURN,
     MAX_PENDING_OUTPUT,
     WINDOW_ACK_SIZE,
@@ -142,8 +143,8 @@ def test_wrong_application_is_rejected() -> None:
     assert isinstance(refused, Refused) and "unknown application" in refused.description
 
 
-def handshaken() -> tuple[ServerSession, ChunkMuxer]:
-    server = ServerSession(random_bytes=fixed_random)
+def handshaken(**limits: int) -> tuple[ServerSession, ChunkMuxer]:
+    server = ServerSession(random_bytes=fixed_random, **limits)
     client = ClientSession(tc_url="rtmp://h/app", stream_key="k", random_bytes=fixed_random)
     pump(server, client.initial_bytes())
     client.receive_data(server.data_to_send())
@@ -346,7 +347,7 @@ def test_peer_names_reach_errors_and_replies_cut_and_escaped() -> None:
 
 
 def test_replies_stop_parsing_once_max_pending_output_waits() -> None:
-    server, muxer = handshaken()
+    server, muxer = handshaken(max_messages_before_publish=10**9)
     server.data_to_send()
     ping = user_control_payload(UserControlEvent.PING_REQUEST, 1)
     for _ in range(20_000):
@@ -395,3 +396,24 @@ def test_one_turn_parses_at_most_max_messages_per_turn() -> None:
         if not server.turn_spent:
             break
     assert answers == [MAX_MESSAGES_PER_TURN] * 3 + [10]
+
+
+def test_messages_before_publish_are_capped() -> None:
+    server, muxer = handshaken(max_messages_before_publish=100)
+    ping = user_control_payload(UserControlEvent.PING_REQUEST, 1)
+    for _ in range(100):
+        muxer.write_message(2, MessageType.USER_CONTROL, 0, 0, ping)
+    assert pump(server, muxer.take()) == []  # the hundredth is still allowed
+    muxer.write_message(2, MessageType.USER_CONTROL, 0, 0, ping)
+    with pytest.raises(RemoteProtocolError, match="more than 100 messages before a publish"):
+        pump(server, muxer.take())
+
+
+def test_a_publisher_may_send_any_number_of_messages() -> None:
+    server, client, _ = connect()
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+    for i in range(3 * DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH):
+        client.send_media(MessageType.AUDIO, i, b"\xaf\x01" + b"a" * 8)
+    events = pump(server, client.data_to_send())
+    assert len(events) == 3 * DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH
