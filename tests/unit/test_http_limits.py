@@ -14,7 +14,6 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from relay.addresses import address_group
 from relay.http_limits import (
     Admission,
     ConnectionTable,
@@ -24,20 +23,6 @@ from relay.http_limits import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.mark.parametrize(("host", "key"), [
-    ("192.0.2.7", "192.0.2.7"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
-    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
-    ("::ffff:192.0.2.7", "192.0.2.7"),
-    ("fe80::1%eth0", "fe80::/64"),
-    ("/run/relay.sock", "/run/relay.sock"),
-    ("", ""),
-])
-def test_address_key(host: str, key: str) -> None:
-    assert address_group(host) == key
 
 
 class Conn:
