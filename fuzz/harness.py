@@ -66,7 +66,9 @@ def main() -> None:
 
         if not str(chunk.__file__).startswith(native):
             sys.exit(f"relay._native came from {chunk.__file__}, not the instrumented build")
-    atheris.Setup([sys.argv[0], *sys.argv[2:]], check)
+    # libFuzzer re-runs its own command line for -minimize_crash, -merge and -fork: make it
+    # the module invocation, since this file is not executable on its own.
+    atheris.Setup([f"{sys.executable} -m fuzz.harness {harness.name}", *sys.argv[2:]], check)
     atheris.Fuzz()
 
 

@@ -2,16 +2,20 @@
 
     python -m fuzz.run [HARNESS ... | all] [--runs N] [--seconds S] [--jobs J]
                        [--native auto|asan|plain] [--results FILE] [--work DIR] [--seed N]
+                       [--keep-going]
 
 Each harness runs as its own process (`python -m fuzz.harness NAME ...`), so a crash, a hang
 or a blow-up ends that process only. It stops after N executions or S seconds, whichever
-comes first, or at its first finding (libFuzzer's default). Per harness the results file
-(default fuzz/results.json; entries for other harnesses are kept) gets: executions, coverage
-(the `cov:` and `ft:` figures of libFuzzer's last status line: edges and features reached),
-corpus units, executions per second, peak RSS, findings (crash / timeout / out-of-memory
-artifacts with the first lines of their report), wall time, the limits, whether the native
-code was instrumented, the command, and the commit. The exit status is 1 when any harness had
-a finding or failed to run.
+comes first, or at its first finding (libFuzzer's default; --keep-going fuzzes on in a child
+process that libFuzzer restarts). Each finding's artifact is replayed on its own to get its
+report, and findings are grouped by signature (exception and message, or the frame that
+hung). Per harness the results file (default fuzz/results.json; entries for other harnesses
+are kept) gets: executions, coverage (the `cov:` and `ft:` figures of libFuzzer's last status
+line: edges and features reached; after --keep-going, from a pass over the corpus), corpus
+units, executions per second, peak RSS, findings (kind, signature, count, artifacts, report),
+crash / timeout / out-of-memory counts, wall time, the limits, whether the native code was
+instrumented, the command, and the commit.
+The exit status is 1 when any harness had a finding or failed to run.
 
 Under --work DIR (default fuzz/work): corpus/NAME (the growing corpus; kept between runs),
 seeds/NAME and dicts/NAME.dict (written fresh from the vectors, `fuzz.seeds`),
@@ -42,9 +46,15 @@ DEFAULT_WORK = ROOT / "fuzz" / "work"
 # "#123456	DONE   cov: 812 ft: 2270 corp: 301/52Kb lim: 4096 exec/s: 1890 rss: 97Mb"
 _STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)(?: corp: (\d+)/\S+)?"
                      r"(?:.*?exec/s: (\d+))?(?:.*?rss: (\d+)Mb)?")
+# -fork mode: "#407457: cov: 787 ft: 1266 corp: 199 exec/s 11920 oom/timeout/crash: 0/0/0 ..."
+_FORK_STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: (\d+) corp: (\d+) exec/s (\d+)")
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
 _ARTIFACT_KINDS = {"crash": "crash", "timeout": "timeout", "oom": "out-of-memory",
                    "leak": "leak"}
+#: Findings replayed (one process each) to get their report and signature; the rest of a
+#: run's artifacts are counted under the signature "not replayed".
+MAX_REPLAYS = 20
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+),? in (\S+)')
 
 
 def _commit() -> str | None:
@@ -63,7 +73,7 @@ def parse_log(text: str) -> dict[str, Any]:
     """The figures of a libFuzzer log: the last status line and the final stats."""
     figures: dict[str, Any] = {}
     for line in text.splitlines():
-        status = _STATUS.match(line)
+        status = _STATUS.match(line) or _FORK_STATUS.match(line)
         if status:
             figures["executions"] = int(status[1])
             figures["cov"] = int(status[2])
@@ -72,7 +82,7 @@ def parse_log(text: str) -> dict[str, Any]:
                 figures["corpus_units"] = int(status[4])
             if status[5]:
                 figures["exec_per_sec"] = int(status[5])
-            if status[6]:
+            if status.re is _STATUS and status[6]:
                 figures["peak_rss_mb"] = int(status[6])
             continue
         stat = _STAT.match(line)
@@ -89,23 +99,72 @@ def parse_log(text: str) -> dict[str, Any]:
     return figures
 
 
-def _report(text: str) -> str:
-    """The first lines of the finding's report (the Python traceback or libFuzzer's words)."""
+def report_of(text: str) -> str:
+    """The lines of a replay's output that describe the finding."""
     lines = text.splitlines()
-    for marker in ("=== Uncaught Python exception: ===", "ALARM: working on the last Unit",
+    for marker in ("=== Uncaught Python exception: ===", "=== Timeout:",
                    "ERROR: libFuzzer: out-of-memory", "ERROR: AddressSanitizer",
                    "ERROR: libFuzzer"):
         for index, line in enumerate(lines):
             if marker in line:
-                report = lines[index : index + 24]
-                end = next((i for i, text in enumerate(report) if "Test unit written" in text),
+                report = lines[index : index + 40]
+                end = next((i for i, text in enumerate(report) if "SUMMARY:" in text),
                            len(report) - 1)
                 return "\n".join(report[: end + 1])
-    return "\n".join(lines[-24:])
+    return "\n".join(lines[-20:])
+
+
+def signature_of(kind: str, report: str) -> str:
+    """What tells one finding from another: for an exception its type and message (numbers
+    elided), else the innermost Python frame of the report (the code that hung)."""
+    lines = report.splitlines()
+    if kind == "crash" and len(lines) > 1 and ":" in lines[1]:
+        return re.sub(r"\d+", "N", lines[1].strip())[:160]
+    frames = [m for m in map(_FRAME.match, lines) if m]
+    if frames:
+        path, line, function = frames[0].groups()
+        return f"{kind} in {function} ({Path(path).name}:{line})"
+    asan = next((line for line in lines if "ERROR: AddressSanitizer" in line), None)
+    return asan.strip() if asan else kind
+
+
+def _replay(harness: Harness, artifact: Path, env: dict[str, str]) -> str:
+    """Run the harness on one artifact (libFuzzer's single-input mode); its output."""
+    command = [sys.executable, "-m", "fuzz.harness", harness.name,
+               f"-timeout={harness.timeout}", f"-rss_limit_mb={harness.rss_limit_mb}",
+               str(artifact)]
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=10 * harness.timeout + 60)
+    except subprocess.TimeoutExpired:
+        return "the replay did not end"
+    return done.stdout + done.stderr
+
+
+def _corpus_coverage(harness: Harness, corpus: Path, env: dict[str, str]) -> dict[str, Any]:
+    """cov, ft and units of `corpus`, from one pass over it without fuzzing (-runs=0).
+
+    A -fork run's status lines count coverage another way than a plain run's, so after one
+    the corpus is measured like this, and the figures stay comparable between runs."""
+    command = [sys.executable, "-m", "fuzz.harness", harness.name, "-runs=0",
+               f"-max_len={harness.max_len}", f"-timeout={harness.timeout}",
+               f"-rss_limit_mb={harness.rss_limit_mb}", str(corpus)]
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=3600)
+    except subprocess.TimeoutExpired:
+        return {}
+    figures = parse_log(done.stdout + done.stderr)
+    return {key: figures[key] for key in ("cov", "ft", "corpus_units") if key in figures}
+
+
+def _display(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_harness(harness: Harness, *, runs: int, seconds: int, work: Path,
-                native_modules: Path | None, seed: int | None) -> dict[str, Any]:
+                native_modules: Path | None, seed: int | None,
+                keep_going: bool) -> dict[str, Any]:
     seed_dir = work / "seeds" / harness.name
     corpus = work / "corpus" / harness.name
     artifacts = work / "artifacts" / harness.name
@@ -118,6 +177,10 @@ def run_harness(harness: Harness, *, runs: int, seconds: int, work: Path,
                f"-max_total_time={seconds}", f"-timeout={harness.timeout}",
                f"-rss_limit_mb={harness.rss_limit_mb}", f"-max_len={harness.max_len}",
                "-print_final_stats=1", f"-artifact_prefix={artifacts}/"]
+    if keep_going:
+        # Fuzz in a child process that libFuzzer restarts after a finding, so a finding
+        # already known (and being fixed) does not end the run.
+        command += ["-fork=1", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
     if has_dict:
         command.append(f"-dict={dict_path}")
     if seed is not None:
@@ -136,37 +199,52 @@ def run_harness(harness: Harness, *, runs: int, seconds: int, work: Path,
         # outside them (at start-up, say).
         deadline = seconds + 10 * harness.timeout + 300
         try:
-            exit_code = subprocess.run(command, cwd=ROOT, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, timeout=deadline).returncode
+            exit_code: int | None = subprocess.run(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                timeout=deadline).returncode
         except subprocess.TimeoutExpired:
             exit_code = None
     wall = time.monotonic() - started
     text = log_path.read_text(errors="replace")
-    findings = []
-    for artifact in sorted(set(artifacts.iterdir()) - before):
+    found: dict[str, dict[str, Any]] = {}
+    new = sorted(set(artifacts.iterdir()) - before, key=lambda path: path.stat().st_mtime)
+    for index, artifact in enumerate(new):
         kind = _ARTIFACT_KINDS.get(artifact.name.split("-", 1)[0])
-        if kind is not None:
-            findings.append({"kind": kind, "artifact": str(artifact.relative_to(ROOT))
-                             if artifact.is_relative_to(ROOT) else str(artifact),
-                             "report": _report(text)})
+        if kind is None:
+            continue
+        if index < MAX_REPLAYS:
+            report = report_of(_replay(harness, artifact, env))
+            signature = signature_of(kind, report)
+        else:
+            report, signature = "", f"{kind}, not replayed"
+        entry = found.setdefault(signature, {"kind": kind, "signature": signature,
+                                             "count": 0, "artifacts": [], "report": report})
+        entry["count"] += 1
+        if len(entry["artifacts"]) < 5:
+            entry["artifacts"].append(_display(artifact))
+    findings = list(found.values())
+    if exit_code != 0 and not findings:
+        findings.append({"kind": "harness failed", "signature": f"exit code {exit_code}",
+                         "count": 1, "artifacts": [], "report": "\n".join(
+                             text.splitlines()[-30:])})
+    total = {kind: sum(f["count"] for f in findings if f["kind"] == kind)
+             for kind in ("crash", "timeout", "out-of-memory")}
     figures = parse_log(text)
-    failed = exit_code != 0 and not findings
-    if failed:
-        findings.append({"kind": "harness failed", "report": f"exit code {exit_code}\n"
-                         + _report(text)})
+    if keep_going:
+        figures.update(_corpus_coverage(harness, corpus, env))
     return {
         **figures,
         "findings": findings,
-        "crashes": sum(f["kind"] == "crash" for f in findings),
-        "timeouts": sum(f["kind"] == "timeout" for f in findings),
-        "ooms": sum(f["kind"] == "out-of-memory" for f in findings),
+        "crashes": total["crash"],
+        "timeouts": total["timeout"],
+        "ooms": total["out-of-memory"],
         "wall_seconds": round(wall, 1),
         "limits": {"runs": runs, "seconds": seconds, "timeout": harness.timeout,
                    "rss_limit_mb": harness.rss_limit_mb, "max_len": harness.max_len},
+        "keep_going": keep_going,
         "native_instrumented": instrumented if harness.native else None,
         "exit_code": exit_code,
-        "log": str(log_path.relative_to(ROOT)) if log_path.is_relative_to(ROOT)
-        else str(log_path),
+        "log": _display(log_path),
     }
 
 
@@ -208,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--seed", type=int, default=None,
                         help="libFuzzer's random seed (default: a fresh one per run)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="go on after a finding (libFuzzer -fork=1 -ignore_crashes=1 "
+                             "...): for long runs, where a known finding would end the run")
     args = parser.parse_args(argv)
     names = list(ALL) if args.harnesses == ["all"] else args.harnesses
     unknown = [name for name in names if name not in HARNESSES]
@@ -222,12 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     def one(name: str) -> tuple[str, dict[str, Any]]:
         print(f"fuzz: {name} ...", file=sys.stderr, flush=True)
         result = run_harness(HARNESSES[name], runs=args.runs, seconds=args.seconds, work=work,
-                             native_modules=modules, seed=args.seed)
+                             native_modules=modules, seed=args.seed,
+                             keep_going=args.keep_going)
         result.update(command=command, commit=commit,
                       finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         print(f"fuzz: {name}: {result.get('executions', 0)} executions, "
               f"cov {result.get('cov')}, ft {result.get('ft')}, "
-              f"{len(result['findings'])} findings, {result['wall_seconds']} s",
+              f"{len(result['findings'])} distinct findings, {result['wall_seconds']} s",
               file=sys.stderr, flush=True)
         return name, result
 

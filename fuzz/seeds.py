@@ -371,17 +371,22 @@ def _api_fields() -> list[bytes]:
         fields |= set(model.model_fields)
     words = [f'"{name}":'.encode() for name in sorted(fields)]
     return [*words, b"true", b"false", b"null", b'"public"', b'"signed"', b'"low"',
-            b'"reduced"', b'"standard"', b"rtmp://", b"rtmps://", b"srt://", b"1e309", b"-0"]
+            b'"reduced"', b'"standard"', b"rtmp://", b"rtmps://", b"srt://", b"-0"]
 
+
+#: Integers at the edges of the widths a number may be stored in (SQLite and C take 64 bits,
+#: Python ints have none): where validation that checks only a lower bound breaks.
+_EDGE_INTEGERS = [b"0", b"-1", b"2147483648", b"4294967296", b"9223372036854775807",
+                  b"9223372036854775808", b"18446744073709551616", b"1e400"]
 
 DICTIONARIES: dict[str, Callable[[], list[bytes]]] = {
     "amf": _commands,
     "session": _commands,
     "hls": lambda: [b"_HLS_msn=", b"_HLS_part=", b"_HLS_skip=", b"YES", b"v2", b".m4s",
                     b"init-", b".mp4", b"gzip", b";q=", b"&"],
-    "api_json": _api_fields,
+    "api_json": lambda: [*_api_fields(), *_EDGE_INTEGERS],
     "api_query": lambda: [b"limit=", b"page=", b"status=", b"stream_key=", b"idle", b"active",
-                          b"disabled", b"&"],
+                          b"disabled", b"&", *_EDGE_INTEGERS],
     "flv": lambda: [b"avc1", b"hvc1", b"av01", b"vp09", b"mp4a"],
 }
 
