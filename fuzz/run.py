@@ -54,6 +54,8 @@ _ARTIFACT_KINDS = {"crash": "crash", "timeout": "timeout", "oom": "out-of-memory
 #: Findings replayed (one process each) to get their report and signature; the rest of a
 #: run's artifacts are counted under the signature "not replayed".
 MAX_REPLAYS = 20
+# common.check_reason's finding: "... reason is N characters (over N): 'the parser's words, '"
+_QUOTED_REASON = re.compile(r"""^(Finding: .* reason [^:]*: (['"])[^'"]*)""")
 _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+),? in (\S+)')
 
 
@@ -116,10 +118,14 @@ def report_of(text: str) -> str:
 
 def signature_of(kind: str, report: str) -> str:
     """What tells one finding from another: for an exception its type and message (numbers
-    elided), else the innermost Python frame of the report (the code that hung)."""
+    elided; for a reason that is too long, only up to the peer's bytes it quotes), else the
+    innermost Python frame of the report (the code that hung)."""
     lines = report.splitlines()
     if kind == "crash" and len(lines) > 1 and ":" in lines[1]:
-        return re.sub(r"\d+", "N", lines[1].strip())[:160]
+        message = re.sub(r"\d+", "N", lines[1].strip())
+        quoted = _QUOTED_REASON.match(message)
+        # An over-long reason quotes the peer's bytes: group by the parser's words before them.
+        return (quoted[1] if quoted else message)[:160]
     frames = [m for m in map(_FRAME.match, lines) if m]
     if frames:
         path, line, function = frames[0].groups()

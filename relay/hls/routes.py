@@ -56,7 +56,7 @@ CORS: Final = {"Access-Control-Allow-Origin": "*"}
 #: Playlists shorter than this go uncompressed (gzip would not pay for its header).
 GZIP_MIN_BYTES: Final = 512
 
-_PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}\Z")  # \Z: `$` lets a final "\n" by
 _NOT_FOUND = "not found\n"
 
 #: How long a playback id lookup is reused. A deleted playback id keeps playing this long.

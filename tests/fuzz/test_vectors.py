@@ -22,6 +22,8 @@ def _owned_elsewhere(reason: str) -> pytest.MarkDecorator:
 
 
 CASES = [
+    pytest.param("hls", "resource_name_with_leading_zero.bin"),
+    pytest.param("hls", "playback_id_with_final_newline.bin"),
     pytest.param("hls", "skip_value_whole_in_400_reason.bin", marks=_owned_elsewhere(
         "relay/hls/blocking.py echoes a bad _HLS_skip value whole (repr) into the 400 reason; "
         "fixed on branch h12-http (0006f5d, peer_text)")),
