@@ -63,8 +63,9 @@ bench-quick: $(STAMPS)/apt $(STAMPS)/bench-apt $(STAMPS)/venv $(HLS_JS) $(PYRTMP
 # comes first (issue 12: at least 10^7 executions or one hour each), FUZZ_JOBS at a time. With
 # the defaults that is up to 9 hours (nine harnesses, one at a time; the fast ones reach 10^7
 # sooner; the API ones run the hour). clang and its sanitizer runtimes build the instrumented
-# relay._native (coverage + AddressSanitizer); figures go to fuzz/results.json, findings to
-# fuzz/work/artifacts/, corpora grow in fuzz/work/corpus/ from one run to the next.
+# relay._native (coverage + AddressSanitizer). --keep-going: a finding does not end a harness's
+# run (libFuzzer fork mode); findings are grouped in fuzz/results.json with the figures, their
+# inputs are in fuzz/work/artifacts/, corpora grow in fuzz/work/corpus/ from run to run.
 FUZZ_RUNS ?= 10000000
 FUZZ_SECONDS ?= 3600
 FUZZ_JOBS ?= 1
@@ -73,7 +74,7 @@ FUZZ_APT_PACKAGES := clang-14 libclang-rt-14-dev
 fuzz: $(STAMPS)/venv
 	$(call apt_install,$(FUZZ_APT_PACKAGES))
 	$(BIN)/python -m fuzz.run all --runs $(FUZZ_RUNS) --seconds $(FUZZ_SECONDS) \
-		--jobs $(FUZZ_JOBS) --native asan
+		--jobs $(FUZZ_JOBS) --native asan --keep-going
 
 $(PYRTMP_VENV)/stamp:
 	test -x $(PYRTMP_VENV)/bin/python || $(PYTHON) -m venv $(PYRTMP_VENV)

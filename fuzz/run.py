@@ -19,7 +19,8 @@ The exit status is 1 when any harness had a finding or failed to run.
 
 Under --work DIR (default fuzz/work): corpus/NAME (the growing corpus; kept between runs),
 seeds/NAME and dicts/NAME.dict (written fresh from the vectors, `fuzz.seeds`),
-artifacts/NAME (findings), logs/NAME.log (libFuzzer's output).
+artifacts/NAME (findings), logs/NAME.log (libFuzzer's output), tmp/NAME (the harness's
+TMPDIR, removed after the run).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -192,7 +194,12 @@ def run_harness(harness: Harness, *, runs: int, seconds: int, work: Path,
     if seed is not None:
         command.append(f"-seed={seed}")
     command += [str(corpus), str(seed_dir)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    # The harness's temporary files (the API harnesses' store, a -fork run's job files), in
+    # a directory removed after the run: a fork run restarts the harness process many times.
+    scratch = work / "tmp" / harness.name
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     instrumented = harness.native and native_modules is not None
     if instrumented:
@@ -238,6 +245,7 @@ def run_harness(harness: Harness, *, runs: int, seconds: int, work: Path,
     figures = parse_log(text)
     if keep_going:
         figures.update(_corpus_coverage(harness, corpus, env))
+    shutil.rmtree(scratch, ignore_errors=True)
     return {
         **figures,
         "findings": findings,
