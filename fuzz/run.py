@@ -105,7 +105,8 @@ def parse_log(text: str) -> dict[str, Any]:
 
 def report_of(text: str) -> str:
     """The lines of a replay's output that describe the finding."""
-    lines = text.splitlines()
+    lines = [line for line in text.splitlines()
+             if not line.startswith(("INFO: ", "WARNING: Failed to find function"))]
     for marker in ("=== Uncaught Python exception: ===", "=== Timeout:",
                    "ERROR: libFuzzer: out-of-memory", "ERROR: AddressSanitizer",
                    "ERROR: libFuzzer"):
