@@ -22,7 +22,8 @@ class Harness:
     rss_limit_mb: int = 2048
     #: It exercises relay._native, so it runs on the instrumented build when there is one.
     native: bool = False
-    #: Executions in the short run the test suite makes.
+    #: Executions in the short run the test suite makes (a few seconds each on a shared core;
+    #: the fast pure-Python parsers get more).
     short_runs: int = 2000
     #: A canary for the runner's own tests: not part of `all`.
     canary: bool = False
@@ -30,12 +31,12 @@ class Harness:
 
 HARNESSES: dict[str, Harness] = {h.name: h for h in (
     Harness("chunk", "fuzz.harnesses.chunk:check", max_len=8192, native=True),
-    Harness("handshake", "fuzz.harnesses.handshake:check", max_len=8192),
-    Harness("amf", "fuzz.harnesses.amf:check", max_len=4096),
+    Harness("handshake", "fuzz.harnesses.handshake:check", max_len=8192, short_runs=10000),
+    Harness("amf", "fuzz.harnesses.amf:check", max_len=4096, short_runs=20000),
     Harness("session", "fuzz.harnesses.session:check", max_len=8192, native=True),
-    Harness("flv", "fuzz.harnesses.flv:check", max_len=4096),
-    Harness("codec", "fuzz.harnesses.codec:check", max_len=4096),
-    Harness("hls", "fuzz.harnesses.hls:check", max_len=1024),
+    Harness("flv", "fuzz.harnesses.flv:check", max_len=4096, short_runs=20000),
+    Harness("codec", "fuzz.harnesses.codec:check", max_len=4096, short_runs=20000),
+    Harness("hls", "fuzz.harnesses.hls:check", max_len=1024, short_runs=20000),
     Harness("api_json", "fuzz.harnesses.api_json:check", max_len=4096, short_runs=500),
     Harness("api_query", "fuzz.harnesses.api_query:check", max_len=1024, short_runs=500),
     Harness("canary_crash", "fuzz.harnesses.canary:crash", max_len=64, canary=True),
