@@ -57,14 +57,24 @@ _ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029", ord("\\"): "\\\\"})
 def peer_text(value: object, limit: int = PEER_TEXT_LIMIT) -> str:
     """A value a peer chose, made safe for one log line or error message.
 
-    A string is cut to `limit` characters (saying how long it was) with control characters
-    and line separators escaped; any other value is named by its type only, so a hostile
-    structure (shared AMF references, deep nesting) is never walked to be printed."""
+    A string has its control characters and line separators escaped and is cut so that at
+    most `limit` characters of it are shown (an escape is never cut in half), saying how long
+    it was when it was cut; any other value is named by its type only, so a hostile structure
+    (shared AMF references, deep nesting) is never walked to be printed."""
     if isinstance(value, str):
-        shown = value[:limit].translate(_ESCAPES)
-        if len(value) > limit:
-            shown += f"...({len(value)} characters)"
-        return shown
+        if len(value) <= limit:
+            shown = value.translate(_ESCAPES)
+            if len(shown) <= limit:
+                return shown
+        kept: list[str] = []
+        room = limit
+        for char in value[:limit]:  # every character shows as one or more
+            piece = _ESCAPES.get(ord(char), char)
+            if len(piece) > room:
+                break
+            kept.append(piece)
+            room -= len(piece)
+        return f"{''.join(kept)}...({len(value)} characters)"
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
     if value is None or isinstance(value, bool | int | float):

@@ -56,8 +56,14 @@ SEGMENT_URI: Final = "{msn}.m4s"
 PART_URI: Final = "{msn}.{part}.m4s"
 MEDIA_PLAYLIST_URI: Final = "rendition.m3u8"
 
+# One spelling per resource, the one written above: [0-9] rather than \d (which takes any
+# Unicode digit), no leading zeros, and fullmatch (a `$` also matches before a final "\n").
+# Otherwise "06.m4s" or "6.m4s\n" would name segment 6 too: another URL, so another cache
+# entry, for an immutable resource, and a name the recorded route, which opens the file by
+# it, would not find.
 _RESOURCE = re.compile(
-    r"^(?:init-(?P<init>\d{1,9})\.mp4|(?P<msn>\d{1,12})(?:\.(?P<part>\d{1,6}))?\.m4s)$")
+    r"init-(?P<init>0|[1-9][0-9]{0,8})\.mp4"
+    r"|(?P<msn>0|[1-9][0-9]{0,11})(?:\.(?P<part>0|[1-9][0-9]{0,5}))?\.m4s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +76,9 @@ class ResourceName:
 
 
 def parse_resource(name: str) -> ResourceName | None:
-    """Parse an init/segment/part file name; None when it is not one of ours."""
-    match = _RESOURCE.match(name)
+    """Parse an init/segment/part file name; None when it is not one of ours, exactly as the
+    playlist writes it."""
+    match = _RESOURCE.fullmatch(name)
     if match is None:
         return None
     if match["init"] is not None:

@@ -59,7 +59,7 @@ MEDIA_CACHE: Final = "public, max-age=31536000, immutable"
 INIT_CACHE: Final = "no-cache"
 CORS: Final = {"Access-Control-Allow-Origin": "*"}
 
-_PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}\Z")  # \Z: `$` lets a final "\n" by
 _NOT_FOUND = "not found\n"
 
 #: How long a playback id lookup is reused. A deleted playback id keeps playing this long.

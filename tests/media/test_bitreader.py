@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -133,6 +135,20 @@ def test_exp_golomb_longer_than_32_bits_is_rejected() -> None:
     data = BitWriter().u(32, 0).u(1, 1).u(32, 0).trailing_bits().to_bytes()
     with pytest.raises(MediaFormatError, match="32 leading zeros"):
         BitReader(data, "SPS").ue()
+
+
+def test_an_exp_golomb_code_costs_the_same_however_much_input_follows_it() -> None:
+    # Each code used to mask all of the input left after it: an input-sized integer per code,
+    # so a 64 KiB parameter set with a few thousand codes cost ~100 ms. Measured in memory
+    # (deterministic), not time: the largest object made while reading codes.
+    reader = BitReader(b"\xff" * 65536, "SPS")
+    tracemalloc.start()
+    try:
+        assert [reader.ue() for _ in range(64)] == [0] * 64
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4096
 
 
 def test_largest_32_bit_exp_golomb_value() -> None:

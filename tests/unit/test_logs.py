@@ -61,3 +61,19 @@ def test_log_limiter_bounds_its_table() -> None:
     for i in range(100):
         limiter.info(f"cause-{i}", "line")
     assert len(limiter._causes) <= 4
+
+
+@pytest.mark.parametrize("char", ["\x01", "\u2028", "\\"])
+def test_peer_text_bounds_what_it_shows_however_it_escapes(char: str) -> None:
+    shown = peer_text(char * 1000)
+    kept = shown[:shown.index("...(")]
+    assert len(kept) <= PEER_TEXT_LIMIT
+    assert shown.endswith("(1000 characters)")
+    # Whole escapes only: what is kept is a run of complete escapes of `char`.
+    escape = char.translate({ord(char): peer_text(char)})
+    assert kept == escape * (len(kept) // len(escape))
+
+
+def test_peer_text_cuts_a_short_string_whose_escapes_are_long() -> None:
+    shown = peer_text("\x00" * 150)  # 150 characters, 600 once escaped
+    assert shown.startswith("\\x00" * 50) and shown.endswith("...(150 characters)")
