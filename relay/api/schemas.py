@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from relay.store import NewLiveStream, NewSimulcastTarget
 from relay.store.records import JSONDict, LatencyMode, PlaybackPolicy
@@ -64,8 +71,34 @@ ContinuousDuration = Annotated[
 Passthrough = Annotated[str, Field(max_length=255)]
 
 
+def _valid_unicode(value: Any) -> Any:
+    """Refuse text that cannot be stored or sent back: JSON may spell a lone UTF-16 surrogate
+    (`"\\ud800"`), which Python decodes into a string that has no UTF-8 form."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("a string holds a lone UTF-16 surrogate escape; "
+                                     "send valid Unicode") from None
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        return _valid_unicode(data)
 
 
 class Metadata(_Body):

@@ -23,6 +23,7 @@ def _owned_elsewhere(reason: str) -> pytest.MarkDecorator:
 
 CASES = [
     pytest.param("amf", "command_name_whole_in_error.bin"),
+    pytest.param("api_json", "lone_surrogate_in_a_string.bin"),
     pytest.param("hls", "resource_name_with_leading_zero.bin"),
     pytest.param("hls", "playback_id_with_final_newline.bin"),
     pytest.param("hls", "skip_value_whole_in_400_reason.bin"),

@@ -393,6 +393,24 @@ async def test_many_bad_values_give_a_bounded_answer(client: httpx.AsyncClient) 
     assert len(response.content) < 20_000
 
 
+@pytest.mark.parametrize("body", [
+    '{"passthrough": "\\ud800"}',
+    '{"new_asset_settings": {"passthrough": "a\\udfff"}}',
+    '{"meta": {"title": "\\ud83d"}}',
+])
+async def test_a_lone_surrogate_in_a_body_is_a_400(client: httpx.AsyncClient, body: str) -> None:
+    response = await client.post("/video/v1/live-streams", content=body,
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "lone UTF-16 surrogate" in error_of(response)["messages"][0]
+    # A surrogate pair is one valid character and is kept.
+    response = await client.post("/video/v1/live-streams",
+                                 content='{"passthrough": "\\ud83d\\ude00"}',
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["passthrough"] == "\U0001f600"
+
+
 async def test_get_with_json_content_type(client: httpx.AsyncClient) -> None:
     # The SDK sends Content-Type: application/json on GET, with no body.
     response = await client.get("/video/v1/live-streams",
