@@ -3,7 +3,7 @@ splits, growth feedback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 #: An error text a peer can cause is logged (as a close reason, or the first malformed media
 #: of a session): longer than this, it carries more of the peer's bytes than a log line should.
@@ -92,3 +92,19 @@ def growth_feedback(amount: int) -> None:
         pass
     if amount >= 1 << 24:
         pass
+
+
+def copy_in(get_buffer: Callable[[int], memoryview], buffer_updated: Callable[[int], None],
+            piece: bytes) -> None:
+    """Hand `piece` to a buffered protocol the way asyncio does: into the buffers it offers
+    (`get_buffer`), announced with `buffer_updated`, for as many reads as that takes."""
+    offset = 0
+    while offset < len(piece):
+        view = get_buffer(len(piece) - offset)
+        n = min(len(view), len(piece) - offset)
+        if n == 0:
+            raise Finding("get_buffer offered 0 bytes without raising")
+        view[:n] = piece[offset : offset + n]
+        view.release()
+        buffer_updated(n)
+        offset += n

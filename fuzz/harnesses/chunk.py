@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fuzz.common import Finding, pieces, split_input
+from fuzz.common import Finding, copy_in, pieces, split_input
 from relay._native.rtmp_chunk import (
     DEFAULT_MAX_BUFFERED,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -38,22 +38,6 @@ class Outcome:
     error: str | None
 
 
-def _hand_in(demuxer: ChunkDemuxer, piece: bytes, via_buffer: bool) -> None:
-    if not via_buffer:
-        demuxer.feed(piece)
-        return
-    offset = 0
-    while offset < len(piece):
-        view = demuxer.get_buffer(len(piece) - offset)
-        n = min(len(view), len(piece) - offset)
-        if n == 0:
-            raise Finding("get_buffer offered 0 bytes without raising")
-        view[:n] = piece[offset : offset + n]
-        view.release()
-        demuxer.buffer_updated(n)
-        offset += n
-
-
 def _demux(stream_pieces: list[bytes], max_message: int, max_buffered: int,
            via_buffer: bool) -> Outcome:
     demuxer = ChunkDemuxer(max_message_size=max_message, max_buffered=max_buffered)
@@ -62,7 +46,10 @@ def _demux(stream_pieces: list[bytes], max_message: int, max_buffered: int,
     try:
         for piece in stream_pieces:
             try:
-                _hand_in(demuxer, piece, via_buffer)
+                if via_buffer:
+                    copy_in(demuxer.get_buffer, demuxer.buffer_updated, piece)
+                else:
+                    demuxer.feed(piece)
             except ChunkError as exc:
                 # Input over max_buffered is refused and changes nothing (the server closes
                 # the connection); the demuxer itself has not failed.

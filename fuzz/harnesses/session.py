@@ -17,7 +17,7 @@ timeout or out-of-memory), and the checks of the `flv` harness on every media me
 
 from __future__ import annotations
 
-from fuzz.common import Finding, check_reason, growth_feedback, pieces, split_input
+from fuzz.common import Finding, check_reason, copy_in, growth_feedback, pieces, split_input
 from fuzz.harnesses.flv import check_tag
 from relay._native.rtmp_chunk import ChunkError
 from relay.media.timestamps import TimestampUnwrapper
@@ -40,22 +40,6 @@ def _random(n: int) -> bytes:
     return bytes(n)
 
 
-def _feed(session: ServerSession, piece: bytes, via_buffer: bool) -> None:
-    if not via_buffer:
-        session.receive_data(piece)
-        return
-    offset = 0
-    while offset < len(piece):
-        view = session.get_buffer(len(piece) - offset)
-        n = min(len(view), len(piece) - offset)
-        if n == 0:
-            raise Finding("get_buffer offered 0 bytes without raising")
-        view[:n] = piece[offset : offset + n]
-        view.release()
-        session.buffer_updated(n)
-        offset += n
-
-
 def check(data: bytes) -> None:
     flags, lengths, stream = split_input(data)
     refuse, via_buffer = bool(flags & 1), bool(flags & 2)
@@ -68,7 +52,10 @@ def check(data: bytes) -> None:
     try:
         for piece in pieces(stream, lengths):
             try:
-                _feed(session, piece, via_buffer)
+                if via_buffer:
+                    copy_in(session.get_buffer, session.buffer_updated, piece)
+                else:
+                    session.receive_data(piece)
             except (ChunkError, RemoteProtocolError) as exc:
                 check_reason(exc)
                 return

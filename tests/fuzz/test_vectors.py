@@ -1,8 +1,6 @@
 """Every finding of the fuzz harnesses, replayed: each input under tests/vectors/fuzz/HARNESS/
 goes through its harness's `check` (in process, without atheris), which raises on the
-finding. A finding whose code belongs to another change is marked xfail(strict=True) with
-the reason; when that change lands, the test passes, strict xfail turns that into a failure,
-and the mark comes off. tests/vectors/fuzz/README.md tells each vector's story.
+finding. tests/vectors/fuzz/README.md tells each vector's story.
 """
 
 from __future__ import annotations
@@ -15,10 +13,6 @@ import pytest
 from fuzz.harnesses import HARNESSES
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "fuzz"
-
-
-def _owned_elsewhere(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
 CASES = [
