@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from urllib.parse import urlencode
 
 import pytest
 
@@ -14,11 +15,13 @@ needs_ffmpeg = pytest.mark.skipif(
 
 
 def ffmpeg_publish(url: str, seconds: float, *, size: str = "320x240", rate: int = 30,
-                   gop: int = 30, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+                   gop: int = 30, extra: tuple[str, ...] = (),
+                   muxer: str = "flv") -> subprocess.Popen[str]:
     """Start ffmpeg pushing `seconds` of testsrc2 + a sine tone, in real time, to `url`.
 
     libx264 with zerolatency and a GOP of `gop` frames, AAC audio: what a streaming
-    encoder sends. stderr is captured for assertions on ffmpeg's own error messages."""
+    encoder sends; FLV for RTMP(S), `muxer="mpegts"` for SRT. stderr is captured for
+    assertions on ffmpeg's own error messages."""
     assert FFMPEG is not None
     args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
@@ -26,7 +29,7 @@ def ffmpeg_publish(url: str, seconds: float, *, size: str = "320x240", rate: int
             "-t", str(seconds),
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
             "-g", str(gop), "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "64k", *extra, "-f", "flv", url]
+            "-c:a", "aac", "-b:a", "64k", *extra, "-f", muxer, url]
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
@@ -40,3 +43,15 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, st
         _, err = process.communicate()
         raise AssertionError(f"ffmpeg did not finish in {timeout}s:\n{err}") from None
     return process.returncode, err
+
+
+def srt_url(base: str, stream_key: str, passphrase: str | None, *,
+            access_control: bool = False) -> str:
+    """The URL an SRT encoder pushes to, as Mux documents it: `srt://HOST:PORT?streamid=KEY&
+    passphrase=PASS` (ffmpeg's srt protocol; `latency` would be in microseconds there).
+    `access_control` spells the streamid in SRT's access-control form instead of plainly."""
+    streamid = f"#!::r={stream_key},m=publish" if access_control else stream_key
+    query = {"streamid": streamid, "pkt_size": "1316"}
+    if passphrase is not None:
+        query["passphrase"] = passphrase
+    return f"{base}?{urlencode(query)}"

@@ -41,6 +41,7 @@ class RelayProcess:
             env["RELAY_TOKEN_ID"], env["RELAY_TOKEN_SECRET"] = self.token
         args = [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1",
                 "--http-port", "0", "--metrics-port", "0", "--rtmp-port", "0",
+                "--srt-port", "0",
                 "--data-dir", str(self.data_dir), *self.extra_args]
         self._proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, text=True)

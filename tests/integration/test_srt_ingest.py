@@ -1,0 +1,218 @@
+"""Encoders push SRT to `relay serve`; the API, the events and the HLS output show the session.
+
+Real peers only: the relay runs as a subprocess on free ports; ffmpeg (Debian's package, built
+with libsrt) pushes H.264 + AAC in MPEG-TS in caller mode with the stream's passphrase, the way
+Mux documents SRT ingest; `srt-live-transmit` (Debian's srt-tools) is a second client that
+knows nothing about media: it carries a TS file ffmpeg wrote; ffprobe decodes what Relay serves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg, srt_url
+from tests.integration.relay_process import RelayProcess
+from tests.integration.test_rtmp_ingest import (
+    TOKEN,
+    api,
+    create_stream,
+    events,
+    get_stream,
+    wait_status,
+    wait_until,
+)
+
+SRT_LIVE_TRANSMIT = shutil.which("srt-live-transmit")
+FFPROBE = shutil.which("ffprobe")
+
+pytestmark = [needs_ffmpeg,
+              pytest.mark.skipif(FFPROBE is None, reason="ffprobe is not installed")]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def relay(data_dir: Path) -> Iterator[RelayProcess]:
+    process = RelayProcess(data_dir, token=TOKEN).start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log
+
+
+def push(relay: RelayProcess, stream: dict[str, Any], seconds: float, *,
+         passphrase: str | None = "", key: str | None = None,
+         access_control: bool = False) -> subprocess.Popen[str]:
+    """ffmpeg pushing `seconds` over SRT; `passphrase=""` means the stream's own."""
+    phrase = stream["srt_passphrase"] if passphrase == "" else passphrase
+    url = srt_url(relay.urls["srt"], key or stream["stream_key"], phrase,
+                  access_control=access_control)
+    return ffmpeg_publish(url, seconds, muxer="mpegts")
+
+
+def probe(url: str) -> dict[str, Any]:
+    assert FFPROBE is not None
+    result = subprocess.run(
+        [FFPROBE, "-v", "error", "-show_streams", "-show_format", "-of", "json", url],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def codecs(info: dict[str, Any]) -> set[str]:
+    return {s["codec_name"] for s in info["streams"]}
+
+
+def test_ffmpeg_publishes_over_srt_plays_and_records(relay: RelayProcess,
+                                                     data_dir: Path) -> None:
+    stream = create_stream(relay, reconnect_window=1)
+    encoder = push(relay, stream, seconds=6)
+    wait_status(relay, stream["id"], "active", timeout=30)
+    live = get_stream(relay, stream["id"])
+    assert live["active_ingest_protocol"] == "srt"
+    asset_id = live["active_asset_id"]
+    playback_id = stream["playback_ids"][0]["id"]
+    info = probe(f"{relay.http_url}/{playback_id}.m3u8")
+    assert codecs(info) == {"h264", "aac"}, info
+    video = next(s for s in info["streams"] if s["codec_name"] == "h264")
+    assert (video["width"], video["height"]) == (320, 240)
+    code, err = finish(encoder)
+    assert code == 0, err
+    wait_status(relay, stream["id"], "idle", timeout=30)
+    with api(relay) as client:
+        asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
+    assert asset["status"] == "ready" and asset["ingest_type"] == "live_srt", asset
+    assert 4 <= asset["duration"] <= 8, asset
+    recorded = probe(f"{relay.http_url}/{asset['playback_ids'][0]['id']}.m3u8")
+    assert codecs(recorded) == {"h264", "aac"}
+    assert 4 <= float(recorded["format"]["duration"]) <= 8, recorded["format"]
+    assert events(data_dir, stream["id"])[:5] == [
+        "video.live_stream.created", "video.live_stream.connected", "video.asset.created",
+        "video.live_stream.recording", "video.live_stream.active"]
+
+
+def test_access_control_streamid_is_accepted(relay: RelayProcess) -> None:
+    stream = create_stream(relay)
+    encoder = push(relay, stream, seconds=30, access_control=True)
+    try:
+        wait_status(relay, stream["id"], "active", timeout=30)
+    finally:
+        encoder.kill()
+        finish(encoder)
+
+
+@pytest.mark.parametrize("case", ["wrong-passphrase", "no-passphrase", "unknown-key"])
+def test_refused_callers_fail(relay: RelayProcess, case: str) -> None:
+    stream = create_stream(relay)
+    if case == "wrong-passphrase":
+        encoder = push(relay, stream, seconds=5, passphrase="not-the-passphrase-0123456789")
+    elif case == "no-passphrase":
+        encoder = push(relay, stream, seconds=5, passphrase=None)
+    else:
+        encoder = push(relay, stream, seconds=5, key="no-such-key-0123456789abcdef")
+    code, err = finish(encoder)
+    assert code != 0, err
+    assert get_stream(relay, stream["id"])["status"] == "idle"
+    if case == "unknown-key":
+        # The rejection reason travels in the SRT handshake; ffmpeg reports it.
+        assert "reject" in err.lower(), err
+
+
+def test_disabled_stream_and_second_publisher_are_refused(relay: RelayProcess) -> None:
+    stream = create_stream(relay)
+    first = push(relay, stream, seconds=60)
+    try:
+        wait_status(relay, stream["id"], "active", timeout=30)
+        second = push(relay, stream, seconds=5)
+        code, err = finish(second)
+        assert code != 0, err
+        assert get_stream(relay, stream["id"])["status"] == "active"
+        with api(relay) as client:
+            response = client.put(f"/video/v1/live-streams/{stream['id']}/disable")
+            assert response.status_code == 200, response.text
+        # Disabling ends the session: the first encoder loses its connection.
+        code, err = finish(first, timeout=30)
+        wait_status(relay, stream["id"], "disabled", timeout=30)
+        third = push(relay, stream, seconds=5)
+        code, err = finish(third)
+        assert code != 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            finish(first)
+
+
+def test_reconnect_inside_the_window_keeps_the_asset(relay: RelayProcess,
+                                                     data_dir: Path) -> None:
+    stream = create_stream(relay, reconnect_window=30)
+    first = push(relay, stream, seconds=4)
+    wait_status(relay, stream["id"], "active", timeout=30)
+    asset_id = get_stream(relay, stream["id"])["active_asset_id"]
+    assert finish(first)[0] == 0
+    second = push(relay, stream, seconds=4)
+    wait_until(lambda: "video.live_stream.connected"
+               in events(data_dir, stream["id"])[5:], 30, "the second connection")
+    assert finish(second)[0] == 0
+    live = get_stream(relay, stream["id"])
+    assert live["active_asset_id"] == asset_id, live
+    with api(relay) as client:
+        response = client.put(f"/video/v1/live-streams/{stream['id']}/complete")
+        assert response.status_code == 200, response.text
+    wait_status(relay, stream["id"], "idle", timeout=30)
+    with api(relay) as client:
+        asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
+    assert asset["status"] == "ready" and len(asset["recording_times"]) == 2, asset
+    assert events(data_dir, stream["id"]).count("video.asset.created") == 1
+
+
+@pytest.mark.skipif(SRT_LIVE_TRANSMIT is None, reason="srt-live-transmit is not installed")
+def test_srt_live_transmit_carries_a_ts_file(relay: RelayProcess, tmp_path: Path) -> None:
+    """A client that is not an encoder: srt-live-transmit sends TS that ffmpeg wrote to a file,
+    paced by ffmpeg reading it in real time (`-re ... -c copy -f mpegts -` into its stdin)."""
+    assert FFMPEG is not None and SRT_LIVE_TRANSMIT is not None
+    source = tmp_path / "source.ts"
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=48000", "-t", "6", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac",
+         "-f", "mpegts", str(source)], check=True, timeout=60)
+    stream = create_stream(relay)
+    host_port = relay.urls["srt"].removeprefix("srt://")
+    target = (f"srt://{host_port}?streamid={stream['stream_key']}"
+              f"&passphrase={stream['srt_passphrase']}")
+    pacer = subprocess.Popen(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(source),
+         "-c", "copy", "-f", "mpegts", "-"], stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL)
+    sender = subprocess.Popen([SRT_LIVE_TRANSMIT, "-q", "file://con", target],
+                              stdin=pacer.stdout, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    assert pacer.stdout is not None
+    pacer.stdout.close()
+    try:
+        wait_status(relay, stream["id"], "active", timeout=30)
+        assert get_stream(relay, stream["id"])["active_ingest_protocol"] == "srt"
+    finally:
+        pacer.kill()
+        pacer.wait(30)
+        sender.kill()
+        sender.communicate(timeout=30)
+
+
+def test_relay_names_the_srt_listener(relay: RelayProcess) -> None:
+    assert relay.urls["srt"].startswith("srt://127.0.0.1:")
+    assert any("libsrt" in line for line in relay.lines), relay.log
+    with httpx.Client(base_url=relay.http_url) as client:
+        assert client.get("/readyz").status_code == 200
