@@ -32,6 +32,11 @@ class RelayProcess:
         self._reader: threading.Thread | None = None
 
     @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def http_url(self) -> str:
         return self.urls["http"]
 

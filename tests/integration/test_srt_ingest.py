@@ -216,3 +216,34 @@ def test_relay_names_the_srt_listener(relay: RelayProcess) -> None:
     assert any("libsrt" in line for line in relay.lines), relay.log
     with httpx.Client(base_url=relay.http_url) as client:
         assert client.get("/readyz").status_code == 200
+
+
+GST_LAUNCH = shutil.which("gst-launch-1.0")
+
+
+@pytest.mark.skipif(GST_LAUNCH is None, reason="GStreamer is not installed (make test does)")
+def test_gstreamer_srtsink_publishes(relay: RelayProcess) -> None:
+    """A third, independent encoder: GStreamer's x264enc + voaacenc, its own MPEG-TS muxer
+    (mpegtsmux) and its own SRT element (srtsink, libsrt's GnuTLS build)."""
+    assert GST_LAUNCH is not None
+    stream = create_stream(relay)
+    host_port = relay.urls["srt"].removeprefix("srt://")
+    pipeline = (
+        "videotestsrc is-live=true num-buffers=600 "
+        "! video/x-raw,width=320,height=240,framerate=30/1 "
+        "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 "
+        "! h264parse ! queue ! mpegtsmux name=mux alignment=7 "
+        f"! srtsink uri=srt://{host_port} streamid={stream['stream_key']} "
+        f"passphrase={stream['srt_passphrase']} pbkeylen=16 "
+        "audiotestsrc is-live=true ! audio/x-raw,rate=48000,channels=2 "
+        "! audioconvert ! voaacenc ! aacparse ! queue ! mux.")
+    sender = subprocess.Popen([GST_LAUNCH, "-q", "-e", *pipeline.split()],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_status(relay, stream["id"], "active", timeout=40)
+        playback_id = stream["playback_ids"][0]["id"]
+        assert codecs(probe(f"{relay.http_url}/{playback_id}.m3u8")) == {"h264", "aac"}
+    finally:
+        sender.kill()
+        sender.communicate(timeout=30)
