@@ -184,8 +184,8 @@ def split_adts(data):
     started there (corrupt or lost data); they are inside `data[:consumed]`.
 
     A header is taken as valid when it has the 12-bit syncword, layer 0, a samplingFrequency
-    Index below 13 and an aac_frame_length longer than the header itself; the CRC is not
-    checked (the ISO BMFF sample carries none, and a decoder checks the AAC payload itself).
+    Index below 13, an aac_frame_length longer than the header itself and, when the bytes are
+    there, the next frame's syncword right after the frame; the CRC is not checked (the ISO BMFF sample carries none, and a decoder checks the AAC payload itself).
     """
     cdef Py_buffer view
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -230,6 +230,18 @@ cdef object _split_adts(const uint8_t* p, Py_ssize_t size):
             continue
         if frame_length > left:
             break  # complete in a later payload
+        # A header inside corrupt data can look valid; frames follow one another, so when the
+        # bytes after this one are here they must start the next header (what ffmpeg's ADTS
+        # probe checks too). A false one costs a byte of scanning, not a bogus frame.
+        if frame_length + 1 < left and (p[pos + frame_length] != 0xFF
+                                        or p[pos + frame_length + 1] & 0xF6 != 0xF0):
+            skipped += 1
+            pos += 1
+            continue
+        if frame_length + 1 == left and p[pos + frame_length] != 0xFF:
+            skipped += 1
+            pos += 1
+            continue
         header = ((<unsigned int>(p[pos + 2] >> 6) << 9) | (sampling_index << 5)
                   | (<unsigned int>(((p[pos + 2] & 0x01) << 2) | (p[pos + 3] >> 6)) << 2)
                   | (p[pos + 6] & 0x03))
