@@ -36,6 +36,7 @@ HARNESSES: dict[str, Harness] = {h.name: h for h in (
     Harness("session", "fuzz.harnesses.session:check", max_len=8192, native=True),
     Harness("flv", "fuzz.harnesses.flv:check", max_len=4096, short_runs=20000),
     Harness("codec", "fuzz.harnesses.codec:check", max_len=4096, short_runs=20000),
+    Harness("elementary", "fuzz.harnesses.elementary:check", max_len=16384, native=True),
     Harness("hls", "fuzz.harnesses.hls:check", max_len=1024, short_runs=20000),
     Harness("api_json", "fuzz.harnesses.api_json:check", max_len=4096, short_runs=500),
     Harness("api_query", "fuzz.harnesses.api_query:check", max_len=1024, short_runs=500),
