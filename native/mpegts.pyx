@@ -4,7 +4,8 @@ Theory of operation. feed() reads 188-byte transport packets (2.4.3.2) straight 
 buffer; only a trailing partial packet (at most 188 bytes) is copied, into `carry`, and is read
 with the start of the next feed(). A packet must start with the sync byte 0x47; when one does not,
 sync is lost (counted in `resyncs`) and the demuxer searches for a 0x47 that is repeated 188 bytes
-later, which is where it resumes. Every PES in progress is marked `discontinuity` then, since the
+later, which is where it resumes; the first sync of a stream is found the same way (counted only
+when bytes had to be skipped). Every PES in progress is marked `discontinuity` then, since the
 skipped bytes may have held its packets.
 
 PIDs are looked up in one 8192-entry table (`pid_kind`): PID 0 carries the PAT, whose first
@@ -218,6 +219,10 @@ cdef class TsDemuxer:
         self.pid_kind[PID_PAT] = KIND_PAT
         self.pmt_pid = -1
         self.program_number = -1
+        # Sync is first acquired like a lost one, on a 0x47 repeated 188 bytes later: a stream
+        # may start mid-packet (a caller joining a multicast, a listener that missed the start).
+        self.lost = True
+        self.acquiring = True
         for slot in range(STREAMS_MAX):
             wb_init(&self.streams[slot].pes)
         self.events = []
@@ -297,6 +302,9 @@ cdef class TsDemuxer:
         cdef int slot
         self.events = []
         try:
+            if self.carry_len == TS_PACKET_SIZE and self.carry[0] == TS_SYNC_BYTE:
+                # A last packet whose successor never came to confirm its sync byte.
+                self.packet(self.carry)
             self.carry_len = 0
             for slot in range(self.nstreams):
                 self.pes_finish(&self.streams[slot])
@@ -319,6 +327,7 @@ cdef class TsDemuxer:
                     return pos
                 # 2.4.3.2: not a sync byte where a packet should start.
                 self.lost = True
+                self.skipped = True
                 self.resyncs += 1
                 for slot in range(self.nstreams):
                     if self.streams[slot].active:
@@ -327,14 +336,22 @@ cdef class TsDemuxer:
             while True:
                 hit = <const uint8_t*>memchr(buf + pos, TS_SYNC_BYTE, <size_t>(end - pos))
                 if hit == NULL:
+                    self.skipped = self.skipped or pos < end
                     return end
+                self.skipped = self.skipped or hit != buf + pos
                 pos = hit - buf
                 if pos + TS_PACKET_SIZE >= end:
                     return pos  # undecided until more bytes arrive; kept (<= 188 bytes)
                 if buf[pos + TS_PACKET_SIZE] == TS_SYNC_BYTE:
-                    self.lost = False
                     break
+                self.skipped = True
                 pos += 1
+            self.lost = False
+            if self.acquiring:
+                # The first sync of the stream: a resync only if bytes had to be skipped.
+                self.acquiring = False
+                if self.skipped:
+                    self.resyncs += 1
 
     cdef int packet(self, const uint8_t* p) except -1:
         cdef uint8_t b1 = p[1]

@@ -79,6 +79,8 @@ cdef class TsDemuxer:
     cdef uint8_t carry[TS_PACKET_SIZE]   # input kept for the next feed(): a partial packet
     cdef Py_ssize_t carry_len            # bytes in carry
     cdef bint lost                       # sync lost: searching for 0x47 repeated at +188
+    cdef bint acquiring                  # the first sync of the stream is being searched for
+    cdef bint skipped                    # bytes were skipped while acquiring
     cdef uint8_t pid_kind[PID_COUNT]     # 0 other, 1 PAT, 2 PMT, 3 + slot for an ES
     cdef int pmt_pid                     # PID of the first program's PMT, -1 until a PAT
     cdef int program_number              # its program_number
