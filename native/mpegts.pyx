@@ -636,6 +636,8 @@ cdef class TsDemuxer:
             self.pes_finish(&self.streams[slot])
             wb_free(&self.streams[slot].pes)
             self.pid_kind[self.streams[slot].pid] = KIND_OTHER
+        if self.program_seen:
+            self.events.append(ProgramChanged(()))  # the streams are gone until the next PMT
         self.nstreams = 0
         self.program_seen = False
         self.pmt.have_crc = False

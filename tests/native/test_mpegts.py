@@ -465,3 +465,16 @@ def test_defaults_and_misuse() -> None:
         demuxer.feed(memoryview(b"abcdef")[::2])
     assert "data=<3 bytes>" in repr(PesPacket(1, 2, 3, 4, True, False, b"abc"))
     assert repr(ProgramChanged(((256, 0x1B),))) == "ProgramChanged(streams=((256, 0x1b)))"
+
+
+def test_a_pat_moving_the_pmt_onto_a_stream_pid_clears_the_program() -> None:
+    writer = TsWriter()
+    head = av_program(writer)
+    video = writer.pes(VIDEO_PID, pes(VIDEO_ID, b"v" * 300, pts=1, unbounded=True))
+    moved = writer.psi(PAT_PID, pat_section(pmt_pid=VIDEO_PID, version=1))
+    new_pmt = writer.psi(VIDEO_PID, pmt_section([(AUDIO_PID, AAC_ADTS)]))
+    events, demuxer = demux(head + video + moved + new_pmt)
+    assert [e.streams if isinstance(e, ProgramChanged) else e.data for e in events] == [
+        ((VIDEO_PID, H264), (AUDIO_PID, AAC_ADTS)), b"v" * 300, (),
+        ((AUDIO_PID, AAC_ADTS),)]
+    assert demuxer.program == ((AUDIO_PID, AAC_ADTS),)
