@@ -3,9 +3,10 @@
 Nothing here is committed as binary: each run writes the seeds fresh from
 `tests/vectors/rtmp/*.bin`, `tests/vectors/rtmp/*.amf0`, `tests/vectors/mpegts/*.ts` and
 `tests/vectors/media/*.flv` (the tag bodies and decoder configuration records inside them), plus
-a few hand-built inputs for forms no vector carries (AMF3, references, Enhanced RTMP audio and AV1, HE-AAC, every RTMP
-chunk header format, HLS requests, API bodies). Dictionaries are taken from the code's own
-names (commands in the session's transition table, API field names), so they follow it.
+a few hand-built inputs for forms no vector carries (AMF3, references, Enhanced RTMP audio and
+AV1, HE-AAC, every RTMP chunk header format, HLS requests, API bodies). Dictionaries are taken
+from the code's own names (commands in the session's transition table, API field names), so
+they follow it.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def outcome_feedback(events: list[Event], counters: tuple[int, ...]) -> None:
             continue
         if event.pts < 0:
             pass
-        elif event.dts != event.pts:
+        if event.dts != event.pts:
             pass
         if event.random_access:
             pass
