@@ -1,12 +1,13 @@
 """Seed corpora and dictionaries for the harnesses, made from the captured vectors.
 
 Nothing here is committed as binary: each run writes the seeds fresh from
-`tests/vectors/rtmp/*.bin`, `tests/vectors/rtmp/*.amf0`, `tests/vectors/media/*.flv` (the
-tag bodies and decoder configuration records inside them) and `tests/vectors/elementary/`
-(access units and ADTS frames as PES records), plus a few hand-built inputs for
-forms no vector carries (AMF3, references, Enhanced RTMP audio and AV1, HE-AAC, every RTMP
-chunk header format, HLS requests, API bodies). Dictionaries are taken from the code's own
-names (commands in the session's transition table, API field names), so they follow it.
+`tests/vectors/rtmp/*.bin`, `tests/vectors/rtmp/*.amf0`, `tests/vectors/mpegts/*.ts`,
+`tests/vectors/media/*.flv` (the tag bodies and decoder configuration records inside them) and
+`tests/vectors/elementary/` (access units and ADTS frames as PES records), plus a few
+hand-built inputs for forms no vector carries (AMF3, references, Enhanced RTMP audio and AV1,
+HE-AAC, every RTMP chunk header format, HLS requests, API bodies). Dictionaries are taken from
+the code's own names (commands in the session's transition table, API field names), so they
+follow it.
 """
 
 from __future__ import annotations
@@ -388,11 +389,32 @@ def api_query_seeds() -> Seeds:
     }
 
 
+def ts_seeds() -> Seeds:
+    """The heads of ffmpeg's TS vectors (PAT, PMT, the first PES), whole, split, under small
+    limits, and with the faults the demuxer survives: garbage, a lost packet, a bad CRC."""
+    seeds: Seeds = {}
+    for path in sorted((VECTORS / "mpegts").glob("*.ts")):
+        head = path.read_bytes()[: 80 * 188]
+        stem = path.stem
+        seeds[f"{stem}_whole"] = b"\x00\x00" + head
+        seeds[f"{stem}_small_limits"] = b"\x01\x00" + head
+        seeds[f"{stem}_split_views"] = b"\x02\x03\x00\xbb\x60" + head
+        seeds[f"{stem}_bytewise"] = b"\x00\x01\x00" + head[: 20 * 188]
+        seeds[f"{stem}_garbage"] = b"\x00\x00" + b"\x47\x00" * 3 + head[:1000] + b"\x47" \
+            + head[1000:]
+        seeds[f"{stem}_lost_packet"] = b"\x00\x00" + head[: 5 * 188] + head[6 * 188 :]
+        bad_crc = bytearray(head)
+        bad_crc[188 + 30] ^= 0xFF  # inside the PMT (the second packet)
+        seeds[f"{stem}_bad_pmt"] = b"\x00\x00" + bytes(bad_crc)
+    return seeds
+
+
 SEEDS: dict[str, Callable[[], Seeds]] = {
     "chunk": chunk_seeds,
     "handshake": handshake_seeds,
     "amf": amf_seeds,
     "session": session_seeds,
+    "ts": ts_seeds,
     "flv": flv_seeds,
     "codec": codec_seeds,
     "elementary": elementary_seeds,
@@ -438,6 +460,12 @@ DICTIONARIES: dict[str, Callable[[], list[bytes]]] = {
     "api_query": lambda: [b"limit=", b"page=", b"status=", b"stream_key=", b"idle", b"active",
                           b"disabled", b"&", *_EDGE_INTEGERS],
     "flv": lambda: [b"avc1", b"hvc1", b"av01", b"vp09", b"mp4a"],
+    # Sync byte, packet headers of the PAT and a payload start, PES start codes (video, audio,
+    # padding), the PAT/PMT table ids with their section_syntax_indicator, stream types.
+    "ts": lambda: [b"\x47", b"\x47\x40\x00\x10", b"\x47\x41\x00\x30", b"\x00\x00\x01\xe0",
+                   b"\x00\x00\x01\xc0", b"\x00\x00\x01\xbe", b"\x00\xb0", b"\x02\xb0",
+                   b"\x80\xc0\x0a", b"\x1b\xe1\x00", b"\x24\xe1\x00", b"\x0f\xe1\x01",
+                   b"\xff\xff\xff\xff"],
 }
 
 

@@ -34,6 +34,7 @@ HARNESSES: dict[str, Harness] = {h.name: h for h in (
     Harness("handshake", "fuzz.harnesses.handshake:check", max_len=8192, short_runs=10000),
     Harness("amf", "fuzz.harnesses.amf:check", max_len=4096, short_runs=20000),
     Harness("session", "fuzz.harnesses.session:check", max_len=8192, native=True),
+    Harness("ts", "fuzz.harnesses.ts:check", max_len=16384, native=True, short_runs=5000),
     Harness("flv", "fuzz.harnesses.flv:check", max_len=4096, short_runs=20000),
     Harness("codec", "fuzz.harnesses.codec:check", max_len=4096, short_runs=20000),
     Harness("elementary", "fuzz.harnesses.elementary:check", max_len=16384, native=True),
