@@ -157,9 +157,9 @@ class IngestRegistry:
         # The key cache, complete once load_keys() has run: sha256(stream key) -> entry.
         # Looking keys up by their digest keeps the comparison of the secret itself to one
         # constant-time compare_digest. Mutated only on the event loop's thread; peek()
-        # reads it from others (see there). About 410 bytes per stream (`_KeyEntry`,
-        # its strings, the digest, two dict slots; measured by tests/streams/
-        # test_key_cache.py): 100,000 streams hold about 41 MB.
+        # reads it from others (see there). About 450 bytes per stream (`_KeyEntry`,
+        # its strings, the digest, two dict slots; benchmarks/srt_admission.py): 100,000
+        # streams hold about 45 MB.
         self._keys: dict[bytes, _KeyEntry] = {}
         # stream id -> the digest its entry is under, so a change finds it without a scan.
         self._digest_of: dict[str, bytes] = {}

@@ -271,7 +271,7 @@ def test_peek_from_another_thread_while_the_loop_changes_the_cache() -> None:
 
 
 def test_the_cache_costs_under_a_kilobyte_per_stream() -> None:
-    """The cost noted in IngestRegistry.__init__ (about 410 bytes per stream), with the
+    """The cost noted in IngestRegistry.__init__ (about 450 bytes per stream), with the
     lengths of real ids, keys and passphrases (relay.ids)."""
     from relay.ids import new_object_id, new_srt_passphrase, new_stream_key
 
