@@ -53,7 +53,8 @@ class PublishRefused(Exception):
 
 
 class StreamChange(StrEnum):
-    """What the API did to a stream, as far as its live session is concerned."""
+    """What the API did to a stream, as far as ingest is concerned (its live session and
+    the stream-key cache)."""
 
     CREATED = "created"
     UPDATED = "updated"
