@@ -1,15 +1,18 @@
 """Seed corpora and dictionaries for the harnesses, made from the captured vectors.
 
 Nothing here is committed as binary: each run writes the seeds fresh from
-`tests/vectors/rtmp/*.bin`, `tests/vectors/rtmp/*.amf0` and `tests/vectors/media/*.flv` (the
-tag bodies and decoder configuration records inside them), plus a few hand-built inputs for
-forms no vector carries (AMF3, references, Enhanced RTMP audio and AV1, HE-AAC, every RTMP
-chunk header format, HLS requests, API bodies). Dictionaries are taken from the code's own
-names (commands in the session's transition table, API field names), so they follow it.
+`tests/vectors/rtmp/*.bin`, `tests/vectors/rtmp/*.amf0`, `tests/vectors/mpegts/*.ts`,
+`tests/vectors/media/*.flv` (the tag bodies and decoder configuration records inside them) and
+`tests/vectors/elementary/` (access units and ADTS frames as PES records), plus a few
+hand-built inputs for forms no vector carries (AMF3, references, Enhanced RTMP audio and AV1,
+HE-AAC, every RTMP chunk header format, HLS requests, API bodies). Dictionaries are taken from
+the code's own names (commands in the session's transition table, API field names), so they
+follow it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Callable, Iterator
@@ -274,6 +277,53 @@ def codec_seeds() -> Seeds:
     return seeds
 
 
+def _pes_record(kind: int, payload: bytes, pts: int | None = None, *,
+                discontinuity: bool = False) -> bytes:
+    """One record of the elementary harness (fuzz/harnesses/elementary.py)."""
+    header = kind | (0x04 if pts is not None else 0) | (0x08 if discontinuity else 0)
+    if pts is not None:
+        payload = (pts >> 1).to_bytes(4, "big") + bytes(((pts & 1) << 7,)) + payload
+    return bytes((header,)) + len(payload).to_bytes(2, "big") + payload
+
+
+def elementary_seeds() -> Seeds:
+    """The first access units of the elementary-stream vectors (the first holds the keyframe
+    and its parameter sets), ADTS frames split across PES, program changes, and scanner
+    inputs, as records of the elementary harness."""
+    seeds: Seeds = {}
+    directory = VECTORS / "elementary"
+    for name, hevc in (("h264_320x180_30fps.h264", False), ("hevc_320x180_30fps.hevc", True)):
+        stream = (directory / name).read_bytes()
+        # Access units (H.264 7.4.1.2.3, H.265 7.4.2.4.4): after a picture's slices, a
+        # parameter set, SEI or the next picture's first slice starts the next one.
+        cuts = [0]
+        seen_vcl = False
+        pos = stream.find(b"\x00\x00\x00\x01", 4)
+        while pos > 0 and len(cuts) < 5:
+            header = stream[pos + 4]
+            nal_type = (header >> 1) & 0x3F if hevc else header & 0x1F
+            vcl = nal_type < 32 if hevc else 1 <= nal_type <= 5
+            first_slice = stream[pos + 6] & 0x80 if hevc else stream[pos + 5] & 0x80
+            prefix = nal_type in ((32, 33, 34, 39) if hevc else (6, 7, 8, 9))
+            if seen_vcl and (prefix or (vcl and first_slice)):
+                cuts.append(pos)
+                seen_vcl = False
+            seen_vcl |= vcl
+            pos = stream.find(b"\x00\x00\x00\x01", pos + 4)
+        records = b"".join(_pes_record(0, stream[a:b], 3000 * index)
+                           for index, (a, b) in enumerate(itertools.pairwise(cuts)))
+        seeds[name.replace(".", "_")] = bytes((int(hevc),)) + records
+    audio = (directory / "aac_48k_stereo.aac").read_bytes()[:2000]
+    seeds["aac_pes"] = b"\x00" + b"".join(
+        _pes_record(1, audio[i : i + 700], 1920 * i // 300 if i % 1400 == 0 else None)
+        for i in range(0, len(audio), 700))
+    seeds["program_change"] = (b"\x00" + _pes_record(2, b"\x01\x00\x1b\x01\x01\x0f")
+                               + _pes_record(2, b"\x01\x00\x24\x01\x01\x06"))
+    seeds["scanners"] = b"\x00" + _pes_record(3, audio[:600]) + _pes_record(
+        3, (directory / "h264_320x180_30fps.h264").read_bytes()[:600])
+    return seeds
+
+
 def _hls_state(part_target_index: int, operations: bytes, first_msn: int = 5) -> bytes:
     return (bytes((part_target_index | 0x30,)) + first_msn.to_bytes(6, "big")
             + bytes((len(operations),)) + operations)
@@ -339,13 +389,35 @@ def api_query_seeds() -> Seeds:
     }
 
 
+def ts_seeds() -> Seeds:
+    """The heads of ffmpeg's TS vectors (PAT, PMT, the first PES), whole, split, under small
+    limits, and with the faults the demuxer survives: garbage, a lost packet, a bad CRC."""
+    seeds: Seeds = {}
+    for path in sorted((VECTORS / "mpegts").glob("*.ts")):
+        head = path.read_bytes()[: 80 * 188]
+        stem = path.stem
+        seeds[f"{stem}_whole"] = b"\x00\x00" + head
+        seeds[f"{stem}_small_limits"] = b"\x01\x00" + head
+        seeds[f"{stem}_split_views"] = b"\x02\x03\x00\xbb\x60" + head
+        seeds[f"{stem}_bytewise"] = b"\x00\x01\x00" + head[: 20 * 188]
+        seeds[f"{stem}_garbage"] = b"\x00\x00" + b"\x47\x00" * 3 + head[:1000] + b"\x47" \
+            + head[1000:]
+        seeds[f"{stem}_lost_packet"] = b"\x00\x00" + head[: 5 * 188] + head[6 * 188 :]
+        bad_crc = bytearray(head)
+        bad_crc[188 + 30] ^= 0xFF  # inside the PMT (the second packet)
+        seeds[f"{stem}_bad_pmt"] = b"\x00\x00" + bytes(bad_crc)
+    return seeds
+
+
 SEEDS: dict[str, Callable[[], Seeds]] = {
     "chunk": chunk_seeds,
     "handshake": handshake_seeds,
     "amf": amf_seeds,
     "session": session_seeds,
+    "ts": ts_seeds,
     "flv": flv_seeds,
     "codec": codec_seeds,
+    "elementary": elementary_seeds,
     "hls": hls_seeds,
     "api_json": api_json_seeds,
     "api_query": api_query_seeds,
@@ -388,6 +460,12 @@ DICTIONARIES: dict[str, Callable[[], list[bytes]]] = {
     "api_query": lambda: [b"limit=", b"page=", b"status=", b"stream_key=", b"idle", b"active",
                           b"disabled", b"&", *_EDGE_INTEGERS],
     "flv": lambda: [b"avc1", b"hvc1", b"av01", b"vp09", b"mp4a"],
+    # Sync byte, packet headers of the PAT and a payload start, PES start codes (video, audio,
+    # padding), the PAT/PMT table ids with their section_syntax_indicator, stream types.
+    "ts": lambda: [b"\x47", b"\x47\x40\x00\x10", b"\x47\x41\x00\x30", b"\x00\x00\x01\xe0",
+                   b"\x00\x00\x01\xc0", b"\x00\x00\x01\xbe", b"\x00\xb0", b"\x02\xb0",
+                   b"\x80\xc0\x0a", b"\x1b\xe1\x00", b"\x24\xe1\x00", b"\x0f\xe1\x01",
+                   b"\xff\xff\xff\xff"],
 }
 
 

@@ -180,6 +180,10 @@ class RelayServer:
                     session, asset_files, part_target=s.part_target,
                     counters=self.hls_counters, disk=self.disk,
                     recording_max_backlog=s.recording_max_backlog))
+            # The complete stream-key cache, before any listener admits: SRT's admission
+            # answers from it alone (IngestRegistry.peek).
+            keys = await self.registry.load_keys()
+            log.info("stream-key cache: %d live stream(s)", keys)
             limits = RtmpLimits(max_connections=s.rtmp_max_connections,
                                 max_connections_per_ip=s.rtmp_max_connections_per_ip,
                                 idle_timeout=s.rtmp_idle_timeout,

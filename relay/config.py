@@ -84,6 +84,11 @@ def parse_file(text: str) -> Path:
     return path
 
 
+#: Bounds of --srt-latency in ms: below 20 a single retransmission rarely fits even on a LAN;
+#: above 8000 the receiver buffer holds seconds of media per connection for no live use.
+MIN_SRT_LATENCY = 20
+MAX_SRT_LATENCY = 8000
+
 DATA_DIR = Option("data-dir", Path, Path("relay-data"),
                   "directory for the SQLite database and recorded media", "DIR")
 DATABASE_URL = Option(
@@ -155,6 +160,22 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "bytes that all RTMP(S) connections not yet publishing may hold together "
            "(partial messages, unsent replies); a connection that would pass it is closed",
            "BYTES"),
+    Option("srt-port", parse_port, 6001,
+           "UDP port where encoders publish over SRT "
+           "(srt://HOST:PORT?streamid=STREAM_KEY&passphrase=SRT_PASSPHRASE); 0 turns SRT off",
+           "PORT"),
+    Option("srt-latency", parse_int_range(MIN_SRT_LATENCY, MAX_SRT_LATENCY), 120,
+           "SRT receiver latency in milliseconds (how long lost packets may be resent for); "
+           "the larger of the encoder's and this one applies", "MS"),
+    Option("srt-max-connections", parse_int_range(1, 1_000_000), 1000,
+           "most SRT connections open at once; more are refused in the handshake "
+           "(rejection 1429)", "N"),
+    Option("srt-max-connections-per-ip", parse_int_range(1, 1_000_000), 20,
+           "most SRT connections from one address (IPv6: one /64); more are refused in the "
+           "handshake (rejection 1429)", "N"),
+    Option("srt-idle-timeout", parse_seconds(1, 3600), 30.0,
+           "close an SRT connection that delivers no media for this many seconds, from its "
+           "handshake on", "SECONDS"),
     Option("part-target", parse_seconds(0.1, 1.0), 0.3,
            "LL-HLS PART-TARGET in seconds for streams with latency_mode low", "SECONDS"),
     Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
@@ -214,6 +235,11 @@ class Settings:
     rtmp_idle_timeout: float = 30.0
     rtmp_max_message_size: int = 8 * 1024 * 1024
     rtmp_pre_publish_buffer_budget: int = 64 * 1024 * 1024
+    srt_port: int = 6001  # 0: SRT off
+    srt_latency: int = 120  # ms
+    srt_max_connections: int = 1000
+    srt_max_connections_per_ip: int = 20
+    srt_idle_timeout: float = 30.0
     max_session_duration: float = 43_200.0
     part_target: float = 0.3
     log_repeat_interval: float = 10.0

@@ -15,13 +15,15 @@ from relay.api.health import ReadinessCheck
 from relay.api.middleware import BasicAuthMiddleware, BodyLimitMiddleware
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
+from relay.store.records import LiveStream
 from relay.streams.registry import StreamChange
 
 # Mux's API takes small JSON documents; anything larger is a mistake or an attack.
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def _ignore_change(_stream_id: str, _change: StreamChange) -> None:
+def _ignore_change(stream_id: str, change: StreamChange,
+                   stream: LiveStream | None = None) -> None:
     pass
 
 
@@ -53,7 +55,8 @@ def create_api(
     auth_limits: AuthLimits | None = None,
 ) -> FastAPI:
     """Build the ASGI app that serves the API with `store` as its data; `on_stream_change`
-    hears of completes, disables, deletes and key resets so live sessions can act on them;
+    hears of every change to a stream (creates, updates, completes, disables, enables,
+    deletes, key resets) so live sessions and the stream-key cache can act on them;
     `asset_files`, when given, has each deleted asset's media removed with it;
     `auth_limits` says how failed authentications are slowed (auth.py's defaults)."""
     app = _RelayApi(

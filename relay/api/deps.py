@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPBasic
@@ -12,11 +11,17 @@ from pydantic import BaseModel
 from relay.api.errors import error_responses
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
+from relay.store.records import LiveStream
 from relay.streams.registry import StreamChange
 
-# Told of every API change that matters to a live session (the ingest registry's
-# stream_changed in production).
-StreamChangeListener = Callable[[str, StreamChange], None]
+
+class StreamChangeListener(Protocol):
+    """Told of every API change that matters to ingest: a live session or the stream-key
+    cache (the ingest registry's stream_changed in production). `stream` is the record as
+    the change left it; None for a delete."""
+
+    def __call__(self, stream_id: str, change: StreamChange,
+                 stream: LiveStream | None = None) -> None: ...
 
 
 class _DocumentedBasicAuth(HTTPBasic):

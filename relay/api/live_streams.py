@@ -51,9 +51,12 @@ async def _stream(store: StoreDep, live_stream_id: str) -> LiveStream:
 
 @router.post("", **answers(201, LiveStreamResponse, "The new live stream", 400),
              summary="Create a live stream")
-async def create_live_stream(body: CreateLiveStreamRequest, store: StoreDep) -> Body:
+async def create_live_stream(body: CreateLiveStreamRequest, store: StoreDep,
+                             changed: ChangesDep) -> Body:
     targets = [t.to_new() for t in body.simulcast_targets or ()]
     stream = await store.create_live_stream(new_live_stream(body), targets)
+    # The new key publishes at once, over SRT too (whose admission reads the key cache).
+    changed(stream.id, StreamChange.CREATED, stream)
     return envelope(stream.to_api())
 
 
@@ -81,13 +84,14 @@ async def get_live_stream(live_stream_id: str, store: StoreDep) -> Body:
               **answers(200, LiveStreamResponse, "The updated live stream", 400, 404),
               summary="Update a live stream")
 async def update_live_stream(
-    live_stream_id: str, body: UpdateLiveStreamRequest, store: StoreDep
+    live_stream_id: str, body: UpdateLiveStreamRequest, store: StoreDep, changed: ChangesDep
 ) -> Body:
     current = await _stream(store, live_stream_id)
     updated = await store.update_live_stream(
         live_stream_id, live_stream_changes(body, current.new_asset_settings))
     if updated is None:
         raise not_found("live stream")
+    changed(live_stream_id, StreamChange.UPDATED, updated)
     return envelope(updated.to_api())
 
 
@@ -110,7 +114,7 @@ async def reset_stream_key(live_stream_id: str, store: StoreDep, changed: Change
     if stream is None:
         raise not_found("live stream")
     # The old key stops working at once, for the encoder using it too.
-    changed(live_stream_id, StreamChange.KEY_RESET)
+    changed(live_stream_id, StreamChange.KEY_RESET, stream)
     return envelope(stream.to_api())
 
 
@@ -120,8 +124,8 @@ async def complete_live_stream(
     live_stream_id: str, store: StoreDep, changed: ChangesDep
 ) -> Body:
     # Without a session there is no recording to end; with one, it ends now.
-    await _stream(store, live_stream_id)
-    changed(live_stream_id, StreamChange.COMPLETED)
+    stream = await _stream(store, live_stream_id)
+    changed(live_stream_id, StreamChange.COMPLETED, stream)
     return envelope({})
 
 
@@ -130,17 +134,21 @@ async def complete_live_stream(
 async def disable_live_stream(
     live_stream_id: str, store: StoreDep, changed: ChangesDep
 ) -> Body:
-    if await store.set_live_stream_enabled(live_stream_id, enabled=False) is None:
+    stream = await store.set_live_stream_enabled(live_stream_id, enabled=False)
+    if stream is None:
         raise not_found("live stream")
-    changed(live_stream_id, StreamChange.DISABLED)
+    changed(live_stream_id, StreamChange.DISABLED, stream)
     return envelope({})
 
 
 @router.put("/{live_stream_id}/enable", **answers(200, EmptyResponse, "Done", 404),
             summary="Accept publishes again")
-async def enable_live_stream(live_stream_id: str, store: StoreDep) -> Body:
-    if await store.set_live_stream_enabled(live_stream_id, enabled=True) is None:
+async def enable_live_stream(live_stream_id: str, store: StoreDep,
+                             changed: ChangesDep) -> Body:
+    stream = await store.set_live_stream_enabled(live_stream_id, enabled=True)
+    if stream is None:
         raise not_found("live stream")
+    changed(live_stream_id, StreamChange.ENABLED, stream)
     return envelope({})
 
 

@@ -7,13 +7,25 @@ no further.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relay.media.bitreader import BitReader, nal_to_rbsp
 from relay.media.units import MAX_DIMENSION, Codec, MediaFormatError, VideoConfig
 
+NAL_TYPE_IDR = 5
 NAL_TYPE_SPS = 7
 NAL_TYPE_PPS = 8
+
+#: avcC counts: numOfSequenceParameterSets is 5 bits, numOfPictureParameterSets 8 bits, and
+#: every parameter set length is 16 bits (ISO 14496-15 5.3.3.1.1).
+MAX_AVCC_SPS = 31
+MAX_AVCC_PPS = 255
+MAX_AVCC_NAL_SIZE = 0xFFFF
+
+#: 14496-15 5.3.3.1.1: the chroma format and bit depth fields follow the PPS array for every
+#: profile but Baseline (66), Main (77) and Extended (88); ffmpeg writes them the same way.
+_PROFILES_WITHOUT_AVCC_EXTENSION = frozenset({66, 77, 88})
 
 #: H.264 7.3.2.1.1: the profiles whose SPS carries chroma_format_idc, bit depths and the
 #: sequence scaling matrix.
@@ -86,6 +98,41 @@ def parse_avcc(record: bytes) -> AvcDecoderConfigurationRecord:
         sps=tuple(sps),
         pps=tuple(pps),
     )
+
+
+def build_avcc(sps: Sequence[bytes], pps: Sequence[bytes]) -> bytes:
+    """An avcC record (ISO 14496-15 5.3.3.1) for parameter sets taken from the stream.
+
+    `sps` and `pps` are NAL units with their header byte and emulation prevention bytes, as
+    they appear in the byte stream. The profile, compatibility and level bytes are the first
+    SPS's (5.3.3.1.2: they "shall" match the SPSs), NAL lengths are 4 bytes (the form
+    `relay._native.elementary` writes), and the high-profile extension carries the first SPS's
+    chroma format and bit depths with no SPS extensions. Raises `MediaFormatError` when the
+    first SPS does not parse or a count or size does not fit the record's fields.
+    """
+    if not 1 <= len(sps) <= MAX_AVCC_SPS:
+        raise MediaFormatError(f"avcC needs 1..{MAX_AVCC_SPS} SPS, got {len(sps)}")
+    if len(pps) > MAX_AVCC_PPS:
+        raise MediaFormatError(f"avcC holds at most {MAX_AVCC_PPS} PPS, got {len(pps)}")
+    first = parse_avc_sps(sps[0])
+    out = bytearray((1, first.profile_idc, first.constraint_flags, first.level_idc,
+                     0xFC | 3, 0xE0 | len(sps)))  # reserved bits, lengthSizeMinusOne = 3
+    _put_parameter_sets(out, sps, "SPS")
+    out.append(len(pps))
+    _put_parameter_sets(out, pps, "PPS")
+    if first.profile_idc not in _PROFILES_WITHOUT_AVCC_EXTENSION:
+        out += bytes((0xFC | first.chroma_format_idc, 0xF8 | (first.bit_depth_luma - 8),
+                      0xF8 | (first.bit_depth_chroma - 8), 0))  # numOfSequenceParameterSetExt
+    return bytes(out)
+
+
+def _put_parameter_sets(out: bytearray, nal_units: Sequence[bytes], name: str) -> None:
+    for index, nal in enumerate(nal_units):
+        if not 0 < len(nal) <= MAX_AVCC_NAL_SIZE:
+            raise MediaFormatError(f"{name} #{index} is {len(nal)} bytes; an avcC entry holds "
+                                   f"1..{MAX_AVCC_NAL_SIZE}")
+        out += len(nal).to_bytes(2, "big")
+        out += nal
 
 
 def _parameter_sets(record: bytes, pos: int, count: int, name: str) -> tuple[list[bytes], int]:

@@ -7,6 +7,7 @@ how many entries each set has).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relay.media.bitreader import BitReader, nal_to_rbsp
@@ -15,6 +16,10 @@ from relay.media.units import MAX_DIMENSION, Codec, MediaFormatError, VideoConfi
 NAL_TYPE_VPS = 32
 NAL_TYPE_SPS = 33
 NAL_TYPE_PPS = 34
+
+#: hvcC: each array's numNalus and each nalUnitLength are 16 bits (ISO 14496-15 8.3.3.1.1).
+MAX_HVCC_NALS_PER_ARRAY = 0xFFFF
+MAX_HVCC_NAL_SIZE = 0xFFFF
 
 #: hvcC fixed part: 22 bytes of profile/format fields and numOfArrays.
 _HVCC_HEADER_SIZE = 23
@@ -128,6 +133,68 @@ def parse_hvcc(record: bytes) -> HevcDecoderConfigurationRecord:
         sps=tuple(arrays[NAL_TYPE_SPS]),
         pps=tuple(arrays[NAL_TYPE_PPS]),
     )
+
+
+def build_hvcc(vps: Sequence[bytes], sps: Sequence[bytes], pps: Sequence[bytes]) -> bytes:
+    """An hvcC record (ISO 14496-15 8.3.3.1) for parameter sets taken from the stream.
+
+    The NAL units keep their two-byte headers and emulation prevention bytes. The fields are
+    filled the way ffmpeg's hvcC writer fills them, from the first base-layer SPS: its
+    profile_tier_level (the VPS's is the same in every stream seen; ffmpeg merges the two),
+    chroma format and bit depths, and numTemporalLayers as the larger of the VPS's and that
+    SPS's max_sub_layers. min_spatial_segmentation_idc and parallelismType are written 0
+    ("unknown", always allowed): finding them would mean walking the VUI's HRD parameters and
+    the PPS, for a hint no player Relay serves reads. avgFrameRate and constantFrameRate are 0
+    (unspecified), as ffmpeg writes them; NAL lengths are 4 bytes. Each parameter set array has
+    array_completeness 1: Relay keeps parameter sets out of the samples (see
+    relay/media/ts_units.py), which is what an `hvc1` sample entry requires (8.4.1.1.2).
+    Raises `MediaFormatError` when that SPS does not parse or a count or size does not fit.
+    """
+    base_layer = [nal for nal in sps if len(nal) >= 2 and _nuh_layer_id(nal) == 0]
+    if not base_layer:
+        raise MediaFormatError("hvcC needs an SPS for the base layer (nuh_layer_id 0)")
+    first = parse_hevc_sps(base_layer[0])
+    # 7.3.2.2.1: sps_video_parameter_set_id (4), sps_max_sub_layers_minus1 (3),
+    # sps_temporal_id_nesting_flag (1) fill the byte after the NAL header; no emulation
+    # prevention byte can precede it.
+    sub_layers = ((base_layer[0][2] >> 1) & 0x07) + 1
+    temporal_id_nested = base_layer[0][2] & 0x01
+    for nal in vps:
+        # 7.3.2.1: vps_video_parameter_set_id (4), base layer flags (2), max_layers (6), then
+        # vps_max_sub_layers_minus1 (3): bits 4..2 of the NAL's fourth byte.
+        if len(nal) >= 4:
+            sub_layers = max(sub_layers, ((nal[3] >> 1) & 0x07) + 1)
+    ptl = first.profile
+    out = bytearray((1, ptl.profile_space << 6 | ptl.tier_flag << 5 | ptl.profile_idc))
+    out += ptl.compatibility_flags.to_bytes(4, "big")
+    out += ptl.constraint_flags
+    out += bytes((
+        ptl.level_idc,
+        0xF0, 0x00,  # reserved, min_spatial_segmentation_idc = 0
+        0xFC,  # reserved, parallelismType = 0
+        0xFC | first.chroma_format_idc,
+        0xF8 | (first.bit_depth_luma - 8),
+        0xF8 | (first.bit_depth_chroma - 8),
+        0, 0,  # avgFrameRate
+        # constantFrameRate 0, numTemporalLayers, temporalIdNested, lengthSizeMinusOne 3
+        min(sub_layers, 7) << 3 | temporal_id_nested << 2 | 3,
+    ))
+    arrays = [(NAL_TYPE_VPS, vps), (NAL_TYPE_SPS, sps), (NAL_TYPE_PPS, pps)]
+    present = [(nal_type, nals) for nal_type, nals in arrays if nals]
+    out.append(len(present))  # numOfArrays
+    for nal_type, nals in present:
+        if len(nals) > MAX_HVCC_NALS_PER_ARRAY:
+            raise MediaFormatError(f"hvcC holds at most {MAX_HVCC_NALS_PER_ARRAY} NAL units "
+                                   f"of type {nal_type}, got {len(nals)}")
+        out.append(0x80 | nal_type)  # array_completeness 1, reserved 0
+        out += len(nals).to_bytes(2, "big")
+        for index, nal in enumerate(nals):
+            if not 2 <= len(nal) <= MAX_HVCC_NAL_SIZE:
+                raise MediaFormatError(f"NAL #{index} of type {nal_type} is {len(nal)} bytes; "
+                                       f"an hvcC entry holds 2..{MAX_HVCC_NAL_SIZE}")
+            out += len(nal).to_bytes(2, "big")
+            out += nal
+    return bytes(out)
 
 
 def hevc_codecs(profile: ProfileTierLevel) -> str:

@@ -6,6 +6,7 @@ from relay.store.store import (
     NewSimulcastTarget,
     SessionWrite,
     Store,
+    StreamKeyRow,
     hash_secret,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "SchemaTooNewError",
     "SessionWrite",
     "Store",
+    "StreamKeyRow",
     "hash_secret",
 ]

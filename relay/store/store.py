@@ -107,6 +107,16 @@ class NewSimulcastTarget:
     passthrough: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamKeyRow:
+    """What admission needs of one live stream (`Store.list_stream_keys`)."""
+
+    id: str
+    stream_key: str
+    status: LiveStreamStatus
+    srt_passphrase: str
+
+
 SessionStep = Literal["connected", "recording", "active", "disconnected", "ended"]
 
 
@@ -261,6 +271,18 @@ class Store:
     async def get_live_stream_by_key(self, stream_key: str) -> LiveStream | None:
         async with self._engine.connect() as conn:
             return await _load_live_stream(conn, live_streams.c.stream_key == stream_key)
+
+    async def list_stream_keys(self) -> list[StreamKeyRow]:
+        """Every live stream's id, key, status and SRT passphrase, for the ingest key cache.
+
+        Four columns of each row and nothing else (no playback ids, targets or JSON
+        settings), in one query: the registry loads this once at start."""
+        columns = (live_streams.c.id, live_streams.c.stream_key, live_streams.c.status,
+                   live_streams.c.srt_passphrase)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(*columns))).all()
+        return [StreamKeyRow(stream_id, key, cast(LiveStreamStatus, status), passphrase)
+                for stream_id, key, status, passphrase in rows]
 
     async def list_live_streams(
         self,

@@ -1,8 +1,15 @@
 """Who may publish, and what the API's changes do to live sessions.
 
 `IngestRegistry` is the single place where ingest adapters ask to publish on a stream key
-and where the API reports that a stream was completed, disabled, deleted or given a new key.
-It owns the live sessions (one per stream) and the stream-key cache.
+and where the API reports that a stream was created, updated, completed, disabled, enabled,
+deleted or given a new key. It owns the live sessions (one per stream) and the stream-key
+cache.
+
+The key cache is complete: `load_keys()` fills it from the store at start and every API
+change keeps it current, so `peek()` can answer from memory alone. That is what SRT needs:
+libsrt's listen callback runs on libsrt's own thread and must answer before the handshake
+completes, with no time to wait for the store (relay/srt/admission.py). `admit()` stays the
+authoritative check for every protocol: it reads the store, and races settle there.
 """
 
 from __future__ import annotations
@@ -13,11 +20,11 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from relay.store import Store
-from relay.store.records import LiveStream
+from relay.store.records import LiveStream, LiveStreamStatus
 from relay.streams.hub import LiveSession, Publisher
 from relay.streams.throttle import AuthThrottle
 
@@ -46,9 +53,12 @@ class PublishRefused(Exception):
 
 
 class StreamChange(StrEnum):
-    """What the API did to a stream, as far as its live session is concerned."""
+    """What the API did to a stream, as far as ingest is concerned (its live session and
+    the stream-key cache)."""
 
+    CREATED = "created"
     UPDATED = "updated"
+    ENABLED = "enabled"
     COMPLETED = "completed"
     DISABLED = "disabled"
     DELETED = "deleted"
@@ -74,8 +84,35 @@ class IngestCounters:
     refusals_unanswered: int = 0  # closed at once: the address had too many slowed waiting
 
 
+def _key_bytes(stream_key: str) -> bytes:
+    # surrogatepass: a key a peer sent that is not valid UTF-8 (decoded with surrogateescape
+    # by an adapter) still hashes, to a digest no stream has, instead of raising.
+    return stream_key.encode("utf-8", "surrogatepass")
+
+
 def _key_digest(stream_key: str) -> bytes:
-    return hashlib.sha256(stream_key.encode()).digest()
+    return hashlib.sha256(_key_bytes(stream_key)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """What `IngestRegistry.peek` knows of a stream key, from memory alone."""
+
+    stream_id: str
+    disabled: bool
+    live: bool  # a session of the stream has a publisher now
+    srt_passphrase: str
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyEntry:
+    """One stream in the key cache. Immutable: a change replaces the whole entry, so a
+    reader on another thread sees the old entry or the new one, never half of each."""
+
+    stream_id: str
+    key: bytes  # the stream key itself, for the constant-time comparison
+    disabled: bool
+    srt_passphrase: str
 
 
 # The API changes that take a stream key's right to publish away; one that lands while an
@@ -88,10 +125,13 @@ _REVOKING = {
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: kept in a set while in flight
-class _AdmissionWatch:
-    """What the API revoked while one admission was waiting for the store."""
+class _ChangeWatch:
+    """What the API changed while one admission (or one cache read) waited for the store."""
 
     revoked: dict[str, Refusal] = field(default_factory=dict)  # stream id -> refusal
+    # Streams the API changed meanwhile: what the store said of them before is stale and
+    # must not overwrite what the change put in the key cache.
+    touched: set[str] = field(default_factory=set)
 
     def check(self, stream_id: str) -> None:
         refusal = self.revoked.get(stream_id)
@@ -115,12 +155,21 @@ class IngestRegistry:
         self.counters = IngestCounters()
         self.sessions: dict[str, LiveSession] = {}
         self._clock = clock
-        # sha256(stream key) -> stream id. Looking keys up by their digest keeps the
-        # comparison of the secret itself to one constant-time compare_digest.
-        self._keys: dict[bytes, str] = {}
-        # One per admission in flight (so bounded by the connections): stream_changed tells
-        # each of them, since the stream an admission is for is known only after its lookup.
-        self._watches: set[_AdmissionWatch] = set()
+        # The key cache, complete once load_keys() has run: sha256(stream key) -> entry.
+        # Looking keys up by their digest keeps the comparison of the secret itself to one
+        # constant-time compare_digest. Mutated only on the event loop's thread; peek()
+        # reads it from others (see there). About 450 bytes per stream (`_KeyEntry`,
+        # its strings, the digest, two dict slots; benchmarks/srt_admission.py): 100,000
+        # streams hold about 45 MB.
+        self._keys: dict[bytes, _KeyEntry] = {}
+        # stream id -> the digest its entry is under, so a change finds it without a scan.
+        self._digest_of: dict[str, bytes] = {}
+        # One per admission or cache read in flight (so bounded by the connections):
+        # stream_changed tells each of them, since the stream an admission is for is known
+        # only after its lookup.
+        self._watches: set[_ChangeWatch] = set()
+        # Store reads of a stream whose change came without its record (stream_changed).
+        self._refreshes: set[asyncio.Task[None]] = set()
         self._closing = False
         #: Called with every new session before its publisher starts it: the app attaches
         #: the session's consumers (the HLS packager) here.
@@ -132,7 +181,7 @@ class IngestRegistry:
         The key is looked up first: a correct key is never delayed. Unknown keys are
         answered ever more slowly per address group (AuthThrottle); when that group has too
         many slowed refusals waiting already, the refusal is Refusal.THROTTLED at once."""
-        watch = _AdmissionWatch()
+        watch = _ChangeWatch()
         self._watches.add(watch)
         try:
             session = await self._admit(stream_key, publisher, watch)
@@ -161,10 +210,10 @@ class IngestRegistry:
             self.throttle.end_slowed(address)
 
     async def _admit(self, stream_key: str, publisher: Publisher,
-                     watch: _AdmissionWatch) -> LiveSession:
+                     watch: _ChangeWatch) -> LiveSession:
         if self._closing:
             raise PublishRefused(Refusal.SHUTTING_DOWN)
-        stream = await self._lookup(stream_key)
+        stream = await self._lookup(stream_key, watch)
         if stream is None:
             raise PublishRefused(Refusal.UNKNOWN_KEY)
         watch.check(stream.id)
@@ -190,18 +239,148 @@ class IngestRegistry:
         session.start(publisher)
         return session
 
-    async def _lookup(self, stream_key: str) -> LiveStream | None:
+    async def _lookup(self, stream_key: str, watch: _ChangeWatch) -> LiveStream | None:
+        # The store decides; the cache only says which row to read. A miss in the cache
+        # still asks the store by key, so RTMP works before load_keys() and whatever the
+        # cache missed; what the store says then repairs the cache, unless the API changed
+        # the stream meanwhile (then the change's own update stands).
         digest = _key_digest(stream_key)
-        stream_id = self._keys.get(digest)
-        stream = (await self.store.get_live_stream(stream_id) if stream_id is not None
+        entry = self._keys.get(digest)
+        stream = (await self.store.get_live_stream(entry.stream_id) if entry is not None
                   else await self.store.get_live_stream_by_key(stream_key))
-        if stream is None or not hmac.compare_digest(stream.stream_key.encode(),
-                                                     stream_key.encode()):
-            if stream_id is not None:
-                del self._keys[digest]
+        if stream is None or not hmac.compare_digest(_key_bytes(stream.stream_key),
+                                                     _key_bytes(stream_key)):
+            if (entry is not None and self._keys.get(digest) is entry
+                    and entry.stream_id not in watch.touched):
+                self._forget(entry.stream_id)
             return None
-        self._keys[digest] = stream.id
+        if stream.id not in watch.touched:
+            self._remember(stream.id, stream.stream_key, stream.status, stream.srt_passphrase)
         return stream
+
+    # -- the key cache ------------------------------------------------------------------
+
+    async def load_keys(self) -> int:
+        """Fill the key cache with every stream in the store; return how many.
+
+        Called once at start, before the listeners open (and safe to call again: the
+        cache is replaced whole, keeping what API changes said during the read)."""
+        watch = _ChangeWatch()
+        self._watches.add(watch)
+        try:
+            rows = await self.store.list_stream_keys()
+        finally:
+            self._watches.discard(watch)
+        keys: dict[bytes, _KeyEntry] = {}
+        digests: dict[str, bytes] = {}
+        for row in rows:
+            if row.id not in watch.touched:
+                digest = _key_digest(row.stream_key)
+                keys[digest] = _KeyEntry(row.id, _key_bytes(row.stream_key),
+                                         row.status == "disabled", row.srt_passphrase)
+                digests[row.id] = digest
+        for stream_id in watch.touched:  # the API's word is newer than the read
+            digest_of = self._digest_of.get(stream_id)
+            current = self._keys.get(digest_of) if digest_of is not None else None
+            if current is not None and digest_of is not None:
+                keys[digest_of] = current
+                digests[stream_id] = digest_of
+        # peek() reads only _keys, so the moment between these two assignments is harmless.
+        self._keys = keys
+        self._digest_of = digests
+        return len(keys)
+
+    def peek(self, stream_key: str) -> KeyState | None:
+        """What the key cache says of `stream_key`, without waiting: None for a key no
+        stream has. Safe to call from any thread; `admit()` still decides.
+
+        Thread safety: this runs on libsrt's thread while the event loop's thread changes
+        the cache and the sessions. It only reads: `dict.get` on built-in dicts and
+        attribute reads, each one step that CPython completes under the GIL, so it never
+        sees a dict half-updated; and the writers never mutate an entry in place (a
+        `_KeyEntry` is frozen and replaced whole; `LiveSession.publisher` is one reference,
+        rebound), so whatever it reads is a consistent old or new value. It may be a moment
+        stale, which admit() on the loop settles. (This relies on the GIL of the CPython
+        3.11 Relay runs on; a free-threaded build would need a lock here.)"""
+        key = _key_bytes(stream_key)
+        entry = self._keys.get(hashlib.sha256(key).digest())
+        if entry is None or not hmac.compare_digest(entry.key, key):
+            return None
+        session = self.sessions.get(entry.stream_id)
+        live = session is not None and session.publisher is not None
+        return KeyState(entry.stream_id, entry.disabled, live, entry.srt_passphrase)
+
+    @property
+    def closing(self) -> bool:
+        """True from the start of close(): every publish is refused from then on."""
+        return self._closing
+
+    @property
+    def cached_keys(self) -> int:
+        return len(self._keys)
+
+    def _remember(self, stream_id: str, stream_key: str, status: LiveStreamStatus,
+                  srt_passphrase: str) -> None:
+        digest = _key_digest(stream_key)
+        entry = _KeyEntry(stream_id, _key_bytes(stream_key), status == "disabled",
+                          srt_passphrase)
+        old = self._digest_of.get(stream_id)
+        if old is not None and old != digest:
+            # A new key: the old one stops now (for a moment neither is known: refused).
+            self._keys.pop(old, None)
+        self._keys[digest] = entry
+        self._digest_of[stream_id] = digest
+
+    def _forget(self, stream_id: str) -> None:
+        digest = self._digest_of.pop(stream_id, None)
+        if digest is not None:
+            self._keys.pop(digest, None)
+
+    def _set_disabled(self, stream_id: str, disabled: bool) -> None:
+        digest = self._digest_of.get(stream_id)
+        entry = self._keys.get(digest) if digest is not None else None
+        if entry is not None and digest is not None:
+            self._keys[digest] = replace(entry, disabled=disabled)
+
+    def _update_key_cache(self, stream_id: str, change: StreamChange,
+                          stream: LiveStream | None) -> None:
+        if change is StreamChange.DELETED:
+            self._forget(stream_id)
+        elif stream is not None:
+            self._remember(stream.id, stream.stream_key, stream.status, stream.srt_passphrase)
+        elif change in (StreamChange.CREATED, StreamChange.KEY_RESET):
+            # Without the record the new key is not known here: the old one stops now and
+            # the stream is read from the store.
+            self._forget(stream_id)
+            self._refresh_later(stream_id)
+        elif change in (StreamChange.DISABLED, StreamChange.ENABLED):
+            self._set_disabled(stream_id, change is StreamChange.DISABLED)
+        # UPDATED and COMPLETED change no key, status or passphrase.
+
+    def _refresh_later(self, stream_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh(stream_id),
+                                                      name=f"key-refresh-{stream_id}")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh(self, stream_id: str) -> None:
+        watch = _ChangeWatch()
+        self._watches.add(watch)
+        try:
+            stream = await self.store.get_live_stream(stream_id)
+        except Exception as exc:  # the store is down: admit() still asks it by key
+            log.warning("stream %s: its stream key could not be read into the key cache "
+                        "(%s); SRT refuses it until the next change or restart",
+                        stream_id, type(exc).__name__)
+            return
+        finally:
+            self._watches.discard(watch)
+        if stream_id in watch.touched:
+            return  # a later change said more than this read knows
+        if stream is None:
+            self._forget(stream_id)
+        else:
+            self._remember(stream.id, stream.stream_key, stream.status, stream.srt_passphrase)
 
     def _session_ended(self, session: LiveSession) -> None:
         if self.sessions.get(session.stream_id) is session:
@@ -209,14 +388,19 @@ class IngestRegistry:
 
     # -- what the API tells us ---------------------------------------------------------
 
-    def stream_changed(self, stream_id: str, change: StreamChange) -> None:
-        """Apply an API change to the stream's live session, if it has one."""
-        if change is not StreamChange.UPDATED:
-            self._forget_keys_of(stream_id)
+    def stream_changed(self, stream_id: str, change: StreamChange,
+                       stream: LiveStream | None = None) -> None:
+        """Apply an API change to the key cache and to the stream's live session.
+
+        `stream` is the record as the change left it (None for a delete); the API always
+        passes it, so the cache holds a new key or status at once. Without it, a create or
+        key reset is read back from the store."""
         revoked = _REVOKING.get(change)
-        if revoked is not None:
-            for watch in self._watches:
+        for watch in self._watches:
+            watch.touched.add(stream_id)
+            if revoked is not None:
                 watch.revoked[stream_id] = revoked
+        self._update_key_cache(stream_id, change, stream)
         session = self.sessions.get(stream_id)
         if session is None:
             return
@@ -224,13 +408,12 @@ class IngestRegistry:
         if reason is not None:
             session.end(reason)
 
-    def _forget_keys_of(self, stream_id: str) -> None:
-        for digest in [d for d, sid in self._keys.items() if sid == stream_id]:
-            del self._keys[digest]
-
     async def close(self) -> None:
         """Refuse new publishes and end every session (shutdown)."""
         self._closing = True
+        # Let key reads in flight finish: cancelling a store read midway can leave the
+        # database connection unusable for the store's own close.
+        await asyncio.gather(*self._refreshes, return_exceptions=True)
         sessions = list(self.sessions.values())
         for session in sessions:
             session.end("the server is shutting down")

@@ -13,6 +13,13 @@ the failures beyond the free ones), capped at `max_delay`. At most `max_slowed_p
 slowed refusals of one group wait at once; beyond that a refusal is not answered at all (the
 caller closes the connection), so a guesser cannot park connections in the throttle.
 
+A protocol that cannot hold a refusal (SRT: libsrt's listen callback answers at once) uses
+`penalise` instead of waiting out the delay: the group is then *penalised* until now + delay,
+and `penalty_until` tells the protocol to refuse the group's attempts unread until then
+(relay/srt/admission.py). `penalty_until` is the one method safe to call from another thread:
+it is a single `dict.get` on a dict that only the event loop's thread changes (never
+iterated, entries replaced whole), which CPython's GIL makes atomic.
+
 Addresses are grouped by `address_group`: an IPv6 client usually holds a whole /64 and can
 rotate through it, so IPv6 is counted per /64; an IPv4-mapped IPv6 address is its IPv4 address.
 Pure: the caller passes `now`.
@@ -39,6 +46,8 @@ class AuthThrottle:
     failures_total: int = 0
     _failures: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
     _slowed: dict[str, int] = field(default_factory=dict)
+    # group -> monotonic deadline of its penalty; at most max_addresses, oldest dropped.
+    _penalties: dict[str, float] = field(default_factory=dict)
 
     def record_failure(self, address: str, now: float) -> float:
         """Note a failed attempt; return how long its refusal should wait (0: answer now)."""
@@ -57,6 +66,38 @@ class AuthThrottle:
         if excess <= 0:
             return 0.0
         return min(self.max_delay, self.base_delay * 2.0 ** (excess - 1))
+
+    def penalise(self, address: str, now: float) -> float:
+        """Note a failed attempt whose refusal could not wait; return its delay. While the
+        delay runs, `penalty_until` of the group says until when. Event loop's thread only."""
+        delay = self.record_failure(address, now)
+        if delay <= 0:
+            return delay
+        group = address_group(address)
+        penalties = self._penalties
+        # Only ever later: a shorter penalty never cuts a longer one short. Updating in
+        # place (no pop) leaves no moment in which a reader sees no penalty at all.
+        if now + delay > penalties.get(group, 0.0):
+            penalties[group] = now + delay
+        # Forget ended penalties from the oldest end, then the oldest beyond the bound
+        # (a group penalised earliest, usually ended; only a flood of more than
+        # max_addresses groups at once drops a running one).
+        while penalties:
+            oldest = next(iter(penalties))
+            if penalties[oldest] > now and len(penalties) <= self.max_addresses:
+                break
+            del penalties[oldest]
+        return delay
+
+    def penalty_until(self, group: str) -> float:
+        """When the penalty of `group` (an `address_group`) ends; 0.0 when it has none.
+        Safe from any thread (see the module's docstring); compare with `now` yourself."""
+        return self._penalties.get(group, 0.0)
+
+    @property
+    def penalised_groups(self) -> int:
+        """Groups with a penalty entry (ended ones included until they are forgotten)."""
+        return len(self._penalties)
 
     def begin_slowed(self, address: str) -> bool:
         """Reserve one of the group's waiting refusals; False when all are taken (then the

@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent.parent
 VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
+TS_VECTOR = ROOT / "tests" / "vectors" / "mpegts" / "h264_aac.ts"
 
 
 def run(*args: str) -> str:
@@ -39,6 +40,20 @@ def test_chunk_demux_rejects_a_stream_that_is_not_one() -> None:
     assert "not a valid chunk stream" in result.stderr
 
 
+def test_ts_demux_on_the_vector() -> None:
+    out = run("benchmarks/ts_demux.py", "--seconds", "0.05", "--input", str(TS_VECTOR))
+    assert "530 packets); 67 PES, 82,185 payload bytes; cc errors 0" in out
+    assert "demux (1316-byte feeds): median" in out and "demux (65536-byte feeds): median" in out
+
+
+def test_ts_demux_rejects_a_stream_that_is_not_one() -> None:
+    result = subprocess.run([sys.executable, "benchmarks/ts_demux.py", "--seconds", "0.05",
+                             "--input", str(VECTOR)],  # RTMP, not TS
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1
+    assert "not a transport stream" in result.stderr
+
+
 def test_ll_hls_latency_runs(tmp_path: Path) -> None:
     out = run("benchmarks/ll_hls_latency.py", "--seconds", "4", "--no-browser",
               "--json", str(tmp_path / "latency.json"))
@@ -62,6 +77,8 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
     assert {"parsers", "ingest cost", "memory", "latency", "scale", "viewers"} <= scenarios
     ingest = next(row for row in result["rows"] if row["scenario"] == "ingest cost")
     assert ingest["relay"] > 0, out
+    ts = next(row for row in result["rows"] if row["case"].startswith("MPEG-TS demux"))
+    assert ts["relay"] > 0, out
     viewers = next(row for row in result["rows"] if row["scenario"] == "viewers")
     assert viewers["verdict"] == "measured", out  # the simulator ran without a failure
     assert "result" in out and "written:" in out

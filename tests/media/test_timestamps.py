@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.media.timestamps import TimestampUnwrapper
+from relay.media.timestamps import PtsUnwrapper, TimestampUnwrapper
 
 WRAP = 2**32
 HOUR = 3_600_000
@@ -110,3 +110,13 @@ def test_any_walk_with_steps_under_half_the_range_is_recovered(start: int,
     got = [unwrapper.unwrap(value % WRAP) for value in values]
     assert [g - got[0] for g in got] == [v - values[0] for v in values]
     assert got[0] == start % WRAP
+
+
+def test_pts_unwrapper_crosses_the_33_bit_wrap() -> None:
+    unwrapper = PtsUnwrapper()
+    wrap = 1 << 33
+    values = [wrap - 6000, wrap - 3000, 0, 3000, wrap - 1500, 6000]  # a B-frame steps back
+    assert [unwrapper.unwrap(v) for v in values] == [
+        wrap - 6000, wrap - 3000, wrap, wrap + 3000, wrap - 1500, wrap + 6000]
+    with pytest.raises(ValueError, match="33-bit"):
+        unwrapper.unwrap(wrap)

@@ -67,3 +67,42 @@ def test_memory_is_bounded() -> None:
     # The least recently failing are the ones forgotten.
     assert throttle.failures("10.0.0.0", now=1000) == 0
     assert throttle.failures("10.0.3.231", now=1000) == 1
+
+
+def test_penalties_follow_the_delays_without_a_wait() -> None:
+    """SRT cannot hold a refusal: the delay becomes a deadline other attempts are refused by."""
+    throttle = AuthThrottle(free_failures=2, base_delay=1, max_delay=8)
+    group = address_group("2001:db8:0:9::1")
+    assert throttle.penalise("2001:db8:0:9::1", now=0) == 0
+    assert throttle.penalise("2001:db8:0:9::2", now=1) == 0
+    assert throttle.penalty_until(group) == 0.0  # the free failures cost nothing
+    assert throttle.penalise("2001:db8:0:9::3", now=2) == 1
+    assert throttle.penalty_until(group) == 3
+    assert throttle.penalise("2001:db8:0:9::4", now=2.5) == 2
+    assert throttle.penalty_until(group) == 4.5
+    assert throttle.penalty_until(address_group("2001:db8:0:a::1")) == 0.0  # another /64
+    # Penalties and RTMP's slowed refusals count the same failures.
+    assert throttle.failures("2001:db8:0:9::5", now=3) == 4
+    assert throttle.record_failure("2001:db8:0:9::5", now=3) == 4
+
+
+def test_a_shorter_penalty_never_cuts_a_longer_one() -> None:
+    throttle = AuthThrottle(free_failures=0, base_delay=1, max_delay=100, window=1000)
+    assert [throttle.penalise("192.0.2.1", now=0) for _ in range(5)] == [1, 2, 4, 8, 16]
+    assert throttle.penalty_until("192.0.2.1") == 16
+    throttle.failures_total = 0
+    throttle._failures.clear()  # a fresh count, as if the window had passed
+    throttle.penalise("192.0.2.1", now=1)  # delay 1: ends at 2, before 16
+    assert throttle.penalty_until("192.0.2.1") == 16
+
+
+def test_penalties_are_bounded_and_ended_ones_forgotten() -> None:
+    throttle = AuthThrottle(free_failures=0, base_delay=1, max_delay=1, max_addresses=3)
+    for n in range(5):
+        throttle.penalise(f"192.0.2.{n}", now=100)
+    assert throttle.penalised_groups == 3
+    assert throttle.penalty_until("192.0.2.0") == 0.0  # the oldest went first
+    assert throttle.penalty_until("192.0.2.4") == 101
+    # Later, a new penalty forgets those that ended.
+    throttle.penalise("192.0.2.9", now=200)
+    assert throttle.penalised_groups == 1

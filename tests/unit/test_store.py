@@ -14,6 +14,7 @@ from relay.store import (
     NewSimulcastTarget,
     SchemaTooNewError,
     Store,
+    StreamKeyRow,
     migrations,
 )
 from relay.store.tables import metadata
@@ -110,6 +111,22 @@ async def test_disable_enable_and_reset_key(store: Store) -> None:
     assert await event_types(store) == [
         "video.live_stream.created", "video.live_stream.disabled",
         "video.live_stream.enabled", "video.live_stream.updated"]
+
+
+async def test_list_stream_keys_lists_every_stream_as_it_is_now(store: Store) -> None:
+    assert await store.list_stream_keys() == []
+    one = await store.create_live_stream(spec())
+    two = await store.create_live_stream(spec())
+    gone = await store.create_live_stream(spec())
+    await store.set_live_stream_enabled(one.id, enabled=False)
+    reset = await store.reset_stream_key(two.id)
+    assert reset is not None
+    await store.delete_live_stream(gone.id)
+    rows = sorted(await store.list_stream_keys(), key=lambda row: row.id)
+    assert rows == sorted([
+        StreamKeyRow(one.id, one.stream_key, "disabled", one.srt_passphrase),
+        StreamKeyRow(two.id, reset.stream_key, "idle", two.srt_passphrase),
+    ], key=lambda row: row.id)
 
 
 async def test_delete_cascades_but_keeps_recordings(store: Store) -> None:
