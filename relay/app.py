@@ -23,6 +23,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
 import uvicorn
@@ -50,11 +51,17 @@ from relay.metrics import IngestCollector, create_metrics_app
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
+from relay.srt import SrtUnavailable
+from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry
+
+if TYPE_CHECKING:  # these load libsrt: imported at run time only when SRT is on
+    from relay.srt.listener import SrtListener
+    from relay.srt.server import SrtServer
 
 log = logging.getLogger("relay")
 
@@ -131,6 +138,8 @@ class RelayServer:
         self.registry: IngestRegistry | None = None
         self.rtmp_servers: list[RtmpServer] = []
         self.rtmp_counters = RtmpCounters()
+        self.srt_server: SrtServer | None = None
+        self.srt_listener: SrtListener | None = None
         self.hls_counters = HlsCounters()
         self.http_counters = HttpCounters()
         self.held_requests = HeldRequests(
@@ -202,6 +211,8 @@ class RelayServer:
                                     slots=slots, budget=rtmp_budget)
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
+            if s.srt_port:
+                await self._start_srt(s.host, s.srt_port)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,
                                               self.hls_counters, self._window_bytes,
                                               http=self.http_counters,
@@ -234,6 +245,43 @@ class RelayServer:
                 listener.name, "")
             log.info("%s listening on %s%s", listener.name,
                      listener.url(self.settings.host), suffix)
+        if self.srt_listener is not None:
+            host = self.settings.host
+            log.info("srt listening on srt://%s:%d (udp)",
+                     f"[{host}]" if ":" in host else host, self.srt_listener.port)
+
+    async def _start_srt(self, host: str, port: int) -> None:
+        """Bind the SRT listener (libsrt's thread starts with it); StartupError names what
+        is missing or taken."""
+        try:  # loading libsrt: only when SRT is on
+            from relay.srt.listener import SrtListener
+            from relay.srt.server import SrtIngestLimits, SrtServer
+        except SrtUnavailable as exc:
+            raise StartupError(f"{exc} (or turn SRT off with --srt-port 0)") from None
+        assert self.registry is not None
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        admission = SrtAdmission(
+            self.registry, SrtAdmissionLimits(max_connections=s.srt_max_connections,
+                                              max_connections_per_ip=s.srt_max_connections_per_ip),
+            defer=loop.call_soon_threadsafe)
+        server = SrtServer(self.registry, admission,
+                           limits=SrtIngestLimits(latency_ms=s.srt_latency,
+                                                  idle_timeout=s.srt_idle_timeout,
+                                                  log_interval=s.log_repeat_interval),
+                           counters=SrtIngestCounters())
+        listener = SrtListener(host, port, latency_ms=s.srt_latency, decide=admission.decide,
+                               sink=server.take, loop=loop)
+        try:
+            listener.start()
+        except OSError as exc:
+            reason = ("already in use" if exc.errno == errno.EADDRINUSE
+                      else exc.strerror or str(exc))
+            raise StartupError(f"cannot listen for srt on {host}:{port} (udp): {reason}; "
+                               f"choose another port with --srt-port, or 0 to turn SRT "
+                               f"off") from None
+        server.close_handle = listener.close_connection
+        self.srt_server, self.srt_listener = server, listener
 
     async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits) -> None:
         # The protocol is pinned (not uvicorn's "auto"): the limits live in this h11
@@ -292,6 +340,11 @@ class RelayServer:
         for rtmp in self.rtmp_servers:
             await rtmp.close()
         self.rtmp_servers.clear()
+        if self.srt_listener is not None:
+            if self.srt_server is not None:
+                self.srt_server.close_all("the server is shutting down")
+            await self.srt_listener.close()  # joins libsrt's thread
+            self.srt_listener = self.srt_server = None
         if self.registry is not None:
             live, began = len(self.registry.sessions), time.monotonic()
             # Every session ends at once: their store writes share transactions (the store's

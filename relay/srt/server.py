@@ -19,14 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from relay._native.mpegts import PesPacket, TsDemuxer
 from relay.logs import LogLimiter, peer_text
 from relay.media.ts_units import TsIngestError, TsMediaAssembler
 from relay.media.units import AudioConfig, MediaFrame, VideoConfig
 from relay.srt.admission import SrtAdmission, parse_streamid
-from relay.srt.listener import SrtStats
+from relay.srt.listener import (
+    ConnectionAccepted,
+    ConnectionClosed,
+    DataReceived,
+    SrtEvent,
+    SrtStats,
+    StatsReported,
+)
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry, PublishRefused
 
@@ -38,7 +46,7 @@ DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class SrtLimits:
+class SrtIngestLimits:
     """Bounds on what one caller may cost (STYLE.md habit 5); all configurable."""
 
     latency_ms: int = 120  # receiver latency; the larger of the two sides wins
@@ -52,7 +60,7 @@ class SrtLimits:
 
 
 @dataclass(slots=True)
-class SrtCounters:
+class SrtIngestCounters:
     """Plain counters, read by the metrics collector at scrape time."""
 
     connections_open: int = 0
@@ -75,15 +83,16 @@ class SrtServer:
     """The connections of one SRT listener, driven by its batches of events."""
 
     def __init__(self, registry: IngestRegistry, admission: SrtAdmission, *,
-                 limits: SrtLimits, counters: SrtCounters) -> None:
+                 limits: SrtIngestLimits, counters: SrtIngestCounters) -> None:
         self.registry = registry
         self.admission = admission
         self.limits = limits
         self.counters = counters
         self.connections: dict[int, SrtConnection] = {}
         self.log_limiter = LogLimiter(log, interval=limits.log_interval)
-        #: Set by the app once the listener runs: closes a connection on libsrt's side.
-        self.close_handle: "Callable[[int], None]" = lambda handle: None
+        #: Set by the app once the listener runs: closes a connection on libsrt's side
+        #: (`SrtListener.close_connection`); its ConnectionClosed follows.
+        self.close_handle: Callable[[int], None] = lambda handle: None
 
     def note(self, level: int, cause: str, msg: str, *args: object) -> None:
         """Log a line about what a caller did, at most once per `cause` per log interval."""
@@ -92,11 +101,36 @@ class SrtServer:
 
     # -- events from the listener thread (one batch per call, on the loop) ------------
 
+    def take(self, events: list[SrtEvent]) -> None:
+        """The listener's sink: one batch of events, in the order they happened."""
+        for event in events:
+            try:
+                if isinstance(event, DataReceived):
+                    self.received(event.handle, event.data)
+                elif isinstance(event, ConnectionAccepted):
+                    self.accepted(event.handle, event.peer, event.streamid)
+                elif isinstance(event, ConnectionClosed):
+                    self.lost(event.handle, event.reason)
+                elif isinstance(event, StatsReported):
+                    self.stats(event.handle, event.stats)
+            except Exception:  # a bug of ours: lose this caller, keep the others
+                log.exception("srt: could not handle %s", type(event).__name__)
+                connection = self.connections.get(event.handle)
+                if connection is not None:
+                    connection.close("server error")
+
     def accepted(self, handle: int, peer: str, streamid: str) -> None:
         address = peer.rsplit(":", 1)[0].strip("[]")
+        self.counters.connections_total += 1
+        if not self.admission.connection_opened(address):
+            # Decided before the count caught up with an earlier accept: over a cap now.
+            self.note(logging.WARNING, "srt-over-capacity",
+                      "srt %s: closing: over --srt-max-connections or "
+                      "--srt-max-connections-per-ip", peer)
+            self.close_handle(handle)
+            return
         connection = SrtConnection(self, handle, peer, address, streamid)
         self.connections[handle] = connection
-        self.counters.connections_total += 1
         self.counters.connections_open += 1
         connection.start()
 
