@@ -1,0 +1,1 @@
+"""SRT ingest: the cffi binding to libsrt, the admission decisions and the listener thread."""
