@@ -290,15 +290,15 @@ class SrtListener:
         set_int(sock, lib.SRTO_RCVSYN, 0)  # accept/recv return at once: epoll drives them
         set_int(sock, lib.SRTO_RCVLATENCY, self.latency_ms)
         set_int(sock, lib.SRTO_PEERIDLETIMEO, self.limits.peer_idle_timeout_ms)
+        self._hook_handle = set_listen_callback(sock, self._listen_hook)
         try:
             bind(sock, self.host, self.requested_port)
+            if lib.srt_listen(sock, self.limits.listen_backlog) == lib.SRT_ERROR:
+                raise SrtError.last("srt_listen")
         except SrtError as exc:
             raise OSError(f"SRT listener: cannot listen on UDP {self.host}:"
                           f"{self.requested_port}: {exc.text}; free the port or choose "
                           "another with --srt-port") from exc
-        self._hook_handle = set_listen_callback(sock, self._listen_hook)
-        if lib.srt_listen(sock, self.limits.listen_backlog) == lib.SRT_ERROR:
-            raise SrtError.last("srt_listen")
         storage = ffi.new("struct sockaddr_storage *")
         length = ffi.new("int *", ffi.sizeof("struct sockaddr_storage"))
         name = ffi.cast("struct sockaddr *", storage)
