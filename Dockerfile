@@ -1,7 +1,8 @@
 # Relay: build the wheel (Cython compiled) in one stage, run it in a slim image.
 FROM python:3.11-slim-bookworm AS build
+# libsrt-openssl-dev: headers and library for the cffi binding to libsrt (relay/srt/).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential make \
+ && apt-get install -y --no-install-recommends build-essential make libsrt-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md Makefile ./

@@ -8,7 +8,9 @@ STAMPS := .make
 # The toolchain, and the Debian packages the tests drive as real peers: ffmpeg is the
 # encoder (RTMP/RTMPS publishing, test media) and ffprobe the decoder that checks HLS output,
 # openssl makes the RTMPS test certificate, chromium runs hls.js in the player tests.
-APT_PACKAGES := build-essential python3-dev ffmpeg openssl chromium
+# libsrt-openssl-dev: the headers and library the SRT binding (relay/srt/) compiles against;
+# srt-tools: srt-live-transmit, the second SRT caller of the tests.
+APT_PACKAGES := build-essential python3-dev ffmpeg openssl chromium libsrt-openssl-dev srt-tools
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64
@@ -115,7 +117,7 @@ $(STAMPS)/bench-apt: Makefile
 
 # The venv, with Relay installed editable (native/ compiled in place) and the test tools.
 # Re-runs when the packaging or any native source changes.
-$(STAMPS)/venv: pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd native/relay/_native/*.pxd)
+$(STAMPS)/venv: pyproject.toml setup.py relay/srt/_build_binding.py $(wildcard native/*.pyx native/*.pxd native/relay/_native/*.pxd)
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -3,6 +3,9 @@
 Every `native/<name>.pyx` becomes the extension module `relay._native.<name>`. Shared
 inline helpers live in `.pxd` files under `native/` that have no `.pyx` of their own, so
 cimporting them costs no import at run time.
+
+`relay.srt._libsrt`, the cffi binding to libsrt, is built here too (`cffi_modules`); it needs
+Debian's libsrt-openssl-dev.
 """
 
 from pathlib import Path
@@ -22,6 +25,7 @@ extensions = [
 ]
 
 setup(
+    cffi_modules=["relay/srt/_build_binding.py:ffi"],
     ext_modules=cythonize(
         extensions,
         include_path=[str(NATIVE)],
