@@ -255,7 +255,7 @@ class RelayServer:
         is missing or taken."""
         try:  # loading libsrt: only when SRT is on
             from relay.srt.listener import SrtListener
-            from relay.srt.server import SrtIngestLimits, SrtServer
+            from relay.srt.server import SrtIngestCounters, SrtIngestLimits, SrtServer
         except SrtUnavailable as exc:
             raise StartupError(f"{exc} (or turn SRT off with --srt-port 0)") from None
         assert self.registry is not None

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from relay._native.mpegts import PesPacket, TsDemuxer
 from relay.logs import LogLimiter, peer_text
@@ -168,7 +169,7 @@ class SrtServer:
 class SrtConnection:
     """One SRT caller; also the `Publisher` its live session sees."""
 
-    protocol = "srt"
+    protocol: Literal["srt"] = "srt"
 
     def __init__(self, server: SrtServer, handle: int, peer: str, address: str,
                  streamid: str) -> None:
@@ -223,7 +224,6 @@ class SrtConnection:
         if self._closed:  # the caller left while its key was looked up
             self.live.detach(self, self._close_reason)
             return
-        log.info("srt %s: publishing on live stream %s", self.peer, self.live.stream_id)
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         for data in pending:
             if self._closed:

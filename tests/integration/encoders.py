@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from urllib.parse import urlencode
 
 import pytest
 
@@ -49,9 +48,9 @@ def srt_url(base: str, stream_key: str, passphrase: str | None, *,
             access_control: bool = False) -> str:
     """The URL an SRT encoder pushes to, as Mux documents it: `srt://HOST:PORT?streamid=KEY&
     passphrase=PASS` (ffmpeg's srt protocol; `latency` would be in microseconds there).
-    `access_control` spells the streamid in SRT's access-control form instead of plainly."""
+    `access_control` spells the streamid in SRT's access-control form instead of plainly.
+    Not percent-encoded: ffmpeg passes the streamid to libsrt as written (keys and
+    passphrases are URL-safe tokens)."""
     streamid = f"#!::r={stream_key},m=publish" if access_control else stream_key
-    query = {"streamid": streamid, "pkt_size": "1316"}
-    if passphrase is not None:
-        query["passphrase"] = passphrase
-    return f"{base}?{urlencode(query)}"
+    url = f"{base}?streamid={streamid}&pkt_size=1316"
+    return url if passphrase is None else f"{url}&passphrase={passphrase}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -46,7 +47,7 @@ class RelayProcess:
             env["RELAY_TOKEN_ID"], env["RELAY_TOKEN_SECRET"] = self.token
         args = [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1",
                 "--http-port", "0", "--metrics-port", "0", "--rtmp-port", "0",
-                "--srt-port", "0",
+                "--srt-port", str(free_udp_port()),
                 "--data-dir", str(self.data_dir), *self.extra_args]
         self._proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, text=True)
@@ -101,6 +102,14 @@ class RelayProcess:
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self.stop()
+
+
+def free_udp_port() -> int:
+    """A UDP port free at this moment. `--srt-port 0` turns SRT off (it does not ask the
+    kernel for a port, since libsrt binds its own socket), so the tests pick one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_for(predicate: object, timeout: float = 10.0) -> None:

@@ -46,7 +46,7 @@ def handshake(version: int, handshake_type: int, socket_id: int, cookie: int = 0
               extension: int = 2) -> bytes:
     """One SRT handshake control packet, 64 bytes, to destination socket 0 (the listener)."""
     header = struct.pack("!IIII", 0x80000000, 0, 0, 0)  # F=1, type 0, no info, ts, dest 0
-    cif = struct.pack("!IHHIIIiII16s", version, 0, extension, random.getrandbits(31), 1500,
+    cif = struct.pack("!IHHIIIIII16s", version, 0, extension, random.getrandbits(31), 1500,
                       8192, handshake_type, socket_id, cookie, socket.inet_aton("127.0.0.1"))
     return header + cif
 
