@@ -14,7 +14,7 @@ per-connection receive slab (a bytearray, `recv_slab_bytes` long) at the next fr
 the loop receives a read-only memoryview of the part filled since the last batch, and the
 thread never writes into a part it has handed over (a full slab is left to the views that
 still hold it, and a new one is started). Live-mode SRT has no backpressure (the sender
-drops what is late, SRT 1.5 "TLPKTDROP"), so neither can Relay: what waits for the loop
+drops what is late: SRTO_TLPKTDROP), so neither can Relay: what waits for the loop
 per connection is bounded by `max_pending_bytes`; beyond it payloads are received and
 dropped, and counted (`SrtStats.backlog_dropped_bytes`).
 
@@ -24,9 +24,12 @@ reads), sets the stream's passphrase on the new socket for `SrtAccept` (so a cal
 wrong or missing one fails the handshake, SRTO_ENFORCEDENCRYPTION being on by default) or
 the reject reason for `SrtReject` (sent to the caller, who logs it).
 
-Latency (SRT RFC draft, section 4.4 "TSBPD"): each receiver's latency is the larger of its
-own SRTO_RCVLATENCY and the sender's SRTO_PEERLATENCY; `latency_ms` sets the former, so a
-caller asking for more gets more, never less than `latency_ms`.
+Latency (libsrt docs/API/API-socket-options.md, SRTO_RCVLATENCY): the receiver's latency
+is negotiated in the handshake as the larger of its own SRTO_RCVLATENCY and the sender's
+SRTO_PEERLATENCY (which SRTO_LATENCY, ffmpeg's and srt-live-transmit's `latency`, sets);
+`latency_ms` sets the former, so a caller asking for more gets more, never less than
+`latency_ms` (tests/srt/test_listener.py checks both ways). The negotiated value is
+`SrtStats.latency_ms`.
 """
 
 from __future__ import annotations
