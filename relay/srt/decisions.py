@@ -20,9 +20,10 @@ class SrtAccept:
 class SrtReject:
     """Refuse the caller before the handshake completes.
 
-    `code` is the application part of the reject reason (SRT_REJC_PREDEFINED + code is sent,
-    e.g. 1403 forbidden, 1404 not found, 1409 conflict, 1429 too many); the caller logs it.
-    `reason` is for Relay's own log line and is never sent."""
+    `code` is the reject reason the caller gets (srt_getrejectreason): an HTTP-like code
+    (403 forbidden, 404 not found, 409 conflict, 429 too many) is sent as
+    SRT_REJC_PREDEFINED + code (1403, ...), a code already in 1000..2999 as it is (see
+    `relay.srt.listener.reject_code`). `reason` is for Relay's own log line, never sent."""
 
     code: int
     reason: str

@@ -14,7 +14,7 @@ per-connection receive slab (a bytearray, `recv_slab_bytes` long) at the next fr
 the loop receives a read-only memoryview of the part filled since the last batch, and the
 thread never writes into a part it has handed over (a full slab is left to the views that
 still hold it, and a new one is started). Live-mode SRT has no backpressure (the sender
-drops what is late, SRT 1.5 "TLPKTDROP"), so neither can Relay: what waits for the loop
+drops what is late: SRTO_TLPKTDROP), so neither can Relay: what waits for the loop
 per connection is bounded by `max_pending_bytes`; beyond it payloads are received and
 dropped, and counted (`SrtStats.backlog_dropped_bytes`).
 
@@ -24,9 +24,12 @@ reads), sets the stream's passphrase on the new socket for `SrtAccept` (so a cal
 wrong or missing one fails the handshake, SRTO_ENFORCEDENCRYPTION being on by default) or
 the reject reason for `SrtReject` (sent to the caller, who logs it).
 
-Latency (SRT RFC draft, section 4.4 "TSBPD"): each receiver's latency is the larger of its
-own SRTO_RCVLATENCY and the sender's SRTO_PEERLATENCY; `latency_ms` sets the former, so a
-caller asking for more gets more, never less than `latency_ms`.
+Latency (libsrt docs/API/API-socket-options.md, SRTO_RCVLATENCY): the receiver's latency
+is negotiated in the handshake as the larger of its own SRTO_RCVLATENCY and the sender's
+SRTO_PEERLATENCY (which SRTO_LATENCY, ffmpeg's and srt-live-transmit's `latency`, sets);
+`latency_ms` sets the former, so a caller asking for more gets more, never less than
+`latency_ms` (tests/srt/test_listener.py checks both ways). The negotiated value is
+`SrtStats.latency_ms`.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ LIBSRT_LOG_LEVEL = 2
 
 DEFAULT_SRT_LATENCY_MS = 120
 DEFAULT_SRT_MAX_PENDING_BYTES = 4 * 1024 * 1024
-DEFAULT_SRT_RECV_SLAB_BYTES = 256 * 1024
+DEFAULT_SRT_RECV_SLAB_BYTES = 64 * 1024
 DEFAULT_SRT_PEER_IDLE_TIMEOUT_MS = 5000
 DEFAULT_SRT_LISTEN_BACKLOG = 128
 DEFAULT_SRT_STATS_INTERVAL = 1.0
@@ -179,10 +182,11 @@ class _Connection:
                  "handle", "next_stats", "pending", "retransmitted", "slab", "slab_ptr",
                  "stats_item", "stats_item_batch")
 
-    def __init__(self, handle: int, slab_bytes: int, now: float, interval: float) -> None:
+    def __init__(self, handle: int, now: float, interval: float) -> None:
         self.handle = handle
-        self.slab = bytearray(slab_bytes)
-        self.slab_ptr: Any = ffi.from_buffer("char[]", self.slab)
+        # No slab until the first payload: a caller that sends nothing costs no buffer.
+        self.slab = bytearray()
+        self.slab_ptr: Any = None
         self.filled = 0  # bytes of the slab written by srt_recvmsg
         self.flushed = 0  # bytes of the slab already put into a batch
         self.pending = 0  # bytes in batches the loop has not taken (under the lock)
@@ -394,6 +398,7 @@ class SrtListener:
             log.exception("SRT listener thread failed; SRT ingest stops")
         finally:
             self._shutdown()
+            self._schedule()  # the closes; close() delivers them too if the loop is slow
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._thread_finished)
 
@@ -414,13 +419,15 @@ class SrtListener:
                     raise SrtError("srt_epoll_uwait", code, text)
                 count = 0
             for index in range(min(count, EPOLL_EVENTS)):
-                sock = int(ready[index].fd)
+                sock, flags = int(ready[index].fd), int(ready[index].events)
                 if sock == listener:
                     self._accept_all()
                     continue
                 conn = self._connections.get(sock)
                 if conn is not None:
                     self._receive(conn, scratch_ptr)
+                    if flags & lib.SRT_EPOLL_ERR and sock in self._connections:
+                        self._close_if_broken(conn)
             while self._commands:
                 conn = self._connections.get(self._commands.popleft())
                 if conn is not None:
@@ -448,8 +455,7 @@ class SrtListener:
             if lib.srt_epoll_add_usock(self._eid, sock, events) == lib.SRT_ERROR:
                 lib.srt_close(sock)
                 continue
-            conn = _Connection(sock, self.limits.recv_slab_bytes, time.monotonic(),
-                               self.limits.stats_interval)
+            conn = _Connection(sock, time.monotonic(), self.limits.stats_interval)
             self._connections[sock] = conn
             self.counters.connections_open += 1
             self.counters.connections_total += 1
@@ -469,7 +475,7 @@ class SrtListener:
                     self.counters.backlog_dropped_bytes += size
                     continue
             else:
-                if slab_bytes - conn.filled < MAX_PAYLOAD:
+                if len(conn.slab) - conn.filled < MAX_PAYLOAD:
                     self._flush_data(conn)
                     conn.new_slab(slab_bytes)
                 size = recvmsg(sock, conn.slab_ptr + conn.filled, slab_bytes - conn.filled)
@@ -487,6 +493,14 @@ class SrtListener:
             break
         self.counters.bytes_received += received
         self._flush_data(conn)
+
+    def _close_if_broken(self, conn: _Connection) -> None:
+        """An error event that receiving did not explain: close unless libsrt says the
+        socket is still connected (epoll would otherwise report it on every wait)."""
+        state = int(lib.srt_getsockstate(conn.handle))
+        if state != lib.SRTS_CONNECTED:
+            self._close(conn, "connection broken (socket state "
+                        f"{_SOCKET_STATES.get(state, str(state))})")
 
     def _flush_data(self, conn: _Connection) -> None:
         """Put the slab's bytes received since the last flush into the pending batch."""
@@ -596,6 +610,12 @@ def reject_code(code: int) -> int:
     if predefined <= code <= SRT_REJECT_CODE_MAX:
         return code
     return REJECT_INTERNAL_ERROR
+
+
+_SOCKET_STATES = {
+    int(lib.SRTS_BROKEN): "broken", int(lib.SRTS_CLOSING): "closing",
+    int(lib.SRTS_CLOSED): "closed", int(lib.SRTS_NONEXIST): "gone",
+}
 
 
 def _peer_string(peer: tuple[str, int] | None) -> str:

@@ -189,6 +189,27 @@ async def stderr_of(proc: asyncio.subprocess.Process) -> str:
     return err.decode(errors="replace")
 
 
+async def slt_rejected(port: int, query: str) -> tuple[str, int]:
+    """srt-live-transmit's stderr after the listener rejects it, and how many attempts it
+    took. srt-live-transmit 1.5.1 now and then hangs silently after a rejection that libsrt
+    did deliver (a caller made with the binding gets the code every time, see
+    caller_reject_reason), so a silent attempt is retried, up to three."""
+    attempts = 0
+    while attempts < 3:
+        attempts += 1
+        proc = await asyncio.create_subprocess_exec(
+            *slt_command(port, query), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 15)
+        except TimeoutError:
+            proc.kill()
+            _, err = await proc.communicate()
+        if "reject" in err.decode(errors="replace").lower():
+            break
+    return err.decode(errors="replace"), attempts
+
+
 def ffmpeg_command(port: int, query: str, seconds: int = 3) -> list[str]:
     return ["ffmpeg", "-hide_banner", "-nostdin", "-re", "-f", "lavfi",
             "-i", "testsrc2=size=320x240:rate=25", "-t", str(seconds), "-c:v", "libx264",
@@ -290,11 +311,10 @@ async def test_rejected_streamid_fails_the_caller_with_the_reason(recorder: Reco
         code, err = await run_ffmpeg(listener.port, "streamid=nope")
         assert code != 0
         assert "rejection reason" in err
-        async with slt(listener.port, "streamid=live-already") as proc:
-            err = await stderr_of(proc)
+        err, attempts = await slt_rejected(listener.port, "streamid=live-already")
         assert "rejection reason" in err
     assert not recorder.accepted()
-    assert listener.counters.callers_rejected == 4
+    assert listener.counters.callers_rejected == 3 + attempts
 
 
 async def test_an_exception_in_decide_rejects_and_is_logged(
@@ -302,13 +322,12 @@ async def test_an_exception_in_decide_rejects_and_is_logged(
     caplog.set_level(logging.WARNING, logger="relay.srt")
     async with running(recorder) as listener:
         assert await asyncio.to_thread(caller_reject_reason, listener.port, "boom") == 1500
-        async with slt(listener.port, "streamid=boom") as proc:
-            err = await stderr_of(proc)
+        err, attempts = await slt_rejected(listener.port, "streamid=boom")
         assert "rejection reason" in err
         # The listener goes on: the next caller is let in.
         async with slt(listener.port, "streamid=open-after-boom"):
             await recorder.wait_accepted("open-after-boom")
-    assert listener.counters.decide_errors == 2
+    assert listener.counters.decide_errors == 1 + attempts
     assert any("admission check failed (RuntimeError: the key cache is broken)"
                in record.getMessage() for record in caplog.records)
 
@@ -360,12 +379,13 @@ async def test_close_joins_the_thread_with_callers_connected(
         handles = [(await recorder.wait_accepted(sid)).handle for sid in ("open-x", "secret-y")]
         await feed(x, ts_file[:20 * CHUNK])
         await feed(y, ts_file[:20 * CHUNK])
+        assert x.returncode is None and y.returncode is None  # both callers still there
+        assert not recorder.closed(handles[0]) and not recorder.closed(handles[1])
         await listener.close()
         # Both closes reached the sink before close() returned; the thread is gone.
         for handle in handles:
             assert recorder.closed(handle)
         assert not [t for t in threading.enumerate() if t.name.startswith("srt-listener")]
-        assert x.returncode is None and y.returncode is None  # the callers were still there
     assert listener.counters.connections_open == 0
 
 
