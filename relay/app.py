@@ -332,6 +332,8 @@ class RelayServer:
         for rtmp in self.rtmp_servers:
             if not rtmp.serving:
                 problems.append(f"{rtmp.scheme} listener is down")
+        if self.srt_listener is not None and not self.srt_listener.serving:
+            problems.append("srt listener is down")
         return problems
 
     async def stop(self) -> None:

@@ -402,6 +402,11 @@ class SrtListener:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._thread_finished)
 
+    @property
+    def serving(self) -> bool:
+        """Started and its thread still running (for /readyz)."""
+        return self._thread_done is not None and not self._thread_done.done()
+
     def _thread_finished(self) -> None:
         if self._thread_done is not None and not self._thread_done.done():
             self._thread_done.set_result(None)

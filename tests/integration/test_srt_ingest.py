@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import httpx
 import pytest
 
 from tests.integration.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg, srt_url
-from tests.integration.relay_process import RelayProcess
+from tests.integration.relay_process import RelayProcess, free_udp_port
 from tests.integration.test_rtmp_ingest import (
     TOKEN,
     api,
@@ -247,3 +250,76 @@ def test_gstreamer_srtsink_publishes(relay: RelayProcess) -> None:
     finally:
         sender.kill()
         sender.communicate(timeout=30)
+
+
+def serve_without_libsrt(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`relay serve` in a Python where the compiled libsrt binding cannot be imported, as on
+    a machine without libsrt1.5-openssl (None in sys.modules makes an import fail)."""
+    code = ("import sys; sys.modules['relay.srt._libsrt'] = None; "
+            "from relay.cli import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run(
+        [sys.executable, "-c", code, "serve", "--host", "127.0.0.1", "--http-port", "0",
+         "--metrics-port", "0", "--rtmp-port", "0", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_without_libsrt_serve_names_the_package(data_dir: Path) -> None:
+    result = serve_without_libsrt(data_dir, "--srt-port", str(free_udp_port()))
+    assert result.returncode == 1, result.stderr
+    assert "libsrt1.5-openssl" in result.stderr and "--srt-port 0" in result.stderr
+
+
+def test_without_libsrt_serve_runs_with_srt_off(data_dir: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.modules['relay.srt._libsrt'] = None; "
+         "from relay.cli import main; sys.exit(main(sys.argv[1:]))", "serve", "--host",
+         "127.0.0.1", "--http-port", "0", "--metrics-port", "0", "--rtmp-port", "0",
+         "--srt-port", "0", "--data-dir", str(data_dir)],
+        stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "ready" in line or "cannot start" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 0, "".join(lines)
+    assert not any("srt listening" in line for line in lines)
+
+
+def test_taken_srt_port_is_one_clear_line(data_dir: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--http-port",
+             "0", "--metrics-port", "0", "--rtmp-port", "0", "--srt-port", port,
+             "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60,
+            check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "--srt-port" in errors[0] and port in errors[0], errors
+
+
+def test_hevc_over_srt_plays(relay: RelayProcess) -> None:
+    """HEVC (stream type 0x24) from libx265: the hvcC Relay builds from the in-band VPS, SPS
+    and PPS must be one ffprobe decodes the HLS output with."""
+    assert FFMPEG is not None
+    stream = create_stream(relay)
+    url = srt_url(relay.urls["srt"], stream["stream_key"], stream["srt_passphrase"])
+    encoder = subprocess.Popen(
+        [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+         "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=48000", "-t", "30", "-c:v", "libx265",
+         "-preset", "ultrafast", "-x265-params", "keyint=30:log-level=error",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", url],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_status(relay, stream["id"], "active", timeout=40)
+        info = probe(f"{relay.http_url}/{stream['playback_ids'][0]['id']}.m3u8")
+        assert codecs(info) == {"hevc", "aac"}, info
+    finally:
+        encoder.kill()
+        finish(encoder)
