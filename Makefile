@@ -5,12 +5,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
-# The toolchain, and the Debian packages the tests drive as real peers: ffmpeg is the
+# What building and running Relay needs (`make run` installs these too): the C toolchain for
+# the Cython extensions (and venv), and libsrt-openssl-dev, the headers and library the SRT binding
+# (relay/srt/) compiles against (it pulls in libsrt1.5-openssl, which `relay serve` loads).
+BUILD_APT_PACKAGES := build-essential python3-dev python3-venv libsrt-openssl-dev
+# The Debian packages the tests drive as real peers: ffmpeg is the
 # encoder (RTMP/RTMPS publishing, test media) and ffprobe the decoder that checks HLS output,
 # openssl makes the RTMPS test certificate, chromium runs hls.js in the player tests.
-# libsrt-openssl-dev: the headers and library the SRT binding (relay/srt/) compiles against;
-# srt-tools: srt-live-transmit, the second SRT caller of the tests.
-APT_PACKAGES := build-essential python3-dev ffmpeg openssl chromium libsrt-openssl-dev srt-tools
+# srt-tools: srt-live-transmit, the second SRT caller of the tests; GStreamer (x264enc,
+# voaacenc, mpegtsmux, srtsink) the third, an encoder that shares no code with ffmpeg.
+GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES)
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64
@@ -110,6 +116,11 @@ $(STAMPS)/apt: Makefile
 	$(call apt_install,$(APT_PACKAGES))
 	@touch $@
 
+$(STAMPS)/build-apt: Makefile
+	@mkdir -p $(STAMPS)
+	$(call apt_install,$(BUILD_APT_PACKAGES))
+	@touch $@
+
 $(STAMPS)/bench-apt: Makefile
 	@mkdir -p $(STAMPS)
 	$(call apt_install,$(BENCH_APT_PACKAGES))
@@ -117,7 +128,7 @@ $(STAMPS)/bench-apt: Makefile
 
 # The venv, with Relay installed editable (native/ compiled in place) and the test tools.
 # Re-runs when the packaging or any native source changes.
-$(STAMPS)/venv: pyproject.toml setup.py relay/srt/_build_binding.py $(wildcard native/*.pyx native/*.pxd native/relay/_native/*.pxd)
+$(STAMPS)/venv: $(STAMPS)/build-apt pyproject.toml setup.py relay/srt/_build_binding.py $(wildcard native/*.pyx native/*.pxd native/relay/_native/*.pxd)
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
