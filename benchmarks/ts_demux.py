@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from relay._native.mpegts import PesPacket, TsDemuxer
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.chunk_demux import describe, timed_runs  # noqa: E402
+from relay._native.mpegts import PesPacket, TsDemuxer  # noqa: E402
+
 MEDIA_DIR = ROOT / "benchmarks" / "media"
 SRT_PAYLOAD = 7 * 188  # SRT live mode's default payload size (SRTO_PAYLOADSIZE 1316)
 BATCH = 65536
-MIN_RUN_SECONDS = 0.2  # a run repeats the stream until it has lasted this long
 
 
 def make_clip(seconds: int = 10) -> Path:
@@ -67,28 +66,6 @@ def demux_all(stream: bytes, piece: int) -> tuple[int, int, TsDemuxer]:
             count += 1
             payload += len(event.data)
     return count, payload, demuxer
-
-
-def timed_runs(work: Callable[[], object], nbytes: int, seconds: float) -> list[float]:
-    """MB/s of each run of work (repeated within a run to last MIN_RUN_SECONDS)."""
-    rates: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(rates) < 5 or time.perf_counter() < deadline:
-        repeats = 0
-        start = time.perf_counter()
-        while True:
-            work()
-            repeats += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= MIN_RUN_SECONDS:
-                break
-        rates.append(repeats * nbytes / elapsed / 1e6)
-    return rates
-
-
-def describe(rates: list[float]) -> str:
-    return (f"median {statistics.median(rates):,.0f} MB/s over {len(rates)} runs "
-            f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,73 +10,57 @@ interleaving, a restarted encoder clock) stay backward steps.
 
 from __future__ import annotations
 
-_WRAP = 1 << 32
-_HALF = 1 << 31
 
+class _Unwrapper:
+    """Extends `BITS`-bit timestamps by the shortest-step rule; the first one is returned
+    unchanged."""
 
-class TimestampUnwrapper:
-    """Extends one session's 32-bit timestamps; the first one is returned unchanged."""
-
-    __slots__ = ("_last", "_last32")
+    __slots__ = ("_last", "_last_raw")
+    BITS = 0
+    WHAT = ""
 
     def __init__(self) -> None:
         self._last: int | None = None
-        self._last32 = 0
+        self._last_raw = 0
 
-    def unwrap(self, ts32: int) -> int:
-        """The 64-bit extension of `ts32` (0 <= ts32 < 2**32), in ms."""
-        if not 0 <= ts32 < _WRAP:
-            raise ValueError(f"RTMP timestamp {ts32} is not a 32-bit unsigned value")
+    def unwrap(self, raw: int) -> int:
+        """The 64-bit extension of `raw` (0 <= raw < 2**BITS)."""
+        wrap = 1 << self.BITS
+        if not 0 <= raw < wrap:
+            raise ValueError(f"{self.WHAT} {raw} is not a {self.BITS}-bit unsigned value")
         last = self._last
         if last is None:
-            extended = ts32
+            extended = raw
         else:
-            step = ts32 - self._last32
-            if step < -_HALF:
-                step += _WRAP  # wrapped forward past 2**32
-            elif step > _HALF:
-                step -= _WRAP  # stepped back across a wrap
+            step = raw - self._last_raw
+            if step < -(wrap >> 1):
+                step += wrap  # wrapped forward past 2**BITS
+            elif step > wrap >> 1:
+                step -= wrap  # stepped back across a wrap
             extended = last + step
         self._last = extended
-        self._last32 = ts32
+        self._last_raw = raw
         return extended
 
 
-_PTS_WRAP = 1 << 33
-_PTS_HALF = 1 << 32
+class TimestampUnwrapper(_Unwrapper):
+    """Extends one session's 32-bit RTMP timestamps (ms)."""
+
+    __slots__ = ()
+    BITS = 32
+    WHAT = "RTMP timestamp"
 
 
-class PtsUnwrapper:
+class PtsUnwrapper(_Unwrapper):
     """Extends 33-bit 90 kHz MPEG PTS / DTS values to one 64-bit tick count.
 
     H.222.0 2.4.3.7: PTS and DTS are 33-bit counts of a 90 kHz clock, so they wrap after
     2**33 ticks (about 26.5 hours), and a transport stream may start anywhere on that circle.
     The same shortest-step rule as `TimestampUnwrapper` applies: the step from the previous
     value is taken modulo 2**33 into -2**32..2**32, so one unwrapper can follow the PTS and DTS
-    of every track of a program at once (they stay within seconds of each other). The first
-    value is returned unchanged.
+    of every track of a program at once (they stay within seconds of each other).
     """
 
-    __slots__ = ("_last", "_last33")
-
-    def __init__(self) -> None:
-        self._last: int | None = None
-        self._last33 = 0
-
-    def unwrap(self, ts33: int) -> int:
-        """The 64-bit extension of `ts33` (0 <= ts33 < 2**33), in 90 kHz ticks."""
-        if not 0 <= ts33 < _PTS_WRAP:
-            raise ValueError(f"PTS/DTS {ts33} is not a 33-bit unsigned value")
-        last = self._last
-        if last is None:
-            extended = ts33
-        else:
-            step = ts33 - self._last33
-            if step < -_PTS_HALF:
-                step += _PTS_WRAP  # wrapped forward past 2**33
-            elif step > _PTS_HALF:
-                step -= _PTS_WRAP  # stepped back across a wrap
-            extended = last + step
-        self._last = extended
-        self._last33 = ts33
-        return extended
+    __slots__ = ()
+    BITS = 33
+    WHAT = "PTS/DTS"
