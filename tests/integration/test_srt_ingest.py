@@ -323,3 +323,18 @@ def test_hevc_over_srt_plays(relay: RelayProcess) -> None:
     finally:
         encoder.kill()
         finish(encoder)
+
+
+def test_session_limit_disconnects_the_srt_caller(data_dir: Path) -> None:
+    """The session limit (12 hours by default) ends an SRT session as it ends an RTMP one:
+    Relay closes the caller's connection, and ffmpeg fails on its next write."""
+    relay = RelayProcess(data_dir, token=TOKEN,
+                         extra_args=["--max-session-duration", "3"]).start()
+    try:
+        stream = create_stream(relay)
+        code, _ = finish(push(relay, stream, seconds=60), timeout=40)
+        assert code != 0
+        assert "session reached its limit of 3s" in relay.log
+        wait_status(relay, stream["id"], "idle", timeout=30)
+    finally:
+        assert relay.stop() == 0
