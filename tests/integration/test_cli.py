@@ -216,7 +216,8 @@ def test_flag_beats_env_and_sigint_stops_cleanly(tmp_path: Path) -> None:
         code = relay.stop(signal.SIGINT)
     assert code == 0
     assert any("stopped" in line for line in relay.lines)
-    assert len([line for line in relay.lines if "listening on" in line]) == 3  # http, metrics, rtmp
+    # http, metrics, rtmp, srt
+    assert len([line for line in relay.lines if "listening on" in line]) == 4
 
 
 def test_import_without_native_build_fails_clearly() -> None:
