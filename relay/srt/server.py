@@ -225,10 +225,15 @@ class SrtConnection:
             self.live.detach(self, self._close_reason)
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        for data in pending:
-            if self._closed:
-                return
-            self._ingest(data)
+        try:
+            for data in pending:
+                if self._closed:
+                    return
+                self._ingest(data)
+        except Exception:  # a bug of ours, as in SrtServer.take: lose this caller only
+            log.exception("srt %s: could not publish what it sent before its admission",
+                          self.peer)
+            self.close("server error")
 
     # -- input -------------------------------------------------------------------------
 
