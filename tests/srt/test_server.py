@@ -180,7 +180,8 @@ async def test_an_admitted_caller_publishes_its_ts_as_tracks_and_frames(
     counted = kinds(sink.frames)
     # 60 video PES of one frame each, less two: the demuxer holds the last PES (its length is
     # 0, so it ends where the next begins) and the assembler the access unit before it (it
-    # ends where the next starts); 2 s of AAC at 48 kHz is 94 frames of 1024 samples.
+    # ends where the next starts). Audio PES have a length: all 95 AAC frames (ffprobe
+    # -count_packets counts 60 video and 95 audio packets in the file).
     assert counted == {TrackKind.VIDEO: VIDEO_FRAMES, TrackKind.AUDIO: 95}, counted
     assert next(f for f in sink.frames if f.kind is TrackKind.VIDEO).keyframe
     assert session.state in (State.RECORDING, State.ACTIVE)
@@ -359,13 +360,18 @@ async def test_a_caller_that_stops_sending_is_closed_after_the_idle_timeout(
 
 async def test_connection_closed_detaches_the_publisher_into_the_reconnect_window(
         harness: Harness) -> None:
-    _, key = await harness.stream()
+    stream_id, key = await harness.stream()
     handle = harness.accept(key)
     session = await harness.admitted(handle)
     harness.send(handle, H264_AAC)
+    sink = harness.sinks[stream_id]
+    assert kinds(sink.frames)[TrackKind.VIDEO] == VIDEO_FRAMES
     harness.server.take([ConnectionClosed(handle, "the peer closed the connection")])
     assert session.publisher is None and session.state is State.DISCONNECTED
     assert harness.closed == []  # libsrt closed it already
+    # The end of the input completes what the demuxer and the assembler held: every frame
+    # of the file is published (and recorded), the last ones before the session let go.
+    assert kinds(sink.frames) == {TrackKind.VIDEO: 60, TrackKind.AUDIO: 95}, kinds(sink.frames)
     assert harness.server.connections == {}
     assert harness.counters.connections_open == harness.admission.open_connections == 0
     # A new caller on the same key resumes the same session.
@@ -465,3 +471,20 @@ async def test_events_of_unknown_handles_are_ignored(harness: Harness) -> None:
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="relay")
+
+
+async def test_a_failure_accepting_a_caller_closes_it_and_leaves_no_count(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _, key = await harness.stream()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MemoryError("no room for a demuxer")
+
+    monkeypatch.setattr("relay.srt.server.TsDemuxer", broken)
+    handle = harness.accept(key)
+    assert harness.closed == [handle] and harness.server.connections == {}
+    assert harness.admission.open_connections == 0
+    assert "could not handle ConnectionAccepted" in caplog.text
+    monkeypatch.undo()
+    assert harness.connection(harness.accept(key)).live is None  # the next one is taken
