@@ -47,7 +47,7 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.logs import LogLimiter
-from relay.metrics import IngestCollector, create_metrics_app
+from relay.metrics import IngestCollector, SrtMetricsSource, create_metrics_app
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
@@ -140,6 +140,8 @@ class RelayServer:
         self.rtmp_counters = RtmpCounters()
         self.srt_server: SrtServer | None = None
         self.srt_listener: SrtListener | None = None
+        #: The SRT side's counters for the metrics collector (set while SRT runs).
+        self.srt_metrics: SrtMetricsSource | None = None
         self.hls_counters = HlsCounters()
         self.http_counters = HttpCounters()
         self.held_requests = HeldRequests(
@@ -216,7 +218,8 @@ class RelayServer:
             self._collector = IngestCollector(self.registry, self.rtmp_counters,
                                               self.hls_counters, self._window_bytes,
                                               http=self.http_counters,
-                                              held=self.held_requests)
+                                              held=self.held_requests,
+                                              srt=self.srt_metrics)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
                              asset_files=asset_files)
@@ -282,6 +285,9 @@ class RelayServer:
                                f"off") from None
         server.close_handle = listener.close_connection
         self.srt_server, self.srt_listener = server, listener
+        self.srt_metrics = SrtMetricsSource(
+            ingest=server.counters, listener=listener.counters, admission=admission.counters,
+            connections=server.connections.values)
 
     async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits) -> None:
         # The protocol is pinned (not uvicorn's "auto"): the limits live in this h11
@@ -347,6 +353,7 @@ class RelayServer:
                 self.srt_server.close_all("the server is shutting down")
             await self.srt_listener.close()  # joins libsrt's thread
             self.srt_listener = self.srt_server = None
+            self.srt_metrics = None
         if self.registry is not None:
             live, began = len(self.registry.sessions), time.monotonic()
             # Every session ends at once: their store writes share transactions (the store's

@@ -2,7 +2,8 @@
 
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
 holds the process and runtime collectors, Relay's build info, the ingest counters and the
-HLS packaging and playback counters; webhook counters join it as that part lands.
+HLS packaging and playback counters, and the SRT listener's counters and per-connection
+statistics when SRT is on; webhook counters join it as that part lands.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,6 +28,7 @@ from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
 from relay.http_limits import HttpCounters
 from relay.rtmp.server import RtmpCounters
+from relay.srt.admission import SrtAdmissionCounters
 from relay.streams.registry import IngestRegistry
 
 _build = Info("relay_build", "Relay version")
@@ -52,6 +56,130 @@ class GcTimer:
             self.seconds += time.perf_counter() - self._started
 
 
+# -- the SRT side, as the collector reads it -------------------------------------------
+# relay.srt.listener and relay.srt.server load libsrt, which only a server with SRT on may
+# need: these protocols name what the collector reads of their objects instead.
+
+class SrtListenerCountersView(Protocol):
+    """`relay.srt.listener.SrtCounters` (libsrt's thread writes them; ints read whole)."""
+
+    @property
+    def connections_open(self) -> int: ...
+    @property
+    def decide_errors(self) -> int: ...
+    @property
+    def bytes_received(self) -> int: ...
+    @property
+    def backlog_dropped_bytes(self) -> int: ...
+    @property
+    def batches(self) -> int: ...
+    @property
+    def log_lines_suppressed(self) -> int: ...
+
+
+class SrtIngestCountersView(Protocol):
+    """`relay.srt.server.SrtIngestCounters`."""
+
+    @property
+    def connections_open(self) -> int: ...
+    @property
+    def connections_total(self) -> int: ...
+    @property
+    def publishes_refused(self) -> int: ...
+    @property
+    def media_timeouts(self) -> int: ...
+    @property
+    def idle_timeouts(self) -> int: ...
+    @property
+    def pending_overflows(self) -> int: ...
+    @property
+    def ingest_errors(self) -> int: ...
+    @property
+    def log_lines_suppressed(self) -> int: ...
+    @property
+    def ts_packets(self) -> int: ...
+    @property
+    def ts_resyncs(self) -> int: ...
+    @property
+    def ts_cc_errors(self) -> int: ...
+    @property
+    def pes_dropped(self) -> int: ...
+
+
+class SrtStatsView(Protocol):
+    """`relay.srt.listener.SrtStats`: a connection's latest libsrt statistics."""
+
+    @property
+    def rtt_ms(self) -> float: ...
+    @property
+    def receive_rate_mbps(self) -> float: ...
+    @property
+    def packets_lost(self) -> int: ...
+    @property
+    def packets_retransmitted(self) -> int: ...
+    @property
+    def packets_dropped(self) -> int: ...
+    @property
+    def receive_buffer_ms(self) -> int: ...
+
+
+class TsDemuxerCountsView(Protocol):
+    """`relay._native.mpegts.TsDemuxer`'s counters."""
+
+    @property
+    def packets(self) -> int: ...
+    @property
+    def resyncs(self) -> int: ...
+    @property
+    def cc_errors(self) -> int: ...
+    @property
+    def pes_dropped(self) -> int: ...
+
+
+class LiveStreamView(Protocol):
+    @property
+    def stream_id(self) -> str: ...
+
+
+class SrtConnectionView(Protocol):
+    """`relay.srt.server.SrtConnection`."""
+
+    @property
+    def live(self) -> LiveStreamView | None: ...
+    @property
+    def stats(self) -> SrtStatsView | None: ...
+    @property
+    def demux(self) -> TsDemuxerCountsView: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SrtMetricsSource:
+    """Where the SRT side's numbers are, wired by the app when SRT is on."""
+
+    ingest: SrtIngestCountersView  # the loop side's (SrtServer.counters)
+    listener: SrtListenerCountersView  # the libsrt thread's (SrtListener.counters)
+    admission: SrtAdmissionCounters  # the listen callback's (SrtAdmission.counters)
+    #: The open connections (SrtServer.connections.values()), read at scrape time.
+    connections: Callable[[], Iterable[SrtConnectionView]]
+
+
+#: The per-connection gauges: (name, help, what of the connection's SrtStats).
+_SRT_CONNECTION_GAUGES: tuple[tuple[str, str, Callable[[SrtStatsView], float]], ...] = (
+    ("relay_srt_connection_rtt_ms", "round-trip time to the SRT caller, ms",
+     lambda stats: stats.rtt_ms),
+    ("relay_srt_connection_receive_rate_mbps", "receive rate of the last stats interval, "
+     "Mbit/s", lambda stats: stats.receive_rate_mbps),
+    ("relay_srt_connection_packets_lost", "packets the caller sent that never arrived, "
+     "since the connection began", lambda stats: stats.packets_lost),
+    ("relay_srt_connection_packets_retransmitted", "retransmitted packets received, since "
+     "the connection began", lambda stats: stats.packets_retransmitted),
+    ("relay_srt_connection_packets_dropped", "packets libsrt dropped as too late to play "
+     "(raise the latency), since the connection began", lambda stats: stats.packets_dropped),
+    ("relay_srt_connection_receive_buffer_ms", "media held in libsrt's receive buffer, ms",
+     lambda stats: stats.receive_buffer_ms),
+)
+
+
 class IngestCollector(Collector):
     """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
 
@@ -59,8 +187,10 @@ class IngestCollector(Collector):
                  hls: HlsCounters | None = None,
                  window_bytes: Callable[[], int] = lambda: 0, *,
                  http: HttpCounters | None = None,
-                 held: HeldRequests | None = None) -> None:
+                 held: HeldRequests | None = None,
+                 srt: SrtMetricsSource | None = None) -> None:
         self.registry = registry
+        self.srt = srt
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.http = http if http is not None else HttpCounters()
@@ -193,6 +323,91 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())
+        if self.srt is not None:
+            yield from self._collect_srt(self.srt)
+
+    def _collect_srt(self, srt: SrtMetricsSource) -> Iterator[Metric]:
+        ingest, listener, admission = srt.ingest, srt.listener, srt.admission
+        connections = list(srt.connections())
+        yield GaugeMetricFamily("relay_srt_open_connections", "SRT connections open now "
+                                "(admitted, or waiting for the stream-key lookup)",
+                                value=ingest.connections_open)
+        yield GaugeMetricFamily("relay_srt_open_sockets", "SRT sockets libsrt holds open "
+                                "for Relay now (connections, and closed ones libsrt has not "
+                                "yet released)", value=listener.connections_open)
+        # The demuxers' totals: those of ended connections, plus the open ones' so far.
+        ts_packets, ts_resyncs = ingest.ts_packets, ingest.ts_resyncs
+        ts_cc_errors, pes_dropped = ingest.ts_cc_errors, ingest.pes_dropped
+        for connection in connections:
+            demux = connection.demux
+            ts_packets += demux.packets
+            ts_resyncs += demux.resyncs
+            ts_cc_errors += demux.cc_errors
+            pes_dropped += demux.pes_dropped
+        counters: tuple[tuple[str, str, int], ...] = (
+            ("relay_srt_connections", "SRT connections accepted", ingest.connections_total),
+            ("relay_srt_handshakes_accepted", "SRT handshakes the listen callback accepted "
+             "(stream key and passphrase known, caps not reached)", admission.accepted),
+            ("relay_srt_connections_over_capacity", "SRT connections closed on accept: "
+             "handshakes decided together went over --srt-max-connections or "
+             "--srt-max-connections-per-ip", admission.opened_over_capacity),
+            ("relay_srt_decide_errors", "SRT handshakes refused with 1500 because the "
+             "admission failed (bugs; logged)", listener.decide_errors),
+            ("relay_srt_publishes_refused", "SRT callers the handshake let in and the "
+             "registry refused (a second publisher on one key, a change since)",
+             ingest.publishes_refused),
+            ("relay_srt_media_timeouts", "SRT connections closed: no audio or video track "
+             "in time after connecting", ingest.media_timeouts),
+            ("relay_srt_idle_timeouts", "SRT connections closed for sending nothing for "
+             "--srt-idle-timeout", ingest.idle_timeouts),
+            ("relay_srt_pending_overflows", "SRT connections closed for sending too much "
+             "before their stream key was looked up", ingest.pending_overflows),
+            ("relay_srt_ingest_errors", "SRT connections closed for a stream that cannot be "
+             "carried (a codec change mid-stream)", ingest.ingest_errors),
+            ("relay_srt_received_bytes", "bytes received from SRT callers",
+             listener.bytes_received),
+            ("relay_srt_backlog_dropped_bytes", "bytes received from SRT callers and dropped "
+             "because the event loop fell behind", listener.backlog_dropped_bytes),
+            ("relay_srt_loop_wakeups", "batches of SRT events handed to the event loop",
+             listener.batches),
+            ("relay_srt_log_lines_suppressed", "log lines about SRT callers held back by the "
+             "per-cause limit (--log-repeat-interval)",
+             ingest.log_lines_suppressed + listener.log_lines_suppressed),
+            ("relay_srt_ts_packets", "MPEG-TS packets demuxed", ts_packets),
+            ("relay_srt_ts_resyncs", "times the TS demuxer lost the 0x47 sync byte and "
+             "searched for it", ts_resyncs),
+            ("relay_srt_ts_cc_errors", "TS continuity-counter gaps (packets lost or "
+             "repeated before Relay)", ts_cc_errors),
+            ("relay_srt_pes_dropped", "PES packets dropped: over the size bound or "
+             "malformed", pes_dropped),
+        )
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(name, documentation, value=value)
+        refused = CounterMetricFamily(
+            "relay_srt_handshakes_refused", "SRT handshakes the listen callback refused, by "
+            "reason (the caller logs the rejection code)", labels=["reason"])
+        for reason, value in (("bad_streamid", admission.refused_bad_streamid),
+                              ("unknown_key", admission.refused_unknown_key),
+                              ("disabled", admission.refused_disabled),
+                              ("live", admission.refused_live),
+                              ("over_capacity", admission.refused_over_capacity),
+                              ("throttled", admission.refused_throttled),
+                              ("shutting_down", admission.refused_shutting_down),
+                              ("internal", admission.refused_internal)):
+            refused.add_metric([reason], value)
+        yield refused
+        families = [GaugeMetricFamily(name, f"{documentation} (latest stats of each SRT "
+                                      "connection publishing now)", labels=["live_stream_id"])
+                    for name, documentation, _ in _SRT_CONNECTION_GAUGES]
+        seen: set[str] = set()
+        for connection in connections:
+            live, stats = connection.live, connection.stats
+            if live is None or stats is None or live.stream_id in seen:
+                continue  # not publishing (yet), no stats yet, or a leaving duplicate
+            seen.add(live.stream_id)
+            for family, (_, _, read) in zip(families, _SRT_CONNECTION_GAUGES, strict=True):
+                family.add_metric([live.stream_id], read(stats))
+        yield from families
 
 
 async def _metrics(_: Request) -> Response:

@@ -26,7 +26,7 @@ from typing import Literal
 from relay._native.mpegts import PesPacket, TsDemuxer
 from relay.logs import LogLimiter, peer_text
 from relay.media.ts_units import TsIngestError, TsMediaAssembler
-from relay.media.units import AudioConfig, MediaFrame, VideoConfig
+from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
 from relay.srt.admission import SrtAdmission, parse_streamid
 from relay.srt.listener import (
     ConnectionAccepted,
@@ -119,10 +119,15 @@ class SrtServer:
                 connection = self.connections.get(event.handle)
                 if connection is not None:
                     connection.close("server error")
+                elif isinstance(event, ConnectionAccepted):
+                    # Failed before it was kept: nothing else would ever close it.
+                    self.close_handle(event.handle)
 
     def accepted(self, handle: int, peer: str, streamid: str) -> None:
         address = peer.rsplit(":", 1)[0].strip("[]")
         self.counters.connections_total += 1
+        # Built before it is counted: a failure here leaves no count behind.
+        connection = SrtConnection(self, handle, peer, address, streamid)
         if not self.admission.connection_opened(address):
             # Decided before the count caught up with an earlier accept: over a cap now.
             self.note(logging.WARNING, "srt-over-capacity",
@@ -130,7 +135,6 @@ class SrtServer:
                       "--srt-max-connections-per-ip", peer)
             self.close_handle(handle)
             return
-        connection = SrtConnection(self, handle, peer, address, streamid)
         self.connections[handle] = connection
         self.counters.connections_open += 1
         connection.start()
@@ -192,6 +196,7 @@ class SrtConnection:
         self._last_input = self._loop.time()
         self._has_media = False
         self._closed = False
+        self._socket_open = True  # until libsrt says it closed, or we asked it to
         self._close_reason = "connection closed by the caller"
 
     def start(self) -> None:
@@ -225,10 +230,15 @@ class SrtConnection:
             self.live.detach(self, self._close_reason)
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        for data in pending:
-            if self._closed:
-                return
-            self._ingest(data)
+        try:
+            for data in pending:
+                if self._closed:
+                    return
+                self._ingest(data)
+        except Exception:  # a bug of ours, as in SrtServer.take: lose this caller only
+            log.exception("srt %s: could not publish what it sent before its admission",
+                          self.peer)
+            self.close("server error")
 
     # -- input -------------------------------------------------------------------------
 
@@ -248,28 +258,38 @@ class SrtConnection:
             return
         self._ingest(data)
 
-    def _ingest(self, data: bytes | bytearray | memoryview) -> None:
+    def _ingest(self, data: bytes | bytearray | memoryview | None) -> None:
+        """Demux `data` and publish what it completes; None is the end of the input: the
+        PES the demuxer holds and the access unit the assembler holds are published too."""
         live = self.live
         assert live is not None
         media = self.media
         try:
-            for event in self.demux.feed(data):
+            for event in self.demux.feed(data) if data is not None else self.demux.flush():
                 if isinstance(event, PesPacket):
                     units = media.on_pes(event.pid, event.stream_type, event.pts, event.dts,
                                          event.random_access, event.discontinuity, event.data)
                 else:
                     units = media.on_program(event.streams)
-                for unit in units:
-                    if isinstance(unit, MediaFrame):
-                        live.publish_frame(unit)
-                    elif isinstance(unit, VideoConfig | AudioConfig):
-                        self._has_media = True
-                        live.publish_track(unit)
-                    if self._closed:  # the session ended it (its limit, an API change)
-                        return
+                if self._publish(live, units):
+                    return
+            if data is None:
+                self._publish(live, media.flush())
         except TsIngestError as exc:
             self.counters.ingest_errors += 1
             self._close_now(f"unusable stream: {exc}")
+
+    def _publish(self, live: LiveSession, units: list[TrackConfig | MediaFrame]) -> bool:
+        """Hand `units` to the session; True when the session closed this connection."""
+        for unit in units:
+            if isinstance(unit, MediaFrame):
+                live.publish_frame(unit)
+            elif isinstance(unit, VideoConfig | AudioConfig):
+                self._has_media = True
+                live.publish_track(unit)
+            if self._closed:  # the session ended it (its limit, an API change)
+                return True
+        return False
 
     def lost(self, reason: str) -> None:
         """libsrt closed the connection (the caller left, or its peer-idle timeout)."""
@@ -277,7 +297,13 @@ class SrtConnection:
             return
         self._close_reason = f"connection closed: {peer_text(reason)}"
         log.info("srt %s: %s", self.peer, self._close_reason)
-        self._end(self._close_reason, close_socket=False)
+        self._socket_open = False
+        if self.live is not None:
+            # The input ended: the last PES (its end is known only when the next begins)
+            # and the last access unit are complete now; without this every recording
+            # would lose its last frames.
+            self._ingest(None)
+        self._end(self._close_reason)
 
     # -- timers ------------------------------------------------------------------------
 
@@ -319,7 +345,7 @@ class SrtConnection:
                          reason)
         self._end(reason)
 
-    def _end(self, reason: str, *, close_socket: bool = True) -> None:
+    def _end(self, reason: str) -> None:
         if self._closed:
             return
         self._closed = True
@@ -328,7 +354,8 @@ class SrtConnection:
             self._timer.cancel()
             self._timer = None
         self._pending.clear()
-        if close_socket:
+        if self._socket_open:  # else libsrt closed it already
+            self._socket_open = False
             self.server.close_handle(self.handle)
         self.server.forget(self)
         # An admission still in flight sees _closed when it returns and detaches itself.

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from tests.integration.relay_process import RelayProcess, free_udp_port
@@ -219,6 +220,45 @@ def test_relay_names_the_srt_listener(relay: RelayProcess) -> None:
     assert any("libsrt" in line for line in relay.lines), relay.log
     with httpx.Client(base_url=relay.http_url) as client:
         assert client.get("/readyz").status_code == 200
+
+
+def srt_samples(relay: RelayProcess) -> dict[tuple[str, str], float]:
+    """/metrics' relay_srt_* samples: (name, live_stream_id label or "") -> value."""
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    return {(sample.name, sample.labels.get("live_stream_id", "")): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name.startswith("relay_srt_")}
+
+
+def test_metrics_show_the_srt_publisher(relay: RelayProcess) -> None:
+    """While ffmpeg publishes, /metrics has the SRT counters and the connection's libsrt
+    statistics under its stream's id; once it has left, the per-connection gauges go."""
+    stream = create_stream(relay)
+    encoder = push(relay, stream, seconds=30)
+    try:
+        wait_status(relay, stream["id"], "active", timeout=30)
+        rate = ("relay_srt_connection_receive_rate_mbps", stream["id"])
+        # libsrt's stats come every second (SrtLimits.stats_interval); the rate is the
+        # last interval's, so wait for an interval that saw the stream's packets.
+        wait_until(lambda: srt_samples(relay).get(rate, 0) > 0, 30,
+                   "a positive receive rate for the stream")
+        samples = srt_samples(relay)
+        for gauge in ("rtt_ms", "packets_lost", "packets_retransmitted", "packets_dropped",
+                      "receive_buffer_ms"):
+            assert (f"relay_srt_connection_{gauge}", stream["id"]) in samples, samples
+        assert samples[("relay_srt_open_connections", "")] == 1
+        assert samples[("relay_srt_connections_total", "")] >= 1
+        assert samples[("relay_srt_handshakes_accepted_total", "")] >= 1
+        assert samples[("relay_srt_received_bytes_total", "")] > 0
+        assert samples[("relay_srt_ts_packets_total", "")] > 0
+    finally:
+        encoder.kill()
+        finish(encoder)
+    wait_until(lambda: srt_samples(relay)[("relay_srt_open_connections", "")] == 0, 30,
+               "the connection's end")
+    samples = srt_samples(relay)
+    assert not any(stream_id for _, stream_id in samples), samples
+    assert samples[("relay_srt_ts_packets_total", "")] > 0  # kept after the connection
 
 
 GST_LAUNCH = shutil.which("gst-launch-1.0")
