@@ -166,7 +166,10 @@ class SrtServer:
             self.counters.pes_dropped += demux.pes_dropped
 
     def close_all(self, reason: str) -> None:
+        """Shutdown: publish what each caller's demuxer still holds (its last frames belong
+        in the recording), then close it."""
         for connection in list(self.connections.values()):
+            connection.flush()
             connection.close(reason)
 
 
@@ -290,6 +293,12 @@ class SrtConnection:
             if self._closed:  # the session ended it (its limit, an API change)
                 return True
         return False
+
+    def flush(self) -> None:
+        """Publish the last PES and access unit held back (each ends only when the next
+        begins)."""
+        if self.live is not None and not self._closed:
+            self._ingest(None)
 
     def lost(self, reason: str) -> None:
         """libsrt closed the connection (the caller left, or its peer-idle timeout)."""
