@@ -4,6 +4,7 @@ from `benchmarks/` runs on a quiet machine (see benchmarks/README.md)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,15 +69,41 @@ def test_ingest_probe_runs() -> None:
     assert "idle:" in out and "1 x 6mbps from loadgen:" in out and "garbage collector" in out
 
 
+def test_suite_only_runs_the_named_scenarios(tmp_path: Path) -> None:
+    run("benchmarks/suite.py", "--smoke", "--only", "parsers", "--json",
+        str(tmp_path / "suite.json"))
+    result = json.loads((tmp_path / "suite.json").read_text())
+    assert result["scenarios"] == ["parsers"]
+    assert {row["scenario"] for row in result["rows"]} == {"parsers"}
+
+
+def test_suite_only_refuses_an_unknown_scenario() -> None:
+    result = subprocess.run([sys.executable, "benchmarks/suite.py", "--smoke", "--only",
+                             "parsers,nope"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 2
+    assert "unknown scenario nope: choose from parsers, ingest, srt" in result.stderr
+
+
 def test_suite_smoke_run(tmp_path: Path) -> None:
     """The whole suite in seconds, with whichever peers are installed (make bench installs
     nginx-rtmp; make test makes pyrtmp's venv)."""
     out = run("benchmarks/suite.py", "--smoke", "--json", str(tmp_path / "suite.json"))
     result = json.loads((tmp_path / "suite.json").read_text())
     scenarios = {row["scenario"] for row in result["rows"]}
-    assert {"parsers", "ingest cost", "memory", "latency", "scale", "viewers"} <= scenarios
+    assert {"parsers", "ingest cost", "SRT ingest cost", "memory", "latency", "scale",
+            "viewers"} <= scenarios
     ingest = next(row for row in result["rows"] if row["scenario"] == "ingest cost")
     assert ingest["relay"] > 0, out
+    # SRT: Relay took the stream (no publisher dropped, playlists answer) and so did
+    # srt-live-transmit (it wrote at least half the clip's rate) when srt-tools is installed.
+    srt = next(row for row in result["rows"] if row["scenario"] == "SRT ingest cost")
+    assert srt["relay"] > 0, out
+    if shutil.which("srt-live-transmit"):
+        assert srt["verdict"] == "reported", out
+        assert srt["peers"]["srt-live-transmit"] is not None, out
+    else:
+        assert srt["verdict"].startswith("not measured: srt-live-transmit"), out
     ts = next(row for row in result["rows"] if row["case"].startswith("MPEG-TS demux"))
     assert ts["relay"] > 0, out
     viewers = next(row for row in result["rows"] if row["scenario"] == "viewers")
