@@ -444,6 +444,20 @@ def written_bytes(pid: int) -> int:
     return 0
 
 
+def libsrt_thread_seconds(pid: int) -> float:
+    """Run time (s) of the process's live libsrt threads (libsrt names them "SRT:RcvQ:w1",
+    "SRT:TsbPd", ...), from the scheduler's nanosecond accounting (/proc/PID/task/TID/
+    schedstat), which sees what tick sampling would miss in threads this light."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("SRT:"):
+                total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
 class SrtReceiver:
     """An SRT ingest under test: takes `count` encrypted streams, measured over all its
     processes."""
@@ -672,6 +686,7 @@ def srt_ingest_cost(profile: Profile, media: Path, work: Path, log: Callable[[st
     rows = []
     for count in profile.srt_publishers:
         samples: dict[str, list[float]] = {}
+        libsrt: dict[str, list[float]] = {}  # the part in libsrt's own threads
         rss: dict[str, list[float]] = {}
         problems: dict[str, str] = {}
         for repeat in range(profile.repeats):
@@ -683,10 +698,13 @@ def srt_ingest_cost(profile: Profile, media: Path, work: Path, log: Callable[[st
                     with publishers(urls, media, muxer="mpegts") as running:
                         time.sleep(profile.warmup)
                         before = sum(cpu_seconds(pid) for pid in receiver.pids)
+                        threads = sum(libsrt_thread_seconds(pid) for pid in receiver.pids)
                         wrote = receiver.written()
                         began = time.monotonic()
                         time.sleep(profile.window)
                         used = sum(cpu_seconds(pid) for pid in receiver.pids) - before
+                        threads = sum(libsrt_thread_seconds(pid)
+                                      for pid in receiver.pids) - threads
                         elapsed = time.monotonic() - began
                         after = receiver.written()
                         memory = sum(rss_kib(pid) for pid in receiver.pids)
@@ -705,11 +723,13 @@ def srt_ingest_cost(profile: Profile, media: Path, work: Path, log: Callable[[st
                     receiver.stop()
                 per_stream = used / (count * elapsed)
                 samples.setdefault(receiver.name, []).append(per_stream)
+                libsrt.setdefault(receiver.name, []).append(threads / (count * elapsed))
                 rss.setdefault(receiver.name, []).append(memory / 1024)
                 if problem:
                     problems[receiver.name] = problem
                 log(f"  SRT ingest {count} x 6 Mbps, {receiver.name}, run {repeat + 1}: "
-                    f"{per_stream:.5f} CPU-s per stream-s, RSS {memory / 1024:.1f} MiB"
+                    f"{per_stream:.5f} CPU-s per stream-s (libsrt's threads "
+                    f"{threads / (count * elapsed):.5f}), RSS {memory / 1024:.1f} MiB"
                     f"{delivered}{' (' + problem + ')' if problem else ''}")
         case = f"{count} x 6 Mbps, LL-HLS on"
         relay = statistics.median(samples["relay"])
@@ -726,6 +746,8 @@ def srt_ingest_cost(profile: Profile, media: Path, work: Path, log: Callable[[st
                          "srt-live-transmit used no CPU tick in the window")
         rtmp = next((r.relay for r in rtmp_rows or ()
                      if r.scenario == "ingest cost" and r.case == case), None)
+        notes.append("in libsrt's threads: " + ", ".join(
+            f"{name} {statistics.median(values):.5f}" for name, values in libsrt.items()))
         if rtmp:
             notes.append(f"relay over RTMP in this run {rtmp:.5f}, SRT {relay / rtmp:.2f} x RTMP")
         notes += [f"{k}: {v}" for k, v in problems.items()]
