@@ -126,6 +126,8 @@ def machine() -> dict[str, Any]:
     info = ll_hls_latency.machine()
     info["ffmpeg"] = _first_line([shutil.which("ffmpeg") or "ffmpeg", "-version"])
     info["nginx"] = _first_line([str(NGINX), "-v"]) if NGINX.exists() else None
+    program = srt_live_transmit()
+    info["srt-live-transmit"] = _first_line([program, "-version"]) if program else None
     return info
 
 
