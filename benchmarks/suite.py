@@ -1,4 +1,4 @@
-"""Relay against nginx-rtmp and pyrtmp, side by side in one run: one table, one JSON file.
+"""Relay against nginx-rtmp, pyrtmp and srt-live-transmit, side by side: one table, one JSON.
 
     .venv/bin/python benchmarks/suite.py [--quick | --smoke] [--only NAME[,NAME]] [--json PATH]
 
