@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent.parent
 VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
 TS_VECTOR = ROOT / "tests" / "vectors" / "mpegts" / "h264_aac.ts"
@@ -85,6 +87,24 @@ def test_suite_only_refuses_an_unknown_scenario() -> None:
     assert "unknown scenario nope: choose from parsers, ingest, srt" in result.stderr
 
 
+def test_srt_rows_report_publishers_that_could_not_connect(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that took nothing is a problem, not a figure: every caller gets the wrong
+    passphrase, so both receivers refuse it."""
+    from benchmarks import suite
+
+    right = suite.srt_caller_url
+    monkeypatch.setattr(suite, "srt_caller_url",
+                        lambda base, key, _: right(base, key, "not-the-passphrase-0123"))
+    media = suite.prepare_media(suite.PROFILES["smoke"].media_seconds)["6mbps"]
+    rows = suite.srt_ingest_cost(suite.PROFILES["smoke"], media, tmp_path, lambda _: None)
+    cost = next(row for row in rows if row.scenario == "SRT ingest cost")
+    assert "relay: 1 publisher(s) dropped; 1 stream(s) without a playlist" in cost.note
+    if shutil.which("srt-live-transmit"):
+        assert cost.verdict == "problem"
+        assert "srt-live-transmit: 1 publisher(s) dropped; wrote 0.00 Mbit/s" in cost.note
+
+
 def test_suite_smoke_run(tmp_path: Path) -> None:
     """The whole suite in seconds, with whichever peers are installed (make bench installs
     nginx-rtmp; make test makes pyrtmp's venv)."""
@@ -104,6 +124,7 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
         assert srt["peers"]["srt-live-transmit"] is not None, out
     else:
         assert srt["verdict"].startswith("not measured: srt-live-transmit"), out
+    assert "relay over RTMP in this run" in srt["note"], out  # the ingest rows came first
     ts = next(row for row in result["rows"] if row["case"].startswith("MPEG-TS demux"))
     assert ts["relay"] > 0, out
     viewers = next(row for row in result["rows"] if row["scenario"] == "viewers")
