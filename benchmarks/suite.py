@@ -1,11 +1,12 @@
-"""Relay against nginx-rtmp and pyrtmp, side by side in one run: one table, one JSON file.
+"""Relay against nginx-rtmp, pyrtmp and srt-live-transmit, side by side: one table, one JSON.
 
-    .venv/bin/python benchmarks/suite.py [--quick | --smoke] [--json PATH]
+    .venv/bin/python benchmarks/suite.py [--quick | --smoke] [--only NAME[,NAME]] [--json PATH]
 
 `make bench` runs the full suite and `make bench-quick` the quick one; both install the peers
 first (nginx with Debian's RTMP module, pyrtmp in a venv of its own under .make/). `--smoke`
 is the seconds-long run that `make test` does so the suite cannot rot: it uses whichever
-peers are installed and says which are missing.
+peers are installed and says which are missing. `--only` runs the named scenarios alone
+(parsers, ingest, srt, memory, latency, scale, viewers).
 
 Scenarios (see benchmarks/README.md for method and history):
 1. parsers: the native chunk demuxer (and pyrtmp's) on captured and synthetic chunk streams,
@@ -14,6 +15,11 @@ Scenarios (see benchmarks/README.md for method and history):
    6 Mbps H.264+AAC file with a 2 s GOP) into Relay with LL-HLS and recording on, nginx-rtmp
    with `hls on`, and pyrtmp (ingest only): server CPU-seconds per stream-second from
    /proc/PID/stat and RSS from /proc/PID/status; median of the repeats, peers alternating;
+   SRT ingest cost: 1 and 4 publishers (`ffmpeg -re -stream_loop -1 -c copy -f mpegts` of
+   the same clip to `srt://`, encrypted) into Relay (LL-HLS and recording on) and into one
+   `srt-live-transmit` listener per stream (srt-tools; TS to stdout on /dev/null): CPU-seconds
+   per stream-second of the receiving process(es) and their RSS, reported beside Relay's own
+   RTMP figure from the same run;
 3. memory per idle RTMP connection (handshaken, then silent);
 4. latency: part advertised after frame arrival (p50/p99) and hls.js latency in Chromium
    (`ll_hls_latency.py`);
@@ -35,6 +41,7 @@ import functools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -58,7 +65,7 @@ from benchmarks import ll_hls_latency, loadgen  # noqa: E402
 from benchmarks import viewers as viewer_sim  # noqa: E402
 from relay.hls import fmp4  # noqa: E402
 from relay.media.units import AudioConfig, Codec, VideoConfig  # noqa: E402
-from tests.integration.relay_process import RelayProcess  # noqa: E402
+from tests.integration.relay_process import RelayProcess, free_udp_port  # noqa: E402
 
 MEDIA_DIR = ROOT / "benchmarks" / "media"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -86,16 +93,17 @@ class Profile:
     scale_seconds: float
     viewer_steps: tuple[int, ...]  # viewer counts tried in turn until parts are late
     viewer_seconds: float
+    srt_publishers: tuple[int, ...]  # SRT ingest cost: stream counts
 
 
 PROFILES = {
     "full": Profile("full", 20, (1, 4, 16), 3, 5.0, 20.0, 1000, 5.0, 20.0, True,
                     (100, 200, 400, 800, 1000, 1200, 1400, 1600, 2000, 3000), 20.0,
-                    (25, 50, 100, 200, 300, 400, 600, 800), 10.0),
+                    (25, 50, 100, 200, 300, 400, 600, 800), 10.0, srt_publishers=(1, 4)),
     "quick": Profile("quick", 10, (1, 4), 3, 3.0, 8.0, 500, 1.0, 10.0, True,
-                     (50, 100, 200), 10.0, (25, 50, 100), 5.0),
+                     (50, 100, 200), 10.0, (25, 50, 100), 5.0, srt_publishers=(1, 4)),
     "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False, (5,), 3.0,
-                     (3,), 2.0),
+                     (3,), 2.0, srt_publishers=(1,)),
 }
 
 
@@ -118,6 +126,8 @@ def machine() -> dict[str, Any]:
     info = ll_hls_latency.machine()
     info["ffmpeg"] = _first_line([shutil.which("ffmpeg") or "ffmpeg", "-version"])
     info["nginx"] = _first_line([str(NGINX), "-v"]) if NGINX.exists() else None
+    program = srt_live_transmit()
+    info["srt-live-transmit"] = _first_line([program, "-version"]) if program else None
     return info
 
 
@@ -233,15 +243,29 @@ class RelayServer(Server):
             ":", 1)
         return host, int(port)
 
-    def publish_urls(self, count: int) -> list[str]:
+    def create_streams(self, count: int) -> list[dict[str, Any]]:
+        """`count` more `low` streams, recorded, through the API."""
         assert self.process is not None
+        created = []
         with httpx.Client(base_url=self.process.http_url, auth=TOKEN, timeout=15) as api:
             for _ in range(count):
-                self.streams.append(api.post("/video/v1/live-streams", json={
+                created.append(api.post("/video/v1/live-streams", json={
                     "playback_policies": ["public"],
                     "new_asset_settings": {"playback_policies": ["public"]},
                     "latency_mode": "low"}).json()["data"])
-        return [f"{self.process.urls['rtmp']}/{s['stream_key']}" for s in self.streams]
+        self.streams += created
+        return created
+
+    def publish_urls(self, count: int) -> list[str]:
+        assert self.process is not None
+        return [f"{self.process.urls['rtmp']}/{s['stream_key']}"
+                for s in self.create_streams(count)]
+
+    def srt_publish_urls(self, count: int) -> list[str]:
+        """SRT caller URLs as Mux documents them, with each stream's own passphrase."""
+        assert self.process is not None
+        return [srt_caller_url(self.process.urls["srt"], s["stream_key"], s["srt_passphrase"])
+                for s in self.create_streams(count)]
 
     def stream_keys(self, count: int) -> list[str]:
         return [url.rsplit("/", 1)[1] for url in self.publish_urls(count)]
@@ -394,11 +418,172 @@ def _terminate(process: subprocess.Popen[Any] | None) -> None:
         process.wait(10)
 
 
+# -- SRT receivers ------------------------------------------------------------------------------
+
+#: Receiver latency (ms) given to srt-live-transmit: Relay's --srt-latency default, so both
+#: receivers keep the same buffer and answer losses in the same time.
+SRT_LATENCY_MS = 120
+#: How long Relay's playlists may take to answer after an SRT measurement window (seconds);
+#: the first segment is complete about one GOP (2 s) after the first keyframe.
+SRT_OUTPUT_WAIT = 10.0
+
+
+def srt_caller_url(base: str, streamid: str, passphrase: str) -> str:
+    """What an encoder pushes to (`base` is srt://HOST:PORT): ffmpeg's srt protocol passes
+    the streamid and passphrase to libsrt as written; 1316 bytes = 7 TS packets per datagram."""
+    return f"{base}?streamid={streamid}&passphrase={passphrase}&pkt_size=1316"
+
+
+def srt_live_transmit() -> str | None:
+    return shutil.which("srt-live-transmit")
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes the process passed to write() and kin (`wchar`), /dev/null included."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def libsrt_thread_seconds(pid: int) -> float:
+    """Run time (s) of the process's live libsrt threads (libsrt names them "SRT:RcvQ:w1",
+    "SRT:TsbPd", ...), from the scheduler's nanosecond accounting (/proc/PID/task/TID/
+    schedstat), which sees what tick sampling would miss in threads this light."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("SRT:"):
+                total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
+class SrtReceiver:
+    """An SRT ingest under test: takes `count` encrypted streams, measured over all its
+    processes."""
+
+    name = ""
+
+    def start(self, work: Path, count: int) -> list[str]:
+        """Start; the caller URLs of `count` streams."""
+        raise NotImplementedError
+
+    @property
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def written(self) -> int | None:
+        """Bytes written out so far, where that is the received stream (None: not known)."""
+        return None
+
+    def check_output(self, count: int) -> str:
+        """"" when every stream produced what it should, else what is missing."""
+        return ""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class RelaySrt(SrtReceiver):
+    """`relay serve` with `low` streams (LL-HLS and recording on), pushed to over SRT."""
+
+    name = "relay"
+
+    def __init__(self) -> None:
+        self.server = RelayServer()
+
+    def start(self, work: Path, count: int) -> list[str]:
+        self.server.start(work)
+        return self.server.srt_publish_urls(count)
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.server.pid]
+
+    def check_output(self, count: int) -> str:
+        deadline = time.monotonic() + SRT_OUTPUT_WAIT
+        while (problem := self.server.check_output(count)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return problem
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class SrtLiveTransmitPeer(SrtReceiver):
+    """One `srt-live-transmit` (Debian's srt-tools) listener per stream, with a passphrase as
+    Relay's streams have, writing the TS it receives to stdout on /dev/null: libsrt's receive
+    path alone, no demuxing, no packaging."""
+
+    name = "srt-live-transmit"
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def available() -> str:
+        if srt_live_transmit() is None:
+            return "srt-live-transmit is not installed (Debian's srt-tools; make installs it)"
+        return ""
+
+    def start(self, work: Path, count: int) -> list[str]:
+        program = srt_live_transmit()
+        assert program is not None
+        urls = []
+        for index in range(count):
+            port = free_udp_port()
+            passphrase = secrets.token_hex(16)
+            process = subprocess.Popen(
+                [program, "-q", f"srt://127.0.0.1:{port}?mode=listener&passphrase={passphrase}"
+                 f"&latency={SRT_LATENCY_MS}", "file://con"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.processes.append(process)
+            _wait_udp_port(port, process)
+            urls.append(srt_caller_url(f"srt://127.0.0.1:{port}", f"stream{index}", passphrase))
+        return urls
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def written(self) -> int | None:
+        return sum(written_bytes(pid) for pid in self.pids)
+
+    def check_output(self, count: int) -> str:
+        exited = sum(process.poll() is not None for process in self.processes)
+        return f"{exited} srt-live-transmit process(es) exited" if exited else ""
+
+    def stop(self) -> None:
+        for process in self.processes:
+            _terminate(process)
+        self.processes = []
+
+
+def _wait_udp_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Until a socket is bound to UDP `port` (/proc/net/udp lists it), or fail."""
+    wanted = f":{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the SRT receiver exited with {process.returncode}")
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            lines = Path(table).read_text().splitlines()[1:]
+            if any(line.split()[1].endswith(wanted) for line in lines):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing bound UDP port {port} after {timeout} s")
+
+
 @contextmanager
-def publishers(urls: list[str], media: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def publishers(urls: list[str], media: Path,
+               muxer: str = "flv") -> Iterator[list[subprocess.Popen[bytes]]]:
+    """ffmpeg pushing the clip in a loop, in real time, without re-encoding: `flv` for RTMP,
+    `mpegts` for SRT (ffmpeg's TS muxer inserts h264_mp4toannexb and ADTS headers itself)."""
     started = [subprocess.Popen(
         ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(media),
-         "-c", "copy", "-f", "flv", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "-c", "copy", "-f", muxer, url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for url in urls]
     try:
         yield started
@@ -485,6 +670,96 @@ def ingest_cost(profile: Profile, media: Path, work: Path, peers: list[type[Serv
                 verdict="pass" if per_stream <= 2 else "miss",
                 note=f"RSS growth less the live windows' media, after {profile.warmup:g} + "
                      f"{profile.window:g} s"))
+    return rows
+
+
+def srt_ingest_cost(profile: Profile, media: Path, work: Path, log: Callable[[str], None],
+                    rtmp_rows: list[Row] | None = None) -> list[Row]:
+    """CPU per 6 Mbps SRT stream of Relay (LL-HLS and recording on) against srt-live-transmit
+    receiving the same publishers in the same run (issue 13); Relay's RTMP figure for the same
+    count, when `rtmp_rows` has it, goes in the note."""
+    receivers: list[type[SrtReceiver]] = [RelaySrt]
+    missing = SrtLiveTransmitPeer.available()
+    if missing:
+        log(f"  srt-live-transmit: skipped, {missing}")
+    else:
+        receivers.append(SrtLiveTransmitPeer)
+    clip_mbps = media.stat().st_size * 8 / profile.media_seconds / 1e6
+    rows = []
+    for count in profile.srt_publishers:
+        samples: dict[str, list[float]] = {}
+        libsrt: dict[str, list[float]] = {}  # the part in libsrt's own threads
+        rss: dict[str, list[float]] = {}
+        problems: dict[str, str] = {}
+        for repeat in range(profile.repeats):
+            order = receivers if repeat % 2 == 0 else list(reversed(receivers))
+            for make in order:
+                receiver = make()
+                try:
+                    urls = receiver.start(work / f"srt-{receiver.name}-{count}-{repeat}", count)
+                    with publishers(urls, media, muxer="mpegts") as running:
+                        time.sleep(profile.warmup)
+                        before = sum(cpu_seconds(pid) for pid in receiver.pids)
+                        threads = sum(libsrt_thread_seconds(pid) for pid in receiver.pids)
+                        wrote = receiver.written()
+                        began = time.monotonic()
+                        time.sleep(profile.window)
+                        used = sum(cpu_seconds(pid) for pid in receiver.pids) - before
+                        threads = sum(libsrt_thread_seconds(pid)
+                                      for pid in receiver.pids) - threads
+                        elapsed = time.monotonic() - began
+                        after = receiver.written()
+                        memory = sum(rss_kib(pid) for pid in receiver.pids)
+                        alive = sum(p.poll() is None for p in running)
+                        found = [f"{count - alive} publisher(s) dropped"] if alive < count else []
+                        found.append(receiver.check_output(count))
+                        delivered = ""
+                        if wrote is not None and after is not None:
+                            mbps = (after - wrote) * 8 / elapsed / count / 1e6
+                            delivered = f", wrote {mbps:.2f} Mbit/s per stream"
+                            if mbps < clip_mbps / 2:
+                                found.append(f"wrote {mbps:.2f} Mbit/s per stream of a "
+                                             f"{clip_mbps:.2f} Mbit/s clip")
+                        problem = "; ".join(text for text in found if text)
+                finally:
+                    receiver.stop()
+                per_stream = used / (count * elapsed)
+                samples.setdefault(receiver.name, []).append(per_stream)
+                libsrt.setdefault(receiver.name, []).append(threads / (count * elapsed))
+                rss.setdefault(receiver.name, []).append(memory / 1024)
+                if problem:
+                    problems[receiver.name] = problem
+                log(f"  SRT ingest {count} x 6 Mbps, {receiver.name}, run {repeat + 1}: "
+                    f"{per_stream:.5f} CPU-s per stream-s (libsrt's threads "
+                    f"{threads / (count * elapsed):.5f}), RSS {memory / 1024:.1f} MiB"
+                    f"{delivered}{' (' + problem + ')' if problem else ''}")
+        case = f"{count} x 6 Mbps, LL-HLS on"
+        relay = statistics.median(samples["relay"])
+        peer = (statistics.median(samples[SrtLiveTransmitPeer.name])
+                if SrtLiveTransmitPeer.name in samples else None)
+        row = Row("SRT ingest cost", case, "CPU-s / stream-s", relay,
+                  {SrtLiveTransmitPeer.name: peer}, goal="report (no goal yet)")
+        notes = []
+        if peer is None:
+            row.verdict = f"not measured: {missing}"
+        else:
+            row.verdict = "reported" if not problems else "problem"
+            notes.append(f"ratio {relay / peer:.2f} x srt-live-transmit" if peer > 0 else
+                         "srt-live-transmit used no CPU tick in the window")
+        rtmp = next((r.relay for r in rtmp_rows or ()
+                     if r.scenario == "ingest cost" and r.case == case), None)
+        notes.append("in libsrt's threads: " + ", ".join(
+            f"{name} {statistics.median(values):.5f}" for name, values in libsrt.items()))
+        if rtmp:
+            notes.append(f"relay over RTMP in this run {rtmp:.5f}, SRT {relay / rtmp:.2f} x RTMP")
+        notes += [f"{k}: {v}" for k, v in problems.items()]
+        row.note = "; ".join(notes)
+        rows.append(row)
+        rows.append(Row("SRT ingest memory", f"{count} x 6 Mbps", "RSS MiB",
+                        statistics.median(rss["relay"]),
+                        {SrtLiveTransmitPeer.name: statistics.median(rss[SrtLiveTransmitPeer.name])
+                         if SrtLiveTransmitPeer.name in rss else None},
+                        note="srt-live-transmit: the sum over its processes, one per stream"))
     return rows
 
 
@@ -755,15 +1030,36 @@ def _fmt(value: float | None) -> str:
     return f"{value:.5f}"
 
 
+#: Scenario names for --only, in the order a run takes them.
+SCENARIOS = ("parsers", "ingest", "srt", "memory", "latency", "scale", "viewers")
+
+
+def _scenario_names(text: str) -> tuple[str, ...]:
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = names - set(SCENARIOS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {', '.join(sorted(unknown)) or '(none given)'}: "
+            f"choose from {', '.join(SCENARIOS)}")
+    return tuple(name for name in SCENARIOS if name in names)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a few minutes")
     mode.add_argument("--smoke", action="store_true", help="seconds; no goals are judged")
-    parser.add_argument("--json", type=Path, help="where to write the results")
+    parser.add_argument("--only", type=_scenario_names, default=SCENARIOS,
+                        metavar="NAME[,NAME]",
+                        help=f"run only these scenarios, of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--json", type=Path, help="where to write the results (default: "
+                        "results/suite-PROFILE.json, or suite-PROFILE-only-NAMES.json "
+                        "with --only)")
     args = parser.parse_args()
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
-    target = args.json or RESULTS_DIR / f"suite-{profile.name}.json"
+    only: tuple[str, ...] = args.only
+    suffix = "" if only == SCENARIOS else "-only-" + "-".join(only)
+    target = args.json or RESULTS_DIR / f"suite-{profile.name}{suffix}.json"
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -775,18 +1071,27 @@ def main() -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         work = Path(tmp)
-        log("parsers")
-        rows += parsers(profile, log)
-        log("ingest cost")
-        rows += ingest_cost(profile, media["6mbps"], work, peers, log)
-        log("memory")
-        rows += idle_memory(profile, work, peers, log)
-        log("latency")
-        rows += latency(profile, work, log)
-        log("scale")
-        rows += scale(profile, media["600kbps"], work, peers, log)
-        log("viewers")
-        rows += viewers(profile, media["6mbps"], work, log)
+        if "parsers" in only:
+            log("parsers")
+            rows += parsers(profile, log)
+        if "ingest" in only:
+            log("ingest cost")
+            rows += ingest_cost(profile, media["6mbps"], work, peers, log)
+        if "srt" in only:
+            log("SRT ingest cost")
+            rows += srt_ingest_cost(profile, media["6mbps"], work, log, rtmp_rows=rows)
+        if "memory" in only:
+            log("memory")
+            rows += idle_memory(profile, work, peers, log)
+        if "latency" in only:
+            log("latency")
+            rows += latency(profile, work, log)
+        if "scale" in only:
+            log("scale")
+            rows += scale(profile, media["600kbps"], work, peers, log)
+        if "viewers" in only:
+            log("viewers")
+            rows += viewers(profile, media["6mbps"], work, log)
     if profile.name == "smoke":
         for row in rows:
             if row.verdict in ("pass", "miss"):
@@ -794,7 +1099,8 @@ def main() -> int:
     print()
     print(table(rows))
     result = {"suite": profile.name, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
-              "profile": asdict(profile), "seconds": round(time.monotonic() - began, 1),
+              "profile": asdict(profile), "scenarios": list(only),
+              "seconds": round(time.monotonic() - began, 1),
               "rows": [asdict(row) for row in rows]}
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")

@@ -4,9 +4,12 @@ from `benchmarks/` runs on a quiet machine (see benchmarks/README.md)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent.parent.parent
 VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
@@ -68,15 +71,60 @@ def test_ingest_probe_runs() -> None:
     assert "idle:" in out and "1 x 6mbps from loadgen:" in out and "garbage collector" in out
 
 
+def test_suite_only_runs_the_named_scenarios(tmp_path: Path) -> None:
+    run("benchmarks/suite.py", "--smoke", "--only", "parsers", "--json",
+        str(tmp_path / "suite.json"))
+    result = json.loads((tmp_path / "suite.json").read_text())
+    assert result["scenarios"] == ["parsers"]
+    assert {row["scenario"] for row in result["rows"]} == {"parsers"}
+
+
+def test_suite_only_refuses_an_unknown_scenario() -> None:
+    result = subprocess.run([sys.executable, "benchmarks/suite.py", "--smoke", "--only",
+                             "parsers,nope"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 2
+    assert "unknown scenario nope: choose from parsers, ingest, srt" in result.stderr
+
+
+def test_srt_rows_report_publishers_that_could_not_connect(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that took nothing is a problem, not a figure: every caller gets the wrong
+    passphrase, so both receivers refuse it."""
+    from benchmarks import suite
+
+    right = suite.srt_caller_url
+    monkeypatch.setattr(suite, "srt_caller_url",
+                        lambda base, key, _: right(base, key, "not-the-passphrase-0123"))
+    media = suite.prepare_media(suite.PROFILES["smoke"].media_seconds)["6mbps"]
+    rows = suite.srt_ingest_cost(suite.PROFILES["smoke"], media, tmp_path, lambda _: None)
+    cost = next(row for row in rows if row.scenario == "SRT ingest cost")
+    assert "relay: 1 publisher(s) dropped; 1 stream(s) without a playlist" in cost.note
+    if shutil.which("srt-live-transmit"):
+        assert cost.verdict == "problem"
+        assert "srt-live-transmit: 1 publisher(s) dropped; wrote 0.00 Mbit/s" in cost.note
+
+
 def test_suite_smoke_run(tmp_path: Path) -> None:
     """The whole suite in seconds, with whichever peers are installed (make bench installs
     nginx-rtmp; make test makes pyrtmp's venv)."""
     out = run("benchmarks/suite.py", "--smoke", "--json", str(tmp_path / "suite.json"))
     result = json.loads((tmp_path / "suite.json").read_text())
     scenarios = {row["scenario"] for row in result["rows"]}
-    assert {"parsers", "ingest cost", "memory", "latency", "scale", "viewers"} <= scenarios
+    assert {"parsers", "ingest cost", "SRT ingest cost", "memory", "latency", "scale",
+            "viewers"} <= scenarios
     ingest = next(row for row in result["rows"] if row["scenario"] == "ingest cost")
     assert ingest["relay"] > 0, out
+    # SRT: Relay took the stream (no publisher dropped, playlists answer) and so did
+    # srt-live-transmit (it wrote at least half the clip's rate) when srt-tools is installed.
+    srt = next(row for row in result["rows"] if row["scenario"] == "SRT ingest cost")
+    assert srt["relay"] > 0, out
+    if shutil.which("srt-live-transmit"):
+        assert srt["verdict"] == "reported", out
+        assert srt["peers"]["srt-live-transmit"] is not None, out
+    else:
+        assert srt["verdict"].startswith("not measured: srt-live-transmit"), out
+    assert "relay over RTMP in this run" in srt["note"], out  # the ingest rows came first
     ts = next(row for row in result["rows"] if row["case"].startswith("MPEG-TS demux"))
     assert ts["relay"] > 0, out
     viewers = next(row for row in result["rows"] if row["scenario"] == "viewers")
