@@ -72,7 +72,8 @@ class MediaQueue:
         self._tracks: dict[TrackKind, TrackConfig] = {}
         #: The configurations the consumer has been given (what its decoder is set up with).
         self._delivered: dict[TrackKind, TrackConfig] = {}
-        self._awaiting_keyframe = False
+        # A consumer starts on a resumption point too (the hub may attach it mid-GOP).
+        self._awaiting_keyframe = True
         self._ended = False  # on_end was called
         self._finished = False  # EndOfStream was handed out
         self._waiter: asyncio.Future[None] | None = None
