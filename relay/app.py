@@ -449,6 +449,20 @@ def load_tls(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def load_simulcast_tls(settings: Settings) -> ssl.SSLContext:
+    """The client context of rtmps:// simulcast targets: the system's trusted CAs (with
+    hostname checks), plus the bundle of --simulcast-ca-file when given."""
+    context = ssl.create_default_context()
+    if settings.simulcast_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=settings.simulcast_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(
+                f"cannot load the CA bundle {str(settings.simulcast_ca_file)!r}: {exc}; "
+                "give --simulcast-ca-file a file of PEM CA certificates") from None
+    return context
+
+
 def prepare_data_dir(data_dir: Path) -> None:
     """Create the data dir (mode 0700 when it is new) and its media dir, and prove they are
     writable. An existing data dir keeps the mode its owner gave it."""
