@@ -61,6 +61,12 @@ STOP_GRACE_SECONDS = 2.0
 #: dropped (the rows catch up with the next write of each target).
 MAX_PENDING_STATUS_WRITES = 256
 
+#: Each target's queue (`MediaQueue`): what a slow or dead target may hold before it drops
+#: whole GOPs. About 20 s of a 6 Mbit/s stream; the frames are the hub's own (not copied).
+TARGET_QUEUE_MAX_BYTES = 16 * 1024 * 1024
+#: The same in frames (video and audio): about 25 s of 60 fps video with 48 kHz AAC.
+TARGET_QUEUE_MAX_FRAMES = 3000
+
 _LOG = LogLimiter(log)
 
 
@@ -91,6 +97,14 @@ def _pusher() -> tuple[PushFunction, ParseTarget]:
     # with targets goes live, and tests give the manager their own push.
     module = importlib.import_module("relay.simulcast.pusher")
     return module.push, module.parse_target_url
+
+
+def new_target_queue() -> TargetQueue:
+    """A target's queue with the limits above (`relay.streams.queue.MediaQueue`)."""
+    module = importlib.import_module("relay.streams.queue")
+    queue: TargetQueue = module.MediaQueue(max_bytes=TARGET_QUEUE_MAX_BYTES,
+                                           max_frames=TARGET_QUEUE_MAX_FRAMES)
+    return queue
 
 
 def error_of(exc: BaseException) -> tuple[SimulcastErrorSeverity, str]:
@@ -130,6 +144,7 @@ class SimulcastManager:
         jitter: Callable[[float], float] = lambda high: random.uniform(0.0, high),
         clock: Callable[[], float] = time.monotonic,
         stop_grace: float = STOP_GRACE_SECONDS,
+        on_stopped: Callable[[SimulcastManager], None] | None = None,
     ) -> None:
         self.store = store
         self.stream_id = stream_id
@@ -141,6 +156,7 @@ class SimulcastManager:
         self._jitter = jitter
         self._clock = clock
         self._stop_grace = stop_grace
+        self._on_stopped = on_stopped
         self._started = False
         self._ended = False
         self._stopping: asyncio.Task[None] | None = None
@@ -282,6 +298,8 @@ class SimulcastManager:
         if self._writer is not None:
             self._writes_waiting.set()
             await self._writer
+        if self._on_stopped is not None:
+            self._on_stopped(self)
 
     # -- status writes -------------------------------------------------------------------
 
