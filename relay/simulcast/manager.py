@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
 import ssl
@@ -40,9 +39,11 @@ from urllib.parse import urlsplit
 
 from relay.logs import LogLimiter, peer_text
 from relay.media.units import MediaFrame, TrackConfig
+from relay.simulcast.pusher import parse_target_url, push
 from relay.simulcast.target_status import TargetInput, TargetMachine
 from relay.store import Store
 from relay.store.records import SimulcastErrorSeverity, SimulcastTarget, SimulcastTargetStatus
+from relay.streams.queue import MediaQueue
 
 log = logging.getLogger("relay.simulcast")
 
@@ -89,22 +90,16 @@ class PushFunction(Protocol):
                  on_published: Callable[[], None]) -> Awaitable[None]: ...
 
 
-ParseTarget = Callable[[str, str | None], Any]
+ParseTarget = Callable[[str, str], Any]
 
 
 def _pusher() -> tuple[PushFunction, ParseTarget]:
-    # Looked up when first needed: the pusher (and its RTMP client) load only when a stream
-    # with targets goes live, and tests give the manager their own push.
-    module = importlib.import_module("relay.simulcast.pusher")
-    return module.push, module.parse_target_url
+    return push, parse_target_url
 
 
 def new_target_queue() -> TargetQueue:
-    """A target's queue with the limits above (`relay.streams.queue.MediaQueue`)."""
-    module = importlib.import_module("relay.streams.queue")
-    queue: TargetQueue = module.MediaQueue(max_bytes=TARGET_QUEUE_MAX_BYTES,
-                                           max_frames=TARGET_QUEUE_MAX_FRAMES)
-    return queue
+    """A target's queue with the limits above."""
+    return MediaQueue(max_bytes=TARGET_QUEUE_MAX_BYTES, max_frames=TARGET_QUEUE_MAX_FRAMES)
 
 
 def error_of(exc: BaseException) -> tuple[SimulcastErrorSeverity, str]:
@@ -211,7 +206,7 @@ class SimulcastManager:
         record = target.record
         self._change(target, TargetInput.CONNECT)
         try:
-            address = self._parse(record.url, record.stream_key)
+            address = self._parse(record.url, record.stream_key or "")
         except ValueError as exc:
             # Stored before the API checked URLs, or by hand: nothing to retry.
             self._failed(target, "fatal", f"the url cannot be pushed to: {exc}")
