@@ -16,7 +16,9 @@ BUILD_APT_PACKAGES := build-essential python3-dev python3-venv libsrt-openssl-de
 # voaacenc, mpegtsmux, srtsink) the third, an encoder that shares no code with ffmpeg.
 GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES)
+# nginx with its RTMP module: the simulcast target of the tests (started on a free port with
+# a config of the test's own; installing nginx may also start its system service on port 80).
+APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES) nginx libnginx-mod-rtmp
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64

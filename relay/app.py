@@ -20,7 +20,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ from relay.metrics import IngestCollector, SrtMetricsSource, create_metrics_app
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
+from relay.simulcast.manager import SimulcastManager, TargetQueue, new_target_queue
 from relay.srt import SrtUnavailable
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.store import SchemaTooNewError, Store
@@ -150,6 +151,8 @@ class RelayServer:
         self._collector: IngestCollector | None = None
         #: The recordings' disk threads (--disk-threads).
         self.disk = DiskPool(settings.disk_threads)
+        #: The simulcast of each live session with targets, until it has stopped.
+        self.simulcasts: set[SimulcastManager] = set()
 
     @property
     def store(self) -> Store:
@@ -171,6 +174,7 @@ class RelayServer:
                              token.id)
             s = self.settings
             tls = load_tls(s)
+            simulcast_tls = load_simulcast_tls(s)
             asset_files = AssetFiles(s.data_dir / "assets")
             ended = await self.store.recover_interrupted_sessions(
                 lambda asset_id: _finalize_recording(asset_files, asset_id))
@@ -185,12 +189,15 @@ class RelayServer:
             if tls is not None:
                 self.listeners.append(
                     bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
+            def session_started(session: LiveSession) -> None:
+                attach_packager(session, asset_files, part_target=s.part_target,
+                                counters=self.hls_counters, disk=self.disk,
+                                recording_max_backlog=s.recording_max_backlog)
+                attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts)
+
             self.registry = IngestRegistry(
                 self.store, session_limit=s.max_session_duration,
-                on_session_started=lambda session: attach_packager(
-                    session, asset_files, part_target=s.part_target,
-                    counters=self.hls_counters, disk=self.disk,
-                    recording_max_backlog=s.recording_max_backlog))
+                on_session_started=session_started)
             # The complete stream-key cache, before any listener admits: SRT's admission
             # answers from it alone (IngestRegistry.peek).
             keys = await self.registry.load_keys()
@@ -363,6 +370,9 @@ class RelayServer:
             if live:
                 log.info("ended %d live session(s) in %.1f s: recordings finalized, events "
                          "written", live, time.monotonic() - began)
+        # The sessions' ends stopped their simulcasts; their last status writes go in
+        # before the store closes (a target gets at most STOP_GRACE_SECONDS to unpublish).
+        await asyncio.gather(*(simulcast.stop() for simulcast in list(self.simulcasts)))
         self.disk.shutdown()
         if self._collector is not None:
             self._collector.unregister()
@@ -411,6 +421,31 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
 HLS_ATTACHMENT = "hls"
 
 
+def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | None,
+                     running: set[SimulcastManager],
+                     new_queue: Callable[[], TargetQueue] = new_target_queue,
+                     ) -> SimulcastManager | None:
+    """Give a new live session its simulcast when its stream has targets: one queue per
+    target fed by the session, pushing from when the stream is active until it ends.
+    `running` holds the manager until it has stopped (the server's stop awaits it)."""
+    targets = session.stream.simulcast_targets
+    if not targets:
+        return None
+    queues = [(target, new_queue()) for target in targets]
+    manager = SimulcastManager(session.store, session.stream_id, queues,
+                               ssl_context=ssl_context, on_stopped=running.discard)
+    for _, queue in queues:
+        session.attach_sink(queue)
+    session.active_listeners.append(manager.start)
+    session.end_listeners.append(manager.end)
+    session.attachments[SIMULCAST_ATTACHMENT] = manager
+    running.add(manager)
+    return manager
+
+
+SIMULCAST_ATTACHMENT = "simulcast"
+
+
 def live_packager(registry: IngestRegistry, stream_id: str) -> LivePackager | None:
     session = registry.sessions.get(stream_id)
     if session is None:
@@ -453,6 +488,20 @@ def load_tls(settings: Settings) -> ssl.SSLContext | None:
         raise StartupError(
             f"cannot load the RTMPS certificate {str(settings.tls_cert)!r} with key "
             f"{str(settings.tls_key)!r}: {exc}; check --tls-cert and --tls-key") from None
+    return context
+
+
+def load_simulcast_tls(settings: Settings) -> ssl.SSLContext:
+    """The client context of rtmps:// simulcast targets: the system's trusted CAs (with
+    hostname checks), plus the bundle of --simulcast-ca-file when given."""
+    context = ssl.create_default_context()
+    if settings.simulcast_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=settings.simulcast_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(
+                f"cannot load the CA bundle {str(settings.simulcast_ca_file)!r}: {exc}; "
+                "give --simulcast-ca-file a file of PEM CA certificates") from None
     return context
 
 

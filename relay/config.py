@@ -138,6 +138,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("tls-cert", parse_file, None,
            "PEM certificate chain for RTMPS (with --tls-key)", "FILE"),
     Option("tls-key", parse_file, None, "PEM private key for RTMPS (with --tls-cert)", "FILE"),
+    Option("simulcast-ca-file", parse_file, None,
+           "PEM bundle of CA certificates trusted for rtmps:// simulcast targets, in "
+           "addition to the system store (e.g. a target with a private CA)", "FILE"),
     Option("rtmp-max-connections", parse_int_range(1, 1_000_000), 1000,
            "most RTMP(S) connections open at once; when all are taken, a newcomer takes the "
            "slot of the oldest not-yet-publishing connection of the address holding the most "
@@ -230,6 +233,7 @@ class Settings:
     rtmps_port: int = 443
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    simulcast_ca_file: Path | None = None
     rtmp_max_connections: int = 1000
     rtmp_max_connections_per_ip: int = 20
     rtmp_idle_timeout: float = 30.0

@@ -49,6 +49,15 @@ async def _stream(store: StoreDep, live_stream_id: str) -> LiveStream:
     return stream
 
 
+def _require_no_session(stream: LiveStream, done: str, fix: str) -> None:
+    """Targets change only while the stream is idle, as Mux has it: a live session pushes
+    to the targets it started with. Live means active, and also connected with media
+    (recording) or waiting out its reconnect window, which `active_asset_id` shows."""
+    if stream.status == "active" or stream.active_asset_id is not None:
+        raise ApiError(400, f"simulcast targets can only be {done} while the live stream "
+                            f"is idle; {fix}")
+
+
 @router.post("", **answers(201, LiveStreamResponse, "The new live stream", 400),
              summary="Create a live stream")
 async def create_live_stream(body: CreateLiveStreamRequest, store: StoreDep,
@@ -189,10 +198,8 @@ async def delete_playback_id(live_stream_id: str, playback_id: str,
 async def create_simulcast_target(
     live_stream_id: str, body: CreateSimulcastTargetRequest, store: StoreDep
 ) -> Body:
-    stream = await _stream(store, live_stream_id)
-    if stream.status == "active":
-        raise ApiError(400, "simulcast targets can only be added while the live stream "
-                            "is idle; add it before the encoder connects")
+    _require_no_session(await _stream(store, live_stream_id), "added",
+                        "add it before the encoder connects")
     target = await store.create_simulcast_target(live_stream_id, body.to_new())
     if target is None:
         raise not_found("live stream")
@@ -212,10 +219,13 @@ async def get_simulcast_target(
 
 
 @router.delete("/{live_stream_id}/simulcast-targets/{simulcast_target_id}",
-               **answers(204, None, "Deleted", 404), summary="Delete a simulcast target")
+               **answers(204, None, "Deleted", 400, 404),
+               summary="Delete a simulcast target (only while the stream is idle)")
 async def delete_simulcast_target(
     live_stream_id: str, simulcast_target_id: str, store: StoreDep
 ) -> Response:
+    _require_no_session(await _stream(store, live_stream_id), "deleted",
+                        "delete it once the stream is idle again")
     if not await store.delete_simulcast_target(live_stream_id, simulcast_target_id):
         raise not_found("simulcast target")
     return no_content()

@@ -27,7 +27,9 @@ MAX_RECONNECT_WINDOW = 1800.0
 MIN_CONTINUOUS_DURATION = 60
 MAX_CONTINUOUS_DURATION = 43200  # 12 hours, Mux's session limit
 DEFAULT_STANDARD_RECONNECT_WINDOW = 60.0
-SIMULCAST_SCHEMES = ("rtmp", "rtmps", "srt")
+#: What a simulcast target may be: Relay pushes over RTMP and RTMP over TLS (issue 14); an
+#: srt:// target would be accepted and then never pushed, a failure the user cannot see.
+SIMULCAST_SCHEMES = ("rtmp", "rtmps")
 
 # A simulcast target URL, as one regular expression so that the OpenAPI document states the
 # rule the validator applies (a contract fuzzer then sends only what is accepted as valid):
@@ -153,8 +155,8 @@ class CreateSimulcastTargetRequest(_Body):
     def _check_url(cls, url: str) -> str:
         if _SIMULCAST_URL.fullmatch(url) is None:
             raise ValueError(
-                "must be an rtmp://, rtmps:// or srt:// URL with a host, "
-                "e.g. rtmp://live.example.com/app")
+                "must be an rtmp:// or rtmps:// URL with a host, "
+                "e.g. rtmps://live.example.com/app")
         return url
 
     def to_new(self) -> NewSimulcastTarget:

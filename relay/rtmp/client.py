@@ -39,7 +39,13 @@ AUDIO_CSID = 6
 VIDEO_CSID = 7
 
 _CONNECT_TXN = 1.0
+_RELEASE_STREAM_TXN = 2.0
+_FC_PUBLISH_TXN = 3.0
 _CREATE_STREAM_TXN = 4.0
+_PUBLISH_TXN = 5.0
+# releaseStream and FCPublish are Adobe FMS conventions that encoders send before
+# createStream; servers that do not know them may answer `_error`, which ffmpeg and OBS ignore.
+_OPTIONAL_TXNS = (_RELEASE_STREAM_TXN, _FC_PUBLISH_TXN)
 
 
 class ClientState(StrEnum):
@@ -58,10 +64,16 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """The server refused the connect or the publish, or ended it; the connection is over."""
+    """The server refused the connect or the publish, or ended it; the connection is over.
+
+    `command` says how: "_error" (an answer to connect / createStream / publish) or
+    "onStatus" (a NetStream status of level "error"); `state` is where the client was.
+    """
 
     code: str
     description: str
+    command: str = "onStatus"
+    state: str = ""
 
 
 ClientEvent = Published | Refused
@@ -154,8 +166,9 @@ class ClientSession:
     def _on_command(self, name: str, txn: float, args: list[amf0.AmfValue]) -> None:
         if name == "_result" and txn == _CONNECT_TXN and self.state is ClientState.CONNECTING:
             self.state = ClientState.CREATING_STREAM
-            self._command(COMMAND_CSID, 0, "releaseStream", 2.0, None, self.stream_key)
-            self._command(COMMAND_CSID, 0, "FCPublish", 3.0, None, self.stream_key)
+            self._command(COMMAND_CSID, 0, "releaseStream", _RELEASE_STREAM_TXN, None,
+                          self.stream_key)
+            self._command(COMMAND_CSID, 0, "FCPublish", _FC_PUBLISH_TXN, None, self.stream_key)
             self._command(COMMAND_CSID, 0, "createStream", _CREATE_STREAM_TXN, None)
         elif (name == "_result" and txn == _CREATE_STREAM_TXN
               and self.state is ClientState.CREATING_STREAM):
@@ -164,8 +177,10 @@ class ClientSession:
                 raise RemoteProtocolError("createStream answered without a stream id")
             self.stream_id = int(stream_id)
             self.state = ClientState.PUBLISHING_REQUESTED
-            self._command(STREAM_CSID, self.stream_id, "publish", 5.0, None,
+            self._command(STREAM_CSID, self.stream_id, "publish", _PUBLISH_TXN, None,
                           self.stream_key, "live")
+        elif name == "_error" and txn in _OPTIONAL_TXNS:
+            return
         elif name in ("_error", "onStatus"):
             info = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
             code, level = info.get("code"), info.get("level")
@@ -174,9 +189,10 @@ class ClientSession:
                 self.state = ClientState.PUBLISHING
                 self._events.append(Published())
             elif level == "error" or name == "_error":
-                self.state = ClientState.CLOSED
+                state, self.state = self.state, ClientState.CLOSED
                 # The server's values, cut and escaped: they end up in log lines.
-                self._events.append(Refused(peer_text(code), peer_text(description)))
+                self._events.append(Refused(peer_text(code), peer_text(description), name,
+                                            state.value))
 
     def next_event(self) -> ClientEvent | None:
         return self._events.pop(0) if self._events else None

@@ -18,6 +18,8 @@ PlaybackPolicy = Literal["public", "signed"]
 PlaybackObjectType = Literal["live_stream", "asset"]
 IngestProtocol = Literal["rtmp", "srt"]
 AssetStatus = Literal["preparing", "ready", "errored"]
+SimulcastTargetStatus = Literal["idle", "starting", "broadcasting", "errored"]
+SimulcastErrorSeverity = Literal["normal", "fatal"]
 
 JSONDict = dict[str, Any]
 
@@ -56,8 +58,8 @@ class SimulcastTarget:
     url: str
     stream_key: str | None
     passthrough: str | None
-    status: Literal["idle", "starting", "broadcasting", "errored"] = "idle"
-    error_severity: Literal["normal", "fatal"] | None = None
+    status: SimulcastTargetStatus = "idle"
+    error_severity: SimulcastErrorSeverity | None = None
 
     def to_api(self) -> JSONDict:
         data: JSONDict = {"id": self.id, "url": self.url, "status": self.status}

@@ -14,7 +14,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from sqlalchemy import Row, bindparam, delete, event, func, insert, select, update
@@ -45,7 +45,9 @@ from relay.store.records import (
     PlaybackPolicy,
     RecordedMedia,
     RecordingTime,
+    SimulcastErrorSeverity,
     SimulcastTarget,
+    SimulcastTargetStatus,
 )
 from relay.store.tables import (
     access_tokens,
@@ -446,6 +448,41 @@ class Store:
                 data=target.to_api())
             return True
 
+    async def set_simulcast_target_status(
+        self, stream_id: str, target_id: str, status: SimulcastTargetStatus,
+        error_severity: SimulcastErrorSeverity | None = None,
+    ) -> SimulcastTarget | None:
+        """A target's pusher changed state: its status (and `error_severity`, kept only
+        with `errored`) and `video.live_stream.simulcast_target.<status>` in one
+        transaction. None, and nothing written, when the target is gone (deleted with its
+        stream while live)."""
+        severity = error_severity if status == "errored" else None
+        async with self._engine.begin() as conn:
+            stream = await _load_live_stream(conn, live_streams.c.id == stream_id)
+            target = next((t for t in stream.simulcast_targets if t.id == target_id),
+                          None) if stream else None
+            if stream is None or target is None:
+                return None
+            await conn.execute(update(simulcast_targets)
+                               .where(simulcast_targets.c.id == target_id)
+                               .values(status=status, error_severity=severity))
+            changed = replace(target, status=status, error_severity=severity)
+            await self._append_event(
+                conn, f"video.live_stream.simulcast_target.{status}", stream,
+                data=changed.to_api())
+            return changed
+
+    async def _idle_simulcast_targets(self) -> int:
+        """Targets a previous process left pushing (it stopped or crashed) go back to
+        `idle`, each with its event; returns how many."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(simulcast_targets.c.id, simulcast_targets.c.live_stream_id)
+                .where(simulcast_targets.c.status != "idle"))).all()
+        for row in rows:
+            await self.set_simulcast_target_status(row.live_stream_id, row.id, "idle")
+        return len(rows)
+
     # -- assets ----------------------------------------------------------------------
 
     async def create_asset(
@@ -702,6 +739,7 @@ class Store:
                 for row, found in zip(rows, media, strict=True)]
         for first in range(0, len(ends), MAX_SESSION_WRITE_BATCH):
             await self.session_writes(ends[first:first + MAX_SESSION_WRITE_BATCH])
+        await self._idle_simulcast_targets()
         return [row.id for row in rows]
 
     async def _end_sessions(self, conn: AsyncConnection, ends: Sequence[SessionWrite]) -> None:

@@ -91,6 +91,11 @@ class LiveSession:
         #: awaited when the session ends, before the store records it: finishes the
         #: recording and describes its media (None when unknown);
         self.recording_done: Callable[[], Awaitable[RecordedMedia | None]] | None = None
+        #: called each time the stream becomes active (again after an encoder reconnected),
+        #: once the store has it active: simulcast starts here;
+        self.active_listeners: list[Callable[[], None]] = []
+        #: called once when the session ends, after its sinks were ended;
+        self.end_listeners: list[Callable[[], None]] = []
         #: per-session state of the consumers, by name (the hub never reads it).
         self.attachments: dict[str, object] = {}
         # True once a sink that reports playable segments is attached (the HLS packager).
@@ -247,12 +252,22 @@ class LiveSession:
         for sink in self.sinks:
             sink.on_end()
         self.sinks.clear()
+        self._tell(self.end_listeners, "end")
         if self.recording_done is not None:
             # Finish the recording now, beside the store writes queued before the end
             # (the disconnection): the end's write awaits it.
             self._recording = asyncio.get_running_loop().create_task(
                 self._finish_recording(self.recording_done),
                 name=f"recording-{self.stream_id}")
+
+    def _tell(self, listeners: list[Callable[[], None]], what: str) -> None:
+        # A consumer's failure must not stop the session's effects (or its end).
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("stream %s: a consumer failed on the session's %s",
+                              self.stream_id, what)
 
     async def _finish_recording(
         self, done: Callable[[], Awaitable[RecordedMedia | None]]
@@ -289,6 +304,8 @@ class LiveSession:
                     self._asset_writes -= 1
                     if not self._asset_writes:
                         self._asset_settled.set()
+            if effect is Effect.MARK_ACTIVE and not self.lifecycle.ended:
+                self._tell(self.active_listeners, "activation")
             if effect is Effect.FINISH:
                 break
         self.finished.set()

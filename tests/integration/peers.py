@@ -8,8 +8,11 @@ import asyncio
 import contextlib
 import re
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -165,3 +168,81 @@ def forwarded(url: str, source: str) -> Iterator[str]:
     parts = urlsplit(url)
     with Forwarder(host_port(url), source) as forwarder:
         yield forwarder.url(parts.scheme, parts.path)
+
+
+NGINX = "/usr/sbin/nginx"
+NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+
+
+class NginxRtmp:
+    """nginx with Debian's RTMP module as an RTMP server the tests push to: its own config
+    and prefix under `prefix`, one application `live` that records every stream it receives
+    (`record all`, one FLV per stream name in `records`), on 127.0.0.1:`port`."""
+
+    def __init__(self, prefix: Path, port: int) -> None:
+        self.prefix = prefix
+        self.port = port
+        self.records = prefix / "rec"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return Path(NGINX).exists() and Path(NGINX_RTMP_MODULE).exists()
+
+    @property
+    def url(self) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live"
+
+    def start(self) -> NginxRtmp:
+        self.records.mkdir(parents=True, exist_ok=True)
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(f"""
+load_module {NGINX_RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {self.prefix}/error.log info;
+pid {self.prefix}/nginx.pid;
+events {{ worker_connections 64; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{self.port};
+    chunk_size 4096;
+    application live {{
+      live on;
+      record all;
+      record_path {self.records};
+      record_unique on;
+    }}
+  }}
+}}
+""")
+        self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=1):
+                return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("nginx did not start: "
+                                     + (self.prefix / "error.log").read_text())
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+
+    def recordings(self) -> list[Path]:
+        return sorted(self.records.glob("*.flv"))

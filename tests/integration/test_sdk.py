@@ -107,9 +107,10 @@ def test_every_endpoint_through_the_sdk_and_restart(relay: RelayProcess,
     assert target.status == "idle" and target.stream_key == "abc"
     assert streams.get_live_stream_simulcast_target(created.id, target.id).data.url == \
         "rtmp://live.example.com/app"
-    srt_target = streams.create_live_stream_simulcast_target(
-        created.id, mux.CreateSimulcastTargetRequest(url="srt://ingest.example.com:6001")).data
-    assert streams.delete_live_stream_simulcast_target(created.id, srt_target.id) is None
+    tls_target = streams.create_live_stream_simulcast_target(
+        created.id,
+        mux.CreateSimulcastTargetRequest(url="rtmps://ingest.example.com:443/live2")).data
+    assert streams.delete_live_stream_simulcast_target(created.id, tls_target.id) is None
 
     # State actions.
     assert streams.disable_live_stream(created.id).data is not None

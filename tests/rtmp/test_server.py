@@ -189,7 +189,8 @@ async def test_message_over_the_size_cap_closes_the_connection(harness: Harness)
 async def test_unknown_key_is_refused_with_bad_name(harness: Harness) -> None:
     publisher = await harness.publisher("no-such-key")
     answer = await publisher.until_answer()
-    assert answer == Refused("NetStream.Publish.BadName", "unknown stream key")
+    assert answer == Refused("NetStream.Publish.BadName", "unknown stream key", "onStatus",
+                             "publish_requested")
     assert await publisher.closed_by_server()
 
 

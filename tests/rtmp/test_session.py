@@ -127,7 +127,35 @@ def test_refused_publish_tells_the_encoder_and_closes() -> None:
     server.refuse_publish("unknown stream key")
     assert server.next_event() == Closing("publish refused: unknown stream key")
     client.receive_data(server.data_to_send())
-    assert client.next_event() == Refused("NetStream.Publish.BadName", "unknown stream key")
+    assert client.next_event() == Refused("NetStream.Publish.BadName", "unknown stream key",
+                                          "onStatus", "publish_requested")
+
+
+def _error(txn: float, code: str) -> bytes:
+    # On a chunk stream the server's session does not use, so a fresh muxer's full
+    # (type 0) header is right; one chunk, since the body is short.
+    muxer = ChunkMuxer()
+    muxer.write_message(9, MessageType.COMMAND_AMF0, 0, 0, amf0.encode_command(
+        "_error", txn, None, {"level": "error", "code": code, "description": "no"}))
+    return muxer.take()
+
+
+def test_client_ignores_errors_to_release_stream_and_fc_publish() -> None:
+    """Servers that do not know these FMS calls answer `_error`; encoders carry on."""
+    server, client, _ = connect()
+    client.receive_data(server.data_to_send() + _error(2.0, "NetConnection.Call.Failed")
+                        + _error(3.0, "NetConnection.Call.Failed"))
+    assert client.next_event() is None
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+    assert client.next_event() == Published()
+
+
+def test_client_reports_an_error_to_publish_with_its_command_and_state() -> None:
+    server, client, _ = connect()
+    client.receive_data(server.data_to_send() + _error(5.0, "NetStream.Publish.Denied"))
+    assert client.next_event() == Refused("NetStream.Publish.Denied", "no", "_error",
+                                          "publish_requested")
 
 
 def test_wrong_application_is_rejected() -> None:

@@ -1,0 +1,304 @@
+"""A bounded, GOP-aware queue between the hub and one slow consumer (a simulcast pusher).
+
+Theory of operation: the hub calls the `MediaSink` side (`on_track`, `on_frame`,
+`on_discontinuity`, `on_end`) synchronously from the publisher's read loop; those calls only
+append references (frame data is never copied) and never block or wait. The consumer side is
+one task awaiting `get()`. The queue is bounded by the bytes of frame data it holds and by the
+number of items; when a new frame would pass either bound, whole GOPs are dropped from the
+head: the queued frames up to the next resumption point (a video keyframe, or any audio frame
+on a stream without video, every AAC frame being a random access point). When no later
+resumption point is queued, every queued frame goes and the queue refuses frames until the
+next one arrives, so the consumer always continues on a keyframe. Track configurations and
+discontinuities inside a dropped range are kept (coalesced: the last configuration per track,
+one discontinuity), since the consumer needs them to decode what follows.
+
+`restart()` is for a consumer that lost its connection and starts a new one: the next `get()`s
+yield the track configurations in force, then frames from the next resumption point on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from relay.media.units import MediaFrame, TrackConfig, TrackKind, VideoConfig
+
+#: Default bound on the frame data a queue holds. At 6 Mbit/s (a 1080p30 simulcast) this is
+#: about 11 s of media, five 2-s GOPs: enough to ride out a TCP stall or a reconnect's
+#: handshake without a drop, while a dead target costs at most this much per target.
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+#: Default bound on queued items (frames, configs, markers). 30 fps video plus 48 kHz AAC
+#: (46.9 frames/s) is ~77 frames/s, so 2,000 frames is ~26 s: it bounds how far behind live a
+#: low-bitrate stream (where 8 MiB would be minutes) can fall before GOPs are dropped.
+DEFAULT_MAX_FRAMES = 2_000
+#: The item bound must leave room for what a drop keeps (two configs and a discontinuity)
+#: plus at least a GOP's start.
+MIN_MAX_FRAMES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Discontinuity:
+    """The source reconnected: timestamps after this may jump (either way)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The session ended; nothing follows."""
+
+
+QueueItem = TrackConfig | MediaFrame | Discontinuity | EndOfStream
+
+_DISCONTINUITY = Discontinuity()
+_END = EndOfStream()
+
+
+class MediaQueue:
+    """A `MediaSink` that buffers for one consumer, bounded, dropping whole GOPs when full."""
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes is {max_bytes}; it must be at least 1")
+        if max_frames < MIN_MAX_FRAMES:
+            raise ValueError(f"max_frames is {max_frames}; it must be at least "
+                             f"{MIN_MAX_FRAMES}")
+        self.max_bytes = max_bytes
+        self.max_frames = max_frames
+        self._items: deque[QueueItem] = deque()
+        self._bytes = 0  # frame data bytes in _items
+        self._frames = 0  # MediaFrames in _items
+        #: The latest configuration per track as the hub announced it.
+        self._tracks: dict[TrackKind, TrackConfig] = {}
+        #: The configurations the consumer has been given (what its decoder is set up with).
+        self._delivered: dict[TrackKind, TrackConfig] = {}
+        # A consumer starts on a resumption point too (the hub may attach it mid-GOP).
+        self._awaiting_keyframe = True
+        self._ended = False  # on_end was called
+        self._finished = False  # EndOfStream was handed out
+        self._waiter: asyncio.Future[None] | None = None
+        self.dropped_frames = 0
+        self.dropped_bytes = 0
+        self.dropped_gops = 0
+
+    # -- the hub's side (MediaSink) ------------------------------------------------------
+
+    def on_track(self, config: TrackConfig) -> None:
+        if self._ended:
+            return
+        kind = TrackKind.VIDEO if isinstance(config, VideoConfig) else TrackKind.AUDIO
+        self._tracks[kind] = config
+        self._append(config)
+
+    def on_frame(self, frame: MediaFrame) -> None:
+        if self._ended:
+            return
+        size = len(frame.data)
+        if self._awaiting_keyframe:
+            if not self._resumes(frame):
+                self._count_drop(size)
+                return
+            self._awaiting_keyframe = False
+        if size > self.max_bytes:
+            # One frame over the whole bound: it cannot be queued, nor can its GOP.
+            self.dropped_gops += 1
+            self._drop_all_frames(count_gop=False)
+            self._awaiting_keyframe = True
+            self._count_drop(size)
+            return
+        while self._frames and (self._bytes + size > self.max_bytes
+                                or len(self._items) + 1 > self.max_frames):
+            if not self._drop_gop(frame):
+                return
+        self._items.append(frame)
+        self._bytes += size
+        self._frames += 1
+        self._wake()
+
+    def on_discontinuity(self) -> None:
+        if not self._ended:
+            self._append(_DISCONTINUITY)
+
+    def on_end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._items.append(_END)
+        self._wake()
+
+    # -- the consumer's side -------------------------------------------------------------
+
+    async def get(self) -> QueueItem:
+        """The next item, waiting for one. Only one task may wait at a time. After
+        `EndOfStream` has been returned, every call returns it again."""
+        while not self._items:
+            if self._finished:
+                return _END
+            if self._waiter is not None:
+                raise RuntimeError("MediaQueue.get() is already being awaited by another task")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._take()
+
+    def get_nowait(self) -> QueueItem | None:
+        """The next item if one is queued, else None (lets a consumer batch its writes)."""
+        if not self._items:
+            return _END if self._finished else None
+        return self._take()
+
+    def restart(self) -> None:
+        """For a consumer starting a new connection: the next items are the configurations
+        in force, then frames from the next resumption point (a keyframe) on."""
+        in_force = dict(self._delivered)
+        items = self._items
+        while items:
+            head = items[0]
+            if isinstance(head, MediaFrame):
+                if self._resumes(head):
+                    break
+                items.popleft()
+                self._frames -= 1
+                self._bytes -= len(head.data)
+                self._count_drop(len(head.data))
+            elif isinstance(head, EndOfStream):
+                break
+            else:
+                items.popleft()
+                if not isinstance(head, Discontinuity):  # a new connection starts afresh
+                    in_force[_kind(head)] = head
+        if not items or isinstance(items[0], EndOfStream):
+            # Nothing to resume from queued: take the next resumption point that arrives.
+            self._awaiting_keyframe = not self._ended
+        for kind in (TrackKind.AUDIO, TrackKind.VIDEO):  # appendleft: video ends up first
+            config = in_force.get(kind)
+            if config is not None:
+                items.appendleft(config)
+        self._delivered.clear()
+        if items:
+            self._wake()
+
+    # -- state, for counters and tests ---------------------------------------------------
+
+    @property
+    def queued_bytes(self) -> int:
+        """Frame data bytes queued."""
+        return self._bytes
+
+    @property
+    def queued_frames(self) -> int:
+        return self._frames
+
+    def __len__(self) -> int:
+        """Items queued (frames, configurations, markers)."""
+        return len(self._items)
+
+    @property
+    def tracks(self) -> dict[TrackKind, TrackConfig]:
+        """The latest configuration per track announced by the hub."""
+        return dict(self._tracks)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _resumes(self, frame: MediaFrame) -> bool:
+        """Whether a consumer can start decoding at `frame`."""
+        if frame.kind is TrackKind.VIDEO:
+            return frame.keyframe
+        return frame.keyframe and TrackKind.VIDEO not in self._tracks
+
+    def _append(self, item: QueueItem) -> None:
+        items = self._items
+        if len(items) + 1 > self.max_frames:
+            # Only configurations and markers, which are never dropped, can fill the queue
+            # here (a frame makes room through _drop_gop): coalesce them.
+            self._drop_all_frames()
+            self._coalesce_all()
+        items.append(item)
+        self._wake()
+
+    def _drop_gop(self, incoming: MediaFrame) -> bool:
+        """Drop the queued frames before the next resumption point after the head's GOP.
+
+        Returns False when there was none: every queued frame went, and `incoming` is queued
+        only if it is itself a resumption point (otherwise it is dropped, and frames are
+        refused until one arrives).
+        """
+        items = self._items
+        cut = -1
+        seen_frame = False
+        for index, item in enumerate(items):
+            if isinstance(item, MediaFrame):
+                if seen_frame and self._resumes(item):
+                    cut = index
+                    break
+                seen_frame = True
+        self.dropped_gops += 1
+        if cut < 0:
+            self._drop_all_frames(count_gop=False)
+            if self._resumes(incoming):
+                self._awaiting_keyframe = False
+                return True
+            self._count_drop(len(incoming.data))
+            return False
+        kept = self._drop_frames(cut)
+        items.extendleft(reversed(kept))
+        return True
+
+    def _drop_frames(self, count: int) -> list[QueueItem]:
+        """Pop the first `count` items, counting the frames among them as dropped; return the
+        others, coalesced, in the order they must keep."""
+        items = self._items
+        configs: dict[TrackKind, TrackConfig] = {}
+        discontinuity = False
+        for _ in range(count):
+            item = items.popleft()
+            if isinstance(item, MediaFrame):
+                self._frames -= 1
+                self._bytes -= len(item.data)
+                self._count_drop(len(item.data))
+            elif isinstance(item, Discontinuity):
+                discontinuity = True
+            elif not isinstance(item, EndOfStream):
+                configs[_kind(item)] = item
+        kept: list[QueueItem] = [_DISCONTINUITY] if discontinuity else []
+        kept.extend(configs[kind] for kind in (TrackKind.VIDEO, TrackKind.AUDIO)
+                    if kind in configs)
+        return kept
+
+    def _drop_all_frames(self, *, count_gop: bool = True) -> None:
+        if not self._frames:
+            return
+        if count_gop:
+            self.dropped_gops += 1
+        kept = self._drop_frames(len(self._items))
+        self._items.extend(kept)
+        self._awaiting_keyframe = True
+
+    def _coalesce_all(self) -> None:
+        self._items.extend(self._drop_frames(len(self._items)))
+
+    def _count_drop(self, size: int) -> None:
+        self.dropped_frames += 1
+        self.dropped_bytes += size
+
+    def _take(self) -> QueueItem:
+        item = self._items.popleft()
+        if isinstance(item, MediaFrame):
+            self._frames -= 1
+            self._bytes -= len(item.data)
+        elif isinstance(item, EndOfStream):
+            self._finished = True
+        elif not isinstance(item, Discontinuity):
+            self._delivered[_kind(item)] = item
+        return item
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _kind(config: TrackConfig) -> TrackKind:
+    return TrackKind.VIDEO if isinstance(config, VideoConfig) else TrackKind.AUDIO

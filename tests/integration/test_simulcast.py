@@ -1,0 +1,242 @@
+"""Simulcast end to end: an encoder publishes to `relay serve`, Relay pushes the stream on to
+its targets, and the targets are real servers that nobody here wrote.
+
+- nginx with Debian's RTMP module receives the push and records it; ffprobe reads that
+  recording (same codecs and resolution, a duration that matches the push), from an RTMP
+  and from an SRT source.
+- nginx killed mid-stream: the target goes `errored` (`normal`) and backs off; nginx back: the
+  target is `broadcasting` again; the events say so, in order.
+- A second `relay serve` as the target: a wrong key there ends the target `errored`
+  (`fatal`) after one attempt; over RTMPS with a self-signed certificate the target works when
+  `--simulcast-ca-file` trusts it, and is `fatal` (verification failed) when it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
+from tests.integration.peers import NginxRtmp
+from tests.integration.relay_process import RelayProcess
+from tests.integration.test_rtmp_ingest import (
+    TOKEN,
+    api,
+    create_stream,
+    events,
+    get_stream,
+    publish_url,
+    wait_status,
+    wait_until,
+)
+
+FFPROBE = shutil.which("ffprobe")
+
+pytestmark = [
+    needs_ffmpeg,
+    pytest.mark.skipif(FFPROBE is None, reason="ffprobe is not installed (make test)"),
+    pytest.mark.skipif(not NginxRtmp.available(),
+                       reason="nginx with its RTMP module is not installed (make test)"),
+]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[NginxRtmp]:
+    server = NginxRtmp(tmp_path / "nginx", free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    process = RelayProcess(tmp_path / "data", token=TOKEN).start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log
+
+
+def target_of(relay: RelayProcess, stream: dict[str, Any]) -> dict[str, Any]:
+    (target,) = get_stream(relay, stream["id"])["simulcast_targets"]
+    return dict(target)
+
+
+def wait_target(relay: RelayProcess, stream: dict[str, Any], status: str,
+                timeout: float = 30, severity: str | None = None) -> dict[str, Any]:
+    def reached() -> bool:
+        target = target_of(relay, stream)
+        return target["status"] == status and (
+            severity is None or target.get("error_severity") == severity)
+    wait_until(reached, timeout, f"target {status} {severity or ''}")
+    return target_of(relay, stream)
+
+
+def target_events(data_dir: Path, stream: dict[str, Any]) -> list[str]:
+    prefix = "video.live_stream.simulcast_target."
+    return [e.removeprefix(prefix) for e in events(data_dir, stream["id"])
+            if e.startswith(prefix)]
+
+
+def probe(path: Path) -> dict[str, Any]:
+    assert FFPROBE is not None
+    out = subprocess.run([FFPROBE, "-v", "error", "-show_streams", "-show_format", "-of",
+                          "json", str(path)], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return dict(json.loads(out))
+
+
+def wait_recording_closed(nginx: NginxRtmp, timeout: float = 15) -> Path:
+    """nginx's recording of the push, once nginx has seen the publisher go."""
+    log = nginx.prefix / "error.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recordings = nginx.recordings()
+        if recordings and "disconnect" in log.read_text().split("publish: name=")[-1]:
+            return recordings[-1]
+        time.sleep(0.1)
+    raise AssertionError("nginx did not record the push:\n" + log.read_text())
+
+
+@pytest.mark.parametrize("ingest", ["rtmp", "srt"])
+def test_nginx_receives_the_simulcast(relay: RelayProcess, nginx: NginxRtmp,
+                                      tmp_path: Path, ingest: str) -> None:
+    stream = create_stream(relay, reconnect_window=1, simulcast_targets=[
+        {"url": nginx.url, "stream_key": "relay-simulcast", "passthrough": "nginx"}])
+    assert target_of(relay, stream)["status"] == "idle"
+    url = (publish_url(relay, stream["stream_key"]) if ingest == "rtmp"
+           else srt_url(relay.urls["srt"], stream["stream_key"], stream["srt_passphrase"]))
+    seconds = 8
+    encoder = ffmpeg_publish(url, seconds, muxer="flv" if ingest == "rtmp" else "mpegts")
+    wait_status(relay, stream["id"], "active", timeout=30)
+    wait_target(relay, stream, "broadcasting")
+    code, err = finish(encoder)
+    assert code == 0, err
+    wait_status(relay, stream["id"], "idle", timeout=30)
+    wait_target(relay, stream, "idle")
+    info = probe(wait_recording_closed(nginx))
+    kinds = {s["codec_type"]: s for s in info["streams"]}
+    assert kinds["video"]["codec_name"] == "h264"
+    assert (kinds["video"]["width"], kinds["video"]["height"]) == (320, 240)
+    assert kinds["audio"]["codec_name"] == "aac"
+    # The target starts when the stream turns active (its first 2 s segment) and resumes at
+    # a keyframe, so it carries the push less its first seconds.
+    duration = float(info["format"]["duration"])
+    assert seconds - 4 <= duration <= seconds + 0.5, info["format"]
+    history = target_events(tmp_path / "data", stream)
+    assert history == ["starting", "broadcasting", "idle"], history
+
+
+def test_target_server_down_is_retried_until_it_is_back(relay: RelayProcess, nginx: NginxRtmp,
+                                                         tmp_path: Path) -> None:
+    stream = create_stream(relay, simulcast_targets=[
+        {"url": nginx.url, "stream_key": "flaky"}])
+    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), 120)
+    try:
+        wait_target(relay, stream, "broadcasting", timeout=40)
+        nginx.kill()
+        target = wait_target(relay, stream, "errored", severity="normal")
+        assert target["error_severity"] == "normal"
+        nginx.start()
+        wait_target(relay, stream, "broadcasting", timeout=90)
+        assert get_stream(relay, stream["id"])["status"] == "active"
+    finally:
+        encoder.kill()
+        finish(encoder)
+    history = target_events(tmp_path / "data", stream)
+    assert history[:3] == ["starting", "broadcasting", "errored"], history
+    # Back up: starting (perhaps failing again while nginx starts), then broadcasting; the
+    # encoder's end then brings the target back to idle.
+    again = history[3:]
+    assert again[-2:] == ["broadcasting", "idle"] and "starting" in again, history
+
+
+def test_refused_key_is_fatal_and_not_retried(relay: RelayProcess, tmp_path: Path) -> None:
+    other = RelayProcess(tmp_path / "other", token=TOKEN).start()
+    try:
+        stream = create_stream(relay, simulcast_targets=[
+            {"url": f"{other.urls['rtmp']}", "stream_key": "no-such-key-on-the-target"}])
+        encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), 60)
+        try:
+            target = wait_target(relay, stream, "errored", timeout=40, severity="fatal")
+            time.sleep(3)  # a retry would show as another "starting" by now (backoff 1 s)
+            assert target_of(relay, stream)["status"] == "errored"
+        finally:
+            encoder.kill()
+            finish(encoder)
+    finally:
+        assert other.stop() == 0
+    history = target_events(tmp_path / "data", stream)
+    assert history.count("starting") == 1, history
+    assert target["error_severity"] == "fatal"
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_rtmps_target_with_a_ca_file(tmp_path: Path, trusted: bool) -> None:
+    cert, key = self_signed(tmp_path)
+    target = RelayProcess(tmp_path / "target", token=TOKEN,
+                          extra_args=["--rtmps-port", "0", "--tls-cert", str(cert),
+                                      "--tls-key", str(key)]).start()
+    source = RelayProcess(tmp_path / "source", token=TOKEN,
+                          extra_args=["--simulcast-ca-file", str(cert)] if trusted
+                          else []).start()
+    try:
+        port = target.urls["rtmps"].rsplit(":", 1)[1].split("/")[0]
+        received = create_stream(target)
+        stream = create_stream(source, simulcast_targets=[
+            {"url": f"rtmps://localhost:{port}/app", "stream_key": received["stream_key"]}])
+        encoder = ffmpeg_publish(publish_url(source, stream["stream_key"]), 60)
+        try:
+            if trusted:
+                wait_target(source, stream, "broadcasting", timeout=40)
+                wait_status(target, received["id"], "active", timeout=30)
+                assert get_stream(target, received["id"])["active_ingest_protocol"] == "rtmp"
+            else:
+                wait_target(source, stream, "errored", timeout=40, severity="fatal")
+                assert "certificate verification failed" in source.log, source.log
+        finally:
+            encoder.kill()
+            finish(encoder)
+    finally:
+        assert source.stop() == 0, source.log
+        assert target.stop() == 0, target.log
+
+
+def test_targets_change_only_while_idle(relay: RelayProcess, nginx: NginxRtmp) -> None:
+    stream = create_stream(relay, simulcast_targets=[{"url": nginx.url, "stream_key": "a"}])
+    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), 60)
+    try:
+        wait_status(relay, stream["id"], "active", timeout=30)
+        base = f"/video/v1/live-streams/{stream['id']}/simulcast-targets"
+        with api(relay) as client:
+            added = client.post(base, json={"url": nginx.url, "stream_key": "b"})
+            assert added.status_code == 400, added.text
+            (target,) = get_stream(relay, stream["id"])["simulcast_targets"]
+            removed = client.delete(f"{base}/{target['id']}")
+            assert removed.status_code == 400, removed.text
+    finally:
+        encoder.kill()
+        finish(encoder)
