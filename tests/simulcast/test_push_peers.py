@@ -22,14 +22,13 @@ from relay.media.flv import parse_audio_tag, parse_video_tag
 from relay.media.units import AudioConfig, MediaFrame, VideoConfig
 from relay.simulcast.pusher import PushLimits, TargetAddress, TargetError, parse_target_url, push
 from relay.streams.queue import MediaQueue
+from tests.integration.peers import NginxRtmp
 from tests.integration.relay_process import RelayProcess
 from tests.integration.test_rtmp_ingest import create_stream, get_stream, start_relay, wait_until
 from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, read_flv
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
-NGINX = Path("/usr/sbin/nginx")
-NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
                                   reason="ffmpeg/ffprobe are not installed (make test)")
@@ -92,54 +91,26 @@ def ffprobe(path: Path) -> dict[str, Any]:
 
 # -- nginx-rtmp ------------------------------------------------------------------------
 
-@pytest.mark.skipif(not NGINX.exists() or not NGINX_RTMP_MODULE.exists(),
+@pytest.mark.skipif(not NginxRtmp.available(),
                     reason="nginx with its RTMP module is not installed (make test)")
 @needs_ffmpeg
 def test_nginx_rtmp_receives_the_push(clip: list[Unit], tmp_path: Path) -> None:
-    from benchmarks.suite import _wait_port, free_port
+    from benchmarks.suite import free_port
 
-    prefix, records = tmp_path / "nginx", tmp_path / "nginx" / "rec"
-    records.mkdir(parents=True)
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-load_module {NGINX_RTMP_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {prefix}/error.log info;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 64; }}
-rtmp {{
-  server {{
-    listen 127.0.0.1:{port};
-    chunk_size 4096;
-    application live {{
-      live on;
-      record all;
-      record_path {records};
-      record_unique off;
-    }}
-  }}
-}}
-""")
-    nginx = subprocess.Popen([str(NGINX), "-p", str(prefix), "-c", str(conf)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = NginxRtmp(tmp_path / "nginx", free_port()).start()
     try:
-        _wait_port(port, nginx)
-        target = parse_target_url(f"rtmp://127.0.0.1:{port}/live", "simulcast-test")
+        target = parse_target_url(nginx.url, "simulcast-test")
         assert run_push(target, queue_of(clip)) == 1
-        recorded = records / "simulcast-test.flv"
+        log = nginx.prefix / "error.log"
         # nginx closes the recording when the publisher goes (its log says "disconnect").
         deadline = time.monotonic() + 10
-        while not recorded.exists() or "disconnect" not in (
-                prefix / "error.log").read_text().split("publish: name=")[-1]:
-            assert time.monotonic() < deadline, (prefix / "error.log").read_text()
+        while not nginx.recordings() or "disconnect" not in log.read_text().split(
+                "publish: name=")[-1]:
+            assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        probe = ffprobe(recorded)
+        probe = ffprobe(nginx.recordings()[-1])
     finally:
-        nginx.terminate()
-        nginx.wait(10)
+        nginx.stop()
     streams = {s["codec_type"]: s for s in probe["streams"]}
     assert streams["video"]["codec_name"] == "h264"
     assert (streams["video"]["width"], streams["video"]["height"]) == (320, 240)
