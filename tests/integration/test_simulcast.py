@@ -144,7 +144,7 @@ def test_nginx_receives_the_simulcast(relay: RelayProcess, nginx: NginxRtmp,
 
 def test_target_server_down_is_retried_until_it_is_back(relay: RelayProcess, nginx: NginxRtmp,
                                                          tmp_path: Path) -> None:
-    stream = create_stream(relay, simulcast_targets=[
+    stream = create_stream(relay, reconnect_window=1, simulcast_targets=[
         {"url": nginx.url, "stream_key": "flaky"}])
     encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), 120)
     try:
@@ -158,6 +158,7 @@ def test_target_server_down_is_retried_until_it_is_back(relay: RelayProcess, ngi
     finally:
         encoder.kill()
         finish(encoder)
+    wait_target(relay, stream, "idle")  # the session's end reaches the target, then its event
     history = target_events(tmp_path / "data", stream)
     assert history[:3] == ["starting", "broadcasting", "errored"], history
     # Back up: starting (perhaps failing again while nginx starts), then broadcasting; the
