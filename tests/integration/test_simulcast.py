@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from tests.integration.peers import NginxRtmp
@@ -101,6 +103,22 @@ def probe(path: Path) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(relay: RelayProcess) -> Samples:
+    """/metrics, parsed: (name, sorted labels) -> value."""
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def target_metric(samples: Samples, name: str, stream: dict[str, Any], target_id: str,
+                  **labels: str) -> float:
+    key = {"live_stream_id": stream["id"], "simulcast_target_id": target_id, **labels}
+    return samples[(name, tuple(sorted(key.items())))]
+
+
 def wait_recording_closed(nginx: NginxRtmp, timeout: float = 15) -> Path:
     """nginx's recording of the push, once nginx has seen the publisher go."""
     log = nginx.prefix / "error.log"
@@ -124,7 +142,30 @@ def test_nginx_receives_the_simulcast(relay: RelayProcess, nginx: NginxRtmp,
     seconds = 8
     encoder = ffmpeg_publish(url, seconds, muxer="flv" if ingest == "rtmp" else "mpegts")
     wait_status(relay, stream["id"], "active", timeout=30)
-    wait_target(relay, stream, "broadcasting")
+    target_id = wait_target(relay, stream, "broadcasting")["id"]
+    # /metrics while broadcasting: the target's status, and bytes and frames that grow.
+    first = scrape(relay)
+    assert target_metric(first, "relay_simulcast_target_status", stream, target_id,
+                         status="broadcasting") == 1
+    assert target_metric(first, "relay_simulcast_target_status", stream, target_id,
+                         status="starting") == 0
+    assert target_metric(first, "relay_simulcast_target_attempts_total", stream,
+                         target_id) == 1
+    time.sleep(1.5)
+    later = scrape(relay)
+    for name in ("relay_simulcast_target_sent_bytes_total",
+                 "relay_simulcast_target_sent_frames_total"):
+        assert target_metric(later, name, stream, target_id) > \
+            target_metric(first, name, stream, target_id) > 0, name
+    # Nothing dropped for want of room (frames before the first keyframe, audio that
+    # precedes it, may count as dropped: the queue starts on a keyframe).
+    assert target_metric(later, "relay_simulcast_target_dropped_gops_total", stream,
+                         target_id) == 0
+    assert target_metric(later, "relay_simulcast_target_dropped_frames_total", stream,
+                         target_id) == target_metric(
+        first, "relay_simulcast_target_dropped_frames_total", stream, target_id)
+    assert later[("relay_simulcast_sent_bytes_total", ())] >= target_metric(
+        later, "relay_simulcast_target_sent_bytes_total", stream, target_id)
     code, err = finish(encoder)
     assert code == 0, err
     wait_status(relay, stream["id"], "idle", timeout=30)
@@ -140,6 +181,13 @@ def test_nginx_receives_the_simulcast(relay: RelayProcess, nginx: NginxRtmp,
     assert seconds - 4 <= duration <= seconds + 0.5, info["format"]
     history = target_events(tmp_path / "data", stream)
     assert history == ["starting", "broadcasting", "idle"], history
+    # The session is over: its series are gone, its totals stay in the process-wide ones.
+    done = scrape(relay)
+    assert not any(name.startswith("relay_simulcast_target_") for name, _ in done)
+    assert done[("relay_simulcast_sent_bytes_total", ())] >= target_metric(
+        later, "relay_simulcast_target_sent_bytes_total", stream, target_id)
+    assert done[("relay_simulcast_attempts_total", ())] == 1
+    assert done[("relay_simulcast_failures_total", (("severity", "normal"),))] == 0
 
 
 def test_target_server_down_is_retried_until_it_is_back(relay: RelayProcess, nginx: NginxRtmp,
