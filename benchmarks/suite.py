@@ -6,7 +6,7 @@
 first (nginx with Debian's RTMP module, pyrtmp in a venv of its own under .make/). `--smoke`
 is the seconds-long run that `make test` does so the suite cannot rot: it uses whichever
 peers are installed and says which are missing. `--only` runs the named scenarios alone
-(parsers, ingest, srt, memory, latency, scale, viewers).
+(parsers, ingest, srt, memory, latency, scale, viewers, simulcast).
 
 Scenarios (see benchmarks/README.md for method and history):
 1. parsers: the native chunk demuxer (and pyrtmp's) on captured and synthetic chunk streams,
@@ -28,7 +28,12 @@ Scenarios (see benchmarks/README.md for method and history):
    other core;
 6. LL-HLS viewers: the most simulated viewers (`viewers.py`: blocking reloads and part
    fetches, as hls.js does) of one `low` 6 Mbps stream that Relay serves on one core with
-   p99 part delivery under PART-TARGET.
+   p99 part delivery under PART-TARGET;
+7. simulcast: CPU per extra 6 Mbps target: one publisher (the 6 Mbps clip, `-c copy`) into
+   Relay with 0, 1, 2 (4 in full) simulcast targets, and into an nginx-rtmp whose
+   application has as many `push` lines, all to one nginx-rtmp sink; the fan-out server's
+   CPU-seconds (its threads' run time, /proc/PID/task/TID/schedstat) per target-second
+   beyond its own 0-target run.
 
 Each goal row says pass, miss, or "not measured" with the reason.
 """
@@ -94,16 +99,19 @@ class Profile:
     viewer_steps: tuple[int, ...]  # viewer counts tried in turn until parts are late
     viewer_seconds: float
     srt_publishers: tuple[int, ...]  # SRT ingest cost: stream counts
+    simulcast_targets: tuple[int, ...] = (0, 1, 2)  # simulcast fan-out: target counts
 
 
 PROFILES = {
     "full": Profile("full", 20, (1, 4, 16), 3, 5.0, 20.0, 1000, 5.0, 20.0, True,
                     (100, 200, 400, 800, 1000, 1200, 1400, 1600, 2000, 3000), 20.0,
-                    (25, 50, 100, 200, 300, 400, 600, 800), 10.0, srt_publishers=(1, 4)),
+                    (25, 50, 100, 200, 300, 400, 600, 800), 10.0, srt_publishers=(1, 4),
+                    simulcast_targets=(0, 1, 2, 4)),
     "quick": Profile("quick", 10, (1, 4), 3, 3.0, 8.0, 500, 1.0, 10.0, True,
-                     (50, 100, 200), 10.0, (25, 50, 100), 5.0, srt_publishers=(1, 4)),
+                     (50, 100, 200), 10.0, (25, 50, 100), 5.0, srt_publishers=(1, 4),
+                     simulcast_targets=(0, 1, 2)),
     "smoke": Profile("smoke", 4, (1,), 1, 1.5, 2.0, 20, 0.05, 4.0, False, (5,), 3.0,
-                     (3,), 2.0, srt_publishers=(1,)),
+                     (3,), 2.0, srt_publishers=(1,), simulcast_targets=(0, 1)),
 }
 
 
@@ -997,6 +1005,263 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
                 verdict="not measured" if problem else "measured", note=note)]
 
 
+# -- simulcast fan-out ------------------------------------------------------------------------
+
+#: How long a fan-out server may take until every target receives (s): Relay's targets start
+#: when the stream is active (its first segment, one 2 s GOP of the clip), then connect.
+SIMULCAST_READY_TIMEOUT = 20.0
+#: A target that received less than this share of the clip's rate over the window is a
+#: problem of the run, not a figure.
+SIMULCAST_MIN_DELIVERY = 0.5
+
+
+def _start_nginx(prefix: Path, rtmp_server: str, http: str = "") -> subprocess.Popen[bytes]:
+    """nginx with the RTMP module as one process (no master, so that its CPU is the
+    server's) with `rtmp_server` inside `rtmp { server { ... } }`."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+load_module {NGINX_RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 1024; }}
+rtmp {{
+  server {{
+{rtmp_server}
+  }}
+}}
+{http}
+""")
+    return subprocess.Popen([str(NGINX), "-p", str(prefix), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class RtmpSink:
+    """The targets' server: nginx-rtmp taking every push (application `live`, nothing kept),
+    with its stat page (`rtmp_stat all`) telling what each stream name has received."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = self.stat_port = 0
+
+    def start(self, work: Path) -> None:
+        self.port, self.stat_port = free_port(), free_port()
+        self.process = _start_nginx(
+            work / "sink", f"    listen 127.0.0.1:{self.port};\n    chunk_size 4096;\n"
+            "    application live { live on; }",
+            f"http {{ access_log off; server {{ listen 127.0.0.1:{self.stat_port}; "
+            "location /stat { rtmp_stat all; } } }")
+        _wait_port(self.port, self.process)
+        _wait_port(self.stat_port, self.process)
+
+    def url(self, name: str) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live/{name}"
+
+    def bytes_in(self) -> dict[str, int]:
+        """Bytes received so far per stream name being published now."""
+        xml = httpx.get(f"http://127.0.0.1:{self.stat_port}/stat", timeout=10).text
+        return {name: int(count) for name, count in re.findall(
+            r"<stream>\s*<name>([^<]*)</name>.*?<bytes_in>(\d+)</bytes_in>", xml, re.S)}
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.process = None
+
+
+class FanOut:
+    """A server under test that takes one publisher and pushes it to `count` targets."""
+
+    name = ""
+
+    def start(self, work: Path, targets: list[str]) -> str:
+        """Start, pushing to each of `targets` (rtmp://.../live/NAME); the publish URL."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class RelayFanOut(FanOut):
+    """`relay serve` with one `low` stream (LL-HLS and recording on) whose simulcast targets
+    are the sink's stream names."""
+
+    name = "relay"
+
+    def __init__(self) -> None:
+        self.server = RelayServer()
+
+    def start(self, work: Path, targets: list[str]) -> str:
+        self.server.start(work)
+        process = self.server.process
+        assert process is not None
+        with httpx.Client(base_url=process.http_url, auth=TOKEN, timeout=15) as api:
+            stream = api.post("/video/v1/live-streams", json={
+                "playback_policies": ["public"],
+                "new_asset_settings": {"playback_policies": ["public"]},
+                "latency_mode": "low", "reconnect_window": 1,
+                "simulcast_targets": [{"url": url.rsplit("/", 1)[0],
+                                       "stream_key": url.rsplit("/", 1)[1]}
+                                      for url in targets]}).json()["data"]
+        return f"{process.urls['rtmp']}/{stream['stream_key']}"
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class NginxFanOut(FanOut):
+    """nginx-rtmp doing the same fan-out itself: an application (`live on`, no HLS) with one
+    `push rtmp://...` line per target."""
+
+    name = "nginx-rtmp"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, work: Path, targets: list[str]) -> str:
+        port = free_port()
+        pushes = "".join(f"      push {url};\n" for url in targets)
+        self.process = _start_nginx(
+            work / "nginx-fan-out", f"    listen 127.0.0.1:{port};\n    chunk_size 4096;\n"
+            f"    application app {{\n      live on;\n{pushes}    }}")
+        _wait_port(port, self.process)
+        return f"rtmp://127.0.0.1:{port}/app/stream0"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.process = None
+
+
+def run_seconds(pid: int) -> float:
+    """Run time (s) of all the process's live threads, from the scheduler's nanosecond
+    accounting (/proc/PID/task/TID/schedstat): a fan-out target costs nginx-rtmp a tick or
+    two of /proc/PID/stat's 10 ms a second, too coarse to subtract from."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
+def _until_received(sink: RtmpSink, names: list[str], timeout: float) -> str:
+    """Wait until the sink receives every one of `names`; "" or what is missing."""
+    deadline = time.monotonic() + timeout
+    first: dict[str, int] = {}
+    while True:
+        now = sink.bytes_in()
+        first = {name: first.get(name, now[name]) for name in names if name in now}
+        if all(name in now and now[name] > first[name] for name in names):
+            return ""
+        if time.monotonic() > deadline:
+            missing = [name for name in names if name not in now]
+            return (f"{len(missing)} of {len(names)} target(s) not receiving after "
+                    f"{timeout:g} s")
+        time.sleep(0.25)
+
+
+def simulcast(profile: Profile, media: Path, work: Path,
+              log: Callable[[str], None]) -> list[Row]:
+    """CPU per extra 6 Mbps simulcast target (issue 14): the fan-out server's CPU-seconds
+    per second with N targets, less its own with none, per target; Relay against nginx-rtmp's
+    `push` in the same run, both pushing to one nginx-rtmp sink."""
+    missing = NginxServer.available()
+    if missing:
+        log(f"  simulcast: skipped, {missing}")
+        return [Row("simulcast", "CPU per extra 6 Mbps target", "CPU-s / target-s",
+                    goal="relay <= nginx-rtmp per target",
+                    verdict=f"not measured: {missing} (it is the targets' server too)")]
+    clip_mbps = media.stat().st_size * 8 / profile.media_seconds / 1e6
+    servers: list[type[FanOut]] = [RelayFanOut, NginxFanOut]
+    cpu: dict[tuple[str, int], list[float]] = {}  # (server, targets) -> CPU-s per s
+    delivered: dict[tuple[str, int], list[float]] = {}  # Mbit/s per target, the lowest
+    problems: dict[str, str] = {}
+    for repeat in range(profile.repeats):
+        for count in profile.simulcast_targets:
+            order = servers if (repeat + count) % 2 == 0 else list(reversed(servers))
+            for make in order:
+                server, sink = make(), RtmpSink()
+                run_dir = work / f"simulcast-{server.name}-{count}-{repeat}"
+                names = [f"t{index}" for index in range(count)]
+                problem = ""
+                try:
+                    sink.start(run_dir)
+                    url = server.start(run_dir, [sink.url(name) for name in names])
+                    with publishers([url], media) as running:
+                        problem = _until_received(sink, names, SIMULCAST_READY_TIMEOUT)
+                        time.sleep(profile.warmup)
+                        received = sink.bytes_in()
+                        before = run_seconds(server.pid)
+                        began = time.monotonic()
+                        time.sleep(profile.window)
+                        used = run_seconds(server.pid) - before
+                        elapsed = time.monotonic() - began
+                        after = sink.bytes_in()
+                        if running[0].poll() is not None:
+                            problem = f"the publisher dropped; {problem}"
+                finally:
+                    server.stop()
+                    sink.stop()
+                rates = [(after.get(n, 0) - received.get(n, 0)) * 8 / elapsed / 1e6
+                         for n in names]
+                slowest = min(rates, default=clip_mbps)
+                if slowest < clip_mbps * SIMULCAST_MIN_DELIVERY:
+                    problem += (f"; a target received {slowest:.2f} Mbit/s of a "
+                                f"{clip_mbps:.2f} Mbit/s clip")
+                problem = problem.strip("; ")
+                if problem:
+                    problems[f"{server.name} {count}"] = problem
+                cpu.setdefault((server.name, count), []).append(used / elapsed)
+                if names:
+                    delivered.setdefault((server.name, count), []).append(slowest)
+                log(f"  simulcast {count} target(s), {server.name}, run {repeat + 1}: "
+                    f"{used / elapsed:.4f} CPU-s per s"
+                    + (f", slowest target {slowest:.2f} Mbit/s" if names else "")
+                    + (f" ({problem})" if problem else ""))
+    median = {key: statistics.median(values) for key, values in cpu.items()}
+    rows = []
+    for count in profile.simulcast_targets:
+        if count == 0:
+            continue
+        per_target = {name: (median[(name, count)] - median[(name, 0)]) / count
+                      for name in ("relay", "nginx-rtmp")}
+        relay, nginx = per_target["relay"], per_target["nginx-rtmp"]
+        row = Row("simulcast", f"CPU per extra 6 Mbps target, {count} target(s)",
+                  "CPU-s / target-s", relay, {"nginx-rtmp": nginx},
+                  goal="relay <= nginx-rtmp per target")
+        found = [f"{key}: {text}" for key, text in problems.items()
+                 if key.endswith(f" {count}") or key.endswith(" 0")]
+        if found:
+            row.verdict = "problem"
+        else:
+            row.verdict = "pass" if relay <= nginx else "miss"
+        notes = [f"ratio {relay / nginx:.2f}" if nginx > 0 else "nginx-rtmp: no CPU beyond 0",
+                 f"at 0 targets relay {median[('relay', 0)]:.4f}, nginx-rtmp "
+                 f"{median[('nginx-rtmp', 0)]:.4f} CPU-s/s",
+                 "slowest target " + ", ".join(
+                     f"{name} {statistics.median(delivered[(name, count)]):.2f}"
+                     for name in ("relay", "nginx-rtmp")) + " Mbit/s", *found]
+        row.note = "; ".join(notes)
+        rows.append(row)
+    return rows
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -1031,7 +1296,8 @@ def _fmt(value: float | None) -> str:
 
 
 #: Scenario names for --only, in the order a run takes them.
-SCENARIOS = ("parsers", "ingest", "srt", "memory", "latency", "scale", "viewers")
+SCENARIOS = ("parsers", "ingest", "srt", "memory", "latency", "scale", "viewers",
+             "simulcast")
 
 
 def _scenario_names(text: str) -> tuple[str, ...]:
@@ -1092,6 +1358,9 @@ def main() -> int:
         if "viewers" in only:
             log("viewers")
             rows += viewers(profile, media["6mbps"], work, log)
+        if "simulcast" in only:
+            log("simulcast fan-out")
+            rows += simulcast(profile, media["6mbps"], work, log)
     if profile.name == "smoke":
         for row in rows:
             if row.verdict in ("pass", "miss"):

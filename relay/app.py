@@ -47,10 +47,16 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.logs import LogLimiter
-from relay.metrics import IngestCollector, SrtMetricsSource, create_metrics_app
+from relay.metrics import (
+    IngestCollector,
+    SimulcastMetricsSource,
+    SrtMetricsSource,
+    create_metrics_app,
+)
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
+from relay.simulcast.counters import SimulcastCounters
 from relay.simulcast.manager import SimulcastManager, TargetQueue, new_target_queue
 from relay.srt import SrtUnavailable
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
@@ -153,6 +159,7 @@ class RelayServer:
         self.disk = DiskPool(settings.disk_threads)
         #: The simulcast of each live session with targets, until it has stopped.
         self.simulcasts: set[SimulcastManager] = set()
+        self.simulcast_counters = SimulcastCounters()
 
     @property
     def store(self) -> Store:
@@ -193,7 +200,8 @@ class RelayServer:
                 attach_packager(session, asset_files, part_target=s.part_target,
                                 counters=self.hls_counters, disk=self.disk,
                                 recording_max_backlog=s.recording_max_backlog)
-                attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts)
+                attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts,
+                                 counters=self.simulcast_counters)
 
             self.registry = IngestRegistry(
                 self.store, session_limit=s.max_session_duration,
@@ -226,7 +234,10 @@ class RelayServer:
                                               self.hls_counters, self._window_bytes,
                                               http=self.http_counters,
                                               held=self.held_requests,
-                                              srt=self.srt_metrics)
+                                              srt=self.srt_metrics,
+                                              simulcast=SimulcastMetricsSource(
+                                                  self.simulcast_counters,
+                                                  lambda: list(self.simulcasts)))
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
                              asset_files=asset_files)
@@ -424,6 +435,7 @@ HLS_ATTACHMENT = "hls"
 def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | None,
                      running: set[SimulcastManager],
                      new_queue: Callable[[], TargetQueue] = new_target_queue,
+                     counters: SimulcastCounters | None = None,
                      ) -> SimulcastManager | None:
     """Give a new live session its simulcast when its stream has targets: one queue per
     target fed by the session, pushing from when the stream is active until it ends.
@@ -433,7 +445,8 @@ def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | None
         return None
     queues = [(target, new_queue()) for target in targets]
     manager = SimulcastManager(session.store, session.stream_id, queues,
-                               ssl_context=ssl_context, on_stopped=running.discard)
+                               ssl_context=ssl_context, on_stopped=running.discard,
+                               counters=counters)
     for _, queue in queues:
         session.attach_sink(queue)
     session.active_listeners.append(manager.start)

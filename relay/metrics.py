@@ -2,8 +2,9 @@
 
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
 holds the process and runtime collectors, Relay's build info, the ingest counters and the
-HLS packaging and playback counters, and the SRT listener's counters and per-connection
-statistics when SRT is on; webhook counters join it as that part lands.
+HLS packaging and playback counters, the SRT listener's counters and per-connection
+statistics when SRT is on, and the simulcast counters with a few series per target of each
+live session; webhook counters join it as that part lands.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import gc
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -28,7 +29,9 @@ from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
 from relay.http_limits import HttpCounters
 from relay.rtmp.server import RtmpCounters
+from relay.simulcast.counters import SimulcastCounters, TargetSnapshot
 from relay.srt.admission import SrtAdmissionCounters
+from relay.store.records import SimulcastTargetStatus
 from relay.streams.registry import IngestRegistry
 
 _build = Info("relay_build", "Relay version")
@@ -180,6 +183,105 @@ _SRT_CONNECTION_GAUGES: tuple[tuple[str, str, Callable[[SrtStatsView], float]], 
 )
 
 
+# -- simulcast ------------------------------------------------------------------------------
+
+class SimulcastSessionView(Protocol):
+    """`relay.simulcast.manager.SimulcastManager`: one live session's targets."""
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def ended(self) -> bool: ...
+    def snapshot(self) -> list[TargetSnapshot]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimulcastMetricsSource:
+    """Where the simulcast numbers are, wired by the app."""
+
+    counters: SimulcastCounters  # process-wide; stopped sessions' totals folded in
+    #: The sessions' managers until they have stopped (RelayServer.simulcasts), read at
+    #: scrape time.
+    sessions: Callable[[], Iterable[SimulcastSessionView]]
+
+
+_TARGET_STATUSES: tuple[SimulcastTargetStatus, ...] = get_args(SimulcastTargetStatus)
+_TARGET_LABELS = ["live_stream_id", "simulcast_target_id"]
+#: The per-target series other than the status: (name, help, what of the snapshot, counter).
+_SIMULCAST_TARGET_SERIES: tuple[tuple[str, str, Callable[[TargetSnapshot], int], bool],
+                                ...] = (
+    ("relay_simulcast_target_attempts", "push attempts to the target in this session",
+     lambda t: t.attempts, True),
+    ("relay_simulcast_target_sent_bytes", "bytes written to the target in this session",
+     lambda t: t.sent_bytes, True),
+    ("relay_simulcast_target_sent_frames", "audio and video frames sent to the target in "
+     "this session", lambda t: t.sent_frames, True),
+    ("relay_simulcast_target_queued_bytes", "media bytes waiting in the target's queue",
+     lambda t: t.queued_bytes, False),
+    ("relay_simulcast_target_dropped_frames", "frames the target's full queue dropped "
+     "(whole GOPs) in this session", lambda t: t.dropped_frames, True),
+    ("relay_simulcast_target_dropped_bytes", "media bytes the target's full queue dropped "
+     "in this session", lambda t: t.dropped_bytes, True),
+    ("relay_simulcast_target_dropped_gops", "GOPs (runs up to the next keyframe) the "
+     "target's full queue dropped in this session", lambda t: t.dropped_gops, True),
+)
+
+
+def collect_simulcast(source: SimulcastMetricsSource) -> Iterator[Metric]:
+    """The process-wide simulcast counters and the series of each target of each session
+    that has not stopped yet."""
+    counters = source.counters
+    # A stream's ending session may still be stopping when its next one starts, with the
+    # same target ids: the live one names the series (one sample per label set, or
+    # Prometheus refuses the scrape); both count in the totals.
+    sessions = sorted(source.sessions(), key=lambda session: session.ended)
+    snapshots = [(session.stream_id, session.snapshot()) for session in sessions]
+    totals = {"sent_bytes": counters.sent_bytes, "sent_frames": counters.sent_frames,
+              "dropped_frames": counters.dropped_frames,
+              "dropped_bytes": counters.dropped_bytes, "dropped_gops": counters.dropped_gops}
+    for _, targets in snapshots:
+        for target in targets:
+            for name in totals:
+                totals[name] += getattr(target, name)
+    yield CounterMetricFamily("relay_simulcast_attempts", "simulcast push attempts "
+                              "(connections to targets tried)", value=counters.attempts)
+    failures = CounterMetricFamily(
+        "relay_simulcast_failures", "simulcast push attempts that failed, by severity "
+        "(fatal: not retried; normal: retried with backoff)", labels=["severity"])
+    failures.add_metric(["fatal"], counters.failures_fatal)
+    failures.add_metric(["normal"], counters.failures_normal)
+    yield failures
+    for name, documentation in (
+            ("sent_bytes", "bytes written to simulcast targets"),
+            ("sent_frames", "audio and video frames sent to simulcast targets"),
+            ("dropped_frames", "frames simulcast target queues dropped (whole GOPs): "
+             "targets that could not keep up"),
+            ("dropped_bytes", "media bytes simulcast target queues dropped"),
+            ("dropped_gops", "GOPs simulcast target queues dropped")):
+        yield CounterMetricFamily(f"relay_simulcast_{name}", documentation,
+                                  value=totals[name])
+    status = GaugeMetricFamily(
+        "relay_simulcast_target_status", "1 for the status each simulcast target of a live "
+        "session is in, 0 for the others", labels=[*_TARGET_LABELS, "status"])
+    families = [(CounterMetricFamily if counter else GaugeMetricFamily)(
+        name, documentation, labels=_TARGET_LABELS)
+        for name, documentation, _, counter in _SIMULCAST_TARGET_SERIES]
+    seen: set[tuple[str, str]] = set()
+    for stream_id, targets in snapshots:
+        for target in targets:
+            labels = [stream_id, target.target_id]
+            if (stream_id, target.target_id) in seen:
+                continue
+            seen.add((stream_id, target.target_id))
+            for each in _TARGET_STATUSES:
+                status.add_metric([*labels, each], 1 if target.status == each else 0)
+            for family, (_, _, read, _) in zip(families, _SIMULCAST_TARGET_SERIES,
+                                               strict=True):
+                family.add_metric(labels, read(target))
+    yield status
+    yield from families
+
+
 class IngestCollector(Collector):
     """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
 
@@ -188,9 +290,11 @@ class IngestCollector(Collector):
                  window_bytes: Callable[[], int] = lambda: 0, *,
                  http: HttpCounters | None = None,
                  held: HeldRequests | None = None,
-                 srt: SrtMetricsSource | None = None) -> None:
+                 srt: SrtMetricsSource | None = None,
+                 simulcast: SimulcastMetricsSource | None = None) -> None:
         self.registry = registry
         self.srt = srt
+        self.simulcast = simulcast
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.http = http if http is not None else HttpCounters()
@@ -325,6 +429,8 @@ class IngestCollector(Collector):
                                 value=self.window_bytes())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)
+        if self.simulcast is not None:
+            yield from collect_simulcast(self.simulcast)
 
     def _collect_srt(self, srt: SrtMetricsSource) -> Iterator[Metric]:
         ingest, listener, admission = srt.ingest, srt.listener, srt.admission

@@ -39,7 +39,8 @@ from urllib.parse import urlsplit
 
 from relay.logs import LogLimiter, peer_text
 from relay.media.units import MediaFrame, TrackConfig
-from relay.simulcast.pusher import parse_target_url, push
+from relay.simulcast.counters import SimulcastCounters, TargetSnapshot
+from relay.simulcast.pusher import PushStats, parse_target_url, push
 from relay.simulcast.target_status import TargetInput, TargetMachine
 from relay.store import Store
 from relay.store.records import SimulcastErrorSeverity, SimulcastTarget, SimulcastTargetStatus
@@ -80,6 +81,15 @@ class TargetQueue(Protocol):
     def on_discontinuity(self) -> None: ...
     def on_end(self) -> None: ...
     def restart(self) -> None: ...
+    # Its state, read for the metrics (at scrape time and when the session stops).
+    @property
+    def queued_bytes(self) -> int: ...
+    @property
+    def dropped_frames(self) -> int: ...
+    @property
+    def dropped_bytes(self) -> int: ...
+    @property
+    def dropped_gops(self) -> int: ...
 
 
 class PushFunction(Protocol):
@@ -87,7 +97,7 @@ class PushFunction(Protocol):
     yields; returns after EndOfStream, raises TargetError (with `severity`) otherwise."""
 
     def __call__(self, target: Any, queue: Any, *, ssl_context: ssl.SSLContext | None,
-                 on_published: Callable[[], None]) -> Awaitable[None]: ...
+                 on_published: Callable[[], None], stats: PushStats) -> Awaitable[None]: ...
 
 
 ParseTarget = Callable[[str, str], Any]
@@ -121,6 +131,27 @@ class _Target:
     task: asyncio.Task[None] | None = None
     attempts: int = 0  # push attempts made in this session
     last_error: str | None = None
+    #: The attempt in progress's counts (the pusher updates them), and the ended attempts'.
+    push_stats: PushStats | None = None
+    sent_bytes: int = 0
+    sent_frames: int = 0
+
+    def snapshot(self) -> TargetSnapshot:
+        current = self.push_stats
+        queue = self.queue
+        return TargetSnapshot(
+            target_id=self.record.id, status=self.machine.status,
+            error_severity=self.machine.error_severity, attempts=self.attempts,
+            sent_bytes=self.sent_bytes + (current.bytes_written if current else 0),
+            sent_frames=self.sent_frames + (current.frames_sent if current else 0),
+            queued_bytes=queue.queued_bytes, dropped_frames=queue.dropped_frames,
+            dropped_bytes=queue.dropped_bytes, dropped_gops=queue.dropped_gops)
+
+    def attempt_ended(self) -> None:
+        current, self.push_stats = self.push_stats, None
+        if current is not None:
+            self.sent_bytes += current.bytes_written
+            self.sent_frames += current.frames_sent
 
 
 class SimulcastManager:
@@ -140,8 +171,12 @@ class SimulcastManager:
         clock: Callable[[], float] = time.monotonic,
         stop_grace: float = STOP_GRACE_SECONDS,
         on_stopped: Callable[[SimulcastManager], None] | None = None,
+        counters: SimulcastCounters | None = None,
     ) -> None:
         self.store = store
+        #: The process-wide counters this session's attempts and, at its stop, its totals
+        #: go to (`relay.simulcast.counters`).
+        self.counters = counters if counters is not None else SimulcastCounters()
         self.stream_id = stream_id
         self.targets = [_Target(record, queue) for record, queue in targets]
         self._ssl_context = ssl_context
@@ -167,6 +202,15 @@ class SimulcastManager:
         """A target's status as this manager last set it (for tests and metrics)."""
         target = next(t for t in self.targets if t.record.id == target_id)
         return target.machine.status, target.machine.error_severity
+
+    @property
+    def ended(self) -> bool:
+        """The session ended: the targets are stopping or stopped."""
+        return self._ended
+
+    def snapshot(self) -> list[TargetSnapshot]:
+        """Each target now, for the metrics collector (read at scrape time)."""
+        return [target.snapshot() for target in self.targets]
 
     # -- the session's hooks -----------------------------------------------------------
 
@@ -225,9 +269,11 @@ class SimulcastManager:
                              "(attempt %d)", self.stream_id, record.id, target.attempts)
 
             target.attempts += 1
+            self.counters.attempts += 1
+            target.push_stats = PushStats()
             try:
                 await self._push(address, target.queue, ssl_context=context,
-                                 on_published=on_published)
+                                 on_published=on_published, stats=target.push_stats)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -242,6 +288,8 @@ class SimulcastManager:
                 # The push sent the queue's EndOfStream and unpublished: the session is over.
                 self._change(target, TargetInput.STOP)
                 return
+            finally:
+                target.attempt_ended()
             if published_at is not None and \
                     self._clock() - published_at >= RECONNECT_RESET_AFTER:
                 failures = 0
@@ -254,6 +302,10 @@ class SimulcastManager:
 
     def _failed(self, target: _Target, severity: SimulcastErrorSeverity, reason: str) -> None:
         target.last_error = reason
+        if severity == "fatal":
+            self.counters.failures_fatal += 1
+        else:
+            self.counters.failures_normal += 1
         self._change(target, TargetInput.FAILED, severity)
         retry = "not retried" if severity == "fatal" else "retrying with backoff"
         _LOG.warning(f"simulcast-{severity}-{self.stream_id}-{target.record.id}",
@@ -293,8 +345,22 @@ class SimulcastManager:
         if self._writer is not None:
             self._writes_waiting.set()
             await self._writer
+        # With no await from here to the running set's discard: a scrape sees these totals
+        # either in the snapshot or in the counters, never in both or neither.
+        self._fold_totals()
         if self._on_stopped is not None:
             self._on_stopped(self)
+
+    def _fold_totals(self) -> None:
+        counters = self.counters
+        for target in self.targets:
+            target.attempt_ended()  # a cancelled attempt's counts (already done otherwise)
+            done = target.snapshot()
+            counters.sent_bytes += done.sent_bytes
+            counters.sent_frames += done.sent_frames
+            counters.dropped_frames += done.dropped_frames
+            counters.dropped_bytes += done.dropped_bytes
+            counters.dropped_gops += done.dropped_gops
 
     # -- status writes -------------------------------------------------------------------
 

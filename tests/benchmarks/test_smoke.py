@@ -112,7 +112,7 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "suite.json").read_text())
     scenarios = {row["scenario"] for row in result["rows"]}
     assert {"parsers", "ingest cost", "SRT ingest cost", "memory", "latency", "scale",
-            "viewers"} <= scenarios
+            "viewers", "simulcast"} <= scenarios
     ingest = next(row for row in result["rows"] if row["scenario"] == "ingest cost")
     assert ingest["relay"] > 0, out
     # SRT: Relay took the stream (no publisher dropped, playlists answer) and so did
@@ -129,4 +129,14 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
     assert ts["relay"] > 0, out
     viewers = next(row for row in result["rows"] if row["scenario"] == "viewers")
     assert viewers["verdict"] == "measured", out  # the simulator ran without a failure
+    # Simulcast: the fan-out row, measured when nginx-rtmp (the targets' server) is there,
+    # with every target receiving (no problem noted).
+    fan_out = next(row for row in result["rows"] if row["scenario"] == "simulcast")
+    assert fan_out["goal"] == "relay <= nginx-rtmp per target", out
+    if Path("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists():
+        assert fan_out["case"] == "CPU per extra 6 Mbps target, 1 target(s)", out
+        assert fan_out["relay"] is not None and fan_out["peers"]["nginx-rtmp"] is not None
+        assert fan_out["verdict"] == "(smoke: not judged)", out
+    else:
+        assert fan_out["verdict"].startswith("not measured"), out
     assert "result" in out and "written:" in out

@@ -9,10 +9,17 @@ its targets, and the targets are real servers that nobody here wrote.
 - A second `relay serve` as the target: a wrong key there ends the target `errored`
   (`fatal`) after one attempt; over RTMPS with a self-signed certificate the target works when
   `--simulcast-ca-file` trusts it, and is `fatal` (verification failed) when it does not.
+- /metrics while broadcasting: the target's status, bytes and frames sent that grow.
+- Three targets on one 6 Mbit/s stream, one of them a server that accepts and never reads:
+  the two nginx targets stay `broadcasting` and record the whole push, the stalled target's
+  dropped frames grow on /metrics, and the LL-HLS part-advertise delay's p99 is that of the
+  same push without the stalled target (within 50 ms).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -21,7 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from tests.integration.peers import NginxRtmp
@@ -101,6 +110,27 @@ def probe(path: Path) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(relay: RelayProcess) -> Samples:
+    """/metrics, parsed: (name, sorted labels) -> value."""
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def target_metric(samples: Samples, name: str, stream: dict[str, Any], target_id: str,
+                  missing: float | None = None, **labels: str) -> float:
+    """A target's sample; `missing` when the scrape has none (before the session began),
+    or an error when no `missing` is given."""
+    key = (name, tuple(sorted({"live_stream_id": stream["id"],
+                               "simulcast_target_id": target_id, **labels}.items())))
+    if missing is not None and key not in samples:
+        return missing
+    return samples[key]
+
+
 def wait_recording_closed(nginx: NginxRtmp, timeout: float = 15) -> Path:
     """nginx's recording of the push, once nginx has seen the publisher go."""
     log = nginx.prefix / "error.log"
@@ -124,7 +154,30 @@ def test_nginx_receives_the_simulcast(relay: RelayProcess, nginx: NginxRtmp,
     seconds = 8
     encoder = ffmpeg_publish(url, seconds, muxer="flv" if ingest == "rtmp" else "mpegts")
     wait_status(relay, stream["id"], "active", timeout=30)
-    wait_target(relay, stream, "broadcasting")
+    target_id = wait_target(relay, stream, "broadcasting")["id"]
+    # /metrics while broadcasting: the target's status, and bytes and frames that grow.
+    first = scrape(relay)
+    assert target_metric(first, "relay_simulcast_target_status", stream, target_id,
+                         status="broadcasting") == 1
+    assert target_metric(first, "relay_simulcast_target_status", stream, target_id,
+                         status="starting") == 0
+    assert target_metric(first, "relay_simulcast_target_attempts_total", stream,
+                         target_id) == 1
+    time.sleep(1.5)
+    later = scrape(relay)
+    for name in ("relay_simulcast_target_sent_bytes_total",
+                 "relay_simulcast_target_sent_frames_total"):
+        assert target_metric(later, name, stream, target_id) > \
+            target_metric(first, name, stream, target_id) > 0, name
+    # Nothing dropped for want of room (frames before the first keyframe, audio that
+    # precedes it, may count as dropped: the queue starts on a keyframe).
+    assert target_metric(later, "relay_simulcast_target_dropped_gops_total", stream,
+                         target_id) == 0
+    assert target_metric(later, "relay_simulcast_target_dropped_frames_total", stream,
+                         target_id) == target_metric(
+        first, "relay_simulcast_target_dropped_frames_total", stream, target_id)
+    assert later[("relay_simulcast_sent_bytes_total", ())] >= target_metric(
+        later, "relay_simulcast_target_sent_bytes_total", stream, target_id)
     code, err = finish(encoder)
     assert code == 0, err
     wait_status(relay, stream["id"], "idle", timeout=30)
@@ -140,6 +193,13 @@ def test_nginx_receives_the_simulcast(relay: RelayProcess, nginx: NginxRtmp,
     assert seconds - 4 <= duration <= seconds + 0.5, info["format"]
     history = target_events(tmp_path / "data", stream)
     assert history == ["starting", "broadcasting", "idle"], history
+    # The session is over: its series are gone, its totals stay in the process-wide ones.
+    done = scrape(relay)
+    assert not any(name.startswith("relay_simulcast_target_") for name, _ in done)
+    assert done[("relay_simulcast_sent_bytes_total", ())] >= target_metric(
+        later, "relay_simulcast_target_sent_bytes_total", stream, target_id)
+    assert done[("relay_simulcast_attempts_total", ())] == 1
+    assert done[("relay_simulcast_failures_total", (("severity", "normal"),))] == 0
 
 
 def test_target_server_down_is_retried_until_it_is_back(relay: RelayProcess, nginx: NginxRtmp,
@@ -241,3 +301,194 @@ def test_targets_change_only_while_idle(relay: RelayProcess, nginx: NginxRtmp) -
     finally:
         encoder.kill()
         finish(encoder)
+
+
+# -- three targets, one stalled ----------------------------------------------------------
+
+#: The stalled-target test's push: 720p30 at ~6 Mbit/s (the benchmarks' simulcast rate), long
+#: enough for the stalled target's 16 MiB queue (TARGET_QUEUE_MAX_BYTES, ~22 s of it) to fill
+#: and start dropping GOPs.
+STALL_PUSH_SECONDS = 32
+#: The LL-HLS part-advertise delay's p99 may differ by this much between the runs with and
+#: without the stalled target (issue 14).
+STALL_P99_TOLERANCE = 0.050
+#: No stretch this long without a new part listed while the stream is live: HLS stayed
+#: real-time.
+STALL_MAX_PART_GAP = 2.0
+
+
+class StalledServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never reads from them (a
+    target whose host hangs): the client's writes fill the socket buffers, then block."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        import socket
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._thread.join(5)
+        for connection in self.accepted:
+            connection.close()
+
+
+def make_6mbps_flv(path: Path, seconds: int = 10) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+                    "-b:v", "6M", "-maxrate", "6M", "-bufsize", "3M", "-g", "30",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
+                    str(path)], check=True, timeout=120)
+
+
+def run_measured_push(relay: RelayProcess, stream: dict[str, Any], tags: list[Any],
+                      seconds: float) -> tuple[Any, list[Samples]]:
+    """Publish `tags` in real time for `seconds` with the LL-HLS latency benchmark's paced
+    publisher while its player-like poller notes when each part is listed; scrape /metrics
+    every 2 s meanwhile. Returns the observations and the scrapes."""
+    import asyncio
+
+    from benchmarks import ll_hls_latency as latency
+
+    seen = latency.Observations()
+    scrapes: list[Samples] = []
+    host, port = relay.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(":", 1)
+
+    async def watch(done: asyncio.Event) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            while not done.is_set():
+                text = (await client.get(relay.urls["metrics"])).text
+                scrapes.append({(s.name, tuple(sorted(s.labels.items()))): s.value
+                                for f in text_string_to_metric_families(text)
+                                for s in f.samples})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 2.0)
+
+    async def run() -> None:
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch(done))
+
+        async def publish() -> None:
+            try:
+                await latency.publish(host, int(port), stream["stream_key"], tags, seconds,
+                                      seen)
+            finally:
+                done.set()
+
+        await asyncio.gather(
+            publish(),
+            latency.poll_parts(relay.http_url, stream["playback_ids"][0]["id"], seconds + 3,
+                               seen))
+        await watcher
+
+    asyncio.run(run())
+    return seen, scrapes
+
+
+def recording_of(nginx: NginxRtmp, name: str, timeout: float = 15) -> Path:
+    """nginx's recording of stream `name`, once its size has settled."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        found = sorted(nginx.records.glob(f"{name}-*.flv"))
+        if found:
+            size = found[-1].stat().st_size
+            if size == last and size > 0:
+                return found[-1]
+            last = size
+        time.sleep(0.5)
+    raise AssertionError(f"nginx has no settled recording of {name}: "
+                         f"{sorted(p.name for p in nginx.records.iterdir())}")
+
+
+def test_a_stalled_target_slows_nothing_else(relay: RelayProcess, nginx: NginxRtmp,
+                                             tmp_path: Path) -> None:
+    """Three targets on one stream, one of them a server that accepts and never reads: the
+    two nginx targets stay broadcasting and record the whole push, the stalled target's
+    queue drops frames (on /metrics), and LL-HLS parts are advertised as soon as in a run
+    without the stalled target (p99 within 50 ms)."""
+    from benchmarks import ll_hls_latency as latency
+    from benchmarks.loadgen import read_flv
+
+    flv = tmp_path / "6mbps.flv"
+    make_6mbps_flv(flv)
+    tags = read_flv(flv)
+    stalled = StalledServer()
+    delays: dict[str, list[float]] = {}
+    try:
+        for phase, names in (("without", ["good-a", "good-b"]),
+                             ("with", ["good-c", "good-d"])):
+            targets = [{"url": nginx.url, "stream_key": name} for name in names]
+            if phase == "with":
+                targets.append({"url": f"rtmp://127.0.0.1:{stalled.port}/live",
+                                "stream_key": "stalled"})
+            stream = create_stream(relay, latency_mode="low", reconnect_window=1,
+                                   simulcast_targets=targets)
+            ids = {t["stream_key"]: t["id"]
+                   for t in get_stream(relay, stream["id"])["simulcast_targets"]}
+            seen, scrapes = run_measured_push(relay, stream, tags, STALL_PUSH_SECONDS)
+            wait_status(relay, stream["id"], "idle", timeout=30)
+            # HLS real-time: parts kept coming, and their delay is measured.
+            listed = sorted(seen.part_listed.values())
+            assert len(listed) > STALL_PUSH_SECONDS, (phase, len(listed))
+            gaps = [b - a for a, b in itertools.pairwise(listed)]
+            assert max(gaps) < STALL_MAX_PART_GAP, (phase, max(gaps))
+            delays[phase] = latency.frame_delays(seen)
+            # The good targets: broadcasting in every scrape once they got there, never
+            # errored, nothing dropped for want of room.
+            assert len(scrapes) >= STALL_PUSH_SECONDS // 2 - 2, len(scrapes)
+            for name in names:
+                broadcasting = [target_metric(s, "relay_simulcast_target_status", stream,
+                                              ids[name], 0, status="broadcasting") == 1
+                                for s in scrapes]
+                # Active after the first segment, then connected: within a few scrapes.
+                first = broadcasting.index(True)
+                assert first <= 4 and all(broadcasting[first:]), (phase, name, broadcasting)
+                assert target_metric(scrapes[-1], "relay_simulcast_target_attempts_total",
+                                     stream, ids[name]) == 1, (phase, name)
+                assert target_metric(scrapes[-1], "relay_simulcast_target_dropped_gops_total",
+                                     stream, ids[name]) == 0, (phase, name)
+                info = probe(recording_of(nginx, name))
+                duration = float(info["format"]["duration"])
+                # The targets start at active (the first segment) and on a keyframe.
+                assert STALL_PUSH_SECONDS - 4 <= duration <= STALL_PUSH_SECONDS + 0.5, (
+                    phase, name, info["format"])
+                video = next(s for s in info["streams"] if s["codec_type"] == "video")
+                assert (video["width"], video["height"]) == (1280, 720)
+            if phase == "with":
+                dropped = [(target_metric(s, "relay_simulcast_target_dropped_gops_total",
+                                          stream, ids["stalled"], 0),
+                            target_metric(s, "relay_simulcast_target_dropped_frames_total",
+                                          stream, ids["stalled"], 0)) for s in scrapes]
+                # Its full queue drops whole GOPs, and goes on dropping while it is stalled.
+                growing = [frames for gops, frames in dropped if gops > 0]
+                assert len(growing) >= 2 and growing[-1] > growing[0], dropped
+                assert target_metric(scrapes[-1], "relay_simulcast_target_status", stream,
+                                     ids["stalled"], status="broadcasting") == 0
+                assert stalled.accepted, "the stalled target was never connected to"
+    finally:
+        stalled.close()
+    p99 = {phase: latency.percentile(values, 0.99) for phase, values in delays.items()}
+    print(f"part-advertise delay p99: without {p99['without'] * 1000:.0f} ms, with the "
+          f"stalled target {p99['with'] * 1000:.0f} ms")
+    assert p99["with"] - p99["without"] <= STALL_P99_TOLERANCE, p99

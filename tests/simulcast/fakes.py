@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from relay.media.units import MediaFrame, TrackConfig
+from relay.simulcast.pusher import PushStats
 
 
 class FakeQueue:
@@ -20,6 +21,11 @@ class FakeQueue:
         self.calls: list[str] = []
         self.restarts = 0
         self.ended = asyncio.Event()
+        # What the metrics read (MediaQueue's counters); tests set them.
+        self.queued_bytes = 0
+        self.dropped_frames = 0
+        self.dropped_bytes = 0
+        self.dropped_gops = 0
 
     def on_track(self, config: TrackConfig) -> None:
         self.calls.append("track")
@@ -68,6 +74,7 @@ class Call:
     queue: FakeQueue
     ssl_context: ssl.SSLContext | None
     on_published: Callable[[], None]
+    stats: PushStats = field(default_factory=PushStats)
 
 
 @dataclass
@@ -79,8 +86,8 @@ class FakePush:
 
     async def __call__(self, target: Address, queue: FakeQueue, *,
                        ssl_context: ssl.SSLContext | None,
-                       on_published: Callable[[], None]) -> None:
-        call = Call(target, queue, ssl_context, on_published)
+                       on_published: Callable[[], None], stats: PushStats) -> None:
+        call = Call(target, queue, ssl_context, on_published, stats)
         self.calls.append(call)
         script = self.scripts[target.url]
         made = sum(1 for c in self.calls if c.address.url == target.url)
