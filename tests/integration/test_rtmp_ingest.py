@@ -63,7 +63,9 @@ def create_stream(relay: RelayProcess, **body: Any) -> dict[str, Any]:
 
 def get_stream(relay: RelayProcess, stream_id: str) -> dict[str, Any]:
     with api(relay) as client:
-        return dict(client.get(f"/video/v1/live-streams/{stream_id}").json()["data"])
+        response = client.get(f"/video/v1/live-streams/{stream_id}")
+        assert response.status_code == 200, (response.status_code, response.text)
+        return dict(response.json()["data"])
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20, what: str = "") -> None:

@@ -89,7 +89,10 @@ def target_of(relay: RelayProcess, stream: dict[str, Any]) -> dict[str, Any]:
 def wait_target(relay: RelayProcess, stream: dict[str, Any], status: str,
                 timeout: float = 30, severity: str | None = None) -> dict[str, Any]:
     def reached() -> bool:
-        target = target_of(relay, stream)
+        try:
+            target = target_of(relay, stream)
+        except AssertionError:  # a busy machine: the API answered 503 this once; ask again
+            return False
         return target["status"] == status and (
             severity is None or target.get("error_severity") == severity)
     wait_until(reached, timeout, f"target {status} {severity or ''}")
