@@ -177,8 +177,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "most SRT connections from one address (IPv6: one /64); more are refused in the "
            "handshake (rejection 1429)", "N"),
     Option("srt-idle-timeout", parse_seconds(1, 3600), 30.0,
-           "close an SRT connection that delivers no media for this many seconds, from its "
-           "handshake on", "SECONDS"),
+           "close a publishing SRT connection that sends nothing for this many seconds (its "
+           "first track must come within 10 s of the handshake)", "SECONDS"),
     Option("part-target", parse_seconds(0.1, 1.0), 0.3,
            "LL-HLS PART-TARGET in seconds for streams with latency_mode low", "SECONDS"),
     Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
