@@ -126,6 +126,7 @@ def _v3_webhook_deliveries(conn: Connection) -> None:
           Column("attempt_log", JSON, nullable=False),
           Column("created_at", Float, nullable=False),
           Column("next_attempt_at", Float, nullable=False),
+          Column("first_attempt_at", Float),
           Column("last_error", Text),
           Column("delivered_at", Float),
           UniqueConstraint("endpoint", "event_seq"),

@@ -234,8 +234,9 @@ class WebhookDelivery:
     event: Event
     status: WebhookDeliveryStatus
     attempts: int
-    created_at: float  # when it was queued for the endpoint; the retry window starts here
+    created_at: float  # when it was queued for the endpoint
     next_attempt_at: float
+    first_attempt_at: float | None = None  # the retry window starts here
     last_error: str | None = None
     delivered_at: float | None = None
     #: The last few tries (Mux's `attempts` objects), oldest first.

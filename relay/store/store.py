@@ -928,14 +928,15 @@ class Store:
 
     async def record_webhook_attempt(
         self, seq: int, *, status: WebhookDeliveryStatus, attempts: int,
-        next_attempt_at: float, last_error: str | None, attempt_log: Sequence[JSONDict],
-        delivered_at: float | None = None,
+        next_attempt_at: float, first_attempt_at: float, last_error: str | None,
+        attempt_log: Sequence[JSONDict], delivered_at: float | None = None,
     ) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(update(webhook_deliveries).where(
                 webhook_deliveries.c.seq == seq).values(
                 status=status, attempts=attempts, next_attempt_at=next_attempt_at,
-                last_error=last_error, attempt_log=list(attempt_log),
+                first_attempt_at=first_attempt_at, last_error=last_error,
+                attempt_log=list(attempt_log),
                 delivered_at=delivered_at))
 
     async def list_webhook_deliveries(
@@ -1208,5 +1209,6 @@ def _delivery_from_row(r: Row[Any]) -> WebhookDelivery:
     return WebhookDelivery(
         seq=m[d.seq], endpoint=m[d.endpoint], event=event, status=m[d.status],
         attempts=m[d.attempts], created_at=m[d.created_at],
-        next_attempt_at=m[d.next_attempt_at], last_error=m[d.last_error],
+        next_attempt_at=m[d.next_attempt_at], first_attempt_at=m[d.first_attempt_at],
+        last_error=m[d.last_error],
         delivered_at=m[d.delivered_at], attempt_log=tuple(m[d.attempt_log]))

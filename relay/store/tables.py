@@ -137,6 +137,9 @@ webhook_deliveries = Table(
     Column("attempt_log", JSON, nullable=False),  # the last few tries, for the envelope
     Column("created_at", Float, nullable=False),
     Column("next_attempt_at", Float, nullable=False),
+    # The retry window starts here, not at queueing: an event held behind an earlier one of
+    # its object still gets the whole window once its turn comes.
+    Column("first_attempt_at", Float),
     Column("last_error", Text),
     Column("delivered_at", Float),
     UniqueConstraint("endpoint", "event_seq"),

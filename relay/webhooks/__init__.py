@@ -4,10 +4,10 @@ from relay.webhooks.delivery import WebhookDeliverer, WebhookLimits
 from relay.webhooks.retry import RetryPolicy
 from relay.webhooks.signing import (
     SIGNATURE_HEADER,
+    check_envelope,
     encode_body,
     envelope,
     sign,
-    test_envelope,
 )
 
 __all__ = [
@@ -15,8 +15,8 @@ __all__ = [
     "RetryPolicy",
     "WebhookDeliverer",
     "WebhookLimits",
+    "check_envelope",
     "encode_body",
     "envelope",
     "sign",
-    "test_envelope",
 ]

@@ -172,6 +172,7 @@ class WebhookDeliverer:
         started = self._clock()
         outcome, _ = await post_signed(client, delivery.endpoint, self._secret, body, started)
         now = self._clock()
+        first = delivery.first_attempt_at if delivery.first_attempt_at is not None else started
         attempts = delivery.attempts + 1
         tried = attempt_record(delivery.endpoint, started, outcome.status_code, outcome.error)
         attempt_log = (*delivery.attempt_log, tried)[-MAX_ATTEMPTS_LISTED:]
@@ -179,11 +180,12 @@ class WebhookDeliverer:
             self.delivered += 1
             await self._store.record_webhook_attempt(
                 delivery.seq, status="delivered", attempts=attempts, next_attempt_at=now,
-                last_error=delivery.last_error, attempt_log=attempt_log, delivered_at=now)
+                first_attempt_at=first, last_error=delivery.last_error,
+                attempt_log=attempt_log, delivered_at=now)
             return
         self.failed_attempts += 1
         retry_at = self.limits.retry.next_attempt_at(
-            queued_at=delivery.created_at, attempts=attempts, now=now, draw=self._draw())
+            first_attempt_at=first, attempts=attempts, now=now, draw=self._draw())
         if retry_at is None:
             log.warning("webhook %s (%s) to %s failed after %d attempts: %s",
                         delivery.event.id, delivery.event.type, peer_text(delivery.endpoint),
@@ -191,7 +193,7 @@ class WebhookDeliverer:
         await self._store.record_webhook_attempt(
             delivery.seq, status="pending" if retry_at is not None else "failed",
             attempts=attempts, next_attempt_at=retry_at if retry_at is not None else now,
-            last_error=outcome.error, attempt_log=attempt_log)
+            first_attempt_at=first, last_error=outcome.error, attempt_log=attempt_log)
 
     async def prune(self) -> int:
         """Drop delivered and failed events older than the retention; return how many."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 DEFAULT_BASE_DELAY = 1.0
 #: No single wait is longer than this, so a receiver back after an outage hears again soon.
 DEFAULT_MAX_DELAY = 3600.0
-#: A delivery still failing this long after it was queued is given up (failed), as Mux does.
+#: A delivery still failing this long after its first try is given up (failed), as Mux does.
 DEFAULT_RETRY_WINDOW = 24 * 3600.0
 
 
@@ -33,12 +33,12 @@ class RetryPolicy:
         exponent = min(max(attempts - 1, 0), 62)  # 2**62 s is past any max_delay
         return min(self.max_delay, self.base_delay * 2.0 ** exponent)
 
-    def next_attempt_at(self, *, queued_at: float, attempts: int, now: float,
+    def next_attempt_at(self, *, first_attempt_at: float, attempts: int, now: float,
                         draw: float) -> float | None:
         """When to try again after the `attempts`-th failure at `now`, with `draw` uniform in
         [0, 1); None when the window is over and the delivery is failed."""
-        if now - queued_at >= self.window:
+        if now - first_attempt_at >= self.window:
             return None
         at = now + draw * self.bound(attempts)
         # The last try lands at the window's end rather than past it.
-        return min(at, queued_at + self.window)
+        return min(at, first_attempt_at + self.window)

@@ -48,7 +48,7 @@ def envelope(event: Event, attempts: Sequence[JSONDict] = ()) -> JSONDict:
     }
 
 
-def test_envelope(now: float) -> JSONDict:
+def check_envelope(now: float) -> JSONDict:
     """A signed-delivery check for `relay webhooks test`: a fresh id, nothing in the store."""
     event = Event(id=str(uuid.uuid4()), type=TEST_EVENT_TYPE, object_type="test",
                   object_id="test", data={"message": "a test event from relay webhooks test"},
