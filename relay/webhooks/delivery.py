@@ -36,6 +36,8 @@ from relay.webhooks.signing import (
 )
 
 log = logging.getLogger("relay.webhooks")
+# httpx logs every request at info: a line per webhook try would drown the server's own.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 _FAILURES = LogLimiter(log)
 
 #: Seconds one POST may take, connect to last byte, before it counts as a failure (Mux's).
