@@ -65,6 +65,7 @@ from relay.store.asset_files import AssetFiles
 from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry
+from relay.webhooks import WebhookDeliverer, WebhookLimits
 
 if TYPE_CHECKING:  # these load libsrt: imported at run time only when SRT is on
     from relay.srt.listener import SrtListener
@@ -160,6 +161,8 @@ class RelayServer:
         #: The simulcast of each live session with targets, until it has stopped.
         self.simulcasts: set[SimulcastManager] = set()
         self.simulcast_counters = SimulcastCounters()
+        #: Works the webhook outbox (and prunes it) while the server runs.
+        self.webhooks: WebhookDeliverer | None = None
 
     @property
     def store(self) -> Store:
@@ -180,6 +183,12 @@ class RelayServer:
                     log.info("access token %s set from RELAY_TOKEN_ID/RELAY_TOKEN_SECRET",
                              token.id)
             s = self.settings
+            # Before recovery writes its events, so a configured endpoint hears of them;
+            # its own tasks, so a slow receiver holds nothing else.
+            self.webhooks = WebhookDeliverer(
+                self.store, s.webhook_url, s.webhook_secret or "",
+                limits=WebhookLimits(retention=s.webhook_retention))
+            await self.webhooks.start()
             tls = load_tls(s)
             simulcast_tls = load_simulcast_tls(s)
             asset_files = AssetFiles(s.data_dir / "assets")
@@ -396,6 +405,11 @@ class RelayServer:
         self._servers.clear()
         for listener in self.listeners:
             listener.sock.close()
+        # Last before the store: the sessions' final events are in the outbox, and what is
+        # not delivered yet stays there for the next run.
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
         if self._store is not None:
             await self._store.close()
             self._store = None

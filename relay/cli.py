@@ -1,4 +1,4 @@
-"""The `relay` command: `relay serve` and `relay token create|list|revoke`."""
+"""The `relay` command: `relay serve`, `relay token create|list|revoke`, `relay webhooks test`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import httpx
 import uvloop
 
 from relay import __version__
@@ -20,13 +22,17 @@ from relay.app import RelayServer, StartupError, open_store, prepare_data_dir
 from relay.config import (
     SERVE_OPTIONS,
     STORE_OPTIONS,
+    WEBHOOK_TEST_OPTIONS,
     ConfigError,
     Settings,
     add_options,
+    parse_webhook_url,
     settings_from,
 )
 from relay.logs import configure_logging, peer_text
 from relay.store import Store
+from relay.webhooks.delivery import DEFAULT_ATTEMPT_TIMEOUT, AttemptOutcome, post_signed
+from relay.webhooks.signing import check_envelope, encode_body
 
 log = logging.getLogger("relay")
 
@@ -85,13 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id", metavar="ID", help="the token id, as token list shows it")
     add_options(revoke, STORE_OPTIONS)
     revoke.set_defaults(handler=_token_revoke)
+
+    webhooks = commands.add_parser("webhooks", help="check webhook delivery",
+                                   description="Check webhook delivery.")
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", metavar="ACTION",
+                                               required=True)
+    test = webhook_commands.add_parser(
+        "test", help="send a signed test event to URL and print the answer",
+        description="POST one event of type relay.webhooks.test to URL, signed with "
+                    "--webhook-secret as relay serve signs every webhook, and print the "
+                    "receiver's status line and body.",
+        epilog="Exit status: 0 when the receiver answered 2xx, 1 otherwise.")
+    test.add_argument("url", metavar="URL", help="the receiver, http:// or https://")
+    add_options(test, WEBHOOK_TEST_OPTIONS)
+    test.set_defaults(handler=_webhooks_test)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    options = SERVE_OPTIONS if args.command == "serve" else STORE_OPTIONS
+    options = {"serve": SERVE_OPTIONS, "webhooks": WEBHOOK_TEST_OPTIONS}.get(
+        args.command, STORE_OPTIONS)
     try:
         settings = settings_from(args, options)
     except ConfigError as exc:
@@ -195,6 +216,36 @@ def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     log.info("revoked access token %s", token_id)
     return EXIT_OK
+
+
+#: Characters of the receiver's answer printed by `relay webhooks test`.
+MAX_ANSWER_CHARS = 2000
+
+
+def _webhooks_test(settings: Settings, args: argparse.Namespace) -> int:
+    url: str = args.url
+    try:
+        parse_webhook_url(url)
+    except ValueError as exc:
+        log.error("URL '%s' is not valid: %s", peer_text(url), exc)
+        return EXIT_USAGE
+    if settings.webhook_secret is None:
+        log.error("no secret to sign with: give --webhook-secret or set RELAY_WEBHOOK_SECRET")
+        return EXIT_USAGE
+    secret = settings.webhook_secret
+    body = encode_body(check_envelope(time.time()))
+
+    async def send() -> tuple[AttemptOutcome, httpx.Response | None]:
+        async with httpx.AsyncClient(timeout=DEFAULT_ATTEMPT_TIMEOUT) as client:
+            return await post_signed(client, url, secret, body, time.time())
+
+    outcome, response = asyncio.run(send())
+    if response is None:
+        print(f"no answer from {peer_text(url)}: {outcome.error}")
+        return EXIT_FAILURE
+    print(f"HTTP {response.status_code} {response.reason_phrase}")
+    print(peer_text(response.text, MAX_ANSWER_CHARS))
+    return EXIT_OK if outcome.delivered else EXIT_FAILURE
 
 
 def _iso(unix_seconds: int) -> str:

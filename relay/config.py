@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,9 @@ class Option:
     default: Any
     help: str
     metavar: str
+    #: Given more than once (the flag repeated, or the env var with values split by
+    #: whitespace); the setting is then a tuple, empty by default.
+    repeat: bool = False
 
     @property
     def dest(self) -> str:
@@ -77,6 +81,13 @@ def parse_seconds(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def parse_webhook_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return text
+
+
 def parse_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -99,6 +110,15 @@ LOG_LEVEL = Option("log-level", parse_choice("debug", "info", "warning", "error"
                    "least severe log level written to stderr", "LEVEL")
 LOG_FORMAT = Option("log-format", parse_choice("text", "json"), "text",
                     "log line format: key=value text or one JSON object per line", "FORMAT")
+
+WEBHOOK_URL = Option(
+    "webhook-url", parse_webhook_url, None,
+    "endpoint that receives every event as a signed Mux webhook; repeat the flag for "
+    "several (the env var takes URLs separated by spaces)", "URL", repeat=True)
+WEBHOOK_SECRET = Option(
+    "webhook-secret", parse_nonempty, None,
+    "key of the Mux-Signature HMAC on each webhook; required with --webhook-url",
+    "SECRET")
 
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("host", parse_nonempty, "0.0.0.0", "address every listener binds to", "ADDR"),
@@ -191,11 +211,19 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            64 * 1024 * 1024,
            "bytes of one recording that may wait for a slow disk; past it that recording "
            "ends (what it wrote is kept and finalized) while live playback goes on", "BYTES"),
+    WEBHOOK_URL,
+    WEBHOOK_SECRET,
+    Option("webhook-retention", parse_seconds(60, 365 * 86400), 604_800.0,
+           "seconds a delivered or failed webhook event is kept (for "
+           "/system/v1/webhook-events) before it is pruned", "SECONDS"),
     DATA_DIR,
     DATABASE_URL,
     LOG_LEVEL,
     LOG_FORMAT,
 )
+
+#: Options of `relay webhooks test`.
+WEBHOOK_TEST_OPTIONS: tuple[Option, ...] = (WEBHOOK_SECRET, LOG_LEVEL, LOG_FORMAT)
 
 # Options of the commands that only touch the store (`relay token create`).
 STORE_OPTIONS: tuple[Option, ...] = (DATA_DIR, DATABASE_URL, LOG_LEVEL, LOG_FORMAT)
@@ -249,6 +277,9 @@ class Settings:
     log_repeat_interval: float = 10.0
     disk_threads: int = 8
     recording_max_backlog: int = 64 * 1024 * 1024
+    webhook_url: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_retention: float = 604_800.0
     log_level: str = "info"
     log_format: str = "text"
     seed_token: SeedToken | None = None
@@ -271,6 +302,7 @@ def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) ->
         default = "none" if option.default is None else option.default
         parser.add_argument(
             f"--{option.flag}", dest=option.dest, metavar=option.metavar, default=None,
+            action="append" if option.repeat else "store",
             help=f"{option.help} [env {option.env}, default {default}]")
 
 
@@ -286,16 +318,27 @@ def settings_from(
         source, text = (f"--{option.flag}", given) if given is not None else (
             option.env, environ.get(option.env))
         if text is None:
-            values[option.dest] = option.default
+            values[option.dest] = () if option.repeat else option.default
             continue
-        try:
-            values[option.dest] = option.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"{source}={text!r} is not valid: {exc}") from None
+        if not option.repeat:
+            values[option.dest] = _parse(option, source, text)
+            continue
+        texts = text if isinstance(text, list) else text.split()
+        values[option.dest] = tuple(_parse(option, source, t) for t in texts)
     settings = Settings(**values, seed_token=seed_token_from(environ))
+    if settings.webhook_url and settings.webhook_secret is None:
+        raise ConfigError("--webhook-url needs --webhook-secret (RELAY_WEBHOOK_SECRET): the "
+                          "key receivers check each webhook's Mux-Signature with")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together; give both to serve RTMPS")
     return settings
+
+
+def _parse(option: Option, source: str, text: str) -> Any:
+    try:
+        return option.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={text!r} is not valid: {exc}") from None
 
 
 def seed_token_from(environ: Mapping[str, str]) -> SeedToken | None:

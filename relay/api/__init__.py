@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from relay import __version__
-from relay.api import assets, health, live_streams
+from relay.api import assets, health, live_streams, webhook_events
 from relay.api.auth import AuthLimits
 from relay.api.deps import StreamChangeListener
 from relay.api.errors import install_error_handlers
@@ -71,6 +71,7 @@ def create_api(
     install_error_handlers(app)
     app.include_router(live_streams.router)
     app.include_router(assets.router)
+    app.include_router(webhook_events.router)
     app.include_router(health.router)
     # Added last, so it runs first: auth, then the body limit, then routing.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)

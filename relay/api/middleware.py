@@ -27,13 +27,14 @@ log = logging.getLogger("relay.api")
 TokenVerifier = Callable[[str, str], Awaitable[bool]]
 Sleep = Callable[[float], Awaitable[None]]
 
-PROTECTED_PREFIX = "/video/v1"
+#: Every route under these needs an access token (`/system/v1`: operators' views).
+PROTECTED_PREFIXES = ("/video/v1", "/system/v1")
 UNAUTHORIZED = "Unauthorized request: use an access token id and secret with HTTP Basic"
 
 
 class BasicAuthMiddleware:
-    """HTTP Basic auth with an access token on every `/video/v1` route; failures are
-    answered slowly, per address (auth.py)."""
+    """HTTP Basic auth with an access token on every `/video/v1` and `/system/v1` route;
+    failures are answered slowly, per address (auth.py)."""
 
     def __init__(self, app: ASGIApp, verify: TokenVerifier,
                  limits: AuthLimits | None = None, sleep: Sleep = asyncio.sleep,
@@ -87,7 +88,8 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def _is_protected(path: str) -> bool:
-    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+    return any(path == prefix or path.startswith(prefix + "/")
+               for prefix in PROTECTED_PREFIXES)
 
 
 def _basic_credentials(scope: Scope) -> tuple[str, str] | None:

@@ -160,3 +160,25 @@ class Readiness(_Described):
     status: Literal["ok", "unavailable"]
     problems: list[str] | None = Field(
         default=None, description="Which checks failed (only when unavailable)")
+
+
+class WebhookEventObject(_Described):
+    type: str
+    id: str
+
+
+class WebhookEventData(_Described):
+    id: str = Field(description="The event id, the same in every delivery of it")
+    type: str
+    object: WebhookEventObject
+    created_at: str = Field(description="When it happened, ISO-8601 UTC")
+    endpoint: str = Field(description="The --webhook-url it is delivered to")
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(ge=0, description="Tries so far")
+    last_error: str | None = Field(description="What the last failed try met")
+    next_attempt_at: str | None = Field(description="When it is tried next, while pending")
+    delivered_at: str | None = None
+
+
+class WebhookEventListResponse(_Described):
+    data: list[WebhookEventData]

@@ -14,11 +14,13 @@ from sqlalchemy import (
     Column,
     Connection,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     inspect,
     select,
 )
@@ -107,8 +109,34 @@ def _v2_event_outbox(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_webhook_deliveries(conn: Connection) -> None:
+    """Per-endpoint delivery state of the outbox's events, and each endpoint's cursor."""
+    md = MetaData()
+    Table("webhook_endpoints", md,
+          Column("url", Text, primary_key=True),
+          Column("cursor", Integer, nullable=False),
+          Column("created_at", Float, nullable=False))
+    Table("webhook_deliveries", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("endpoint", Text, nullable=False),
+          Column("event_seq", Integer, nullable=False, index=True),
+          Column("object_id", String(64), nullable=False),
+          Column("status", String(16), nullable=False),
+          Column("attempts", Integer, nullable=False),
+          Column("attempt_log", JSON, nullable=False),
+          Column("created_at", Float, nullable=False),
+          Column("next_attempt_at", Float, nullable=False),
+          Column("first_attempt_at", Float),
+          Column("last_error", Text),
+          Column("delivered_at", Float),
+          UniqueConstraint("endpoint", "event_seq"),
+          Index("ix_webhook_deliveries_head", "endpoint", "status", "object_id", "event_seq"))
+    md.create_all(conn)
+
+
 # Append only: position + 1 is the schema version a migration produces.
-MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox)
+MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox,
+                                     _v3_webhook_deliveries)
 LATEST_VERSION = len(MIGRATIONS)
 
 

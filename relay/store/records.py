@@ -220,3 +220,24 @@ class Event:
 def _event_data(api_object: JSONDict, created_at: int) -> JSONDict:
     # Inside webhook `data`, `created_at` is an integer (MUX-API.md).
     return {**api_object, "created_at": created_at}
+
+
+WebhookDeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event on its way to one endpoint, and how that has gone so far."""
+
+    seq: int
+    endpoint: str
+    event: Event
+    status: WebhookDeliveryStatus
+    attempts: int
+    created_at: float  # when it was queued for the endpoint
+    next_attempt_at: float
+    first_attempt_at: float | None = None  # the retry window starts here
+    last_error: str | None = None
+    delivered_at: float | None = None
+    #: The last few tries (Mux's `attempts` objects), oldest first.
+    attempt_log: tuple[JSONDict, ...] = ()

@@ -17,7 +17,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
-from sqlalchemy import Row, bindparam, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -48,6 +60,8 @@ from relay.store.records import (
     SimulcastErrorSeverity,
     SimulcastTarget,
     SimulcastTargetStatus,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
 )
 from relay.store.tables import (
     access_tokens,
@@ -56,6 +70,8 @@ from relay.store.tables import (
     live_streams,
     playback_ids,
     simulcast_targets,
+    webhook_deliveries,
+    webhook_endpoints,
 )
 
 # How many of a stream's newest recordings `recent_asset_ids` lists.
@@ -831,6 +847,139 @@ class Store:
             created_at=self._clock(), attempts=0))
 
 
+    # -- webhook deliveries ------------------------------------------------------------
+    # Each endpoint has a cursor into the outbox; `queue_webhook_deliveries` turns the events
+    # after it into delivery rows, and the deliverer works those rows. The rows hold all of
+    # the delivery state, so a restart (even after kill -9) resumes where it was.
+
+    async def set_webhook_endpoints(self, urls: Sequence[str]) -> None:
+        """Make these the endpoints: a new one starts after the newest event; one no longer
+        listed is forgotten and its pending deliveries are marked failed (else they would
+        wait, and hold back pruning, forever)."""
+        async with self._engine.begin() as conn:
+            known = set((await conn.execute(select(webhook_endpoints.c.url))).scalars())
+            gone = known - set(urls)
+            if gone:
+                await conn.execute(delete(webhook_endpoints).where(
+                    webhook_endpoints.c.url.in_(gone)))
+                await conn.execute(update(webhook_deliveries).where(
+                    webhook_deliveries.c.endpoint.in_(gone),
+                    webhook_deliveries.c.status == "pending").values(
+                    status="failed", last_error="the endpoint is no longer configured"))
+                known -= gone
+            newest = (await conn.execute(select(func.max(events.c.seq)))).scalar() or 0
+            for url in urls:
+                if url not in known:
+                    await conn.execute(insert(webhook_endpoints).values(
+                        url=url, cursor=newest, created_at=self._clock()))
+                    known.add(url)
+
+    async def queue_webhook_deliveries(self, endpoint: str, *, limit: int = 1000) -> int:
+        """Queue up to `limit` events after `endpoint`'s cursor for it; return how many."""
+        async with self._engine.begin() as conn:
+            cursor = (await conn.execute(select(webhook_endpoints.c.cursor).where(
+                webhook_endpoints.c.url == endpoint))).scalar()
+            if cursor is None:
+                raise ValueError(f"no webhook endpoint {endpoint!r}: add_webhook_endpoints "
+                                 "first")
+            rows = (await conn.execute(
+                select(events.c.seq, events.c.object_id).where(events.c.seq > cursor)
+                .order_by(events.c.seq).limit(limit))).all()
+            if not rows:
+                return 0
+            now = self._clock()
+            await conn.execute(insert(webhook_deliveries), [dict(
+                endpoint=endpoint, event_seq=seq, object_id=object_id, status="pending",
+                attempts=0, attempt_log=[], created_at=now, next_attempt_at=now)
+                for seq, object_id in rows])
+            await conn.execute(update(webhook_endpoints).where(
+                webhook_endpoints.c.url == endpoint).values(cursor=rows[-1][0]))
+            return len(rows)
+
+    def _heads(self, endpoint: str) -> Any:
+        """The pending delivery of each object that no earlier pending one of that object
+        precedes: only these may be sent, which keeps one object's events in order."""
+        d, earlier = webhook_deliveries, webhook_deliveries.alias("earlier")
+        return and_(d.c.endpoint == endpoint, d.c.status == "pending", ~exists(
+            select(literal(1)).where(
+                earlier.c.endpoint == endpoint, earlier.c.status == "pending",
+                earlier.c.object_id == d.c.object_id, earlier.c.event_seq < d.c.event_seq)))
+
+    async def due_webhook_deliveries(
+        self, endpoint: str, now: float, *, limit: int
+    ) -> list[WebhookDelivery]:
+        """Up to `limit` deliveries of `endpoint` that may be tried at `now`, one per object,
+        oldest event first."""
+        d = webhook_deliveries
+        query = (select(d, events).join(events, events.c.seq == d.c.event_seq)
+                 .where(self._heads(endpoint), d.c.next_attempt_at <= now)
+                 .order_by(d.c.event_seq).limit(limit))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_delivery_from_row(r) for r in rows]
+
+    async def next_webhook_attempt_at(self, endpoint: str) -> float | None:
+        """When the earliest of `endpoint`'s sendable deliveries is due (None: none pending)."""
+        d = webhook_deliveries
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(
+                select(func.min(d.c.next_attempt_at)).where(self._heads(endpoint)))).scalar()
+        return None if found is None else float(found)
+
+    async def record_webhook_attempt(
+        self, seq: int, *, status: WebhookDeliveryStatus, attempts: int,
+        next_attempt_at: float, first_attempt_at: float, last_error: str | None,
+        attempt_log: Sequence[JSONDict], delivered_at: float | None = None,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(webhook_deliveries).where(
+                webhook_deliveries.c.seq == seq).values(
+                status=status, attempts=attempts, next_attempt_at=next_attempt_at,
+                first_attempt_at=first_attempt_at, last_error=last_error,
+                attempt_log=list(attempt_log),
+                delivered_at=delivered_at))
+
+    async def list_webhook_deliveries(
+        self, *, limit: int, page: int, status: WebhookDeliveryStatus | None = None,
+        event_type: str | None = None, object_id: str | None = None,
+        endpoint: str | None = None,
+    ) -> list[WebhookDelivery]:
+        """One page of deliveries, newest event first."""
+        d = webhook_deliveries
+        query = (select(d, events).join(events, events.c.seq == d.c.event_seq)
+                 .order_by(d.c.event_seq.desc(), d.c.seq))
+        if status is not None:
+            query = query.where(d.c.status == status)
+        if event_type is not None:
+            query = query.where(events.c.type == event_type)
+        if object_id is not None:
+            query = query.where(d.c.object_id == object_id)
+        if endpoint is not None:
+            query = query.where(d.c.endpoint == endpoint)
+        offset = _page_offset(limit, page)
+        if offset is None:
+            return []
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit).offset(offset))).all()
+        return [_delivery_from_row(r) for r in rows]
+
+    async def prune_webhook_events(self, before: float) -> int:
+        """Delete the events made before `before` that no endpoint still has to deliver, with
+        their delivery rows (delivered or failed); return how many events went."""
+        d = webhook_deliveries
+        pending = exists(select(literal(1)).where(d.c.event_seq == events.c.seq,
+                                                  d.c.status == "pending"))
+        # Nor an event some endpoint has not queued yet (its cursor is behind it).
+        unqueued = exists(select(literal(1)).where(webhook_endpoints.c.cursor < events.c.seq))
+        async with self._engine.begin() as conn:
+            old = (await conn.execute(select(events.c.seq).where(
+                events.c.created_at < before, ~pending, ~unqueued))).scalars().all()
+            if old:
+                await conn.execute(delete(d).where(d.c.event_seq.in_(old)))
+                await conn.execute(delete(events).where(events.c.seq.in_(old)))
+            return len(old)
+
+
 # -- row mapping (module level: pure functions of a connection) --------------------------
 
 def _page_offset(limit: int, page: int) -> int | None:
@@ -1050,3 +1199,16 @@ async def _require_asset(conn: AsyncConnection, asset_id: str) -> Asset:
 
 
 __all__ = ["NewLiveStream", "NewSimulcastTarget", "SessionWrite", "Store", "hash_secret"]
+
+
+def _delivery_from_row(r: Row[Any]) -> WebhookDelivery:
+    m = r._mapping
+    d, e = webhook_deliveries.c, events.c
+    event = Event(id=m[e.id], type=m[e.type], object_type=m[e.object_type],
+                  object_id=m[e.object_id], data=m[e.data], created_at=m[e.created_at])
+    return WebhookDelivery(
+        seq=m[d.seq], endpoint=m[d.endpoint], event=event, status=m[d.status],
+        attempts=m[d.attempts], created_at=m[d.created_at],
+        next_attempt_at=m[d.next_attempt_at], first_attempt_at=m[d.first_attempt_at],
+        last_error=m[d.last_error],
+        delivered_at=m[d.delivered_at], attempt_log=tuple(m[d.attempt_log]))

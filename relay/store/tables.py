@@ -10,11 +10,13 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -111,4 +113,35 @@ events = Table(
     Column("created_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("delivered_at", Float),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("url", Text, primary_key=True),
+    # The last event seq queued for this endpoint: an endpoint added later starts with the
+    # events after it was added, not with the whole history.
+    Column("cursor", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", Text, nullable=False),
+    Column("event_seq", Integer, nullable=False, index=True),
+    Column("object_id", String(64), nullable=False),  # copied from the event: the order key
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("attempt_log", JSON, nullable=False),  # the last few tries, for the envelope
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    # The retry window starts here, not at queueing: an event held behind an earlier one of
+    # its object still gets the whole window once its turn comes.
+    Column("first_attempt_at", Float),
+    Column("last_error", Text),
+    Column("delivered_at", Float),
+    UniqueConstraint("endpoint", "event_seq"),
+    Index("ix_webhook_deliveries_head", "endpoint", "status", "object_id", "event_seq"),
 )

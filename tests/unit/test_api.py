@@ -24,6 +24,7 @@ from relay.api.responses import (
     PlaybackIdLookupResponse,
     PlaybackIdResponse,
     SimulcastTargetResponse,
+    WebhookEventListResponse,
 )
 from relay.store import Store
 
@@ -177,8 +178,9 @@ async def test_unauthorized_on_every_operation(client: httpx.AsyncClient, auth: 
     if auth not in ("bearer", "garbage"):
         kwargs["auth"] = auth if auth else httpx.BasicAuth("", "")
     document = (await client.get("/openapi.json")).json()
-    protected = [(m, p) for m, p, _ in operations(document) if p.startswith("/video/v1")]
-    assert len(protected) == 22
+    protected = [(m, p) for m, p, _ in operations(document)
+                 if p.startswith(("/video/v1", "/system/v1"))]
+    assert len(protected) == 23
     for method, path in [*protected, ("GET", "/video/v1/nothing")]:
         response = await client.request(method, path.replace("{", "").replace("}", ""),
                                          content=b"{bad json", **kwargs)
@@ -195,7 +197,7 @@ async def test_openapi_documents_every_answer(client: httpx.AsyncClient) -> None
         answers = operation["responses"]
         assert "422" not in answers, (method, path)
         expected_errors = {"413"}
-        if path.startswith("/video/v1"):
+        if path.startswith(("/video/v1", "/system/v1")):
             expected_errors |= {"401", "429", "503"}
             # Path ids are any text (an unknown one is a 404); queries and bodies are checked.
             checked = [p for p in operation.get("parameters", []) if p["in"] != "path"]
@@ -434,3 +436,35 @@ async def test_method_not_allowed_uses_envelope(client: httpx.AsyncClient) -> No
     response = await client.put("/video/v1/live-streams")
     assert response.status_code == 405
     assert error_of(response)["type"] == "invalid_request"
+
+
+async def test_webhook_events_list_with_filters(client: httpx.AsyncClient,
+                                                store: Store) -> None:
+    await store.set_webhook_endpoints(["http://receiver.test/hook"])
+    first = await create(client, **SDK_DEFAULT_CREATE)
+    second = await create(client, **SDK_DEFAULT_CREATE)
+    await client.put(f"/video/v1/live-streams/{first['id']}/disable")
+    await store.queue_webhook_deliveries("http://receiver.test/hook")
+    listed = (await client.get("/system/v1/webhook-events")).json()
+    WebhookEventListResponse.model_validate(listed)
+    assert [(e["type"], e["object"]["id"]) for e in listed["data"]] == [
+        ("video.live_stream.disabled", first["id"]),
+        ("video.live_stream.created", second["id"]),
+        ("video.live_stream.created", first["id"])]
+    assert {(e["status"], e["attempts"], e["last_error"]) for e in listed["data"]} == {
+        ("pending", 0, None)}
+    by_object = (await client.get("/system/v1/webhook-events",
+                                  params={"object_id": first["id"]})).json()["data"]
+    assert len(by_object) == 2
+    by_type = (await client.get("/system/v1/webhook-events", params={
+        "type": "video.live_stream.disabled"})).json()["data"]
+    assert [e["object"]["id"] for e in by_type] == [first["id"]]
+    assert (await client.get("/system/v1/webhook-events",
+                             params={"status": "failed"})).json() == {"data": []}
+    paged = (await client.get("/system/v1/webhook-events",
+                              params={"limit": 2, "page": 2})).json()["data"]
+    assert [e["type"] for e in paged] == ["video.live_stream.created"]
+    bad = await client.get("/system/v1/webhook-events", params={"status": "lost"})
+    assert bad.status_code == 400
+    refused = await client.get("/system/v1/webhook-events", auth=httpx.BasicAuth("x", "y"))
+    assert refused.status_code == 401

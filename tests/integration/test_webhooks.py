@@ -1,0 +1,203 @@
+"""Webhooks from a real `relay serve` to a receiver started here (127.0.0.1, a free port).
+
+The receiver checks each request's Mux-Signature with its own HMAC and keeps the envelopes.
+It answers 500 for a while, then 200: every event still arrives, in order per object, with
+its attempts recorded; a kill -9 with events not yet delivered loses none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.relay_process import RelayProcess
+
+TOKEN = ("webhook-test", "webhook-test-secret-0123456789-abcdefghij")
+SECRET = "receiver-secret-0123"
+
+
+class Receiver:
+    """A webhook endpoint: `status()` decides each answer; `events` keeps valid ones."""
+
+    def __init__(self) -> None:
+        self.status: Callable[[], int] = lambda: 200
+        self.events: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.receive(self.headers.get("Mux-Signature", ""), body)
+                code = receiver.status()
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def receive(self, header: str, body: bytes) -> None:
+        self.requests += 1
+        fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+        expected = hmac.new(SECRET.encode(), fields.get("t", "").encode() + b"." + body,
+                            hashlib.sha256).hexdigest()
+        fresh = abs(time.time() - int(fields.get("t", "0"))) < 300
+        if not (hmac.compare_digest(fields.get("v1", ""), expected) and fresh):
+            self.bad_signatures += 1
+            return
+        self.events.append(json.loads(body))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    made = Receiver()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def relay_for(data_dir: Path, url: str) -> RelayProcess:
+    """Not started: `with` starts it."""
+    return RelayProcess(data_dir, token=TOKEN, extra_args=["--webhook-url", url],
+                        env={"RELAY_WEBHOOK_SECRET": SECRET})
+
+
+def make_events(relay: RelayProcess, streams: int = 3) -> list[str]:
+    """Per stream: created, updated, disabled, enabled (in that order)."""
+    ids = []
+    with httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=10) as client:
+        for n in range(streams):
+            created = client.post("/video/v1/live-streams",
+                                  json={"playback_policies": ["public"]})
+            assert created.status_code == 201, created.text
+            stream_id = created.json()["data"]["id"]
+            ids.append(stream_id)
+            assert client.patch(f"/video/v1/live-streams/{stream_id}",
+                                json={"passthrough": f"p{n}"}).status_code == 200
+            assert client.put(f"/video/v1/live-streams/{stream_id}/disable").status_code == 200
+            assert client.put(f"/video/v1/live-streams/{stream_id}/enable").status_code == 200
+    return ids
+
+
+ORDER = ["video.live_stream.created", "video.live_stream.updated",
+         "video.live_stream.disabled", "video.live_stream.enabled"]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def delivered_in_order(receiver: Receiver, ids: list[str]) -> None:
+    firsts: dict[str, dict[str, Any]] = {}
+    for event in receiver.events:  # duplicates are allowed (at least once); order is not
+        firsts.setdefault(event["id"], event)
+    for stream_id in ids:
+        mine = [e for e in receiver.events if e["object"]["id"] == stream_id]
+        seen: list[str] = []
+        for event in mine:
+            if event["type"] not in seen:
+                seen.append(event["type"])
+        assert seen == ORDER, (stream_id, seen)
+    assert receiver.bad_signatures == 0
+
+
+def listed(relay: RelayProcess, **params: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=10) as client:
+        answer = client.get("/system/v1/webhook-events", params={"limit": "100", **params})
+        assert answer.status_code == 200, answer.text
+        data: list[dict[str, Any]] = answer.json()["data"]
+        return data
+
+
+def test_a_receiver_down_for_a_while_gets_every_event_in_order(
+        tmp_path: Path, receiver: Receiver) -> None:
+    refusals = 6
+    receiver.status = lambda: 500 if receiver.requests <= refusals else 200
+    with relay_for(tmp_path / "data", receiver.url) as relay:
+        ids = make_events(relay)
+        wait_until(lambda: len({e["id"] for e in receiver.events}) == 4 * len(ids), 60,
+                   "every event to be delivered")
+        delivered_in_order(receiver, ids)
+        rows = listed(relay)
+        assert len(rows) == 4 * len(ids)
+        assert {r["status"] for r in rows} == {"delivered"}
+        retried = [r for r in rows if r["attempts"] > 1]
+        assert retried and all(r["last_error"].startswith("HTTP 500") for r in retried)
+        assert sum(r["attempts"] for r in rows) == receiver.requests
+        # A retry carries the earlier tries and the same id.
+        again = [e for e in receiver.events if e["attempts"]]
+        assert again and all(a["response_status_code"] == 500
+                             for e in again for a in e["attempts"])
+        assert listed(relay, status="pending") == []
+        assert len(listed(relay, object_id=ids[0])) == 4
+        assert len(listed(relay, type="video.live_stream.enabled")) == len(ids)
+        assert relay.stop() == 0, relay.log
+
+
+def test_kill_9_then_restart_delivers_what_was_left(tmp_path: Path,
+                                                   receiver: Receiver) -> None:
+    receiver.status = lambda: 503
+    data_dir = tmp_path / "data"
+    relay = relay_for(data_dir, receiver.url).start()
+    try:
+        ids = make_events(relay, streams=2)
+        # The deliverer queues new events at each poll: wait until it has all eight.
+        wait_until(lambda: len(listed(relay, status="pending")) == 8, 30,
+                   "every event queued")
+        wait_until(lambda: receiver.requests >= 2, 30, "the first tries")
+    finally:
+        relay.stop(signal.SIGKILL)
+    assert receiver.events  # refused, but signed and well-formed
+    receiver.status = lambda: 200
+    with relay_for(data_dir, receiver.url) as again:
+        wait_until(lambda: len({e["id"] for e in receiver.events}) == 8, 60,
+                   "the events left by the killed relay")
+        delivered_in_order(receiver, ids)
+        assert {r["status"] for r in listed(again)} == {"delivered"}
+        assert again.stop() == 0, again.log
+
+
+def test_webhooks_test_command(receiver: Receiver) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "webhooks", "test", receiver.url,
+         "--webhook-secret", SECRET], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("HTTP 200")
+    [event] = receiver.events
+    assert event["type"] == "relay.webhooks.test"
+    receiver.status = lambda: 500
+    failed = subprocess.run(
+        [sys.executable, "-m", "relay", "webhooks", "test", receiver.url,
+         "--webhook-secret", SECRET], capture_output=True, text=True, timeout=30)
+    assert failed.returncode == 1
+    assert failed.stdout.startswith("HTTP 500")
