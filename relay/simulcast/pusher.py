@@ -45,6 +45,9 @@ RTMPS_DEFAULT_PORT = 443
 #: After a source discontinuity the next frame is placed this long after the last one sent
 #: (about a frame at 30 fps), so the target sees a short gap, never time going backwards.
 DISCONTINUITY_GAP_MS = 33
+#: Muxed bytes held before a write while the queue still has items (a backlog after a stall
+#: is written in pieces of this size, each followed by the flow-control check).
+WRITE_BATCH_BYTES = 64 * 1024
 #: How much of the server's input one read takes.
 READ_SIZE = 65536
 
@@ -197,6 +200,7 @@ class _Connection:
         self.offset: int | None = None  # output ms = source dts + offset
         self.last_out = 0
         self.after_discontinuity = False
+        self._unflushed = 0  # tag bytes muxed since the last write
 
     async def run(self, ssl_context: ssl.SSLContext | None,
                   on_published: Callable[[], None]) -> None:
@@ -273,12 +277,20 @@ class _Connection:
                           f"{self.target}: the server {what}: {event.code}: {event.description}")
 
     async def _send_loop(self) -> None:
+        # What the queue holds at once is muxed and written as one write (one send() on the
+        # socket per wake-up, not one per frame): the frames of one ingest read arrive
+        # together. A long backlog is written in pieces of about WRITE_BATCH_BYTES.
         queue = self.queue
         while True:
             item = queue.get_nowait()
             if item is None:
+                self._flush()
+                if self._buffered() > self.limits.write_buffer_bytes:
+                    await self._drain()
+                    continue
                 item = await queue.get()
             if isinstance(item, EndOfStream):
+                self._flush()
                 return
             if isinstance(item, Discontinuity):
                 self.after_discontinuity = True
@@ -286,8 +298,10 @@ class _Connection:
                 self._send_frame(item)
             else:
                 self._send_config(item)
-            if self._buffered() > self.limits.write_buffer_bytes:
-                await self._drain()
+            if self._unflushed >= WRITE_BATCH_BYTES:
+                self._flush()
+                if self._buffered() > self.limits.write_buffer_bytes:
+                    await self._drain()
 
     def _send_config(self, config: VideoConfig | AudioConfig) -> None:
         kind = TrackKind.VIDEO if isinstance(config, VideoConfig) else TrackKind.AUDIO
@@ -341,7 +355,7 @@ class _Connection:
             return
         self.session.send_media(type_id, self._timestamp(frame.dts), body)
         self.stats.frames_sent += 1
-        self._flush()
+        self._unflushed += len(body)
 
     def _timestamp(self, dts: int) -> int:
         if self.offset is None:
@@ -366,6 +380,7 @@ class _Connection:
                 await writer.wait_closed()
 
     def _flush(self) -> None:
+        self._unflushed = 0
         out = self.session.data_to_send()
         if out:
             self._write(out)
