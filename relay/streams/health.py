@@ -80,7 +80,7 @@ class IngestHealth:
         if self._first_second < 0:
             return 0, 0, 0
         start = max(current - RATE_WINDOW, self._first_second)
-        seconds = current - start
+        seconds = max(current - start, 0)  # 0 with a clock behind the first frame's
         total_bytes = total_frames = 0
         for slot, second in enumerate(self._second):
             if start <= second < current:
