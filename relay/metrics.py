@@ -331,8 +331,9 @@ def collect_live_streams(registry: IngestRegistry, now: float) -> Iterator[Metri
     for session in sessions:
         labels = [session.stream_id]
         health = session.health
-        bitrate.add_metric(labels, health.bitrate(now))
-        frame_rate.add_metric(labels, health.frame_rate(now))
+        bits, frames = health.rates(now)
+        bitrate.add_metric(labels, bits)
+        frame_rate.add_metric(labels, frames)
         if health.keyframe_interval is not None:
             keyframes.add_metric(labels, health.keyframe_interval)
         av_drift = health.drift_ms()

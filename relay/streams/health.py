@@ -88,15 +88,19 @@ class IngestHealth:
                 total_frames += self._frames[slot]
         return total_bytes, total_frames, seconds
 
+    def rates(self, now: float) -> tuple[float, float]:
+        """(bits per second of frame data, video frames per second) over the window; zeros
+        before a whole second has passed."""
+        total, frames, seconds = self._window(now)
+        if not seconds:
+            return 0.0, 0.0
+        return total * 8 / seconds, frames / seconds
+
     def bitrate(self, now: float) -> float:
-        """Bits per second of frame data over the window (0 before a whole second)."""
-        total, _, seconds = self._window(now)
-        return total * 8 / seconds if seconds else 0.0
+        return self.rates(now)[0]
 
     def frame_rate(self, now: float) -> float:
-        """Video frames per second over the window (0 before a whole second)."""
-        _, frames, seconds = self._window(now)
-        return frames / seconds if seconds else 0.0
+        return self.rates(now)[1]
 
     def drift_ms(self) -> int | None:
         """The last audio dts minus the last video dts, ms; None without both tracks."""
