@@ -53,6 +53,13 @@ class IngestHealth:
         #: whatever the network did); None before the second keyframe.
         self.keyframe_interval: float | None = None
 
+    def new_connection(self) -> None:
+        """The encoder reconnected: its timestamps start over, so the keyframe interval and
+        the drift wait for the new connection's frames (the rates carry on)."""
+        self.last_audio_dts = self.last_video_dts = None
+        self._last_keyframe_dts = None
+        self.keyframe_interval = None
+
     def record(self, now: float, size: int, video: bool, keyframe: bool, dts: int) -> None:
         """A frame of `size` bytes arrived at `now` (monotonic seconds); dts in ms."""
         second = int(now)

@@ -146,6 +146,7 @@ class LiveSession:
         """An encoder came back inside the reconnect window: same session, same asset."""
         self.publisher = publisher
         self.reconnects += 1
+        self.health.new_connection()
         self._apply(self.lifecycle.handle(Input.RECONNECT))
         for sink in self.sinks:
             sink.on_discontinuity()

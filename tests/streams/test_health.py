@@ -104,3 +104,17 @@ def test_viewers_tracked_are_capped() -> None:
     assert len(clients._last_seen) == 100
     assert clients.count(6.0) == 100
     assert "198.51.100.999" in clients._last_seen  # the newest stay
+
+
+def test_a_new_connection_restarts_the_timestamps_not_the_rates() -> None:
+    health = IngestHealth()
+    feed_seconds(health, 0, 3, fps=30, frame_bytes=100)
+    health.record(2.9, 10, False, False, 2950)
+    assert health.keyframe_interval == 1.0 and health.drift_ms() is not None
+    health.new_connection()  # the new encoder connection's timestamps start near 0
+    assert health.keyframe_interval is None and health.drift_ms() is None
+    health.record(3.0, 100, True, True, 0)
+    assert health.keyframe_interval is None  # not 0 - 2000 ms from the old connection
+    health.record(3.1, 10, False, False, 20)
+    assert health.drift_ms() == 20
+    assert health.frame_rate(3.5) == 30

@@ -55,9 +55,13 @@ async def test_per_stream_series_of_a_live_session(store: Store) -> None:
     session.publish_track(VIDEO)
     session.publish_track(AUDIO)
     # The session's clock, which the collector's must match, at chosen seconds.
-    now = 1000.0
+    now = 990.0
     session._clock = lambda: now
-    for second in range(1000, 1004):
+    # A first connection, long before the window, then the encoder reconnects.
+    session.publish_frame(MediaFrame(TrackKind.VIDEO, 0, 0, True, b"\x00" * 9999))
+    session.detach(publisher, "gone")
+    session.resume(FakePublisher())
+    for second in range(1000, 1006):
         for index in range(30):
             now = second + index / 30
             session.publish_frame(MediaFrame(TrackKind.VIDEO, second * 1000 + index * 33,
@@ -68,15 +72,13 @@ async def test_per_stream_series_of_a_live_session(store: Store) -> None:
                                          second * 1000 + 40, False, b"\x00" * 500))
     session.viewers.seen("192.0.2.7", 1003.0)
     session.viewers.seen("192.0.2.8", 1003.5)
-    session.detach(publisher, "gone")
-    session.resume(FakePublisher())
 
-    samples, docs = scrape(collector_of(registry, 1004.2))
+    samples, docs = scrape(collector_of(registry, 1005.2))
     labels = (("live_stream_id", stream.id),)
     assert samples["relay_live_stream_frame_rate", labels] == 30
     assert samples["relay_live_stream_ingest_bitrate_bps", labels] == (30 * 2000 + 500) * 8
     assert samples["relay_live_stream_keyframe_interval_seconds", labels] == 1.0
-    # The last video frame is at 1003 s + 29 * 33 ms, the last audio one at 1003 s + 40 ms.
+    # The last video frame is at 1005 s + 29 * 33 ms, the last audio one at 1005 s + 40 ms.
     assert samples["relay_live_stream_av_drift_ms", labels] == 40 - 29 * 33
     assert samples["relay_live_stream_reconnects_total", labels] == 1
     assert samples["relay_live_stream_viewers", labels] == 2
@@ -84,9 +86,9 @@ async def test_per_stream_series_of_a_live_session(store: Store) -> None:
         assert docs[name.removesuffix("_total")]  # every family has help text
     by_status = {dict(key[1])["status"]: value for key, value in samples.items()
                  if key[0] == "relay_live_streams"}
-    assert by_status["connected"] == 1  # resumed, no media on the new connection yet
+    assert by_status["active"] == 1  # no sink reports playable: the keyframe stands in
     assert by_status["idle"] == 1 and by_status["disabled"] == 1
-    assert by_status["active"] == by_status["recording"] == by_status["disconnected"] == 0
+    assert by_status["connected"] == by_status["recording"] == by_status["disconnected"] == 0
     assert docs["relay_live_streams"] and idle.id != stream.id
 
     # Thirty seconds later the viewers have gone, the series stay while the session does.
