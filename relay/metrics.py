@@ -1,8 +1,9 @@
 """The Prometheus endpoint, served on its own listener (`--metrics-port`).
 
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
-holds the process and runtime collectors, Relay's build info, the ingest counters and the
-HLS packaging and playback counters, the SRT listener's counters and per-connection
+holds the process and runtime collectors, Relay's build info, the ingest counters, the live
+streams by status with each live session's ingest health and viewers (relay.streams.health),
+the HLS packaging and playback counters, the SRT listener's counters and per-connection
 statistics when SRT is on, and the simulcast counters with a few series per target of each
 live session; webhook counters join it as that part lands.
 """
