@@ -440,6 +440,7 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
     session.attach_sink(packager, reports_playable=True)
     session.recording_done = packager.finished_media
     session.attachments[HLS_ATTACHMENT] = packager
+    packager.viewers = session.viewers
     return packager
 
 

@@ -1,8 +1,9 @@
 """The Prometheus endpoint, served on its own listener (`--metrics-port`).
 
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
-holds the process and runtime collectors, Relay's build info, the ingest counters and the
-HLS packaging and playback counters, the SRT listener's counters and per-connection
+holds the process and runtime collectors, Relay's build info, the ingest counters, the live
+streams by status with each live session's ingest health and viewers (relay.streams.health),
+the HLS packaging and playback counters, the SRT listener's counters and per-connection
 statistics when SRT is on, and the simulcast counters with a few series per target of each
 live session; webhook counters join it as that part lands.
 """
@@ -32,6 +33,7 @@ from relay.rtmp.server import RtmpCounters
 from relay.simulcast.counters import SimulcastCounters, TargetSnapshot
 from relay.srt.admission import SrtAdmissionCounters
 from relay.store.records import SimulcastTargetStatus
+from relay.streams.lifecycle import State
 from relay.streams.registry import IngestRegistry
 
 _build = Info("relay_build", "Relay version")
@@ -282,6 +284,67 @@ def collect_simulcast(source: SimulcastMetricsSource) -> Iterator[Metric]:
     yield from families
 
 
+# -- per live stream ------------------------------------------------------------------------
+
+_STREAM_LABELS = ["live_stream_id"]
+#: The lifecycle states a session can be in while it exists (ENDED sessions are leaving).
+_SESSION_STATES: tuple[State, ...] = tuple(state for state in State if state is not State.ENDED)
+
+
+def collect_live_streams(registry: IngestRegistry, now: float) -> Iterator[Metric]:
+    """The live streams by status and the series of each live session (publishing or in
+    its reconnect window); a stream's series go when its session ends."""
+    sessions = list(registry.sessions.values())
+    by_state = dict.fromkeys(_SESSION_STATES, 0)
+    for session in sessions:
+        if session.state in by_state:
+            by_state[session.state] += 1
+    disabled, known = registry.key_counts()
+    status = GaugeMetricFamily(
+        "relay_live_streams", "live streams by status: the session's state for the streams "
+        "with a live session (connected, recording, active, disconnected: in the reconnect "
+        "window), idle for the other enabled ones, disabled", labels=["status"])
+    for state, count in by_state.items():
+        status.add_metric([state.value], count)
+    status.add_metric(["idle"], max(known - disabled - len(sessions), 0))
+    status.add_metric(["disabled"], disabled)
+    yield status
+    bitrate = GaugeMetricFamily(
+        "relay_live_stream_ingest_bitrate_bps", "bits per second of audio and video frames "
+        "received, averaged over the last few whole seconds", labels=_STREAM_LABELS)
+    frame_rate = GaugeMetricFamily(
+        "relay_live_stream_frame_rate", "video frames per second received, averaged over "
+        "the last few whole seconds", labels=_STREAM_LABELS)
+    keyframes = GaugeMetricFamily(
+        "relay_live_stream_keyframe_interval_seconds", "media time between the last two "
+        "video keyframes (the encoder's GOP; over the segment duration makes segments "
+        "long)", labels=_STREAM_LABELS)
+    drift = GaugeMetricFamily(
+        "relay_live_stream_av_drift_ms", "the last audio timestamp minus the last video "
+        "timestamp, ms (far from 0: the encoder's tracks are out of step)",
+        labels=_STREAM_LABELS)
+    reconnects = CounterMetricFamily(
+        "relay_live_stream_reconnects", "encoder reconnects inside the reconnect window "
+        "in this session", labels=_STREAM_LABELS)
+    viewers = GaugeMetricFamily(
+        "relay_live_stream_viewers", "distinct client addresses that requested the stream's "
+        "HLS in the last 30 s", labels=_STREAM_LABELS)
+    for session in sessions:
+        labels = [session.stream_id]
+        health = session.health
+        bits, frames = health.rates(now)
+        bitrate.add_metric(labels, bits)
+        frame_rate.add_metric(labels, frames)
+        if health.keyframe_interval is not None:
+            keyframes.add_metric(labels, health.keyframe_interval)
+        av_drift = health.drift_ms()
+        if av_drift is not None:
+            drift.add_metric(labels, av_drift)
+        reconnects.add_metric(labels, session.reconnects)
+        viewers.add_metric(labels, session.viewers.count(now))
+    yield from (bitrate, frame_rate, keyframes, drift, reconnects, viewers)
+
+
 class IngestCollector(Collector):
     """Reads the ingest counters at scrape time; registered while `relay serve` runs."""
 
@@ -291,8 +354,10 @@ class IngestCollector(Collector):
                  http: HttpCounters | None = None,
                  held: HeldRequests | None = None,
                  srt: SrtMetricsSource | None = None,
-                 simulcast: SimulcastMetricsSource | None = None) -> None:
+                 simulcast: SimulcastMetricsSource | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
+        self.clock = clock  # the sessions' clock: their health buckets are in its seconds
         self.srt = srt
         self.simulcast = simulcast
         self.rtmp = rtmp
@@ -351,6 +416,9 @@ class IngestCollector(Collector):
              ingest.refusals_unanswered),
             ("relay_ingest_reconnects", "publishers that resumed a session in its window",
              ingest.reconnects),
+            ("relay_ingest_session_limit_disconnects", "sessions ended because they reached "
+             "the session limit (--max-session-duration or the stream's "
+             "max_continuous_duration)", ingest.session_limit_ends),
         )
         hls = self.hls
         counters += (
@@ -427,6 +495,7 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())
+        yield from collect_live_streams(self.registry, self.clock())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)
         if self.simulcast is not None:

@@ -65,6 +65,7 @@ from relay.hls.segmenter import (
 )
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
 from relay.store.records import JSONDict, RecordedMedia
+from relay.streams.health import PlaybackClients
 
 log = logging.getLogger("relay.hls")
 
@@ -332,6 +333,9 @@ class LivePackager:
         self.playlist: LivePlaylist | None = None
         self.renderer: PlaylistRenderer | None = None
         self.counters = counters if counters is not None else HlsCounters()
+        #: Who plays the stream (the playback routes record each request; the app shares
+        #: the session's, which /metrics reads).
+        self.viewers = PlaybackClients()
         self._recording = recording
         self._on_playable = on_playable
         self._on_fatal = on_fatal

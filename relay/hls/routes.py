@@ -104,6 +104,12 @@ class PlaybackDirectory:
         return self._asset_files.directory(found.object_id)
 
 
+def _seen(request: Request, packager: LivePackager) -> None:
+    # A viewer is a client address (behind a NAT or a CDN, several players are one).
+    if request.client is not None:
+        packager.viewers.seen(request.client.host, time.monotonic())
+
+
 def _not_found(counters: HlsCounters) -> Response:
     counters.not_found += 1
     # no-store: what is missing now (a part not cut yet, a stream not live yet) may exist
@@ -183,6 +189,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         playback_id = name[:-len(".m3u8")]
         target = await directory.resolve(playback_id)
         if isinstance(target, LivePackager):
+            _seen(request, target)
             variant = target.variant()
             cache = PLAYLIST_CACHE
         elif target is not None:
@@ -206,6 +213,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         if target is None:
             return _not_found(counters)
         if isinstance(target, LivePackager):
+            _seen(request, target)
             if name == MEDIA_PLAYLIST_URI:
                 return await _live_playlist(request, target)
             return await _live_resource(target, name)

@@ -22,6 +22,7 @@ from typing import Protocol
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
 from relay.store import SessionWrite, Store
 from relay.store.records import Asset, IngestProtocol, LiveStream, RecordedMedia, RecordingTime
+from relay.streams.health import IngestHealth, PlaybackClients
 from relay.streams.lifecycle import Effect, Input, SessionLifecycle, State
 
 log = logging.getLogger("relay.streams")
@@ -73,6 +74,14 @@ class LiveSession:
         self.protocol: IngestProtocol = "rtmp"
         self.frames_in = 0
         self.frames_dropped = 0
+        #: Read by /metrics at scrape time: the ingest's rates, keyframe interval and drift,
+        self.health = IngestHealth()
+        #: the encoder's resumes inside the reconnect window,
+        self.reconnects = 0
+        #: the HLS clients of the stream (the packager's routes record them),
+        self.viewers = PlaybackClients()
+        #: and whether the session limit ended the session.
+        self.limit_reached = False
         self._session_limit = session_limit
         self._on_ended = on_ended
         self._wall_clock = wall_clock
@@ -136,6 +145,8 @@ class LiveSession:
     def resume(self, publisher: Publisher) -> None:
         """An encoder came back inside the reconnect window: same session, same asset."""
         self.publisher = publisher
+        self.reconnects += 1
+        self.health.new_connection()
         self._apply(self.lifecycle.handle(Input.RECONNECT))
         for sink in self.sinks:
             sink.on_discontinuity()
@@ -180,6 +191,8 @@ class LiveSession:
             self.frames_dropped += 1
             return
         self.frames_in += 1
+        self.health.record(self._clock(), len(frame.data), frame.kind is TrackKind.VIDEO,
+                           frame.keyframe, frame.dts)
         state = self.lifecycle.state
         if state is State.CONNECTED:
             self._apply(self.lifecycle.handle(Input.MEDIA))
@@ -288,6 +301,7 @@ class LiveSession:
 
     def _limit_reached(self, limit: float) -> None:
         self._limit_timer = None
+        self.limit_reached = True
         self.end(f"session reached its limit of {limit:g}s (max_continuous_duration)")
 
     async def _run_effects(self) -> None:

@@ -82,6 +82,7 @@ class IngestCounters:
     reconnects: int = 0
     refusals_slowed: int = 0  # unknown-key refusals answered after the throttle's delay
     refusals_unanswered: int = 0  # closed at once: the address had too many slowed waiting
+    session_limit_ends: int = 0  # sessions the session limit ended (counted as they finish)
 
 
 def _key_bytes(stream_key: str) -> bytes:
@@ -290,6 +291,11 @@ class IngestRegistry:
         self._digest_of = digests
         return len(keys)
 
+    def key_counts(self) -> tuple[int, int]:
+        """(disabled streams, all streams) in the key cache, for /metrics."""
+        # One pass over the cache at scrape time (not a store read: collect() is sync).
+        return sum(1 for entry in self._keys.values() if entry.disabled), len(self._keys)
+
     def peek(self, stream_key: str) -> KeyState | None:
         """What the key cache says of `stream_key`, without waiting: None for a key no
         stream has. Safe to call from any thread; `admit()` still decides.
@@ -383,6 +389,8 @@ class IngestRegistry:
             self._remember(stream.id, stream.stream_key, stream.status, stream.srt_passphrase)
 
     def _session_ended(self, session: LiveSession) -> None:
+        if session.limit_reached:
+            self.counters.session_limit_ends += 1
         if self.sessions.get(session.stream_id) is session:
             del self.sessions[session.stream_id]
 

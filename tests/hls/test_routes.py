@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Generator
 from pathlib import Path
 from typing import Any, cast
@@ -417,3 +418,20 @@ async def test_a_finished_assets_playlists_serve_from_the_cache(
     assert (await server.get(f"/{ASSET_ID}/rendition.m3u8")).status_code == 404
     assert len(server.recorded) == 0
     assert recorded.RECORDED_PLAYLIST_CACHE_ENTRIES >= 1
+
+
+async def test_live_requests_count_their_client_addresses_as_viewers(server: Server) -> None:
+    server.feed(4.5)
+    assert server.live is not None
+    app = create_playback_app(server.directory, server.counters, holds=server.holds,
+                              recorded=server.recorded)
+    paths = (f"/{LIVE_ID}.m3u8", f"/{LIVE_ID}/rendition.m3u8")
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.1"):
+        async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, client=(address, 40000)),
+                base_url="http://relay.test") as player:
+            for path in paths:
+                assert (await player.get(path)).status_code == 200
+    assert server.live.viewers.count(time.monotonic()) == 2
+    await server.get(f"/{ASSET_ID}.m3u8")  # a recording is not a live viewer
+    assert server.live.viewers.count(time.monotonic()) == 2
