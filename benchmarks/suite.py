@@ -346,19 +346,8 @@ class NginxServer(PeerProcess):
         self.hls_dir = prefix / "hls"
         self.hls_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        conf = prefix / "nginx.conf"
-        # One process (no master) so that its CPU and RSS are the server's; HLS as Relay's
-        # reduced mode would be: 2 s fragments, a 30 s playlist.
-        conf.write_text(f"""
-load_module {NGINX_RTMP_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 8192; }}
-rtmp {{
-  server {{
+        # HLS as Relay's reduced mode would be: 2 s fragments, a 30 s playlist.
+        self.process = _start_nginx(prefix, f"""
     listen 127.0.0.1:{self.port};
     chunk_size 4096;
     application app {{
@@ -368,12 +357,7 @@ rtmp {{
       hls_path {self.hls_dir};
       hls_fragment 2s;
       hls_playlist_length 30s;
-    }}
-  }}
-}}
-""")
-        self.process = subprocess.Popen([str(NGINX), "-p", str(prefix), "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    }}""", connections=8192)
         _wait_port(self.port, self.process)
 
 
@@ -1015,9 +999,10 @@ SIMULCAST_READY_TIMEOUT = 20.0
 SIMULCAST_MIN_DELIVERY = 0.5
 
 
-def _start_nginx(prefix: Path, rtmp_server: str, http: str = "") -> subprocess.Popen[bytes]:
-    """nginx with the RTMP module as one process (no master, so that its CPU is the
-    server's) with `rtmp_server` inside `rtmp { server { ... } }`."""
+def _start_nginx(prefix: Path, rtmp_server: str, http: str = "", *,
+                 connections: int = 1024) -> subprocess.Popen[bytes]:
+    """nginx with the RTMP module as one process (no master, so that its CPU and RSS are
+    the server's) with `rtmp_server` inside `rtmp { server { ... } }`."""
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(f"""
@@ -1027,7 +1012,7 @@ master_process off;
 worker_processes 1;
 error_log {prefix}/error.log warn;
 pid {prefix}/nginx.pid;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {connections}; }}
 rtmp {{
   server {{
 {rtmp_server}
