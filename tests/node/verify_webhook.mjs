@@ -7,10 +7,15 @@
 // "<index> rejected: <the SDK's reason>" on stderr for each it refuses; exits 1 if any was
 // refused, 2 on unusable input. The SDK is looked up in RELAY_MUX_NODE_PREFIX (default: the
 // repository's .make/mux-node, where `make test` unpacks it).
+import { webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+// The SDK signs with globalThis.crypto.subtle, a global only from Node 19 on; Node 18
+// (Debian bookworm's nodejs) has the same Web Crypto as node:crypto's webcrypto.
+globalThis.crypto ??= webcrypto;
 
 const here = dirname(fileURLToPath(import.meta.url));
 const prefix = resolve(process.env.RELAY_MUX_NODE_PREFIX ?? join(here, '..', '..', '.make', 'mux-node'));
