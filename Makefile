@@ -18,7 +18,11 @@ GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 # nginx with its RTMP module: the simulcast target of the tests (started on a free port with
 # a config of the test's own; installing nginx may also start its system service on port 80).
-APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES) nginx libnginx-mod-rtmp
+# nodejs runs the official Mux Node SDK's webhook verification (tests/node/). Not npm: the SDK
+# has no dependencies and comes as a checksummed tarball (below), and Debian's npm conflicts
+# with NodeSource's nodejs (which bundles its own npm), so listing it would break those hosts.
+APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES) nginx libnginx-mod-rtmp \
+	nodejs
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64
@@ -28,6 +32,15 @@ HLS_JS_SHA512 := dc697119d3ef4f6607bd060eb7ec8ecd3fc3122a2bfea255348ca51c0efb920
 HLS_JS_TARBALL := $(STAMPS)/hls.js-$(HLS_JS_VERSION).tgz
 HLS_JS_STATIC := relay/hls/static
 HLS_JS := $(HLS_JS_STATIC)/hls.min.js $(HLS_JS_STATIC)/hls.js.LICENSE
+# The official Mux Node SDK (`@mux/mux-node`), whose `webhooks.unwrap` the tests run on what
+# Relay delivers (tests/node/verify_webhook.mjs). Pinned the same way as hls.js; unpacked as
+# $(MUX_NODE_PREFIX)/node_modules/@mux/mux-node, where Node's require() finds it. It declares
+# no dependencies (checked when unpacking), so no npm install is needed.
+MUX_NODE_VERSION := 15.3.0
+MUX_NODE_SHA512 := 829b128f22fd691795d5c687a0d2daa7579dc80b35bc9275fed26e150b97555814f234b04a98feca16be6c1fc4b1b856268b554052fa392d47f7e89904bc6ee4
+MUX_NODE_TARBALL := $(STAMPS)/mux-node-$(MUX_NODE_VERSION).tgz
+MUX_NODE_PREFIX := $(STAMPS)/mux-node
+MUX_NODE := $(MUX_NODE_PREFIX)/node_modules/@mux/mux-node/package.json
 
 # The benchmark peers (`make bench`): nginx with Debian's RTMP module (installing nginx may
 # also start its system service on port 80; the suite runs its own instance on a free port)
@@ -50,7 +63,7 @@ help:
 run: $(STAMPS)/venv $(HLS_JS)
 	$(BIN)/relay serve
 
-test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp lint typecheck pytest
+test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp $(MUX_NODE) lint typecheck pytest
 
 lint: $(STAMPS)/venv
 	$(BIN)/ruff check relay tests benchmarks fuzz setup.py
@@ -59,10 +72,10 @@ typecheck: $(STAMPS)/venv
 	$(BIN)/mypy --strict relay benchmarks fuzz
 
 # pytest exits 5 when it collects no tests; that fails the target like any other error.
-pytest: $(STAMPS)/venv $(HLS_JS)
+pytest: $(STAMPS)/venv $(HLS_JS) $(MUX_NODE)
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-setup: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS)
+setup: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS) $(MUX_NODE)
 
 bench: $(STAMPS)/apt $(STAMPS)/bench-apt $(STAMPS)/venv $(HLS_JS) $(PYRTMP_VENV)/stamp
 	$(BIN)/python benchmarks/suite.py
@@ -137,17 +150,41 @@ $(STAMPS)/venv: $(STAMPS)/build-apt pyproject.toml setup.py relay/srt/_build_bin
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
-# The pinned hls.js tarball, downloaded with Python's urllib (python3 is the one tool `make run`
-# already needs) and kept only when its sha512 matches. A new HLS_JS_VERSION is a new file name.
-$(HLS_JS_TARBALL):
+# Download the npm tarball at URL $(1) to $@, kept only when its sha512 equals $(2) (the name
+# of the variable that pins it): with Python's urllib, the one tool `make run` already needs.
+# A new version is a new file name.
+define npm_tarball
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -c 'import shutil, sys, urllib.request; \
 		shutil.copyfileobj(urllib.request.urlopen(sys.argv[1], timeout=60), open(sys.argv[2], "wb"))' \
-		https://registry.npmjs.org/hls.js/-/hls.js-$(HLS_JS_VERSION).tgz $@.part
-	@echo "$(HLS_JS_SHA512)  $@.part" | sha512sum --check --quiet - || { \
-		echo "hls.js $(HLS_JS_VERSION): the downloaded tarball does not match HLS_JS_SHA512;" \
-			"not using it" >&2; rm -f $@.part; exit 1; }
+		$(1) $@.part
+	@echo "$($(2))  $@.part" | sha512sum --check --quiet - || { \
+		echo "$(1): the downloaded tarball does not match $(2); not using it" >&2; \
+		rm -f $@.part; exit 1; }
 	mv $@.part $@
+endef
+
+$(HLS_JS_TARBALL):
+	$(call npm_tarball,https://registry.npmjs.org/hls.js/-/hls.js-$(HLS_JS_VERSION).tgz,HLS_JS_SHA512)
+
+$(MUX_NODE_TARBALL):
+	$(call npm_tarball,https://registry.npmjs.org/@mux/mux-node/-/mux-node-$(MUX_NODE_VERSION).tgz,MUX_NODE_SHA512)
+
+# Unpacked whole into a fresh directory that replaces the old one; the touch gives package.json
+# a fresh mtime (npm tarballs carry 1985 ones). A version that gains dependencies needs a real
+# npm install: the check says so rather than leaving an SDK that fails at import.
+$(MUX_NODE): $(MUX_NODE_TARBALL)
+	rm -rf $(MUX_NODE_PREFIX).part
+	mkdir -p $(MUX_NODE_PREFIX).part/node_modules/@mux/mux-node
+	tar -xzf $< -C $(MUX_NODE_PREFIX).part/node_modules/@mux/mux-node --strip-components=1
+	$(PYTHON) -c 'import json, sys; package = json.load(open(sys.argv[1])); \
+		needs = sorted(package.get("dependencies") or {}); \
+		needs and sys.exit("@mux/mux-node %s depends on %s now: install it with npm instead" \
+			% (package["version"], ", ".join(needs)))' \
+		$(MUX_NODE_PREFIX).part/node_modules/@mux/mux-node/package.json
+	rm -rf $(MUX_NODE_PREFIX)
+	mv $(MUX_NODE_PREFIX).part $(MUX_NODE_PREFIX)
+	touch $@
 
 # Extracted through stdout, so each file gets a fresh mtime (npm tarballs carry 1985 ones).
 $(HLS_JS) &: $(HLS_JS_TARBALL)

@@ -2,7 +2,9 @@
 
 The receiver checks each request's Mux-Signature with its own HMAC and keeps the envelopes.
 It answers 500 for a while, then 200: every event still arrives, in order per object, with
-its attempts recorded; a kill -9 with events not yet delivered loses none of them.
+its attempts recorded; a kill -9 with events not yet delivered loses none of them. The
+official Mux Node SDK's `webhooks.unwrap` accepts every delivery, and refuses a tampered one
+(tests/node/verify_webhook.mjs; `make test` installs node and the SDK).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,14 +31,26 @@ from tests.integration.relay_process import RelayProcess
 
 TOKEN = ("webhook-test", "webhook-test-secret-0123456789-abcdefghij")
 SECRET = "receiver-secret-0123"
+NODE = shutil.which("node")
+VERIFY_WEBHOOK = Path(__file__).parents[1] / "node" / "verify_webhook.mjs"
+#: Where `make test` unpacks `@mux/mux-node` (the Makefile's MUX_NODE_PREFIX).
+MUX_NODE_PREFIX = Path(os.environ.get("RELAY_MUX_NODE_PREFIX",
+                                      Path(__file__).parents[2] / ".make" / "mux-node"))
+needs_node = pytest.mark.skipif(NODE is None,
+                                reason="node is not installed (make test installs it)")
+needs_mux_node = pytest.mark.skipif(
+    not (MUX_NODE_PREFIX / "node_modules" / "@mux" / "mux-node" / "package.json").exists(),
+    reason=f"@mux/mux-node is not in {MUX_NODE_PREFIX} (make test installs it)")
 
 
 class Receiver:
-    """A webhook endpoint: `status()` decides each answer; `events` keeps valid ones."""
+    """A webhook endpoint: `status()` decides each answer; `events` keeps valid ones,
+    `deliveries` every request as it came (`body`: the raw body as text, and `headers`)."""
 
     def __init__(self) -> None:
         self.status: Callable[[], int] = lambda: 200
         self.events: list[dict[str, Any]] = []
+        self.deliveries: list[dict[str, Any]] = []
         self.bad_signatures = 0
         self.requests = 0
         receiver = self
@@ -42,6 +58,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.deliveries.append({"body": body.decode(),
+                                            "headers": dict(self.headers.items())})
                 receiver.receive(self.headers.get("Mux-Signature", ""), body)
                 code = receiver.status()
                 self.send_response(code)
@@ -201,3 +219,57 @@ def test_webhooks_test_command(receiver: Receiver) -> None:
          "--webhook-secret", SECRET], capture_output=True, text=True, timeout=30)
     assert failed.returncode == 1
     assert failed.stdout.startswith("HTTP 500")
+
+
+def verified_by_mux_node(deliveries: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    """tests/node/verify_webhook.mjs on `deliveries`: `new Mux({webhookSecret}).webhooks
+    .unwrap(body, headers)` on each; stdout says `INDEX ID TYPE` per accepted one."""
+    assert NODE is not None
+    return subprocess.run(
+        [NODE, str(VERIFY_WEBHOOK)], input=json.dumps(deliveries), capture_output=True,
+        text=True, timeout=60,
+        env={**os.environ, "MUX_WEBHOOK_SECRET": SECRET,
+             "RELAY_MUX_NODE_PREFIX": str(MUX_NODE_PREFIX)})
+
+
+
+@needs_node
+@needs_mux_node
+def test_the_official_node_sdk_accepts_every_delivery(tmp_path: Path,
+                                                      receiver: Receiver) -> None:
+    refusals = 3  # so that retries, whose envelopes list the earlier tries, are checked too
+    receiver.status = lambda: 500 if receiver.requests <= refusals else 200
+    with relay_for(tmp_path / "data", receiver.url) as relay:
+        ids = make_events(relay, streams=2)
+        with httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=10) as client:
+            assert client.delete(f"/video/v1/live-streams/{ids[0]}").status_code == 204
+        wait_until(lambda: len({e["id"] for e in receiver.events}) == 4 * len(ids) + 1, 60,
+                   "every event to be delivered")
+        assert relay.stop() == 0, relay.log
+    deliveries = receiver.deliveries
+    assert receiver.bad_signatures == 0 and len(deliveries) == receiver.requests > refusals
+    envelopes = [json.loads(d["body"]) for d in deliveries]
+    assert any(e["attempts"] for e in envelopes)
+    assert "video.live_stream.deleted" in {e["type"] for e in envelopes}
+
+    checked = verified_by_mux_node(deliveries)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.splitlines() == [f"{n} {e['id']} {e['type']}"
+                                           for n, e in enumerate(envelopes)]
+
+    # Relay's own delivery (accepted), then the same delivery altered: another type in the
+    # body under the original signature, and the original body under another's signature.
+    deleted, envelope = next((d, e) for d, e in zip(deliveries, envelopes, strict=True)
+                             if e["type"] == "video.live_stream.deleted")
+    retyped = deleted["body"].replace('"video.live_stream.deleted"',
+                                      '"video.live_stream.created"')
+    assert retyped != deleted["body"] and deliveries[0]["body"] != deleted["body"]
+    refused = verified_by_mux_node([
+        deleted,
+        {"body": retyped, "headers": deleted["headers"]},
+        {"body": deleted["body"], "headers": deliveries[0]["headers"]},
+    ])
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert refused.stdout.splitlines() == [f"0 {envelope['id']} video.live_stream.deleted"]
+    mismatch = "rejected: No signatures found matching the expected signature for payload."
+    assert refused.stderr.splitlines() == [f"1 {mismatch}", f"2 {mismatch}"]
