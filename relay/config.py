@@ -140,6 +140,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("http-send-timeout", parse_seconds(1, 3600), 30.0,
            "close an HTTP connection whose client reads nothing of a response for this many "
            "seconds", "SECONDS"),
+    Option("playback-server", parse_choice("lean", "asgi"), "lean",
+           "what serves playlists and media on the HTTP port: lean (Relay's own HTTP/1.1 "
+           "protocol, from bytes in memory) or asgi (uvicorn and Starlette, as the API)",
+           "lean|asgi"),
     Option("hls-max-held-requests", parse_int_range(1, 1_000_000), 3000,
            "most LL-HLS requests held at once waiting for a part or segment (blocking "
            "reloads, hinted parts), all streams together; more are answered 503 with "
@@ -254,6 +258,7 @@ class Settings:
     http_header_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_send_timeout: float = 30.0
+    playback_server: str = "lean"
     hls_max_held_requests: int = 3000
     hls_max_held_requests_per_stream: int = 1500
     metrics_port: int = 9464
