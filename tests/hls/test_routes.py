@@ -5,6 +5,7 @@ here every status code, header and held request is checked deterministically."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from relay.hls import recorded, routes
+from relay.hls import recorded, routes, serve
 from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager
@@ -23,9 +24,11 @@ from relay.hls.playlist import VariantInfo
 from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
+from relay.hls.serve import PlaybackServer
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
+from tests.hls.lean import serving_lean
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
 from tests.hls.test_packager import Feeder, av
 from tests.hls.test_recording import record
@@ -56,7 +59,13 @@ class FakeStore:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, holds: HeldRequests | None = None) -> None:
+    """The playback routes with a fed packager, served by `mode`: "asgi" (the Starlette
+    routes through httpx's ASGI transport) or "lean" (`relay.hls.serve` on a socket, the
+    Starlette app behind it as the fallback). `start` before use."""
+
+    def __init__(self, tmp_path: Path, holds: HeldRequests | None = None,
+                 mode: str = "asgi") -> None:
+        self.mode = mode
         self.feeder = Feeder(LatencyMode.LOW)
         self.feeder.tracks()
         self.live: LivePackager | None = self.feeder.packager
@@ -67,11 +76,24 @@ class Server:
         self.counters = HlsCounters()
         self.holds = holds if holds is not None else HeldRequests()
         self.recorded = RecordedPlaylists()
-        self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_playback_app(
-                self.directory, self.counters, holds=self.holds, recorded=self.recorded)),
-            base_url="http://relay.test")
+        self.app = create_playback_app(self.directory, self.counters, holds=self.holds,
+                                       recorded=self.recorded)
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                        base_url="http://relay.test")
         self.fed_ms = 0
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Server:
+        if self.mode == "lean":
+            playback = PlaybackServer(self.directory, self.counters, holds=self.holds,
+                                      recorded=self.recorded)
+            url = await self._stack.enter_async_context(serving_lean(self.app, playback))
+            self.client = httpx.AsyncClient(base_url=url)
+        await self._stack.enter_async_context(self.client)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
 
     def feed(self, seconds: float) -> None:
         self.feeder.frames(av(seconds, start=self.fed_ms))
@@ -81,10 +103,9 @@ class Server:
         return await self.client.get(path, params=params)
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    server = Server(tmp_path)
-    async with server.client:
+@pytest.fixture(params=["asgi", "lean"])
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    async with Server(tmp_path, mode=request.param) as server:
         yield server
 
 
@@ -168,6 +189,7 @@ async def test_bad_directives_are_400(server: Server, params: dict[str, str],
 async def test_a_request_held_too_long_is_503(server: Server,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "hold_timeout", lambda target_duration: 0.1)
+    monkeypatch.setattr(serve, "hold_timeout", lambda target_duration: 0.1)
     server.feed(2.5)
     response = await server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn="2")
     assert response.status_code == 503
@@ -269,6 +291,7 @@ def test_accept_encoding_is_parsed(header: str, gzip: bool) -> None:
 async def test_a_hinted_part_that_never_completes_is_503(
         server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "hold_timeout", lambda target_duration: 0.1)
+    monkeypatch.setattr(serve, "hold_timeout", lambda target_duration: 0.1)
     server.feed(2.5)
     assert server.live is not None and server.live.playlist is not None
     hint = server.live.playlist.next_part
@@ -292,6 +315,8 @@ async def test_a_held_request_has_one_waiter_however_often_it_is_woken(
         created.append(getattr(coro, "__qualname__", type(coro).__name__))
         return asyncio.Task(coro, loop=loop, **kwargs)
 
+    # A request first: the connection (lean: a socket) is open and the lookup cached.
+    assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
     loop.set_task_factory(counting)
     try:
         request = asyncio.ensure_future(
@@ -308,15 +333,17 @@ async def test_a_held_request_has_one_waiter_however_often_it_is_woken(
         loop.set_task_factory(None)
     assert response.status_code == 200 and f"\n{wanted}.m4s\n" in response.text
     assert wakes > 10
-    # The request itself, and at most one task that waits for the stream's changes.
-    assert len(created) <= 2, created
+    # The request itself, and at most one task that waits for the stream's changes (and
+    # on the lean server, the task that answers the held request).
+    assert len(created) <= 2 + (server.mode == "lean"), created
     assert server.holds.waiters_created == 1 and server.holds.held == 0
 
 
+@pytest.mark.parametrize("mode", ["asgi", "lean"])
 async def test_held_requests_beyond_the_per_stream_cap_are_503_with_retry_after(
-        tmp_path: Path) -> None:
-    server = Server(tmp_path, holds=HeldRequests(max_total=10, max_per_stream=2))
-    async with server.client:
+        tmp_path: Path, mode: str) -> None:
+    async with Server(tmp_path, holds=HeldRequests(max_total=10, max_per_stream=2),
+                      mode=mode) as server:
         server.feed(2.5)
         assert server.live is not None and server.live.playlist is not None
         hint = server.live.playlist.next_part
