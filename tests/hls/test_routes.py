@@ -462,3 +462,23 @@ async def test_live_requests_count_their_client_addresses_as_viewers(server: Ser
     assert server.live.viewers.count(time.monotonic()) == 2
     await server.get(f"/{ASSET_ID}.m3u8")  # a recording is not a live viewer
     assert server.live.viewers.count(time.monotonic()) == 2
+
+
+async def test_the_lean_server_answers_playback_itself_and_hands_over_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answered: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(PlaybackServer, "answered", lambda self, request, response:
+                        answered.append((request.path, response.kind, response.status)))
+    async with Server(tmp_path, mode="lean") as server:
+        server.feed(4.5)
+        for path in (f"/{LIVE_ID}.m3u8", f"/{LIVE_ID}/rendition.m3u8", f"/{LIVE_ID}/0.m4s",
+                     f"/{LIVE_ID}/0.1.m4s", f"/{LIVE_ID}/init-0.mp4", f"/{LIVE_ID}/9.m4s",
+                     f"/{ASSET_ID}/rendition.m3u8"):
+            assert (await server.get(path)).status_code in (200, 404)
+        assert [(kind, status) for _, kind, status in answered] == [
+            ("multivariant", 200), ("playlist", 200), ("segment", 200), ("part", 200),
+            ("init", 200), ("segment", 404), ("playlist", 404)]
+        # The player page goes to the fallback, and the connection with it.
+        assert (await server.get(f"/player/{LIVE_ID}")).status_code == 200
+        assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
+        assert len(answered) == 7
