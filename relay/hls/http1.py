@@ -74,6 +74,8 @@ _REASONS: Final = {200: b"OK", 400: b"Bad Request", 404: b"Not Found",
 _STATUS_LINES: Final = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason)
                         for status, reason in _REASONS.items()}
 _CLOSE: Final = b"connection: close\r\n"
+# A timer may fire this early (the loop's clock resolution): not a reason to re-arm.
+_TIMER_SLACK: Final = 0.005
 
 
 @dataclass(slots=True)
@@ -140,8 +142,11 @@ class Http1Protocol(asyncio.Protocol):
         self._close_after = False  # the current response is the connection's last
         self._answered_any = False
         self._idle = False  # waiting with nothing received since a response
-        self._deadline: asyncio.TimerHandle | None = None
+        # One timer per connection, re-armed lazily: a request moves the deadlines (plain
+        # floats) and the timer, when it fires early, re-arms for the deadline then due.
+        self._timer: asyncio.TimerHandle | None = None
         self._deadline_at = 0.0  # when the header timeout of the waiting phase ends
+        self._idle_at = 0.0  # when an idle keep-alive connection is closed
         self._stall: asyncio.TimerHandle | None = None
 
     # -- what the transport calls ----------------------------------------------------------
@@ -177,8 +182,7 @@ class Http1Protocol(asyncio.Protocol):
         if self._idle:
             # The first byte of a request: the idle keep-alive wait becomes the header
             # timeout, counted from the previous response's end.
-            self._idle = False
-            self._arm(self._deadline_at)
+            self._idle = False  # the header deadline is later: the timer re-arms for it
         self._buffer += data
         if self._busy or self._writing_paused:
             if len(self._buffer) > MAX_PIPELINED_BYTES:
@@ -313,7 +317,6 @@ class Http1Protocol(asyncio.Protocol):
         self._busy = True
         self._idle = False
         self.table.busy(self)
-        self._cancel_deadline()
         try:
             answer = self.handler.handle(request)
         except Exception:
@@ -419,20 +422,23 @@ class Http1Protocol(asyncio.Protocol):
         self.table.waiting(self)
         now = self._loop.time()
         self._deadline_at = now + self.limits.header_timeout
-        if self._answered_any and not self._buffer and self.limits.header_timeout > \
-                KEEP_ALIVE_TIMEOUT:
-            self._idle = True
-            self._arm(now + KEEP_ALIVE_TIMEOUT)
-        else:
-            self._arm(self._deadline_at)
-
-    def _arm(self, when: float) -> None:
-        self._cancel_deadline()
-        self._deadline = self._loop.call_at(when, self._late)
+        self._idle_at = now + KEEP_ALIVE_TIMEOUT
+        self._idle = self._answered_any and not self._buffer and \
+            self._idle_at < self._deadline_at
+        due = self._idle_at if self._idle else self._deadline_at
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(due, self._late)
 
     def _late(self) -> None:
-        self._deadline = None
-        if self._busy:
+        self._timer = None
+        if self._busy or self._transport is None:
+            return  # re-armed when the connection waits again
+        due = self._idle_at if self._idle else self._deadline_at
+        if due - self._loop.time() > _TIMER_SLACK:
+            self._timer = self._loop.call_at(due, self._late)
             return
         if not self._idle:
             self.table.counters.header_timeouts += 1
@@ -473,9 +479,9 @@ class Http1Protocol(asyncio.Protocol):
             self._transport.abort()
 
     def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _cancel_timers(self) -> None:
         self._cancel_deadline()
