@@ -339,6 +339,9 @@ class Http1Protocol(asyncio.Protocol):
         if self._task is not done:
             return  # the connection was lost and the task cancelled
         self._task = None
+        if done.cancelled():  # from outside (the loop's end): nothing to answer with
+            self._abort()
+            return
         try:
             answer = done.result()
         except Exception:
