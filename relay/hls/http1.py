@@ -237,6 +237,9 @@ class Http1Protocol(asyncio.Protocol):
             start = 0
             while buffer.startswith(b"\r\n", start):  # RFC 9112 2.2: empty lines before it
                 start += 2
+            if start:
+                del buffer[:start]  # dropped, so a stream of them cannot fill the buffer
+                start = 0
             end = buffer.find(b"\r\n\r\n", start)
             if end < 0:
                 line_end = buffer.find(b"\r\n", start)
