@@ -18,6 +18,7 @@ import pytest
 
 from relay.hls import recorded, routes, serve
 from relay.hls.holding import HeldRequests
+from relay.hls.http1 import Request, Response
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.playlist import VariantInfo
@@ -482,3 +483,18 @@ async def test_the_lean_server_answers_playback_itself_and_hands_over_the_rest(
         assert (await server.get(f"/player/{LIVE_ID}")).status_code == 200
         assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
         assert len(answered) == 7
+
+
+async def test_the_lean_server_counts_client_addresses_as_viewers(tmp_path: Path) -> None:
+    async with Server(tmp_path) as server:
+        server.feed(4.5)
+        assert server.live is not None
+        playback = PlaybackServer(server.directory, server.counters, holds=server.holds,
+                                  recorded=server.recorded)
+        await server.directory.resolve(LIVE_ID)  # cached: the answers come at once
+        for address in ("192.0.2.1", "192.0.2.2", "192.0.2.1"):
+            for path in (f"/{LIVE_ID}.m3u8", f"/{LIVE_ID}/rendition.m3u8"):
+                answer = playback.handle(Request(False, path, "", "", address))
+                assert isinstance(answer, Response) and answer.status == 200, path
+        assert server.live.viewers.count(time.monotonic()) == 2
+        playback.close()
