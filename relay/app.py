@@ -53,6 +53,8 @@ from relay.metrics import (
     SrtMetricsSource,
     create_metrics_app,
 )
+from relay.playback.access import PlaybackAccess
+from relay.playback.sessions import SESSION_SECRET_FILE, load_session_secret
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
@@ -163,6 +165,9 @@ class RelayServer:
         self.simulcast_counters = SimulcastCounters()
         #: Works the webhook outbox (and prunes it) while the server runs.
         self.webhooks: WebhookDeliverer | None = None
+        #: Signing keys, playback restrictions and session values for signed playback
+        #: (issue 17), kept in step with the API; set while the server runs.
+        self.playback_access: PlaybackAccess | None = None
 
     @property
     def store(self) -> Store:
@@ -247,9 +252,12 @@ class RelayServer:
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
                                                   lambda: list(self.simulcasts)))
+            self.playback_access = PlaybackAccess(
+                session_secret=load_session_secret(s.data_dir / SESSION_SECRET_FILE))
+            await self.playback_access.load(self.store)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
-                             asset_files=asset_files)
+                             asset_files=asset_files, playback_access=self.playback_access)
             registry = self.registry
             playback = PlaybackDirectory(
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)

@@ -182,3 +182,57 @@ class WebhookEventData(_Described):
 
 class WebhookEventListResponse(_Described):
     data: list[WebhookEventData]
+
+
+# -- signed playback (issue 17) ------------------------------------------------------------
+
+class SigningKeyData(_Described):
+    id: str
+    created_at: str = UnixSecondsText
+
+
+class NewSigningKeyData(_Described):
+    id: str
+    created_at: str = UnixSecondsText
+    private_key: str = Field(
+        description="Base64 of the RSA 2048 private key's PEM; returned only here, once: "
+                    "Relay keeps the public key alone")
+
+
+class SigningKeyResponse(_Described):
+    data: SigningKeyData
+
+
+class NewSigningKeyResponse(_Described):
+    data: NewSigningKeyData
+
+
+class SigningKeyListResponse(_Described):
+    data: list[SigningKeyData]
+
+
+class ReferrerRuleData(_Described):
+    allowed_domains: list[str] = Field(
+        description="[] admits no site, [\"*\"] any, otherwise host names or *.wildcards")
+    allow_no_referrer: bool
+
+
+class UserAgentRuleData(_Described):
+    allow_no_user_agent: bool
+    allow_high_risk_user_agent: bool
+
+
+class PlaybackRestrictionData(_Described):
+    id: str
+    created_at: str = UnixSecondsText
+    updated_at: str = UnixSecondsText
+    referrer: ReferrerRuleData
+    user_agent: UserAgentRuleData
+
+
+class PlaybackRestrictionResponse(_Described):
+    data: PlaybackRestrictionData
+
+
+class PlaybackRestrictionListResponse(_Described):
+    data: list[PlaybackRestrictionData]

@@ -20,6 +20,12 @@ from pydantic import (
     model_validator,
 )
 
+from relay.playback.restrictions import (
+    ALLOWED_DOMAIN_PATTERN,
+    MAX_ALLOWED_DOMAINS,
+    MAX_DOMAIN_LENGTH,
+    normalize_allowed_domain,
+)
 from relay.store import NewLiveStream, NewSimulcastTarget
 from relay.store.records import JSONDict, LatencyMode, PlaybackPolicy
 
@@ -253,3 +259,36 @@ def _policies(*candidates: list[PlaybackPolicy] | None) -> tuple[PlaybackPolicy,
         if policies:
             return tuple(dict.fromkeys(policies))
     return ()
+
+
+# -- playback restrictions (signed playback, issue 17) ------------------------------------
+
+AllowedDomain = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_DOMAIN_LENGTH,
+          json_schema_extra={"pattern": ALLOWED_DOMAIN_PATTERN}),
+]
+
+
+class ReferrerRule(_Body):
+    """Mux's referrer restriction (also the body of `PUT .../{id}/referrer`)."""
+
+    allowed_domains: Annotated[list[AllowedDomain], Field(max_length=MAX_ALLOWED_DOMAINS)]
+    allow_no_referrer: bool = False
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _check_domains(cls, domains: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_allowed_domain(d) for d in domains))
+
+
+class UserAgentRule(_Body):
+    """Mux's user-agent restriction (also the body of `PUT .../{id}/user_agent`)."""
+
+    allow_no_user_agent: bool = True
+    allow_high_risk_user_agent: bool = True
+
+
+class CreatePlaybackRestrictionRequest(_Body):
+    referrer: ReferrerRule
+    user_agent: UserAgentRule | None = None

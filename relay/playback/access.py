@@ -80,16 +80,20 @@ class PlaybackAccess:
         """The value the playlists answering `grant` put on their media URIs."""
         return make_session_value(self._secret, playback_id=grant.playback_id,
                                   audience=grant.audience, expires_at=grant.expires_at,
-                                  restriction_id=grant.restriction_id)
+                                  key_id=grant.key_id, restriction_id=grant.restriction_id)
 
     def check_session(self, value: str | None, *, playback_id: str, audience: Audience,
                       now: float, referer: str | None = None,
                       user_agent: str | None = None) -> int:
-        """The expiry of a media URI's session value, checked like its token was."""
+        """The expiry of a media URI's session value, checked like its token was: a
+        deleted signing key ends its sessions at once too."""
         if not value:
             raise TokenRefused(RefusalReason.MISSING_TOKEN,
                                "a signed playback id needs ?token=<JWT>")
-        expires_at, restriction_id = check_session_value(
+        expires_at, key_id, restriction_id = check_session_value(
             self._secret, value, playback_id=playback_id, audience=audience, now=now)
+        if key_id not in self.verifier.keys:
+            raise TokenRefused(RefusalReason.UNKNOWN_KEY,
+                               "the session's signing key was deleted")
         self._check_restriction(restriction_id, referer=referer, user_agent=user_agent)
         return expires_at

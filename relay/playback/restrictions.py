@@ -23,7 +23,7 @@ from relay.store.records import PlaybackRestriction
 
 #: Most entries in `allowed_domains`, as Mux allows.
 MAX_ALLOWED_DOMAINS = 10
-#: Longest host name (rfc1035 2.3.4), and so longest entry after its `*.`.
+#: Longest `allowed_domains` entry: a host name is at most 253 characters (rfc1035 2.3.4).
 MAX_DOMAIN_LENGTH = 253
 #: Longest `Referer` header read; a longer one is refused (browsers send the page's URL,
 #: and from Chrome 85 on only its origin to other sites).
@@ -34,9 +34,9 @@ HIGH_RISK_USER_AGENT_MARKERS = ("curl/", "wget/", "python-requests/", "python-ur
                                 "go-http-client/", "libwww-perl/", "scrapy/")
 
 # One host name label (rfc1123 2.1): letters, digits, hyphens, not at either end.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-#: An `allowed_domains` entry, lower case: `*`, a host name, or `*.` and a host name. The
-#: API states it in its OpenAPI document too.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: An `allowed_domains` entry: `*`, a host name, or `*.` and a host name (any case; kept in
+#: lower case). The API states it in its OpenAPI document too.
 ALLOWED_DOMAIN_PATTERN = rf"^(?:\*|(?:\*\.)?{_LABEL}(?:\.{_LABEL})*)$"
 _ALLOWED_DOMAIN = re.compile(ALLOWED_DOMAIN_PATTERN)
 
@@ -44,10 +44,9 @@ _ALLOWED_DOMAIN = re.compile(ALLOWED_DOMAIN_PATTERN)
 def normalize_allowed_domain(entry: str) -> str:
     """The entry as kept (lower case), or ValueError saying what is wrong with it."""
     domain = entry.lower()
-    bare = domain.removeprefix("*.")
-    if len(bare) > MAX_DOMAIN_LENGTH:
-        raise ValueError(f"a host name is at most {MAX_DOMAIN_LENGTH} characters "
-                         f"(got {len(bare)})")
+    if len(domain) > MAX_DOMAIN_LENGTH:
+        raise ValueError(f"an allowed domain is at most {MAX_DOMAIN_LENGTH} characters "
+                         f"(got {len(domain)})")
     if _ALLOWED_DOMAIN.fullmatch(domain) is None:
         raise ValueError(
             f"'{peer_text(entry)}' is not a host name, '*.' and a host name, or '*' "
