@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from relay.api import AuthLimits, create_api
+from relay.api import AuthLimits, create_api, signing
 from relay.api.responses import (
     NewSigningKeyResponse,
     PlaybackRestrictionListResponse,
@@ -231,3 +231,16 @@ async def test_restriction_bodies_are_validated(client: httpx.AsyncClient) -> No
         "referrer": {"allowed_domains": ["*"]}, "user_agent": {"allow_no_user_agent": "no"}})
     assert wrong.status_code == 400
     assert error_of(wrong)["messages"][0].startswith("user_agent.allow_no_user_agent")
+
+
+async def test_the_number_of_restrictions_is_bounded(client: httpx.AsyncClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signing, "MAX_PLAYBACK_RESTRICTIONS", 2)
+    body = {"referrer": {"allowed_domains": ["*"]}}
+    made = [await client.post("/video/v1/playback-restrictions", json=body)
+            for _ in range(3)]
+    assert [m.status_code for m in made] == [201, 201, 400]
+    assert "MAX_PLAYBACK_RESTRICTIONS" in error_of(made[2])["messages"][0]
+    rid = made[0].json()["data"]["id"]
+    assert (await client.delete(f"/video/v1/playback-restrictions/{rid}")).status_code == 204
+    assert (await client.post("/video/v1/playback-restrictions", json=body)).status_code == 201

@@ -17,10 +17,17 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.api.signing import new_key_pair
 from relay.playback.access import PlaybackAccess
-from relay.playback.restrictions import check_restriction, normalize_allowed_domain
+from relay.playback.restrictions import (
+    MAX_REFERER_LENGTH,
+    check_restriction,
+    domain_allowed,
+    normalize_allowed_domain,
+)
 from relay.playback.sessions import (
     SESSION_SECRET_BYTES,
     check_session_value,
@@ -352,3 +359,27 @@ def test_the_session_secret_is_kept_private(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="delete the file"):
         load_session_secret(path)
+
+
+def test_a_referer_past_the_limit_is_refused() -> None:
+    rule = restriction("*")
+    check_restriction(rule, referer="https://a.test/" + "x" * 100, user_agent=None)
+    with pytest.raises(TokenRefused) as refused:
+        check_restriction(rule, referer="https://a.test/" + "x" * MAX_REFERER_LENGTH,
+                          user_agent=None)
+    assert refused.value.reason is RefusalReason.REFERRER_NOT_ALLOWED
+
+
+_labels = st.lists(st.sampled_from(["a", "b", "example", "com", "xcom", "x-y", "0"]),
+                   min_size=1, max_size=4)
+
+
+@given(allowed=_labels, host=_labels, wildcard=st.booleans())
+def test_domain_matching_agrees_with_a_label_by_label_reading(
+        allowed: list[str], host: list[str], wildcard: bool) -> None:
+    # The reference reads names as label lists: an exact entry equals the host; `*.` + d
+    # admits a host with more labels than d whose last labels are d's (rfc4592 2.1.1).
+    entry = ("*." if wildcard else "") + ".".join(allowed)
+    expected = (len(host) > len(allowed) and host[-len(allowed):] == allowed) if wildcard \
+        else host == allowed
+    assert domain_allowed(".".join(host), (entry,)) is expected
