@@ -253,7 +253,7 @@ class RelayServer:
                                                   self.simulcast_counters,
                                                   lambda: list(self.simulcasts)))
             self.playback_access = PlaybackAccess(
-                session_secret=load_session_secret(s.data_dir / SESSION_SECRET_FILE))
+                session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
             await self.playback_access.load(self.store)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
@@ -539,6 +539,17 @@ def load_simulcast_tls(settings: Settings) -> ssl.SSLContext:
                 f"cannot load the CA bundle {str(settings.simulcast_ca_file)!r}: {exc}; "
                 "give --simulcast-ca-file a file of PEM CA certificates") from None
     return context
+
+
+def session_secret(path: Path) -> bytes:
+    """The playback session secret kept in the data dir (made on first start)."""
+    try:
+        return load_session_secret(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(f"cannot read or make the playback session secret "
+                           f"{str(path)!r}: {reason}; it must be a file of 32 bytes "
+                           "readable by Relay (delete it to have a new one made)") from None
 
 
 def prepare_data_dir(data_dir: Path) -> None:

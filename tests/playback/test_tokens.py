@@ -383,3 +383,13 @@ def test_domain_matching_agrees_with_a_label_by_label_reading(
     expected = (len(host) > len(allowed) and host[-len(allowed):] == allowed) if wildcard \
         else host == allowed
     assert domain_allowed(".".join(host), (entry,)) is expected
+
+
+def test_a_bad_session_secret_stops_start_up_with_the_fix(tmp_path: Path) -> None:
+    from relay.app import StartupError, session_secret
+    path = tmp_path / "secret"
+    path.write_bytes(b"short")
+    with pytest.raises(StartupError, match="delete it to have a new one made"):
+        session_secret(path)
+    with pytest.raises(StartupError, match="cannot read or make"):
+        session_secret(tmp_path / "missing-dir" / "secret")
