@@ -172,7 +172,13 @@ class TokenVerifier:
             if verified is not None:  # its key was deleted
                 del self._cache[token]
             verified = self._verify_signature(token)
-        grant = self._grant(verified, playback_id=playback_id, audience=audience, now=now)
+        try:
+            grant = self._grant(verified, playback_id=playback_id, audience=audience,
+                                now=now)
+        except TokenRefused as refused:
+            if refused.reason is RefusalReason.EXPIRED:
+                self._cache.pop(token, None)  # it will never be good again
+            raise
         # Remembered only once it has been good for a request; an expired one never is.
         if self.cache_entries and token not in self._cache:
             self._cache[token] = verified

@@ -203,11 +203,14 @@ def test_the_cache_is_bounded_and_checks_each_request(pairs: Any) -> None:
         RefusalReason.WRONG_AUDIENCE
     assert refusal(verifier, tokens[2], playback_id="P2", now=NOW + 3600) is \
         RefusalReason.EXPIRED
+    assert verifier.cached == 1  # an expired token is forgotten
+    verifier.verify(tokens[2], playback_id="P2", audience="v", now=NOW)
+    assert verifier.signature_checks == 5
     # A refused token is never remembered.
     expired = sign(pairs, exp=NOW - 3600)
     refusal(verifier, expired)
     refusal(verifier, expired)
-    assert verifier.signature_checks == 6
+    assert verifier.signature_checks == 7
 
 
 def test_a_key_must_be_rsa_2048(pairs: Any) -> None:
