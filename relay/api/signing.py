@@ -38,6 +38,7 @@ from relay.api.responses import (
 )
 from relay.api.schemas import CreatePlaybackRestrictionRequest, ReferrerRule, UserAgentRule
 from relay.playback.access import PlaybackAccess
+from relay.store.records import PlaybackRestriction
 
 #: Most signing keys kept at once: a few per application (one per environment, plus one
 #: being rotated in) is the use; every key is held in memory to verify tokens with.
@@ -209,7 +210,7 @@ async def update_user_agent(playback_restriction_id: str, body: UserAgentRule,
     return _changed(request, changed)
 
 
-def _changed(request: Request, changed: Any) -> Body:
+def _changed(request: Request, changed: PlaybackRestriction | None) -> Body:
     if changed is None:
         raise not_found("playback restriction")
     access = _access(request)

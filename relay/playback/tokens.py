@@ -17,8 +17,9 @@ too, so the check holds twice.
 
 An RSA signature check and two JSON parses cost about a hundred times a dictionary look-up;
 a player reloading an LL-HLS playlist several times a second would pay them on every request,
-so verified tokens are remembered (LRU, bounded) until they expire. What depends on the request (expiry against `now`, `aud`, `sub`) is checked
-on every use, cached or not; a cached token whose key was deleted is refused at once.
+so verified tokens are remembered (LRU, bounded) until they expire. What depends on the
+request (expiry against `now`, `aud`, `sub`) is checked on every use, cached or not; a cached
+token whose key was deleted is refused at once.
 """
 
 from __future__ import annotations
