@@ -290,11 +290,6 @@ class Settings:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'relay.db'}"
 
-    @property
-    def media_dir(self) -> Path:
-        """Where recordings live: DATA_DIR/assets/{asset_id}/."""
-        return self.data_dir / "assets"
-
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
     """Add each option as `--flag`, documenting its env var and default in the help."""
