@@ -14,6 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from relay.api.schemas import (
+    MAX_CONTINUOUS_DURATION,
+    MAX_RECONNECT_WINDOW,
+    MIN_CONTINUOUS_DURATION,
+)
 from relay.store.records import (
     AssetStatus,
     IngestProtocol,
@@ -74,9 +79,10 @@ class LiveStreamData(_Described):
     latency_mode: LatencyMode
     reduced_latency: bool = Field(description="Deprecated: latency_mode is reduced")
     low_latency: bool = Field(description="Deprecated: latency_mode is low")
-    reconnect_window: float = Field(ge=0, le=1800)
+    reconnect_window: float = Field(ge=0, le=MAX_RECONNECT_WINDOW)
     use_slate_for_standard_latency: bool
-    max_continuous_duration: int = Field(ge=60, le=43200)
+    max_continuous_duration: int = Field(ge=MIN_CONTINUOUS_DURATION,
+                                         le=MAX_CONTINUOUS_DURATION)
     simulcast_targets: list[SimulcastTargetData]
     recent_asset_ids: list[str] = Field(description="Newest recordings, newest last")
     srt_passphrase: str

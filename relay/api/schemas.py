@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from relay.limits import MAX_SESSION_SECONDS
 from relay.playback.restrictions import (
     ALLOWED_DOMAIN_PATTERN,
     MAX_ALLOWED_DOMAINS,
@@ -31,7 +32,7 @@ from relay.store.records import JSONDict, LatencyMode, PlaybackPolicy
 
 MAX_RECONNECT_WINDOW = 1800.0
 MIN_CONTINUOUS_DURATION = 60
-MAX_CONTINUOUS_DURATION = 43200  # 12 hours, Mux's session limit
+MAX_CONTINUOUS_DURATION = MAX_SESSION_SECONDS
 DEFAULT_STANDARD_RECONNECT_WINDOW = 60.0
 #: What a simulcast target may be: Relay pushes over RTMP and RTMP over TLS (issue 14); an
 #: srt:// target would be accepted and then never pushed, a failure the user cannot see.

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from relay.limits import MAX_SESSION_SECONDS
 from relay.store import Store
 from relay.store.records import LiveStream, LiveStreamStatus
 from relay.streams.hub import LiveSession, Publisher
@@ -31,7 +32,7 @@ from relay.streams.throttle import AuthThrottle
 log = logging.getLogger("relay.streams")
 
 # Sessions are never longer than this, whatever a stream's max_continuous_duration (12 h).
-DEFAULT_SESSION_LIMIT = 43_200.0
+DEFAULT_SESSION_LIMIT = float(MAX_SESSION_SECONDS)
 
 
 class Refusal(StrEnum):
