@@ -336,18 +336,24 @@ def _missing_message(kind: WarningKind, silent: float, *, configured: bool,
     if ever:
         happened = f"The {what} track stopped {silent:.0f} s ago while {flowing} continues."
     elif configured:
-        happened = (f"The encoder announced a {what} track but sent no {what} for "
+        article = "an" if what == "audio" else "a"
+        happened = (f"The encoder announced {article} {what} track but sent no {what} for "
                     f"{silent:.0f} s while {flowing} arrives.")
     else:
         happened = f"The encoder sends no {what} track ({silent:.0f} s of {flowing} only)."
-    if kind is WarningKind.MISSING_AUDIO:
+    if ever:
+        where = "Settings > Audio" if what == "audio" else "the scene's video source"
+        fix = (f"Check the encoder's {what} source: a device that was unplugged or failed "
+               f"stops the track in some encoders (OBS: {where}; ffmpeg: the input's {what} "
+               f"stream ended, loop or replace the input).")
+    elif kind is WarningKind.MISSING_AUDIO:
         fix = ("Enable AAC audio in the encoder (ffmpeg: remove -an and add -c:a aac -b:a "
                "128k -ar 48000; OBS: Settings > Audio, choose a Desktop or Mic/Aux device); "
                "players expect an audio track, silence is fine.")
     else:
         fix = ("Enable H.264 video in the encoder (ffmpeg: remove -vn and add -c:v libx264 "
-               "-g 60 at 30 fps; OBS: add a video source to the scene), or create the live "
-               "stream with \"audio_only\": true if it carries no picture.")
+               "-g 60 for 2 s at 30 fps; OBS: add a video source to the scene), or create "
+               "the live stream with \"audio_only\": true if it carries no picture.")
     return f"{happened} {fix}"
 
 
