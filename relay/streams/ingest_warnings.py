@@ -78,6 +78,14 @@ class WarningKind(StrEnum):
     AV_DRIFT = "av_drift"
 
 
+# Plain names for the media path (an enum member looked up on its class costs more).
+_KEYFRAME_INTERVAL: Final = WarningKind.KEYFRAME_INTERVAL
+_MISSING_AUDIO: Final = WarningKind.MISSING_AUDIO
+_MISSING_VIDEO: Final = WarningKind.MISSING_VIDEO
+_TIMESTAMP_JUMP: Final = WarningKind.TIMESTAMP_JUMP
+_AV_DRIFT: Final = WarningKind.AV_DRIFT
+
+
 @dataclass(frozen=True, slots=True)
 class IngestWarning:
     kind: WarningKind
@@ -134,13 +142,17 @@ class IngestWarnings:
 
     __slots__ = (
         "_active",
+        "_backward_ms",
         "_configured",
+        "_drift_ms",
         "_drift_since",
+        "_forward_ms",
         "_gop_frames",
         "_gop_start",
         "_healthy_since",
         "_last_dts",
         "_last_seen",
+        "_raised_now",
         "_start",
         "counts",
         "expect_video",
@@ -156,12 +168,17 @@ class IngestWarnings:
         self.segment_target = segment_target
         self.expect_video = expect_video
         self.limits = limits if limits is not None else WarningLimits()
+        # The limits in the units of the media path (ms), looked up once.
+        self._forward_ms = self.limits.max_forward_jump * 1000
+        self._backward_ms = self.limits.max_backward_step * 1000
+        self._drift_ms = self.limits.max_av_drift * 1000
         self.counts = counts if counts is not None else WarningCounts()
         #: Warnings raised in this session, and those the cap held back.
         self.raised = 0
         self.suppressed = 0
         self._active: dict[WarningKind, bool] = dict.fromkeys(WarningKind, False)
         self._healthy_since: dict[WarningKind, float | None] = dict.fromkeys(WarningKind)
+        self._raised_now = 0  # kinds active now: while 0, nothing needs clearing
         self._configured = [False, False]  # per track: its configuration arrived
         self._last_dts: list[int | None] = [None, None]  # per track, ms
         self._last_seen: list[float | None] = [None, None]  # per track, the caller's clock
@@ -203,15 +220,16 @@ class IngestWarnings:
             # Forward: further than time went by (a track that paused and resumed, or a
             # network stall, moves both alike); backward: at all, beyond jitter.
             ahead = step - (now - last_seen) * 1000
-            if ahead > limits.max_forward_jump * 1000 or -step > limits.max_backward_step * 1000:
+            if ahead > self._forward_ms or -step > self._backward_ms:
                 if video:
                     # A GOP measured across the jump would be the jump's size.
                     self._gop_start, self._gop_frames = dts, 0
-                if self._bad(WarningKind.TIMESTAMP_JUMP):
-                    found = [IngestWarning(WarningKind.TIMESTAMP_JUMP,
+                if self._bad(_TIMESTAMP_JUMP):
+                    found = [IngestWarning(_TIMESTAMP_JUMP,
                                            _jump_message(_TRACK_NAMES[track], step))]
             else:
-                self._good(WarningKind.TIMESTAMP_JUMP, now)
+                if self._raised_now:
+                    self._good(_TIMESTAMP_JUMP, now)
 
         if video:
             warning = self._check_keyframes(keyframe, dts, now)
@@ -219,9 +237,10 @@ class IngestWarnings:
                 found = [warning] if found is None else [*found, warning]
 
         # This track is here; the other one may be missing.
-        here, absent = ((WarningKind.MISSING_VIDEO, WarningKind.MISSING_AUDIO) if video
-                        else (WarningKind.MISSING_AUDIO, WarningKind.MISSING_VIDEO))
-        self._good(here, now)
+        here, absent = (_MISSING_VIDEO, _MISSING_AUDIO) if video else (_MISSING_AUDIO,
+                                                                        _MISSING_VIDEO)
+        if self._raised_now:
+            self._good(here, now)
         seen = self._last_seen[other]
         if other == _AUDIO or self.expect_video:
             silent = now - (seen if seen is not None else self._start)
@@ -241,15 +260,16 @@ class IngestWarnings:
         audio, video = self._last_dts[_AUDIO], self._last_dts[_VIDEO]
         assert audio is not None and video is not None  # both tracks have been seen
         drift = audio - video
-        if abs(drift) <= self.limits.max_av_drift * 1000:
+        if abs(drift) <= self._drift_ms:
             self._drift_since = None
-            self._good(WarningKind.AV_DRIFT, now)
+            if self._raised_now:
+                self._good(_AV_DRIFT, now)
             return None
         if self._drift_since is None:
             self._drift_since = now
         if (now - self._drift_since >= self.limits.av_drift_hold
-                and self._bad(WarningKind.AV_DRIFT)):
-            return IngestWarning(WarningKind.AV_DRIFT, _drift_message(drift))
+                and self._bad(_AV_DRIFT)):
+            return IngestWarning(_AV_DRIFT, _drift_message(drift))
         return None
 
     def _check_keyframes(self, keyframe: bool, dts: int, now: float) -> IngestWarning | None:
@@ -265,12 +285,12 @@ class IngestWarnings:
             if elapsed > self._keyframe_limit_ms(target):
                 # Usually raised while the long GOP runs, before its next keyframe; at the
                 # keyframe only if no video frame came in between.
-                if self._bad(WarningKind.KEYFRAME_INTERVAL):
+                if self._bad(_KEYFRAME_INTERVAL):
                     fps = self._gop_frames * 1000 / elapsed
-                    warning = IngestWarning(WarningKind.KEYFRAME_INTERVAL,
+                    warning = IngestWarning(_KEYFRAME_INTERVAL,
                                             _keyframe_message(elapsed / 1000, target, fps))
-            elif keyframe:
-                self._good(WarningKind.KEYFRAME_INTERVAL, now)
+            elif keyframe and self._raised_now:
+                self._good(_KEYFRAME_INTERVAL, now)
         if keyframe:
             self._gop_start, self._gop_frames = dts, 0
         return warning
@@ -284,6 +304,7 @@ class IngestWarnings:
         if self._active[kind]:
             return False
         self._active[kind] = True
+        self._raised_now += 1
         if self.raised >= self.limits.max_per_session:
             self.suppressed += 1
             self.counts.suppressed += 1
@@ -302,6 +323,7 @@ class IngestWarnings:
         if now - since >= self.limits.clear_after:
             self._active[kind] = False
             self._healthy_since[kind] = None
+            self._raised_now -= 1
 
     def active(self, kind: WarningKind) -> bool:
         """Whether `kind` was raised (or held back by the cap) and has not cleared."""
