@@ -4,6 +4,7 @@ among the lifecycle's, the counters /metrics reads. The session's clock is set b
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -62,7 +63,9 @@ async def live_session(store: Store, registry: IngestRegistry, clock: Clock,
     return session
 
 
-async def test_a_long_gop_and_no_audio_become_warning_events(store: Store) -> None:
+async def test_a_long_gop_and_no_audio_become_warning_events(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="relay.streams")
     registry, clock = IngestRegistry(store), Clock()
     session = await live_session(store, registry, clock, audio=False)
     push(session, clock, 12, gop=300, audio=False)
@@ -81,6 +84,9 @@ async def test_a_long_gop_and_no_audio_become_warning_events(store: Store) -> No
         assert isinstance(event.data["created_at"], int)
         assert set(event.data["warning"]) == {"type", "message"}
     assert "Keyframe Interval 2" in warnings[0].data["warning"]["message"]
+    logged = [r.getMessage() for r in caplog.records if "ingest warning" in r.getMessage()]
+    assert len(logged) == 2  # each warning once
+    assert logged[0].startswith(f"stream {session.stream_id}: ingest warning keyframe_interval")
     counts = registry.counters.warnings
     assert counts.raised[WarningKind.KEYFRAME_INTERVAL] == 1
     assert counts.raised[WarningKind.MISSING_AUDIO] == 1
