@@ -12,7 +12,7 @@ from relay.media.units import MediaFrame, TrackKind
 from relay.store import Store
 from relay.store.records import Event
 from relay.streams.hub import LiveSession
-from relay.streams.ingest_warnings import WarningKind
+from relay.streams.ingest_warnings import MAX_WARNINGS_PER_SESSION, WarningKind
 from relay.streams.registry import IngestRegistry
 from tests.streams.test_sessions import AUDIO, VIDEO, FakePublisher, new_stream
 from tests.unit.test_metrics_live_streams import collector_of, scrape
@@ -112,3 +112,25 @@ async def test_a_healthy_session_writes_no_warning(store: Store) -> None:
     assert "video.live_stream.idle" in types
     assert "video.live_stream.warning" not in types
     assert sum(registry.counters.warnings.raised.values()) == 0
+
+
+async def test_a_session_writes_at_most_the_capped_number_of_warnings(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="relay.streams")
+    registry, clock = IngestRegistry(store), Clock()
+    session = await live_session(store, registry, clock)
+    cycles = MAX_WARNINGS_PER_SESSION + 5
+    for _ in range(cycles):
+        # Each push starts its timestamps at 0 again: a 12 s jump back, after 12 s (longer
+        # than CLEAR_AFTER) of healthy frames, so each jump is a new warning.
+        push(session, clock, 12, gop=60)
+    session.end("test over")
+    await session.wait_finished()
+    warnings = [e for e in await store.list_events() if e.type == "video.live_stream.warning"]
+    assert len(warnings) == MAX_WARNINGS_PER_SESSION
+    assert {e.data["warning"]["type"] for e in warnings} == {"timestamp_jump"}
+    counts = registry.counters.warnings
+    assert counts.raised[WarningKind.TIMESTAMP_JUMP] == MAX_WARNINGS_PER_SESSION
+    assert counts.suppressed == cycles - 1 - MAX_WARNINGS_PER_SESSION
+    capped = [r for r in caplog.records if "the most per session" in r.getMessage()]
+    assert len(capped) == 1
