@@ -11,7 +11,8 @@ clock and does no I/O. Each frame updates a few numbers and checks five conditio
   raised while the wait is still running, so an encoder that never sends a second keyframe
   is caught too.
 - `missing_audio` / `missing_video`: one track flows and the other has sent nothing for
-  `missing_track_after` seconds of the caller's clock (never configured, or stopped).
+  `missing_track_after` seconds, by the caller's clock and by the flowing track's timestamps
+  both (never configured, or stopped).
 - `timestamp_jump`: a track's dts steps back more than `max_backward_step`, or forward more
   than `max_forward_jump` beyond the time that passed between the two frames (a track that
   pauses and resumes in real time is `missing_*`, not a jump).
@@ -152,8 +153,10 @@ class IngestWarnings:
         "_healthy_since",
         "_last_dts",
         "_last_seen",
+        "_missing_ms",
         "_raised_now",
         "_start",
+        "_start_dts",
         "counts",
         "expect_video",
         "limits",
@@ -172,6 +175,7 @@ class IngestWarnings:
         self._forward_ms = self.limits.max_forward_jump * 1000
         self._backward_ms = self.limits.max_backward_step * 1000
         self._drift_ms = self.limits.max_av_drift * 1000
+        self._missing_ms = self.limits.missing_track_after * 1000
         self.counts = counts if counts is not None else WarningCounts()
         #: Warnings raised in this session, and those the cap held back.
         self.raised = 0
@@ -183,6 +187,7 @@ class IngestWarnings:
         self._last_dts: list[int | None] = [None, None]  # per track, ms
         self._last_seen: list[float | None] = [None, None]  # per track, the caller's clock
         self._start: float | None = None  # the connection's first frame, the caller's clock
+        self._start_dts = 0  # and its dts
         self._gop_start: int | None = None  # dts of the last keyframe (or first video frame)
         self._gop_frames = 0  # video frames since _gop_start
         self._drift_since: float | None = None  # since when the tracks are too far apart
@@ -211,7 +216,7 @@ class IngestWarnings:
         track = _VIDEO if video else _AUDIO
         other = 1 - track
         if self._start is None:
-            self._start = now
+            self._start, self._start_dts = now, dts
         last, last_seen = self._last_dts[track], self._last_seen[track]
         self._last_dts[track] = dts
         self._last_seen[track] = now
@@ -244,7 +249,13 @@ class IngestWarnings:
         seen = self._last_seen[other]
         if other == _AUDIO or self.expect_video:
             silent = now - (seen if seen is not None else self._start)
-            if silent >= limits.missing_track_after:
+            # Missing both by the clock and by this track's timestamps: after a stall (of
+            # the network, or of Relay's event loop) the first frame of the burst finds the
+            # other track's last frame long ago by the clock but not in media time; after
+            # a timestamp jump it is the other way round.
+            other_dts = self._last_dts[other]
+            advanced = dts - (other_dts if other_dts is not None else self._start_dts)
+            if silent >= limits.missing_track_after and advanced >= self._missing_ms:
                 if self._bad(absent):
                     warning = IngestWarning(absent, _missing_message(
                         absent, silent, configured=self._configured[other], ever=seen is not None))

@@ -148,6 +148,33 @@ def test_audio_that_stops_warns_and_clears_when_it_is_back() -> None:
     assert kinds(feed.run(60)) == [WarningKind.MISSING_AUDIO]
 
 
+def test_a_stall_of_both_tracks_is_no_missing_track() -> None:
+    # Relay's event loop (or the network) stalls 6 s: then the queued frames arrive at once,
+    # the first of them long after the other track's last frame by the clock, but not in
+    # media time.
+    detector = IngestWarnings(segment_target=2.0)
+    raised: list[IngestWarning] = []
+    for n in range(600):  # 20 s at 30 fps, audio beside each video frame
+        dts = n * 1000 // 30
+        now = dts / 1000 if dts < 5000 else max(dts / 1000, 11.0)  # nothing from 5 s to 11 s
+        raised += detector.on_frame(now, True, n % 60 == 0, dts)
+        raised += detector.on_frame(now, False, False, dts)
+    assert raised == []
+
+
+def test_a_jump_of_one_track_is_no_missing_track() -> None:
+    # Video jumps 10 s ahead (timestamp_jump) while audio goes on: the audio is not missing.
+    detector = IngestWarnings(segment_target=2.0)
+    raised: list[IngestWarning] = []
+    for n in range(300):
+        dts = n * 1000 // 30
+        raised += detector.on_frame(dts / 1000, True, n % 60 == 0,
+                                    dts + (10_000 if n >= 150 else 0))
+        raised += detector.on_frame(dts / 1000, False, False, dts)
+    assert WarningKind.MISSING_AUDIO not in kinds(raised)
+    assert kinds(raised)[0] is WarningKind.TIMESTAMP_JUMP
+
+
 def test_missing_video_warns_unless_the_stream_is_audio_only() -> None:
     feed = Feed(IngestWarnings(segment_target=2.0), video=False)
     raised = feed.run(10)
