@@ -211,9 +211,11 @@ class RelayServer:
                 self.listeners.append(
                     bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
             def session_started(session: LiveSession) -> None:
-                attach_packager(session, asset_files, part_target=s.part_target,
-                                counters=self.hls_counters, disk=self.disk,
-                                recording_max_backlog=s.recording_max_backlog)
+                packager = attach_packager(session, asset_files, part_target=s.part_target,
+                                           counters=self.hls_counters, disk=self.disk,
+                                           recording_max_backlog=s.recording_max_backlog)
+                # Keyframes further apart than the packager's segments: a warning.
+                session.warnings.segment_target = packager.segmenter.segment_target
                 attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts,
                                  counters=self.simulcast_counters)
 
