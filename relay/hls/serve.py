@@ -6,11 +6,13 @@ Served here, with the same statuses, bodies and headers as the Starlette routes 
     GET|HEAD /{PLAYBACK_ID}.m3u8             multivariant playlist (live and recorded)
     GET|HEAD /{PLAYBACK_ID}/rendition.m3u8   media playlist (blocking reload, delta updates)
     GET|HEAD /{PLAYBACK_ID}/{init, segment, part}    a live stream's media, from memory
+    GET|HEAD /player/{PLAYBACK_ID}           the player page (so the connections a browser
+                                             opens for it stay on this server for hls.js)
 
 Handed to the fallback (uvicorn and the FastAPI app, which keeps the connection): the API's
-paths (by their first path segment, `reserved`), the player page and static files, a
-recorded asset's media files (Starlette's FileResponse streams them from disk and answers
-Range requests), and anything unusual (see `relay.hls.http1`).
+paths (by their first path segment, `reserved`), static files and a recorded asset's media
+files (Starlette's FileResponse streams them from disk and answers conditional and Range
+requests), and anything unusual (see `relay.hls.http1`).
 
 Costs per request: a playlist's bytes are encoded once per playlist revision and variant
 (`_HLS_skip`, gzip) by the renderer, so N held viewers released together share one encoding;
@@ -36,10 +38,12 @@ from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
 from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, parse_resource
 from relay.hls.packager import HlsCounters, LivePackager
+from relay.hls.player import render_player_page
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.routes import (
+    _PLAYBACK_ID,
     INIT_CACHE,
     MEDIA_CACHE,
     MP4_TYPE,
@@ -77,9 +81,12 @@ _MEDIA_HEADERS: Final = _CORS + b"cache-control: %s\r\ncontent-type: %s\r\n" % (
 _INIT_HEADERS: Final = _CORS + b"cache-control: %s\r\ncontent-type: %s\r\n" % (
     INIT_CACHE.encode(), MP4_TYPE.encode())
 _NOT_FOUND_BODY: Final = b"not found\n"
+# As routes.py's HTMLResponse: no CORS (a page, not a resource for other origins).
+_PLAYER_HEADERS: Final = b"cache-control: no-cache\r\ncontent-type: text/html; charset=utf-8\r\n"
+_PLAYER_PREFIX: Final = "/player/"
 
 #: The kinds a request is counted under (`PlaybackServer.answered`).
-KINDS: Final = ("multivariant", "playlist", "init", "segment", "part")
+KINDS: Final = ("multivariant", "playlist", "init", "segment", "part", "player")
 # One shared 404 per kind: answering one allocates nothing.
 _NOT_FOUND: Final = {kind: Response(404, _NO_STORE + _TEXT, _NOT_FOUND_BODY, kind)
                      for kind in KINDS}
@@ -101,8 +108,8 @@ class PlaybackServer:
         self.counters = counters if counters is not None else HlsCounters()
         self.holds = holds if holds is not None else HeldRequests()
         self.recorded = recorded if recorded is not None else RecordedPlaylists()
-        #: First path segments that belong to the API (and the player, static files).
-        self.reserved = frozenset(reserved) | {"player", "static"}
+        #: First path segments that belong to the API (and static files).
+        self.reserved = frozenset(reserved) | {"static"}
         #: Monotonic seconds, refreshed every CLOCK_SECONDS while requests come.
         self.now = time.monotonic()
         self._clock: asyncio.TimerHandle | None = None
@@ -123,6 +130,8 @@ class PlaybackServer:
         if self._clock is None:
             self._tick()
         path = request.path
+        if path.startswith(_PLAYER_PREFIX):
+            return self._player(path[len(_PLAYER_PREFIX):])
         slash = path.find("/", 1)
         if slash < 0:
             name = path[1:]
@@ -165,6 +174,14 @@ class PlaybackServer:
         if resource is None:
             return self._recorded_playlist(request, target)
         return None  # a recorded file: the fallback's FileResponse (ranges, streaming)
+
+    def _player(self, playback_id: str) -> Answer:
+        if not playback_id or "/" in playback_id:
+            return None  # not the route's path: the API's 404
+        if not _PLAYBACK_ID.match(playback_id):
+            return self._not_found("player")
+        return Response(200, _PLAYER_HEADERS, render_player_page(playback_id).encode(),
+                        "player")
 
     def _multivariant(self, request: Request, playback_id: str) -> Answer:
         found, target = self.directory.resolve_cached(playback_id)

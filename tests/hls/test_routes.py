@@ -479,10 +479,15 @@ async def test_the_lean_server_answers_playback_itself_and_hands_over_the_rest(
         assert [(kind, status) for _, kind, status in answered] == [
             ("multivariant", 200), ("playlist", 200), ("segment", 200), ("part", 200),
             ("init", 200), ("segment", 404), ("playlist", 404)]
-        # The player page goes to the fallback, and the connection with it.
-        assert (await server.get(f"/player/{LIVE_ID}")).status_code == 200
+        page = await server.get(f"/player/{LIVE_ID}")
+        assert page.status_code == 200 and f"/{LIVE_ID}.m3u8" in page.text
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.headers["cache-control"] == "no-cache"
+        assert answered[-1][1:] == ("player", 200)
+        # A static file goes to the fallback, and the connection with it.
+        assert (await server.get("/static/hls.min.js")).status_code == 200
         assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
-        assert len(answered) == 7
+        assert len(answered) == 8
 
 
 async def test_the_lean_server_counts_client_addresses_as_viewers(tmp_path: Path) -> None:
