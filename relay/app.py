@@ -47,6 +47,7 @@ from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
+from relay.hls.signed import PlaybackGate
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.logs import LogLimiter
 from relay.metrics import (
@@ -274,13 +275,15 @@ class RelayServer:
             recorded = RecordedPlaylists()
             # After the API's routes, so /video/v1, /docs and the health checks come first
             # and other paths keep the API's 404 envelope.
+            # One gate for both playback servers: the same decisions, counts and caches.
+            gate = PlaybackGate(self.playback_access)
             api.router.routes.extend(playback_routes(playback, self.hls_counters,
                                                      holds=self.held_requests,
-                                                     recorded=recorded))
+                                                     recorded=recorded, gate=gate))
             if s.playback_server == "lean":
                 self.playback = PlaybackServer(playback, self.hls_counters,
                                                holds=self.held_requests, recorded=recorded,
-                                               reserved=api_prefixes)
+                                               reserved=api_prefixes, gate=gate)
             http_limits = HttpLimits(
                 max_connections=s.http_max_connections,
                 max_connections_per_address=s.http_max_connections_per_ip,

@@ -26,6 +26,7 @@ log = logging.getLogger("relay.api")
 ERROR_TYPES = {
     400: "invalid_parameters",
     401: "unauthorized",
+    403: "forbidden",  # a signed playback id refused (relay.hls.signed.FORBIDDEN_TYPE)
     404: "not_found",
     405: "invalid_request",
     413: "request_too_large",
@@ -36,7 +37,8 @@ ERROR_TYPES = {
 #: Seconds a client is asked to wait (Retry-After) when the store cannot answer.
 STORE_RETRY_AFTER_SECONDS = 1
 
-ErrorType = Literal["invalid_parameters", "unauthorized", "not_found", "invalid_request",
+ErrorType = Literal["invalid_parameters", "unauthorized", "forbidden", "not_found",
+                    "invalid_request",
                     "request_too_large", "too_many_requests", "service_unavailable", "error"]
 
 

@@ -68,7 +68,7 @@ _FIELD: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][
 # which the fallback decodes as Starlette does) and an optional query.
 _TARGET: Final = re.compile(rb"(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([^#]*))?")
 
-_REASONS: Final = {200: b"OK", 400: b"Bad Request", 404: b"Not Found",
+_REASONS: Final = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
                    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
                    500: b"Internal Server Error", 503: b"Service Unavailable"}
 _STATUS_LINES: Final = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason)
@@ -87,6 +87,10 @@ class Request:
     query: str  # after "?", undecoded ("" without one)
     accept_encoding: str
     client: str  # the peer's address as the socket gives it
+    # As received (b"" when absent), decoded only for what needs them: the checks of a
+    # signed playback id's restriction (`relay.hls.signed`).
+    referer: bytes = b""
+    user_agent: bytes = b""
 
 
 @dataclass(slots=True)
@@ -275,7 +279,7 @@ class Http1Protocol(asyncio.Protocol):
             self._fail(400, "malformed request line")
             return None
         method, target, minor = first.groups()
-        accept_encoding = b""
+        accept_encoding = referer = user_agent = b""
         hosts = 0
         keep_alive = minor == b"1"
         ours = method in (b"GET", b"HEAD")  # else the fallback answers (405 and the API)
@@ -290,6 +294,10 @@ class Http1Protocol(asyncio.Protocol):
             elif name == b"accept-encoding":
                 value = field.group(2)
                 accept_encoding = value if not accept_encoding else accept_encoding + b"," + value
+            elif name == b"referer":
+                referer = field.group(2)
+            elif name == b"user-agent":
+                user_agent = field.group(2)
             elif name == b"connection":
                 tokens = field.group(2).lower()
                 if b"close" in tokens:
@@ -314,7 +322,7 @@ class Http1Protocol(asyncio.Protocol):
         self._close_after = self._close_after or not keep_alive
         return Request(method == b"HEAD", path.decode("ascii"),
                        query.decode("latin-1") if query is not None else "",
-                       accept_encoding.decode("latin-1"), self._client)
+                       accept_encoding.decode("latin-1"), self._client, referer, user_agent)
 
     def _begin(self, request: Request, consumed: int) -> None:
         self._busy = True

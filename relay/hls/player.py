@@ -54,13 +54,16 @@ def _script_json(value: str) -> str:
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-def render_player_page(playback_id: str) -> str:
-    """The HTML of the player page for `playback_id`.
+def render_player_page(playback_id: str, *, token: str | None = None) -> str:
+    """The HTML of the player page for `playback_id`; with `token` (the page's `?token=`,
+    for a signed playback id), the playlist URL carries it.
 
-    The id is percent-encoded into the playlist URL and escaped for each context it appears
-    in (HTML text, a JavaScript string), so even an id the route failed to validate cannot
-    inject markup or script."""
+    The id and the token are percent-encoded into the playlist URL and escaped for each
+    context it appears in (HTML text, a JavaScript string), so even an id the route failed
+    to validate cannot inject markup or script."""
     source = "/" + quote(playback_id, safe="") + ".m3u8"
+    if token:
+        source += "?token=" + quote(token, safe="")
     return _PAGE.format(
         title=html.escape(playback_id, quote=True),
         source=_script_json(source),

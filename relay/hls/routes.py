@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import json
 import re
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
+from relay.hls.signed import FORBIDDEN_TYPE, TOKEN_PARAMETER, PlaybackGate, Refusal
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -67,6 +69,10 @@ LOOKUP_TTL: Final = 2.0
 MAX_CACHED_LOOKUPS: Final = 10_000
 
 
+#: What a playback id plays: a live session's packager or an asset's recording directory.
+Target = LivePackager | Path | None
+
+
 class PlaybackDirectory:
     """Resolves playback ids to a live packager or an asset's recording directory."""
 
@@ -89,31 +95,35 @@ class PlaybackDirectory:
         self._cache[playback_id] = (now + LOOKUP_TTL, found)
         return found
 
-    async def resolve(self, playback_id: str) -> LivePackager | Path | None:
+    async def resolve(self, playback_id: str) -> tuple[Target, bool]:
+        """(what `playback_id` plays, or None; whether it is signed)."""
         if not _PLAYBACK_ID.match(playback_id):
-            return None
+            return None, False
         return self._target(await self.lookup(playback_id))
 
-    def resolve_cached(self, playback_id: str) -> tuple[bool, LivePackager | Path | None]:
-        """`resolve` without waiting, when the lookup is cached: (True, target); else
-        (False, None) and the caller awaits `resolve`."""
+    def resolve_cached(self, playback_id: str) -> tuple[bool, Target, bool]:
+        """`resolve` without waiting, when the lookup is cached: (True, target, signed);
+        else (False, None, False) and the caller awaits `resolve`."""
         if not _PLAYBACK_ID.match(playback_id):
-            return True, None
+            return True, None, False
         cached = self._cache.get(playback_id)
         if cached is None or cached[0] <= self._clock():
-            return False, None
-        return True, self._target(cached[1])
+            return False, None, False
+        target, signed = self._target(cached[1])
+        return True, target, signed
 
-    def _target(self, found: PlaybackId | None) -> LivePackager | Path | None:
-        if found is None or found.policy != "public":
-            return None  # signed playback needs token verification, which Relay lacks yet
+    def _target(self, found: PlaybackId | None) -> tuple[Target, bool]:
+        if found is None or found.policy not in ("public", "signed"):
+            return None, False
+        # A signed id is answered only by `PlaybackGate.check`'s leave (relay.hls.signed).
+        signed = found.policy == "signed"
         if found.object_type == "live_stream":
             packager = self._live(found.object_id)
             if packager is None or packager.playlist is None:
-                return None
-            return packager
+                return None, signed
+            return packager, signed
         # Whether the recording exists is found out off the event loop, by what reads it.
-        return self._asset_files.directory(found.object_id)
+        return self._asset_files.directory(found.object_id), signed
 
 
 def _seen(request: Request, packager: LivePackager) -> None:
@@ -151,11 +161,31 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return weights.get("*", 0.0) > 0
 
 
+def forbidden_body(refusal: Refusal) -> bytes:
+    """The Mux error envelope of a refused playback request (`relay.api.errors`)."""
+    return json.dumps({"error": {"type": FORBIDDEN_TYPE, "messages": refusal.messages()}},
+                      separators=(",", ":")).encode()
+
+
+def _forbidden(refusal: Refusal) -> Response:
+    # no-store: the same URL may play with a fresh token a moment later.
+    return Response(forbidden_body(refusal), status_code=403, media_type="application/json",
+                    headers={**CORS, "Cache-Control": "no-store"})
+
+
 def _playlist_response(request: Request, body: bytes, cache: str,
-                       compressed: Callable[[], bytes] | None = None) -> Response:
+                       compressed: Callable[[], bytes] | None = None, *,
+                       gate: PlaybackGate | None = None, signed: bytes = b"") -> Response:
     """A playlist, gzipped when the client accepts it and it is long enough; `compressed`
-    gives the gzip form when the caller has it cached."""
+    gives the gzip form when the caller has it cached. With `signed` (the query of a signed
+    playback id's viewer), `gate` puts it on every URI of `body` first."""
     headers = {**CORS, "Cache-Control": cache, "Vary": "Accept-Encoding"}
+    if signed and gate is not None:
+        body, gzipped = gate.signed_body(
+            body, signed, accepts_gzip(request.headers.get("accept-encoding", "")))
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
     if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
         body = (compressed() if compressed is not None
                 else gzip.compress(body, compresslevel=GZIP_LEVEL))
@@ -179,27 +209,48 @@ def _too_many_held(holds: HeldRequests) -> Response:
 
 def create_playback_app(directory: PlaybackDirectory, counters: HlsCounters | None = None,
                         *, holds: HeldRequests | None = None,
-                        recorded: RecordedPlaylists | None = None) -> Starlette:
+                        recorded: RecordedPlaylists | None = None,
+                        gate: PlaybackGate | None = None) -> Starlette:
     """The playback routes as an ASGI app of their own."""
     return Starlette(routes=playback_routes(directory, counters, holds=holds,
-                                            recorded=recorded))
+                                            recorded=recorded, gate=gate))
 
 
 def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
                     holds: HeldRequests | None = None,
-                    recorded: RecordedPlaylists | None = None) -> list[Route]:
+                    recorded: RecordedPlaylists | None = None,
+                    gate: PlaybackGate | None = None) -> list[Route]:
     """The playback routes, to add after the API's; `counters` receives request counts,
-    `holds` bounds the held requests, `recorded` caches recorded playlists."""
+    `holds` bounds the held requests, `recorded` caches recorded playlists, `gate` decides
+    signed playback ids (without one, or without its access, they answer 404)."""
     counters = counters if counters is not None else HlsCounters()
     holds = holds if holds is not None else HeldRequests()
     recorded = recorded if recorded is not None else RecordedPlaylists()
+
+    def check(request: Request, playback_id: str, *, playlist: bool) -> bytes | Refusal:
+        assert gate is not None
+        client = request.client.host if request.client is not None else ""
+        return gate.check(playback_id, request.query_params, playlist=playlist,
+                          referer=request.headers.get("referer"),
+                          user_agent=request.headers.get("user-agent"), client=client)
+
+    def resolved(target: Target, signed: bool) -> Target:
+        # A signed id without a gate to check it plays for nobody: as before, a 404.
+        return None if signed and (gate is None or not gate.enabled) else target
 
     async def multivariant(request: Request) -> Response:
         name: str = request.path_params["name"]
         if not name.endswith(".m3u8"):
             return _not_found(counters)
         playback_id = name[:-len(".m3u8")]
-        target = await directory.resolve(playback_id)
+        target, signed = await directory.resolve(playback_id)
+        target = resolved(target, signed)
+        query = b""
+        if target is not None and signed:
+            checked = check(request, playback_id, playlist=True)
+            if isinstance(checked, Refusal):
+                return _forbidden(checked)
+            query = checked
         if isinstance(target, LivePackager):
             _seen(request, target)
             variant = target.variant()
@@ -216,22 +267,31 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
             return _not_found(counters)
         counters.playlist_requests += 1
         text = render_multivariant([dataclasses.replace(variant, path=f"{playback_id}/")])
-        return _playlist_response(request, text.encode("ascii"), cache)
+        return _playlist_response(request, text.encode("ascii"), cache, gate=gate,
+                                  signed=query)
 
     async def media(request: Request) -> Response:
         playback_id: str = request.path_params["playback_id"]
         name: str = request.path_params["name"]
-        target = await directory.resolve(playback_id)
+        target, signed = await directory.resolve(playback_id)
+        target = resolved(target, signed)
         if target is None:
             return _not_found(counters)
+        query = b""
+        if signed:
+            checked = check(request, playback_id, playlist=name == MEDIA_PLAYLIST_URI)
+            if isinstance(checked, Refusal):
+                return _forbidden(checked)
+            query = checked
         if isinstance(target, LivePackager):
             _seen(request, target)
             if name == MEDIA_PLAYLIST_URI:
-                return await _live_playlist(request, target)
+                return await _live_playlist(request, target, query)
             return await _live_resource(target, name)
-        return await _recorded(request, target, name)
+        return await _recorded(request, target, name, query)
 
-    async def _live_playlist(request: Request, packager: LivePackager) -> Response:
+    async def _live_playlist(request: Request, packager: LivePackager,
+                             query: bytes) -> Response:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         counters.playlist_requests += 1
@@ -253,7 +313,8 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
                                     "part in time")
         skip = decision.skip
         return _playlist_response(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
-                                  lambda: renderer.encoded(skip=skip, gzipped=True))
+                                  lambda: renderer.encoded(skip=skip, gzipped=True),
+                                  gate=gate, signed=query)
 
     async def _live_resource(packager: LivePackager, name: str) -> Response:
         resource = parse_resource(name)
@@ -278,7 +339,8 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         cache = INIT_CACHE if resource.init is not None else MEDIA_CACHE
         return Response(data, media_type=MP4_TYPE, headers={**CORS, "Cache-Control": cache})
 
-    async def _recorded(request: Request, recording: Path, name: str) -> Response:
+    async def _recorded(request: Request, recording: Path, name: str,
+                        query: bytes) -> Response:
         if name == MEDIA_PLAYLIST_URI:
             playlist = await recorded.get(recording / RECORDING_PLAYLIST)
             if playlist is None:
@@ -288,7 +350,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
             return _playlist_response(
                 request, playlist.body,
                 VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE,
-                (lambda: gzipped) if gzipped is not None else None)
+                (lambda: gzipped) if gzipped is not None else None, gate=gate, signed=query)
         if parse_resource(name) is None:
             return _not_found(counters)
         counters.media_requests += 1
@@ -302,7 +364,8 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         playback_id: str = request.path_params["playback_id"]
         if not _PLAYBACK_ID.match(playback_id):
             return _not_found(counters)
-        return HTMLResponse(render_player_page(playback_id),
+        token = request.query_params.get(TOKEN_PARAMETER) or None
+        return HTMLResponse(render_player_page(playback_id, token=token),
                             headers={"Cache-Control": "no-cache"})
 
     async def static(request: Request) -> Response:

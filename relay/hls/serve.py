@@ -51,8 +51,11 @@ from relay.hls.routes import (
     PLAYLIST_TYPE,
     VOD_PLAYLIST_CACHE,
     PlaybackDirectory,
+    Target,
     accepts_gzip,
+    forbidden_body,
 )
+from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate, Refusal
 from relay.http_limits import ConnectionTable, HttpLimits
 
 log = logging.getLogger("relay.hls")
@@ -84,6 +87,8 @@ _NOT_FOUND_BODY: Final = b"not found\n"
 # As routes.py's HTMLResponse: no CORS (a page, not a resource for other origins).
 _PLAYER_HEADERS: Final = b"cache-control: no-cache\r\ncontent-type: text/html; charset=utf-8\r\n"
 _PLAYER_PREFIX: Final = "/player/"
+# As routes.py's `_forbidden`.
+_FORBIDDEN_HEADERS: Final = _NO_STORE + b"content-type: application/json\r\n"
 
 #: The kinds a request is counted under (`PlaybackServer.answered`).
 KINDS: Final = ("multivariant", "playlist", "init", "segment", "part", "player")
@@ -103,8 +108,10 @@ class PlaybackServer:
 
     def __init__(self, directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
                  holds: HeldRequests | None = None, recorded: RecordedPlaylists | None = None,
-                 reserved: Iterable[str] = ()) -> None:
+                 reserved: Iterable[str] = (), gate: PlaybackGate | None = None) -> None:
         self.directory = directory
+        #: Decides signed playback ids (without one, or without its access: 404s).
+        self.gate = gate if gate is not None and gate.enabled else None
         self.counters = counters if counters is not None else HlsCounters()
         self.holds = holds if holds is not None else HeldRequests()
         self.recorded = recorded if recorded is not None else RecordedPlaylists()
@@ -131,7 +138,7 @@ class PlaybackServer:
             self._tick()
         path = request.path
         if path.startswith(_PLAYER_PREFIX):
-            return self._player(path[len(_PLAYER_PREFIX):])
+            return self._player(path[len(_PLAYER_PREFIX):], request.query)
         slash = path.find("/", 1)
         if slash < 0:
             name = path[1:]
@@ -149,56 +156,99 @@ class PlaybackServer:
             if resource is None:
                 return None  # the Starlette route's 404 (or the API's)
             kind = _resource_kind(resource)
-        found, target = self.directory.resolve_cached(playback_id)
+        found, target, signed = self.directory.resolve_cached(playback_id)
         if not found:
             return self._resolving(request, playback_id, resource, kind)
-        return self._media(request, target, resource, kind)
+        return self._media(request, playback_id, target, signed, resource, kind)
 
     async def _resolving(self, request: Request, playback_id: str,
                          resource: ResourceName | None, kind: str) -> Response | None:
-        target = await self.directory.resolve(playback_id)
-        answer = self._media(request, target, resource, kind)
+        target, signed = await self.directory.resolve(playback_id)
+        answer = self._media(request, playback_id, target, signed, resource, kind)
         if answer is None or isinstance(answer, Response):
             return answer
         return await answer
 
-    def _media(self, request: Request, target: LivePackager | Path | None,
+    def _media(self, request: Request, playback_id: str, target: Target, signed: bool,
                resource: ResourceName | None, kind: str) -> Answer:
-        if target is None:
+        if target is None or (signed and self.gate is None):
             return self._not_found(kind)
+        query = b""
+        if signed:
+            if resource is not None and not isinstance(target, LivePackager):
+                return None  # a recorded file: the fallback checks it as it serves it
+            checked = self._check(request, playback_id, resource is None)
+            if isinstance(checked, Refusal):
+                return self._forbidden(checked, kind)
+            query = checked
         if isinstance(target, LivePackager):
             target.viewers.seen(request.client, self.now)
             if resource is None:
-                return self._live_playlist(request, target)
+                return self._live_playlist(request, target, query)
             return self._live_resource(target, resource, kind)
         if resource is None:
-            return self._recorded_playlist(request, target)
+            return self._recorded_playlist(request, target, query)
         return None  # a recorded file: the fallback's FileResponse (ranges, streaming)
 
-    def _player(self, playback_id: str) -> Answer:
+    def _check(self, request: Request, playback_id: str, playlist: bool) -> bytes | Refusal:
+        """`PlaybackGate.check` of a request for a signed playback id."""
+        assert self.gate is not None
+        query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}
+        return self.gate.check(playback_id, query, playlist=playlist,
+                               referer=request.referer.decode("latin-1") or None,
+                               user_agent=request.user_agent.decode("latin-1") or None,
+                               client=request.client)
+
+    def _forbidden(self, refusal: Refusal, kind: str) -> Response:
+        return Response(403, _FORBIDDEN_HEADERS, forbidden_body(refusal), kind)
+
+    def _player(self, playback_id: str, query: str) -> Answer:
         if not playback_id or "/" in playback_id:
             return None  # not the route's path: the API's 404
         if not _PLAYBACK_ID.match(playback_id):
             return self._not_found("player")
-        return Response(200, _PLAYER_HEADERS, render_player_page(playback_id).encode(),
-                        "player")
+        token = dict(parse_qsl(query)).get(TOKEN_PARAMETER) if query else None
+        return Response(200, _PLAYER_HEADERS,
+                        render_player_page(playback_id, token=token).encode(), "player")
 
     def _multivariant(self, request: Request, playback_id: str) -> Answer:
-        found, target = self.directory.resolve_cached(playback_id)
+        found, target, signed = self.directory.resolve_cached(playback_id)
+        if found and signed:
+            target, query = self._signed_target(request, playback_id, target)
+            if isinstance(query, Response):
+                return query
+        else:
+            query = b""
         if found and isinstance(target, LivePackager):
             target.viewers.seen(request.client, self.now)
             return self._variant_response(request, playback_id, target.variant(),
-                                          PLAYLIST_CACHE)
+                                          PLAYLIST_CACHE, query)
         if found and target is None:
             return self._not_found("multivariant")
         return self._multivariant_later(request, playback_id)
 
+    def _signed_target(self, request: Request, playback_id: str, target: Target
+                       ) -> tuple[Target, bytes | Response]:
+        """(target, the query of its URIs or the answer) of a signed multivariant request."""
+        if target is None or self.gate is None:
+            return None, b""
+        checked = self._check(request, playback_id, True)
+        if isinstance(checked, Refusal):
+            return target, self._forbidden(checked, "multivariant")
+        return target, checked
+
     async def _multivariant_later(self, request: Request, playback_id: str) -> Response:
-        target = await self.directory.resolve(playback_id)
+        target, signed = await self.directory.resolve(playback_id)
+        query: bytes | Response = b""
+        if signed:
+            target, query = self._signed_target(request, playback_id, target)
+            if isinstance(query, Response):
+                return query
+        assert isinstance(query, bytes)
         if isinstance(target, LivePackager):
             target.viewers.seen(request.client, self.now)
             return self._variant_response(request, playback_id, target.variant(),
-                                          PLAYLIST_CACHE)
+                                          PLAYLIST_CACHE, query)
         if target is None:
             return self._not_found("multivariant")
         variant = await asyncio.to_thread(read_variant, target)
@@ -207,34 +257,37 @@ class PlaybackServer:
             return self._not_found("multivariant")
         return self._variant_response(
             request, playback_id, variant,
-            VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE)
+            VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE, query)
 
     def _variant_response(self, request: Request, playback_id: str, variant: Any,
-                          cache: str) -> Response:
+                          cache: str, query: bytes) -> Response:
         if variant is None:
             return self._not_found("multivariant")
         self.counters.playlist_requests += 1
         body = render_multivariant([dataclasses.replace(variant, path=f"{playback_id}/")]
                                    ).encode("ascii")
-        return self._playlist(request, body, cache, None, "multivariant")
+        return self._playlist(request, body, cache, None, "multivariant", query)
 
-    def _live_playlist(self, request: Request, packager: LivePackager) -> Answer:
+    def _live_playlist(self, request: Request, packager: LivePackager,
+                       query: bytes) -> Answer:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         self.counters.playlist_requests += 1
-        query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}
-        decision = decide(query, playlist)
+        directives = (dict(parse_qsl(request.query, keep_blank_values=True))
+                      if request.query else {})
+        decision = decide(directives, playlist)
         if isinstance(decision, BadRequest):
             self.counters.bad_requests += 1
             return Response(400, _CORS + _TEXT, (decision.reason + "\n").encode(), "playlist")
         skip = decision.skip
         if isinstance(decision, Wait):
-            return self._held_playlist(request, packager, decision)
+            return self._held_playlist(request, packager, decision, query)
         return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
-                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist")
+                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist",
+                              query)
 
     async def _held_playlist(self, request: Request, packager: LivePackager,
-                             wait: Wait) -> Response:
+                             wait: Wait, query: bytes) -> Response:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         assert playlist.target_duration is not None
@@ -249,7 +302,8 @@ class PlaybackServer:
                                      "part in time", "playlist")
         skip = wait.skip
         return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
-                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist")
+                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist",
+                              query)
 
     def _live_resource(self, packager: LivePackager, resource: ResourceName,
                        kind: str) -> Answer:
@@ -284,7 +338,8 @@ class PlaybackServer:
         return Response(200, _INIT_HEADERS if resource.init is not None else _MEDIA_HEADERS,
                         data, kind)
 
-    async def _recorded_playlist(self, request: Request, recording: Path) -> Response:
+    async def _recorded_playlist(self, request: Request, recording: Path,
+                                 query: bytes) -> Response:
         playlist = await self.recorded.get(recording / RECORDING_PLAYLIST)
         if playlist is None:
             return self._not_found("playlist")
@@ -292,14 +347,21 @@ class PlaybackServer:
         gzipped = playlist.gzipped
         return self._playlist(request, playlist.body,
                               VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE,
-                              (lambda: gzipped) if gzipped is not None else None, "playlist")
+                              (lambda: gzipped) if gzipped is not None else None, "playlist",
+                              query)
 
     # -- answers ---------------------------------------------------------------------------
 
     def _playlist(self, request: Request, body: bytes, cache: str,
-                  compressed: Callable[[], bytes] | None, kind: str) -> Response:
+                  compressed: Callable[[], bytes] | None, kind: str,
+                  query: bytes = b"") -> Response:
         """A playlist, gzipped when the client accepts it and it is long enough (as
-        routes.py's `_playlist_response`)."""
+        routes.py's `_playlist_response`); with `query` (a signed playback id's viewer's),
+        on every URI."""
+        if query and self.gate is not None:
+            body, gzipped = self.gate.signed_body(
+                body, query, self._accepts_gzip(request.accept_encoding))
+            return Response(200, _PLAYLIST_HEADERS[cache, gzipped], body, kind)
         if len(body) >= GZIP_MIN_BYTES and self._accepts_gzip(request.accept_encoding):
             body = (compressed() if compressed is not None
                     else gzip.compress(body, compresslevel=GZIP_LEVEL))
