@@ -26,6 +26,7 @@ from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.hls.serve import PlaybackServer
+from relay.hls.signed import PlaybackGate
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -65,7 +66,7 @@ class Server:
     Starlette app behind it as the fallback). `start` before use."""
 
     def __init__(self, tmp_path: Path, holds: HeldRequests | None = None,
-                 mode: str = "asgi") -> None:
+                 mode: str = "asgi", gate: PlaybackGate | None = None) -> None:
         self.mode = mode
         self.feeder = Feeder(LatencyMode.LOW)
         self.feeder.tracks()
@@ -77,8 +78,9 @@ class Server:
         self.counters = HlsCounters()
         self.holds = holds if holds is not None else HeldRequests()
         self.recorded = RecordedPlaylists()
+        self.gate = gate
         self.app = create_playback_app(self.directory, self.counters, holds=self.holds,
-                                       recorded=self.recorded)
+                                       recorded=self.recorded, gate=gate)
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
                                         base_url="http://relay.test")
         self.fed_ms = 0
@@ -87,7 +89,7 @@ class Server:
     async def __aenter__(self) -> Server:
         if self.mode == "lean":
             playback = PlaybackServer(self.directory, self.counters, holds=self.holds,
-                                      recorded=self.recorded)
+                                      recorded=self.recorded, gate=self.gate)
             url = await self._stack.enter_async_context(serving_lean(self.app, playback))
             self.client = httpx.AsyncClient(base_url=url)
         await self._stack.enter_async_context(self.client)
