@@ -266,7 +266,7 @@ def test_sign_playlist_puts_the_query_on_every_uri_and_nowhere_else() -> None:
         b'#EXT-X-RENDITION-REPORT:URI="../other/rendition.m3u8",LAST-MSN=7\n')
     query = session_query("1800000000.KID..MAC")
     signed = sign_playlist(playlist, query).decode()
-    assert signed.count("?session=") == 4
+    assert signed.count("?session=") == 5
     assert signed.replace("?session=1800000000.KID..MAC", "") == playlist.decode()
     # A multivariant playlist's media playlist URI.
     variant = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nID/rendition.m3u8\n"
