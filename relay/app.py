@@ -276,7 +276,7 @@ class RelayServer:
             # After the API's routes, so /video/v1, /docs and the health checks come first
             # and other paths keep the API's 404 envelope.
             # One gate for both playback servers: the same decisions, counts and caches.
-            gate = PlaybackGate(self.playback_access)
+            gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
             api.router.routes.extend(playback_routes(playback, self.hls_counters,
                                                      holds=self.held_requests,
                                                      recorded=recorded, gate=gate))

@@ -494,6 +494,12 @@ class IngestCollector(Collector):
         for kind, raised in ingest.warnings.raised.items():
             warnings.add_metric([kind.value], raised)
         yield warnings
+        refused = CounterMetricFamily(
+            "relay_playback_refused", "requests for signed playback ids refused with 403, by "
+            "reason (missing token, expired, wrong audience, ...)", labels=["reason"])
+        for reason, count in sorted(self.hls.playback_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
         yield GaugeMetricFamily("relay_hls_held_requests_now", "LL-HLS requests held now",
                                 value=self.held.held)
         yield GaugeMetricFamily("relay_live_sessions", "live sessions (publishing or "

@@ -35,7 +35,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from relay.hls import fmp4
@@ -118,6 +118,8 @@ class HlsCounters:
     held_timeouts: int = 0  # ...and were answered 503
     bad_requests: int = 0
     not_found: int = 0
+    #: Requests for signed playback ids refused with 403, by reason (`relay.hls.signed`).
+    playback_refused: dict[str, int] = field(default_factory=dict)
 
 
 class RecordingQueue:

@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from relay.hls.packager import HlsCounters
 from relay.hls.playlist import GZIP_LEVEL
 from relay.hls.recorded import GZIP_MIN_BYTES
 from relay.logs import LogLimiter, peer_text
@@ -135,13 +136,17 @@ class PlaybackGate:
     (tests, tools), signed ids do not play at all (the servers answer 404)."""
 
     def __init__(self, access: PlaybackAccess | None, *,
+                 counters: HlsCounters | None = None,
                  clock: Callable[[], float] = time.time,
                  gzip_cache: SignedGzipCache | None = None) -> None:
         self.access = access
         self.clock = clock
         self.gzip_cache = gzip_cache if gzip_cache is not None else SignedGzipCache()
-        #: Refusals so far, by reason.
-        self.refusals: dict[RefusalReason, int] = dict.fromkeys(RefusalReason, 0)
+        #: Refusals so far, by reason (`RefusalReason` values): the counters' when given,
+        #: which the metrics read.
+        self.refusals = counters.playback_refused if counters is not None else {}
+        for reason in RefusalReason:
+            self.refusals.setdefault(reason.value, 0)
         self._log = LogLimiter(log)
 
     @property
@@ -187,7 +192,7 @@ class PlaybackGate:
 
     def _refused(self, refused: TokenRefused, playback_id: str, client: str) -> Refusal:
         reason = refused.reason
-        self.refusals[reason] += 1
+        self.refusals[reason.value] += 1
         # The cause is one of a fixed set of names; the token never reaches the log, the
         # detail holds no peer value whole (`TokenRefused`).
         self._log.info(f"playback-refused-{reason.name.lower()}",

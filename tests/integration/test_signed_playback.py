@@ -21,6 +21,7 @@ import pytest
 
 from tests.integration.browser import launch_chromium, open_player
 from tests.integration.encoders import ffmpeg_publish, needs_ffmpeg
+from tests.integration.peers import metric
 from tests.integration.relay_process import RelayProcess
 from tests.integration.test_hls_playback import SIZE, decode, probe, stop_encoder
 from tests.integration.test_rtmp_ingest import (
@@ -156,6 +157,9 @@ def test_a_signed_stream_plays_only_with_a_valid_token(relay: RelayProcess) -> N
                              "unknown key")
             assert_forbidden(client.get(f"/{rendition}"), "unknown key")
             assert_forbidden(client.get(f"/{signed}/{segment}"), "unknown key")
+            # Counted by reason: the two playlists refused for the expired token.
+            assert metric(relay.urls["metrics"],
+                          'relay_playback_refused_total{reason="expired"}') == 2
     finally:
         stop_encoder(encoder)
     assert "refused" in relay.log and token not in relay.log
