@@ -95,15 +95,28 @@ class PlaybackDirectory:
         self._cache[playback_id] = (now + LOOKUP_TTL, found)
         return found
 
-    async def resolve(self, playback_id: str) -> tuple[Target, bool]:
-        """(what `playback_id` plays, or None; whether it is signed)."""
+    async def resolve(self, playback_id: str) -> Target:
+        """What a public `playback_id` plays, or None (for a signed one too: callers that
+        check tokens use `resolve_signed`)."""
+        target, signed = await self.resolve_signed(playback_id)
+        return None if signed else target
+
+    def resolve_cached(self, playback_id: str) -> tuple[bool, Target]:
+        """`resolve` without waiting, when the lookup is cached: (True, target); else
+        (False, None) and the caller awaits `resolve`."""
+        found, target, signed = self.resolve_cached_signed(playback_id)
+        return found, None if signed else target
+
+    async def resolve_signed(self, playback_id: str) -> tuple[Target, bool]:
+        """(what `playback_id` plays, or None; whether it is signed, so that the caller
+        answers it only when `PlaybackGate.check` says so)."""
         if not _PLAYBACK_ID.match(playback_id):
             return None, False
         return self._target(await self.lookup(playback_id))
 
-    def resolve_cached(self, playback_id: str) -> tuple[bool, Target, bool]:
-        """`resolve` without waiting, when the lookup is cached: (True, target, signed);
-        else (False, None, False) and the caller awaits `resolve`."""
+    def resolve_cached_signed(self, playback_id: str) -> tuple[bool, Target, bool]:
+        """`resolve_signed` without waiting, when the lookup is cached: (True, target,
+        signed); else (False, None, False) and the caller awaits `resolve_signed`."""
         if not _PLAYBACK_ID.match(playback_id):
             return True, None, False
         cached = self._cache.get(playback_id)
@@ -243,7 +256,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         if not name.endswith(".m3u8"):
             return _not_found(counters)
         playback_id = name[:-len(".m3u8")]
-        target, signed = await directory.resolve(playback_id)
+        target, signed = await directory.resolve_signed(playback_id)
         target = resolved(target, signed)
         query = b""
         if target is not None and signed:
@@ -273,7 +286,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
     async def media(request: Request) -> Response:
         playback_id: str = request.path_params["playback_id"]
         name: str = request.path_params["name"]
-        target, signed = await directory.resolve(playback_id)
+        target, signed = await directory.resolve_signed(playback_id)
         target = resolved(target, signed)
         if target is None:
             return _not_found(counters)

@@ -156,14 +156,14 @@ class PlaybackServer:
             if resource is None:
                 return None  # the Starlette route's 404 (or the API's)
             kind = _resource_kind(resource)
-        found, target, signed = self.directory.resolve_cached(playback_id)
+        found, target, signed = self.directory.resolve_cached_signed(playback_id)
         if not found:
             return self._resolving(request, playback_id, resource, kind)
         return self._media(request, playback_id, target, signed, resource, kind)
 
     async def _resolving(self, request: Request, playback_id: str,
                          resource: ResourceName | None, kind: str) -> Response | None:
-        target, signed = await self.directory.resolve(playback_id)
+        target, signed = await self.directory.resolve_signed(playback_id)
         answer = self._media(request, playback_id, target, signed, resource, kind)
         if answer is None or isinstance(answer, Response):
             return answer
@@ -212,7 +212,7 @@ class PlaybackServer:
                         render_player_page(playback_id, token=token).encode(), "player")
 
     def _multivariant(self, request: Request, playback_id: str) -> Answer:
-        found, target, signed = self.directory.resolve_cached(playback_id)
+        found, target, signed = self.directory.resolve_cached_signed(playback_id)
         if found and signed:
             target, query = self._signed_target(request, playback_id, target)
             if isinstance(query, Response):
@@ -238,7 +238,7 @@ class PlaybackServer:
         return target, checked
 
     async def _multivariant_later(self, request: Request, playback_id: str) -> Response:
-        target, signed = await self.directory.resolve(playback_id)
+        target, signed = await self.directory.resolve_signed(playback_id)
         query: bytes | Response = b""
         if signed:
             target, query = self._signed_target(request, playback_id, target)

@@ -62,6 +62,6 @@ def test_a_malformed_playback_id_never_reaches_the_store(playback_id: str,
                                                          tmp_path: Path) -> None:
     store = RecordingStore()
     directory = PlaybackDirectory(cast(Store, store), lambda _stream: None, AssetFiles(tmp_path))
-    assert asyncio.run(directory.resolve(playback_id)) == (None, False)
-    assert asyncio.run(directory.resolve("a" * 64)) == (None, False)
+    assert asyncio.run(directory.resolve(playback_id)) is None
+    assert asyncio.run(directory.resolve("a" * 64)) is None
     assert store.looked_up == ["a" * 64]

@@ -294,3 +294,13 @@ def test_the_forbidden_body_is_the_mux_envelope() -> None:
     from relay.playback.tokens import RefusalReason
     body = json.loads(forbidden_body(Refusal(RefusalReason.EXPIRED, "exp 1 is 5 s ago")))
     assert body == {"error": {"type": "forbidden", "messages": ["expired", "exp 1 is 5 s ago"]}}
+
+
+async def test_resolve_keeps_signed_ids_out_and_resolve_signed_names_them(
+        server: Server) -> None:
+    server.feed(2.5)
+    assert await server.directory.resolve(SIGNED_ID) is None  # as for callers without a gate
+    assert server.directory.resolve_cached(SIGNED_ID) == (True, None)
+    assert await server.directory.resolve_signed(SIGNED_ID) == (server.live, True)
+    assert server.directory.resolve_cached_signed(SIGNED_ID) == (True, server.live, True)
+    assert await server.directory.resolve_signed(LIVE_ID) == (server.live, False)
