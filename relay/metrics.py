@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import __version__
+from relay.histogram import BucketHistogram
 from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
 from relay.http_limits import HttpCounters
@@ -59,6 +66,34 @@ class GcTimer:
             self._started = time.perf_counter()
         else:
             self.seconds += time.perf_counter() - self._started
+
+
+def histogram_family(name: str, documentation: str,
+                     histogram: BucketHistogram) -> HistogramMetricFamily:
+    """A plain histogram as a Prometheus histogram (`name`_bucket, _sum, _count)."""
+    return HistogramMetricFamily(
+        name, documentation, sum_value=histogram.sum,
+        buckets=[("+Inf" if le == math.inf else repr(le), count)
+                 for le, count in histogram.cumulative()])
+
+
+def collect_hls_playback(hls: HlsCounters) -> Iterator[Metric]:
+    """The playback requests by kind and status, and the LL-HLS timing histograms."""
+    requests = CounterMetricFamily(
+        "relay_hls_requests", "playback requests answered, by kind (multivariant, "
+        "media_playlist, part, segment, init, player, static, other) and HTTP status",
+        labels=["kind", "status"])
+    for (kind, status), count in sorted(hls.requests.answered.items()):
+        requests.add_metric([kind.value, str(status)], count)
+    yield requests
+    yield histogram_family(
+        "relay_hls_blocking_reload_wait_seconds", "how long blocking playlist reloads "
+        "(_HLS_msn, _HLS_part) were held until answered (200, or 503 at the hold timeout); "
+        "those the playlist already satisfied are not counted", hls.reload_wait)
+    yield histogram_family(
+        "relay_hls_part_publish_delay_seconds", "from the arrival of a listed part's last "
+        "frame to the part's listing in the live playlist (about one frame interval: a "
+        "frame's duration is known when the next arrives)", hls.part_publish_delay)
 
 
 # -- the SRT side, as the collector reads it -------------------------------------------
@@ -495,6 +530,7 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())
+        yield from collect_hls_playback(self.hls)
         yield from collect_live_streams(self.registry, self.clock())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)

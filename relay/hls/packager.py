@@ -35,10 +35,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from relay.histogram import BucketHistogram
 from relay.hls import fmp4
+from relay.hls.blocking import RELOAD_WAIT_BUCKETS
 from relay.hls.disk import DISK, DiskPool
 from relay.hls.model import LatencyMode, ResourceName
 from relay.hls.playlist import (
@@ -54,6 +56,7 @@ from relay.hls.recording import (
     RecordingSummary,
     RecordingWriter,
 )
+from relay.hls.request_counts import HlsRequestCounters
 from relay.hls.segmenter import (
     DEFAULT_PART_TARGET,
     InitChanged,
@@ -89,6 +92,13 @@ MAX_RECORDING_JOBS: Final = 1024
 #: recording is finalized after it if the process lives that long.
 DISK_STALL_SECONDS: Final = 5.0
 
+#: Buckets (seconds) of `relay_hls_part_publish_delay_seconds`, from the arrival of a part's
+#: last frame to the part's listing in the playlist: the segmenter holds one frame per track
+#: (a frame's duration is known when the next arrives), so the delay is about one frame
+#: interval (33 ms at 30 fps, 67 ms at 15 fps) plus the time the event loop took.
+PART_PUBLISH_DELAY_BUCKETS: Final = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                     0.3, 0.5, 1.0, 2.0)
+
 #: The shortest wait of `RecordingQueue.close` between two looks at whether the job it waits
 #: for has hung.
 _STALL_POLL_SECONDS: Final = 0.5
@@ -118,6 +128,14 @@ class HlsCounters:
     held_timeouts: int = 0  # ...and were answered 503
     bad_requests: int = 0
     not_found: int = 0
+    #: By kind and status (any server of the playback routes calls `requests.count`).
+    requests: HlsRequestCounters = field(default_factory=HlsRequestCounters)
+    #: How long blocking playlist reloads (_HLS_msn, _HLS_part) were held, seconds.
+    reload_wait: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(RELOAD_WAIT_BUCKETS))
+    #: From a listed part's last frame's arrival to the part in the playlist, seconds.
+    part_publish_delay: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(PART_PUBLISH_DELAY_BUCKETS))
 
 
 class RecordingQueue:
@@ -517,11 +535,16 @@ class LivePackager:
                            "keyframe; set the encoder's keyframe interval (2 s is usual)")
                 return
         if self.playlist is None:
+            # (The first segment's parts wait for it to complete, which fixes
+            # TARGETDURATION: a start-up wait, left out of the publish delay.)
             self._buffered.append((event, data))
             if isinstance(event, SegmentCompleted):
                 self._create_playlist(event.target_duration)
             return
         self._apply(event, data)
+        if isinstance(event, PartCut) and event.listed:
+            self.counters.part_publish_delay.observe(
+                max(0.0, self._clock() - event.last_arrival))
 
     def _create_playlist(self, target_duration: int) -> None:
         self.playlist = LivePlaylist(kind=PlaylistKind.LIVE, target_duration=target_duration,

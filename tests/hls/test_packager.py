@@ -350,3 +350,23 @@ async def test_a_session_that_ends_as_it_starts_recording_keeps_its_recording(
     assert asset.duration == pytest.approx(4.5, abs=0.05)  # as packaged, not 0
     text = (tmp_path / session.asset_id / RECORDING_PLAYLIST).read_text()
     assert text.endswith("#EXT-X-ENDLIST\n") and text.count(".m4s") == 3
+
+
+def test_part_publish_delay_is_measured_from_the_parts_last_frame() -> None:
+    # The fake clock is the frames' arrival: a part is cut when the frame after its last
+    # one arrives, so each delay is one frame interval or less (30 fps video, AAC at 48 kHz
+    # holding one 21 ms frame back), never 0.
+    feeder = Feeder().tracks()
+    packager, counters = feeder.packager, feeder.packager.counters
+    frames = iter(av(4.5))
+    while packager.playlist is None:
+        feeder.frames([next(frames)])
+    # The first segment's parts waited for it (start-up): not counted.
+    assert counters.part_publish_delay.count == 0
+    parts_before = counters.parts
+    feeder.frames(frames)
+    delays = counters.part_publish_delay
+    assert delays.count == counters.parts - parts_before > 0
+    buckets = dict(delays.cumulative())
+    assert buckets[0.005] == 0 and buckets[0.05] == delays.count
+    assert 0.015 * delays.count < delays.sum < 0.035 * delays.count
