@@ -246,7 +246,8 @@ class RelayServer:
                                               srt=self.srt_metrics,
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
-                                                  lambda: list(self.simulcasts)))
+                                                  lambda: list(self.simulcasts)),
+                                              webhooks=self.webhooks.counters)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
                              asset_files=asset_files)

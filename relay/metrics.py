@@ -3,9 +3,10 @@
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
 holds the process and runtime collectors, Relay's build info, the ingest counters, the live
 streams by status with each live session's ingest health and viewers (relay.streams.health),
-the HLS packaging and playback counters, the SRT listener's counters and per-connection
-statistics when SRT is on, and the simulcast counters with a few series per target of each
-live session; webhook counters join it as that part lands.
+the HLS packaging and playback counters (requests by kind and status, the blocking-reload
+and part-publish histograms), the SRT listener's counters and per-connection statistics
+when SRT is on, the simulcast counters with a few series per target of each live session,
+and the webhook deliverer's backlog, results and latency.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from relay.srt.admission import SrtAdmissionCounters
 from relay.store.records import SimulcastTargetStatus
 from relay.streams.lifecycle import State
 from relay.streams.registry import IngestRegistry
+from relay.webhooks.counters import BACKLOG_COUNT_INTERVAL, WebhookCounters
 
 _build = Info("relay_build", "Relay version")
 _build.info({"version": __version__})
@@ -94,6 +96,28 @@ def collect_hls_playback(hls: HlsCounters) -> Iterator[Metric]:
         "relay_hls_part_publish_delay_seconds", "from the arrival of a listed part's last "
         "frame to the part's listing in the live playlist (about one frame interval: a "
         "frame's duration is known when the next arrives)", hls.part_publish_delay)
+
+
+def collect_webhooks(webhooks: WebhookCounters) -> Iterator[Metric]:
+    """The webhook backlog, tries by result and delivery latency."""
+    depth = GaugeMetricFamily(
+        "relay_webhook_queue_depth", "webhook deliveries not made yet, by state (waiting: "
+        "never tried; retrying: failed at least once, due again later), as the deliverer "
+        f"counted them last: at most {BACKLOG_COUNT_INTERVAL:g} s ago", labels=["state"])
+    depth.add_metric(["waiting"], webhooks.waiting)
+    depth.add_metric(["retrying"], webhooks.retrying)
+    yield depth
+    results = CounterMetricFamily(
+        "relay_webhook_deliveries", "webhook delivery tries by result (success: a 2xx; "
+        "http_error: another status; timeout; connection_error: no answer), and "
+        "failed_permanently: deliveries given up after the retry window",
+        labels=["result"])
+    for result, count in webhooks.results.items():
+        results.add_metric([result], count)
+    yield results
+    yield histogram_family(
+        "relay_webhook_delivery_latency_seconds", "from a webhook event's creation to its "
+        "successful delivery (retries included)", webhooks.latency)
 
 
 # -- the SRT side, as the collector reads it -------------------------------------------
@@ -390,11 +414,13 @@ class IngestCollector(Collector):
                  held: HeldRequests | None = None,
                  srt: SrtMetricsSource | None = None,
                  simulcast: SimulcastMetricsSource | None = None,
+                 webhooks: WebhookCounters | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.clock = clock  # the sessions' clock: their health buckets are in its seconds
         self.srt = srt
         self.simulcast = simulcast
+        self.webhooks = webhooks if webhooks is not None else WebhookCounters()
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.http = http if http is not None else HttpCounters()
@@ -531,6 +557,7 @@ class IngestCollector(Collector):
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())
         yield from collect_hls_playback(self.hls)
+        yield from collect_webhooks(self.webhooks)
         yield from collect_live_streams(self.registry, self.clock())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)
