@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "relay.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "relay-alerts.yml"
+ALERT_TESTS = ROOT / "tests" / "deploy" / "relay-alerts-test.yml"
 PROMTOOL = shutil.which("promtool")
 
 _TABLE = re.compile(r"<!-- metrics-table[^>]*-->\n(.*?)<!-- /metrics-table -->", re.S)
@@ -185,12 +186,23 @@ def test_alert_rules_name_only_exported_metrics(families: dict[str, Metric]) -> 
             "RelayWebhookBacklog", "RelayProtocolErrorsSurge"} <= {r["alert"] for r in rules}
 
 
-def test_promtool_accepts_the_alert_rules() -> None:
-    # A required peer: missing, the test fails (make test installs it) rather than skip.
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    # A required peer: missing, the tests fail (make test installs it) rather than skip.
     if PROMTOOL is None:
         pytest.fail("promtool is not installed: install Debian's prometheus package "
                     "(make test does: APT_PACKAGES)")
-    checked = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True,
-                             text=True, timeout=60, check=False)
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=ROOT)
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    checked = promtool("check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in checked.stdout
+
+
+def test_the_alerts_fire_on_relays_series() -> None:
+    """tests/deploy/relay-alerts-test.yml: stream down, bitrate collapse, active streams
+    dropped, webhook backlog and protocol errors surge, each quiet before and firing after."""
+    tested = promtool("test", "rules", str(ALERT_TESTS))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
