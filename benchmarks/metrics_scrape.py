@@ -39,7 +39,8 @@ def live_registry(streams: int, live: int, viewers: int, now: float) -> IngestRe
     for stream_id in ids:
         registry._remember(stream_id, new_stream_key(), "idle", new_srt_passphrase())
     for stream_id in ids[:live]:
-        stream = cast(LiveStream, SimpleNamespace(id=stream_id, reconnect_window=60.0))
+        stream = cast(LiveStream, SimpleNamespace(id=stream_id, reconnect_window=60.0,
+                                                  audio_only=False))
         session = LiveSession(stream, store, session_limit=3600, on_ended=lambda _: None)
         for tick in range(6 * 30):
             session.health.record(now - 6 + tick / 30, 4000, True, tick % 30 == 0, tick * 33)

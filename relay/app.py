@@ -53,6 +53,8 @@ from relay.metrics import (
     SrtMetricsSource,
     create_metrics_app,
 )
+from relay.playback.access import PlaybackAccess
+from relay.playback.sessions import SESSION_SECRET_FILE, load_session_secret
 from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
@@ -163,6 +165,9 @@ class RelayServer:
         self.simulcast_counters = SimulcastCounters()
         #: Works the webhook outbox (and prunes it) while the server runs.
         self.webhooks: WebhookDeliverer | None = None
+        #: Signing keys, playback restrictions and session values for signed playback
+        #: (issue 17), kept in step with the API; set while the server runs.
+        self.playback_access: PlaybackAccess | None = None
 
     @property
     def store(self) -> Store:
@@ -206,9 +211,11 @@ class RelayServer:
                 self.listeners.append(
                     bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
             def session_started(session: LiveSession) -> None:
-                attach_packager(session, asset_files, part_target=s.part_target,
-                                counters=self.hls_counters, disk=self.disk,
-                                recording_max_backlog=s.recording_max_backlog)
+                packager = attach_packager(session, asset_files, part_target=s.part_target,
+                                           counters=self.hls_counters, disk=self.disk,
+                                           recording_max_backlog=s.recording_max_backlog)
+                # Keyframes further apart than the packager's segments: a warning.
+                session.warnings.segment_target = packager.segmenter.segment_target
                 attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts,
                                  counters=self.simulcast_counters)
 
@@ -248,9 +255,12 @@ class RelayServer:
                                                   self.simulcast_counters,
                                                   lambda: list(self.simulcasts)),
                                               webhooks=self.webhooks.counters)
+            self.playback_access = PlaybackAccess(
+                session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
+            await self.playback_access.load(self.store)
             api = create_api(self.store, self.readiness_problems,
                              on_stream_change=self.registry.stream_changed,
-                             asset_files=asset_files)
+                             asset_files=asset_files, playback_access=self.playback_access)
             registry = self.registry
             playback = PlaybackDirectory(
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
@@ -532,6 +542,17 @@ def load_simulcast_tls(settings: Settings) -> ssl.SSLContext:
                 f"cannot load the CA bundle {str(settings.simulcast_ca_file)!r}: {exc}; "
                 "give --simulcast-ca-file a file of PEM CA certificates") from None
     return context
+
+
+def session_secret(path: Path) -> bytes:
+    """The playback session secret kept in the data dir (made on first start)."""
+    try:
+        return load_session_secret(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(f"cannot read or make the playback session secret "
+                           f"{str(path)!r}: {reason}; it must be a file of 32 bytes "
+                           "readable by Relay (delete it to have a new one made)") from None
 
 
 def prepare_data_dir(data_dir: Path) -> None:

@@ -5,6 +5,10 @@ the CLI, the README's configuration table and the tests read that one table. A f
 on the command line wins over the env var, which wins over the default.
 """
 
+# Settings' defaults are calls (`_default`) that read the option table once, at import;
+# the values are immutable, which is what RUF009 guards against.
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +17,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
+
+from relay.limits import MAX_FRAME_SIZE, MAX_SESSION_SECONDS
 
 
 class ConfigError(ValueError):
@@ -171,7 +177,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("rtmp-idle-timeout", parse_seconds(1, 3600), 30.0,
            "close a publishing connection that sends nothing for this many seconds", "SECONDS"),
     Option("rtmp-max-message-size", parse_int_range(64 * 1024, 256 * 1024 * 1024),
-           8 * 1024 * 1024,
+           MAX_FRAME_SIZE,
            "largest RTMP message (one video frame) accepted, in bytes; larger closes the "
            "connection", "BYTES"),
     Option("log-repeat-interval", parse_seconds(0.1, 3600), 10.0,
@@ -201,7 +207,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "first track must come within 10 s of the handshake)", "SECONDS"),
     Option("part-target", parse_seconds(0.1, 1.0), 0.3,
            "LL-HLS PART-TARGET in seconds for streams with latency_mode low", "SECONDS"),
-    Option("max-session-duration", parse_seconds(1, 43_200), 43_200.0,
+    Option("max-session-duration", parse_seconds(1, MAX_SESSION_SECONDS),
+           float(MAX_SESSION_SECONDS),
            "upper bound on any live session in seconds; a stream's max_continuous_duration "
            "applies when smaller", "SECONDS"),
     Option("disk-threads", parse_int_range(1, 64), 8,
@@ -243,45 +250,56 @@ class SeedToken:
     secret: str
 
 
+def _default(dest: str) -> Any:
+    """The default of the option whose setting is `dest`: a repeatable option's is ()."""
+    option = _OPTIONS_BY_DEST[dest]
+    return () if option.repeat else option.default
+
+
+_OPTIONS_BY_DEST: Final = {option.dest: option for option in SERVE_OPTIONS}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    data_dir: Path = Path("relay-data")
-    database_url: str | None = None
-    host: str = "0.0.0.0"
-    http_port: int = 8080
-    http_max_connections: int = 4000
-    http_max_connections_per_ip: int = 1000
-    http_header_timeout: float = 10.0
-    http_body_timeout: float = 30.0
-    http_send_timeout: float = 30.0
-    hls_max_held_requests: int = 3000
-    hls_max_held_requests_per_stream: int = 1500
-    metrics_port: int = 9464
-    rtmp_port: int = 5222
-    rtmps_port: int = 443
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    simulcast_ca_file: Path | None = None
-    rtmp_max_connections: int = 1000
-    rtmp_max_connections_per_ip: int = 20
-    rtmp_idle_timeout: float = 30.0
-    rtmp_max_message_size: int = 8 * 1024 * 1024
-    rtmp_pre_publish_buffer_budget: int = 64 * 1024 * 1024
-    srt_port: int = 6001  # 0: SRT off
-    srt_latency: int = 120  # ms
-    srt_max_connections: int = 1000
-    srt_max_connections_per_ip: int = 20
-    srt_idle_timeout: float = 30.0
-    max_session_duration: float = 43_200.0
-    part_target: float = 0.3
-    log_repeat_interval: float = 10.0
-    disk_threads: int = 8
-    recording_max_backlog: int = 64 * 1024 * 1024
-    webhook_url: tuple[str, ...] = ()
-    webhook_secret: str | None = None
-    webhook_retention: float = 604_800.0
-    log_level: str = "info"
-    log_format: str = "text"
+    """What `relay serve` runs with. Each default is its option's (`_default`): one home."""
+
+    data_dir: Path = _default("data_dir")
+    database_url: str | None = _default("database_url")
+    host: str = _default("host")
+    http_port: int = _default("http_port")
+    http_max_connections: int = _default("http_max_connections")
+    http_max_connections_per_ip: int = _default("http_max_connections_per_ip")
+    http_header_timeout: float = _default("http_header_timeout")
+    http_body_timeout: float = _default("http_body_timeout")
+    http_send_timeout: float = _default("http_send_timeout")
+    hls_max_held_requests: int = _default("hls_max_held_requests")
+    hls_max_held_requests_per_stream: int = _default("hls_max_held_requests_per_stream")
+    metrics_port: int = _default("metrics_port")
+    rtmp_port: int = _default("rtmp_port")
+    rtmps_port: int = _default("rtmps_port")
+    tls_cert: Path | None = _default("tls_cert")
+    tls_key: Path | None = _default("tls_key")
+    simulcast_ca_file: Path | None = _default("simulcast_ca_file")
+    rtmp_max_connections: int = _default("rtmp_max_connections")
+    rtmp_max_connections_per_ip: int = _default("rtmp_max_connections_per_ip")
+    rtmp_idle_timeout: float = _default("rtmp_idle_timeout")
+    rtmp_max_message_size: int = _default("rtmp_max_message_size")
+    rtmp_pre_publish_buffer_budget: int = _default("rtmp_pre_publish_buffer_budget")
+    srt_port: int = _default("srt_port")  # 0: SRT off
+    srt_latency: int = _default("srt_latency")  # ms
+    srt_max_connections: int = _default("srt_max_connections")
+    srt_max_connections_per_ip: int = _default("srt_max_connections_per_ip")
+    srt_idle_timeout: float = _default("srt_idle_timeout")
+    max_session_duration: float = _default("max_session_duration")
+    part_target: float = _default("part_target")
+    log_repeat_interval: float = _default("log_repeat_interval")
+    disk_threads: int = _default("disk_threads")
+    recording_max_backlog: int = _default("recording_max_backlog")
+    webhook_url: tuple[str, ...] = _default("webhook_url")
+    webhook_secret: str | None = _default("webhook_secret")
+    webhook_retention: float = _default("webhook_retention")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
     seed_token: SeedToken | None = None
 
     @property
@@ -289,11 +307,6 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'relay.db'}"
-
-    @property
-    def media_dir(self) -> Path:
-        """Where recordings live: DATA_DIR/assets/{asset_id}/."""
-        return self.data_dir / "assets"
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:

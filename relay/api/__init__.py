@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from relay import __version__
-from relay.api import assets, health, live_streams, webhook_events
+from relay.api import assets, health, live_streams, signing, webhook_events
 from relay.api.auth import AuthLimits
 from relay.api.deps import StreamChangeListener
 from relay.api.errors import install_error_handlers
 from relay.api.health import ReadinessCheck
 from relay.api.middleware import BasicAuthMiddleware, BodyLimitMiddleware
+from relay.playback.access import PlaybackAccess
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import LiveStream
@@ -53,12 +54,15 @@ def create_api(
     on_stream_change: StreamChangeListener = _ignore_change,
     asset_files: AssetFiles | None = None,
     auth_limits: AuthLimits | None = None,
+    playback_access: PlaybackAccess | None = None,
 ) -> FastAPI:
     """Build the ASGI app that serves the API with `store` as its data; `on_stream_change`
     hears of every change to a stream (creates, updates, completes, disables, enables,
     deletes, key resets) so live sessions and the stream-key cache can act on them;
     `asset_files`, when given, has each deleted asset's media removed with it;
-    `auth_limits` says how failed authentications are slowed (auth.py's defaults)."""
+    `auth_limits` says how failed authentications are slowed (auth.py's defaults);
+    `playback_access`, when given, is told of every signing key and playback restriction
+    the API creates, changes or deletes (the playback routes check tokens with it)."""
     app = _RelayApi(
         title="Relay",
         version=__version__,
@@ -68,10 +72,14 @@ def create_api(
     app.state.readiness = readiness
     app.state.on_stream_change = on_stream_change
     app.state.asset_files = asset_files
+    app.state.playback_access = playback_access
     install_error_handlers(app)
     app.include_router(live_streams.router)
     app.include_router(assets.router)
     app.include_router(webhook_events.router)
+    app.include_router(signing.system_router)
+    app.include_router(signing.video_router)
+    app.include_router(signing.restrictions_router)
     app.include_router(health.router)
     # Added last, so it runs first: auth, then the body limit, then routing.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)

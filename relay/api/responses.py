@@ -14,6 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from relay.api.schemas import (
+    MAX_CONTINUOUS_DURATION,
+    MAX_RECONNECT_WINDOW,
+    MIN_CONTINUOUS_DURATION,
+)
 from relay.store.records import (
     AssetStatus,
     IngestProtocol,
@@ -74,9 +79,10 @@ class LiveStreamData(_Described):
     latency_mode: LatencyMode
     reduced_latency: bool = Field(description="Deprecated: latency_mode is reduced")
     low_latency: bool = Field(description="Deprecated: latency_mode is low")
-    reconnect_window: float = Field(ge=0, le=1800)
+    reconnect_window: float = Field(ge=0, le=MAX_RECONNECT_WINDOW)
     use_slate_for_standard_latency: bool
-    max_continuous_duration: int = Field(ge=60, le=43200)
+    max_continuous_duration: int = Field(ge=MIN_CONTINUOUS_DURATION,
+                                         le=MAX_CONTINUOUS_DURATION)
     simulcast_targets: list[SimulcastTargetData]
     recent_asset_ids: list[str] = Field(description="Newest recordings, newest last")
     srt_passphrase: str
@@ -182,3 +188,57 @@ class WebhookEventData(_Described):
 
 class WebhookEventListResponse(_Described):
     data: list[WebhookEventData]
+
+
+# -- signed playback (issue 17) ------------------------------------------------------------
+
+class SigningKeyData(_Described):
+    id: str
+    created_at: str = UnixSecondsText
+
+
+class NewSigningKeyData(_Described):
+    id: str
+    created_at: str = UnixSecondsText
+    private_key: str = Field(
+        description="Base64 of the RSA 2048 private key's PEM; returned only here, once: "
+                    "Relay keeps the public key alone")
+
+
+class SigningKeyResponse(_Described):
+    data: SigningKeyData
+
+
+class NewSigningKeyResponse(_Described):
+    data: NewSigningKeyData
+
+
+class SigningKeyListResponse(_Described):
+    data: list[SigningKeyData]
+
+
+class ReferrerRuleData(_Described):
+    allowed_domains: list[str] = Field(
+        description="[] admits no site, [\"*\"] any, otherwise host names or *.wildcards")
+    allow_no_referrer: bool
+
+
+class UserAgentRuleData(_Described):
+    allow_no_user_agent: bool
+    allow_high_risk_user_agent: bool
+
+
+class PlaybackRestrictionData(_Described):
+    id: str
+    created_at: str = UnixSecondsText
+    updated_at: str = UnixSecondsText
+    referrer: ReferrerRuleData
+    user_agent: UserAgentRuleData
+
+
+class PlaybackRestrictionResponse(_Described):
+    data: PlaybackRestrictionData
+
+
+class PlaybackRestrictionListResponse(_Described):
+    data: list[PlaybackRestrictionData]

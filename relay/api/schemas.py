@@ -20,12 +20,19 @@ from pydantic import (
     model_validator,
 )
 
+from relay.limits import MAX_SESSION_SECONDS
+from relay.playback.restrictions import (
+    ALLOWED_DOMAIN_PATTERN,
+    MAX_ALLOWED_DOMAINS,
+    MAX_DOMAIN_LENGTH,
+    normalize_allowed_domain,
+)
 from relay.store import NewLiveStream, NewSimulcastTarget
 from relay.store.records import JSONDict, LatencyMode, PlaybackPolicy
 
 MAX_RECONNECT_WINDOW = 1800.0
 MIN_CONTINUOUS_DURATION = 60
-MAX_CONTINUOUS_DURATION = 43200  # 12 hours, Mux's session limit
+MAX_CONTINUOUS_DURATION = MAX_SESSION_SECONDS
 DEFAULT_STANDARD_RECONNECT_WINDOW = 60.0
 #: What a simulcast target may be: Relay pushes over RTMP and RTMP over TLS (issue 14); an
 #: srt:// target would be accepted and then never pushed, a failure the user cannot see.
@@ -253,3 +260,36 @@ def _policies(*candidates: list[PlaybackPolicy] | None) -> tuple[PlaybackPolicy,
         if policies:
             return tuple(dict.fromkeys(policies))
     return ()
+
+
+# -- playback restrictions (signed playback, issue 17) ------------------------------------
+
+AllowedDomain = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_DOMAIN_LENGTH,
+          json_schema_extra={"pattern": ALLOWED_DOMAIN_PATTERN}),
+]
+
+
+class ReferrerRule(_Body):
+    """Mux's referrer restriction (also the body of `PUT .../{id}/referrer`)."""
+
+    allowed_domains: Annotated[list[AllowedDomain], Field(max_length=MAX_ALLOWED_DOMAINS)]
+    allow_no_referrer: bool = False
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _check_domains(cls, domains: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_allowed_domain(d) for d in domains))
+
+
+class UserAgentRule(_Body):
+    """Mux's user-agent restriction (also the body of `PUT .../{id}/user_agent`)."""
+
+    allow_no_user_agent: bool = True
+    allow_high_risk_user_agent: bool = True
+
+
+class CreatePlaybackRestrictionRequest(_Body):
+    referrer: ReferrerRule
+    user_agent: UserAgentRule | None = None

@@ -52,6 +52,7 @@ from relay._native.elementary import (
     annexb_to_length_prefixed,
     split_adts,
 )
+from relay.limits import MAX_FRAME_SIZE
 from relay.media import h264, hevc
 from relay.media.aac import SAMPLING_FREQUENCIES, aac_audio_config
 from relay.media.bitreader import BitReader, nal_to_rbsp
@@ -78,7 +79,7 @@ _STREAM_TYPE_NAMES = {STREAM_TYPE_AAC_ADTS: "AAC (ADTS)", STREAM_TYPE_H264: "H.2
 
 #: The longest access unit held while its PES packets arrive, in bytes (the TS demuxer's
 #: default PES bound, so one maximal PES fits); a longer one is dropped and counted.
-MAX_ACCESS_UNIT_SIZE = 8 * 1024 * 1024
+MAX_ACCESS_UNIT_SIZE = MAX_FRAME_SIZE
 #: NAL units in one access unit. H.265 level 6.2 allows 600 slice segments per picture
 #: (Table A.8) and H.264 streams use far fewer; SEI and parameter sets add a handful.
 MAX_NAL_UNITS = 2048

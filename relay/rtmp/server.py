@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from relay._native.rtmp_chunk import ChunkError
+from relay.limits import MAX_FRAME_SIZE
 from relay.logs import LogLimiter, peer_text
 from relay.media.flv import (
     AudioTagUnit,
@@ -78,7 +79,7 @@ class RtmpLimits:
     max_connections_per_ip: int = 20  # per address group: an IPv4 address or an IPv6 /64
     handshake_timeout: float = 10.0  # from accept until a publish is accepted
     idle_timeout: float = 30.0  # no bytes from the encoder for this long -> close
-    max_message_size: int = 8 * 1024 * 1024
+    max_message_size: int = MAX_FRAME_SIZE
     max_buffered: int = 16 * 1024 * 1024
     log_interval: float = 10.0  # at most one line per cause per interval (LogLimiter)
     # Commands, data and control messages; before a publish, every message (session.py).

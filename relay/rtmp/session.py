@@ -221,9 +221,7 @@ class ServerSession:
         self._next_event = 0
         self._peer_window = 0  # the encoder's Window Acknowledgement Size, when it sent one
         self._acked = 0  # bytes_received when we last acknowledged
-        self._publish_txn = 0.0
         self.stream_key = ""
-        self.messages_ignored = 0
 
     # -- input ---------------------------------------------------------------------
 
@@ -332,8 +330,7 @@ class ServerSession:
         if type_id in (MessageType.AUDIO, MessageType.VIDEO):
             if self.state is State.PUBLISHING:
                 self._events.append(MediaMessage(type_id, message.timestamp, message.payload))
-            else:
-                self.messages_ignored += 1
+            # else: media before the publish is admitted belongs to no stream; dropped
         elif type_id in (MessageType.COMMAND_AMF0, MessageType.COMMAND_AMF3):
             self._on_command(message)
         elif type_id in (MessageType.DATA_AMF0, MessageType.DATA_AMF3):
@@ -384,15 +381,12 @@ class ServerSession:
         try:
             values = amf0.decode_all(payload)
         except amf0.AmfError:
-            self.messages_ignored += 1  # metadata is advisory; a bad one costs nothing
-            return
+            return  # metadata is advisory; a bad one costs nothing
         if values and values[0] == "@setDataFrame":
             values = values[1:]
         if (self.state is State.PUBLISHING and len(values) >= 2 and values[0] == "onMetaData"
                 and isinstance(values[1], dict)):
             self._events.append(Metadata(dict(values[1])))
-        else:
-            self.messages_ignored += 1
 
     def _on_aggregate(self, message: RtmpMessage) -> None:
         # RTMP 7.1.6: FLV tags back to back, each followed by its 4-byte back pointer; the
@@ -434,12 +428,10 @@ class ServerSession:
             raise RemoteProtocolError(f"expected connect, got '{peer_text(name)}'")
         elif name in ("_result", "_error", "onStatus", "onBWDone"):
             pass  # answers to calls Relay never makes, or courtesy notifications
-        else:
-            self.messages_ignored += 1
-            if txn:
-                self._command("_error", txn, None, _status(
-                    "error", "NetConnection.Call.Failed",
-                    f"{peer_text(name)} is not supported by this server in state {self.state}"))
+        elif txn:  # an unknown call with a transaction id gets an error; without one, nothing
+            self._command("_error", txn, None, _status(
+                "error", "NetConnection.Call.Failed",
+                f"{peer_text(name)} is not supported by this server in state {self.state}"))
 
     def _on_connect(self, txn: float, args: list[amf0.AmfValue]) -> None:
         props = args[0] if args and isinstance(args[0], dict) else {}
@@ -487,7 +479,6 @@ class ServerSession:
             return
         key, _, query = name.partition("?")
         self.stream_key = key
-        self._publish_txn = txn
         self.state = State.PUBLISH_PENDING
         self._events.append(PublishRequested(key, query, publish_type))
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from relay._native.mpegts import PesPacket, TsDemuxer
+from relay.limits import MAX_FRAME_SIZE
 from relay.logs import LogLimiter, peer_text
 from relay.media.ts_units import TsIngestError, TsMediaAssembler
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
@@ -56,7 +57,7 @@ class SrtIngestLimits:
     media_timeout: float = 10.0  # from accept until the first track configuration
     idle_timeout: float = 30.0  # no bytes from the caller for this long -> close
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
-    max_pes_size: int = 8 * 1024 * 1024  # one PES (one video frame) at most
+    max_pes_size: int = MAX_FRAME_SIZE  # one PES (one video frame) at most
     log_interval: float = 10.0  # at most one line per cause per interval (LogLimiter)
 
 

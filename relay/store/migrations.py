@@ -134,9 +134,28 @@ def _v3_webhook_deliveries(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v4_signed_playback(conn: Connection) -> None:
+    """Signing keys (public halves only) and playback restrictions (issue 17)."""
+    md = MetaData()
+    id_ = String(64)
+    Table("signing_keys", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", id_, nullable=False, unique=True),
+          Column("created_at", Integer, nullable=False),
+          Column("public_key", Text, nullable=False))
+    Table("playback_restrictions", md,
+          Column("seq", Integer, primary_key=True, autoincrement=True),
+          Column("id", id_, nullable=False, unique=True),
+          Column("created_at", Integer, nullable=False),
+          Column("updated_at", Integer, nullable=False),
+          Column("referrer", JSON, nullable=False),
+          Column("user_agent", JSON, nullable=False))
+    md.create_all(conn)
+
+
 # Append only: position + 1 is the schema version a migration produces.
 MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox,
-                                     _v3_webhook_deliveries)
+                                     _v3_webhook_deliveries, _v4_signed_playback)
 LATEST_VERSION = len(MIGRATIONS)
 
 

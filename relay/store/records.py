@@ -241,3 +241,41 @@ class WebhookDelivery:
     delivered_at: float | None = None
     #: The last few tries (Mux's `attempts` objects), oldest first.
     attempt_log: tuple[JSONDict, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A signing key as Relay keeps it: the public half only. The private key exists once,
+    in the answer to its creation (`private_key` there), and nowhere in Relay after."""
+
+    id: str
+    created_at: int
+    public_key: str  # SubjectPublicKeyInfo PEM
+
+    def to_api(self) -> JSONDict:
+        return {"id": self.id, "created_at": str(self.created_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackRestriction:
+    """Rules a token naming this restriction (`playback_restriction_id`) is held to: which
+    sites may embed the player (`Referer`) and which clients may play (`User-Agent`)."""
+
+    id: str
+    created_at: int
+    updated_at: int
+    allowed_domains: tuple[str, ...]
+    allow_no_referrer: bool
+    allow_no_user_agent: bool = True
+    allow_high_risk_user_agent: bool = True
+
+    def to_api(self) -> JSONDict:
+        return {
+            "id": self.id,
+            "created_at": str(self.created_at),
+            "updated_at": str(self.updated_at),
+            "referrer": {"allowed_domains": list(self.allowed_domains),
+                         "allow_no_referrer": self.allow_no_referrer},
+            "user_agent": {"allow_no_user_agent": self.allow_no_user_agent,
+                           "allow_high_risk_user_agent": self.allow_high_risk_user_agent},
+        }

@@ -55,8 +55,10 @@ from relay.store.records import (
     PlaybackId,
     PlaybackObjectType,
     PlaybackPolicy,
+    PlaybackRestriction,
     RecordedMedia,
     RecordingTime,
+    SigningKey,
     SimulcastErrorSeverity,
     SimulcastTarget,
     SimulcastTargetStatus,
@@ -69,6 +71,8 @@ from relay.store.tables import (
     events,
     live_streams,
     playback_ids,
+    playback_restrictions,
+    signing_keys,
     simulcast_targets,
     webhook_deliveries,
     webhook_endpoints,
@@ -135,7 +139,7 @@ class StreamKeyRow:
     srt_passphrase: str
 
 
-SessionStep = Literal["connected", "recording", "active", "disconnected", "ended"]
+SessionStep = Literal["connected", "recording", "active", "disconnected", "ended", "warning"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ class SessionWrite:
     protocol: IngestProtocol = "rtmp"  # recording
     recorded: RecordingTime | None = None  # disconnected: the connection's interval
     media: RecordedMedia | None = None  # ended: the recording as packaged
+    warning: tuple[str, str] | None = None  # warning: (type, message)
 
 
 #: Most session transitions written in one transaction. A batch holds the database's write
@@ -592,6 +597,126 @@ class Store:
             await self._append_asset_event(conn, "video.asset.deleted", asset)
             return True
 
+    # -- signing keys and playback restrictions (signed playback, issue 17) ---------------
+
+    async def create_signing_key(self, public_key: str, *, max_keys: int) -> SigningKey | None:
+        """Keep the public half of a new signing key; None when `max_keys` exist already.
+
+        The count and the insert are one statement, so concurrent creates cannot pass the
+        bound together."""
+        key = SigningKey(id=new_object_id(), created_at=self._now(), public_key=public_key)
+        async with self._engine.begin() as conn:
+            inserted = await conn.execute(_insert_below_bound(
+                signing_keys, max_keys,
+                {"id": key.id, "created_at": key.created_at, "public_key": key.public_key}))
+        return key if inserted.rowcount > 0 else None
+
+    async def get_signing_key(self, key_id: str) -> SigningKey | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(
+                select(signing_keys).where(signing_keys.c.id == key_id))).first()
+        return None if row is None else _signing_key_from_row(row)
+
+    async def list_signing_keys(self, *, limit: int, page: int) -> list[SigningKey]:
+        """One page of signing keys, newest first."""
+        offset = _page_offset(limit, page)
+        if offset is None:
+            return []
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(signing_keys)
+                                       .order_by(signing_keys.c.seq.desc())
+                                       .limit(limit).offset(offset))).all()
+        return [_signing_key_from_row(r) for r in rows]
+
+    async def all_signing_keys(self) -> list[SigningKey]:
+        """Every signing key, oldest first (as many as the API's bound let be created)."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(signing_keys).order_by(signing_keys.c.seq))).all()
+        return [_signing_key_from_row(r) for r in rows]
+
+    async def delete_signing_key(self, key_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(signing_keys).where(signing_keys.c.id == key_id))
+            return result.rowcount > 0
+
+    async def create_playback_restriction(
+        self, *, allowed_domains: Sequence[str], allow_no_referrer: bool,
+        allow_no_user_agent: bool, allow_high_risk_user_agent: bool, max_restrictions: int,
+    ) -> PlaybackRestriction | None:
+        """Keep a new restriction; None when `max_restrictions` exist already."""
+        now = self._now()
+        created = PlaybackRestriction(
+            id=new_object_id(), created_at=now, updated_at=now,
+            allowed_domains=tuple(allowed_domains), allow_no_referrer=allow_no_referrer,
+            allow_no_user_agent=allow_no_user_agent,
+            allow_high_risk_user_agent=allow_high_risk_user_agent)
+        async with self._engine.begin() as conn:
+            inserted = await conn.execute(_insert_below_bound(
+                playback_restrictions, max_restrictions,
+                {"id": created.id, "created_at": now, "updated_at": now,
+                 **_restriction_columns(created)}))
+        return created if inserted.rowcount > 0 else None
+
+    async def get_playback_restriction(self, restriction_id: str) -> PlaybackRestriction | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(playback_restrictions).where(
+                playback_restrictions.c.id == restriction_id))).first()
+        return None if row is None else _restriction_from_row(row)
+
+    async def list_playback_restrictions(
+        self, *, limit: int, page: int
+    ) -> list[PlaybackRestriction]:
+        """One page of playback restrictions, newest first."""
+        offset = _page_offset(limit, page)
+        if offset is None:
+            return []
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(playback_restrictions)
+                                       .order_by(playback_restrictions.c.seq.desc())
+                                       .limit(limit).offset(offset))).all()
+        return [_restriction_from_row(r) for r in rows]
+
+    async def all_playback_restrictions(self) -> list[PlaybackRestriction]:
+        """Every playback restriction, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(playback_restrictions).order_by(playback_restrictions.c.seq))).all()
+        return [_restriction_from_row(r) for r in rows]
+
+    async def update_playback_restriction(
+        self, restriction_id: str, *,
+        referrer: tuple[Sequence[str], bool] | None = None,
+        user_agent: tuple[bool, bool] | None = None,
+    ) -> PlaybackRestriction | None:
+        """Replace the referrer rule (allowed domains, allow no referrer) or the user-agent
+        rule (allow none, allow high risk); None if there is no such restriction."""
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(select(playback_restrictions).where(
+                playback_restrictions.c.id == restriction_id))).first()
+            if row is None:
+                return None
+            current = _restriction_from_row(row)
+            changed = replace(current, updated_at=self._now())
+            if referrer is not None:
+                changed = replace(changed, allowed_domains=tuple(referrer[0]),
+                                  allow_no_referrer=referrer[1])
+            if user_agent is not None:
+                changed = replace(changed, allow_no_user_agent=user_agent[0],
+                                  allow_high_risk_user_agent=user_agent[1])
+            await conn.execute(update(playback_restrictions)
+                               .where(playback_restrictions.c.id == restriction_id)
+                               .values(updated_at=changed.updated_at,
+                                       **_restriction_columns(changed)))
+            return changed
+
+    async def delete_playback_restriction(self, restriction_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(playback_restrictions).where(
+                playback_restrictions.c.id == restriction_id))
+            return result.rowcount > 0
+
     # -- live sessions (written by the lifecycle in relay.streams) ----------------------
     #
     # Each method is one transition of a live stream's session: the stream's new state and
@@ -639,6 +764,13 @@ class Store:
             await self._end_sessions(conn, [SessionWrite("ended", stream_id, asset_id,
                                                          media=media)])
 
+    async def session_warning(self, stream_id: str, kind: str, message: str) -> None:
+        """The ingest is unhealthy in a way the streamer can fix:
+        `video.live_stream.warning`, its data the stream plus `warning: {type, message}`."""
+        async with self._engine.begin() as conn:
+            await self._sessions_warning(
+                conn, [SessionWrite("warning", stream_id, warning=(kind, message))])
+
     async def session_writes(
         self, writes: Sequence[SessionWrite]
     ) -> list[Asset | LiveStream | None]:
@@ -674,6 +806,7 @@ class Store:
             found["recording", stream_id] = asset
         for stream_id, stream in (await self._sessions_active(conn, of("active"))).items():
             found["active", stream_id] = stream
+        await self._sessions_warning(conn, of("warning"))
         await self._sessions_disconnected(conn, of("disconnected"))
         await self._end_sessions(conn, of("ended"))
         return [found.get((w.step, w.stream_id)) for w in writes]
@@ -761,6 +894,28 @@ class Store:
         streams = await _load_live_streams(conn, [w.stream_id for w in writes])
         await self._append_events(conn, "video.live_stream.disconnected",
                                   [streams[w.stream_id] for w in writes if w.stream_id in streams])
+
+    async def _sessions_warning(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> None:
+        """`video.live_stream.warning` for each stream that still exists."""
+        if not writes:
+            return
+        streams = await _load_live_streams(conn, [w.stream_id for w in writes])
+        rows = []
+        for write in writes:
+            stream = streams.get(write.stream_id)
+            if stream is None or write.warning is None:
+                continue
+            kind, message = write.warning
+            rows.append(dict(
+                id=str(uuid.uuid4()), type="video.live_stream.warning",
+                object_type="live_stream", object_id=stream.id,
+                data={**stream.to_event_data(), "warning": {"type": kind, "message": message}},
+                created_at=self._clock(), attempts=0))
+        if rows:
+            conn.info[_WROTE_EVENTS] = True
+            await conn.execute(insert(events), rows)
 
     async def recover_interrupted_sessions(
         self, finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
@@ -1044,6 +1199,39 @@ def _page_offset(limit: int, page: int) -> int | None:
 def _forget_events(conn: Any) -> None:
     """A rolled-back transaction wrote no events after all."""
     conn.info.pop(_WROTE_EVENTS, None)
+
+
+def _insert_below_bound(table: Any, bound: int, values: Mapping[str, Any]) -> Any:
+    """INSERT of one row that inserts nothing when `table` holds `bound` rows already: the
+    count and the insert in one statement (INSERT ... SELECT ... WHERE count < bound)."""
+    names = list(values)
+    count = select(func.count()).select_from(table).scalar_subquery()
+    row = select(*(literal(values[name], type_=table.c[name].type).label(name)
+                   for name in names)).where(count < bound)
+    return insert(table).from_select(names, row)
+
+
+def _signing_key_from_row(row: Row[Any]) -> SigningKey:
+    return SigningKey(id=row.id, created_at=row.created_at, public_key=row.public_key)
+
+
+def _restriction_columns(restriction: PlaybackRestriction) -> dict[str, Any]:
+    return {
+        "referrer": {"allowed_domains": list(restriction.allowed_domains),
+                     "allow_no_referrer": restriction.allow_no_referrer},
+        "user_agent": {"allow_no_user_agent": restriction.allow_no_user_agent,
+                       "allow_high_risk_user_agent": restriction.allow_high_risk_user_agent},
+    }
+
+
+def _restriction_from_row(row: Row[Any]) -> PlaybackRestriction:
+    referrer, user_agent = row.referrer, row.user_agent
+    return PlaybackRestriction(
+        id=row.id, created_at=row.created_at, updated_at=row.updated_at,
+        allowed_domains=tuple(referrer["allowed_domains"]),
+        allow_no_referrer=bool(referrer["allow_no_referrer"]),
+        allow_no_user_agent=bool(user_agent["allow_no_user_agent"]),
+        allow_high_risk_user_agent=bool(user_agent["allow_high_risk_user_agent"]))
 
 
 def _configure_sqlite(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

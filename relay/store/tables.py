@@ -145,3 +145,24 @@ webhook_deliveries = Table(
     UniqueConstraint("endpoint", "event_seq"),
     Index("ix_webhook_deliveries_head", "endpoint", "status", "object_id", "event_seq"),
 )
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # creation order
+    Column("id", ID, nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    # SubjectPublicKeyInfo PEM of the RSA key; the private key is never stored.
+    Column("public_key", Text, nullable=False),
+)
+
+playback_restrictions = Table(
+    "playback_restrictions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+    Column("referrer", JSON, nullable=False),  # {allowed_domains, allow_no_referrer}
+    Column("user_agent", JSON, nullable=False),  # {allow_no_user_agent, allow_high_risk_...}
+)

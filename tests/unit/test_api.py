@@ -180,7 +180,8 @@ async def test_unauthorized_on_every_operation(client: httpx.AsyncClient, auth: 
     document = (await client.get("/openapi.json")).json()
     protected = [(m, p) for m, p, _ in operations(document)
                  if p.startswith(("/video/v1", "/system/v1"))]
-    assert len(protected) == 23
+    # 23 of live streams and assets, 8 of signing keys (two paths), 6 of restrictions.
+    assert len(protected) == 37
     for method, path in [*protected, ("GET", "/video/v1/nothing")]:
         response = await client.request(method, path.replace("{", "").replace("}", ""),
                                          content=b"{bad json", **kwargs)
@@ -205,6 +206,8 @@ async def test_openapi_documents_every_answer(client: httpx.AsyncClient) -> None
                 expected_errors.add("400")
             if (method, path.rsplit("/", 2)[-2]) == ("DELETE", "simulcast-targets"):
                 expected_errors.add("400")  # only while the stream is idle
+            if (method, path.rsplit("/", 1)[-1]) == ("POST", "signing-keys"):
+                expected_errors.add("400")  # past MAX_SIGNING_KEYS
             if "{" in path:
                 expected_errors.add("404")
         elif path == "/readyz":

@@ -1,0 +1,19 @@
+"""Limits that several layers share, each written once here.
+
+A limit that only one module enforces lives in that module, next to the check; these are
+the ones the configuration, the protocols and the API must agree on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The largest media frame Relay accepts, in bytes: the default of --rtmp-max-message-size
+#: (one RTMP message), the SRT demuxer's PES bound and the access-unit bound behind it. A
+#: 4K keyframe at a high bitrate is a few MB; 8 MiB leaves room and bounds what one
+#: publisher's partial frame can hold.
+MAX_FRAME_SIZE: Final = 8 * 1024 * 1024
+
+#: The longest live session, in seconds: Mux's 12-hour limit, the largest
+#: `max_continuous_duration` the API accepts and the largest --max-session-duration.
+MAX_SESSION_SECONDS: Final = 43_200
