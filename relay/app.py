@@ -46,6 +46,7 @@ from relay.hls.packager import (
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+from relay.images.routes import image_routes
 from relay.logs import LogLimiter
 from relay.metrics import (
     IngestCollector,
@@ -263,8 +264,9 @@ class RelayServer:
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
             # After the API's routes, so /video/v1, /docs and the health checks come first
             # and other paths keep the API's 404 envelope.
-            api.router.routes.extend(playback_routes(playback, self.hls_counters,
-                                                     holds=self.held_requests))
+            api.router.routes.extend([*image_routes(playback),  # before /{id}/{name}
+                                      *playback_routes(playback, self.hls_counters,
+                                                       holds=self.held_requests)])
             http_limits = HttpLimits(
                 max_connections=s.http_max_connections,
                 max_connections_per_address=s.http_max_connections_per_ip,
