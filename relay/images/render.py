@@ -38,9 +38,11 @@ from PIL import Image
 from relay.images.geometry import layout, oriented
 from relay.images.media import MediaGone, MediaReader, SegmentEntry, Timeline
 from relay.images.params import (
+    MAX_THUMBNAIL_SIDE,
     AnimatedRequest,
     FitMode,
     ImageFormat,
+    ImageParamError,
     StoryboardRequest,
     ThumbnailRequest,
     Transform,
@@ -56,6 +58,10 @@ STORYBOARD_TILE_WIDTH: Final = 256
 STORYBOARD_MIN_INTERVAL: Final = 1.0
 STORYBOARD_MAX_TILES: Final = 100
 STORYBOARD_COLUMNS: Final = 10
+
+#: Largest side of any image made: the side that follows a source's aspect ratio when only
+#: the other is given (the given ones are bounded by the parser).
+MAX_OUTPUT_SIDE: Final = 2 * MAX_THUMBNAIL_SIDE
 
 _BLACK: Final = (0, 0, 0)
 # PIL's ROTATE_* turn counter-clockwise; Mux's `rotate` turns clockwise.
@@ -170,20 +176,41 @@ def picture(frame: Any, transform: Transform) -> Image.Image:
     rotate = transform.rotate
     placed = layout(oriented(source, rotate), transform.width, transform.height,
                     transform.fit)
+    if max(placed.canvas) > MAX_OUTPUT_SIDE:
+        # Only one side was given and the source is a sliver: the other follows its ratio.
+        given = "width" if transform.width is not None else "height"
+        raise ImageParamError(given, f"the source ({source[0]}x{source[1]}) would make the "
+                                     f"image {placed.canvas[0]}x{placed.canvas[1]}, over "
+                                     f"{MAX_OUTPUT_SIDE} px; give both width and height")
+    x, y = placed.offset
+    if x < 0 or y < 0:
+        # Crop: the scaled picture may be far larger than the canvas (a 4000x2 source
+        # filling 1920x1920 would be 3.8 Gpx), so only the part that shows is scaled.
+        image = _turned(frame.to_image(), transform)
+        scale_x, scale_y = placed.scaled[0] / image.width, placed.scaled[1] / image.height
+        box = (-x / scale_x, -y / scale_y, (placed.canvas[0] - x) / scale_x,
+               (placed.canvas[1] - y) / scale_y)
+        return image.resize(placed.canvas, Image.Resampling.BICUBIC, box=box,
+                            reducing_gap=2.0)
     width, height = oriented(placed.scaled, rotate)  # scaled before it is turned
-    image: Image.Image = frame.reformat(width=width, height=height, format="rgb24",
-                                        interpolation="AREA").to_image()
+    image = _turned(frame.reformat(width=width, height=height, format="rgb24",
+                                   interpolation="AREA").to_image(), transform)
+    if placed.fills:
+        return image
+    canvas = Image.new("RGB", placed.canvas, _BLACK)
+    canvas.paste(image, placed.offset)
+    return canvas
+
+
+def _turned(image: Image.Image, transform: Transform) -> Image.Image:
+    """Flipped, then turned clockwise."""
     if transform.flip_h:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if transform.flip_v:
         image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-    if rotate:
-        image = image.transpose(_CLOCKWISE[rotate])
-    if placed.fills:
-        return image
-    canvas = Image.new("RGB", placed.canvas, _BLACK)
-    canvas.paste(image, placed.offset)  # a negative offset crops
-    return canvas
+    if transform.rotate:
+        image = image.transpose(_CLOCKWISE[transform.rotate])
+    return image
 
 
 def encode(image: Image.Image, fmt: ImageFormat) -> bytes:
