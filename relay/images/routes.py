@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from relay.api.errors import error_response
 from relay.hls.packager import LivePackager
-from relay.hls.routes import CORS, PlaybackDirectory
+from relay.hls.routes import CORS
 from relay.images.media import (
     MediaGone,
     MediaReader,
@@ -63,6 +63,12 @@ RECORDED_IMAGE_CACHE: Final = "public, max-age=60"
 ImageAuthorizer = Callable[[Request, str, Audience], Awaitable[None]]
 
 
+class PlaybackResolver(Protocol):
+    """What the routes need of `relay.hls.routes.PlaybackDirectory`."""
+
+    async def resolve(self, playback_id: str) -> LivePackager | Path | None: ...
+
+
 async def allow_public(request: Request, playback_id: str, audience: Audience) -> None:
     """Where a signed playback id's `?token=` will be checked against `audience` (`t`
     thumbnails, `g` animated images, `s` storyboards), raising to refuse. A no-op today:
@@ -83,7 +89,7 @@ def _bad(exc: ImageParamError) -> Response:
     return error_response(400, [str(exc)], headers={**CORS, "Cache-Control": "no-store"})
 
 
-def image_routes(directory: PlaybackDirectory, *, pool: DecodePool | None = None,
+def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                  rates: ClientRates | None = None, index: RecordingIndex | None = None,
                  authorize: ImageAuthorizer = allow_public) -> list[Route]:
     """The image routes; add them before `relay.hls.routes.playback_routes`."""

@@ -1,5 +1,5 @@
 """Small fMP4 test media made in-process with PyAV (libx264): a frame's red level is its
-number times 4, so a decoded picture tells which frame it is."""
+number times 8, so a decoded picture tells which frame it is."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def fragmented_mp4(frames: int = 60, gop: int = 30, size: tuple[int, int] = (64,
     stream.pix_fmt = "yuv420p"
     stream.options = {"g": str(gop), "bf": "0", "preset": "ultrafast"}
     for number in range(frames):
-        frame = av.VideoFrame.from_image(Image.new("RGB", size, (number * 4 % 256, 0, 0)))
+        frame = av.VideoFrame.from_image(Image.new("RGB", size, (number * 8 % 256, 0, 0)))
         frame.pts = number
         for packet in stream.encode(frame):
             out.mux(packet)
@@ -34,4 +34,4 @@ def fragmented_mp4(frames: int = 60, gop: int = 30, size: tuple[int, int] = (64,
 def red_frame_number(image: Image.Image) -> int:
     red = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
     assert isinstance(red, tuple)
-    return round(red[0] / 4)
+    return round(red[0] / 8)
