@@ -284,6 +284,12 @@ def render_animated(timeline: Timeline, reader: MediaReader,
         frame, image = held
         if image is None:
             image = picture(frame, request.transform)
+            if request.format is ImageFormat.GIF:
+                # Quantized here, with the fast octree: Pillow's default (median cut, in
+                # the GIF writer) takes 7x longer and holds the GIL throughout, which the
+                # event loop feels (benchmarks/images.py); a P image is also a third the
+                # memory of an RGB one until the GIF is written.
+                image = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
             held = (frame, image)
         pictures.append(image)
 
