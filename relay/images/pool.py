@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import math
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -36,6 +37,9 @@ from relay.images.render import Rendered
 #: Worker threads decoding and encoding images (at most the cores, at most 4: images must
 #: not take the cores ingest and playback need).
 DEFAULT_IMAGE_WORKERS: Final = max(1, min(4, os.cpu_count() or 1))
+#: Niceness of the worker threads (0..19, higher yields more): images wait for the cores
+#: before the event loop does.
+WORKER_NICENESS: Final = 10
 #: Distinct decodes queued or running at once; past it a request is answered 503.
 DEFAULT_MAX_PENDING_IMAGES: Final = 64
 #: Retry-After (seconds) of that 503 and of the rate limit's 429.
@@ -99,7 +103,8 @@ class DecodePool:
         self.cache_entries = cache_entries
         self.cache_bytes = cache_bytes
         self.counters = counters if counters is not None else ImageCounters()
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="relay-image")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="relay-image",
+                                            initializer=_lower_priority)
         self._running: dict[Hashable, asyncio.Task[Rendered]] = {}
         self._cache: OrderedDict[Hashable, Rendered] = OrderedDict()
         self._cached_bytes = 0
@@ -171,6 +176,15 @@ class DecodePool:
     def close(self) -> None:
         """Stop taking work; queued decodes are dropped, running ones finish."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at WORKER_NICENESS: when the cores are short, the scheduler
+    gives them to the event loop (ingest, playback) before image decodes. Linux's
+    setpriority applies to the one thread whose id it is given; raising one's own niceness
+    needs no privilege. Elsewhere (or if refused) the worker runs at normal priority."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
 
 
 def _retrieve(task: asyncio.Task[Rendered]) -> None:
