@@ -46,6 +46,7 @@ from relay.hls.packager import (
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+from relay.images.pool import DecodePool
 from relay.images.routes import image_routes
 from relay.logs import LogLimiter
 from relay.metrics import (
@@ -169,6 +170,8 @@ class RelayServer:
         #: Signing keys, playback restrictions and session values for signed playback
         #: (issue 17), kept in step with the API; set while the server runs.
         self.playback_access: PlaybackAccess | None = None
+        #: Where thumbnails, animated images and storyboards are decoded (relay.images).
+        self.image_pool = DecodePool()
 
     @property
     def store(self) -> Store:
@@ -263,8 +266,9 @@ class RelayServer:
             playback = PlaybackDirectory(
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
             # After the API's routes, so /video/v1, /docs and the health checks come first
-            # and other paths keep the API's 404 envelope.
-            api.router.routes.extend([*image_routes(playback),  # before /{id}/{name}
+            # and other paths keep the API's 404 envelope; the image routes before
+            # /{PLAYBACK_ID}/{name}, which would take their paths.
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests)])
             http_limits = HttpLimits(
@@ -413,6 +417,7 @@ class RelayServer:
             with contextlib.suppress(Exception):
                 await task
         self._servers.clear()
+        self.image_pool.close()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()
         # Last before the store: the sessions' final events are in the outbox, and what is
