@@ -20,7 +20,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -62,6 +62,11 @@ class MediaReader(Protocol):
 class Timeline:
     entries: tuple[SegmentEntry, ...]
     live: bool
+    _starts: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A 12-hour recording has ~20,000 entries and a storyboard looks up 100 times.
+        object.__setattr__(self, "_starts", tuple(entry.start for entry in self.entries))
 
     @property
     def start(self) -> float:
@@ -74,8 +79,7 @@ class Timeline:
 
     def at(self, time: float) -> SegmentEntry:
         """The entry `time` falls in (the last one for its end)."""
-        starts = [entry.start for entry in self.entries]
-        index = max(0, bisect.bisect_right(starts, time + _EPSILON) - 1)
+        index = max(0, bisect.bisect_right(self._starts, time + _EPSILON) - 1)
         return self.entries[index]
 
     def check(self, field: str, time: float) -> None:
