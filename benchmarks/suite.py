@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -1295,6 +1296,16 @@ def _scenario_names(text: str) -> tuple[str, ...]:
     return tuple(name for name in SCENARIOS if name in names)
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected counts like 100,200, got {text!r}")
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -1306,8 +1317,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="where to write the results (default: "
                         "results/suite-PROFILE.json, or suite-PROFILE-only-NAMES.json "
                         "with --only)")
+    parser.add_argument("--viewer-steps", type=_counts, metavar="N[,N]",
+                        help="the viewers scenario's steps instead of the profile's (to "
+                        "compare servers at one load: RELAY_PLAYBACK_SERVER=asgi|lean)")
     args = parser.parse_args()
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.viewer_steps:
+        profile = dataclasses.replace(profile, viewer_steps=args.viewer_steps)
     only: tuple[str, ...] = args.only
     suffix = "" if only == SCENARIOS else "-only-" + "-".join(only)
     target = args.json or RESULTS_DIR / f"suite-{profile.name}{suffix}.json"

@@ -43,8 +43,10 @@ from relay.hls.packager import (
     LivePackager,
     RecordingQueue,
 )
+from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
+from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.images.pool import DecodePool
 from relay.images.routes import image_routes
@@ -147,6 +149,8 @@ class RelayServer:
         self.listeners: list[Listener] = []
         self._store: Store | None = None
         self._servers: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
+        #: The lean playback server on the HTTP port (--playback-server lean), else None.
+        self.playback: PlaybackServer | None = None
         self.registry: IngestRegistry | None = None
         self.rtmp_servers: list[RtmpServer] = []
         self.rtmp_counters = RtmpCounters()
@@ -215,9 +219,11 @@ class RelayServer:
                 self.listeners.append(
                     bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
             def session_started(session: LiveSession) -> None:
-                attach_packager(session, asset_files, part_target=s.part_target,
-                                counters=self.hls_counters, disk=self.disk,
-                                recording_max_backlog=s.recording_max_backlog)
+                packager = attach_packager(session, asset_files, part_target=s.part_target,
+                                           counters=self.hls_counters, disk=self.disk,
+                                           recording_max_backlog=s.recording_max_backlog)
+                # Keyframes further apart than the packager's segments: a warning.
+                session.warnings.segment_target = packager.segmenter.segment_target
                 attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts,
                                  counters=self.simulcast_counters)
 
@@ -265,18 +271,28 @@ class RelayServer:
             registry = self.registry
             playback = PlaybackDirectory(
                 self.store, lambda stream_id: live_packager(registry, stream_id), asset_files)
+            # The API's first path segments: the lean playback server hands those over.
+            api_prefixes = {path.split("/")[1] for route in api.routes
+                            if isinstance(path := getattr(route, "path", None), str)
+                            and not path.startswith("/{")}
+            recorded = RecordedPlaylists()
             # After the API's routes, so /video/v1, /docs and the health checks come first
             # and other paths keep the API's 404 envelope; the image routes before
             # /{PLAYBACK_ID}/{name}, which would take their paths.
             api.router.routes.extend([*image_routes(playback, pool=self.image_pool),
                                       *playback_routes(playback, self.hls_counters,
-                                                       holds=self.held_requests)])
+                                                       holds=self.held_requests,
+                                                       recorded=recorded)])
+            if s.playback_server == "lean":
+                self.playback = PlaybackServer(playback, self.hls_counters,
+                                               holds=self.held_requests, recorded=recorded,
+                                               reserved=api_prefixes)
             http_limits = HttpLimits(
                 max_connections=s.http_max_connections,
                 max_connections_per_address=s.http_max_connections_per_ip,
                 header_timeout=s.http_header_timeout, body_timeout=s.http_body_timeout,
                 send_timeout=s.http_send_timeout)
-            await self._serve_http(api, http, http_limits)
+            await self._serve_http(api, http, http_limits, self.playback)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,
                 max_connections_per_address=min(METRICS_MAX_CONNECTIONS,
@@ -330,14 +346,21 @@ class RelayServer:
             ingest=server.counters, listener=listener.counters, admission=admission.counters,
             connections=server.connections.values)
 
-    async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits) -> None:
+    async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits,
+                          lean: PlaybackServer | None = None) -> None:
         # The protocol is pinned (not uvicorn's "auto"): the limits live in this h11
         # subclass; WebSocket upgrades are off (Relay serves none, and an upgraded
-        # connection would leave the limits' table).
+        # connection would leave the limits' table). With `lean`, each connection starts
+        # on the lean playback protocol, which hands what it does not serve to the h11 one
+        # (same table of connections).
+        limited = limited_protocol(limits, self.http_counters)
+        protocol: type[asyncio.Protocol] = limited
+        if lean is not None:
+            protocol = playback_protocol(limits, limited.table, lean, limited)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False,
-            http=limited_protocol(limits, self.http_counters), ws="none")
+            http=protocol, ws="none")
         server = _EmbeddedUvicorn(config)
         task = asyncio.create_task(server.serve(sockets=[listener.sock]),
                                    name=f"relay-{listener.name}")
@@ -417,6 +440,8 @@ class RelayServer:
             with contextlib.suppress(Exception):
                 await task
         self._servers.clear()
+        if self.playback is not None:
+            self.playback.close()
         self.image_pool.close()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()

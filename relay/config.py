@@ -146,6 +146,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("http-send-timeout", parse_seconds(1, 3600), 30.0,
            "close an HTTP connection whose client reads nothing of a response for this many "
            "seconds", "SECONDS"),
+    Option("playback-server", parse_choice("lean", "asgi"), "lean",
+           "what serves playlists and media on the HTTP port: lean (Relay's own HTTP/1.1 "
+           "protocol, from bytes in memory) or asgi (uvicorn and Starlette, as the API)",
+           "lean|asgi"),
     Option("hls-max-held-requests", parse_int_range(1, 1_000_000), 3000,
            "most LL-HLS requests held at once waiting for a part or segment (blocking "
            "reloads, hinted parts), all streams together; more are answered 503 with "
@@ -272,6 +276,7 @@ class Settings:
     http_header_timeout: float = _default("http_header_timeout")
     http_body_timeout: float = _default("http_body_timeout")
     http_send_timeout: float = _default("http_send_timeout")
+    playback_server: str = _default("playback_server")
     hls_max_held_requests: int = _default("hls_max_held_requests")
     hls_max_held_requests_per_stream: int = _default("hls_max_held_requests_per_stream")
     metrics_port: int = _default("metrics_port")

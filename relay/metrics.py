@@ -419,6 +419,9 @@ class IngestCollector(Collector):
             ("relay_ingest_session_limit_disconnects", "sessions ended because they reached "
              "the session limit (--max-session-duration or the stream's "
              "max_continuous_duration)", ingest.session_limit_ends),
+            ("relay_live_stream_warnings_suppressed", "ingest warnings not sent because "
+             "their session had raised the most it may (MAX_WARNINGS_PER_SESSION)",
+             ingest.warnings.suppressed),
         )
         hls = self.hls
         counters += (
@@ -485,6 +488,12 @@ class IngestCollector(Collector):
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)
+        warnings = CounterMetricFamily(
+            "relay_live_stream_warnings", "video.live_stream.warning events raised (ingest "
+            "problems the streamer can fix), by warning type", labels=["warning_type"])
+        for kind, raised in ingest.warnings.raised.items():
+            warnings.add_metric([kind.value], raised)
+        yield warnings
         yield GaugeMetricFamily("relay_hls_held_requests_now", "LL-HLS requests held now",
                                 value=self.held.held)
         yield GaugeMetricFamily("relay_live_sessions", "live sessions (publishing or "

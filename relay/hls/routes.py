@@ -92,7 +92,19 @@ class PlaybackDirectory:
     async def resolve(self, playback_id: str) -> LivePackager | Path | None:
         if not _PLAYBACK_ID.match(playback_id):
             return None
-        found = await self.lookup(playback_id)
+        return self._target(await self.lookup(playback_id))
+
+    def resolve_cached(self, playback_id: str) -> tuple[bool, LivePackager | Path | None]:
+        """`resolve` without waiting, when the lookup is cached: (True, target); else
+        (False, None) and the caller awaits `resolve`."""
+        if not _PLAYBACK_ID.match(playback_id):
+            return True, None
+        cached = self._cache.get(playback_id)
+        if cached is None or cached[0] <= self._clock():
+            return False, None
+        return True, self._target(cached[1])
+
+    def _target(self, found: PlaybackId | None) -> LivePackager | Path | None:
         if found is None or found.policy != "public":
             return None  # signed playback needs token verification, which Relay lacks yet
         if found.object_type == "live_stream":

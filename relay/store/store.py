@@ -139,7 +139,7 @@ class StreamKeyRow:
     srt_passphrase: str
 
 
-SessionStep = Literal["connected", "recording", "active", "disconnected", "ended"]
+SessionStep = Literal["connected", "recording", "active", "disconnected", "ended", "warning"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +153,7 @@ class SessionWrite:
     protocol: IngestProtocol = "rtmp"  # recording
     recorded: RecordingTime | None = None  # disconnected: the connection's interval
     media: RecordedMedia | None = None  # ended: the recording as packaged
+    warning: tuple[str, str] | None = None  # warning: (type, message)
 
 
 #: Most session transitions written in one transaction. A batch holds the database's write
@@ -733,6 +734,13 @@ class Store:
             await self._end_sessions(conn, [SessionWrite("ended", stream_id, asset_id,
                                                          media=media)])
 
+    async def session_warning(self, stream_id: str, kind: str, message: str) -> None:
+        """The ingest is unhealthy in a way the streamer can fix:
+        `video.live_stream.warning`, its data the stream plus `warning: {type, message}`."""
+        async with self._engine.begin() as conn:
+            await self._sessions_warning(
+                conn, [SessionWrite("warning", stream_id, warning=(kind, message))])
+
     async def session_writes(
         self, writes: Sequence[SessionWrite]
     ) -> list[Asset | LiveStream | None]:
@@ -768,6 +776,7 @@ class Store:
             found["recording", stream_id] = asset
         for stream_id, stream in (await self._sessions_active(conn, of("active"))).items():
             found["active", stream_id] = stream
+        await self._sessions_warning(conn, of("warning"))
         await self._sessions_disconnected(conn, of("disconnected"))
         await self._end_sessions(conn, of("ended"))
         return [found.get((w.step, w.stream_id)) for w in writes]
@@ -855,6 +864,27 @@ class Store:
         streams = await _load_live_streams(conn, [w.stream_id for w in writes])
         await self._append_events(conn, "video.live_stream.disconnected",
                                   [streams[w.stream_id] for w in writes if w.stream_id in streams])
+
+    async def _sessions_warning(
+        self, conn: AsyncConnection, writes: Sequence[SessionWrite]
+    ) -> None:
+        """`video.live_stream.warning` for each stream that still exists."""
+        if not writes:
+            return
+        streams = await _load_live_streams(conn, [w.stream_id for w in writes])
+        rows = []
+        for write in writes:
+            stream = streams.get(write.stream_id)
+            if stream is None or write.warning is None:
+                continue
+            kind, message = write.warning
+            rows.append(dict(
+                id=str(uuid.uuid4()), type="video.live_stream.warning",
+                object_type="live_stream", object_id=stream.id,
+                data={**stream.to_event_data(), "warning": {"type": kind, "message": message}},
+                created_at=self._clock(), attempts=0))
+        if rows:
+            await conn.execute(insert(events), rows)
 
     async def recover_interrupted_sessions(
         self, finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,

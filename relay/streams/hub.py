@@ -23,6 +23,7 @@ from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, V
 from relay.store import SessionWrite, Store
 from relay.store.records import Asset, IngestProtocol, LiveStream, RecordedMedia, RecordingTime
 from relay.streams.health import IngestHealth, PlaybackClients
+from relay.streams.ingest_warnings import IngestWarning, IngestWarnings, WarningCounts
 from relay.streams.lifecycle import Effect, Input, SessionLifecycle, State
 
 log = logging.getLogger("relay.streams")
@@ -63,6 +64,7 @@ class LiveSession:
         on_ended: Callable[[LiveSession], None],
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        warning_counts: WarningCounts | None = None,
     ) -> None:
         self.stream = stream
         self.store = store
@@ -82,11 +84,18 @@ class LiveSession:
         self.viewers = PlaybackClients()
         #: and whether the session limit ended the session.
         self.limit_reached = False
+        #: Finds what the streamer should fix (video.live_stream.warning); the app sets its
+        #: segment_target from the packager's.
+        self.warnings = IngestWarnings(expect_video=not stream.audio_only,
+                                       counts=warning_counts)
         self._session_limit = session_limit
         self._on_ended = on_ended
         self._wall_clock = wall_clock
         self._clock = clock
-        self._effects: asyncio.Queue[tuple[Effect, RecordingTime | None]] = asyncio.Queue()
+        # Lifecycle effects and ingest warnings, written in order (at most
+        # `WarningLimits.max_per_session` warnings per session reach it).
+        self._effects: asyncio.Queue[
+            tuple[Effect | IngestWarning, RecordingTime | None]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._window_timer: asyncio.TimerHandle | None = None
         self._limit_timer: asyncio.TimerHandle | None = None
@@ -147,6 +156,7 @@ class LiveSession:
         self.publisher = publisher
         self.reconnects += 1
         self.health.new_connection()
+        self.warnings.new_connection()
         self._apply(self.lifecycle.handle(Input.RECONNECT))
         for sink in self.sinks:
             sink.on_discontinuity()
@@ -179,6 +189,7 @@ class LiveSession:
             return
         kind = TrackKind.VIDEO if isinstance(config, VideoConfig) else TrackKind.AUDIO
         self.tracks[kind] = config
+        self.warnings.on_track(kind)
         for sink in self.sinks:
             sink.on_track(config)
 
@@ -191,8 +202,8 @@ class LiveSession:
             self.frames_dropped += 1
             return
         self.frames_in += 1
-        self.health.record(self._clock(), len(frame.data), frame.kind is TrackKind.VIDEO,
-                           frame.keyframe, frame.dts)
+        now, video = self._clock(), frame.kind is TrackKind.VIDEO
+        self.health.record(now, len(frame.data), video, frame.keyframe, frame.dts)
         state = self.lifecycle.state
         if state is State.CONNECTED:
             self._apply(self.lifecycle.handle(Input.MEDIA))
@@ -200,6 +211,9 @@ class LiveSession:
         if (state is State.RECORDING and not self._sink_reports_playable
                 and self._first_frame_playable(frame)):
             self._apply(self.lifecycle.handle(Input.PLAYABLE))
+        raised = self.warnings.on_frame(now, video, frame.keyframe, frame.dts)
+        if raised:
+            self._warn(raised)
         for sink in self.sinks:
             sink.on_frame(frame)
 
@@ -222,6 +236,18 @@ class LiveSession:
         self._sink_reports_playable |= reports_playable
         for config in self.tracks.values():
             sink.on_track(config)
+
+    def _warn(self, raised: tuple[IngestWarning, ...]) -> None:
+        for warning in raised:
+            # The message holds only numbers Relay measured, no peer text.
+            log.warning("stream %s: ingest warning %s: %s", self.stream_id, warning.kind,
+                        warning.message)
+            if not self.lifecycle.ended:
+                self._effects.put_nowait((warning, None))
+        if self.warnings.raised >= self.warnings.limits.max_per_session:
+            log.warning("stream %s: %d ingest warnings raised, the most per session; later "
+                        "ones are only counted (relay_live_stream_warnings_suppressed_total)",
+                        self.stream_id, self.warnings.raised)
 
     # -- effects ---------------------------------------------------------------------
 
@@ -307,6 +333,14 @@ class LiveSession:
     async def _run_effects(self) -> None:
         while True:
             effect, recorded = await self._effects.get()
+            if isinstance(effect, IngestWarning):
+                try:
+                    await self.store.session_write(SessionWrite(
+                        "warning", self.stream_id, warning=(effect.kind.value, effect.message)))
+                except Exception:
+                    log.exception("stream %s: could not record the %s warning",
+                                  self.stream_id, effect.kind)
+                continue
             try:
                 await self._write(effect, recorded, self.protocol)
             except Exception:

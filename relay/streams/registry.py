@@ -27,6 +27,7 @@ from relay.limits import MAX_SESSION_SECONDS
 from relay.store import Store
 from relay.store.records import LiveStream, LiveStreamStatus
 from relay.streams.hub import LiveSession, Publisher
+from relay.streams.ingest_warnings import WarningCounts
 from relay.streams.throttle import AuthThrottle
 
 log = logging.getLogger("relay.streams")
@@ -84,6 +85,8 @@ class IngestCounters:
     refusals_slowed: int = 0  # unknown-key refusals answered after the throttle's delay
     refusals_unanswered: int = 0  # closed at once: the address had too many slowed waiting
     session_limit_ends: int = 0  # sessions the session limit ended (counted as they finish)
+    #: video.live_stream.warning raised by kind, and those the per-session cap held back
+    warnings: WarningCounts = field(default_factory=WarningCounts)
 
 
 def _key_bytes(stream_key: str) -> bytes:
@@ -234,7 +237,8 @@ class IngestRegistry:
         if self._closing:
             raise PublishRefused(Refusal.SHUTTING_DOWN)
         session = LiveSession(stream, self.store, session_limit=self.session_limit,
-                              on_ended=self._session_ended)
+                              on_ended=self._session_ended,
+                              warning_counts=self.counters.warnings)
         self.sessions[stream.id] = session
         if self.on_session_started is not None:
             self.on_session_started(session)

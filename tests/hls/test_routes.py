@@ -5,6 +5,7 @@ here every status code, header and held request is checked deterministically."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import threading
 import time
@@ -15,17 +16,20 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from relay.hls import recorded, routes
+from relay.hls import recorded, routes, serve
 from relay.hls.holding import HeldRequests
+from relay.hls.http1 import Request, Response
 from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.playlist import VariantInfo
 from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.routes import PlaybackDirectory, create_playback_app
+from relay.hls.serve import PlaybackServer
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
+from tests.hls.lean import serving_lean
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
 from tests.hls.test_packager import Feeder, av
 from tests.hls.test_recording import record
@@ -56,7 +60,13 @@ class FakeStore:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, holds: HeldRequests | None = None) -> None:
+    """The playback routes with a fed packager, served by `mode`: "asgi" (the Starlette
+    routes through httpx's ASGI transport) or "lean" (`relay.hls.serve` on a socket, the
+    Starlette app behind it as the fallback). `start` before use."""
+
+    def __init__(self, tmp_path: Path, holds: HeldRequests | None = None,
+                 mode: str = "asgi") -> None:
+        self.mode = mode
         self.feeder = Feeder(LatencyMode.LOW)
         self.feeder.tracks()
         self.live: LivePackager | None = self.feeder.packager
@@ -67,11 +77,24 @@ class Server:
         self.counters = HlsCounters()
         self.holds = holds if holds is not None else HeldRequests()
         self.recorded = RecordedPlaylists()
-        self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_playback_app(
-                self.directory, self.counters, holds=self.holds, recorded=self.recorded)),
-            base_url="http://relay.test")
+        self.app = create_playback_app(self.directory, self.counters, holds=self.holds,
+                                       recorded=self.recorded)
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                        base_url="http://relay.test")
         self.fed_ms = 0
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Server:
+        if self.mode == "lean":
+            playback = PlaybackServer(self.directory, self.counters, holds=self.holds,
+                                      recorded=self.recorded)
+            url = await self._stack.enter_async_context(serving_lean(self.app, playback))
+            self.client = httpx.AsyncClient(base_url=url)
+        await self._stack.enter_async_context(self.client)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
 
     def feed(self, seconds: float) -> None:
         self.feeder.frames(av(seconds, start=self.fed_ms))
@@ -81,10 +104,9 @@ class Server:
         return await self.client.get(path, params=params)
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    server = Server(tmp_path)
-    async with server.client:
+@pytest.fixture(params=["asgi", "lean"])
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    async with Server(tmp_path, mode=request.param) as server:
         yield server
 
 
@@ -168,6 +190,7 @@ async def test_bad_directives_are_400(server: Server, params: dict[str, str],
 async def test_a_request_held_too_long_is_503(server: Server,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "hold_timeout", lambda target_duration: 0.1)
+    monkeypatch.setattr(serve, "hold_timeout", lambda target_duration: 0.1)
     server.feed(2.5)
     response = await server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn="2")
     assert response.status_code == 503
@@ -269,6 +292,7 @@ def test_accept_encoding_is_parsed(header: str, gzip: bool) -> None:
 async def test_a_hinted_part_that_never_completes_is_503(
         server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "hold_timeout", lambda target_duration: 0.1)
+    monkeypatch.setattr(serve, "hold_timeout", lambda target_duration: 0.1)
     server.feed(2.5)
     assert server.live is not None and server.live.playlist is not None
     hint = server.live.playlist.next_part
@@ -292,6 +316,8 @@ async def test_a_held_request_has_one_waiter_however_often_it_is_woken(
         created.append(getattr(coro, "__qualname__", type(coro).__name__))
         return asyncio.Task(coro, loop=loop, **kwargs)
 
+    # A request first: the connection (lean: a socket) is open and the lookup cached.
+    assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
     loop.set_task_factory(counting)
     try:
         request = asyncio.ensure_future(
@@ -308,15 +334,17 @@ async def test_a_held_request_has_one_waiter_however_often_it_is_woken(
         loop.set_task_factory(None)
     assert response.status_code == 200 and f"\n{wanted}.m4s\n" in response.text
     assert wakes > 10
-    # The request itself, and at most one task that waits for the stream's changes.
-    assert len(created) <= 2, created
+    # The request itself, and at most one task that waits for the stream's changes (and
+    # on the lean server, the task that answers the held request).
+    assert len(created) <= 2 + (server.mode == "lean"), created
     assert server.holds.waiters_created == 1 and server.holds.held == 0
 
 
+@pytest.mark.parametrize("mode", ["asgi", "lean"])
 async def test_held_requests_beyond_the_per_stream_cap_are_503_with_retry_after(
-        tmp_path: Path) -> None:
-    server = Server(tmp_path, holds=HeldRequests(max_total=10, max_per_stream=2))
-    async with server.client:
+        tmp_path: Path, mode: str) -> None:
+    async with Server(tmp_path, holds=HeldRequests(max_total=10, max_per_stream=2),
+                      mode=mode) as server:
         server.feed(2.5)
         assert server.live is not None and server.live.playlist is not None
         hint = server.live.playlist.next_part
@@ -435,3 +463,43 @@ async def test_live_requests_count_their_client_addresses_as_viewers(server: Ser
     assert server.live.viewers.count(time.monotonic()) == 2
     await server.get(f"/{ASSET_ID}.m3u8")  # a recording is not a live viewer
     assert server.live.viewers.count(time.monotonic()) == 2
+
+
+async def test_the_lean_server_answers_playback_itself_and_hands_over_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answered: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(PlaybackServer, "answered", lambda self, request, response:
+                        answered.append((request.path, response.kind, response.status)))
+    async with Server(tmp_path, mode="lean") as server:
+        server.feed(4.5)
+        for path in (f"/{LIVE_ID}.m3u8", f"/{LIVE_ID}/rendition.m3u8", f"/{LIVE_ID}/0.m4s",
+                     f"/{LIVE_ID}/0.1.m4s", f"/{LIVE_ID}/init-0.mp4", f"/{LIVE_ID}/9.m4s",
+                     f"/{ASSET_ID}/rendition.m3u8"):
+            assert (await server.get(path)).status_code in (200, 404)
+        assert [(kind, status) for _, kind, status in answered] == [
+            ("multivariant", 200), ("playlist", 200), ("segment", 200), ("part", 200),
+            ("init", 200), ("segment", 404), ("playlist", 404)]
+        page = await server.get(f"/player/{LIVE_ID}")
+        assert page.status_code == 200 and f"/{LIVE_ID}.m3u8" in page.text
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.headers["cache-control"] == "no-cache"
+        assert answered[-1][1:] == ("player", 200)
+        # A static file goes to the fallback, and the connection with it.
+        assert (await server.get("/static/hls.min.js")).status_code == 200
+        assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
+        assert len(answered) == 8
+
+
+async def test_the_lean_server_counts_client_addresses_as_viewers(tmp_path: Path) -> None:
+    async with Server(tmp_path) as server:
+        server.feed(4.5)
+        assert server.live is not None
+        playback = PlaybackServer(server.directory, server.counters, holds=server.holds,
+                                  recorded=server.recorded)
+        await server.directory.resolve(LIVE_ID)  # cached: the answers come at once
+        for address in ("192.0.2.1", "192.0.2.2", "192.0.2.1"):
+            for path in (f"/{LIVE_ID}.m3u8", f"/{LIVE_ID}/rendition.m3u8"):
+                answer = playback.handle(Request(False, path, "", "", address))
+                assert isinstance(answer, Response) and answer.status == 200, path
+        assert server.live.viewers.count(time.monotonic()) == 2
+        playback.close()

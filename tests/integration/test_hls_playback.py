@@ -91,6 +91,17 @@ def relay(tmp_path: Path) -> Iterator[RelayProcess]:
         assert process.stop() == 0, process.log
 
 
+@pytest.fixture(params=["lean", "asgi"])
+def relay_either(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RelayProcess]:
+    """`relay serve` with each playback server (--playback-server): their answers are the
+    same."""
+    process = start_relay(tmp_path / "data", "--playback-server", request.param)
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log
+
+
 def http(relay: RelayProcess) -> httpx.Client:
     """A playback client: no credentials (playback ids are public)."""
     return httpx.Client(base_url=relay.http_url, timeout=30)
@@ -543,7 +554,8 @@ def test_a_stalled_encoder_gets_held_requests_a_503(relay: RelayProcess) -> None
 
 # -- 4. HTTP: compression, CORS, caching, uniform 404s --------------------------------------
 
-def test_headers_gzip_cors_cache_control_and_uniform_404s(relay: RelayProcess) -> None:
+def test_headers_gzip_cors_cache_control_and_uniform_404s(relay_either: RelayProcess) -> None:
+    relay = relay_either
     stream = create_stream(relay, latency_mode="low")
     pid = stream["playback_ids"][0]["id"]
     with http(relay) as client:

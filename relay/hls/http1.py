@@ -1,0 +1,520 @@
+"""A lean HTTP/1.1 server protocol for playback: GET and HEAD, answered from bytes in memory.
+
+Theory of operation: LL-HLS viewers make many small requests (a held playlist reload and a
+part per part-target each), and most of them are released together when a part is cut.
+Through uvicorn and Starlette each costs about 0.45 ms of CPU; here a request is one head
+parse (a few regular expressions over the bytes, no per-header callback), one call of the
+handler, and one `transport.writelines((head, body))` of bytes the handler already holds
+(a playlist encoded once per revision, a part as the packager keeps it).
+
+    waiting   for a request line and headers: complete within `header_timeout` of the
+              connection opening or the previous response's end (after a response with
+              nothing more received, an idle connection is closed after `keep_alive`)
+    busy      the handler works (a held request may take a segment or three); bytes that
+              arrive meanwhile are kept, up to `MAX_PIPELINED_BYTES`, then reading pauses:
+              pipelined requests are answered in order, one at a time
+    writing   the transport's buffer is over its high-water mark (`pause_writing`): no
+              further request is read or answered until it drains, and a peer that reads
+              nothing for `send_timeout` is cut off
+
+Only what the handler serves is handled here. A request this protocol does not answer
+(another method, a body, an unusual request target, a path the handler declines) is handed,
+with every byte received so far, to the fallback protocol (uvicorn's, with the same limits),
+which keeps the connection from then on. So the API and the rare paths stay exactly as
+they were, and the hot paths skip the ASGI stack.
+
+The connection caps, the per-address cap and the timeouts are `relay.http_limits`'
+(`HttpLimits`, one `ConnectionTable` shared with the fallback). Header bounds: a head over
+`MAX_HEAD_BYTES` (h11's default, which uvicorn used for this listener) is refused with 431,
+a request line over `MAX_REQUEST_LINE_BYTES` with 414, more than `MAX_HEADERS` headers with
+431 (RFC 6585 5, RFC 9110 15.5.15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Protocol, cast
+
+from relay.addresses import address_group
+from relay.http_limits import _REFUSED_RESPONSE, Admission, ConnectionTable, HttpLimits
+from relay.logs import LogLimiter, peer_text
+
+log = logging.getLogger("relay.http")
+
+#: Bytes of a request head (request line and headers) at most: h11's default, which the
+#: uvicorn protocol this replaces enforced (there with a 400).
+MAX_HEAD_BYTES: Final = 16 * 1024
+#: Bytes of a request line at most (a playlist URL with its directives is under 200).
+MAX_REQUEST_LINE_BYTES: Final = 8 * 1024
+#: Header fields in one request at most.
+MAX_HEADERS: Final = 100
+#: Bytes received ahead of the request being answered (pipelined requests) before reading
+#: pauses until the current response is out.
+MAX_PIPELINED_BYTES: Final = 64 * 1024
+#: Seconds an idle keep-alive connection stays open after a response (uvicorn's default,
+#: which this listener had).
+KEEP_ALIVE_TIMEOUT: Final = 5.0
+
+_TOKEN: Final = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^ \x00-\x20\x7f]+) HTTP/1\.([01])")
+# A field line: no obs-fold, no control characters other than HTAB in the value.
+_FIELD: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][ \t\x21-\x7e\x80-"
+                           rb"\xff]*)?)")
+# An origin-form target this protocol routes itself: a plain path (no percent-encoding,
+# which the fallback decodes as Starlette does) and an optional query.
+_TARGET: Final = re.compile(rb"(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([^#]*))?")
+
+_REASONS: Final = {200: b"OK", 400: b"Bad Request", 404: b"Not Found",
+                   414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+                   500: b"Internal Server Error", 503: b"Service Unavailable"}
+_STATUS_LINES: Final = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason)
+                        for status, reason in _REASONS.items()}
+_CLOSE: Final = b"connection: close\r\n"
+# A timer may fire this early (the loop's clock resolution): not a reason to re-arm.
+_TIMER_SLACK: Final = 0.005
+
+
+@dataclass(slots=True)
+class Request:
+    """What the handler reads of a request (header values as latin-1 text)."""
+
+    head: bool  # HEAD: the response's headers without its body
+    path: str
+    query: str  # after "?", undecoded ("" without one)
+    accept_encoding: str
+    client: str  # the peer's address as the socket gives it
+
+
+@dataclass(slots=True)
+class Response:
+    """A complete response: `headers` are field lines each ending in CRLF, without
+    Content-Length (added from the body); `kind` names the resource for counters."""
+
+    status: int
+    headers: bytes
+    body: bytes | memoryview
+    kind: str
+
+
+#: The handler's answer: a response now, one later, or None to hand the request (and the
+#: connection) to the fallback.
+Answer = Response | Awaitable[Response | None] | None
+
+
+class Handler(Protocol):
+    def handle(self, request: Request) -> Answer: ...
+
+    def answered(self, request: Request, response: Response) -> None:
+        """Called once per response this protocol writes (counters go here)."""
+
+
+def text_response(status: int, text: str, headers: bytes = b"", kind: str = "error") -> Response:
+    """A plain-text answer, as Starlette's `Response(..., media_type="text/plain")`."""
+    return Response(status, headers + b"content-type: text/plain; charset=utf-8\r\n",
+                    text.encode(), kind)
+
+
+class Http1Protocol(asyncio.Protocol):
+    """One connection of the lean server. `bound_protocol` makes the class for a listener."""
+
+    table: ClassVar[ConnectionTable]
+    limits: ClassVar[HttpLimits]
+    handler: ClassVar[Handler]
+    log_limiter: ClassVar[LogLimiter]
+
+    def __init__(self, fallback: Callable[[], asyncio.Protocol] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._fallback = fallback
+        self._loop = loop or asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._admitted = False
+        self._address = ""  # address group, for the table and log lines
+        self._client = ""
+        self._buffer = bytearray()
+        self._busy = False  # a request is being answered
+        self._task: asyncio.Future[Response | None] | None = None
+        self._writing_paused = False
+        self._reading_paused = False
+        self._close_after = False  # the current response is the connection's last
+        self._answered_any = False
+        self._idle = False  # waiting with nothing received since a response
+        # One timer per connection, re-armed lazily: a request moves the deadlines (plain
+        # floats) and the timer, when it fires early, re-arms for the deadline then due.
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0  # when the header timeout of the waiting phase ends
+        self._idle_at = 0.0  # when an idle keep-alive connection is closed
+        self._stall: asyncio.TimerHandle | None = None
+
+    # -- what the transport calls ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # uvloop's does not subclass asyncio's
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self._client = host
+        self._address = address_group(host)
+        admission = self.table.open(self, self._address)
+        if admission is not Admission.ADMITTED:
+            self._refuse(stream, admission)
+            return
+        self._admitted = True
+        self._transport = stream
+        self._waiting()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        if not self._admitted:
+            return
+        self._admitted = False
+        self.table.close(self)
+        self._transport = None
+        if self._task is not None:
+            self._task.cancel()  # a held request frees its slot at once
+            self._task = None
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
+        if self._idle:
+            # The first byte of a request: the idle keep-alive wait becomes the header
+            # timeout, counted from the previous response's end.
+            self._idle = False  # the header deadline is later: the timer re-arms for it
+        self._buffer += data
+        if self._busy or self._writing_paused:
+            if len(self._buffer) > MAX_PIPELINED_BYTES:
+                self._pause_reading()
+            return
+        self._next()
+
+    def eof_received(self) -> bool | None:
+        if self._busy:
+            self._close_after = True  # answer the request in progress, then close
+            return True
+        return False  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._pause_reading()  # a peer that reads nothing gets nothing more read either
+        if self._stall is None:
+            self._stall = self._loop.call_later(self.limits.send_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if not self._busy:
+            self._resume_reading()
+            self._next()
+
+    # -- what the table and the server call ------------------------------------------------
+
+    def evict(self) -> None:
+        self.log_limiter.info("http-evicted", "http: closed a connection from %s that was "
+                              "waiting for a request, to make room for a new one "
+                              "(--http-max-connections %d)", peer_text(self._address),
+                              self.table.max_connections)
+        self._abort()
+
+    def shutdown(self) -> None:
+        """Close once the request in progress (if any) is answered."""
+        if self._busy:
+            self._close_after = True
+        elif self._transport is not None:
+            self._transport.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Answer the next complete request in the buffer, if any and if free to."""
+        while (not self._busy and not self._writing_paused and self._transport is not None
+               and not self._transport.is_closing()):
+            buffer = self._buffer
+            start = 0
+            while buffer.startswith(b"\r\n", start):  # RFC 9112 2.2: empty lines before it
+                start += 2
+            if start:
+                del buffer[:start]  # dropped, so a stream of them cannot fill the buffer
+                start = 0
+            end = buffer.find(b"\r\n\r\n", start)
+            if end < 0:
+                line_end = buffer.find(b"\r\n", start)
+                if (line_end < 0 and len(buffer) - start > MAX_REQUEST_LINE_BYTES) or (
+                        line_end - start > MAX_REQUEST_LINE_BYTES):
+                    self._fail(414, "the request line is longer than "
+                               f"{MAX_REQUEST_LINE_BYTES} bytes")
+                elif len(buffer) - start > MAX_HEAD_BYTES:
+                    self._fail(431, f"the request head is longer than {MAX_HEAD_BYTES} bytes")
+                elif len(buffer) > MAX_PIPELINED_BYTES:
+                    self._pause_reading()
+                else:
+                    self._resume_reading()
+                return
+            if end - start > MAX_HEAD_BYTES:
+                self._fail(431, f"the request head is longer than {MAX_HEAD_BYTES} bytes")
+                return
+            request = self._parse(bytes(buffer[start:end]))
+            if request is None:
+                return  # answered (400, 414, 431) or handed to the fallback
+            self._begin(request, end + 4)
+
+    def _parse(self, head: bytes) -> Request | None:
+        lines = head.split(b"\r\n")
+        if len(lines[0]) > MAX_REQUEST_LINE_BYTES:
+            self._fail(414, f"the request line is longer than {MAX_REQUEST_LINE_BYTES} bytes")
+            return None
+        if len(lines) - 1 > MAX_HEADERS:
+            self._fail(431, f"the request has more than {MAX_HEADERS} header fields")
+            return None
+        first = _REQUEST_LINE.fullmatch(lines[0])
+        if first is None:
+            self._fail(400, "malformed request line")
+            return None
+        method, target, minor = first.groups()
+        accept_encoding = b""
+        hosts = 0
+        keep_alive = minor == b"1"
+        ours = method in (b"GET", b"HEAD")  # else the fallback answers (405 and the API)
+        for line in lines[1:]:
+            field = _FIELD.fullmatch(line)
+            if field is None:
+                self._fail(400, "malformed header field")
+                return None
+            name = field.group(1).lower()
+            if name == b"host":
+                hosts += 1
+            elif name == b"accept-encoding":
+                value = field.group(2)
+                accept_encoding = value if not accept_encoding else accept_encoding + b"," + value
+            elif name == b"connection":
+                tokens = field.group(2).lower()
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"upgrade" in tokens:
+                    ours = False
+            elif name == b"content-length":
+                ours = ours and field.group(2) == b"0"
+            elif name in (b"transfer-encoding", b"upgrade", b"expect"):
+                ours = False  # a body, or a protocol change: the fallback frames it
+        if minor == b"1" and hosts != 1:
+            self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
+            return None
+        if not ours:
+            self._hand_off()
+            return None
+        target_match = _TARGET.fullmatch(target)
+        if target_match is None:
+            self._hand_off()  # percent-encoding, absolute-form, "*": the fallback's
+            return None
+        path, query = target_match.groups()
+        self._close_after = self._close_after or not keep_alive
+        return Request(method == b"HEAD", path.decode("ascii"),
+                       query.decode("latin-1") if query is not None else "",
+                       accept_encoding.decode("latin-1"), self._client)
+
+    def _begin(self, request: Request, consumed: int) -> None:
+        self._busy = True
+        self._idle = False
+        self.table.busy(self)
+        try:
+            answer = self.handler.handle(request)
+        except Exception:
+            log.exception("http: the playback handler failed")
+            answer = text_response(500, "Internal Server Error")
+        if answer is None:
+            self._busy = False
+            self._hand_off()
+        elif isinstance(answer, Response):
+            del self._buffer[:consumed]
+            self._respond(request, answer)
+        else:
+            task = asyncio.ensure_future(answer)
+            self._task = task
+            self._pause_reading_if_full()
+            task.add_done_callback(lambda done: self._finished(request, consumed, done))
+
+    def _finished(self, request: Request, consumed: int,
+                  done: asyncio.Future[Response | None]) -> None:
+        if self._task is not done:
+            return  # the connection was lost and the task cancelled
+        self._task = None
+        if done.cancelled():  # from outside (the loop's end): nothing to answer with
+            self._abort()
+            return
+        try:
+            answer = done.result()
+        except Exception:
+            log.exception("http: the playback handler failed")
+            answer = text_response(500, "Internal Server Error")
+        if answer is None:
+            self._busy = False
+            self._hand_off()
+            return
+        del self._buffer[:consumed]
+        self._respond(request, answer)
+        if not self._busy:
+            self._next()
+
+    def _respond(self, request: Request, response: Response) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        body = response.body
+        head = b"%s%s%scontent-length: %d\r\n%s\r\n" % (
+            _STATUS_LINES[response.status], self._date(), response.headers, len(body),
+            _CLOSE if self._close_after else b"")
+        # The one place each answered request's kind and status are known.
+        self.handler.answered(request, response)
+        if request.head:
+            transport.write(head)
+        else:
+            transport.writelines((head, body))
+        self._answered_any = True
+        self._busy = False
+        if self._close_after:
+            transport.close()
+            return
+        self._waiting()
+        if not self._writing_paused:
+            self._resume_reading()
+
+    def _date(self) -> bytes:
+        return b""
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer a malformed request and close: what follows it cannot be framed."""
+        self.log_limiter.info(f"http-refused-{status}", "http: answered %d to %s: %s",
+                              status, peer_text(self._address), reason)
+        transport = self._transport
+        if transport is None:
+            return
+        body = reason.encode() + b"\n"
+        transport.write(b"%scontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+                        b"connection: close\r\n\r\n%s" % (_STATUS_LINES[status], len(body),
+                                                           body))
+        self._busy = True  # nothing more is read or answered
+        transport.close()
+
+    def _hand_off(self) -> None:
+        """Give the connection, and every byte of it not yet answered, to the fallback."""
+        transport = self._transport
+        if self._fallback is None or transport is None:
+            self._fail(400, "this listener serves GET and HEAD of playback paths only")
+            return
+        self._cancel_timers()
+        self.table.close(self)
+        self._admitted = False
+        self._transport = None
+        self._busy = True
+        protocol = self._fallback()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if data:
+            protocol.data_received(data)
+
+    # -- the bounds ------------------------------------------------------------------------
+
+    def _waiting(self) -> None:
+        """Between requests: the connection may be evicted; the header timeout starts."""
+        self.table.waiting(self)
+        now = self._loop.time()
+        self._deadline_at = now + self.limits.header_timeout
+        self._idle_at = now + KEEP_ALIVE_TIMEOUT
+        self._idle = self._answered_any and not self._buffer and \
+            self._idle_at < self._deadline_at
+        due = self._idle_at if self._idle else self._deadline_at
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(due, self._late)
+
+    def _late(self) -> None:
+        self._timer = None
+        if self._busy or self._transport is None:
+            return  # re-armed when the connection waits again
+        due = self._idle_at if self._idle else self._deadline_at
+        if due - self._loop.time() > _TIMER_SLACK:
+            self._timer = self._loop.call_at(due, self._late)
+            return
+        if not self._idle:
+            self.table.counters.header_timeouts += 1
+            self.log_limiter.info(
+                "http-header-timeout", "http: closed a connection from %s: no complete "
+                "request line and headers within %g s (--http-header-timeout)",
+                peer_text(self._address), self.limits.header_timeout)
+            self._abort()
+        elif self._transport is not None:
+            self._transport.close()  # an idle keep-alive: a normal end
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.table.counters.send_timeouts += 1
+        self.log_limiter.info(
+            "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
+            "response for %g s (--http-send-timeout)", peer_text(self._address),
+            self.limits.send_timeout)
+        self._abort()
+
+    def _pause_reading_if_full(self) -> None:
+        if len(self._buffer) > MAX_PIPELINED_BYTES:
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _abort(self) -> None:
+        # abort, not close: close would wait to flush a buffer the peer may never read.
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
+
+    def _cancel_deadline(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_deadline()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _refuse(self, transport: asyncio.Transport, admission: Admission) -> None:
+        if admission is Admission.REFUSED_PER_ADDRESS:
+            self.log_limiter.warning(
+                "http-refused-per-address", "http: refused a connection from %s: it has "
+                "%d open (--http-max-connections-per-ip %d)", peer_text(self._address),
+                self.table.from_address(self._address), self.table.max_per_address)
+        else:
+            self.log_limiter.warning(
+                "http-refused-full", "http: refused a connection from %s: all %d "
+                "connections are busy (--http-max-connections)", peer_text(self._address),
+                self.table.max_connections)
+        transport.write(_REFUSED_RESPONSE)
+        transport.close()
+
+
+def bound_protocol(limits: HttpLimits, table: ConnectionTable, handler: Handler,
+                   base: type[Http1Protocol] = Http1Protocol, **extra: Any
+                   ) -> type[Http1Protocol]:
+    """A protocol class for one listener: its table of connections (shared with the
+    fallback's), its limits, its handler and its rate-limited log lines."""
+    return type(base.__name__, (base,), {
+        "table": table, "limits": limits, "handler": handler,
+        "log_limiter": LogLimiter(log), **extra})

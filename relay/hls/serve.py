@@ -1,0 +1,391 @@
+"""Playback on the lean HTTP/1.1 protocol (`relay.hls.http1`): the hot paths of routes.py.
+
+Served here, with the same statuses, bodies and headers as the Starlette routes in
+`relay.hls.routes` (which stay, on the ASGI side, for everything else and for comparison):
+
+    GET|HEAD /{PLAYBACK_ID}.m3u8             multivariant playlist (live and recorded)
+    GET|HEAD /{PLAYBACK_ID}/rendition.m3u8   media playlist (blocking reload, delta updates)
+    GET|HEAD /{PLAYBACK_ID}/{init, segment, part}    a live stream's media, from memory
+    GET|HEAD /player/{PLAYBACK_ID}           the player page (so the connections a browser
+                                             opens for it stay on this server for hls.js)
+
+Handed to the fallback (uvicorn and the FastAPI app, which keeps the connection): the API's
+paths (by their first path segment, `reserved`), static files and a recorded asset's media
+files (Starlette's FileResponse streams them from disk and answers conditional and Range
+requests), and anything unusual (see `relay.hls.http1`).
+
+Costs per request: a playlist's bytes are encoded once per playlist revision and variant
+(`_HLS_skip`, gzip) by the renderer, so N held viewers released together share one encoding;
+a part or segment is the packager's bytes, written as they are. Whether a client takes gzip
+is parsed once per distinct Accept-Encoding value. A viewer is recorded under the seconds
+clock this module keeps (`now`), so counting viewers allocates nothing per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
+from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
+from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
+from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, parse_resource
+from relay.hls.packager import HlsCounters, LivePackager
+from relay.hls.player import render_player_page
+from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
+from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
+from relay.hls.recording import RECORDING_PLAYLIST, read_variant
+from relay.hls.routes import (
+    _PLAYBACK_ID,
+    INIT_CACHE,
+    MEDIA_CACHE,
+    MP4_TYPE,
+    PLAYLIST_CACHE,
+    PLAYLIST_TYPE,
+    VOD_PLAYLIST_CACHE,
+    PlaybackDirectory,
+    accepts_gzip,
+)
+from relay.http_limits import ConnectionTable, HttpLimits
+
+log = logging.getLogger("relay.hls")
+
+#: Distinct Accept-Encoding values whose gzip verdict is remembered (then forgotten at once).
+MAX_CACHED_ENCODINGS: Final = 256
+#: Seconds between ticks of the clock viewers are counted with (their window is 30 s).
+CLOCK_SECONDS: Final = 1.0
+
+_CORS: Final = b"access-control-allow-origin: *\r\n"
+_TEXT: Final = b"content-type: text/plain; charset=utf-8\r\n"
+_NO_STORE: Final = _CORS + b"cache-control: no-store\r\n"
+
+
+def _playlist_headers(cache: str, gzipped: bool) -> bytes:
+    return (_CORS + b"cache-control: %s\r\nvary: Accept-Encoding\r\n%scontent-type: %s\r\n" % (
+        cache.encode(), b"content-encoding: gzip\r\n" if gzipped else b"",
+        PLAYLIST_TYPE.encode()))
+
+
+_PLAYLIST_HEADERS: Final = {(cache, gzipped): _playlist_headers(cache, gzipped)
+                            for cache in (PLAYLIST_CACHE, VOD_PLAYLIST_CACHE)
+                            for gzipped in (False, True)}
+_MEDIA_HEADERS: Final = _CORS + b"cache-control: %s\r\ncontent-type: %s\r\n" % (
+    MEDIA_CACHE.encode(), MP4_TYPE.encode())
+_INIT_HEADERS: Final = _CORS + b"cache-control: %s\r\ncontent-type: %s\r\n" % (
+    INIT_CACHE.encode(), MP4_TYPE.encode())
+_NOT_FOUND_BODY: Final = b"not found\n"
+# As routes.py's HTMLResponse: no CORS (a page, not a resource for other origins).
+_PLAYER_HEADERS: Final = b"cache-control: no-cache\r\ncontent-type: text/html; charset=utf-8\r\n"
+_PLAYER_PREFIX: Final = "/player/"
+
+#: The kinds a request is counted under (`PlaybackServer.answered`).
+KINDS: Final = ("multivariant", "playlist", "init", "segment", "part", "player")
+# One shared 404 per kind: answering one allocates nothing.
+_NOT_FOUND: Final = {kind: Response(404, _NO_STORE + _TEXT, _NOT_FOUND_BODY, kind)
+                     for kind in KINDS}
+
+
+def _resource_kind(resource: ResourceName) -> str:
+    if resource.init is not None:
+        return "init"
+    return "segment" if resource.part is None else "part"
+
+
+class PlaybackServer:
+    """The handler of `relay.hls.http1` for the playback listener."""
+
+    def __init__(self, directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
+                 holds: HeldRequests | None = None, recorded: RecordedPlaylists | None = None,
+                 reserved: Iterable[str] = ()) -> None:
+        self.directory = directory
+        self.counters = counters if counters is not None else HlsCounters()
+        self.holds = holds if holds is not None else HeldRequests()
+        self.recorded = recorded if recorded is not None else RecordedPlaylists()
+        #: First path segments that belong to the API (and static files).
+        self.reserved = frozenset(reserved) | {"static"}
+        #: Monotonic seconds, refreshed every CLOCK_SECONDS while requests come.
+        self.now = time.monotonic()
+        self._clock: asyncio.TimerHandle | None = None
+        self._gzip: dict[str, bool] = {}
+
+    def close(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    # -- the handler -----------------------------------------------------------------------
+
+    def answered(self, request: Request, response: Response) -> None:
+        """Each answered playback request's kind (`KINDS`, or "error") and status: the one
+        place to count them by."""
+
+    def handle(self, request: Request) -> Answer:
+        if self._clock is None:
+            self._tick()
+        path = request.path
+        if path.startswith(_PLAYER_PREFIX):
+            return self._player(path[len(_PLAYER_PREFIX):])
+        slash = path.find("/", 1)
+        if slash < 0:
+            name = path[1:]
+            if not name.endswith(".m3u8") or name in self.reserved:
+                return None
+            return self._multivariant(request, name[:-len(".m3u8")])
+        playback_id, name = path[1:slash], path[slash + 1:]
+        if not playback_id or not name or "/" in name or playback_id in self.reserved:
+            return None
+        if name == MEDIA_PLAYLIST_URI:
+            kind = "playlist"
+            resource = None
+        else:
+            resource = parse_resource(name)
+            if resource is None:
+                return None  # the Starlette route's 404 (or the API's)
+            kind = _resource_kind(resource)
+        found, target = self.directory.resolve_cached(playback_id)
+        if not found:
+            return self._resolving(request, playback_id, resource, kind)
+        return self._media(request, target, resource, kind)
+
+    async def _resolving(self, request: Request, playback_id: str,
+                         resource: ResourceName | None, kind: str) -> Response | None:
+        target = await self.directory.resolve(playback_id)
+        answer = self._media(request, target, resource, kind)
+        if answer is None or isinstance(answer, Response):
+            return answer
+        return await answer
+
+    def _media(self, request: Request, target: LivePackager | Path | None,
+               resource: ResourceName | None, kind: str) -> Answer:
+        if target is None:
+            return self._not_found(kind)
+        if isinstance(target, LivePackager):
+            target.viewers.seen(request.client, self.now)
+            if resource is None:
+                return self._live_playlist(request, target)
+            return self._live_resource(target, resource, kind)
+        if resource is None:
+            return self._recorded_playlist(request, target)
+        return None  # a recorded file: the fallback's FileResponse (ranges, streaming)
+
+    def _player(self, playback_id: str) -> Answer:
+        if not playback_id or "/" in playback_id:
+            return None  # not the route's path: the API's 404
+        if not _PLAYBACK_ID.match(playback_id):
+            return self._not_found("player")
+        return Response(200, _PLAYER_HEADERS, render_player_page(playback_id).encode(),
+                        "player")
+
+    def _multivariant(self, request: Request, playback_id: str) -> Answer:
+        found, target = self.directory.resolve_cached(playback_id)
+        if found and isinstance(target, LivePackager):
+            target.viewers.seen(request.client, self.now)
+            return self._variant_response(request, playback_id, target.variant(),
+                                          PLAYLIST_CACHE)
+        if found and target is None:
+            return self._not_found("multivariant")
+        return self._multivariant_later(request, playback_id)
+
+    async def _multivariant_later(self, request: Request, playback_id: str) -> Response:
+        target = await self.directory.resolve(playback_id)
+        if isinstance(target, LivePackager):
+            target.viewers.seen(request.client, self.now)
+            return self._variant_response(request, playback_id, target.variant(),
+                                          PLAYLIST_CACHE)
+        if target is None:
+            return self._not_found("multivariant")
+        variant = await asyncio.to_thread(read_variant, target)
+        playlist = await self.recorded.get(target / RECORDING_PLAYLIST)
+        if playlist is None:
+            return self._not_found("multivariant")
+        return self._variant_response(
+            request, playback_id, variant,
+            VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE)
+
+    def _variant_response(self, request: Request, playback_id: str, variant: Any,
+                          cache: str) -> Response:
+        if variant is None:
+            return self._not_found("multivariant")
+        self.counters.playlist_requests += 1
+        body = render_multivariant([dataclasses.replace(variant, path=f"{playback_id}/")]
+                                   ).encode("ascii")
+        return self._playlist(request, body, cache, None, "multivariant")
+
+    def _live_playlist(self, request: Request, packager: LivePackager) -> Answer:
+        playlist, renderer = packager.playlist, packager.renderer
+        assert playlist is not None and renderer is not None
+        self.counters.playlist_requests += 1
+        query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}
+        decision = decide(query, playlist)
+        if isinstance(decision, BadRequest):
+            self.counters.bad_requests += 1
+            return Response(400, _CORS + _TEXT, (decision.reason + "\n").encode(), "playlist")
+        skip = decision.skip
+        if isinstance(decision, Wait):
+            return self._held_playlist(request, packager, decision)
+        return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
+                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist")
+
+    async def _held_playlist(self, request: Request, packager: LivePackager,
+                             wait: Wait) -> Response:
+        playlist, renderer = packager.playlist, packager.renderer
+        assert playlist is not None and renderer is not None
+        assert playlist.target_duration is not None
+        outcome = await self.holds.hold(packager, hold_timeout(playlist.target_duration),
+                                        lambda: is_satisfied(wait, playlist))
+        if outcome is HoldOutcome.REFUSED:
+            return self._too_many_held("playlist")
+        self.counters.held_requests += 1
+        if outcome is HoldOutcome.TIMED_OUT:
+            self.counters.held_timeouts += 1
+            return self._unavailable("the playlist did not reach the requested segment or "
+                                     "part in time", "playlist")
+        skip = wait.skip
+        return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
+                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist")
+
+    def _live_resource(self, packager: LivePackager, resource: ResourceName,
+                       kind: str) -> Answer:
+        playlist = packager.playlist
+        if playlist is None:
+            return self._not_found(kind)
+        self.counters.media_requests += 1
+        if playlist.availability(resource) is Availability.PENDING:
+            return self._held_resource(packager, resource, kind)
+        return self._resource(packager, resource, kind)
+
+    async def _held_resource(self, packager: LivePackager, resource: ResourceName,
+                             kind: str) -> Response:
+        playlist = packager.playlist
+        assert playlist is not None and playlist.target_duration is not None
+        outcome = await self.holds.hold(
+            packager, hold_timeout(playlist.target_duration),
+            lambda: playlist.availability(resource) is not Availability.PENDING)
+        if outcome is HoldOutcome.REFUSED:
+            return self._too_many_held(kind)
+        self.counters.held_requests += 1
+        if outcome is HoldOutcome.TIMED_OUT:
+            self.counters.held_timeouts += 1
+            return self._unavailable("the part was not complete in time", kind)
+        return self._resource(packager, resource, kind)
+
+    def _resource(self, packager: LivePackager, resource: ResourceName, kind: str
+                  ) -> Response:
+        data = packager.resource(resource)
+        if data is None:
+            return self._not_found(kind)
+        return Response(200, _INIT_HEADERS if resource.init is not None else _MEDIA_HEADERS,
+                        data, kind)
+
+    async def _recorded_playlist(self, request: Request, recording: Path) -> Response:
+        playlist = await self.recorded.get(recording / RECORDING_PLAYLIST)
+        if playlist is None:
+            return self._not_found("playlist")
+        self.counters.playlist_requests += 1
+        gzipped = playlist.gzipped
+        return self._playlist(request, playlist.body,
+                              VOD_PLAYLIST_CACHE if playlist.finished else PLAYLIST_CACHE,
+                              (lambda: gzipped) if gzipped is not None else None, "playlist")
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _playlist(self, request: Request, body: bytes, cache: str,
+                  compressed: Callable[[], bytes] | None, kind: str) -> Response:
+        """A playlist, gzipped when the client accepts it and it is long enough (as
+        routes.py's `_playlist_response`)."""
+        if len(body) >= GZIP_MIN_BYTES and self._accepts_gzip(request.accept_encoding):
+            body = (compressed() if compressed is not None
+                    else gzip.compress(body, compresslevel=GZIP_LEVEL))
+            return Response(200, _PLAYLIST_HEADERS[cache, True], body, kind)
+        return Response(200, _PLAYLIST_HEADERS[cache, False], body, kind)
+
+    def _accepts_gzip(self, accept_encoding: str) -> bool:
+        verdict = self._gzip.get(accept_encoding)
+        if verdict is None:
+            if len(self._gzip) >= MAX_CACHED_ENCODINGS:
+                self._gzip.clear()
+            verdict = self._gzip[accept_encoding] = accepts_gzip(accept_encoding)
+        return verdict
+
+    def _not_found(self, kind: str) -> Response:
+        self.counters.not_found += 1
+        # no-store: what is missing now may exist in a moment (routes.py's `_not_found`).
+        return _NOT_FOUND[kind]
+
+    def _unavailable(self, reason: str, kind: str, retry_after: int | None = None
+                     ) -> Response:
+        headers = _NO_STORE
+        if retry_after is not None:
+            headers += b"retry-after: %d\r\n" % retry_after
+        return Response(503, headers + _TEXT, (reason + "\n").encode(), kind)
+
+    def _too_many_held(self, kind: str) -> Response:
+        holds = self.holds
+        return self._unavailable(
+            f"too many requests are waiting for this stream or this server (at most "
+            f"{holds.max_per_stream} per stream, {holds.max_total} in all); retry shortly",
+            kind, retry_after=REFUSED_RETRY_AFTER)
+
+    def _tick(self) -> None:
+        self.now = time.monotonic()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._clock = loop.call_later(CLOCK_SECONDS, self._tick)
+
+
+class UvicornPlaybackProtocol(Http1Protocol):
+    """The lean protocol as uvicorn creates its protocols, with uvicorn's (h11, with the
+    same limits and table) as the fallback; the Date header is uvicorn's, refreshed by its
+    tick once a second."""
+
+    fallback_class: type[asyncio.Protocol]
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(self._make_fallback, _loop)
+        self._config = config
+        self._server_state = server_state
+        self._app_state = app_state
+        self._headers_seen: object = None
+        self._date_line = b""
+
+    def _make_fallback(self) -> asyncio.Protocol:
+        self._server_state.connections.discard(self)
+        return self.fallback_class(config=self._config,  # type: ignore[call-arg]
+                                   server_state=self._server_state,
+                                   app_state=self._app_state, _loop=self._loop)
+
+    def connection_made(self, transport: Any) -> None:
+        self._server_state.connections.add(self)  # uvicorn's shutdown closes it
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server_state.connections.discard(self)
+        super().connection_lost(exc)
+
+    def _date(self) -> bytes:
+        headers = self._server_state.default_headers
+        if headers is not self._headers_seen:
+            self._headers_seen = headers
+            self._date_line = b"".join(b"%s: %s\r\n" % (name, value)
+                                       for name, value in headers)
+        return self._date_line
+
+
+def playback_protocol(limits: HttpLimits, table: ConnectionTable, server: PlaybackServer,
+                      fallback_class: type[asyncio.Protocol]) -> type[Http1Protocol]:
+    """The protocol class uvicorn gets (`http=`) for the playback listener."""
+    return bound_protocol(limits, table, server, UvicornPlaybackProtocol,
+                          fallback_class=fallback_class)
+
+
+__all__ = ["KINDS", "PlaybackServer", "playback_protocol"]

@@ -1,0 +1,47 @@
+"""The lean playback server (`relay.hls.serve`) on a real socket in the test's loop, with
+uvicorn's h11 protocol running an ASGI app as its fallback: what `relay serve` runs on its
+HTTP port, without the rest of the process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.server import ServerState
+
+from relay.hls.serve import PlaybackServer, playback_protocol
+from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+
+
+@contextlib.asynccontextmanager
+async def serving_lean(app: ASGIApp, playback: PlaybackServer,
+                       limits: HttpLimits | None = None,
+                       counters: HttpCounters | None = None) -> AsyncIterator[str]:
+    """Serve on 127.0.0.1; yields the base URL."""
+    limits = limits if limits is not None else HttpLimits()
+    limited = limited_protocol(limits, counters)
+    protocol = playback_protocol(limits, limited.table, playback, limited)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                            ws="none", http=protocol)
+    config.load()
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: protocol(config=config, server_state=state,  # type: ignore[call-arg]
+                         app_state={}, _loop=loop), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for connection in list(state.connections):
+            connection.shutdown()
+        for _ in range(50):
+            if not state.connections:
+                break
+            await asyncio.sleep(0.01)
+        playback.close()
+        await server.wait_closed()
