@@ -348,17 +348,41 @@ class StoryboardPlan:
 
 
 def plan_storyboard(timeline: Timeline, source: tuple[int, int]) -> StoryboardPlan:
-    """Tiles at regular times over the whole timeline, in rows of STORYBOARD_COLUMNS."""
+    """Tiles at regular times over the whole timeline, in rows of STORYBOARD_COLUMNS; a
+    live window's as `_live_plan` places them."""
+    size = layout(source, STORYBOARD_TILE_WIDTH, None, FitMode.PRESERVE).canvas
+    if timeline.live:
+        return _live_plan(timeline, size)
     span = max(0.0, timeline.end - timeline.start)
     count = max(1, min(STORYBOARD_MAX_TILES, int(span / STORYBOARD_MIN_INTERVAL)))
     step = span / count if span > 0 else 1.0
-    size = layout(source, STORYBOARD_TILE_WIDTH, None, FitMode.PRESERVE).canvas
     columns = min(count, STORYBOARD_COLUMNS)
     tiles = tuple(Tile(start=timeline.start + index * step,
                        end=timeline.start + (index + 1) * step,
                        x=(index % columns) * size[0], y=(index // columns) * size[1])
                   for index in range(count))
     return StoryboardPlan(size, columns, math.ceil(count / columns), tiles)
+
+
+def _live_plan(timeline: Timeline, size: tuple[int, int]) -> StoryboardPlan:
+    """A live window's tiles stand for whole steps of STORYBOARD_MIN_INTERVAL on the media
+    timeline, and step k always has the place k mod STORYBOARD_MAX_TILES on a sheet of
+    them all. The window moves between a player's fetch of the WebVTT and its fetch of the
+    sheet; with places fixed by time, every cue the WebVTT names still points at its own
+    tile on a later sheet (until the window has moved on by the sheet's whole length),
+    and the places of steps no longer in the window are left black."""
+    step = STORYBOARD_MIN_INTERVAL
+    first = math.ceil(timeline.start / step - 1e-9)
+    last = max(first, math.floor(timeline.end / step + 1e-9) - 1)
+    first = max(first, last - STORYBOARD_MAX_TILES + 1)  # the newest, if it is longer
+    columns = STORYBOARD_COLUMNS
+    tiles = []
+    for k in range(first, last + 1):
+        place = k % STORYBOARD_MAX_TILES
+        tiles.append(Tile(start=k * step, end=(k + 1) * step,
+                          x=(place % columns) * size[0], y=(place // columns) * size[1]))
+    return StoryboardPlan(size, columns, math.ceil(STORYBOARD_MAX_TILES / columns),
+                          tuple(tiles))
 
 
 def _source_size(timeline: Timeline, reader: MediaReader) -> tuple[int, int]:

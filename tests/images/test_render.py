@@ -176,7 +176,8 @@ def test_storyboard_plan_and_sheet() -> None:
     assert plan.tile_size == (256, 144)
     assert plan.sheet_size == (2560, 1440)
     assert plan.tiles[1].start == 10.0 and plan.tiles[-1].end == 1000.0
-    timeline, reader = two_segments(gop=15)
+    live, reader = two_segments(gop=15)
+    timeline = Timeline(live.entries, live=False)  # as an asset
     vtt = render_storyboard_vtt(timeline, reader, StoryboardRequest(ImageFormat.WEBP)).body
     assert vtt.decode() == (
         "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nstoryboard.webp#xywh=0,0,256,192\n\n"
@@ -186,3 +187,25 @@ def test_storyboard_plan_and_sheet() -> None:
     assert sheet.size == (512, 192)
     assert red_frame_number(sheet.crop((0, 0, 256, 192))) == 0
     assert red_frame_number(sheet.crop((256, 0, 512, 192))) == 0
+
+
+def test_a_live_storyboard_keeps_each_time_in_its_place() -> None:
+    def window(start: float, end: float) -> Timeline:
+        return Timeline((SegmentEntry(start, end - start, "i", "m"),), live=True)
+
+    before = plan_storyboard(window(10.5, 40.5), (1280, 720))
+    after = plan_storyboard(window(12.5, 42.7), (1280, 720))
+    # Whole seconds inside the window, each tile at the place of its second (mod 100).
+    assert [t.start for t in before.tiles] == [float(k) for k in range(11, 40)]
+    assert [t.start for t in after.tiles] == [float(k) for k in range(13, 42)]
+    assert before.sheet_size == after.sheet_size == (10 * 256, 10 * 144)
+    places = {t.start: (t.x, t.y) for t in before.tiles}
+    for tile in after.tiles:
+        if tile.start in places:
+            assert places[tile.start] == (tile.x, tile.y)
+    assert places[11.0] == (256, 144) and places[39.0] == (9 * 256, 3 * 144)
+    # A window longer than the sheet keeps its newest seconds.
+    long = plan_storyboard(window(0.0, 250.0), (1280, 720))
+    assert len(long.tiles) == STORYBOARD_MAX_TILES
+    assert (long.tiles[0].start, long.tiles[-1].start) == (150.0, 249.0)
+    assert len({(t.x, t.y) for t in long.tiles}) == STORYBOARD_MAX_TILES

@@ -309,7 +309,14 @@ def check_storyboard(vtt: httpx.Response, sheet_response: httpx.Response, *,
         assert number % GOP == 0 and number <= start * FPS + 1, (start, number)
         if not live:
             assert number == keyframe_at_or_before(int(start * FPS + 1e-6)), (start, number)
+        if live:  # each whole second of the window in the place of its number (mod 100)
+            assert start == int(start) and end == start + 1, text
+            place = int(start) % 100
+            assert (x, y) == (place % 10 * 256, place // 10 * 192), (start, x, y)
     assert len(tiles) == len(cues)
+    if live:  # places fixed by time: a sheet of 10 x 10
+        assert sheet.size == (10 * 256, 10 * 192), sheet.size
+        return
     # The sheet is exactly the grid of tiles the WebVTT names.
     columns = len({x for x, _ in tiles})
     assert sheet.size == (columns * 256, -(-len(cues) // columns) * 192), sheet.size
