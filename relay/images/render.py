@@ -1,4 +1,5 @@
-"""Cutting pictures out of fMP4 with PyAV and encoding them with Pillow: blocking, pure.
+"""Cutting pictures out of fMP4 with PyAV and encoding them (Pillow; animated WebP with
+FFmpeg's libwebp_anim): blocking, pure.
 
 Everything here runs in a worker thread of `relay.images.pool` and touches no shared state:
 a job gets a `Timeline`, a `MediaReader` and a parsed request, and returns the encoded
@@ -24,6 +25,7 @@ frame threads would delay the one frame a thumbnail needs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from collections.abc import Iterator
@@ -265,6 +267,76 @@ def frame_durations(count: int, fps: int, *, step_ms: int) -> list[int]:
     return [at(index + 1) - at(index) for index in range(count)]
 
 
+class GifFrames:
+    """An animated GIF's frames, kept (palette images, a byte a pixel) until it is written
+    by Pillow, which needs them all."""
+
+    def __init__(self, fps: int) -> None:
+        self._fps = fps
+        self._frames: list[Image.Image] = []
+
+    def add(self, image: Image.Image) -> Image.Image:
+        # Quantized here, with the fast octree: Pillow's default (median cut, in the GIF
+        # writer) takes 7x longer and holds the GIL throughout, which the event loop feels
+        # (benchmarks/images.py); a P image is also a third the memory of an RGB one.
+        quantized = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        self._frames.append(quantized)
+        return quantized
+
+    def again(self, image: Image.Image) -> None:
+        self._frames.append(image)
+
+    def finish(self) -> bytes:
+        out = io.BytesIO()
+        frames = self._frames
+        frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=frame_durations(len(frames), self._fps, step_ms=10), loop=0)
+        return out.getvalue()
+
+
+class WebpFrames:
+    """An animated WebP encoded frame by frame as the frames come (FFmpeg's libwebp_anim
+    through PyAV): only compressed frames are held, however long the image."""
+
+    def __init__(self, fps: int) -> None:
+        self._fps = fps
+        self._out = io.BytesIO()
+        # The webp muxer's `loop`: 0 plays forever, as Mux's do.
+        self._container: Any = av.open(self._out, "w", format="webp", options={"loop": "0"})
+        self._stream: Any = None
+        self._count = 0
+
+    def add(self, image: Image.Image) -> Image.Image:
+        self.again(image)
+        return image
+
+    def again(self, image: Image.Image) -> None:
+        if self._stream is None:
+            self._stream = self._container.add_stream("libwebp_anim", rate=self._fps)
+            self._stream.width, self._stream.height = image.size
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.time_base = Fraction(1, 1000)
+            self._stream.codec_context.time_base = Fraction(1, 1000)
+            self._stream.options = {"quality": str(WEBP_QUALITY)}
+        from_image: Any = av.VideoFrame.from_image  # untyped in PyAV's stubs
+        frame = from_image(image).reformat(format="yuv420p")
+        frame.pts = round(self._count * 1000 / self._fps)  # milliseconds, without drift
+        frame.time_base = Fraction(1, 1000)
+        self._count += 1
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def finish(self) -> bytes:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        return self._out.getvalue()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.close()
+
+
 def render_animated(timeline: Timeline, reader: MediaReader,
                     request: AnimatedRequest) -> Rendered:
     """`fps` pictures a second from `start` to `end` (cut at the media's end), each the
@@ -275,54 +347,47 @@ def render_animated(timeline: Timeline, reader: MediaReader,
     end = min(request.end, timeline.end)
     count = max(1, math.ceil((end - request.start) * request.fps - 1e-6))
     times = [request.start + index / request.fps for index in range(count)]
-    pictures: list[Image.Image] = []
+    sink: GifFrames | WebpFrames = (GifFrames(request.fps) if request.format is ImageFormat.GIF
+                                    else WebpFrames(request.fps))
+    made = 0
     held: tuple[Any, Image.Image | None] | None = None  # the latest frame, converted lazily
 
     def emit() -> None:
-        nonlocal held
+        nonlocal held, made
         assert held is not None
         frame, image = held
         if image is None:
-            image = picture(frame, request.transform)
-            if request.format is ImageFormat.GIF:
-                # Quantized here, with the fast octree: Pillow's default (median cut, in
-                # the GIF writer) takes 7x longer and holds the GIL throughout, which the
-                # event loop feels (benchmarks/images.py); a P image is also a third the
-                # memory of an RGB one until the GIF is written.
-                image = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-            held = (frame, image)
-        pictures.append(image)
+            held = (frame, sink.add(picture(frame, request.transform)))
+        else:
+            sink.again(image)  # the same picture again (a source slower than `fps`)
+        made += 1
 
-    for entry in timeline.entries:
-        if entry.start + entry.duration <= request.start - 1e-6 and entry is not \
-                timeline.entries[-1]:
-            continue
-        if entry.start > end + 1e-6 or len(pictures) >= count:
-            break
-        with open_segment(reader, entry) as segment:
-            for offset, frame in segment.frames():
-                at = entry.start + offset
-                while len(pictures) < count and times[len(pictures)] < at - 1e-6:
-                    if held is None:
-                        held = (frame, None)  # the media starts after `start`
-                    emit()
-                held = (frame, None)
-                if len(pictures) >= count:
-                    break
-    if held is None:
-        raise NoPicture("no picture in the asked time range")
-    while len(pictures) < count:
-        emit()
-    out = io.BytesIO()
-    if request.format is ImageFormat.GIF:
-        durations = frame_durations(count, request.fps, step_ms=10)
-        pictures[0].save(out, format="GIF", save_all=True, append_images=pictures[1:],
-                         duration=durations, loop=0)
-    else:
-        durations = frame_durations(count, request.fps, step_ms=1)
-        pictures[0].save(out, format="WEBP", save_all=True, append_images=pictures[1:],
-                         duration=durations, loop=0, quality=WEBP_QUALITY)
-    return Rendered(out.getvalue(), request.format.media_type)
+    try:
+        for entry in timeline.entries:
+            if entry.start + entry.duration <= request.start - 1e-6 and entry is not \
+                    timeline.entries[-1]:
+                continue
+            if entry.start > end + 1e-6 or made >= count:
+                break
+            with open_segment(reader, entry) as segment:
+                for offset, frame in segment.frames():
+                    at = entry.start + offset
+                    while made < count and times[made] < at - 1e-6:
+                        if held is None:
+                            held = (frame, None)  # the media starts after `start`
+                        emit()
+                    held = (frame, None)
+                    if made >= count:
+                        break
+        if held is None:
+            raise NoPicture("no picture in the asked time range")
+        while made < count:
+            emit()
+        body = sink.finish()
+    finally:
+        if isinstance(sink, WebpFrames):
+            sink.close()
+    return Rendered(body, request.format.media_type)
 
 
 # -- storyboards -------------------------------------------------------------------------------

@@ -165,7 +165,26 @@ def test_animated_samples_the_latest_frame_at_each_time() -> None:
     # Past the media's end, the image ends with it.
     short = render_animated(timeline, reader, AnimatedRequest(
         ImageFormat.WEBP, 1.5, 5.0, 10, Transform(width=32)))
-    assert decoded(short.body).n_frames == 5
+    webp = decoded(short.body)
+    assert webp.format == "WEBP" and webp.size == (32, 24) and webp.n_frames == 5
+    shown = []
+    for index in range(webp.n_frames):
+        webp.seek(index)
+        webp.load()
+        shown.append((webp.info["duration"], red_frame_number(webp)))
+    assert shown == [(100, 15), (100, 18), (100, 21), (100, 24), (100, 27)], shown
+    # 15 fps: 66.7 ms frames as whole milliseconds, adding up without drift.
+    third = render_animated(timeline, reader, AnimatedRequest(
+        ImageFormat.WEBP, 0.0, 1.0, 15, Transform(width=32)))
+    webp = decoded(third.body)
+    durations = []
+    for index in range(webp.n_frames):
+        webp.seek(index)
+        webp.load()
+        durations.append(webp.info["duration"])
+    # (The last frame's length is libwebp_anim's: one frame interval, rounded down.)
+    assert len(durations) == 15 and set(durations) <= {66, 67}
+    assert abs(sum(durations) - 1000) <= 1, durations
 
 
 def test_storyboard_plan_and_sheet() -> None:
