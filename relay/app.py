@@ -48,6 +48,8 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+from relay.images.pool import DecodePool
+from relay.images.routes import image_routes
 from relay.logs import LogLimiter
 from relay.metrics import (
     IngestCollector,
@@ -172,6 +174,8 @@ class RelayServer:
         #: Signing keys, playback restrictions and session values for signed playback
         #: (issue 17), kept in step with the API; set while the server runs.
         self.playback_access: PlaybackAccess | None = None
+        #: Where thumbnails, animated images and storyboards are decoded (relay.images).
+        self.image_pool = DecodePool()
 
     @property
     def store(self) -> Store:
@@ -274,10 +278,12 @@ class RelayServer:
                             and not path.startswith("/{")}
             recorded = RecordedPlaylists()
             # After the API's routes, so /video/v1, /docs and the health checks come first
-            # and other paths keep the API's 404 envelope.
-            api.router.routes.extend(playback_routes(playback, self.hls_counters,
-                                                     holds=self.held_requests,
-                                                     recorded=recorded))
+            # and other paths keep the API's 404 envelope; the image routes before
+            # /{PLAYBACK_ID}/{name}, which would take their paths.
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool),
+                                      *playback_routes(playback, self.hls_counters,
+                                                       holds=self.held_requests,
+                                                       recorded=recorded)])
             if s.playback_server == "lean":
                 self.playback = PlaybackServer(playback, self.hls_counters,
                                                holds=self.held_requests, recorded=recorded,
@@ -437,6 +443,7 @@ class RelayServer:
         self._servers.clear()
         if self.playback is not None:
             self.playback.close()
+        self.image_pool.close()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()
         # Last before the store: the sessions' final events are in the outbox, and what is

@@ -471,6 +471,11 @@ class LivePackager:
             return self._segments.get(name.msn)
         return self._parts.get((name.msn, name.part))
 
+    def open_fragments(self) -> tuple[bytes, ...]:
+        """The fragments of the segment in progress so far, oldest first (the image routes
+        read the newest keyframe from them: in every latency mode, parts listed or not)."""
+        return tuple(self._open)
+
     def window_bytes(self) -> int:
         """Bytes of media held in memory for the live playlist: init segments, segments,
         parts (the open segment's too) and what waits for the first segment to complete."""
