@@ -302,9 +302,25 @@ class MediaQueue(_GopQueue):
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_frames: int = DEFAULT_MAX_FRAMES,
-                 drops: QueueDrops | None = None) -> None:
+                 drops: QueueDrops | None = None,
+                 batch_delay: float = 0.0, batch_bytes: int = 0) -> None:
+        """`batch_delay` (seconds) and `batch_bytes` batch the consumer's wake-ups: a waiting
+        `get()` returns once `batch_bytes` of frame data are queued or `batch_delay` after
+        the first item arrived, whichever comes first (the end and a restart at once). With
+        the default 0, every item wakes it."""
         super().__init__(max_bytes=max_bytes, max_frames=max_frames, drops=drops)
+        if batch_delay < 0:
+            raise ValueError(f"batch_delay is {batch_delay}; it must be at least 0")
+        if batch_bytes < 0:
+            raise ValueError(f"batch_bytes is {batch_bytes}; it must be at least 0")
+        self.batch_delay = batch_delay
+        self.batch_bytes = batch_bytes
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def on_end(self) -> None:
+        super().on_end()
+        self._wake_now()
 
     # -- the consumer's side -------------------------------------------------------------
 
@@ -358,9 +374,22 @@ class MediaQueue(_GopQueue):
                 items.appendleft(config)
         self._delivered.clear()
         if items:
-            self._wake()
+            self._wake_now()
 
     def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if not self.batch_delay or self._bytes >= self.batch_bytes:
+            self._wake_now()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.batch_delay,
+                                                                self._wake_now)
+
+    def _wake_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
