@@ -11,6 +11,11 @@ tag bodies (`relay.simulcast.flv`). Writes honour the transport's flow control: 
 high-water mark the sender waits in `drain()`, at most `write_stall_timeout`; a target that
 stops reading costs one transport buffer here, and its queue drops GOPs upstream.
 
+Cost per target: the sender wakes when its queue says (the manager's queues batch wake-ups:
+`TARGET_BATCH_DELAY`), takes everything queued, and writes it with one `writelines`. Each
+frame's tag body is chunked once for all the targets (`relay.simulcast.tags`); a connection
+adds only its first chunk's header, so the frame's bytes are not copied per target.
+
 Timestamps: every connection starts at 0 (the first frame after `queue.restart()`, a
 keyframe, is 0) and stays monotonic across a source `Discontinuity`: the source's clock may
 jump either way there, so the next frame is placed `DISCONTINUITY_GAP_MS` after the last one.
@@ -47,8 +52,10 @@ RTMPS_DEFAULT_PORT = 443
 #: (about a frame at 30 fps), so the target sees a short gap, never time going backwards.
 DISCONTINUITY_GAP_MS = 33
 #: Muxed bytes held before a write while the queue still has items (a backlog after a stall
-#: is written in pieces of this size, each followed by the flow-control check).
-WRITE_BATCH_BYTES = 64 * 1024
+#: is written in pieces of this size, each followed by the flow-control check). As large as
+#: a batched wake-up brings (the manager's TARGET_BATCH_BYTES), so that a wake-up is one
+#: write; half the transport's default high-water mark (PushLimits.write_buffer_bytes).
+WRITE_BATCH_BYTES = 256 * 1024
 #: How much of the server's input one read takes.
 READ_SIZE = 65536
 
