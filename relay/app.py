@@ -39,6 +39,8 @@ from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
 from relay.hls.packager import (
     DEFAULT_RECORDING_MAX_BACKLOG,
+    PACKAGER_QUEUE_MAX_BYTES,
+    PACKAGER_QUEUE_MAX_FRAMES,
     HlsCounters,
     LivePackager,
     RecordingQueue,
@@ -70,6 +72,7 @@ from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.hub import LiveSession
+from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry
 from relay.webhooks import WebhookDeliverer, WebhookLimits
 
@@ -478,7 +481,10 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),
         first_msn=int(session.started_at), counters=counters)
     session.asset_listeners.append(asset_known)
-    session.attach_sink(packager, reports_playable=True)
+    # Behind a queue like every consumer: the hub never calls into the packager itself.
+    session.attach_sink(DrainQueue(packager, max_bytes=PACKAGER_QUEUE_MAX_BYTES,
+                                   max_frames=PACKAGER_QUEUE_MAX_FRAMES,
+                                   drops=counters.queue_drops), reports_playable=True)
     session.recording_done = packager.finished_media
     session.attachments[HLS_ATTACHMENT] = packager
     packager.viewers = session.viewers

@@ -494,6 +494,11 @@ class IngestCollector(Collector):
              hls.recording_dropped),
             ("relay_hls_packaging_failures", "sessions whose media could not be packaged "
              "(each was ended with the reason)", hls.failures),
+            ("relay_hls_queue_dropped_frames", "frames the queues before the packagers "
+             "dropped (whole GOPs; only a starved event loop fills them)",
+             hls.queue_drops.frames),
+            ("relay_hls_queue_dropped_gops", "GOPs the queues before the packagers dropped",
+             hls.queue_drops.gops),
             ("relay_hls_packaging_errors", "packaging failures that were internal errors "
              "(bugs; logged with a traceback)", hls.packaging_errors),
             ("relay_hls_recordings_failed", "recordings a failed write (a full disk) ended "

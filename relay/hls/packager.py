@@ -69,6 +69,7 @@ from relay.hls.segmenter import (
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
 from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.health import PlaybackClients
+from relay.streams.queue import QueueDrops
 
 log = logging.getLogger("relay.hls")
 
@@ -99,6 +100,13 @@ DISK_STALL_SECONDS: Final = 5.0
 PART_PUBLISH_DELAY_BUCKETS: Final = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2,
                                      0.3, 0.5, 1.0, 2.0)
 
+#: Bounds of the queue between the hub and the packager (`relay.streams.queue.DrainQueue`).
+#: It is drained once per event-loop iteration, so it holds one iteration's media: a drop
+#: there means a starved loop, never a slow consumer. 32 MiB is 43 s of a 6 Mbit/s stream,
+#: 8,192 frames ~106 s at 30 fps + 48 kHz AAC.
+PACKAGER_QUEUE_MAX_BYTES: Final = 32 * 1024 * 1024
+PACKAGER_QUEUE_MAX_FRAMES: Final = 8192
+
 #: The shortest wait of `RecordingQueue.close` between two looks at whether the job it waits
 #: for has hung.
 _STALL_POLL_SECONDS: Final = 0.5
@@ -118,6 +126,8 @@ class HlsCounters:
     recordings_stalled: int = 0  # recordings closed without their hung write finishing
     failures: int = 0  # sessions whose media could not be packaged (and so ended)
     packaging_errors: int = 0  # ...of which by an unexpected error of the packager (a bug)
+    # Dropped (whole GOPs) by the queues between the hub and the packagers: a starved loop.
+    queue_drops: QueueDrops = field(default_factory=QueueDrops)
     # Added when each session ends, from its segmenter:
     overruns: int = 0  # segments longer than TARGETDURATION (encoder GOP too long)
     frames_dropped: int = 0  # frames the segmenter could not place (before a keyframe...)

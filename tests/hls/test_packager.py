@@ -23,6 +23,7 @@ from relay.hls.segmenter import PartSegmenter
 from relay.media.units import Codec, MediaFrame, VideoConfig
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
+from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry
 from tests.hls.test_segmenter import (
     audio_config,
@@ -370,3 +371,34 @@ def test_part_publish_delay_is_measured_from_the_parts_last_frame() -> None:
     buckets = dict(delays.cumulative())
     assert buckets[0.005] == 0 and buckets[0.05] == delays.count
     assert 0.015 * delays.count < delays.sum < 0.035 * delays.count
+
+
+async def test_the_packager_consumes_behind_a_queue_drained_once_per_loop_iteration(
+        store: Store, tmp_path: Path) -> None:
+    """The hub never calls the packager: frames reach it in the next loop iteration, all in
+    one pass, and the end at once, after them."""
+    packagers: list[LivePackager] = []
+    counters = HlsCounters()
+    registry = IngestRegistry(store, on_session_started=lambda session: packagers.append(
+        attach_packager(session, AssetFiles(tmp_path), part_target=0.3, counters=counters)))
+    stream = await new_stream(store, latency_mode="low")
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    [packager] = packagers
+    [queue] = session.sinks
+    assert isinstance(queue, DrainQueue) and queue.consumer is packager
+    session.publish_track(video_config())
+    session.publish_track(audio_config())
+    frames = av(2.5)  # keyframes every second
+    for frame in frames:
+        session.publish_frame(frame)
+    assert counters.parts == 0 and queue.queued_frames == len(frames)
+    await asyncio.sleep(0)
+    assert queue.queued_frames == 0 and counters.segments >= 1  # all in one pass
+    segments = counters.segments
+    for frame in av(1.0, start=2500):  # a keyframe at 3 s
+        session.publish_frame(frame)
+    session.end("the application completed the live stream")
+    assert packager.ended and len(queue) == 0
+    assert counters.segments > segments  # the end closed the open one, frames and all
+    assert queue.dropped_frames == 0 and counters.queue_drops.frames == 0
+    await asyncio.wait_for(session.wait_finished(), 30)
