@@ -21,8 +21,13 @@ GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-
 # nodejs runs the official Mux Node SDK's webhook verification (tests/node/). Not npm: the SDK
 # has no dependencies and comes as a checksummed tarball (below), and Debian's npm conflicts
 # with NodeSource's nodejs (which bundles its own npm), so listing it would break those hosts.
+# prometheus: for its promtool, which checks deploy/prometheus/relay-alerts.yml
+# (tests/integration/test_metrics_docs.py). The package also installs a Prometheus service
+# (port 9090) that the tests do not need: `$(STAMPS)/apt` disables and stops it right after
+# installing (`systemctl disable --now prometheus`; where systemd is not running, as in
+# containers, it was never started and only its boot-time link is removed).
 APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES) nginx libnginx-mod-rtmp \
-	nodejs
+	nodejs prometheus
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64
@@ -129,6 +134,12 @@ endef
 $(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
 	$(call apt_install,$(APT_PACKAGES))
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if [ -d /run/systemd/system ]; then \
+		$$SUDO systemctl disable --now prometheus 2>/dev/null || true; \
+	else \
+		$$SUDO rm -f /etc/systemd/system/multi-user.target.wants/prometheus.service; \
+	fi
 	@touch $@
 
 $(STAMPS)/build-apt: Makefile

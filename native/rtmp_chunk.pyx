@@ -86,6 +86,7 @@ __all__ = [
     "ChunkMuxer",
     "MessageTooLong",
     "RtmpMessage",
+    "chunk_tail",
 ]
 
 
@@ -189,6 +190,99 @@ cdef inline uint8_t* put_basic_header(uint8_t* p, uint8_t fmt, uint32_t csid) no
 
 cdef inline Py_ssize_t min_size(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
+
+
+cdef inline uint8_t* put_message_header(uint8_t* p, MuxStream* s, uint8_t type_id,
+                                        uint32_t stream_id, uint32_t timestamp,
+                                        uint32_t length, uint32_t* field) noexcept nogil:
+    # The first chunk's basic and message headers (and extended timestamp) for a message on
+    # s's csid, the most compact the receiver can decode; records the message in s. field
+    # gets the timestamp field's value (>= TIMESTAMP_EXTENDED: every chunk carries it).
+    cdef uint8_t fmt
+    cdef uint32_t value
+    # RTMP 5.3.1.2: the receiver can only inherit what it saw last on this csid.
+    if not s.started or stream_id != s.stream_id or timestamp < s.timestamp:
+        fmt = 0
+        value = timestamp
+    else:
+        value = timestamp - s.timestamp
+        if length != s.length or type_id != s.type_id:
+            fmt = 1
+        elif value != s.delta:
+            fmt = 2
+        else:
+            fmt = 3
+    p = put_basic_header(p, fmt, s.csid)
+    if fmt < 3:
+        store_u24be(p, TIMESTAMP_EXTENDED if value >= TIMESTAMP_EXTENDED else value)
+        if fmt == 0:
+            store_u24be(p + 3, length)
+            p[6] = type_id
+            store_u32le(p + 7, stream_id)
+            p += 11
+        elif fmt == 1:
+            store_u24be(p + 3, length)
+            p[6] = type_id
+            p += 7
+        else:
+            p += 3
+    if value >= TIMESTAMP_EXTENDED:
+        store_u32be(p, value)
+        p += 4
+    s.started = 1
+    s.stream_id = stream_id
+    s.length = length
+    s.type_id = type_id
+    s.timestamp = timestamp
+    s.delta = value
+    field[0] = value
+    return p
+
+
+@cython.cdivision(True)
+def chunk_tail(csid, chunk_size, header, data):
+    """The payload `header + data` of one message cut into chunks of `chunk_size`, without
+    the first chunk's header: the first chunk's payload, then each continuation chunk (fmt 3,
+    RTMP 5.3.1.2.4) with its basic header. What follows the header that
+    ChunkMuxer.take_with_header() writes, for any connection on that chunk size and csid."""
+    cdef uint32_t c = <uint32_t>checked_int(csid, "csid", CSID_MIN, CSID_MAX)
+    cdef Py_ssize_t size = checked_chunk_size(chunk_size)
+    cdef Py_buffer head, body
+    cdef Py_ssize_t total, chunks, basic, offset, n, taken
+    cdef uint8_t* p
+    PyObject_GetBuffer(header, &head, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(data, &body, PyBUF_SIMPLE)
+        try:
+            total = head.len + body.len
+            if total > MESSAGE_LENGTH_MAX:
+                raise ValueError(f"payload of {total} bytes exceeds the RTMP message length "
+                                 f"limit of {MESSAGE_LENGTH_MAX} (24 bits)")
+            chunks = (total + size - 1) // size if total > 0 else 1
+            basic = 1 if c < 64 else 2 if c < 320 else 3
+            out = PyBytes_FromStringAndSize(NULL, total + (chunks - 1) * basic)
+            p = <uint8_t*>PyBytes_AS_STRING(out)
+            offset = 0
+            while True:
+                # One chunk's payload, from the header's bytes, then the data's.
+                n = min_size(size, total - offset)
+                taken = 0
+                if offset < head.len:
+                    taken = min_size(n, head.len - offset)
+                    memcpy(p, <const uint8_t*>head.buf + offset, <size_t>taken)
+                if n > taken:
+                    memcpy(p + taken, <const uint8_t*>body.buf + (offset + taken - head.len),
+                           <size_t>(n - taken))
+                p += n
+                offset += n
+                if offset >= total:
+                    break
+                p = put_basic_header(p, 3, c)
+            return out
+        finally:
+            PyBuffer_Release(&body)
+    finally:
+        PyBuffer_Release(&head)
 
 
 cdef class RtmpMessage:
@@ -745,19 +839,11 @@ cdef class ChunkMuxer:
             wb_clear(&self.out)
         return data
 
-    @cython.cdivision(True)  # operands are positive: C division, with no Python-rounding check
-    cdef int write(self, uint32_t csid, uint8_t type_id, uint32_t stream_id, uint32_t timestamp,
-                   const uint8_t* payload, Py_ssize_t length) except -1:
+    cdef MuxStream* stream_for(self, uint32_t csid) except NULL:
+        # The csid's record, added (blank: its next header is fmt 0) the first time.
         cdef Py_ssize_t slot = self.last_slot
-        cdef Py_ssize_t chunk_size = self.out_chunk_size
-        cdef Py_ssize_t chunks, offset, n, capacity
+        cdef Py_ssize_t n, capacity
         cdef MuxStream* streams
-        cdef MuxStream* s
-        cdef uint8_t fmt
-        cdef uint32_t value
-        cdef uint8_t* p
-        cdef bint extended
-        cdef bint fresh = False
         if slot < 0 or self.streams[slot].csid != csid:
             slot = -1
             for n in range(self.nstreams):
@@ -776,43 +862,25 @@ cdef class ChunkMuxer:
                 slot = self.nstreams
                 self.nstreams += 1
                 self.streams[slot].csid = csid
-                fresh = True
+                self.streams[slot].started = 0
             self.last_slot = slot
-        s = &self.streams[slot]
+        return &self.streams[slot]
 
-        # RTMP 5.3.1.2: the receiver can only inherit what it saw last on this csid.
-        if fresh or stream_id != s.stream_id or timestamp < s.timestamp:
-            fmt = 0
-            value = timestamp
-        else:
-            value = timestamp - s.timestamp
-            if <uint32_t>length != s.length or type_id != s.type_id:
-                fmt = 1
-            elif value != s.delta:
-                fmt = 2
-            else:
-                fmt = 3
-        extended = value >= TIMESTAMP_EXTENDED
+    @cython.cdivision(True)  # operands are positive: C division, with no Python-rounding check
+    cdef int write(self, uint32_t csid, uint8_t type_id, uint32_t stream_id, uint32_t timestamp,
+                   const uint8_t* payload, Py_ssize_t length) except -1:
+        cdef Py_ssize_t chunk_size = self.out_chunk_size
+        cdef Py_ssize_t chunks, offset, n
+        cdef MuxStream* s = self.stream_for(csid)
+        cdef uint32_t value
+        cdef uint8_t* p
+        cdef bint extended
 
         chunks = (length + chunk_size - 1) // chunk_size if length > 0 else 1
         wb_reserve(&self.out, CHUNK_HEADER_MAX + (chunks - 1) * 7 + length)
-        p = put_basic_header(self.out.data + self.out.size, fmt, csid)
-        if fmt < 3:
-            store_u24be(p, TIMESTAMP_EXTENDED if extended else value)
-            if fmt == 0:
-                store_u24be(p + 3, <uint32_t>length)
-                p[6] = type_id
-                store_u32le(p + 7, stream_id)
-                p += 11
-            elif fmt == 1:
-                store_u24be(p + 3, <uint32_t>length)
-                p[6] = type_id
-                p += 7
-            else:
-                p += 3
-        if extended:
-            store_u32be(p, value)
-            p += 4
+        p = put_message_header(self.out.data + self.out.size, s, type_id, stream_id, timestamp,
+                               <uint32_t>length, &value)
+        extended = value >= TIMESTAMP_EXTENDED
         n = min_size(chunk_size, length)
         memcpy(p, payload, <size_t>n)
         p += n
@@ -828,10 +896,30 @@ cdef class ChunkMuxer:
             p += n
             offset += n
         self.out.size = p - self.out.data
-
-        s.stream_id = stream_id
-        s.length = <uint32_t>length
-        s.type_id = type_id
-        s.timestamp = timestamp
-        s.delta = value
         return 0
+
+    def take_with_header(self, csid, type_id, stream_id, timestamp, length):
+        """Append the first chunk's header of a message of `length` bytes, as write_message()
+        would, and return the pending output through it (take()); the caller sends the
+        message's `chunk_tail()` at this chunk size right after. None (nothing appended, the
+        state unchanged) when the header needs an extended timestamp, which each continuation
+        chunk repeats (RTMP 5.3.1.3): write_message() that one.
+
+        With the tail shared, a message sent on many connections is chunked once, and each
+        connection adds only its own header (its timestamps and header compression)."""
+        cdef uint32_t c = <uint32_t>checked_int(csid, "csid", CSID_MIN, CSID_MAX)
+        cdef uint8_t t = <uint8_t>checked_int(type_id, "type_id", 0, 0xFF)
+        cdef uint32_t sid = <uint32_t>checked_int(stream_id, "stream_id", 0, 0xFFFFFFFF)
+        cdef uint32_t ts = <uint32_t>checked_int(timestamp, "timestamp", 0, 0xFFFFFFFF)
+        cdef uint32_t n = <uint32_t>checked_int(length, "length", 0, MESSAGE_LENGTH_MAX)
+        cdef MuxStream* s = self.stream_for(c)
+        cdef MuxStream saved = s[0]
+        cdef uint32_t value
+        wb_reserve(&self.out, CHUNK_HEADER_MAX)
+        cdef uint8_t* p = put_message_header(self.out.data + self.out.size, s, t, sid, ts, n,
+                                             &value)
+        if value >= TIMESTAMP_EXTENDED:
+            s[0] = saved
+            return None
+        self.out.size = p - self.out.data
+        return self.take()

@@ -39,6 +39,8 @@ from relay.hls.holding import HeldRequests
 from relay.hls.model import LatencyMode
 from relay.hls.packager import (
     DEFAULT_RECORDING_MAX_BACKLOG,
+    PACKAGER_QUEUE_MAX_BYTES,
+    PACKAGER_QUEUE_MAX_FRAMES,
     HlsCounters,
     LivePackager,
     RecordingQueue,
@@ -49,6 +51,8 @@ from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.signed import PlaybackGate
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+from relay.images.pool import DecodePool
+from relay.images.routes import image_routes
 from relay.logs import LogLimiter
 from relay.metrics import (
     IngestCollector,
@@ -69,6 +73,7 @@ from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.hub import LiveSession
+from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry
 from relay.webhooks import WebhookDeliverer, WebhookLimits
 
@@ -173,6 +178,8 @@ class RelayServer:
         #: Signing keys, playback restrictions and session values for signed playback
         #: (issue 17), kept in step with the API; set while the server runs.
         self.playback_access: PlaybackAccess | None = None
+        #: Where thumbnails, animated images and storyboards are decoded (relay.images).
+        self.image_pool = DecodePool()
 
     @property
     def store(self) -> Store:
@@ -258,7 +265,8 @@ class RelayServer:
                                               srt=self.srt_metrics,
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
-                                                  lambda: list(self.simulcasts)))
+                                                  lambda: list(self.simulcasts)),
+                                              webhooks=self.webhooks.counters)
             self.playback_access = PlaybackAccess(
                 session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
             await self.playback_access.load(self.store)
@@ -274,12 +282,14 @@ class RelayServer:
                             and not path.startswith("/{")}
             recorded = RecordedPlaylists()
             # After the API's routes, so /video/v1, /docs and the health checks come first
-            # and other paths keep the API's 404 envelope.
-            # One gate for both playback servers: the same decisions, counts and caches.
+            # and other paths keep the API's 404 envelope; the image routes before
+            # /{PLAYBACK_ID}/{name}, which would take their paths. One gate for both
+            # playback servers: the same decisions, counts and caches.
             gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
-            api.router.routes.extend(playback_routes(playback, self.hls_counters,
-                                                     holds=self.held_requests,
-                                                     recorded=recorded, gate=gate))
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool),
+                                      *playback_routes(playback, self.hls_counters,
+                                                       holds=self.held_requests,
+                                                       recorded=recorded, gate=gate)])
             if s.playback_server == "lean":
                 self.playback = PlaybackServer(playback, self.hls_counters,
                                                holds=self.held_requests, recorded=recorded,
@@ -439,6 +449,7 @@ class RelayServer:
         self._servers.clear()
         if self.playback is not None:
             self.playback.close()
+        self.image_pool.close()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()
         # Last before the store: the sessions' final events are in the outbox, and what is
@@ -473,7 +484,10 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),
         first_msn=int(session.started_at), counters=counters)
     session.asset_listeners.append(asset_known)
-    session.attach_sink(packager, reports_playable=True)
+    # Behind a queue like every consumer: the hub never calls into the packager itself.
+    session.attach_sink(DrainQueue(packager, max_bytes=PACKAGER_QUEUE_MAX_BYTES,
+                                   max_frames=PACKAGER_QUEUE_MAX_FRAMES,
+                                   drops=counters.queue_drops), reports_playable=True)
     session.recording_done = packager.finished_media
     session.attachments[HLS_ATTACHMENT] = packager
     packager.viewers = session.viewers

@@ -3,22 +3,29 @@
 Collectors read plain counters at scrape time; nothing is updated per packet. The registry
 holds the process and runtime collectors, Relay's build info, the ingest counters, the live
 streams by status with each live session's ingest health and viewers (relay.streams.health),
-the HLS packaging and playback counters, the SRT listener's counters and per-connection
-statistics when SRT is on, and the simulcast counters with a few series per target of each
-live session; webhook counters join it as that part lands.
+the HLS packaging and playback counters (requests by kind and status, the blocking-reload
+and part-publish histograms), the SRT listener's counters and per-connection statistics
+when SRT is on, the simulcast counters with a few series per target of each live session,
+and the webhook deliverer's backlog, results and latency.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import __version__
+from relay.histogram import BucketHistogram
 from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
 from relay.http_limits import HttpCounters
@@ -35,6 +43,7 @@ from relay.srt.admission import SrtAdmissionCounters
 from relay.store.records import SimulcastTargetStatus
 from relay.streams.lifecycle import State
 from relay.streams.registry import IngestRegistry
+from relay.webhooks.counters import BACKLOG_COUNT_INTERVAL, WebhookCounters
 
 _build = Info("relay_build", "Relay version")
 _build.info({"version": __version__})
@@ -59,6 +68,56 @@ class GcTimer:
             self._started = time.perf_counter()
         else:
             self.seconds += time.perf_counter() - self._started
+
+
+def histogram_family(name: str, documentation: str,
+                     histogram: BucketHistogram) -> HistogramMetricFamily:
+    """A plain histogram as a Prometheus histogram (`name`_bucket, _sum, _count)."""
+    return HistogramMetricFamily(
+        name, documentation, sum_value=histogram.sum,
+        buckets=[("+Inf" if le == math.inf else repr(le), count)
+                 for le, count in histogram.cumulative()])
+
+
+def collect_hls_playback(hls: HlsCounters) -> Iterator[Metric]:
+    """The playback requests by kind and status, and the LL-HLS timing histograms."""
+    requests = CounterMetricFamily(
+        "relay_hls_requests", "playback requests answered, by kind (multivariant, "
+        "media_playlist, part, segment, init, player, static, other) and HTTP status",
+        labels=["kind", "status"])
+    for (kind, status), count in sorted(hls.requests.answered.items()):
+        requests.add_metric([kind.value, str(status)], count)
+    yield requests
+    yield histogram_family(
+        "relay_hls_blocking_reload_wait_seconds", "how long blocking playlist reloads "
+        "(_HLS_msn, _HLS_part) were held until answered (200, or 503 at the hold timeout); "
+        "those the playlist already satisfied are not counted", hls.reload_wait)
+    yield histogram_family(
+        "relay_hls_part_publish_delay_seconds", "from the arrival of a listed part's last "
+        "frame to the part's listing in the live playlist (about one frame interval: a "
+        "frame's duration is known when the next arrives)", hls.part_publish_delay)
+
+
+def collect_webhooks(webhooks: WebhookCounters) -> Iterator[Metric]:
+    """The webhook backlog, tries by result and delivery latency."""
+    depth = GaugeMetricFamily(
+        "relay_webhook_queue_depth", "webhook deliveries not made yet, by state (waiting: "
+        "never tried; retrying: failed at least once, due again later), as the deliverer "
+        f"counted them last: at most {BACKLOG_COUNT_INTERVAL:g} s ago", labels=["state"])
+    depth.add_metric(["waiting"], webhooks.waiting)
+    depth.add_metric(["retrying"], webhooks.retrying)
+    yield depth
+    results = CounterMetricFamily(
+        "relay_webhook_deliveries", "webhook delivery tries by result (success: a 2xx; "
+        "http_error: another status; timeout; connection_error: no answer), and "
+        "failed_permanently: deliveries given up after the retry window",
+        labels=["result"])
+    for result, count in webhooks.results.items():
+        results.add_metric([result], count)
+    yield results
+    yield histogram_family(
+        "relay_webhook_delivery_latency_seconds", "from a webhook event's creation to its "
+        "successful delivery (retries included)", webhooks.latency)
 
 
 # -- the SRT side, as the collector reads it -------------------------------------------
@@ -355,11 +414,13 @@ class IngestCollector(Collector):
                  held: HeldRequests | None = None,
                  srt: SrtMetricsSource | None = None,
                  simulcast: SimulcastMetricsSource | None = None,
+                 webhooks: WebhookCounters | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.clock = clock  # the sessions' clock: their health buckets are in its seconds
         self.srt = srt
         self.simulcast = simulcast
+        self.webhooks = webhooks if webhooks is not None else WebhookCounters()
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.http = http if http is not None else HttpCounters()
@@ -433,6 +494,11 @@ class IngestCollector(Collector):
              hls.recording_dropped),
             ("relay_hls_packaging_failures", "sessions whose media could not be packaged "
              "(each was ended with the reason)", hls.failures),
+            ("relay_hls_queue_dropped_frames", "frames the queues before the packagers "
+             "dropped (whole GOPs; only a starved event loop fills them)",
+             hls.queue_drops.frames),
+            ("relay_hls_queue_dropped_gops", "GOPs the queues before the packagers dropped",
+             hls.queue_drops.gops),
             ("relay_hls_packaging_errors", "packaging failures that were internal errors "
              "(bugs; logged with a traceback)", hls.packaging_errors),
             ("relay_hls_recordings_failed", "recordings a failed write (a full disk) ended "
@@ -496,7 +562,8 @@ class IngestCollector(Collector):
         yield warnings
         refused = CounterMetricFamily(
             "relay_playback_refused", "requests for signed playback ids refused with 403, by "
-            "reason (missing token, expired, wrong audience, ...)", labels=["reason"])
+            "reason (missing_token, expired, wrong_audience, unknown_key, ...)",
+            labels=["reason"])
         for reason, count in sorted(self.hls.playback_refused.items()):
             refused.add_metric([reason], count)
         yield refused
@@ -510,6 +577,8 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())
+        yield from collect_hls_playback(self.hls)
+        yield from collect_webhooks(self.webhooks)
         yield from collect_live_streams(self.registry, self.clock())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)

@@ -15,6 +15,7 @@ __all__ = [
     "ChunkMuxer",
     "MessageTooLong",
     "RtmpMessage",
+    "chunk_tail",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final[int]
@@ -97,3 +98,8 @@ class ChunkMuxer:
     ) -> None: ...
     def write_set_chunk_size(self, size: int) -> None: ...
     def take(self) -> bytes: ...
+    def take_with_header(
+        self, csid: int, type_id: int, stream_id: int, timestamp: int, length: int
+    ) -> bytes | None: ...
+
+def chunk_tail(csid: int, chunk_size: int, header: Buffer, data: Buffer) -> bytes: ...

@@ -35,6 +35,11 @@ SKIP_PARAM: Final = "_HLS_skip"
 
 MSN_AHEAD_LIMIT: Final = 2  # rfc8216bis 6.2.5.2: msn > last msn + 2 -> 400
 HOLD_TIMEOUT_TARGET_DURATIONS: Final = 3  # a held request gets 503 after 3 x TARGETDURATION
+#: Buckets (seconds) of `relay_hls_blocking_reload_wait_seconds`: a reload for the next part
+#: waits up to a PART-TARGET (0.3 s), one for the next segment up to a segment (2 s in LOW
+#: mode, 6 s in STANDARD), and none longer than the hold timeout, 3 x TARGETDURATION.
+RELOAD_WAIT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0,
+                              6.0, 10.0, 20.0, 30.0)
 # Directive values are at most this many digits (the resource names use at most 12 for an msn).
 MAX_DIRECTIVE_DIGITS: Final = 12
 # _HLS_skip=v2 also asks to skip date ranges; without CAN-SKIP-DATERANGES it means YES.

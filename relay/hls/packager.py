@@ -38,7 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from relay.histogram import BucketHistogram
 from relay.hls import fmp4
+from relay.hls.blocking import RELOAD_WAIT_BUCKETS
 from relay.hls.disk import DISK, DiskPool
 from relay.hls.model import LatencyMode, ResourceName
 from relay.hls.playlist import (
@@ -54,6 +56,7 @@ from relay.hls.recording import (
     RecordingSummary,
     RecordingWriter,
 )
+from relay.hls.request_counts import HlsRequestCounters
 from relay.hls.segmenter import (
     DEFAULT_PART_TARGET,
     InitChanged,
@@ -66,6 +69,7 @@ from relay.hls.segmenter import (
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
 from relay.store.records import JSONDict, RecordedMedia
 from relay.streams.health import PlaybackClients
+from relay.streams.queue import QueueDrops
 
 log = logging.getLogger("relay.hls")
 
@@ -89,6 +93,20 @@ MAX_RECORDING_JOBS: Final = 1024
 #: recording is finalized after it if the process lives that long.
 DISK_STALL_SECONDS: Final = 5.0
 
+#: Buckets (seconds) of `relay_hls_part_publish_delay_seconds`, from the arrival of a part's
+#: last frame to the part's listing in the playlist: the segmenter holds one frame per track
+#: (a frame's duration is known when the next arrives), so the delay is about one frame
+#: interval (33 ms at 30 fps, 67 ms at 15 fps) plus the time the event loop took.
+PART_PUBLISH_DELAY_BUCKETS: Final = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                     0.3, 0.5, 1.0, 2.0)
+
+#: Bounds of the queue between the hub and the packager (`relay.streams.queue.DrainQueue`).
+#: It is drained once per event-loop iteration, so it holds one iteration's media: a drop
+#: there means a starved loop, never a slow consumer. 32 MiB is 43 s of a 6 Mbit/s stream,
+#: 8,192 frames ~106 s at 30 fps + 48 kHz AAC.
+PACKAGER_QUEUE_MAX_BYTES: Final = 32 * 1024 * 1024
+PACKAGER_QUEUE_MAX_FRAMES: Final = 8192
+
 #: The shortest wait of `RecordingQueue.close` between two looks at whether the job it waits
 #: for has hung.
 _STALL_POLL_SECONDS: Final = 0.5
@@ -108,6 +126,8 @@ class HlsCounters:
     recordings_stalled: int = 0  # recordings closed without their hung write finishing
     failures: int = 0  # sessions whose media could not be packaged (and so ended)
     packaging_errors: int = 0  # ...of which by an unexpected error of the packager (a bug)
+    # Dropped (whole GOPs) by the queues between the hub and the packagers: a starved loop.
+    queue_drops: QueueDrops = field(default_factory=QueueDrops)
     # Added when each session ends, from its segmenter:
     overruns: int = 0  # segments longer than TARGETDURATION (encoder GOP too long)
     frames_dropped: int = 0  # frames the segmenter could not place (before a keyframe...)
@@ -120,6 +140,14 @@ class HlsCounters:
     not_found: int = 0
     #: Requests for signed playback ids refused with 403, by reason (`relay.hls.signed`).
     playback_refused: dict[str, int] = field(default_factory=dict)
+    #: By kind and status (any server of the playback routes calls `requests.count`).
+    requests: HlsRequestCounters = field(default_factory=HlsRequestCounters)
+    #: How long blocking playlist reloads (_HLS_msn, _HLS_part) were held, seconds.
+    reload_wait: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(RELOAD_WAIT_BUCKETS))
+    #: From a listed part's last frame's arrival to the part in the playlist, seconds.
+    part_publish_delay: BucketHistogram = field(
+        default_factory=lambda: BucketHistogram(PART_PUBLISH_DELAY_BUCKETS))
 
 
 class RecordingQueue:
@@ -455,6 +483,11 @@ class LivePackager:
             return self._segments.get(name.msn)
         return self._parts.get((name.msn, name.part))
 
+    def open_fragments(self) -> tuple[bytes, ...]:
+        """The fragments of the segment in progress so far, oldest first (the image routes
+        read the newest keyframe from them: in every latency mode, parts listed or not)."""
+        return tuple(self._open)
+
     def window_bytes(self) -> int:
         """Bytes of media held in memory for the live playlist: init segments, segments,
         parts (the open segment's too) and what waits for the first segment to complete."""
@@ -519,11 +552,16 @@ class LivePackager:
                            "keyframe; set the encoder's keyframe interval (2 s is usual)")
                 return
         if self.playlist is None:
+            # (The first segment's parts wait for it to complete, which fixes
+            # TARGETDURATION: a start-up wait, left out of the publish delay.)
             self._buffered.append((event, data))
             if isinstance(event, SegmentCompleted):
                 self._create_playlist(event.target_duration)
             return
         self._apply(event, data)
+        if isinstance(event, PartCut) and event.listed:
+            self.counters.part_publish_delay.observe(
+                max(0.0, self._clock() - event.last_arrival))
 
     def _create_playlist(self, target_duration: int) -> None:
         self.playlist = LivePlaylist(kind=PlaylistKind.LIVE, target_duration=target_duration,

@@ -316,6 +316,14 @@ class LivePlaylist:
         """The window, oldest first; the last one may be open. Read-only by convention."""
         return self._segments[self._window_index():]
 
+    def segment_start(self, msn: int) -> float | None:
+        """Where segment `msn` starts on the media timeline (seconds from the stream's first
+        segment), while it is still downloadable; None otherwise."""
+        segment = self._find(msn)
+        if segment is None:
+            return None
+        return self._starts[msn - self._segments[0].msn]
+
     @property
     def last_complete_msn(self) -> int | None:
         for segment in reversed(self._segments):

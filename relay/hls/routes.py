@@ -27,7 +27,7 @@ import gzip
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -44,6 +44,7 @@ from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
+from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
 from relay.hls.signed import FORBIDDEN_TYPE, TOKEN_PARAMETER, PlaybackGate, Refusal
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -220,6 +221,32 @@ def _too_many_held(holds: HeldRequests) -> Response:
         retry_after=REFUSED_RETRY_AFTER)
 
 
+def _counted(requests: HlsRequestCounters, kind_of: Callable[[Request], RequestKind],
+             handler: Callable[[Request], Awaitable[Response]]
+             ) -> Callable[[Request], Awaitable[Response]]:
+    """`handler`, counting each request by kind and the status it is answered with (500
+    when the handler raises: Starlette answers that)."""
+    async def endpoint(request: Request) -> Response:
+        kind = kind_of(request)
+        try:
+            response = await handler(request)
+        except Exception:
+            requests.count(kind, 500)
+            raise
+        requests.count(kind, response.status_code)
+        return response
+    return endpoint
+
+
+def _multivariant_kind(request: Request) -> RequestKind:
+    name: str = request.path_params["name"]
+    return RequestKind.MULTIVARIANT if name.endswith(".m3u8") else RequestKind.OTHER
+
+
+def _media_kind(request: Request) -> RequestKind:
+    return media_request_kind(request.path_params["name"])
+
+
 def create_playback_app(directory: PlaybackDirectory, counters: HlsCounters | None = None,
                         *, holds: HeldRequests | None = None,
                         recorded: RecordedPlaylists | None = None,
@@ -315,10 +342,12 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
                             headers=CORS)
         if isinstance(decision, Wait):
             assert playlist.target_duration is not None
+            held_at = time.monotonic()
             outcome = await holds.hold(packager, hold_timeout(playlist.target_duration),
                                        lambda: is_satisfied(decision, playlist))
             if outcome is HoldOutcome.REFUSED:
                 return _too_many_held(holds)
+            counters.reload_wait.observe(time.monotonic() - held_at)
             counters.held_requests += 1
             if outcome is HoldOutcome.TIMED_OUT:
                 counters.held_timeouts += 1
@@ -389,9 +418,14 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         return FileResponse(path, media_type=STATIC_MEDIA_TYPES[name],
                             headers={**CORS, "Cache-Control": "public, max-age=86400"})
 
+    requests = counters.requests
     return [
-        Route("/player/{playback_id}", player, methods=["GET"]),
-        Route("/static/{name}", static, methods=["GET"]),
-        Route("/{name}", multivariant, methods=["GET"]),
-        Route("/{playback_id}/{name}", media, methods=["GET"]),
+        Route("/player/{playback_id}",
+              _counted(requests, lambda _: RequestKind.PLAYER, player), methods=["GET"]),
+        Route("/static/{name}",
+              _counted(requests, lambda _: RequestKind.STATIC, static), methods=["GET"]),
+        Route("/{name}", _counted(requests, _multivariant_kind, multivariant),
+              methods=["GET"]),
+        Route("/{playback_id}/{name}", _counted(requests, _media_kind, media),
+              methods=["GET"]),
     ]

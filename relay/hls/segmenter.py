@@ -180,6 +180,9 @@ class PartCut:
     sequence_number: int  # mfhd sequence number, from 1, one per fragment in the stream
     runs: tuple[TrackRun, ...]  # one per track with samples in it, in track-id order
     listed: bool
+    #: The arrival time (the `now` given with it) of the part's latest-arriving frame: the
+    #: packager measures from it how long a part takes to reach the playlist.
+    last_arrival: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +251,12 @@ class _Track:
     nominal: int  # a frame's usual duration: the AAC frame size; the video frame rate's
     end: int  # decode time after the last committed sample (or of the held frame)
     held: MediaFrame | None = None
+    held_arrival: float = 0.0  # the held frame's arrival time
     last_duration: int = 0
     #: The shortest of the last PREDICTION_FRAMES durations: the next frame's, predicted.
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=PREDICTION_FRAMES))
-    pending: deque[tuple[int, Sample]] = field(default_factory=deque)  # (decode time, sample)
+    #: (decode time, sample, arrival time) of the committed samples not yet in a part.
+    pending: deque[tuple[int, Sample, float]] = field(default_factory=deque)
 
 
 @dataclass(slots=True, eq=False)
@@ -457,6 +462,7 @@ class PartSegmenter:
         segment = self._new_segment(first.kind, self._resume_ticks(first.kind), now)
         track = self._tracks[segment.driver]
         track.held = first
+        track.held_arrival = now
         track.end = segment.start
         self._segment = segment
         self._state = _State.SEGMENT_OPEN
@@ -472,6 +478,7 @@ class PartSegmenter:
                 self.counters.dropped_waiting += 1  # older than the epoch's first keyframe
                 return
             track.held = frame
+            track.held_arrival = now
             track.end = self._ticks(track, frame.dts)
             return
         if abs(frame.dts - held.dts) > self._max_gap_ms:
@@ -484,6 +491,7 @@ class PartSegmenter:
             return
         end = self._commit(track, self._measured(track, self._ticks(track, frame.dts)))
         track.held = frame
+        track.held_arrival = now
         if frame.kind is not segment.driver:
             while len(track.pending) > MAX_PENDING_AUDIO:
                 track.pending.popleft()
@@ -513,7 +521,7 @@ class PartSegmenter:
         offset = ((held.pts - held.dts) * track.timescale + 500) // 1000
         sample = Sample(duration=duration, keyframe=held.keyframe or track.kind is TrackKind.AUDIO,
                         composition_offset=offset, data=held.data)
-        track.pending.append((track.end, sample))
+        track.pending.append((track.end, sample, track.held_arrival))
         track.held = None
         track.last_duration = duration
         track.recent.append(duration)
@@ -548,6 +556,7 @@ class PartSegmenter:
             self._announce(segment, events)
         driver = self._tracks[segment.driver]
         runs: list[TrackRun] = []
+        last_arrival = 0.0
         for track_id, kind in enumerate(_kinds(segment.configs), start=1):
             track = self._tracks.get(kind)
             if track is None:
@@ -556,7 +565,9 @@ class PartSegmenter:
             taken: list[Sample] = []
             base = track.pending[0][0] if track.pending else 0
             while track.pending and (flush or track.pending[0][0] < limit):
-                taken.append(track.pending.popleft()[1])
+                _, sample, arrival = track.pending.popleft()
+                taken.append(sample)
+                last_arrival = max(last_arrival, arrival)
             if taken:
                 runs.append(TrackRun(track_id=track_id, base_media_decode_time=base,
                                      samples=tuple(taken)))
@@ -579,7 +590,7 @@ class PartSegmenter:
         segment.part_start = end
         segment.part_index += 1
         events.append(PartCut(part=part, sequence_number=self._sequence, runs=tuple(runs),
-                              listed=listed))
+                              listed=listed, last_arrival=last_arrival))
 
     def _announce(self, segment: _Segment, events: list[SegmenterEvent]) -> None:
         tracks = tuple(segment.configs[kind] for kind in _kinds(segment.configs))

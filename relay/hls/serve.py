@@ -42,6 +42,7 @@ from relay.hls.player import render_player_page
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
+from relay.hls.request_counts import RequestKind
 from relay.hls.routes import (
     _PLAYBACK_ID,
     INIT_CACHE,
@@ -97,6 +98,13 @@ _NOT_FOUND: Final = {kind: Response(404, _NO_STORE + _TEXT, _NOT_FOUND_BODY, kin
                      for kind in KINDS}
 
 
+#: `relay_hls_requests_total`'s kind of each of ours ("error" and anything else: other).
+_REQUEST_KINDS: Final = {"multivariant": RequestKind.MULTIVARIANT,
+                         "playlist": RequestKind.MEDIA_PLAYLIST, "init": RequestKind.INIT,
+                         "segment": RequestKind.SEGMENT, "part": RequestKind.PART,
+                         "player": RequestKind.PLAYER}
+
+
 def _resource_kind(resource: ResourceName) -> str:
     if resource.init is not None:
         return "init"
@@ -132,6 +140,8 @@ class PlaybackServer:
     def answered(self, request: Request, response: Response) -> None:
         """Each answered playback request's kind (`KINDS`, or "error") and status: the one
         place to count them by."""
+        self.counters.requests.count(_REQUEST_KINDS.get(response.kind, RequestKind.OTHER),
+                                     response.status)
 
     def handle(self, request: Request) -> Answer:
         if self._clock is None:
@@ -291,10 +301,12 @@ class PlaybackServer:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         assert playlist.target_duration is not None
+        held_at = time.monotonic()
         outcome = await self.holds.hold(packager, hold_timeout(playlist.target_duration),
                                         lambda: is_satisfied(wait, playlist))
         if outcome is HoldOutcome.REFUSED:
             return self._too_many_held("playlist")
+        self.counters.reload_wait.observe(time.monotonic() - held_at)
         self.counters.held_requests += 1
         if outcome is HoldOutcome.TIMED_OUT:
             self.counters.held_timeouts += 1

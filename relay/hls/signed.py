@@ -142,11 +142,11 @@ class PlaybackGate:
         self.access = access
         self.clock = clock
         self.gzip_cache = gzip_cache if gzip_cache is not None else SignedGzipCache()
-        #: Refusals so far, by reason (`RefusalReason` values): the counters' when given,
-        #: which the metrics read.
+        #: Refusals so far, by reason (`RefusalReason` names in lower case, as the metric's
+        #: label): the counters' when given, which the metrics read.
         self.refusals = counters.playback_refused if counters is not None else {}
         for reason in RefusalReason:
-            self.refusals.setdefault(reason.value, 0)
+            self.refusals.setdefault(reason.name.lower(), 0)
         self._log = LogLimiter(log)
 
     @property
@@ -192,7 +192,7 @@ class PlaybackGate:
 
     def _refused(self, refused: TokenRefused, playback_id: str, client: str) -> Refusal:
         reason = refused.reason
-        self.refusals[reason.value] += 1
+        self.refusals[reason.name.lower()] += 1
         # The cause is one of a fixed set of names; the token never reaches the log, the
         # detail holds no peer value whole (`TokenRefused`).
         self._log.info(f"playback-refused-{reason.name.lower()}",

@@ -37,6 +37,7 @@ from relay.rtmp.session import RemoteProtocolError
 STREAM_CSID = 4
 AUDIO_CSID = 6
 VIDEO_CSID = 7
+_VIDEO = int(MessageType.VIDEO)  # (an IntEnum member costs a lookup per message)
 
 _CONNECT_TXN = 1.0
 _RELEASE_STREAM_TXN = 2.0
@@ -101,6 +102,8 @@ class ClientSession:
         self._demuxer = ChunkDemuxer()
         self._muxer = ChunkMuxer()
         self._raw = bytearray()
+        # Output taken from the muxer and shared chunk tails, in order (before the muxer's).
+        self._pieces: list[bytes] = []
         self._events: list[ClientEvent] = []
         self._peer_window = 0
         self._acked = 0
@@ -211,6 +214,33 @@ class ClientSession:
         self._muxer.write_message(csid, type_id, self.stream_id, timestamp & 0xFFFFFFFF,
                                   payload)
 
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size this side sends with (what `send_chunked`'s tails are cut at)."""
+        return self._chunk_size
+
+    @staticmethod
+    def media_csid(type_id: int) -> int:
+        """The chunk stream an audio (8) or video (9) message goes on."""
+        return VIDEO_CSID if type_id == _VIDEO else AUDIO_CSID
+
+    def send_chunked(self, type_id: int, timestamp: int, length: int, tail: bytes) -> bool:
+        """Send an audio (8) or video (9) message of `length` bytes already cut into chunks:
+        `tail` is `chunk_tail(media_csid(type_id), chunk_size, ...)` of its FLV tag body,
+        shared by every connection that sends it; only the first chunk's header is this
+        connection's. False (nothing sent) when the timestamp needs the extended field, which
+        every chunk repeats (RTMP 5.3.1.3): `send_media` that message whole instead."""
+        if self.state is not ClientState.PUBLISHING:
+            self._require_publishing()
+        head = self._muxer.take_with_header(VIDEO_CSID if type_id == _VIDEO else AUDIO_CSID,
+                                            type_id, self.stream_id, timestamp & 0xFFFFFFFF,
+                                            length)
+        if head is None:
+            return False
+        self._pieces.append(head)
+        self._pieces.append(tail)
+        return True
+
     def unpublish(self) -> None:
         if self.state is ClientState.PUBLISHING:
             self._command(STREAM_CSID, 0, "FCUnpublish", 6.0, None, self.stream_key)
@@ -224,8 +254,18 @@ class ClientSession:
     # -- output ----------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._raw) + self._muxer.take() if self._raw else self._muxer.take()
+        return b"".join(self.chunks_to_send())
+
+    def chunks_to_send(self) -> list[bytes]:
+        """What `data_to_send` returns, as the pieces it is made of (for one `writelines`,
+        without joining them: a shared tail is not copied per connection)."""
+        out = [bytes(self._raw)] if self._raw else []
         self._raw.clear()
+        if self._pieces:
+            out += self._pieces
+            self._pieces = []
+        if self._muxer.pending:
+            out.append(self._muxer.take())
         return out
 
     def _command(self, csid: int, stream_id: int, name: str, txn: float,

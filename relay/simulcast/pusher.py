@@ -11,6 +11,11 @@ tag bodies (`relay.simulcast.flv`). Writes honour the transport's flow control: 
 high-water mark the sender waits in `drain()`, at most `write_stall_timeout`; a target that
 stops reading costs one transport buffer here, and its queue drops GOPs upstream.
 
+Cost per target: the sender wakes when its queue says (the manager's queues batch wake-ups:
+`TARGET_BATCH_DELAY`), takes everything queued, and writes it with one `writelines`. Each
+frame's tag body is chunked once for all the targets (`relay.simulcast.tags`); a connection
+adds only its first chunk's header, so the frame's bytes are not copied per target.
+
 Timestamps: every connection starts at 0 (the first frame after `queue.restart()`, a
 keyframe, is 0) and stays monotonic across a source `Discontinuity`: the source's clock may
 jump either way there, so the next frame is placed `DISCONTINUITY_GAP_MS` after the last one.
@@ -33,6 +38,7 @@ from relay.rtmp.client import ClientSession, Published, Refused
 from relay.rtmp.messages import MessageType
 from relay.rtmp.session import RemoteProtocolError
 from relay.simulcast import flv
+from relay.simulcast.tags import SHARED_TAGS, SharedTags
 from relay.streams.queue import Discontinuity, EndOfStream, MediaQueue
 
 log = logging.getLogger("relay.simulcast")
@@ -46,10 +52,15 @@ RTMPS_DEFAULT_PORT = 443
 #: (about a frame at 30 fps), so the target sees a short gap, never time going backwards.
 DISCONTINUITY_GAP_MS = 33
 #: Muxed bytes held before a write while the queue still has items (a backlog after a stall
-#: is written in pieces of this size, each followed by the flow-control check).
-WRITE_BATCH_BYTES = 64 * 1024
+#: is written in pieces of this size, each followed by the flow-control check). As large as
+#: a batched wake-up brings (the manager's TARGET_BATCH_BYTES), so that a wake-up is one
+#: write; half the transport's default high-water mark (PushLimits.write_buffer_bytes).
+WRITE_BATCH_BYTES = 256 * 1024
 #: How much of the server's input one read takes.
 READ_SIZE = 65536
+
+_VIDEO = int(MessageType.VIDEO)  # (an IntEnum member costs a lookup per frame)
+_AUDIO = int(MessageType.AUDIO)
 
 #: Status codes that refuse the key or the publish (RTMP servers, FMS status codes).
 FATAL_CODES = frozenset({"NetStream.Publish.BadName", "NetStream.Publish.Denied",
@@ -158,7 +169,7 @@ def parse_target_url(url: str, stream_key: str) -> TargetAddress:
 
 async def push(target: TargetAddress, queue: MediaQueue, *, ssl_context: ssl.SSLContext | None,
                on_published: Callable[[], None], limits: PushLimits = PushLimits(),
-               stats: PushStats | None = None) -> None:
+               stats: PushStats | None = None, tags: SharedTags = SHARED_TAGS) -> None:
     """Publish `queue` to `target` over one connection until the queue's EndOfStream.
 
     Calls `queue.restart()` once the publish is accepted, so the connection begins with
@@ -166,7 +177,7 @@ async def push(target: TargetAddress, queue: MediaQueue, *, ssl_context: ssl.SSL
     (None: the system's trust store); certificates are verified and SNI is sent. Returns after
     a clean unpublish; raises `TargetError` otherwise.
     """
-    connection = _Connection(target, queue, limits, stats or PushStats())
+    connection = _Connection(target, queue, limits, stats or PushStats(), tags)
     try:
         await connection.run(ssl_context, on_published)
     except TargetError:
@@ -186,8 +197,9 @@ async def push(target: TargetAddress, queue: MediaQueue, *, ssl_context: ssl.SSL
 
 class _Connection:
     def __init__(self, target: TargetAddress, queue: MediaQueue, limits: PushLimits,
-                 stats: PushStats) -> None:
+                 stats: PushStats, tags: SharedTags = SHARED_TAGS) -> None:
         self.target = target
+        self.tags = tags
         self.queue = queue
         self.limits = limits
         self.stats = stats
@@ -336,26 +348,31 @@ class _Connection:
         self._flush()
 
     def _send_frame(self, frame: MediaFrame) -> None:
-        config = self.tracks.get(frame.kind)
+        kind = frame.kind
+        config = self.tracks.get(kind)
         if config is None:
             self.stats.frames_skipped += 1
             return
         if not self.sent_headers:
             self._send_headers()
+        session = self.session
+        if kind is TrackKind.VIDEO:
+            type_id, video_codec = _VIDEO, config.codec
+        else:
+            type_id, video_codec = _AUDIO, None
         try:
-            if frame.kind is TrackKind.VIDEO:
-                body = flv.video_frame_tag(frame, config.codec)
-                type_id = MessageType.VIDEO
-            else:
-                body = flv.audio_frame_tag(frame)
-                type_id = MessageType.AUDIO
+            # The chunked tag body is the same for every target: made once (see tags).
+            length, tail = self.tags.tail(frame, video_codec, session.media_csid(type_id),
+                                          session.chunk_size)
         except ValueError as exc:
             self.stats.frames_skipped += 1
             log.debug("%s: frame skipped: %s", self.target, exc)
             return
-        self.session.send_media(type_id, self._timestamp(frame.dts), body)
+        timestamp = self._timestamp(frame.dts)
+        if not session.send_chunked(type_id, timestamp, length, tail):
+            session.send_media(type_id, timestamp, flv.frame_tag(frame, video_codec))
         self.stats.frames_sent += 1
-        self._unflushed += len(body)
+        self._unflushed += length
 
     def _timestamp(self, dts: int) -> int:
         if self.offset is None:
@@ -381,17 +398,22 @@ class _Connection:
 
     def _flush(self) -> None:
         self._unflushed = 0
-        out = self.session.data_to_send()
+        out = self.session.chunks_to_send()
         if out:
-            self._write(out)
+            self._write(*out)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, *pieces: bytes) -> None:
+        """One write (one send() when the socket takes it) of `pieces`, uncopied."""
         writer = self.writer
         assert writer is not None
         if writer.transport.is_closing():
             raise TargetError("normal", f"{self.target}: the connection was closed")
-        writer.write(data)
-        self.stats.bytes_written += len(data)
+        if len(pieces) == 1:
+            writer.write(pieces[0])
+            self.stats.bytes_written += len(pieces[0])
+        else:
+            writer.writelines(pieces)
+            self.stats.bytes_written += sum(map(len, pieces))
         buffered = self._buffered()
         if buffered > self.stats.peak_write_buffer:
             self.stats.peak_write_buffer = buffered

@@ -162,12 +162,31 @@ class SessionWrite:
 MAX_SESSION_WRITE_BATCH = 250
 
 
+#: The key, in a connection's `info`, that says its transaction wrote outbox events.
+_WROTE_EVENTS = "relay.wrote_events"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookBacklog:
+    """Deliveries still to make: `waiting` never tried (queued, or an event still past an
+    endpoint's cursor), `retrying` failed at least once and due again later."""
+
+    waiting: int
+    retrying: int
+
+
 class Store:
     """Relay's control data. Open with `Store.open(url)`, close with `close()`."""
 
     def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
+        self._event_listeners: list[Callable[[], None]] = []
+        # A connection goes back to the pool after its transaction has committed (or rolled
+        # back): then readers see the events it wrote, and the listeners hear of them. The
+        # async engine runs these hooks on the event loop's thread.
+        event.listen(engine.sync_engine.pool, "checkin", self._checked_in)
+        event.listen(engine.sync_engine, "rollback", _forget_events)
         # Through a lambda, so the batches go through `session_writes` as it is looked up
         # on the instance at the time (a test may wrap it).
         self._session_batches: GroupCommit[SessionWrite, Asset | LiveStream | None] = (
@@ -190,6 +209,17 @@ class Store:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    def on_events_written(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (on the event loop, without arguments) after each transaction
+        that wrote outbox events has committed; return what removes it again."""
+        self._event_listeners.append(listener)
+        return lambda: self._event_listeners.remove(listener)
+
+    def _checked_in(self, _dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        if record.info.pop(_WROTE_EVENTS, False):
+            for listener in list(self._event_listeners):
+                listener()
 
     async def ping(self) -> None:
         """Raise when the database cannot answer a trivial query."""
@@ -884,6 +914,7 @@ class Store:
                 data={**stream.to_event_data(), "warning": {"type": kind, "message": message}},
                 created_at=self._clock(), attempts=0))
         if rows:
+            conn.info[_WROTE_EVENTS] = True
             await conn.execute(insert(events), rows)
 
     async def recover_interrupted_sessions(
@@ -967,6 +998,7 @@ class Store:
         self, conn: AsyncConnection, event_type: str, stream: LiveStream,
         data: JSONDict | None = None,
     ) -> None:
+        conn.info[_WROTE_EVENTS] = True
         await conn.execute(insert(events).values(
             id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
             object_id=stream.id, data=data if data is not None else stream.to_event_data(),
@@ -977,6 +1009,7 @@ class Store:
     ) -> None:
         """`_append_event` for many streams, in one statement."""
         if streams:
+            conn.info[_WROTE_EVENTS] = True
             await conn.execute(insert(events), [dict(
                 id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
                 object_id=stream.id, data=stream.to_event_data(), created_at=self._clock(),
@@ -987,6 +1020,7 @@ class Store:
     ) -> None:
         """`_append_asset_event` for many assets, in one statement."""
         if found:
+            conn.info[_WROTE_EVENTS] = True
             await conn.execute(insert(events), [dict(
                 id=str(uuid.uuid4()), type=event_type, object_type="asset",
                 object_id=asset.id, data=asset.to_event_data(), created_at=self._clock(),
@@ -995,6 +1029,7 @@ class Store:
     async def _append_asset_event(
         self, conn: AsyncConnection, event_type: str, asset: Asset
     ) -> None:
+        conn.info[_WROTE_EVENTS] = True
         await conn.execute(insert(events).values(
             id=str(uuid.uuid4()), type=event_type, object_type="asset",
             object_id=asset.id, data=asset.to_event_data(),
@@ -1117,6 +1152,22 @@ class Store:
             rows = (await conn.execute(query.limit(limit).offset(offset))).all()
         return [_delivery_from_row(r) for r in rows]
 
+    async def webhook_backlog(self, endpoints: Sequence[str]) -> WebhookBacklog:
+        """What `endpoints` still have to deliver, in one query (the deliveries' head index
+        and the events' primary key keep it short)."""
+        d, e, w = webhook_deliveries.c, events.c, webhook_endpoints.c
+        pending = and_(d.endpoint.in_(endpoints), d.status == "pending")
+        query = select(
+            select(func.count()).select_from(webhook_deliveries)
+            .where(pending, d.attempts == 0).scalar_subquery(),
+            select(func.count()).select_from(webhook_deliveries)
+            .where(pending, d.attempts > 0).scalar_subquery(),
+            select(func.count()).select_from(events.join(webhook_endpoints, e.seq > w.cursor))
+            .where(w.url.in_(endpoints)).scalar_subquery())
+        async with self._engine.connect() as conn:
+            queued, retrying, unqueued = (await conn.execute(query)).one()
+        return WebhookBacklog(waiting=queued + unqueued, retrying=retrying)
+
     async def prune_webhook_events(self, before: float) -> int:
         """Delete the events made before `before` that no endpoint still has to deliver, with
         their delivery rows (delivered or failed); return how many events went."""
@@ -1143,6 +1194,11 @@ def _page_offset(limit: int, page: int) -> int | None:
                          f"(got limit={limit}, page={page})")
     offset = (page - 1) * limit
     return offset if offset + limit <= MAX_SQL_OFFSET else None
+
+
+def _forget_events(conn: Any) -> None:
+    """A rolled-back transaction wrote no events after all."""
+    conn.info.pop(_WROTE_EVENTS, None)
 
 
 def _insert_below_bound(table: Any, bound: int, values: Mapping[str, Any]) -> Any:

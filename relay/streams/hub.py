@@ -3,11 +3,13 @@
 A `LiveSession` exists from the moment an encoder is admitted on a stream's key until the
 stream goes idle. Ingest adapters (RTMP, later SRT) attach as its `Publisher` and push track
 configurations and frames into it; consumers (the HLS packager, simulcast pushers) attach as
-`MediaSink`s. The media path never waits for the store: lifecycle effects are queued and
-written in order by one worker task per session, through the store's group commit
-(`Store.session_write`), so the writes of many sessions that change at once (a stop ends
-every session together) share transactions; and the recordings of those sessions are
-finalized side by side in the disk pool (`relay.hls.disk`), a few at a time.
+`MediaSink`s, each behind its own bounded queue (`relay.streams.queue`), so the publisher's
+read loop only ever appends references and one slow consumer cannot stall it. The media
+path never waits for the store: lifecycle effects are queued and written in order by one
+worker task per session, through the store's group commit (`Store.session_write`), so the
+writes of many sessions that change at once (a stop ends every session together) share
+transactions; and the recordings of those sessions are finalized side by side in the disk
+pool (`relay.hls.disk`), a few at a time.
 """
 
 from __future__ import annotations

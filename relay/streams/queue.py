@@ -1,9 +1,19 @@
-"""A bounded, GOP-aware queue between the hub and one slow consumer (a simulcast pusher).
+"""Bounded, GOP-aware queues between the hub and each consumer of a session's media.
 
 Theory of operation: the hub calls the `MediaSink` side (`on_track`, `on_frame`,
 `on_discontinuity`, `on_end`) synchronously from the publisher's read loop; those calls only
-append references (frame data is never copied) and never block or wait. The consumer side is
-one task awaiting `get()`. The queue is bounded by the bytes of frame data it holds and by the
+append references (frame data is never copied) and never block or wait. Every consumer sits
+behind one, so a slow consumer can never stall the publisher's read loop. Two consumer sides:
+
+- `MediaQueue`: one task awaiting `get()` (a simulcast pusher, which waits on its socket);
+- `DrainQueue`: a synchronous in-process consumer (the HLS packager), called from one
+  `loop.call_soon` callback scheduled when the queue goes from empty to non-empty, which
+  hands it everything queued in one pass: no task and no wake-up per frame, and at most one
+  loop iteration between a frame's arrival and its consumer. The session's control items
+  (a discontinuity, the end) are handed over synchronously, after what was queued before
+  them, so the consumer has seen them when the hub's call returns.
+
+Each is bounded by the bytes of frame data it holds and by the
 number of items; when a new frame would pass either bound, whole GOPs are dropped from the
 head: the queued frames up to the next resumption point (a video keyframe, or any audio frame
 on a stream without video, every AAC frame being a random access point). When no later
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from relay.media.units import MediaFrame, TrackConfig, TrackKind, VideoConfig
 
@@ -53,11 +64,27 @@ _DISCONTINUITY = Discontinuity()
 _END = EndOfStream()
 
 
-class MediaQueue:
-    """A `MediaSink` that buffers for one consumer, bounded, dropping whole GOPs when full."""
+@dataclass(slots=True)
+class QueueDrops:
+    """What queues dropped, shared by the queues of one kind of consumer (process-wide, for
+    /metrics); counted at each drop, never per frame."""
+
+    frames: int = 0
+    bytes: int = 0
+    gops: int = 0
+
+
+class _GopQueue:
+    """The hub's side, the bounds and the GOP dropping shared by both kinds of queue."""
+
+    #: Mark every gap a drop leaves with a `Discontinuity` (for a consumer that must know
+    #: the timestamps jump, the HLS segmenter; a pusher just keeps them monotonic).
+    _marks_gaps = False
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+                 max_frames: int = DEFAULT_MAX_FRAMES,
+                 start_on_keyframe: bool = True,
+                 drops: QueueDrops | None = None) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes is {max_bytes}; it must be at least 1")
         if max_frames < MIN_MAX_FRAMES:
@@ -72,14 +99,15 @@ class MediaQueue:
         self._tracks: dict[TrackKind, TrackConfig] = {}
         #: The configurations the consumer has been given (what its decoder is set up with).
         self._delivered: dict[TrackKind, TrackConfig] = {}
-        # A consumer starts on a resumption point too (the hub may attach it mid-GOP).
-        self._awaiting_keyframe = True
+        # A consumer starts on a resumption point too (the hub may attach it mid-GOP),
+        # unless it sorts out the start itself (the HLS segmenter).
+        self._awaiting_keyframe = start_on_keyframe
         self._ended = False  # on_end was called
         self._finished = False  # EndOfStream was handed out
-        self._waiter: asyncio.Future[None] | None = None
         self.dropped_frames = 0
         self.dropped_bytes = 0
         self.dropped_gops = 0
+        self._drops = drops
 
     # -- the hub's side (MediaSink) ------------------------------------------------------
 
@@ -97,14 +125,16 @@ class MediaQueue:
         if self._awaiting_keyframe:
             if not self._resumes(frame):
                 self._count_drop(size)
+                self._mark_gap()
                 return
             self._awaiting_keyframe = False
         if size > self.max_bytes:
             # One frame over the whole bound: it cannot be queued, nor can its GOP.
-            self.dropped_gops += 1
+            self._count_gop()
             self._drop_all_frames(count_gop=False)
             self._awaiting_keyframe = True
             self._count_drop(size)
+            self._mark_gap()
             return
         while self._frames and (self._bytes + size > self.max_bytes
                                 or len(self._items) + 1 > self.max_frames):
@@ -125,6 +155,172 @@ class MediaQueue:
         self._ended = True
         self._items.append(_END)
         self._wake()
+
+    # -- state, for counters and tests ---------------------------------------------------
+
+    @property
+    def queued_bytes(self) -> int:
+        """Frame data bytes queued."""
+        return self._bytes
+
+    @property
+    def queued_frames(self) -> int:
+        return self._frames
+
+    def __len__(self) -> int:
+        """Items queued (frames, configurations, markers)."""
+        return len(self._items)
+
+    @property
+    def tracks(self) -> dict[TrackKind, TrackConfig]:
+        """The latest configuration per track announced by the hub."""
+        return dict(self._tracks)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Something was queued: let the consumer know."""
+
+    def _resumes(self, frame: MediaFrame) -> bool:
+        """Whether a consumer can start decoding at `frame`."""
+        if frame.kind is TrackKind.VIDEO:
+            return frame.keyframe
+        return frame.keyframe and TrackKind.VIDEO not in self._tracks
+
+    def _append(self, item: QueueItem) -> None:
+        items = self._items
+        if len(items) + 1 > self.max_frames:
+            # Only configurations and markers, which are never dropped, can fill the queue
+            # here (a frame makes room through _drop_gop): coalesce them.
+            self._drop_all_frames()
+            self._coalesce_all()
+        items.append(item)
+        self._wake()
+
+    def _drop_gop(self, incoming: MediaFrame) -> bool:
+        """Drop the queued frames before the next resumption point after the head's GOP.
+
+        Returns False when there was none: every queued frame went, and `incoming` is queued
+        only if it is itself a resumption point (otherwise it is dropped, and frames are
+        refused until one arrives).
+        """
+        items = self._items
+        cut = -1
+        seen_frame = False
+        for index, item in enumerate(items):
+            if isinstance(item, MediaFrame):
+                if seen_frame and self._resumes(item):
+                    cut = index
+                    break
+                seen_frame = True
+        self._count_gop()
+        if cut < 0:
+            self._drop_all_frames(count_gop=False)
+            if self._resumes(incoming):
+                self._awaiting_keyframe = False
+                return True
+            self._count_drop(len(incoming.data))
+            return False
+        kept = self._drop_frames(cut)
+        items.extendleft(reversed(kept))
+        return True
+
+    def _drop_frames(self, count: int) -> list[QueueItem]:
+        """Pop the first `count` items, counting the frames among them as dropped; return the
+        others, coalesced, in the order they must keep."""
+        items = self._items
+        configs: dict[TrackKind, TrackConfig] = {}
+        discontinuity = False
+        for _ in range(count):
+            item = items.popleft()
+            if isinstance(item, MediaFrame):
+                self._frames -= 1
+                self._bytes -= len(item.data)
+                self._count_drop(len(item.data))
+                discontinuity |= self._marks_gaps
+            elif isinstance(item, Discontinuity):
+                discontinuity = True
+            elif not isinstance(item, EndOfStream):
+                configs[_kind(item)] = item
+        kept: list[QueueItem] = [_DISCONTINUITY] if discontinuity else []
+        kept.extend(configs[kind] for kind in (TrackKind.VIDEO, TrackKind.AUDIO)
+                    if kind in configs)
+        return kept
+
+    def _drop_all_frames(self, *, count_gop: bool = True) -> None:
+        if not self._frames:
+            return
+        if count_gop:
+            self._count_gop()
+        kept = self._drop_frames(len(self._items))
+        self._items.extend(kept)
+        self._awaiting_keyframe = True
+
+    def _coalesce_all(self) -> None:
+        self._items.extend(self._drop_frames(len(self._items)))
+
+    def _mark_gap(self) -> None:
+        """A frame was dropped without a queued frame before it going too: make sure the
+        frames that follow come after a discontinuity (for a queue that marks gaps)."""
+        if not self._marks_gaps:
+            return
+        for item in reversed(self._items):
+            if isinstance(item, Discontinuity):
+                return  # already marked, and no frame queued since
+            if isinstance(item, MediaFrame | EndOfStream):
+                break
+        self._items.append(_DISCONTINUITY)
+        self._wake()
+
+    def _count_drop(self, size: int) -> None:
+        self.dropped_frames += 1
+        self.dropped_bytes += size
+        if self._drops is not None:
+            self._drops.frames += 1
+            self._drops.bytes += size
+
+    def _count_gop(self) -> None:
+        self.dropped_gops += 1
+        if self._drops is not None:
+            self._drops.gops += 1
+
+    def _take(self) -> QueueItem:
+        item = self._items.popleft()
+        if isinstance(item, MediaFrame):
+            self._frames -= 1
+            self._bytes -= len(item.data)
+        elif isinstance(item, EndOfStream):
+            self._finished = True
+        elif not isinstance(item, Discontinuity):
+            self._delivered[_kind(item)] = item
+        return item
+
+
+class MediaQueue(_GopQueue):
+    """A `MediaSink` that buffers for one consumer task, bounded, dropping whole GOPs when
+    full."""
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_frames: int = DEFAULT_MAX_FRAMES,
+                 drops: QueueDrops | None = None,
+                 batch_delay: float = 0.0, batch_bytes: int = 0) -> None:
+        """`batch_delay` (seconds) and `batch_bytes` batch the consumer's wake-ups: a waiting
+        `get()` returns once `batch_bytes` of frame data are queued or `batch_delay` after
+        the first item arrived, whichever comes first (the end and a restart at once). With
+        the default 0, every item wakes it."""
+        super().__init__(max_bytes=max_bytes, max_frames=max_frames, drops=drops)
+        if batch_delay < 0:
+            raise ValueError(f"batch_delay is {batch_delay}; it must be at least 0")
+        if batch_bytes < 0:
+            raise ValueError(f"batch_bytes is {batch_bytes}; it must be at least 0")
+        self.batch_delay = batch_delay
+        self.batch_bytes = batch_bytes
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def on_end(self) -> None:
+        super().on_end()
+        self._wake_now()
 
     # -- the consumer's side -------------------------------------------------------------
 
@@ -178,126 +374,104 @@ class MediaQueue:
                 items.appendleft(config)
         self._delivered.clear()
         if items:
-            self._wake()
-
-    # -- state, for counters and tests ---------------------------------------------------
-
-    @property
-    def queued_bytes(self) -> int:
-        """Frame data bytes queued."""
-        return self._bytes
-
-    @property
-    def queued_frames(self) -> int:
-        return self._frames
-
-    def __len__(self) -> int:
-        """Items queued (frames, configurations, markers)."""
-        return len(self._items)
-
-    @property
-    def tracks(self) -> dict[TrackKind, TrackConfig]:
-        """The latest configuration per track announced by the hub."""
-        return dict(self._tracks)
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _resumes(self, frame: MediaFrame) -> bool:
-        """Whether a consumer can start decoding at `frame`."""
-        if frame.kind is TrackKind.VIDEO:
-            return frame.keyframe
-        return frame.keyframe and TrackKind.VIDEO not in self._tracks
-
-    def _append(self, item: QueueItem) -> None:
-        items = self._items
-        if len(items) + 1 > self.max_frames:
-            # Only configurations and markers, which are never dropped, can fill the queue
-            # here (a frame makes room through _drop_gop): coalesce them.
-            self._drop_all_frames()
-            self._coalesce_all()
-        items.append(item)
-        self._wake()
-
-    def _drop_gop(self, incoming: MediaFrame) -> bool:
-        """Drop the queued frames before the next resumption point after the head's GOP.
-
-        Returns False when there was none: every queued frame went, and `incoming` is queued
-        only if it is itself a resumption point (otherwise it is dropped, and frames are
-        refused until one arrives).
-        """
-        items = self._items
-        cut = -1
-        seen_frame = False
-        for index, item in enumerate(items):
-            if isinstance(item, MediaFrame):
-                if seen_frame and self._resumes(item):
-                    cut = index
-                    break
-                seen_frame = True
-        self.dropped_gops += 1
-        if cut < 0:
-            self._drop_all_frames(count_gop=False)
-            if self._resumes(incoming):
-                self._awaiting_keyframe = False
-                return True
-            self._count_drop(len(incoming.data))
-            return False
-        kept = self._drop_frames(cut)
-        items.extendleft(reversed(kept))
-        return True
-
-    def _drop_frames(self, count: int) -> list[QueueItem]:
-        """Pop the first `count` items, counting the frames among them as dropped; return the
-        others, coalesced, in the order they must keep."""
-        items = self._items
-        configs: dict[TrackKind, TrackConfig] = {}
-        discontinuity = False
-        for _ in range(count):
-            item = items.popleft()
-            if isinstance(item, MediaFrame):
-                self._frames -= 1
-                self._bytes -= len(item.data)
-                self._count_drop(len(item.data))
-            elif isinstance(item, Discontinuity):
-                discontinuity = True
-            elif not isinstance(item, EndOfStream):
-                configs[_kind(item)] = item
-        kept: list[QueueItem] = [_DISCONTINUITY] if discontinuity else []
-        kept.extend(configs[kind] for kind in (TrackKind.VIDEO, TrackKind.AUDIO)
-                    if kind in configs)
-        return kept
-
-    def _drop_all_frames(self, *, count_gop: bool = True) -> None:
-        if not self._frames:
-            return
-        if count_gop:
-            self.dropped_gops += 1
-        kept = self._drop_frames(len(self._items))
-        self._items.extend(kept)
-        self._awaiting_keyframe = True
-
-    def _coalesce_all(self) -> None:
-        self._items.extend(self._drop_frames(len(self._items)))
-
-    def _count_drop(self, size: int) -> None:
-        self.dropped_frames += 1
-        self.dropped_bytes += size
-
-    def _take(self) -> QueueItem:
-        item = self._items.popleft()
-        if isinstance(item, MediaFrame):
-            self._frames -= 1
-            self._bytes -= len(item.data)
-        elif isinstance(item, EndOfStream):
-            self._finished = True
-        elif not isinstance(item, Discontinuity):
-            self._delivered[_kind(item)] = item
-        return item
+            self._wake_now()
 
     def _wake(self) -> None:
         waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if not self.batch_delay or self._bytes >= self.batch_bytes:
+            self._wake_now()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.batch_delay,
+                                                                self._wake_now)
+
+    def _wake_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class MediaConsumer(Protocol):
+    """A synchronous consumer of a session's media (`relay.streams.hub.MediaSink`'s
+    methods): what a `DrainQueue` feeds."""
+
+    def on_track(self, config: TrackConfig) -> None: ...
+    def on_frame(self, frame: MediaFrame) -> None: ...
+    def on_discontinuity(self) -> None: ...
+    def on_end(self) -> None: ...
+
+
+class DrainQueue(_GopQueue):
+    """A `MediaSink` that buffers for one synchronous consumer (the HLS packager), bounded,
+    dropping whole GOPs when full, and hands it everything queued from one `call_soon`
+    callback per batch.
+
+    The callback is scheduled when the queue goes from empty to non-empty: one per loop
+    iteration that brought media, however many frames it brought. A discontinuity and the
+    end are handed over at once, after what was queued before them. A gap left by a drop
+    reaches the consumer as a discontinuity (its timestamps jump). Must be fed from a
+    running event loop.
+    """
+
+    _marks_gaps = True
+
+    def __init__(self, consumer: MediaConsumer, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_frames: int = DEFAULT_MAX_FRAMES,
+                 drops: QueueDrops | None = None) -> None:
+        # The consumer sorts out a start mid-GOP itself (the segmenter waits for a keyframe
+        # and counts what it skipped): only a drop makes this queue wait for one.
+        super().__init__(max_bytes=max_bytes, max_frames=max_frames,
+                         start_on_keyframe=False, drops=drops)
+        self.consumer = consumer
+        self._scheduled: asyncio.Handle | None = None
+        self._draining = False
+
+    def on_discontinuity(self) -> None:
+        super().on_discontinuity()
+        self.drain()
+
+    def on_end(self) -> None:
+        super().on_end()
+        self.drain()
+
+    def drain(self) -> None:
+        """Hand the consumer everything queued, in order (what the scheduled callback does;
+        safe to call at any time)."""
+        if self._draining:
+            return  # called back from the consumer: the running pass takes what follows
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self._draining = True
+        consumer = self.consumer
+        items = self._items
+        try:
+            while items:
+                item = self._take()
+                if isinstance(item, MediaFrame):
+                    consumer.on_frame(item)
+                elif isinstance(item, Discontinuity):
+                    consumer.on_discontinuity()
+                elif isinstance(item, EndOfStream):
+                    consumer.on_end()
+                else:
+                    consumer.on_track(item)
+        finally:
+            self._draining = False
+            if items:  # the consumer raised: the rest goes in the next pass
+                self._wake()
+
+    def _wake(self) -> None:
+        if self._scheduled is None and not self._draining:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._run_scheduled)
+
+    def _run_scheduled(self) -> None:
+        self._scheduled = None
+        self.drain()
 
 
 def _kind(config: TrackConfig) -> TrackKind:

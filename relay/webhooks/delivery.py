@@ -26,6 +26,7 @@ import httpx
 from relay.logs import LogLimiter, peer_text
 from relay.store import Store
 from relay.store.records import WebhookDelivery
+from relay.webhooks.counters import BACKLOG_COUNT_INTERVAL, DeliveryResult, WebhookCounters
 from relay.webhooks.retry import RetryPolicy
 from relay.webhooks.signing import (
     SIGNATURE_HEADER,
@@ -71,10 +72,20 @@ class AttemptOutcome:
 
     status_code: int | None
     error: str | None
+    timed_out: bool = False  # no answer within the attempt timeout
 
     @property
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def result(self) -> DeliveryResult:
+        """The try's outcome as /metrics counts it."""
+        if self.delivered:
+            return "success"
+        if self.status_code is not None:
+            return "http_error"
+        return "timeout" if self.timed_out else "connection_error"
 
 
 async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: bytes,
@@ -85,7 +96,7 @@ async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: by
     try:
         response = await client.post(url, content=body, headers=headers)
     except httpx.TimeoutException:
-        return AttemptOutcome(None, "timed out"), None
+        return AttemptOutcome(None, "timed out", timed_out=True), None
     except httpx.HTTPError as exc:
         return AttemptOutcome(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]), None
     if 200 <= response.status_code < 300:
@@ -95,8 +106,19 @@ async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: by
                           f"HTTP {response.status_code}: {answer}"), response
 
 
+def _cancelling() -> bool:
+    """Whether this task is being cancelled: a cancel that lands inside a store query may
+    come out as SQLAlchemy's error about the connection it left unusable instead, and the
+    loops that retry after errors must not swallow it (`stop` would wait forever)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class WebhookDeliverer:
-    """Delivers the outbox to `endpoints`, signed with `secret`; `start()`, then `stop()`."""
+    """Delivers the outbox to `endpoints`, signed with `secret`; `start()`, then `stop()`.
+
+    It wakes when the store has written new events (`Store.on_events_written`), and polls
+    every `poll_interval` all the same (a write of another process, a missed wake-up)."""
 
     def __init__(self, store: Store, endpoints: Sequence[str], secret: str, *,
                  limits: WebhookLimits | None = None,
@@ -114,6 +136,8 @@ class WebhookDeliverer:
         self._wake: dict[str, asyncio.Event] = {}
         self.delivered = 0
         self.failed_attempts = 0
+        self.counters = WebhookCounters()
+        self._unlisten: Callable[[], None] | None = None
 
     async def start(self) -> None:
         await self._store.set_webhook_endpoints(self.endpoints)
@@ -121,6 +145,10 @@ class WebhookDeliverer:
             self._wake[url] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(url), name=f"webhooks {url}"))
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="webhooks prune"))
+        if self.endpoints:
+            self._tasks.append(asyncio.create_task(self._count_backlog_forever(),
+                                                   name="webhooks backlog"))
+            self._unlisten = self._store.on_events_written(self.wake)
 
     def wake(self) -> None:
         """Look for new events now rather than at the next poll."""
@@ -129,6 +157,9 @@ class WebhookDeliverer:
 
     async def stop(self) -> None:
         """Cancel the tasks; a POST cut short stays pending and is sent again next run."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -147,6 +178,8 @@ class WebhookDeliverer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the store was busy or down: try again later
+                    if _cancelling():
+                        raise asyncio.CancelledError from exc
                     _FAILURES.warning("store", "webhooks to %s: %s; trying again",
                                       peer_text(url), exc)
                     await asyncio.sleep(self.limits.poll_interval)
@@ -178,8 +211,10 @@ class WebhookDeliverer:
         attempts = delivery.attempts + 1
         tried = attempt_record(delivery.endpoint, started, outcome.status_code, outcome.error)
         attempt_log = (*delivery.attempt_log, tried)[-MAX_ATTEMPTS_LISTED:]
+        self.counters.results[outcome.result] += 1
         if outcome.delivered:
             self.delivered += 1
+            self.counters.latency.observe(max(0.0, now - delivery.event.created_at))
             await self._store.record_webhook_attempt(
                 delivery.seq, status="delivered", attempts=attempts, next_attempt_at=now,
                 first_attempt_at=first, last_error=delivery.last_error,
@@ -189,6 +224,7 @@ class WebhookDeliverer:
         retry_at = self.limits.retry.next_attempt_at(
             first_attempt_at=first, attempts=attempts, now=now, draw=self._draw())
         if retry_at is None:
+            self.counters.results["failed_permanently"] += 1
             log.warning("webhook %s (%s) to %s failed after %d attempts: %s",
                         delivery.event.id, delivery.event.type, peer_text(delivery.endpoint),
                         attempts, outcome.error)
@@ -196,6 +232,24 @@ class WebhookDeliverer:
             delivery.seq, status="pending" if retry_at is not None else "failed",
             attempts=attempts, next_attempt_at=retry_at if retry_at is not None else now,
             first_attempt_at=first, last_error=outcome.error, attempt_log=attempt_log)
+
+    async def count_backlog(self) -> None:
+        """Count the endpoints' backlog into `counters` (one store query)."""
+        backlog = await self._store.webhook_backlog(self.endpoints)
+        self.counters.waiting = backlog.waiting
+        self.counters.retrying = backlog.retrying
+
+    async def _count_backlog_forever(self) -> None:
+        while True:
+            try:
+                await self.count_backlog()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _cancelling():
+                    raise asyncio.CancelledError from exc
+                _FAILURES.warning("backlog", "counting the webhook backlog: %s", exc)
+            await asyncio.sleep(BACKLOG_COUNT_INTERVAL)
 
     async def prune(self) -> int:
         """Drop delivered and failed events older than the retention; return how many."""
@@ -211,5 +265,7 @@ class WebhookDeliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if _cancelling():
+                    raise asyncio.CancelledError from exc
                 _FAILURES.warning("prune", "pruning webhook events: %s", exc)
             await asyncio.sleep(PRUNE_INTERVAL)

@@ -23,6 +23,7 @@ from relay.hls.segmenter import PartSegmenter
 from relay.media.units import Codec, MediaFrame, VideoConfig
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
+from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry
 from tests.hls.test_segmenter import (
     audio_config,
@@ -350,3 +351,54 @@ async def test_a_session_that_ends_as_it_starts_recording_keeps_its_recording(
     assert asset.duration == pytest.approx(4.5, abs=0.05)  # as packaged, not 0
     text = (tmp_path / session.asset_id / RECORDING_PLAYLIST).read_text()
     assert text.endswith("#EXT-X-ENDLIST\n") and text.count(".m4s") == 3
+
+
+def test_part_publish_delay_is_measured_from_the_parts_last_frame() -> None:
+    # The fake clock is the frames' arrival: a part is cut when the frame after its last
+    # one arrives, so each delay is one frame interval or less (30 fps video, AAC at 48 kHz
+    # holding one 21 ms frame back), never 0.
+    feeder = Feeder().tracks()
+    packager, counters = feeder.packager, feeder.packager.counters
+    frames = iter(av(4.5))
+    while packager.playlist is None:
+        feeder.frames([next(frames)])
+    # The first segment's parts waited for it (start-up): not counted.
+    assert counters.part_publish_delay.count == 0
+    parts_before = counters.parts
+    feeder.frames(frames)
+    delays = counters.part_publish_delay
+    assert delays.count == counters.parts - parts_before > 0
+    buckets = dict(delays.cumulative())
+    assert buckets[0.005] == 0 and buckets[0.05] == delays.count
+    assert 0.015 * delays.count < delays.sum < 0.035 * delays.count
+
+
+async def test_the_packager_consumes_behind_a_queue_drained_once_per_loop_iteration(
+        store: Store, tmp_path: Path) -> None:
+    """The hub never calls the packager: frames reach it in the next loop iteration, all in
+    one pass, and the end at once, after them."""
+    packagers: list[LivePackager] = []
+    counters = HlsCounters()
+    registry = IngestRegistry(store, on_session_started=lambda session: packagers.append(
+        attach_packager(session, AssetFiles(tmp_path), part_target=0.3, counters=counters)))
+    stream = await new_stream(store, latency_mode="low")
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    [packager] = packagers
+    [queue] = session.sinks
+    assert isinstance(queue, DrainQueue) and queue.consumer is packager
+    session.publish_track(video_config())
+    session.publish_track(audio_config())
+    frames = av(2.5)  # keyframes every second
+    for frame in frames:
+        session.publish_frame(frame)
+    assert counters.parts == 0 and queue.queued_frames == len(frames)
+    await asyncio.sleep(0)
+    assert queue.queued_frames == 0 and counters.segments >= 1  # all in one pass
+    segments = counters.segments
+    for frame in av(1.0, start=2500):  # a keyframe at 3 s
+        session.publish_frame(frame)
+    session.end("the application completed the live stream")
+    assert packager.ended and len(queue) == 0
+    assert counters.segments > segments  # the end closed the open one, frames and all
+    assert queue.dropped_frames == 0 and counters.queue_drops.frames == 0
+    await asyncio.wait_for(session.wait_finished(), 30)

@@ -24,6 +24,7 @@ from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.playlist import VariantInfo
 from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize
+from relay.hls.request_counts import RequestKind
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.hls.serve import PlaybackServer
 from relay.hls.signed import PlaybackGate
@@ -465,6 +466,59 @@ async def test_live_requests_count_their_client_addresses_as_viewers(server: Ser
     assert server.live.viewers.count(time.monotonic()) == 2
     await server.get(f"/{ASSET_ID}.m3u8")  # a recording is not a live viewer
     assert server.live.viewers.count(time.monotonic()) == 2
+
+
+async def test_requests_are_counted_by_kind_and_status(server: Server) -> None:
+    server.feed(4.5)
+    for path, status in ((f"/{LIVE_ID}.m3u8", 200), ("/NoSuchId.m3u8", 404),
+                         (f"/{LIVE_ID}/rendition.m3u8", 200), (f"/{LIVE_ID}/init-0.mp4", 200),
+                         (f"/{LIVE_ID}/0.m4s", 200), (f"/{LIVE_ID}/0.m4s", 200),
+                         (f"/{LIVE_ID}/1.0.m4s", 200), (f"/{LIVE_ID}/99.m4s", 404),
+                         (f"/player/{LIVE_ID}", 200), ("/static/relay.db", 404),
+                         (f"/{LIVE_ID}/notes.txt", 404), ("/favicon.ico", 404)):
+        assert (await server.get(path)).status_code == status, path
+    assert (await server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_part="1")).status_code == 400
+    assert {(kind.value, status): count
+            for (kind, status), count in server.counters.requests.answered.items()} == {
+        ("multivariant", 200): 1, ("multivariant", 404): 1, ("media_playlist", 200): 1,
+        ("media_playlist", 400): 1, ("init", 200): 1, ("segment", 200): 2,
+        ("segment", 404): 1, ("part", 200): 1, ("player", 200): 1, ("static", 404): 1,
+        ("other", 404): 2}
+
+
+async def test_a_handler_that_raises_counts_as_500(server: Server,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(playback_id: str) -> str:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(routes, "render_player_page", broken)
+    app = create_playback_app(server.directory, server.counters)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url="http://relay.test") as client:
+        assert (await client.get(f"/player/{LIVE_ID}")).status_code == 500
+    assert dict(server.counters.requests.answered) == {(RequestKind.PLAYER, 500): 1}
+
+
+async def test_blocking_reload_waits_are_observed(server: Server,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    server.feed(2.5)
+    playlist = server.live.playlist if server.live else None
+    assert playlist is not None and playlist.next_part is not None
+    msn, part = playlist.next_part
+    # Satisfied at once: not held, not observed.
+    assert (await server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn="0")).status_code == 200
+    assert server.counters.reload_wait.count == 0
+    request = asyncio.ensure_future(
+        server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn=str(msn), _HLS_part=str(part)))
+    await asyncio.sleep(0.05)
+    server.feed(0.4)
+    assert (await asyncio.wait_for(request, 2)).status_code == 200
+    wait = server.counters.reload_wait
+    assert wait.count == 1 and wait.sum > 0
+    first = wait.sum
+    monkeypatch.setattr(routes, "hold_timeout", lambda target_duration: 0.1)
+    monkeypatch.setattr(serve, "hold_timeout", lambda target_duration: 0.1)
+    assert (await server.get(f"/{LIVE_ID}/rendition.m3u8", _HLS_msn="3")).status_code == 503
+    assert wait.count == 2 and wait.sum - first >= 0.099  # held until the timeout
 
 
 async def test_the_lean_server_answers_playback_itself_and_hands_over_the_rest(

@@ -1058,3 +1058,22 @@ def test_fresh_ffmpeg_encode_packaged_and_read_back(tmp_path: Path) -> None:
             assert packet["flags"].startswith("K") == sample.keyframe
             dts += sample.duration
 
+
+
+def test_a_part_carries_the_arrival_of_its_latest_frame() -> None:
+    # Arrivals that do not follow the timestamps (a bursty network): each part's
+    # last_arrival is the latest arrival among exactly the frames in it.
+    segmenter = PartSegmenter(LatencyMode.LOW)
+    segmenter.on_track(video_config())
+    segmenter.on_track(audio_config())
+    arrived: dict[bytes, float] = {}
+    cuts: list[PartCut] = []
+    for index, frame in enumerate(interleave(video_frames(4.0), audio_frames(4.0))):
+        now = T0 + frame.dts / 1000 + (0.25 if index % 7 == 3 else 0.0)
+        arrived[frame.data] = now
+        cuts += [e for e in segmenter.on_frame(frame, now) if isinstance(e, PartCut)]
+    cuts += [e for e in segmenter.on_end(T0 + 10) if isinstance(e, PartCut)]
+    assert len(cuts) > 10
+    for cut in cuts:
+        latest = max(arrived[sample.data] for run in cut.runs for sample in run.samples)
+        assert cut.last_arrival == latest

@@ -19,6 +19,7 @@ from relay._native.rtmp_chunk import (
     ChunkMuxer,
     MessageTooLong,
     RtmpMessage,
+    chunk_tail,
 )
 
 # (csid, type_id, timestamp, stream_id, payload): what a test expects a message to be.
@@ -952,3 +953,44 @@ def test_round_trip_through_muxer_and_demuxer_under_any_split(
     assert demuxer.bytes_received == len(stream)
     demuxer.release()
     assert demuxer.allocated == 0
+
+
+# -- a message chunked once for many connections (take_with_header + chunk_tail) -----------
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([128, 200, 4096, 65536]), st.lists(st.tuples(
+    st.sampled_from([3, 6, 7, 70, 400]), st.sampled_from([8, 9]),
+    st.sampled_from([0, 21, 33, -5, 0xFFFFFF]), st.binary(max_size=5),
+    st.sampled_from([0, 1, 127, 128, 129, 300, 4096, 5000])), max_size=30))
+def test_a_header_and_a_shared_tail_are_the_bytes_write_message_makes(
+        chunk_size: int, messages: list[tuple[int, int, int, bytes, int]]) -> None:
+    """Per connection header + shared tail == write_message of the joined body, with the
+    same header compression state after; None exactly when the timestamp field is extended
+    (and then the state is unchanged, so write_message follows)."""
+    whole, split = ChunkMuxer(chunk_size), ChunkMuxer(chunk_size)
+    timestamp = 1000
+    for csid, type_id, step, header, size in messages:
+        timestamp = max(0, timestamp + step)
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        whole.write_message(csid, type_id, 1, timestamp, header + data)
+        want = whole.take()
+        head = split.take_with_header(csid, type_id, 1, timestamp, len(header) + len(data))
+        if head is None:
+            assert timestamp >= 0xFFFFFF or step == 0xFFFFFF
+            split.write_message(csid, type_id, 1, timestamp, header + data)
+            assert split.take() == want
+        else:
+            assert head + chunk_tail(csid, chunk_size, header, data) == want
+
+
+def test_take_with_header_returns_what_was_pending_first() -> None:
+    muxer = ChunkMuxer(4096)
+    muxer.write_set_chunk_size(4096)
+    pending = ChunkMuxer(128)
+    pending.write_set_chunk_size(4096)
+    head = muxer.take_with_header(6, 8, 1, 0, 3)
+    assert head is not None and head.startswith(pending.take()) and muxer.pending == 0
+    with pytest.raises(ValueError, match="length"):
+        muxer.take_with_header(6, 8, 1, 0, 1 << 24)
+    with pytest.raises(ValueError, match="exceeds the RTMP message length"):
+        chunk_tail(6, 4096, b"", bytes(1 << 24))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from relay._native.rtmp_chunk import ChunkMuxer
+from relay._native.rtmp_chunk import ChunkMuxer, chunk_tail
 from relay.rtmp import amf0
 from relay.rtmp.client import ClientSession, Published, Refused
 from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payload
@@ -445,3 +445,25 @@ def test_a_publisher_may_send_any_number_of_messages() -> None:
         client.send_media(MessageType.AUDIO, i, b"\xaf\x01" + b"a" * 8)
     events = pump(server, client.data_to_send())
     assert len(events) == 3 * DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH
+
+
+def test_media_sent_as_a_shared_chunk_tail_arrives_whole() -> None:
+    """send_chunked: this connection's header and a tail shared with others; the server
+    reads the same messages send_media would give. An extended timestamp is refused (every
+    chunk would repeat it), and send_media carries that one."""
+    server, client, _ = connect()
+    server.accept_publish()
+    client.receive_data(server.data_to_send())
+    assert client.next_event() == Published()
+    body = b"\x27\x01\x00\x00\x00" + bytes(range(256)) * 40
+    csid = client.media_csid(MessageType.VIDEO)
+    tail = chunk_tail(csid, client.chunk_size, body[:5], body[5:])
+    assert client.send_chunked(MessageType.VIDEO, 40, len(body), tail)
+    assert client.send_chunked(MessageType.VIDEO, 73, len(body), tail)
+    assert not client.send_chunked(MessageType.VIDEO, 0x2000000, len(body), tail)
+    client.send_media(MessageType.VIDEO, 0x2000000, body)
+    pieces = client.chunks_to_send()
+    assert sum(piece is tail for piece in pieces) == 2  # shared, not copied
+    events = pump(server, b"".join(pieces))
+    assert events == [MediaMessage(9, 40, body), MediaMessage(9, 73, body),
+                      MediaMessage(9, 0x2000000, body)]

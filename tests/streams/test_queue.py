@@ -331,3 +331,47 @@ def test_a_consumer_that_never_reads_stays_within_the_bound() -> None:
         assert queue.queued_bytes <= DEFAULT_MAX_BYTES
         assert len(queue) <= DEFAULT_MAX_FRAMES
     assert queue.dropped_gops > 0 and queue.dropped_frames > 0
+
+
+def test_a_batching_queue_wakes_its_consumer_on_time_or_size() -> None:
+    """With batch_delay and batch_bytes, a waiting get() returns once the bytes are queued
+    or the delay after the first item has passed; the end wakes it at once."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        queue = MediaQueue(batch_delay=0.05, batch_bytes=1000)
+        queue.on_track(VIDEO_CONFIG)
+        assert await queue.get() == VIDEO_CONFIG  # queued before the wait: no delay
+        # Time: one small frame waits for the delay.
+        getter = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        began = loop.time()
+        queue.on_frame(video(0, True))
+        queue.on_frame(video(33))
+        await asyncio.sleep(0.01)
+        assert not getter.done()
+        assert await getter == video(0, True)
+        assert loop.time() - began >= 0.04
+        assert queue.get_nowait() == video(33)
+        # Size: reaching batch_bytes wakes it at once (and the timer is dropped).
+        getter = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        queue.on_frame(video(66, size=600))
+        await asyncio.sleep(0)
+        assert not getter.done()
+        queue.on_frame(video(99, size=600))
+        await asyncio.sleep(0)
+        assert getter.done() and getter.result() == video(66, size=600)
+        assert queue._timer is None
+        queue.get_nowait()
+        # The end: at once.
+        getter = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        queue.on_frame(video(133))
+        queue.on_end()
+        await asyncio.sleep(0)
+        assert getter.done() and getter.result() == video(133)
+        with pytest.raises(ValueError, match="batch_delay is -1"):
+            MediaQueue(batch_delay=-1)
+
+    asyncio.run(main())

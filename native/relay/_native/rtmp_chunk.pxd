@@ -35,6 +35,7 @@ ctypedef struct MuxStream:
     uint32_t timestamp       # timestamp of the last message
     uint32_t delta           # timestamp field of the last fmt 0/1/2 header (fmt 0: absolute)
     uint8_t type_id          # message type id of the last message
+    uint8_t started          # a message was sent on this csid (else the next header is fmt 0)
 
 
 @cython.final
@@ -95,6 +96,8 @@ cdef class ChunkMuxer:
     cdef Py_ssize_t streams_capacity # records allocated
     cdef Py_ssize_t last_slot        # record used by the previous message (a cheap lookup cache)
 
+    # The csid's record, added on first use.
+    cdef MuxStream* stream_for(self, uint32_t csid) except NULL
     # Chunk one message into out (arguments already range-checked).
     cdef int write(self, uint32_t csid, uint8_t type_id, uint32_t stream_id, uint32_t timestamp,
                    const uint8_t* payload, Py_ssize_t length) except -1

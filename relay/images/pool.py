@@ -1,0 +1,222 @@
+"""Where images are made: a bounded pool of worker threads, never the event loop.
+
+Theory of operation: `DecodePool.run(key, job)` answers from the result cache when it can;
+joins the decode already running for the same key (concurrent requests for one image share
+one decode: a dict of tasks keyed by (playback id, request, media version)); and otherwise
+starts `job` in a worker thread, unless `max_pending` distinct decodes are already queued or
+running, when it raises `ImageBusy` (the route answers 503 with Retry-After) instead of
+letting the queue grow. A started decode runs to its end even if its requesters leave, and
+its result goes to the cache, bounded in entries and bytes (LRU).
+
+Threads, not processes: PyAV releases the GIL while FFmpeg demuxes, decodes and scales
+(`avcodec_send_packet`, `sws_scale` run `nogil`), and Pillow releases it while it encodes, so
+workers run in parallel with each other and with the event loop; what holds the GIL is the
+Python glue around each call. The benchmark (`benchmarks/images.py`) measures the loop's
+worst stall while 50 image requests run.
+
+`ClientRates` is the per-client limit: a token bucket per client address, charged for each
+decode a client starts (a cached or shared image costs nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Final
+
+from relay.images.render import Rendered
+
+#: Worker threads decoding and encoding images (at most the cores, at most 4: images must
+#: not take the cores ingest and playback need).
+DEFAULT_IMAGE_WORKERS: Final = max(1, min(4, os.cpu_count() or 1))
+#: Niceness of the worker threads (0..19, higher yields more): images wait for the cores
+#: before the event loop does.
+WORKER_NICENESS: Final = 10
+#: Distinct decodes queued or running at once; past it a request is answered 503.
+DEFAULT_MAX_PENDING_IMAGES: Final = 64
+#: Retry-After (seconds) of that 503 and of the rate limit's 429.
+BUSY_RETRY_AFTER: Final = 1
+#: The result cache: at most this many images, of at most this many bytes together; an
+#: image larger than MAX_CACHED_IMAGE_BYTES is served and not kept.
+DEFAULT_IMAGE_CACHE_ENTRIES: Final = 1024
+DEFAULT_IMAGE_CACHE_BYTES: Final = 64 * 1024 * 1024
+MAX_CACHED_IMAGE_BYTES: Final = 8 * 1024 * 1024
+#: The per-client limit: decodes a second a client may start on average, and in a burst.
+DEFAULT_DECODES_PER_SECOND: Final = 5.0
+DEFAULT_DECODE_BURST: Final = 20
+#: Clients whose buckets are remembered; past it the least recently seen are forgotten.
+MAX_RATE_CLIENTS: Final = 10_000
+
+
+class ImageBusy(Exception):
+    """Too many decodes queued or running; retry after `retry_after` seconds."""
+
+    def __init__(self, pending: int, limit: int) -> None:
+        super().__init__(f"{pending} images are being made (limit {limit}); retry shortly")
+        self.retry_after = BUSY_RETRY_AFTER
+
+
+class RateLimited(Exception):
+    """A client started decodes faster than its limit."""
+
+    def __init__(self, retry_after: int, rate: float, burst: int) -> None:
+        super().__init__(f"more than {rate:g} new images a second (burst {burst}) from this "
+                         f"client; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class ImageCounters:
+    """Read by the metrics collector at scrape time (when it is given them)."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    shared: int = 0  # joined a decode already running
+    decodes: int = 0  # decodes started
+    decode_seconds: float = 0.0  # ...their time in the workers, summed
+    busy: int = 0  # refused: the queue bound
+    rate_limited: int = 0
+    failed: int = 0  # decodes that raised (a bad time, media gone, a bug)
+
+
+class DecodePool:
+    """Bounded, shared, cached image decodes (see the module docstring)."""
+
+    def __init__(self, *, workers: int = DEFAULT_IMAGE_WORKERS,
+                 max_pending: int = DEFAULT_MAX_PENDING_IMAGES,
+                 cache_entries: int = DEFAULT_IMAGE_CACHE_ENTRIES,
+                 cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+                 counters: ImageCounters | None = None) -> None:
+        if workers < 1 or max_pending < 1:
+            raise ValueError(f"workers ({workers}) and max_pending ({max_pending}) must be "
+                             "at least 1")
+        self.workers = workers
+        self.max_pending = max_pending
+        self.cache_entries = cache_entries
+        self.cache_bytes = cache_bytes
+        self.counters = counters if counters is not None else ImageCounters()
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="relay-image",
+                                            initializer=_lower_priority)
+        self._running: dict[Hashable, asyncio.Task[Rendered]] = {}
+        self._cache: OrderedDict[Hashable, Rendered] = OrderedDict()
+        self._cached_bytes = 0
+
+    @property
+    def pending(self) -> int:
+        """Distinct decodes queued or running."""
+        return len(self._running)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
+
+    def has(self, key: Hashable) -> bool:
+        """Whether `run(key, ...)` would start no decode (cached or running)."""
+        return key in self._cache or key in self._running
+
+    async def run(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
+        """The image for `key`: cached, shared with a running decode, or made by `job` in a
+        worker; ImageBusy past the queue bound; `job`'s exceptions go to every waiter."""
+        self.counters.requests += 1
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.counters.cache_hits += 1
+            return cached
+        task = self._running.get(key)
+        if task is not None:
+            self.counters.shared += 1
+        else:
+            if len(self._running) >= self.max_pending:
+                self.counters.busy += 1
+                raise ImageBusy(len(self._running), self.max_pending)
+            task = asyncio.get_running_loop().create_task(self._make(key, job),
+                                                          name="relay-image")
+            task.add_done_callback(_retrieve)
+            self._running[key] = task
+            self.counters.decodes += 1
+        # shield: a requester that leaves (a closed connection) does not cancel the decode
+        # the others wait for.
+        return await asyncio.shield(task)
+
+    async def _make(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
+        try:
+            began = time.perf_counter()
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, job)
+            except Exception:
+                self.counters.failed += 1
+                raise
+            finally:
+                self.counters.decode_seconds += time.perf_counter() - began
+            self._keep(key, result)
+            return result
+        finally:
+            self._running.pop(key, None)
+
+    def _keep(self, key: Hashable, result: Rendered) -> None:
+        size = len(result.body)
+        if size > MAX_CACHED_IMAGE_BYTES or size > self.cache_bytes:
+            return
+        self._cache[key] = result
+        self._cached_bytes += size
+        while len(self._cache) > self.cache_entries or self._cached_bytes > self.cache_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            self._cached_bytes -= len(dropped.body)
+
+    def close(self) -> None:
+        """Stop taking work; queued decodes are dropped, running ones finish."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at WORKER_NICENESS: when the cores are short, the scheduler
+    gives them to the event loop (ingest, playback) before image decodes. Linux's
+    setpriority applies to the one thread whose id it is given; raising one's own niceness
+    needs no privilege. Elsewhere (or if refused) the worker runs at normal priority."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+
+
+def _retrieve(task: asyncio.Task[Rendered]) -> None:
+    # Every waiter may have left: the exception was still seen (no "never retrieved" log).
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.exception()
+
+
+class ClientRates:
+    """A token bucket per client: `rate` decodes a second on average, `burst` at once."""
+
+    def __init__(self, *, rate: float = DEFAULT_DECODES_PER_SECOND,
+                 burst: int = DEFAULT_DECODE_BURST, max_clients: int = MAX_RATE_CLIENTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate ({rate}) must be positive and burst ({burst}) at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._max_clients = max_clients
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
+
+    def take(self, client: str) -> None:
+        """Charge `client` one decode; RateLimited when its bucket is empty."""
+        now = self._clock()
+        tokens, when = self._buckets.pop(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - when) * self.rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            wait = max(1, math.ceil((1.0 - tokens) / self.rate))
+            raise RateLimited(wait, self.rate, self.burst)
+        self._buckets[client] = (tokens - 1.0, now)  # most recent last
+        while len(self._buckets) > self._max_clients:
+            self._buckets.popitem(last=False)  # the least recently seen

@@ -1,0 +1,172 @@
+"""The image routes over ASGI, on a recording made in-process: statuses, envelopes, the
+queue bound's 503, the rate limit's 429, shared decodes and the authorization hook."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from relay.hls.packager import LivePackager
+from relay.images import routes
+from relay.images.pool import ClientRates, DecodePool
+from relay.images.render import Rendered
+from relay.playback.tokens import Audience
+from tests.images.media import fragmented_mp4, red_frame_number
+
+pytestmark = pytest.mark.anyio
+
+PLAYLIST = """#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-TARGETDURATION:1
+#EXT-X-PLAYLIST-TYPE:VOD
+#EXT-X-MAP:URI="init-0.mp4"
+#EXTINF:1.000,
+0.m4s
+#EXTINF:1.000,
+1.m4s
+#EXT-X-ENDLIST
+"""
+
+
+class Directory:
+    def __init__(self, recordings: dict[str, Path]) -> None:
+        self.recordings = recordings
+
+    async def resolve(self, playback_id: str) -> LivePackager | Path | None:
+        return self.recordings.get(playback_id)
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> Path:
+    # The init file is empty and each segment a whole fragmented MP4: the reader joins
+    # init + segment, which is the same bytes.
+    directory = tmp_path / "asset"
+    directory.mkdir()
+    (directory / "rendition.m3u8").write_text(PLAYLIST)
+    (directory / "init-0.mp4").write_bytes(b"")
+    (directory / "0.m4s").write_bytes(fragmented_mp4(frames=30, gop=15))
+    (directory / "1.m4s").write_bytes(fragmented_mp4(frames=30, gop=15))
+    return directory
+
+
+def client_for(recording: Path, **options: Any) -> httpx.AsyncClient:
+    app = Starlette(routes=routes.image_routes(Directory({"asset1": recording,
+                                                          "empty": recording / "nothing"}),
+                                               **options))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                             base_url="http://relay.test")
+
+
+@pytest.fixture
+async def client(recording: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(recording) as opened:
+        yield opened
+
+
+async def test_a_thumbnail_and_its_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/asset1/thumbnail.png", params={"time": "1.6"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["cache-control"] == routes.RECORDED_IMAGE_CACHE
+    picture = Image.open(io.BytesIO(response.content))
+    assert picture.size == (64, 48)
+    assert red_frame_number(picture) == 15  # second segment, 0.6 s in: its keyframe 15
+
+
+async def test_errors_use_the_mux_envelope(client: httpx.AsyncClient) -> None:
+    for path, status, kind, start in (
+            ("/asset1/thumbnail.jpg?time=2.5", 400, "invalid_parameters", "time: "),
+            ("/asset1/thumbnail.jpg?width=big", 400, "invalid_parameters", "width: "),
+            ("/asset1/animated.gif?start=3", 400, "invalid_parameters", "start: "),
+            ("/asset1/thumbnail.tiff", 400, "invalid_parameters", "format: "),
+            ("/unknown/thumbnail.jpg", 404, "not_found", "not found"),
+            ("/empty/storyboard.vtt", 404, "not_found", "not found")):
+        response = await client.get(path)
+        assert response.status_code == status, (path, response.text)
+        body = response.json()["error"]
+        assert body["type"] == kind and body["messages"][0].startswith(start), (path, body)
+        assert response.headers["cache-control"] == "no-store"
+
+
+async def test_each_kind_is_served(client: httpx.AsyncClient) -> None:
+    for path, media_type in (("/asset1/animated.gif?end=1&fps=5", "image/gif"),
+                             ("/asset1/animated.webp?end=1&fps=5", "image/webp"),
+                             ("/asset1/storyboard.vtt", "text/vtt; charset=utf-8"),
+                             ("/asset1/storyboard.webp", "image/webp")):
+        response = await client.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"] == media_type
+
+
+async def test_concurrent_identical_requests_share_one_decode(recording: Path) -> None:
+    pool = DecodePool()
+    async with client_for(recording, pool=pool) as client:
+        responses = await asyncio.gather(*(client.get("/asset1/thumbnail.jpg?time=0.5")
+                                           for _ in range(10)))
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1
+    assert pool.counters.decodes == 1
+    assert pool.counters.shared + pool.counters.cache_hits == 9
+    pool.close()
+
+
+async def test_past_the_queue_bound_the_answer_is_503_with_retry_after(
+        recording: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = threading.Event()
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(*_: object) -> Rendered:
+        loop.call_soon_threadsafe(started.set)
+        assert opened.wait(10)
+        return Rendered(b"jpeg", "image/jpeg")
+
+    monkeypatch.setattr(routes, "render_thumbnail", slow)
+    pool = DecodePool(workers=1, max_pending=1)
+    async with client_for(recording, pool=pool) as client:
+        first = asyncio.create_task(client.get("/asset1/thumbnail.jpg?time=0"))
+        await asyncio.wait_for(started.wait(), 10)
+        refused = await client.get("/asset1/thumbnail.jpg?time=1")
+        opened.set()
+        assert (await first).status_code == 200
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["type"] == "service_unavailable"
+    pool.close()
+
+
+async def test_the_rate_limit_charges_new_decodes_only(recording: Path) -> None:
+    async with client_for(recording, rates=ClientRates(rate=0.01, burst=2)) as client:
+        for width in ("10", "20"):
+            assert (await client.get(f"/asset1/thumbnail.jpg?width={width}")).status_code \
+                == 200
+        limited = await client.get("/asset1/thumbnail.jpg?width=30")
+        assert limited.status_code == 429, limited.text
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"]["type"] == "too_many_requests"
+        # What is cached costs nothing.
+        assert (await client.get("/asset1/thumbnail.jpg?width=10")).status_code == 200
+
+
+async def test_the_authorization_hook_sees_each_audience(recording: Path) -> None:
+    seen: list[tuple[str, Audience]] = []
+
+    async def authorize(request: Request, playback_id: str, audience: Audience) -> None:
+        seen.append((playback_id, audience))
+
+    async with client_for(recording, authorize=authorize) as client:
+        for path in ("thumbnail.jpg", "animated.gif?end=0.5", "storyboard.vtt",
+                     "storyboard.jpg"):
+            assert (await client.get(f"/asset1/{path}")).status_code == 200
+    assert seen == [("asset1", "t"), ("asset1", "g"), ("asset1", "s"), ("asset1", "s")]

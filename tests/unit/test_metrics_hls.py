@@ -1,0 +1,50 @@
+"""The playback requests by kind and status and the LL-HLS histograms, as /metrics writes
+them, parsed back with prometheus_client."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay.hls.packager import HlsCounters
+from relay.hls.request_counts import RequestKind
+from relay.metrics import IngestCollector
+from relay.rtmp.server import RtmpCounters
+from relay.store import Store
+from relay.streams.registry import IngestRegistry
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_requests_and_histograms_are_exported(store: Store) -> None:
+    hls = HlsCounters()
+    hls.requests.count(RequestKind.PART, 200)
+    hls.requests.count(RequestKind.PART, 200)
+    hls.requests.count(RequestKind.MULTIVARIANT, 404)
+    for seconds in (0.004, 0.25, 0.3, 100.0):
+        hls.reload_wait.observe(seconds)
+    hls.part_publish_delay.observe(0.033)
+    collector = IngestCollector(IngestRegistry(store), RtmpCounters(), hls)
+    collector.unregister()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    families = {family.name: family for family in
+                text_string_to_metric_families(generate_latest(registry).decode())}
+    requests = families["relay_hls_requests"]
+    assert requests.type == "counter" and "kind" in requests.documentation
+    assert {(s.labels["kind"], s.labels["status"]): s.value for s in requests.samples} == {
+        ("part", "200"): 2.0, ("multivariant", "404"): 1.0}
+    wait = families["relay_hls_blocking_reload_wait_seconds"]
+    assert wait.type == "histogram"
+    values = {(s.name, s.labels.get("le")): s.value for s in wait.samples}
+    prefix = "relay_hls_blocking_reload_wait_seconds"
+    assert values[(f"{prefix}_bucket", "0.005")] == 1
+    assert values[(f"{prefix}_bucket", "0.3")] == 3
+    assert values[(f"{prefix}_bucket", "30.0")] == 3
+    assert values[(f"{prefix}_bucket", "+Inf")] == 4
+    assert values[(f"{prefix}_count", None)] == 4
+    assert values[(f"{prefix}_sum", None)] == pytest.approx(100.554)
+    delay = families["relay_hls_part_publish_delay_seconds"]
+    assert {(s.name, s.labels.get("le")): s.value for s in delay.samples}[
+        ("relay_hls_part_publish_delay_seconds_bucket", "0.035")] == 1
