@@ -16,6 +16,11 @@ or video message
   AAC raw, Enhanced RTMP CodedFrames / CodedFramesX) into a `MediaFrame`: codec, frame type,
   composition time offset, and the frame's bytes.
 
+No copy is made of a frame's bytes: the demuxer (split_media, set here) receives them into a
+bytes object of their own, apart from the tag header, and that object is the frame's data.
+When the header was not buffered as the message started (a read that ended inside it), the
+frame's bytes are sliced out of the whole payload instead, with the same result.
+
 Every other tag (sequence headers, end of sequence, command frames, unsupported codecs,
 malformed or truncated headers) is handed back as `(type_id, dts, payload)` for
 `relay.media.flv` to parse, so the decoder configuration parsers and every error text stay
@@ -148,6 +153,9 @@ cdef class MediaIngest:
         cdef Py_ssize_t slot
         cdef RtmpMessage message
         cdef object unit
+        # From now on the demuxer receives coded frames' data apart from their FLV headers
+        # (flv_head.pxd), so that the payload it allocates is the frame's data.
+        demuxer.split_media = True
         while taken < limit:
             try:
                 if demuxer.error is not None:
@@ -181,6 +189,15 @@ cdef class MediaIngest:
         cdef uint8_t frame_type, packet_type
         cdef Py_ssize_t end
         cdef object codec
+        if message.head_len:
+            # The demuxer kept the header apart (frame_head_size() accepted it): the payload
+            # is the frame's data as it is.
+            p = message.head
+            if message.head_len == 8:
+                pts = dts + si24(p + 5)
+            elif not p[0] & IS_EX_HEADER:
+                pts = dts + si24(p + 2)
+            return new_frame(VIDEO, dts, pts, ((p[0] >> 4) & 0x07) == FRAME_KEY, payload)
         if size < 6:
             return (TYPE_VIDEO, dts, payload)
         frame_type = (p[0] >> 4) & 0x07
@@ -214,6 +231,8 @@ cdef class MediaIngest:
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
         cdef int64_t dts = self.extend(message.timestamp)
+        if message.head_len:
+            return new_frame(AUDIO, dts, dts, True, payload)
         # FLV E.4.2.1: SoundFormat | rate | size | type, AACPacketType, one raw AAC frame.
         if size < 3 or (p[0] >> 4) != SOUND_FORMAT_AAC or p[1] != AAC_RAW:
             return (TYPE_AUDIO, dts, payload)

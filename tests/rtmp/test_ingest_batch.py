@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from relay._native.rtmp_chunk import ChunkMuxer
+from relay._native.rtmp_chunk import ChunkDemuxer, ChunkMuxer
 from relay._native.rtmp_ingest import MediaIngest
 from relay.media.flv import FlvError, parse_audio_tag, parse_video_tag
 from relay.media.timestamps import TimestampUnwrapper
@@ -286,3 +286,34 @@ def test_unwrap_follows_the_shortest_step_rule() -> None:
     for bad in (-1, 1 << 32):
         with pytest.raises(ValueError, match="not a 32-bit unsigned value"):
             ingest.unwrap(bad)
+
+
+@pytest.mark.parametrize(("type_id", "body", "head"), [
+    (MessageType.VIDEO, b"\x17\x01\x00\x00\x21" + NALS, 5),
+    (MessageType.VIDEO, b"\x91hvc1\x00\x00\x28" + NALS, 8),
+    (MessageType.VIDEO, b"\xa3hvc1" + NALS, 5),
+    (MessageType.AUDIO, b"\xaf\x01\x21\x10\x04", 2),
+    (MessageType.VIDEO, AVC_HEADER, 0),  # left whole for relay.media.flv
+    (MessageType.VIDEO, b"\x17\x01\x00\x00\x00", 0),  # an empty frame: flv says Ignored
+    (MessageType.AUDIO, b"\xaf\x01", 0),
+])
+@pytest.mark.parametrize("bytewise_feed", [False, True])
+def test_split_media_receives_a_frame_apart_from_its_tag_header(
+        type_id: int, body: bytes, head: int, bytewise_feed: bool) -> None:
+    # What makes MediaFrame.data the demuxer's own payload, with no copy: the header is kept
+    # apart only when the chunk's first bytes are already buffered with its header.
+    muxer = ChunkMuxer()
+    full = body if head == 0 else body + bytes(300)
+    muxer.write_message(6, type_id, 1, 40, full)
+    data = muxer.take()
+    demuxer = ChunkDemuxer()
+    demuxer.split_media = True
+    message = None
+    for piece in (bytewise(data) if bytewise_feed else whole(data)):
+        demuxer.feed(piece)
+        if (message := demuxer.next_message()) is not None:
+            break
+    assert message is not None
+    kept = 0 if bytewise_feed else head
+    assert message.head_len == kept
+    assert message.payload == full[kept:]
