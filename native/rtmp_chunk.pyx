@@ -114,7 +114,7 @@ cdef enum:
     CSID_MIN = 2
     CSID_MAX = 65599
     # Distinct chunk streams one peer may open. Encoders use fewer than ten (2 for control,
-    # 3 for commands, a few for audio, video and data); each record costs 56 bytes.
+    # 3 for commands, a few for audio, video and data); each record costs 64 bytes.
     STREAMS_MAX = 64
     # get_buffer() offers this much when the caller gives no size hint, and reserves at most
     # READ_MAX for one read (libuv's read size, which uvloop passes as the hint), so that a hint

@@ -8,6 +8,12 @@ must decide or consume comes out of `next_event()` as a frozen event. Everything
 wants to send accumulates until `data_to_send()`. The session reads no clock and does no I/O:
 the asyncio adapter (`relay.rtmp.server`) owns the socket, the timers and the live stream.
 
+Once a publish is admitted, a session made with `parse_media=True` (the server's) takes each
+read's messages in one native call (`relay._native.rtmp_ingest.MediaIngest.drain`): audio and
+video timestamps extended to 64 bits and the common coded-frame tags parsed there, the rest
+of the tags by `relay.media.flv` here, and hands them out as one `MediaBatch` per read; the
+first message of another kind ends the batch and is dispatched as below.
+
     HANDSHAKE --C2--> AWAIT_CONNECT --connect--> CONNECTED --publish--> PUBLISH_PENDING
                                                                           | accept_publish()
                                                      PUBLISHING <---------+
