@@ -342,7 +342,10 @@ async def test_a_caller_without_a_track_by_the_media_deadline_is_closed(
     assert session.publisher is None
 
 
-@pytest.mark.parametrize("harness", [limits(media_timeout=0.05, idle_timeout=0.1)],
+# The media timeout is long enough not to win on a loaded machine (the caller's tracks may
+# take a while to be read; this test is about what happens once they were) and short
+# enough for the idle checks, which start at the media deadline, to close within `until`.
+@pytest.mark.parametrize("harness", [limits(media_timeout=2.0, idle_timeout=0.5)],
                          indirect=True)
 async def test_a_caller_that_stops_sending_is_closed_after_the_idle_timeout(
         harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
