@@ -9,7 +9,9 @@
 A thin adapter: parse the query (`relay.images.params`: a bad value is a 400 in the Mux
 envelope naming the field), resolve the playback id like the HLS routes do (unknown: 404,
 one body whatever the reason), take the media's snapshot and version (`relay.images.media`),
-charge the client for a new decode (`ClientRates`: 429), and await the image from the
+with a `PlaybackGate`, answer a signed id only with a `?token=` of the route's audience
+(`t`, `g`, `s`; else 403 in the Mux envelope, as the HLS routes), charge the client for a
+new decode (`ClientRates`: 429), and await the image from the
 `DecodePool` (queue bound: 503 with Retry-After; a time outside the media: 400). These routes
 must come before the HLS routes' `/{playback_id}/{name}`, which would take their paths.
 """
@@ -27,7 +29,8 @@ from starlette.routing import Route
 
 from relay.api.errors import error_response
 from relay.hls.packager import LivePackager
-from relay.hls.routes import CORS
+from relay.hls.routes import CORS, Target, forbidden_body
+from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate
 from relay.images.media import (
     MediaGone,
     MediaReader,
@@ -68,12 +71,14 @@ class PlaybackResolver(Protocol):
 
     async def resolve(self, playback_id: str) -> LivePackager | Path | None: ...
 
+    async def resolve_signed(self, playback_id: str) -> tuple[Target, bool]: ...
+
 
 async def allow_public(request: Request, playback_id: str, audience: Audience) -> None:
     """Where a signed playback id's `?token=` will be checked against `audience` (`t`
-    thumbnails, `g` animated images, `s` storyboards), raising to refuse. A no-op today:
-    `PlaybackDirectory.resolve` serves only public playback ids, so a signed one is a 404
-    before any image is made."""
+    thumbnails, `g` animated images, `s` storyboards), raising to refuse. A no-op: with a
+    `gate`, `image_routes` checks signed ids' tokens itself; without one a signed id is a
+    404 (`PlaybackDirectory.resolve` serves only public ids)."""
 
 
 def _not_found() -> Response:
@@ -85,23 +90,56 @@ def _refused(status: int, message: str, retry_after: int) -> Response:
         **CORS, "Cache-Control": "no-store", "Retry-After": str(retry_after)})
 
 
+def _forbidden(body: bytes) -> Response:
+    # no-store: the same URL may be answered with a fresh token a moment later.
+    return Response(body, status_code=403, media_type="application/json",
+                    headers={**CORS, "Cache-Control": "no-store"})
+
+
+def _with_token(vtt: bytes, sheet: str, token: str) -> bytes:
+    """A signed storyboard's WebVTT with `?token=` on each sheet URL (the sheet has the
+    WebVTT's audience, `s`): a player fetches the sheet as the WebVTT names it. The token
+    was verified, so it is a JWT of URL-safe characters."""
+    return vtt.replace(b"%s#xywh=" % sheet.encode(),
+                       b"%s?%s=%s#xywh=" % (sheet.encode(), TOKEN_PARAMETER.encode(),
+                                           token.encode("ascii")))
+
+
 def _bad(exc: ImageParamError) -> Response:
     return error_response(400, [str(exc)], headers={**CORS, "Cache-Control": "no-store"})
 
 
 def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                  rates: ClientRates | None = None, index: RecordingIndex | None = None,
-                 authorize: ImageAuthorizer = allow_public) -> list[Route]:
-    """The image routes; add them before `relay.hls.routes.playback_routes`."""
+                 authorize: ImageAuthorizer = allow_public,
+                 gate: PlaybackGate | None = None) -> list[Route]:
+    """The image routes; add them before `relay.hls.routes.playback_routes`. With `gate`,
+    signed playback ids are answered to their tokens (else they are 404s)."""
     decodes = pool if pool is not None else DecodePool()
     clients = rates if rates is not None else ClientRates()
     recordings = index if index is not None else RecordingIndex()
 
     async def serve(request: Request, audience: Audience, kind: str, parsed: R,
-                    make: Callable[[Timeline, MediaReader, R], Rendered]) -> Response:
+                    make: Callable[[Timeline, MediaReader, R], Rendered], *,
+                    sheet: str | None = None) -> Response:
+        """`sheet`: the WebVTT names that storyboard sheet (see `_with_token`)."""
         playback_id: str = request.path_params["playback_id"]
         await authorize(request, playback_id, audience)
-        target = await directory.resolve(playback_id)
+        target: Target
+        token: str | None = None  # a signed id's, once accepted
+        if gate is not None and gate.enabled:
+            target, signed = await directory.resolve_signed(playback_id)
+            if target is not None and signed:
+                token = request.query_params.get(TOKEN_PARAMETER) or None
+                refusal = gate.check_token(
+                    playback_id, token,
+                    audience=audience, referer=request.headers.get("referer"),
+                    user_agent=request.headers.get("user-agent"),
+                    client=request.client.host if request.client else "")
+                if refusal is not None:
+                    return _forbidden(forbidden_body(refusal))
+        else:
+            target = await directory.resolve(playback_id)
         if target is None:
             return _not_found()
         job: Callable[[], Rendered]
@@ -140,7 +178,10 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
             return _bad(exc)
         except MediaGone:
             return _not_found()
-        return Response(result.body, media_type=result.media_type,
+        body = result.body
+        if sheet is not None and token is not None:
+            body = _with_token(body, sheet, token)
+        return Response(body, media_type=result.media_type,
                         headers={**CORS, "Cache-Control": cache})
 
     async def thumbnail(request: Request) -> Response:
@@ -163,7 +204,8 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
         except ImageParamError as exc:
             return _bad(exc)
         if vtt:
-            return await serve(request, "s", "storyboard.vtt", parsed, render_storyboard_vtt)
+            return await serve(request, "s", "storyboard.vtt", parsed, render_storyboard_vtt,
+                               sheet=f"storyboard.{parsed.format.value}")
         return await serve(request, "s", "storyboard", parsed, render_storyboard)
 
     return [
