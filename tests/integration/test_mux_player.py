@@ -174,6 +174,37 @@ def https_port(relay: RelayProcess) -> int:
     return int(relay.urls["https"].rsplit(":", 1)[1])
 
 
+# Query parameters Mux Player (and Mux's URL builders) add that Relay does not use.
+MUX_QUERY = {"redundant_streams": "true", "max_resolution": "720p", "min_resolution": "480p",
+             "rendition_order": "desc", "program_start_time": "1700000000",
+             "program_end_time": "1700000600", "asset_start_time": "0",
+             "default_subtitles_lang": "en", "roku_trick_play": "true"}
+
+
+def mux_parameters(relay: RelayProcess, playback_id: str) -> None:
+    """Parameters Relay does not use are ignored on the HTTPS listener, by either host
+    name; bad values of those it does use are still 400s."""
+    with httpx.Client(base_url=relay.urls["https"], verify=False, timeout=10) as tls:
+        stream = {"Host": f"stream.{DOMAIN}"}
+        image = {"Host": f"image.{DOMAIN}"}
+        for path in (f"/{playback_id}.m3u8", f"/{playback_id}/rendition.m3u8"):
+            answer = tls.get(path, params=MUX_QUERY, headers=stream)
+            assert answer.status_code == 200, (path, answer.status_code, answer.text)
+        bad = tls.get(f"/{playback_id}/rendition.m3u8", params={**MUX_QUERY, "_HLS_msn": "x"},
+                      headers=stream)
+        assert bad.status_code == 400, bad.text
+        for name in ("thumbnail.webp", "thumbnail.jpg", "storyboard.vtt"):
+            answer = tls.get(f"/{playback_id}/{name}",
+                             params={**MUX_QUERY, "program_time": "5", "format": "webp"}
+                             if name == "storyboard.vtt" else
+                             {**MUX_QUERY, "program_time": "5", "width": "160"},
+                             headers=image)
+            assert answer.status_code == 200, (name, answer.status_code, answer.text)
+        bad = tls.get(f"/{playback_id}/thumbnail.webp", params={**MUX_QUERY, "width": "wide"},
+                      headers=image)
+        assert bad.status_code == 400 and "width" in bad.text, bad.text
+
+
 def test_mux_player_plays_live_public_and_signed_and_the_recording(
         relay: RelayProcess) -> None:
     with api(relay) as client:
@@ -198,6 +229,8 @@ def test_mux_player_plays_live_public_and_signed_and_the_recording(
         assert public.status_of("stream", f"/{by_policy['public']}.m3u8") == [200], \
             public.summary()
         assert 200 in public.status_of("image", "/thumbnail."), public.summary()
+
+        mux_parameters(relay, by_policy["public"])
 
         signed_id = by_policy["signed"]
         tokens = {"playback-token": token_for(key, signed_id),
