@@ -128,6 +128,9 @@ class Recordings:
     async def resolve(self, playback_id: str) -> LivePackager | Path | None:
         return self.directory if playback_id == "rec" else None
 
+    async def resolve_signed(self, playback_id: str) -> tuple[LivePackager | Path | None, bool]:
+        return await self.resolve(playback_id), False  # no signed ids here
+
 
 _CLIENT = """
 import asyncio, sys, httpx
