@@ -125,12 +125,15 @@ def page_html(playback_id: str, tokens: dict[str, str]) -> str:
     attributes = "".join(f' {name}="{value}"' for name, value in tokens.items())
     return (f'<!doctype html><html><body><script src="{PAGE}mux-player.js"></script>'
             f'<mux-player playback-id="{playback_id}" custom-domain="{DOMAIN}" '
-            f'disable-tracking muted autoplay{attributes}></mux-player></body></html>')
+            f'disable-tracking muted autoplay{attributes} style="width: 640px; '
+            f'display: block"></mux-player></body></html>')
 
 
 def play(browser: Browser, playback_id: str, *, tokens: dict[str, str] | None = None,
-         startup_timeout: float = 25.0, sample_seconds: float = 3.0) -> Seen:
-    """Open a page embedding Mux Player for `playback_id`; wait for playback, sample."""
+         startup_timeout: float = 25.0, sample_seconds: float = 3.0,
+         hover: bool = False) -> Seen:
+    """Open a page embedding Mux Player for `playback_id`; wait for playback, sample; with
+    `hover`, move the pointer along the seek bar (the storyboard's previews)."""
     context = browser.new_context(ignore_https_errors=True)
     html = page_html(playback_id, tokens or {})
     seen = Seen(started=False, times=[])
@@ -161,6 +164,18 @@ def play(browser: Browser, playback_id: str, *, tokens: dict[str, str] | None = 
             while time.monotonic() < end:
                 seen.times.append(float(page.evaluate(_STATE_SCRIPT)["currentTime"]))
                 page.wait_for_timeout(500)
+        if hover and seen.started:
+            # Playwright's CSS locators pierce the open shadow roots of Mux Player's theme.
+            bar = page.locator("media-time-range").first
+            box = bar.bounding_box()
+            assert box is not None, "no seek bar"
+            for fraction in (0.2, 0.5, 0.8):
+                page.mouse.move(box["x"] + box["width"] * fraction,
+                                box["y"] + box["height"] / 2, steps=5)
+                page.wait_for_timeout(300)
+            end = time.monotonic() + 5
+            while time.monotonic() < end and not seen.status_of("image", "/storyboard.webp"):
+                page.wait_for_timeout(200)
         # The poster is requested once the element is set up; give it a moment.
         wait_until_quiet = time.monotonic() + 5
         while time.monotonic() < wait_until_quiet and not seen.status_of("image", "thumbnail"):
@@ -252,11 +267,13 @@ def test_mux_player_plays_live_public_and_signed_and_the_recording(
                 return dict(client.get(f"/video/v1/assets/{asset_id}").json()["data"])
             wait_until(lambda: asset()["status"] == "ready", 20, "the asset ready")
             recorded_id = asset()["playback_ids"][0]["id"]
-        recorded = play(browser, recorded_id)
+        recorded = play(browser, recorded_id, hover=True)
         assert recorded.started and recorded.advanced, recorded.summary()
         assert 200 in recorded.status_of("image", "/thumbnail."), recorded.summary()
         # On demand, Mux Player loads the storyboard for its seek-bar previews.
         assert 200 in recorded.status_of("image", "/storyboard.vtt"), recorded.summary()
+        # Hovering the seek bar shows a preview: the sheet the WebVTT names is fetched.
+        assert 200 in recorded.status_of("image", "/storyboard.webp"), recorded.summary()
     finally:
         browser.close()
         playwright.stop()
