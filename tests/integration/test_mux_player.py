@@ -9,7 +9,9 @@ here for those names (Playwright's `ignore_https_errors` accepts it: it is self-
 page itself is served by Playwright's router from an origin of its own, so every request to
 Relay is cross-origin, as on a real site. Checked: playback starts and currentTime advances,
 for a live low-latency stream (public, and signed with `playback-token`), and for the
-recorded asset; the poster image request is answered 200.
+recorded asset; the poster image request is answered 200; on the asset, hovering the seek bar
+fetches the storyboard sheet (the preview); a signed id without tokens gets 403s; Mux's own
+query parameters are ignored on playlists and images.
 """
 
 from __future__ import annotations
