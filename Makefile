@@ -46,6 +46,15 @@ MUX_NODE_SHA512 := 829b128f22fd691795d5c687a0d2daa7579dc80b35bc9275fed26e150b975
 MUX_NODE_TARBALL := $(STAMPS)/mux-node-$(MUX_NODE_VERSION).tgz
 MUX_NODE_PREFIX := $(STAMPS)/mux-node
 MUX_NODE := $(MUX_NODE_PREFIX)/node_modules/@mux/mux-node/package.json
+# The official Mux Player (`@mux/mux-player`), which the HTTPS/custom-domain tests embed
+# (tests/integration/test_mux_player.py). Pinned the same way. The package declares
+# dependencies (@mux/mux-video, @mux/playback-core, media-chrome, player.style), but its
+# dist/mux-player.js is a self-contained IIFE bundle with them inlined (no import, no
+# require), so only that file is unpacked (MIT; used by the tests only, never shipped).
+MUX_PLAYER_VERSION := 3.14.0
+MUX_PLAYER_SHA512 := bdbd5ccd938bf8bd4f03884d6e22c13bdd7708cb49e4b4ef279863724f9b6bddcc34da6ffc87bce93c6dbeca5758ae9fb9f116882a021f918af3503f68459087
+MUX_PLAYER_TARBALL := $(STAMPS)/mux-player-$(MUX_PLAYER_VERSION).tgz
+MUX_PLAYER := $(STAMPS)/mux-player/mux-player.js
 
 # The benchmark peers (`make bench`): nginx with Debian's RTMP module (installing nginx may
 # also start its system service on port 80; the suite runs its own instance on a free port)
@@ -68,7 +77,7 @@ help:
 run: $(STAMPS)/venv $(HLS_JS)
 	$(BIN)/relay serve
 
-test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp $(MUX_NODE) lint typecheck pytest
+test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp $(MUX_NODE) $(MUX_PLAYER) lint typecheck pytest
 
 lint: $(STAMPS)/venv
 	$(BIN)/ruff check relay tests benchmarks fuzz setup.py
@@ -77,10 +86,10 @@ typecheck: $(STAMPS)/venv
 	$(BIN)/mypy --strict relay benchmarks fuzz
 
 # pytest exits 5 when it collects no tests; that fails the target like any other error.
-pytest: $(STAMPS)/venv $(HLS_JS) $(MUX_NODE)
+pytest: $(STAMPS)/venv $(HLS_JS) $(MUX_NODE) $(MUX_PLAYER)
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-setup: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS) $(MUX_NODE)
+setup: $(STAMPS)/apt $(STAMPS)/venv $(HLS_JS) $(MUX_NODE) $(MUX_PLAYER)
 
 bench: $(STAMPS)/apt $(STAMPS)/bench-apt $(STAMPS)/venv $(HLS_JS) $(PYRTMP_VENV)/stamp
 	$(BIN)/python benchmarks/suite.py
@@ -180,6 +189,18 @@ $(HLS_JS_TARBALL):
 
 $(MUX_NODE_TARBALL):
 	$(call npm_tarball,https://registry.npmjs.org/@mux/mux-node/-/mux-node-$(MUX_NODE_VERSION).tgz,MUX_NODE_SHA512)
+
+$(MUX_PLAYER_TARBALL):
+	$(call npm_tarball,https://registry.npmjs.org/@mux/mux-player/-/mux-player-$(MUX_PLAYER_VERSION).tgz,MUX_PLAYER_SHA512)
+
+# Extracted through stdout (fresh mtime); the check keeps a bundle that grew imports out.
+$(MUX_PLAYER): $(MUX_PLAYER_TARBALL)
+	@mkdir -p $(dir $@)
+	tar -xzOf $< package/dist/mux-player.js > $@.part
+	$(PYTHON) -c 'import re, sys; text = open(sys.argv[1]).read(); \
+		re.search(r"^\s*import[\s{*]|\brequire\(", text, re.M) and \
+		sys.exit("@mux/mux-player dist/mux-player.js imports modules now: install its dependencies")' $@.part
+	mv $@.part $@
 
 # Unpacked whole into a fresh directory that replaces the old one; the touch gives package.json
 # a fresh mtime (npm tarballs carry 1985 ones). A version that gains dependencies needs a real

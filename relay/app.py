@@ -50,7 +50,8 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.signed import PlaybackGate
-from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
+from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits, limited_protocol
+from relay.https import TlsAcceptor
 from relay.images.pool import DecodePool
 from relay.images.routes import image_routes
 from relay.logs import LogLimiter
@@ -153,6 +154,8 @@ class RelayServer:
         self.listeners: list[Listener] = []
         self._store: Store | None = None
         self._servers: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
+        #: The HTTPS listener's accept loop (relay.https), while it runs.
+        self.https: TlsAcceptor | None = None
         #: The lean playback server on the HTTP port (--playback-server lean), else None.
         self.playback: PlaybackServer | None = None
         self.registry: IngestRegistry | None = None
@@ -217,6 +220,13 @@ class RelayServer:
             self.listeners = [http]
             metrics = bind_tcp("metrics", "http", "metrics-port", s.host, s.metrics_port)
             self.listeners.append(metrics)
+            # Before the RTMP listeners: the HTTP servers' listeners come first, in the
+            # order of self._servers (readiness_problems pairs them).
+            https_tls = load_tls(s, alpn=["http/1.1"]) if s.https_port else None
+            https = None
+            if https_tls is not None:
+                https = bind_tcp("https", "https", "https-port", s.host, s.https_port)
+                self.listeners.append(https)
             rtmp = bind_tcp("rtmp", "rtmp", "rtmp-port", s.host, s.rtmp_port)
             self.listeners.append(rtmp)
             if tls is not None:
@@ -249,7 +259,9 @@ class RelayServer:
             slots: ConnectionSlots[RtmpConnection] = ConnectionSlots(
                 limits.max_connections, limits.max_connections_per_ip)
             rtmp_budget = BufferBudget(limits.pre_publish_buffer_budget)
-            for listener in self.listeners[2:]:
+            for listener in self.listeners:
+                if listener.name not in ("rtmp", "rtmps"):
+                    continue
                 server = RtmpServer(self.registry, limits=limits, counters=self.rtmp_counters,
                                     scheme="rtmps" if listener.name == "rtmps" else "rtmp",
                                     ssl_context=tls if listener.name == "rtmps" else None,
@@ -299,11 +311,17 @@ class RelayServer:
                 max_connections_per_address=s.http_max_connections_per_ip,
                 header_timeout=s.http_header_timeout, body_timeout=s.http_body_timeout,
                 send_timeout=s.http_send_timeout)
-            await self._serve_http(api, http, http_limits, self.playback)
+            # HTTP and HTTPS count their connections together (one cap per process).
+            table = ConnectionTable(http_limits.max_connections,
+                                    http_limits.max_connections_per_address, self.http_counters)
+            await self._serve_http(api, http, http_limits, self.playback, table=table)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,
                 max_connections_per_address=min(METRICS_MAX_CONNECTIONS,
                                                 http_limits.max_connections_per_address)))
+            if https is not None:
+                await self._serve_http(api, https, http_limits, self.playback, table=table,
+                                       tls=https_tls)
         except BaseException:
             await self.stop()
             raise
@@ -354,13 +372,16 @@ class RelayServer:
             connections=server.connections.values)
 
     async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits,
-                          lean: PlaybackServer | None = None) -> None:
+                          lean: PlaybackServer | None = None, *,
+                          table: ConnectionTable | None = None,
+                          tls: ssl.SSLContext | None = None) -> None:
         # The protocol is pinned (not uvicorn's "auto"): the limits live in this h11
         # subclass; WebSocket upgrades are off (Relay serves none, and an upgraded
         # connection would leave the limits' table). With `lean`, each connection starts
         # on the lean playback protocol, which hands what it does not serve to the h11 one
-        # (same table of connections).
-        limited = limited_protocol(limits, self.http_counters)
+        # (same table of connections). With `tls`, relay.https accepts (handshakes counted
+        # in the table from accept) and hands connections to the same protocol.
+        limited = limited_protocol(limits, self.http_counters, table)
         protocol: type[asyncio.Protocol] = limited
         if lean is not None:
             protocol = playback_protocol(limits, limited.table, lean, limited)
@@ -369,7 +390,7 @@ class RelayServer:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False,
             http=protocol, ws="none")
         server = _EmbeddedUvicorn(config)
-        task = asyncio.create_task(server.serve(sockets=[listener.sock]),
+        task = asyncio.create_task(server.serve(sockets=[] if tls else [listener.sock]),
                                    name=f"relay-{listener.name}")
         while not server.started:
             if task.done():
@@ -377,6 +398,17 @@ class RelayServer:
                 raise StartupError(f"the {listener.name} server stopped during start-up")
             await asyncio.sleep(0.01)
         self._servers.append((server, task))
+        if tls is not None:
+            loop = asyncio.get_running_loop()
+
+            def create_protocol() -> asyncio.Protocol:  # as uvicorn's startup makes them
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=server.server_state,
+                    app_state=server.lifespan.state, _loop=loop)
+
+            self.https = TlsAcceptor(listener.sock, tls, limited.table, limits,
+                                     self.http_counters, create_protocol)
+            self.https.start()
 
     def _window_bytes(self) -> int:
         """Media bytes the live sessions' packagers hold in memory (a metric)."""
@@ -406,6 +438,8 @@ class RelayServer:
         for (server, task), listener in zip(self._servers, self.listeners, strict=False):
             if task.done() or not server.started:
                 problems.append(f"{listener.name} listener is down")
+        if self.https is not None and not self.https.serving:
+            problems.append("https listener is down")
         for rtmp in self.rtmp_servers:
             if not rtmp.serving:
                 problems.append(f"{rtmp.scheme} listener is down")
@@ -438,6 +472,9 @@ class RelayServer:
         # before the store closes (a target gets at most STOP_GRACE_SECONDS to unpublish).
         await asyncio.gather(*(simulcast.stop() for simulcast in list(self.simulcasts)))
         self.disk.shutdown()
+        if self.https is not None:  # before the servers: no new connection reaches them
+            await self.https.close()
+            self.https = None
         if self._collector is not None:
             self._collector.unregister()
             self._collector = None
@@ -555,8 +592,9 @@ async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> Recorde
                          started_at=summary.started_at)
 
 
-def load_tls(settings: Settings) -> ssl.SSLContext | None:
-    """The RTMPS server context, or None when no certificate is configured."""
+def load_tls(settings: Settings, alpn: list[str] | None = None) -> ssl.SSLContext | None:
+    """The RTMPS (or, with `alpn`, HTTPS) server context, or None when no certificate is
+    configured."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -566,6 +604,8 @@ def load_tls(settings: Settings) -> ssl.SSLContext | None:
         raise StartupError(
             f"cannot load the RTMPS certificate {str(settings.tls_cert)!r} with key "
             f"{str(settings.tls_key)!r}: {exc}; check --tls-cert and --tls-key") from None
+    if alpn:
+        context.set_alpn_protocols(alpn)
     return context
 
 

@@ -130,6 +130,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("host", parse_nonempty, "0.0.0.0", "address every listener binds to", "ADDR"),
     Option("http-port", parse_port, 8080,
            "TCP port of the API, HLS playback and the player page", "PORT"),
+    Option("https-port", parse_port, 8443,
+           "TCP port of the same routes over HTTPS (also for the stream. and image. host "
+           "names of Mux Player's custom-domain); only opened when --tls-cert and --tls-key "
+           "are given; 0 turns it off", "PORT"),
     Option("http-max-connections", parse_int_range(1, 1_000_000), 4000,
            "most HTTP connections open at once; at the limit a new connection replaces the "
            "one that has waited longest for a request, or is refused with 503 when all are "
@@ -166,8 +170,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "TCP port of RTMP over TLS; only opened when --tls-cert and --tls-key are given",
            "PORT"),
     Option("tls-cert", parse_file, None,
-           "PEM certificate chain for RTMPS (with --tls-key)", "FILE"),
-    Option("tls-key", parse_file, None, "PEM private key for RTMPS (with --tls-cert)", "FILE"),
+           "PEM certificate chain for RTMPS and HTTPS (with --tls-key)", "FILE"),
+    Option("tls-key", parse_file, None,
+           "PEM private key for RTMPS and HTTPS (with --tls-cert)", "FILE"),
     Option("simulcast-ca-file", parse_file, None,
            "PEM bundle of CA certificates trusted for rtmps:// simulcast targets, in "
            "addition to the system store (e.g. a target with a private CA)", "FILE"),
@@ -271,6 +276,7 @@ class Settings:
     database_url: str | None = _default("database_url")
     host: str = _default("host")
     http_port: int = _default("http_port")
+    https_port: int = _default("https_port")  # 0: HTTPS off
     http_max_connections: int = _default("http_max_connections")
     http_max_connections_per_ip: int = _default("http_max_connections_per_ip")
     http_header_timeout: float = _default("http_header_timeout")

@@ -61,6 +61,8 @@ class HttpLimits:
     header_timeout: float = 10.0  # seconds from opening (or the last response) to headers
     body_timeout: float = 30.0  # seconds from the headers to the end of the body
     send_timeout: float = 30.0  # seconds a response may wait for the peer to read
+    #: HTTPS: seconds from accept until the TLS handshake is complete (relay.https).
+    tls_handshake_timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class HttpCounters:
     header_timeouts: int = 0
     body_timeouts: int = 0
     send_timeouts: int = 0
+    tls_handshake_failures: int = 0  # HTTPS handshakes that failed or took too long
 
 
 class Admission(enum.Enum):
@@ -165,6 +168,9 @@ class LimitedH11Protocol(H11Protocol):
     limits: ClassVar[HttpLimits]
     log_limiter: ClassVar[LogLimiter]  # Relay's lines about this listener's limits
     uvicorn_log: ClassVar[logging.LoggerAdapter[logging.Logger]]
+    #: HTTPS (relay.https): the slot the connection held in its TLS handshake, given up for
+    #: its own in `connection_made`.
+    handshake_slot: Evictable | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -183,6 +189,8 @@ class LimitedH11Protocol(H11Protocol):
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else ""
         self._address = address_group(str(host))
+        if self.handshake_slot is not None:
+            self.table.close(self.handshake_slot)
         admission = self.table.open(self, self._address)
         if admission is not Admission.ADMITTED:
             self._refuse(transport, admission)
@@ -331,12 +339,14 @@ class _LimitedUvicornLog(logging.LoggerAdapter[logging.Logger]):
             self._limiter.log(level, f"uvicorn: {msg}", str(msg), *args)
 
 
-def limited_protocol(limits: HttpLimits,
-                     counters: HttpCounters | None = None) -> type[LimitedH11Protocol]:
-    """A protocol class for one listener: its own table of connections, its limits and
-    its rate-limited log lines."""
-    table = ConnectionTable(limits.max_connections, limits.max_connections_per_address,
-                            counters)
+def limited_protocol(limits: HttpLimits, counters: HttpCounters | None = None,
+                     table: ConnectionTable | None = None) -> type[LimitedH11Protocol]:
+    """A protocol class for one listener: its own table of connections (or `table`, shared
+    with another listener: HTTP and HTTPS count together), its limits and its rate-limited
+    log lines."""
+    if table is None:
+        table = ConnectionTable(limits.max_connections, limits.max_connections_per_address,
+                                counters)
     return type("LimitedH11Protocol", (LimitedH11Protocol,), {
         "table": table, "limits": limits, "log_limiter": LogLimiter(log),
         "uvicorn_log": _LimitedUvicornLog(logging.getLogger("uvicorn.error"))})

@@ -551,6 +551,8 @@ class IngestCollector(Collector):
              "--http-body-timeout", http.body_timeouts),
             ("relay_http_send_timeouts", "HTTP connections closed: response left unread for "
              "--http-send-timeout", http.send_timeouts),
+            ("relay_http_tls_handshake_failures", "HTTPS connections closed: TLS handshake "
+             "failed or not complete within 10 s of accept", http.tls_handshake_failures),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)

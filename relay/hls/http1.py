@@ -40,7 +40,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol, cast
 
 from relay.addresses import address_group
-from relay.http_limits import _REFUSED_RESPONSE, Admission, ConnectionTable, HttpLimits
+from relay.http_limits import (
+    _REFUSED_RESPONSE,
+    Admission,
+    ConnectionTable,
+    Evictable,
+    HttpLimits,
+)
 from relay.logs import LogLimiter, peer_text
 
 log = logging.getLogger("relay.http")
@@ -129,6 +135,9 @@ class Http1Protocol(asyncio.Protocol):
     limits: ClassVar[HttpLimits]
     handler: ClassVar[Handler]
     log_limiter: ClassVar[LogLimiter]
+    #: HTTPS (relay.https): the slot the connection held in its TLS handshake, given up for
+    #: its own in `connection_made`.
+    handshake_slot: Evictable | None = None
 
     def __init__(self, fallback: Callable[[], asyncio.Protocol] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -161,6 +170,8 @@ class Http1Protocol(asyncio.Protocol):
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._client = host
         self._address = address_group(host)
+        if self.handshake_slot is not None:
+            self.table.close(self.handshake_slot)
         admission = self.table.open(self, self._address)
         if admission is not Admission.ADMITTED:
             self._refuse(stream, admission)

@@ -88,7 +88,7 @@ _NOT_FOUND_BODY: Final = b"not found\n"
 # As routes.py's HTMLResponse: no CORS (a page, not a resource for other origins).
 _PLAYER_HEADERS: Final = b"cache-control: no-cache\r\ncontent-type: text/html; charset=utf-8\r\n"
 _PLAYER_PREFIX: Final = "/player/"
-# As routes.py's `_forbidden`.
+# As routes.py's `forbidden`.
 _FORBIDDEN_HEADERS: Final = _NO_STORE + b"content-type: application/json\r\n"
 
 #: The kinds a request is counted under (`PlaybackServer.answered`).

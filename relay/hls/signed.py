@@ -181,12 +181,12 @@ class PlaybackGate:
         assert session is not None  # check_session refuses a missing one
         return session_query(session) if playlist else b""
 
-    def check_image(self, playback_id: str, token: str | None, *, audience: Audience,
+    def check_token(self, playback_id: str, token: str | None, *, audience: Audience,
                     referer: str | None, user_agent: str | None, client: str = ""
                     ) -> Refusal | None:
-        """For an image of a signed `playback_id` (`audience` t, g or s): None when its
-        `?token=` grants it, else the `Refusal` to answer. Images carry no session value:
-        each image URL is signed, as with Mux."""
+        """For a request of a signed `playback_id` that its `?token=` alone decides (the
+        images: `t` thumbnails, `g` animated, `s` storyboards): None to answer it, else the
+        `Refusal`."""
         access = self.access
         if access is None:
             return self._refused(TokenRefused(RefusalReason.UNKNOWN_KEY, "signed playback "

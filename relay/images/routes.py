@@ -9,7 +9,9 @@
 A thin adapter: parse the query (`relay.images.params`: a bad value is a 400 in the Mux
 envelope naming the field), resolve the playback id like the HLS routes do (unknown: 404,
 one body whatever the reason), take the media's snapshot and version (`relay.images.media`),
-charge the client for a new decode (`ClientRates`: 429), and await the image from the
+with a `PlaybackGate`, answer a signed id only with a `?token=` of the route's audience
+(`t`, `g`, `s`; else 403 in the Mux envelope, as the HLS routes), charge the client for a
+new decode (`ClientRates`: 429), and await the image from the
 `DecodePool` (queue bound: 503 with Retry-After; a time outside the media: 400). These routes
 must come before the HLS routes' `/{playback_id}/{name}`, which would take their paths.
 """
@@ -20,7 +22,6 @@ import asyncio
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +29,7 @@ from starlette.routing import Route
 
 from relay.api.errors import error_response
 from relay.hls.packager import LivePackager
-from relay.hls.routes import CORS, forbidden
+from relay.hls.routes import CORS, Target, forbidden
 from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate
 from relay.images.media import (
     MediaGone,
@@ -65,8 +66,7 @@ RECORDED_IMAGE_CACHE: Final = "public, max-age=60"
 class PlaybackResolver(Protocol):
     """What the routes need of `relay.hls.routes.PlaybackDirectory`."""
 
-    async def resolve_signed(self, playback_id: str
-                             ) -> tuple[LivePackager | Path | None, bool]: ...
+    async def resolve_signed(self, playback_id: str) -> tuple[Target, bool]: ...
 
 
 def _not_found() -> Response:
@@ -78,6 +78,15 @@ def _refused(status: int, message: str, retry_after: int) -> Response:
         **CORS, "Cache-Control": "no-store", "Retry-After": str(retry_after)})
 
 
+def _with_token(vtt: bytes, sheet: str, token: str) -> bytes:
+    """A signed storyboard's WebVTT with `?token=` on each sheet URL (the sheet has the
+    WebVTT's audience, `s`): a player fetches the sheet as the WebVTT names it. The token
+    was verified, so it is a JWT of URL-safe characters."""
+    return vtt.replace(b"%s#xywh=" % sheet.encode(),
+                       b"%s?%s=%s#xywh=" % (sheet.encode(), TOKEN_PARAMETER.encode(),
+                                           token.encode("ascii")))
+
+
 def _bad(exc: ImageParamError) -> Response:
     return error_response(400, [str(exc)], headers={**CORS, "Cache-Control": "no-store"})
 
@@ -85,30 +94,32 @@ def _bad(exc: ImageParamError) -> Response:
 def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                  rates: ClientRates | None = None, index: RecordingIndex | None = None,
                  gate: PlaybackGate | None = None) -> list[Route]:
-    """The image routes; add them before `relay.hls.routes.playback_routes`. `gate`
-    decides signed playback ids by their `?token=` (audience t, g or s); without one, or
-    without its access, they answer 404 as the HLS routes do."""
+    """The image routes; add them before `relay.hls.routes.playback_routes`. With `gate`,
+    signed playback ids are answered to their tokens (audience t, g or s); without one, or
+    without its access, they are 404s as on the HLS routes."""
     decodes = pool if pool is not None else DecodePool()
     clients = rates if rates is not None else ClientRates()
     recordings = index if index is not None else RecordingIndex()
 
     async def serve(request: Request, audience: Audience, kind: str, parsed: R,
-                    make: Callable[[Timeline, MediaReader, R], Rendered]) -> Response:
+                    make: Callable[[Timeline, MediaReader, R], Rendered], *,
+                    sheet: str | None = None) -> Response:
+        """`sheet`: the WebVTT names that storyboard sheet (see `_with_token`)."""
         playback_id: str = request.path_params["playback_id"]
+        token: str | None = None  # a signed id's, once accepted
         target, signed = await directory.resolve_signed(playback_id)
         if target is None or (signed and (gate is None or not gate.enabled)):
             return _not_found()
-        private = False
         if signed:
             assert gate is not None
-            refusal = gate.check_image(
-                playback_id, request.query_params.get(TOKEN_PARAMETER), audience=audience,
-                referer=request.headers.get("referer"),
+            token = request.query_params.get(TOKEN_PARAMETER) or None
+            refusal = gate.check_token(
+                playback_id, token,
+                audience=audience, referer=request.headers.get("referer"),
                 user_agent=request.headers.get("user-agent"),
-                client=request.client.host if request.client is not None else "")
+                client=request.client.host if request.client else "")
             if refusal is not None:
                 return forbidden(refusal)
-            private = True  # a shared cache must not hand it to a viewer without a token
         job: Callable[[], Rendered]
         if isinstance(target, LivePackager):
             snapshot = live_snapshot(target)
@@ -146,14 +157,11 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
         except MediaGone:
             return _not_found()
         body = result.body
-        if private:
+        if token is not None:
+            # A shared cache must not hand a signed id's image to a viewer without a token.
             cache = cache.replace("public", "private")
-            if kind == "storyboard.vtt":
-                # The cues name the sheet, which needs the token too (audience s, as this
-                # one): the viewer's own token goes on each cue's URL.
-                token = quote(request.query_params.get(TOKEN_PARAMETER, ""), safe="")
-                body = body.replace(b"#xywh=", b"?%s=%s#xywh=" % (
-                    TOKEN_PARAMETER.encode(), token.encode("ascii")))
+            if sheet is not None:
+                body = _with_token(body, sheet, token)
         return Response(body, media_type=result.media_type,
                         headers={**CORS, "Cache-Control": cache})
 
@@ -177,7 +185,8 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
         except ImageParamError as exc:
             return _bad(exc)
         if vtt:
-            return await serve(request, "s", "storyboard.vtt", parsed, render_storyboard_vtt)
+            return await serve(request, "s", "storyboard.vtt", parsed, render_storyboard_vtt,
+                               sheet=f"storyboard.{parsed.format.value}")
         return await serve(request, "s", "storyboard", parsed, render_storyboard)
 
     return [

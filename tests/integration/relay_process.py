@@ -48,6 +48,9 @@ class RelayProcess:
         args = [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1",
                 "--http-port", "0", "--metrics-port", "0", "--rtmp-port", "0",
                 "--srt-port", str(free_udp_port()),
+                # 0 turns HTTPS off (tests that give --tls-cert for RTMPS would otherwise
+                # all bind 8443); a test of HTTPS gives a free_tcp_port.
+                "--https-port", "0",
                 "--data-dir", str(self.data_dir), *self.extra_args]
         self._proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, text=True)
@@ -102,6 +105,13 @@ class RelayProcess:
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self.stop()
+
+
+def free_tcp_port() -> int:
+    """A TCP port free at this moment, for `--https-port` (where 0 turns HTTPS off)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def free_udp_port() -> int:
