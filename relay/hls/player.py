@@ -22,8 +22,9 @@ the native path) and mirrors its status on the `#status` element:
 in seconds (hls.js `latency`, empty when unknown); `data-duration` is an asset's duration in
 seconds (empty while live or unknown); `data-error` is the error in effect, cleared once
 media flows again. `#live` (the LIVE badge, hidden unless live) shows the latency too.
-`#preview` carries `data-time` (the hovered time on the storyboard's timeline) and
-`data-tile` (`x,y,w,h` of the tile shown, empty when none) while it is shown.
+`#preview` carries `data-at` (the hovered time as currentTime), `data-time` (the same on the
+storyboard's timeline) and `data-tile` (`x,y,w,h` of the tile shown, empty when none) while
+it is shown.
 
 The page has a Content-Security-Policy (a meta element): scripts are /static and the inline
 script by its hash, the style by its hash, images, media and connections same-origin
@@ -328,6 +329,7 @@ _SCRIPT = """
       preview.dataset.tile = "";
     }
     preview.dataset.time = at.toFixed(3);
+    preview.dataset.at = t.toFixed(3);
     var s = span();
     previewTime.textContent = kind === "live" ? "-" + clock(s[1] - t) : clock(t);
     preview.style.display = "block";
@@ -340,6 +342,7 @@ _SCRIPT = """
   function hidePreview() {
     preview.style.display = "none";
     preview.dataset.time = "";
+    preview.dataset.at = "";
     preview.dataset.tile = "";
   }
 
@@ -445,7 +448,7 @@ _PAGE = """\
 <span id="live" hidden>LIVE</span>
 <div id="seek"><div id="played"></div></div>
 <span id="time"></span>
-<div id="preview" data-time="" data-tile=""><span id="preview-time"></span></div>
+<div id="preview" data-time="" data-at="" data-tile=""><span id="preview-time"></span></div>
 </div>
 <p id="status" data-state="loading" data-latency="" data-duration="" data-error="">Loading…</p>
 </main>

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,17 +138,20 @@ def poster_before_play(browser: Browser, url: str, out: Path) -> PosterSeen:
 
 @dataclass(frozen=True, slots=True)
 class PreviewSeen:
-    time: float  # the preview's data-time
+    time: float  # the preview's data-time (on the storyboard's timeline)
+    at: float  # its data-at (the same time as currentTime)
     tile: tuple[int, int, int, int] | None  # its data-tile
     shown: Image.Image  # a screenshot of the preview box
     difference: float  # from `expected` (inf when no tile was shown)
 
 
-def hover_seek_bar(page: Page, fraction: float, expected_sheet: Image.Image,
+def hover_seek_bar(page: Page, fraction: float,
+                   expected_sheet: Image.Image | Callable[[], Image.Image],
                    out: Path, name: str) -> PreviewSeen:
     """Move the mouse over the seek bar at `fraction` of its width and screenshot the preview
-    until it matches its own tile of `expected_sheet` (the sheet as the server answers it),
-    or SETTLE_SECONDS pass."""
+    until it matches its own tile of `expected_sheet` (the sheet as the server answers it;
+    a callable is asked again at each try, for a live sheet that changes), or
+    SETTLE_SECONDS pass."""
     bar = page.locator("#seek").bounding_box()
     assert bar is not None
     page.mouse.move(bar["x"] + 1, bar["y"] + bar["height"] / 2)
@@ -166,7 +170,9 @@ def hover_seek_bar(page: Page, fraction: float, expected_sheet: Image.Image,
         diff = float("inf")
         if tile is not None:
             x, y = tile[0], tile[1]
-            diff = difference(shown, expected_sheet.crop((x, y, x + w, y + h)))
+            sheet = expected_sheet if isinstance(expected_sheet, Image.Image) else (
+                expected_sheet())
+            diff = difference(shown, sheet.crop((x, y, x + w, y + h)))
         if diff < 12 or time.monotonic() > deadline:
             break
         page.wait_for_timeout(200)
@@ -176,4 +182,5 @@ def hover_seek_bar(page: Page, fraction: float, expected_sheet: Image.Image,
     shown.save(out / f"{name}.png")
     page.screenshot(path=str(out / f"{name}-page.png"))
     seen_time = float(preview.get_attribute("data-time") or "nan")
-    return PreviewSeen(seen_time, tile, shown, diff)  # type: ignore[arg-type]
+    seen_at = float(preview.get_attribute("data-at") or "nan")
+    return PreviewSeen(seen_time, seen_at, tile, shown, diff)  # type: ignore[arg-type]

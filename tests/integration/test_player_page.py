@@ -343,6 +343,7 @@ def test_vod_duration_and_hover_previews(browser: Browser, server_url: str, medi
             cue = cue_at(cues, fraction * duration)
             assert cue is not None
             assert abs(seen.time - fraction * duration) < 0.05, (fraction, seen.time)
+            assert seen.at == seen.time  # an asset's storyboard is on currentTime's timeline
             assert seen.tile == (cue.x, cue.y, cue.w, cue.h), (fraction, seen.tile)
             assert seen.shown.size == TILE
             assert seen.difference < 12, (fraction, seen.difference)
