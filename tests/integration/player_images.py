@@ -112,7 +112,8 @@ class PosterSeen:
     difference: float  # of their top bands (see top_band)
 
 
-def poster_before_play(browser: Browser, url: str, out: Path) -> PosterSeen:
+def poster_before_play(browser: Browser, url: str, out: Path,
+                       name: str = "poster") -> PosterSeen:
     """Open `url` with every playlist request refused, so playback never starts and the
     poster stays; screenshot it once it is painted (or after SETTLE_SECONDS)."""
     context, page, _ = new_page(browser)
@@ -129,8 +130,8 @@ def poster_before_play(browser: Browser, url: str, out: Path) -> PosterSeen:
             if diff < 20 or time.monotonic() > deadline:
                 break
             page.wait_for_timeout(200)
-        shown.save(out / "poster-before-play.png")
-        page.screenshot(path=str(out / "poster-page.png"))
+        shown.save(out / f"{name}-before-play.png")
+        page.screenshot(path=str(out / f"{name}-page.png"))
         return PosterSeen(response.status, poster, shown, diff)
     finally:
         context.close()
