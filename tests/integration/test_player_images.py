@@ -184,6 +184,8 @@ def check_asset(browser: Browser, base: str, pid: str, out: Path) -> None:
         assert not page.locator("#live").is_visible()
         for fraction in (0.25, 0.6):
             seen = hover_seek_bar(page, fraction, sheet, out, f"asset-hover-{fraction}")
+            duration = float(page.locator("#status").get_attribute("data-duration") or "0")
+            assert abs(seen.time - fraction * duration) < 0.1, (fraction, seen.time)
             cue = cue_at(cues, fraction * duration)
             assert cue is not None
             assert seen.tile == (cue.x, cue.y, cue.w, cue.h), (fraction, seen.tile, cue)
