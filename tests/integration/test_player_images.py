@@ -155,7 +155,7 @@ def check_live(browser: Browser, base: str, pid: str, out: Path) -> None:
         assert seen.time - seen.at > SLID - 1, (seen.time, seen.at)  # the mapping was needed
         # The window may have moved between reading it and hovering: the hovered time is
         # near the paused one, and the tile is the keyframe of the hovered second.
-        assert abs(seen.at - now) < 2.5, (seen.at, now)
+        assert abs(seen.at - now) < 4.5, (seen.at, now)  # two 2 s segments and slack
         assert tile_frame == int(seen.time + 1e-3) * FPS, (seen.time, tile_frame)
         assert errors == [], errors
     finally:
