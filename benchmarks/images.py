@@ -125,8 +125,9 @@ class Recordings:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def resolve(self, playback_id: str) -> LivePackager | Path | None:
-        return self.directory if playback_id == "rec" else None
+    async def resolve_signed(self, playback_id: str
+                             ) -> tuple[LivePackager | Path | None, bool]:
+        return (self.directory if playback_id == "rec" else None), False
 
 
 _CLIENT = """

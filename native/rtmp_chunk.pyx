@@ -37,6 +37,13 @@ carry media, so the only large ones). A server tightens both, and max_buffered, 
 until a publish is admitted, so a peer that has not authenticated cannot make it buffer or
 decode much; a message over either bound raises MessageTooLong, a ChunkError.
 
+With split_media set (relay._native.rtmp_ingest sets it on a publishing connection), an audio
+or video message whose first chunk arrives with enough of its body buffered to show a coded
+frame's FLV tag header (flv_head.pxd frame_head_size: AVC NALU, AAC raw, E-RTMP CodedFrames)
+keeps that header (2 to 8 bytes) in its record and RtmpMessage.head, and its payload is
+allocated at the frame's length: the frame's bytes are still copied once, straight into the
+bytes object that becomes MediaFrame.data. Any other message is received whole, as without it.
+
 The muxer keeps the last header of each csid and writes the most compact header the receiver can
 expand back (fmt 0 on first use, when the message stream changes or time goes backwards; fmt 1
 when length or type changes; fmt 2 when only the delta changes; fmt 3 when nothing does) into one
@@ -52,6 +59,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from flv_head cimport FLV_HEAD_PEEK, frame_head_size
 from bytesio cimport (
     ib_append,
     ib_commit,
@@ -107,7 +115,7 @@ cdef enum:
     CSID_MIN = 2
     CSID_MAX = 65599
     # Distinct chunk streams one peer may open. Encoders use fewer than ten (2 for control,
-    # 3 for commands, a few for audio, video and data); each record costs 56 bytes.
+    # 3 for commands, a few for audio, video and data); each record costs 64 bytes.
     STREAMS_MAX = 64
     # get_buffer() offers this much when the caller gives no size hint, and reserves at most
     # READ_MAX for one read (libuv's read size, which uvloop passes as the hint), so that a hint
@@ -497,6 +505,7 @@ cdef class ChunkDemuxer:
         self.body_left = 0
         self.peer_chunk_size = CHUNK_SIZE_DEFAULT
         self.error = None
+        self.split_media = False
 
     # --- the parser ----------------------------------------------------------------------------
 
@@ -541,6 +550,7 @@ cdef class ChunkDemuxer:
         s.payload = NULL
         s.payload_data = NULL
         s.filled = 0
+        s.head_len = 0
         self.nstreams += 1
         return self.nstreams - 1
 
@@ -562,7 +572,7 @@ cdef class ChunkDemuxer:
                 if n == 0:
                     return -1
                 s = &self.streams[self.body_slot]
-                memcpy(s.payload_data + s.filled, p, <size_t>n)
+                memcpy(s.payload_data + (s.filled - s.head_len), p, <size_t>n)
                 s.filled += <uint32_t>n
                 self.body_left -= n
                 ib_consume(&self.input, n)
@@ -676,7 +686,7 @@ cdef class ChunkDemuxer:
             if s.length == 0:
                 return slot  # 5.3.1: a zero-length message is a header with no payload
             self.body_slot = slot
-            self.body_left = min_size(self.peer_chunk_size, s.length)
+            self.body_left = min_size(self.peer_chunk_size, s.length) - s.head_len
 
     cdef int fail_interrupted(self, uint8_t fmt, Py_ssize_t slot) except -1:
         cdef ChunkStream* s = &self.streams[slot]
@@ -694,6 +704,8 @@ cdef class ChunkDemuxer:
         cdef Py_ssize_t length = s.length
         cdef uint8_t type_id = s.type_id
         cdef object payload
+        cdef Py_ssize_t head
+        cdef const uint8_t* body = NULL
         # Checked here, once per message and before anything is allocated, so that it also
         # covers fmt 2/3 headers (which inherit a length checked under earlier limits).
         if length > self.max_command_size and type_id != TYPE_AUDIO \
@@ -709,13 +721,26 @@ cdef class ChunkDemuxer:
             self.fail(f"message of {length} bytes on csid {s.csid} would make "
                       f"{unread_after + self.reserved + length} bytes buffered, over "
                       f"max_buffered={self.max_buffered}")
+        # split_media: a coded frame's FLV tag header, when this chunk's first bytes (already
+        # buffered, and within the chunk since chunks are at least 128 bytes) show one, is
+        # kept apart so that the payload allocated below is exactly the frame's data: it
+        # becomes MediaFrame.data with no further copy.
+        head = 0
+        if self.split_media and (type_id == TYPE_AUDIO or type_id == TYPE_VIDEO) \
+                and (unread_after >= FLV_HEAD_PEEK or unread_after >= length):
+            body = self.input.store.data + self.input.start
+            head = frame_head_size(type_id, body, length)
         # Allocated once at full length and filled in place; each byte is copied once.
-        payload = PyBytes_FromStringAndSize(NULL, length)
+        payload = PyBytes_FromStringAndSize(NULL, length - head)
         Py_INCREF(payload)
         s = &self.streams[slot]
         s.payload = <PyObject*>payload
         s.payload_data = PyBytes_AS_STRING(payload)
-        s.filled = 0
+        s.head_len = <uint8_t>head
+        if head:
+            memcpy(s.head, body, <size_t>head)
+            ib_consume(&self.input, head)
+        s.filled = <uint32_t>head
         self.reserved += length
         return 0
 
@@ -729,6 +754,10 @@ cdef class ChunkDemuxer:
         message.timestamp = s.timestamp
         message.stream_id = s.stream_id
         message.payload = <bytes>s.payload
+        message.head_len = s.head_len
+        if s.head_len:
+            memcpy(message.head, s.head, s.head_len)
+            s.head_len = 0
         Py_XDECREF(s.payload)
         s.payload = NULL
         s.payload_data = NULL
@@ -771,6 +800,7 @@ cdef class ChunkDemuxer:
         s.payload = NULL
         s.payload_data = NULL
         s.filled = 0
+        s.head_len = 0
 
 
 cdef class ChunkMuxer:

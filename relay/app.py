@@ -286,7 +286,7 @@ class RelayServer:
             # /{PLAYBACK_ID}/{name}, which would take their paths. One gate for both
             # playback servers: the same decisions, counts and caches.
             gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
-            api.router.routes.extend([*image_routes(playback, pool=self.image_pool),
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests,
                                                        recorded=recorded, gate=gate)])

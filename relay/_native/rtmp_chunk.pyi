@@ -48,12 +48,19 @@ class RtmpMessage:
     def stream_id(self) -> int: ...
     @property
     def payload(self) -> bytes: ...
+    @property
+    def head_len(self) -> int:
+        """With split_media: the leading FLV tag header bytes not in payload (0: none)."""
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
 class ChunkDemuxer:
     """Reassembles RTMP messages from a peer's chunk stream (RTMP 5.3), bounded in memory."""
+
+    #: Keep the FLV tag header of a coded frame (flv_head.pxd) out of its message's payload,
+    #: when it is buffered as the message starts (relay._native.rtmp_ingest sets it).
+    split_media: bool
 
     def __init__(
         self, *, max_message_size: int = ..., max_buffered: int = ...,

@@ -181,7 +181,7 @@ def forbidden_body(refusal: Refusal) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def _forbidden(refusal: Refusal) -> Response:
+def forbidden(refusal: Refusal) -> Response:
     # no-store: the same URL may play with a fresh token a moment later.
     return Response(forbidden_body(refusal), status_code=403, media_type="application/json",
                     headers={**CORS, "Cache-Control": "no-store"})
@@ -289,7 +289,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         if target is not None and signed:
             checked = check(request, playback_id, playlist=True)
             if isinstance(checked, Refusal):
-                return _forbidden(checked)
+                return forbidden(checked)
             query = checked
         if isinstance(target, LivePackager):
             _seen(request, target)
@@ -321,7 +321,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         if signed:
             checked = check(request, playback_id, playlist=name == MEDIA_PLAYLIST_URI)
             if isinstance(checked, Refusal):
-                return _forbidden(checked)
+                return forbidden(checked)
             query = checked
         if isinstance(target, LivePackager):
             _seen(request, target)

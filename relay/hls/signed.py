@@ -51,7 +51,7 @@ from relay.hls.recorded import GZIP_MIN_BYTES
 from relay.logs import LogLimiter, peer_text
 from relay.playback.access import PlaybackAccess
 from relay.playback.sessions import SESSION_PARAMETER
-from relay.playback.tokens import RefusalReason, TokenRefused
+from relay.playback.tokens import Audience, RefusalReason, TokenRefused
 
 log = logging.getLogger("relay.playback")
 
@@ -180,6 +180,24 @@ class PlaybackGate:
             return self._refused(refused, playback_id, client)
         assert session is not None  # check_session refuses a missing one
         return session_query(session) if playlist else b""
+
+    def check_image(self, playback_id: str, token: str | None, *, audience: Audience,
+                    referer: str | None, user_agent: str | None, client: str = ""
+                    ) -> Refusal | None:
+        """For an image of a signed `playback_id` (`audience` t, g or s): None when its
+        `?token=` grants it, else the `Refusal` to answer. Images carry no session value:
+        each image URL is signed, as with Mux."""
+        access = self.access
+        if access is None:
+            return self._refused(TokenRefused(RefusalReason.UNKNOWN_KEY, "signed playback "
+                                              "is not set up on this server"),
+                                 playback_id, client)
+        try:
+            access.authorize(token, playback_id=playback_id, audience=audience,
+                             now=self.clock(), referer=referer, user_agent=user_agent)
+        except TokenRefused as refused:
+            return self._refused(refused, playback_id, client)
+        return None
 
     def signed_body(self, plain: bytes, query: bytes, accepts_gzip: bool
                     ) -> tuple[bytes, bool]:

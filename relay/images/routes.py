@@ -17,9 +17,10 @@ must come before the HLS routes' `/{playback_id}/{name}`, which would take their
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +28,8 @@ from starlette.routing import Route
 
 from relay.api.errors import error_response
 from relay.hls.packager import LivePackager
-from relay.hls.routes import CORS
+from relay.hls.routes import CORS, forbidden
+from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate
 from relay.images.media import (
     MediaGone,
     MediaReader,
@@ -60,20 +62,11 @@ R = TypeVar("R", bound=Hashable)
 LIVE_IMAGE_CACHE: Final = "public, max-age=1"
 RECORDED_IMAGE_CACHE: Final = "public, max-age=60"
 
-ImageAuthorizer = Callable[[Request, str, Audience], Awaitable[None]]
-
-
 class PlaybackResolver(Protocol):
     """What the routes need of `relay.hls.routes.PlaybackDirectory`."""
 
-    async def resolve(self, playback_id: str) -> LivePackager | Path | None: ...
-
-
-async def allow_public(request: Request, playback_id: str, audience: Audience) -> None:
-    """Where a signed playback id's `?token=` will be checked against `audience` (`t`
-    thumbnails, `g` animated images, `s` storyboards), raising to refuse. A no-op today:
-    `PlaybackDirectory.resolve` serves only public playback ids, so a signed one is a 404
-    before any image is made."""
+    async def resolve_signed(self, playback_id: str
+                             ) -> tuple[LivePackager | Path | None, bool]: ...
 
 
 def _not_found() -> Response:
@@ -91,8 +84,10 @@ def _bad(exc: ImageParamError) -> Response:
 
 def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                  rates: ClientRates | None = None, index: RecordingIndex | None = None,
-                 authorize: ImageAuthorizer = allow_public) -> list[Route]:
-    """The image routes; add them before `relay.hls.routes.playback_routes`."""
+                 gate: PlaybackGate | None = None) -> list[Route]:
+    """The image routes; add them before `relay.hls.routes.playback_routes`. `gate`
+    decides signed playback ids by their `?token=` (audience t, g or s); without one, or
+    without its access, they answer 404 as the HLS routes do."""
     decodes = pool if pool is not None else DecodePool()
     clients = rates if rates is not None else ClientRates()
     recordings = index if index is not None else RecordingIndex()
@@ -100,10 +95,20 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
     async def serve(request: Request, audience: Audience, kind: str, parsed: R,
                     make: Callable[[Timeline, MediaReader, R], Rendered]) -> Response:
         playback_id: str = request.path_params["playback_id"]
-        await authorize(request, playback_id, audience)
-        target = await directory.resolve(playback_id)
-        if target is None:
+        target, signed = await directory.resolve_signed(playback_id)
+        if target is None or (signed and (gate is None or not gate.enabled)):
             return _not_found()
+        private = False
+        if signed:
+            assert gate is not None
+            refusal = gate.check_image(
+                playback_id, request.query_params.get(TOKEN_PARAMETER), audience=audience,
+                referer=request.headers.get("referer"),
+                user_agent=request.headers.get("user-agent"),
+                client=request.client.host if request.client is not None else "")
+            if refusal is not None:
+                return forbidden(refusal)
+            private = True  # a shared cache must not hand it to a viewer without a token
         job: Callable[[], Rendered]
         if isinstance(target, LivePackager):
             snapshot = live_snapshot(target)
@@ -140,7 +145,16 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
             return _bad(exc)
         except MediaGone:
             return _not_found()
-        return Response(result.body, media_type=result.media_type,
+        body = result.body
+        if private:
+            cache = cache.replace("public", "private")
+            if kind == "storyboard.vtt":
+                # The cues name the sheet, which needs the token too (audience s, as this
+                # one): the viewer's own token goes on each cue's URL.
+                token = quote(request.query_params.get(TOKEN_PARAMETER, ""), safe="")
+                body = body.replace(b"#xywh=", b"?%s=%s#xywh=" % (
+                    TOKEN_PARAMETER.encode(), token.encode("ascii")))
+        return Response(body, media_type=result.media_type,
                         headers={**CORS, "Cache-Control": cache})
 
     async def thumbnail(request: Request) -> Response:

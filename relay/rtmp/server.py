@@ -37,24 +37,14 @@ from typing import Literal, cast
 from relay._native.rtmp_chunk import ChunkError
 from relay.limits import MAX_FRAME_SIZE
 from relay.logs import LogLimiter, peer_text
-from relay.media.flv import (
-    AudioTagUnit,
-    FlvError,
-    VideoTagUnit,
-    parse_audio_tag,
-    parse_video_tag,
-)
-from relay.media.timestamps import TimestampUnwrapper
-from relay.media.units import AudioConfig, MediaFrame, VideoConfig
 from relay.rtmp.buffer_budget import DEFAULT_PRE_PUBLISH_BUFFER_BUDGET, BufferBudget
-from relay.rtmp.messages import MessageType
 from relay.rtmp.session import (
     DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
     DEFAULT_MAX_COMMAND_SIZE,
     DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH,
     Closing,
     Connected,
-    MediaMessage,
+    MediaBatch,
     Metadata,
     PublishEnded,
     PublishRequested,
@@ -218,7 +208,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
             epoch_ms=0, max_message_size=self.limits.max_message_size,
             max_buffered=self.limits.max_buffered, max_command_size=self.limits.max_command_size,
             max_buffered_before_publish=self.limits.max_buffered_before_publish,
-            max_messages_before_publish=self.limits.max_messages_before_publish)
+            max_messages_before_publish=self.limits.max_messages_before_publish,
+            parse_media=True)
         self.peer = "?"
         self.address = "?"
         self.live: LiveSession | None = None
@@ -237,7 +228,6 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._charged = 0  # bytes charged to the server's budget (before publishing)
         self._closed = False
         self._close_reason = "connection closed by the encoder"
-        self._timestamps = TimestampUnwrapper()
         self._media_warned = False
         self.metadata: dict[str, object] = {}
 
@@ -391,7 +381,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 if self._write_paused:
                     return
                 continue
-            if isinstance(event, MediaMessage):
+            if isinstance(event, MediaBatch):
                 self._on_media(event)
             elif isinstance(event, PublishRequested):
                 self._waiting = True
@@ -479,30 +469,19 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._transport.resume_reading()
         self._process()
 
-    def _on_media(self, event: MediaMessage) -> None:
-        live = self.live
-        if live is None:
-            return
-        self.counters.media_messages += 1
-        timestamp = self._timestamps.unwrap(event.timestamp)
-        unit: VideoTagUnit | AudioTagUnit
-        try:
-            if event.type_id == MessageType.VIDEO:
-                unit = parse_video_tag(event.payload, timestamp)
-            else:
-                unit = parse_audio_tag(event.payload, timestamp)
-        except FlvError as exc:
-            self.counters.media_errors += 1
+    def _on_media(self, batch: MediaBatch) -> None:
+        # The session parsed the read's media (natively, for the common frames); this only
+        # counts and hands it on.
+        counters = self.counters
+        counters.media_messages += batch.messages
+        if batch.errors:
+            counters.media_errors += batch.errors
             if not self._media_warned:
                 self._media_warned = True
                 log.warning("rtmp %s: dropping malformed media (further ones counted): %s",
-                            self.peer, exc)
-            return
-        if isinstance(unit, MediaFrame):
-            live.publish_frame(unit)
-        elif isinstance(unit, VideoConfig | AudioConfig):
-            live.publish_track(unit)
-        # Ignored payloads and end-of-sequence markers carry nothing to publish.
+                            self.peer, batch.first_error)
+        if self.live is not None and batch.units:
+            self.live.publish_units(batch.units)
 
     def _charge_budget(self) -> None:
         """Charge what this connection holds before publishing to the process's budget."""

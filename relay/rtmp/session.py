@@ -8,6 +8,12 @@ must decide or consume comes out of `next_event()` as a frozen event. Everything
 wants to send accumulates until `data_to_send()`. The session reads no clock and does no I/O:
 the asyncio adapter (`relay.rtmp.server`) owns the socket, the timers and the live stream.
 
+Once a publish is admitted, a session made with `parse_media=True` (the server's) takes each
+read's messages in one native call (`relay._native.rtmp_ingest.MediaIngest.drain`): audio and
+video timestamps extended to 64 bits and the common coded-frame tags parsed there, the rest
+of the tags by `relay.media.flv` here, and hands them out as one `MediaBatch` per read; the
+first message of another kind ends the batch and is dispatched as below.
+
     HANDSHAKE --C2--> AWAIT_CONNECT --connect--> CONNECTED --publish--> PUBLISH_PENDING
                                                                           | accept_publish()
                                                      PUBLISHING <---------+
@@ -47,7 +53,10 @@ from relay._native.rtmp_chunk import (
     MessageTooLong,
     RtmpMessage,
 )
+from relay._native.rtmp_ingest import MediaIngest
 from relay.logs import peer_text
+from relay.media.flv import FlvError, parse_audio_tag, parse_video_tag
+from relay.media.units import AudioConfig, MediaFrame, VideoConfig
 from relay.rtmp import amf0
 from relay.rtmp.handshake import HANDSHAKE_SIZE, HandshakeError, ServerHandshake
 from relay.rtmp.messages import (
@@ -139,6 +148,26 @@ class MediaMessage:
     payload: bytes
 
 
+#: What a `MediaBatch` carries: frames and the track configurations between them.
+MediaUnit = MediaFrame | VideoConfig | AudioConfig
+
+
+@dataclass(frozen=True, slots=True)
+class MediaBatch:
+    """The media of one read, parsed (a session made with `parse_media=True`).
+
+    `units` are in arrival order, on the connection's 64-bit millisecond timeline. `messages`
+    counts the audio and video messages they came from (aggregate sub-messages included),
+    `errors` those whose tag was malformed (dropped), and `first_error` names the first.
+    Tags that carry nothing to publish (end of sequence, command frames, unsupported codecs)
+    are counted in `messages` and dropped."""
+
+    units: list[MediaUnit]
+    messages: int
+    errors: int = 0
+    first_error: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Metadata:
     """`@setDataFrame onMetaData` (or a bare `onMetaData`): the encoder's stream description."""
@@ -160,7 +189,8 @@ class Closing:
     reason: str
 
 
-Event = Connected | PublishRequested | MediaMessage | Metadata | PublishEnded | Closing
+Event = (Connected | PublishRequested | MediaMessage | MediaBatch | Metadata | PublishEnded
+         | Closing)
 
 
 # -- the command transition table ------------------------------------------------------
@@ -199,8 +229,20 @@ class ServerSession:
         max_command_size: int = DEFAULT_MAX_COMMAND_SIZE,
         max_buffered_before_publish: int = DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
         max_messages_before_publish: int = DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH,
+        parse_media: bool = False,
     ) -> None:
+        """With `parse_media`, a publishing session hands out its media as one `MediaBatch`
+        per read, parsed into units (the server's path); without, one `MediaMessage` per
+        audio or video message (test peers that look at the messages themselves)."""
         self.state = State.HANDSHAKE
+        # The native hot path (relay._native.rtmp_ingest) and the batch being filled.
+        self._ingest: MediaIngest | None = MediaIngest() if parse_media else None
+        self._batch: list[MediaUnit] = []
+        self._batch_messages = 0
+        self._batch_errors = 0
+        self._batch_first_error = ""
+        self._pending_error: RemoteProtocolError | None = None  # raised after the batch
+        self._dry = False  # the batch path found no complete message in the input
         self._max_early_messages = max_messages_before_publish
         self._handshake: ServerHandshake | None = ServerHandshake(
             epoch_ms=epoch_ms, random_bytes=random_bytes)
@@ -231,6 +273,7 @@ class ServerSession:
         return self._demuxer.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._dry = False
         if self._handshake_buffer is not None:
             self._receive_handshake(bytes(self._handshake_buffer[:nbytes]))
         else:
@@ -238,6 +281,7 @@ class ServerSession:
 
     def receive_data(self, data: bytes) -> None:
         """Copying alternative to get_buffer/buffer_updated (tests, TLS transports)."""
+        self._dry = False
         if self._handshake_buffer is not None:
             self._receive_handshake(data)
         else:
@@ -282,6 +326,10 @@ class ServerSession:
             if (self.output_full or self._turn_messages >= MAX_MESSAGES_PER_TURN
                     or self.state in (State.HANDSHAKE, State.CLOSING)):
                 return None
+            if self._ingest is not None and self.state is State.PUBLISHING:
+                if self._dry or not self._drain_media(self._ingest):
+                    return None
+                continue
             try:
                 message = self._demuxer.next_message()
             except MessageTooLong as exc:
@@ -307,6 +355,63 @@ class ServerSession:
         self._next_event += 1
         return event
 
+    def _drain_media(self, ingest: MediaIngest) -> bool:
+        # One native call takes this read's messages: the media ones parsed (or left to
+        # relay.media.flv), up to the first other message, which is dispatched as usual.
+        # False when no complete message was buffered.
+        if self._pending_error is not None:
+            raise self._pending_error
+        try:
+            units, stop, taken, self._dry = ingest.drain(
+                self._demuxer, MAX_MESSAGES_PER_TURN - self._turn_messages)
+        except ChunkError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        if taken == 0:
+            return False
+        self._turn_messages += taken
+        self._maybe_acknowledge()
+        batch = self._batch
+        for unit in units:
+            if isinstance(unit, tuple):
+                self._parse_tag(*unit)
+            else:
+                batch.append(unit)
+        self._batch_messages += len(units)
+        if stop is not None:
+            self._flush_batch()
+            try:
+                self._dispatch(stop)
+            except RemoteProtocolError as exc:
+                # Raised once the media before it has been handed out, as one message at a
+                # time did.
+                self._pending_error = exc
+        self._flush_batch()
+        return True
+
+    def _parse_tag(self, type_id: int, dts: int, payload: bytes) -> None:
+        # The tags the native fast path leaves here: configurations, markers, the unusual.
+        try:
+            if type_id == MessageType.VIDEO:
+                unit: object = parse_video_tag(payload, dts)
+            else:
+                unit = parse_audio_tag(payload, dts)
+        except FlvError as exc:
+            self._batch_errors += 1
+            if not self._batch_first_error:
+                self._batch_first_error = str(exc)
+            return
+        if isinstance(unit, MediaFrame | VideoConfig | AudioConfig):
+            self._batch.append(unit)
+
+    def _flush_batch(self) -> None:
+        if self._batch_messages:
+            self._events.append(MediaBatch(self._batch, self._batch_messages,
+                                           self._batch_errors, self._batch_first_error))
+            self._batch = []
+            self._batch_messages = 0
+            self._batch_errors = 0
+            self._batch_first_error = ""
+
     @property
     def turn_spent(self) -> bool:
         """This turn's MAX_MESSAGES_PER_TURN messages were parsed; more wait for new_turn()."""
@@ -320,7 +425,7 @@ class ServerSession:
         # RTMP 5.4.3: acknowledge every window's worth of received bytes; the window is the
         # one the encoder announced, or Relay's own when it announced none.
         window = self._peer_window or WINDOW_ACK_SIZE
-        received = self.bytes_received
+        received: int = self._demuxer.bytes_received
         if received - self._acked >= window:
             self._acked = received
             self._control(MessageType.ACKNOWLEDGEMENT, u32_payload(received))
@@ -391,8 +496,9 @@ class ServerSession:
     def _on_aggregate(self, message: RtmpMessage) -> None:
         # RTMP 7.1.6: FLV tags back to back, each followed by its 4-byte back pointer; the
         # sub-messages' timestamps are offsets from the first one's, rebased on the
-        # aggregate's own timestamp.
+        # aggregate's own timestamp. A malformed aggregate yields none of its messages.
         data, offset, first_ts = message.payload, 0, None
+        media: list[tuple[int, int, bytes]] = []
         while offset < len(data):
             end_of_header = offset + _AGGREGATE_TAG_HEADER.size
             if end_of_header > len(data):
@@ -409,9 +515,14 @@ class ServerSession:
             if type_id in (MessageType.AUDIO, MessageType.VIDEO) and \
                     self.state is State.PUBLISHING:
                 timestamp = (message.timestamp + ts - first_ts) & 0xFFFFFFFF
-                self._events.append(
-                    MediaMessage(type_id, timestamp, data[end_of_header:end - 4]))
+                media.append((type_id, timestamp, data[end_of_header:end - 4]))
             offset = end
+        for type_id, timestamp, payload in media:
+            if self._ingest is not None:
+                self._batch_messages += 1
+                self._parse_tag(type_id, self._ingest.unwrap(timestamp), payload)
+            else:
+                self._events.append(MediaMessage(type_id, timestamp, payload))
 
     # -- commands ------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
@@ -218,6 +218,14 @@ class LiveSession:
             self._warn(raised)
         for sink in self.sinks:
             sink.on_frame(frame)
+
+    def publish_units(self, units: Iterable[TrackConfig | MediaFrame]) -> None:
+        """One read's media in arrival order (an ingest adapter's batch)."""
+        for unit in units:
+            if isinstance(unit, MediaFrame):
+                self.publish_frame(unit)
+            else:
+                self.publish_track(unit)
 
     def mark_playable(self) -> None:
         """A sink (the HLS packager) has a playable segment of this connection's media."""

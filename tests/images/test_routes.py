@@ -1,26 +1,30 @@
 """The image routes over ASGI, on a recording made in-process: statuses, envelopes, the
-queue bound's 503, the rate limit's 429, shared decodes and the authorization hook."""
+queue bound's 503, the rate limit's 429, shared decodes and signed playback ids' tokens."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from PIL import Image
 from starlette.applications import Starlette
-from starlette.requests import Request
 
+from relay.api.signing import new_key_pair
 from relay.hls.packager import LivePackager
+from relay.hls.signed import PlaybackGate
 from relay.images import routes
 from relay.images.pool import ClientRates, DecodePool
 from relay.images.render import Rendered
-from relay.playback.tokens import Audience
+from relay.playback.access import PlaybackAccess
 from tests.images.media import fragmented_mp4, red_frame_number
 
 pytestmark = pytest.mark.anyio
@@ -39,11 +43,14 @@ PLAYLIST = """#EXTM3U
 
 
 class Directory:
-    def __init__(self, recordings: dict[str, Path]) -> None:
+    def __init__(self, recordings: dict[str, Path], signed: frozenset[str] = frozenset()
+                 ) -> None:
         self.recordings = recordings
+        self.signed = signed
 
-    async def resolve(self, playback_id: str) -> LivePackager | Path | None:
-        return self.recordings.get(playback_id)
+    async def resolve_signed(self, playback_id: str
+                             ) -> tuple[LivePackager | Path | None, bool]:
+        return self.recordings.get(playback_id), playback_id in self.signed
 
 
 @pytest.fixture
@@ -60,9 +67,9 @@ def recording(tmp_path: Path) -> Path:
 
 
 def client_for(recording: Path, **options: Any) -> httpx.AsyncClient:
-    app = Starlette(routes=routes.image_routes(Directory({"asset1": recording,
-                                                          "empty": recording / "nothing"}),
-                                               **options))
+    directory = Directory({"asset1": recording, "empty": recording / "nothing",
+                           SIGNED_ID: recording}, signed=frozenset({SIGNED_ID}))
+    app = Starlette(routes=routes.image_routes(directory, **options))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                              base_url="http://relay.test")
 
@@ -159,14 +166,55 @@ async def test_the_rate_limit_charges_new_decodes_only(recording: Path) -> None:
         assert (await client.get("/asset1/thumbnail.jpg?width=10")).status_code == 200
 
 
-async def test_the_authorization_hook_sees_each_audience(recording: Path) -> None:
-    seen: list[tuple[str, Audience]] = []
+SIGNED_ID = "SignedAsset1"
+KID = "K" * 40
 
-    async def authorize(request: Request, playback_id: str, audience: Audience) -> None:
-        seen.append((playback_id, audience))
 
-    async with client_for(recording, authorize=authorize) as client:
-        for path in ("thumbnail.jpg", "animated.gif?end=0.5", "storyboard.vtt",
-                     "storyboard.jpg"):
-            assert (await client.get(f"/asset1/{path}")).status_code == 200
-    assert seen == [("asset1", "t"), ("asset1", "g"), ("asset1", "s"), ("asset1", "s")]
+@pytest.fixture(scope="module")
+def signing_key() -> tuple[bytes, str]:
+    private_b64, public_pem = new_key_pair()
+    return base64.b64decode(private_b64), public_pem
+
+
+def token(key: tuple[bytes, str], audience: str, playback_id: str = SIGNED_ID) -> str:
+    return jwt.encode({"sub": playback_id, "aud": audience, "exp": int(time.time()) + 300},
+                      key[0], algorithm="RS256", headers={"kid": KID})
+
+
+async def test_a_signed_id_serves_images_with_a_token_of_their_audience(
+        recording: Path, signing_key: tuple[bytes, str]) -> None:
+    access = PlaybackAccess()
+    access.verifier.keys.add(KID, signing_key[1])
+    async with client_for(recording, gate=PlaybackGate(access)) as client:
+        for path, audience in (("thumbnail.jpg", "t"), ("animated.gif?end=0.5", "g"),
+                               ("storyboard.jpg", "s")):
+            joiner = "&" if "?" in path else "?"
+            good = await client.get(f"/{SIGNED_ID}/{path}{joiner}token="
+                                    f"{token(signing_key, audience)}")
+            assert good.status_code == 200, good.text
+            assert good.headers["cache-control"].startswith("private")
+            for bad in ("", f"token={token(signing_key, 'v')}",
+                        f"token={token(signing_key, audience, 'asset1')}"):
+                refused = await client.get(f"/{SIGNED_ID}/{path}{joiner}{bad}")
+                assert refused.status_code == 403, (path, bad, refused.text)
+                assert refused.json()["error"]["type"] == "forbidden"
+        # The storyboard's cues name the sheet with the viewer's token, which plays it.
+        storyboard = token(signing_key, "s")
+        vtt = await client.get(f"/{SIGNED_ID}/storyboard.vtt?token={storyboard}")
+        assert vtt.status_code == 200, vtt.text
+        cues = [line for line in vtt.text.splitlines() if "#xywh=" in line]
+        assert cues and all(f"storyboard.jpg?token={storyboard}#xywh=" in cue
+                            for cue in cues)
+        sheet = await client.get(f"/{SIGNED_ID}/{cues[0].split('#')[0]}")
+        assert sheet.status_code == 200
+        # A public id ignores tokens and stays public.
+        public = await client.get("/asset1/thumbnail.jpg?token=bogus")
+        assert public.status_code == 200 and public.headers["cache-control"].startswith(
+            "public")
+
+
+async def test_without_access_a_signed_id_has_no_images(recording: Path) -> None:
+    for gate in (None, PlaybackGate(None)):
+        async with client_for(recording, gate=gate) as client:
+            response = await client.get(f"/{SIGNED_ID}/thumbnail.jpg?token=x")
+            assert response.status_code == 404

@@ -24,7 +24,9 @@ ctypedef struct ChunkStream:
     bint extended            # last fmt 0/1/2 header had timestamp field 0xFFFFFF (5.3.1.3)
     PyObject* payload        # bytes object being filled (owned reference), NULL between messages
     char* payload_data       # first byte of payload's buffer
-    uint32_t filled          # bytes of payload received so far
+    uint32_t filled          # bytes of the message received so far (head_len included)
+    uint8_t head_len         # split_media: FLV tag header bytes kept in head, not in payload
+    uint8_t head[8]          # that header (flv_head.pxd FLV_HEAD_MAX)
 
 
 # What the muxer remembers about one chunk stream, to choose the most compact header.
@@ -44,7 +46,9 @@ cdef class RtmpMessage:
     cdef readonly uint8_t type_id        # message type id (RTMP 5.4, 7.1)
     cdef readonly uint32_t timestamp     # message timestamp after delta accumulation, mod 2**32
     cdef readonly uint32_t stream_id     # message stream id
-    cdef readonly bytes payload          # the whole message payload
+    cdef readonly bytes payload          # the message payload (less head_len leading bytes)
+    cdef readonly uint8_t head_len       # split_media: how many leading bytes are in head
+    cdef uint8_t head[8]                 # those bytes, the FLV tag header of a coded frame
 
 
 @cython.final
@@ -64,6 +68,7 @@ cdef class ChunkDemuxer:
     cdef Py_ssize_t body_slot        # record whose chunk payload is being read
     cdef Py_ssize_t body_left        # payload bytes of the current chunk still to read (0: at a header)
     cdef object error                # the ChunkError already raised: a failed demuxer stays failed
+    cdef public bint split_media     # keep coded frames' FLV headers apart (rtmp_ingest.pyx)
 
     # Index of the record for csid, or -1.
     cdef Py_ssize_t find_stream(self, uint32_t csid) noexcept

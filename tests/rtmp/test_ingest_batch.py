@@ -1,0 +1,319 @@
+"""The native ingest path (`ServerSession(parse_media=True)`: relay._native.rtmp_ingest) gives
+exactly what the per-message path gives (`MediaMessage` events, `TimestampUnwrapper`, then
+`relay.media.flv`): every unit (dts, pts, keyframe, data, configuration records), the number
+of media messages, of malformed tags and the first error's text, and the same close reason
+when the chunk stream breaks. Fed with ffmpeg's captured publish and with a generated stream
+of every tag form the fast path takes or leaves (extended timestamps, wraps, aggregates, pings
+between frames), whole, a byte at a time and in random splits."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from relay._native.rtmp_chunk import ChunkDemuxer, ChunkMuxer
+from relay._native.rtmp_ingest import MediaIngest
+from relay.media.flv import FlvError, parse_audio_tag, parse_video_tag
+from relay.media.timestamps import TimestampUnwrapper
+from relay.media.units import AudioConfig, MediaFrame, VideoConfig
+from relay.rtmp.client import ClientSession
+from relay.rtmp.messages import MessageType, UserControlEvent, user_control_payload
+from relay.rtmp.session import (
+    MediaBatch,
+    MediaMessage,
+    PublishRequested,
+    RemoteProtocolError,
+    ServerSession,
+)
+from tests.rtmp.test_publish_vector import DATA, bytewise, random_splits, whole
+
+Feed = Callable[[bytes], Iterator[bytes]]
+Unit = MediaFrame | VideoConfig | AudioConfig
+
+
+@dataclass
+class Outcome:
+    units: list[Unit] = field(default_factory=list)
+    messages: int = 0
+    errors: int = 0
+    first_error: str = ""
+    closed_by: str = ""  # the RemoteProtocolError that ended the feed, if any
+
+
+class OldPath:
+    """What relay.rtmp.server did with MediaMessage events before the native path."""
+
+    def __init__(self) -> None:
+        self.timestamps = TimestampUnwrapper()
+        self.outcome = Outcome()
+
+    def take(self, event: object) -> None:
+        if isinstance(event, MediaBatch):
+            raise AssertionError("a parse_media=False session handed out a MediaBatch")
+        if not isinstance(event, MediaMessage):
+            return
+        out = self.outcome
+        out.messages += 1
+        dts = self.timestamps.unwrap(event.timestamp)
+        try:
+            if event.type_id == MessageType.VIDEO:
+                unit: object = parse_video_tag(event.payload, dts)
+            else:
+                unit = parse_audio_tag(event.payload, dts)
+        except FlvError as exc:
+            out.errors += 1
+            out.first_error = out.first_error or str(exc)
+            return
+        if isinstance(unit, MediaFrame | VideoConfig | AudioConfig):
+            out.units.append(unit)
+
+
+class NewPath:
+    def __init__(self) -> None:
+        self.outcome = Outcome()
+
+    def take(self, event: object) -> None:
+        if isinstance(event, MediaMessage):
+            raise AssertionError("a parse_media=True session handed out a MediaMessage")
+        if isinstance(event, MediaBatch):
+            out = self.outcome
+            out.units += event.units
+            out.messages += event.messages
+            out.errors += event.errors
+            out.first_error = out.first_error or event.first_error
+
+
+def run(data: bytes, feed: Feed, *, parse_media: bool) -> Outcome:
+    """Feed a whole connection's bytes (C0 onwards), accepting the publish."""
+    server = ServerSession(random_bytes=bytes, parse_media=parse_media)
+    path: OldPath | NewPath = NewPath() if parse_media else OldPath()
+    try:
+        for piece in feed(data):
+            server.receive_data(piece)
+            while True:
+                server.new_turn()
+                while (event := server.next_event()) is not None:
+                    if isinstance(event, PublishRequested):
+                        server.accept_publish()
+                    path.take(event)
+                if not server.turn_spent:
+                    break
+    except RemoteProtocolError as exc:
+        path.outcome.closed_by = str(exc)
+    return path.outcome
+
+
+def assert_same(data: bytes, feed: Feed) -> Outcome:
+    old = run(data, feed, parse_media=False)
+    new = run(data, feed, parse_media=True)
+    assert new.messages == old.messages
+    assert (new.errors, new.first_error, new.closed_by) == (
+        old.errors, old.first_error, old.closed_by)
+    assert len(new.units) == len(old.units)
+    for a, b in zip(old.units, new.units, strict=True):
+        assert type(a) is type(b) and a == b  # dataclass equality: every field, data bytes
+    return new
+
+
+FEEDS = [whole, bytewise, random_splits]
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_ffmpeg_publish_gives_the_same_units(feed: Feed) -> None:
+    outcome = assert_same(DATA, feed)
+    assert outcome.messages == 92 + 132
+    assert sum(isinstance(u, MediaFrame) for u in outcome.units) == 90 + 131
+    assert outcome.errors == 0 and not outcome.closed_by
+
+
+# -- a generated publish: every tag form, timestamps across the wrap --------------------------
+
+def _old_units() -> tuple[bytes, bytes]:
+    # The vector's AVC and AAC sequence headers, as the tag bodies ffmpeg sent.
+    server = ServerSession(random_bytes=bytes)
+    server.receive_data(DATA)
+    video = audio = b""
+    while (event := server.next_event()) is not None:
+        if isinstance(event, PublishRequested):
+            server.accept_publish()
+        if isinstance(event, MediaMessage):
+            if event.type_id == MessageType.VIDEO and not video:
+                video = event.payload
+            elif event.type_id == MessageType.AUDIO and not audio:
+                audio = event.payload
+    return video, audio
+
+
+AVC_HEADER, AAC_HEADER = _old_units()
+NALS = b"\x00\x00\x00\x05\x65\x88\x84\x00\x10"
+
+VIDEO_TAGS = [
+    b"\x17\x01\x00\x00\x21" + NALS,  # key frame, cts 33
+    b"\x27\x01\xff\xff\xf0" + NALS,  # inter frame, cts -16
+    b"\x37\x01\x00\x00\x00" + NALS,  # disposable inter
+    b"\x47\x01\x7f\xff\xff" + NALS,  # generated key frame, largest cts
+    b"\x17\x01\x00\x00\x00",  # empty AVC frame (ignored)
+    b"\x17\x01\x00\x00",  # truncated header (error)
+    b"",  # empty tag (error)
+    b"\x07\x01\x00\x00\x00" + NALS,  # reserved frame type 0 (error)
+    b"\x67\x01\x00\x00\x00" + NALS,  # reserved frame type 6 (error)
+    b"\x57\x00",  # command frame (ignored)
+    b"\x22\x01\x00\x00\x00" + NALS,  # Sorenson H.263 (ignored)
+    b"\x17\x02\x00\x00\x00",  # end of sequence
+    b"\x17\x05\x00\x00\x00" + NALS,  # reserved AVCPacketType (error)
+    b"\x17\x00\x00\x00\x00\x01",  # a broken AVC sequence header (error)
+    b"\x91hvc1\x00\x00\x28" + NALS,  # E-RTMP HEVC CodedFrames, key, cts 40
+    b"\xa3hvc1" + NALS,  # E-RTMP HEVC CodedFramesX, inter
+    b"\x91avc1\xff\xff\xfe" + NALS,  # E-RTMP AVC CodedFrames, cts -2
+    b"\x91hvc1\x00\x00\x00",  # E-RTMP HEVC with no frame (ignored)
+    b"\x91hvc1\x00\x00",  # truncated in its composition time (error)
+    b"\x91av01" + NALS,  # AV1 CodedFrames (no cts)
+    b"\x93vp09" + NALS,  # VP9 CodedFramesX
+    b"\x91av01",  # AV1 with no frame (ignored)
+    b"\x91xyz1" + NALS,  # unknown FourCC (ignored)
+    b"\x81hvc1\x00\x00\x00" + NALS,  # reserved frame type 0, enhanced (error)
+    b"\xd1hvc1\x00\x00\x00" + NALS,  # command frame, enhanced (ignored)
+    b"\x97\x00\x00\x11hvc1\x00\x00\x00" + NALS,  # ModEx, then CodedFrames
+    b"\x96hvc1",  # multitrack (ignored)
+    b"\x9fhvc1" + NALS,  # reserved enhanced packet type (error)
+    b"\x94hvc1",  # enhanced metadata (ignored)
+    AVC_HEADER,
+]
+AUDIO_TAGS = [
+    b"\xaf\x01\x21\x10\x04\x60\x8c\x1c",  # AAC raw frame
+    b"\xae\x01\x21",  # AAC, other rate/size/type bits
+    b"\xaf\x01",  # empty AAC frame (ignored)
+    b"\xaf",  # truncated (error)
+    b"",  # empty (error)
+    b"\xaf\x02\x00",  # reserved AACPacketType (error)
+    b"\x2f\xff\xfb",  # MP3 (ignored)
+    b"\x91mp4a\x21\x10",  # E-RTMP AAC CodedFrames
+    b"\x90mp4a" + AAC_HEADER[2:],  # E-RTMP AAC SequenceStart
+    AAC_HEADER,
+]
+
+
+def aggregate(tags: list[tuple[int, int, bytes]]) -> bytes:
+    """RTMP 7.1.6: FLV tags (11-byte header, body, 4-byte back pointer)."""
+    out = bytearray()
+    for type_id, ts, body in tags:
+        out += bytes([type_id]) + len(body).to_bytes(3, "big") \
+            + (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24 & 0xFF]) + bytes(3) + body
+        out += (11 + len(body)).to_bytes(4, "big")
+    return bytes(out)
+
+
+def generated_publish(seed: int, messages: int = 1500, tail: bytes = b"") -> bytes:
+    client = ClientSession(tc_url="rtmp://127.0.0.1/app", stream_key="key",
+                           random_bytes=lambda n: bytes(n))
+    server = ServerSession(random_bytes=bytes)
+    sent = bytearray(client.initial_bytes())
+    server.receive_data(bytes(sent))
+    for _ in range(10):
+        while (event := server.next_event()) is not None:
+            if isinstance(event, PublishRequested):
+                server.accept_publish()
+        client.receive_data(server.data_to_send())
+        more = client.data_to_send()
+        if not more:
+            break
+        sent += more
+        server.receive_data(more)
+    # Media on csids of our own, cut at the chunk size the client announced.
+    muxer = ChunkMuxer(client._chunk_size)  # the size the client announced
+    rng = random.Random(seed)
+    # Start below the 32-bit wrap and above 0xFFFFFF (extended timestamps), then wrap.
+    ts = {MessageType.VIDEO: 0xFFFF0000, MessageType.AUDIO: 0xFFFF0005}
+    for n in range(messages):
+        kind = rng.random()
+        type_id = MessageType.VIDEO if kind < 0.55 else MessageType.AUDIO
+        step = rng.choice((0, 1, 21, 33, 40, 1000, 0x10000))
+        if rng.random() < 0.02:
+            step = -rng.choice((1, 50, 0x10000))  # backward steps stay backward
+        if rng.random() < 0.005:
+            step = rng.choice((0x80000000, 0x80000001, 0x7FFFFFFF))  # the halfway edge
+        ts[type_id] = (ts[type_id] + step) % (1 << 32)
+        tags = VIDEO_TAGS if type_id == MessageType.VIDEO else AUDIO_TAGS
+        body = tags[0] if rng.random() < 0.6 else rng.choice(tags)
+        if rng.random() < 0.1:
+            body = body[:-1] + rng.randbytes(1) if body else body
+        roll = rng.random()
+        if roll < 0.03:
+            sub = [(int(rng.choice((8, 9, 18))), rng.randrange(1 << 32), rng.choice(tags))
+                   for _ in range(rng.randrange(1, 4))]
+            muxer.write_message(8, MessageType.AGGREGATE, 1, ts[type_id], aggregate(sub))
+        elif roll < 0.06:
+            muxer.write_message(2, MessageType.USER_CONTROL, 0, 0,
+                                user_control_payload(UserControlEvent.PING_REQUEST, n))
+        else:
+            muxer.write_message(6 if type_id == MessageType.VIDEO else 4, type_id, 1,
+                                ts[type_id], body)
+    return bytes(sent) + muxer.take() + tail
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_generated_publish_gives_the_same_units(seed: int, feed: Feed) -> None:
+    messages = 600 if feed is bytewise else 1500
+    outcome = assert_same(generated_publish(seed, messages), feed)
+    assert outcome.errors > 0 and not outcome.closed_by
+    frames = [u for u in outcome.units if isinstance(u, MediaFrame)]
+    assert len({f.dts >> 32 for f in frames}) > 1  # the timeline crossed a wrap
+    assert any(f.pts < f.dts for f in frames)
+    assert {type(u) for u in outcome.units} == {MediaFrame, VideoConfig, AudioConfig}
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_a_broken_chunk_stream_closes_after_the_frames_before_it(feed: Feed) -> None:
+    # A fmt 1 chunk on a chunk stream that never had a fmt 0 one (RTMP 5.3.1.2).
+    broken = generated_publish(4, 200, tail=b"\x45" + bytes(7) + b"more")
+    outcome = assert_same(broken, feed)
+    assert "csid 5, which has had no fmt 0 chunk" in outcome.closed_by
+    assert outcome.messages > 150
+
+
+def test_unwrap_follows_the_shortest_step_rule() -> None:
+    ingest, reference = MediaIngest(), TimestampUnwrapper()
+    rng = random.Random(5)
+    raw = 0xFFFFFF00
+    for _ in range(5000):
+        raw = (raw + rng.choice((-1, 1, 1000, 0x7FFFFFFF, 0x80000000, 0x80000001,
+                                 rng.randrange(1 << 32)))) % (1 << 32)
+        assert ingest.unwrap(raw) == reference.unwrap(raw)
+    for bad in (-1, 1 << 32):
+        with pytest.raises(ValueError, match="not a 32-bit unsigned value"):
+            ingest.unwrap(bad)
+
+
+@pytest.mark.parametrize(("type_id", "body", "head"), [
+    (MessageType.VIDEO, b"\x17\x01\x00\x00\x21" + NALS, 5),
+    (MessageType.VIDEO, b"\x91hvc1\x00\x00\x28" + NALS, 8),
+    (MessageType.VIDEO, b"\xa3hvc1" + NALS, 5),
+    (MessageType.AUDIO, b"\xaf\x01\x21\x10\x04", 2),
+    (MessageType.VIDEO, AVC_HEADER, 0),  # left whole for relay.media.flv
+    (MessageType.VIDEO, b"\x17\x01\x00\x00\x00", 0),  # an empty frame: flv says Ignored
+    (MessageType.AUDIO, b"\xaf\x01", 0),
+])
+@pytest.mark.parametrize("bytewise_feed", [False, True])
+def test_split_media_receives_a_frame_apart_from_its_tag_header(
+        type_id: int, body: bytes, head: int, bytewise_feed: bool) -> None:
+    # What makes MediaFrame.data the demuxer's own payload, with no copy: the header is kept
+    # apart only when the chunk's first bytes are already buffered with its header.
+    muxer = ChunkMuxer()
+    full = body if head == 0 else body + bytes(300)
+    muxer.write_message(6, type_id, 1, 40, full)
+    data = muxer.take()
+    demuxer = ChunkDemuxer()
+    demuxer.split_media = True
+    message = None
+    for piece in (bytewise(data) if bytewise_feed else whole(data)):
+        demuxer.feed(piece)
+        if (message := demuxer.next_message()) is not None:
+            break
+    assert message is not None
+    kept = 0 if bytewise_feed else head
+    assert message.head_len == kept
+    assert message.payload == full[kept:]
