@@ -12,9 +12,11 @@ the cue at the hovered time is shown as the CSS background of `#preview`. An ass
 storyboard is loaded once; a live one (the DVR window) again when it is older than
 STORYBOARD_REFRESH_MS at a hover. A live storyboard's times are on the stream's media
 timeline (its `tfdt`, from 0 at the stream's first segment), hls.js's `currentTime` is not:
-hls.js reports the difference per discontinuity sequence (`INIT_PTS_FOUND`). With a token
-(a signed playback id) the page asks for no images, since images of signed ids need their
-own tokens (audiences `t` and `s`): no poster and no previews then.
+hls.js reports the difference per discontinuity sequence (`INIT_PTS_FOUND`). Images of
+signed ids need tokens of their own (audiences `t` and `s`): the page passes its
+`?thumbnail_token=` to the poster and its `?storyboard_token=` to the storyboard (Mux
+Player's `thumbnail-token` and `storyboard-token`); a page with `?token=` and without them
+asks for no poster or no storyboard.
 
 For tests and monitoring the page exposes `window.relayPlayer = {hls, video}` (hls is null on
 the native path) and mirrors its status on the `#status` element:
@@ -38,8 +40,11 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
+
+from relay.hls.signed import TOKEN_PARAMETER
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -48,6 +53,11 @@ STATIC_MEDIA_TYPES: dict[str, str] = {
     "hls.min.js": "text/javascript; charset=utf-8",
     "hls.js.LICENSE": "text/plain; charset=utf-8",
 }
+
+# The page's query parameters with the tokens of a signed id's images (Mux Player's
+# thumbnail-token and storyboard-token attributes); `?token=` is the playback token.
+THUMBNAIL_TOKEN_PARAMETER = "thumbnail_token"
+STORYBOARD_TOKEN_PARAMETER = "storyboard_token"
 
 # How often the page refreshes the latency it shows and writes to data-latency.
 LATENCY_REFRESH_MS = 250
@@ -81,20 +91,28 @@ def _script_json(value: str) -> str:
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-def render_player_page(playback_id: str, *, token: str | None = None) -> str:
-    """The HTML of the player page for `playback_id`; with `token` (the page's `?token=`,
-    for a signed playback id), the playlist URL carries it and the page asks for no images.
+def render_player_page(playback_id: str, *, token: str | None = None,
+                       thumbnail_token: str | None = None,
+                       storyboard_token: str | None = None) -> str:
+    """The HTML of the player page for `playback_id`. With `token` (the page's `?token=`,
+    for a signed playback id), the playlist URL carries it; a signed id's images need tokens
+    of their own audiences (Mux Player's `thumbnail-token` and `storyboard-token`): the
+    poster is asked with `thumbnail_token` and the storyboard with `storyboard_token`, and
+    without them a page with `token` asks for no poster or no storyboard.
 
-    The id and the token are percent-encoded into the URLs and escaped for each context they
+    The id and the tokens are percent-encoded into the URLs and escaped for each context they
     appear in (HTML text and attributes, a JavaScript string), so even an id the route failed
     to validate cannot inject markup or script."""
     quoted = "/" + quote(playback_id, safe="")
-    source = quoted + ".m3u8"
-    if token:
-        source += "?token=" + quote(token, safe="")
-    images = "" if token else quoted
-    poster = f' poster="{html.escape(images + "/thumbnail.jpg", quote=True)}"' if images else ""
-    script = _fill(_SCRIPT, source=_script_json(source), images=_script_json(images),
+    source = quoted + ".m3u8" + _token_query(token)
+    poster = ""
+    if thumbnail_token or not token:
+        url = quoted + "/thumbnail.jpg" + _token_query(thumbnail_token)
+        poster = f' poster="{html.escape(url, quote=True)}"'
+    storyboard = ""
+    if storyboard_token or not token:
+        storyboard = quoted + "/storyboard.vtt" + _token_query(storyboard_token)
+    script = _fill(_SCRIPT, source=_script_json(source), storyboard=_script_json(storyboard),
                    refresh_ms=str(LATENCY_REFRESH_MS), retry_ms=str(RETRY_MS),
                    storyboard_refresh_ms=str(STORYBOARD_REFRESH_MS),
                    max_cues=str(STORYBOARD_MAX_CUES))
@@ -104,6 +122,19 @@ def render_player_page(playback_id: str, *, token: str | None = None) -> str:
            "worker-src blob:; base-uri 'none'; form-action 'none'")
     return _fill(_PAGE, title=html.escape(playback_id, quote=True), csp=csp, poster=poster,
                  style=_STYLE, script=script)
+
+
+def render_player_page_for(playback_id: str, params: Mapping[str, str]) -> str:
+    """`render_player_page` with the tokens the page's query `params` carry (`token`,
+    `thumbnail_token`, `storyboard_token`; empty ones count as absent)."""
+    return render_player_page(
+        playback_id, token=params.get(TOKEN_PARAMETER) or None,
+        thumbnail_token=params.get(THUMBNAIL_TOKEN_PARAMETER) or None,
+        storyboard_token=params.get(STORYBOARD_TOKEN_PARAMETER) or None)
+
+
+def _token_query(token: str | None) -> str:
+    return "?token=" + quote(token, safe="") if token else ""
 
 
 def _sha256(text: str) -> str:
@@ -148,7 +179,7 @@ _SCRIPT = """
 "use strict";
 (function () {
   var source = @source@;
-  var images = @images@;  // "/{ID}" for the image routes, "" when the page asks for none
+  var storyboard = @storyboard@;  // the storyboard WebVTT's URL, "" when the page asks none
   var video = document.getElementById("video");
   var status = document.getElementById("status");
   var badge = document.getElementById("live");
@@ -262,12 +293,12 @@ _SCRIPT = """
   }
 
   function loadStoryboard() {
-    if (images === "") return;
+    if (storyboard === "") return;
     var age = performance.now() - storyboardAt;
     if (cues.length > 0 && (kind !== "live" || age < @storyboard_refresh_ms@)) return;
     if (age < @storyboard_refresh_ms@ / 5) return;  // one request in flight, or just failed
     storyboardAt = performance.now();
-    var url = new URL(images + "/storyboard.vtt", location.href);
+    var url = new URL(storyboard, location.href);
     fetch(url.href, {cache: "no-store"}).then(function (response) {
       if (!response.ok) throw new Error("storyboard.vtt: HTTP " + response.status);
       return response.text();

@@ -32,6 +32,7 @@ from relay.hls.player import (
     STATIC_MEDIA_TYPES,
     _script_json,
     render_player_page,
+    render_player_page_for,
     static_file,
 )
 from tests.integration.browser import launch_chromium, open_player
@@ -203,14 +204,20 @@ def test_page_loads_only_shipped_hls_js_and_plays_the_playback_id() -> None:
     # The images of the same id: the poster, the storyboard.
     assert ('<video id="video" controls autoplay muted playsinline '
             f'poster="/{VOD_ID}/thumbnail.jpg">') in page
-    assert f'var images = "/{VOD_ID}";' in page
+    assert f'var storyboard = "/{VOD_ID}/storyboard.vtt";' in page
 
 
-def test_signed_page_asks_for_no_images() -> None:
-    # Images of signed ids need tokens of their own (audiences t and s): none yet.
+def test_signed_page_asks_for_images_only_with_their_tokens() -> None:
+    # Images of signed ids need tokens of their own (audiences t and s).
     page = render_player_page(VOD_ID, token="a.b-c_d")
     assert 'var source = "/' + VOD_ID + '.m3u8?token=a.b-c_d";' in page
-    assert "poster=" not in page and 'var images = "";' in page
+    assert "poster=" not in page and 'var storyboard = "";' in page
+    page = render_player_page_for(VOD_ID, {"token": "v", "thumbnail_token": 't"<b>',
+                                           "storyboard_token": "s&x=</script>"})
+    assert f'poster="/{VOD_ID}/thumbnail.jpg?token=t%22%3Cb%3E"' in page
+    assert f'var storyboard = "/{VOD_ID}/storyboard.vtt?token=s%26x%3D%3C%2Fscript%3E";' in page
+    page = render_player_page_for(VOD_ID, {"token": "v", "storyboard_token": "s"})
+    assert "poster=" not in page and "storyboard.vtt?token=s" in page
 
 
 def test_content_security_policy_names_the_inline_script_and_style() -> None:
