@@ -46,6 +46,7 @@ from tests.integration.test_rtmp_ingest import (
     wait_status,
     wait_until,
 )
+from tests.integration.test_signed_playback import token_for
 
 pytestmark = [needs_ffmpeg]
 
@@ -55,13 +56,13 @@ PUSHED = 55  # seconds; the burnt-in code counts to 1023 frames (68 s at 15 fps)
 SLID = 4  # seconds the live window must have slid off the stream's start before the checks
 
 
-def get(base: str, path: str) -> httpx.Response:
+def get(base: str, path: str, **params: str) -> httpx.Response:
     with httpx.Client(base_url=base, timeout=60) as client:
-        return client.get(path)
+        return client.get(path, params=params)
 
 
-def sheet_of(base: str, pid: str) -> Image.Image:
-    response = get(base, f"/{pid}/storyboard.jpg")
+def sheet_of(base: str, pid: str, **params: str) -> Image.Image:
+    response = get(base, f"/{pid}/storyboard.jpg", **params)
     assert response.status_code == 200, response.text
     return Image.open(io.BytesIO(response.content)).convert("RGB")
 
@@ -195,3 +196,68 @@ def check_asset(browser: Browser, base: str, pid: str, out: Path) -> None:
         assert errors == [], errors
     finally:
         context.close()
+
+
+def test_signed_player_page_shows_images_with_their_tokens(browser: Browser,
+                                                           tmp_path: Path) -> None:
+    """A signed id's page: with `thumbnail_token` and `storyboard_token` (audiences t and s)
+    the poster and the previews are there; with the playback token alone the page asks for
+    no images (they would be refused)."""
+    relay = start_relay(tmp_path / "data")
+    try:
+        with api(relay) as client:
+            created = client.post("/system/v1/signing-keys")
+            assert created.status_code == 201, created.text
+            key = created.json()["data"]
+        stream = create_stream(relay, playback_policies=["signed"], reconnect_window=1)
+        pid = stream["playback_ids"][0]["id"]
+        encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=25,
+                                 size="320x240", rate=FPS, gop=GOP,
+                                 extra=("-vf", FRAME_CODE))
+        try:
+            wait_status(relay, stream["id"], "active", 30)
+            tokens = {aud: token_for(key, pid, aud=aud) for aud in ("v", "t", "s")}
+            assert get(relay.http_url, f"/{pid}/thumbnail.jpg").status_code == 403
+            wait_until(lambda: get(relay.http_url, f"/{pid}/storyboard.vtt", token=tokens["s"])
+                       .text.count(" --> ") >= 6, 30, "a live storyboard of 6 s")
+            page_url = (f"{relay.http_url}/player/{pid}?token={tokens['v']}"
+                        f"&thumbnail_token={tokens['t']}&storyboard_token={tokens['s']}")
+
+            poster = poster_before_play(browser, page_url, tmp_path, "signed-poster")
+            assert poster.status == 200
+            assert spread(poster.shown) > 20 and poster.difference < 20, poster.difference
+
+            context, page, errors = new_page(browser)
+            try:
+                page.goto(page_url)
+                wait_state(page, "live")
+                seen = hover_seek_bar(page, 0.5,
+                                      lambda: sheet_of(relay.http_url, pid, token=tokens["s"]),
+                                      tmp_path, "signed-hover")
+                assert seen.tile is not None and seen.difference < 12, seen
+                assert frame_number(seen.shown) == int(seen.time + 1e-3) * FPS, seen.time
+                assert errors == [], errors
+
+                # The playback token alone: no poster, no storyboard request, no errors.
+                requested: list[str] = []
+                page.on("request", lambda request: requested.append(request.url))
+                page.goto(f"{relay.http_url}/player/{pid}?token={tokens['v']}")
+                wait_state(page, "live")
+                assert page.locator("video").get_attribute("poster") is None
+                bar = page.locator("#seek").bounding_box()
+                assert bar is not None
+                page.mouse.move(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)
+                page.wait_for_timeout(500)
+                assert page.locator("#preview").get_attribute("data-tile") == ""
+                assert not [u for u in requested if "/thumbnail." in u or "/storyboard." in u]
+                assert errors == [], errors
+            finally:
+                context.close()
+            code, err = finish(encoder)
+            assert code == 0, err
+        finally:
+            if encoder.poll() is None:
+                encoder.kill()
+                finish(encoder)
+    finally:
+        assert relay.stop() == 0, relay.log
