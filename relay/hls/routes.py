@@ -40,12 +40,12 @@ from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisf
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
 from relay.hls.packager import HlsCounters, LivePackager
-from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page, static_file
+from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page_for, static_file
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
-from relay.hls.signed import FORBIDDEN_TYPE, TOKEN_PARAMETER, PlaybackGate, Refusal
+from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate, Refusal
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -406,8 +406,7 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         playback_id: str = request.path_params["playback_id"]
         if not _PLAYBACK_ID.match(playback_id):
             return _not_found(counters)
-        token = request.query_params.get(TOKEN_PARAMETER) or None
-        return HTMLResponse(render_player_page(playback_id, token=token),
+        return HTMLResponse(render_player_page_for(playback_id, request.query_params),
                             headers={"Cache-Control": "no-cache"})
 
     async def static(request: Request) -> Response:

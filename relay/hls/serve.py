@@ -38,7 +38,7 @@ from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
 from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, parse_resource
 from relay.hls.packager import HlsCounters, LivePackager
-from relay.hls.player import render_player_page
+from relay.hls.player import render_player_page_for
 from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
@@ -56,7 +56,7 @@ from relay.hls.routes import (
     accepts_gzip,
     forbidden_body,
 )
-from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate, Refusal
+from relay.hls.signed import PlaybackGate, Refusal
 from relay.http_limits import ConnectionTable, HttpLimits
 
 log = logging.getLogger("relay.hls")
@@ -217,9 +217,9 @@ class PlaybackServer:
             return None  # not the route's path: the API's 404
         if not _PLAYBACK_ID.match(playback_id):
             return self._not_found("player")
-        token = dict(parse_qsl(query)).get(TOKEN_PARAMETER) if query else None
+        params = dict(parse_qsl(query)) if query else {}
         return Response(200, _PLAYER_HEADERS,
-                        render_player_page(playback_id, token=token).encode(), "player")
+                        render_player_page_for(playback_id, params).encode(), "player")
 
     def _multivariant(self, request: Request, playback_id: str) -> Answer:
         found, target, signed = self.directory.resolve_cached_signed(playback_id)

@@ -488,9 +488,9 @@ async def test_requests_are_counted_by_kind_and_status(server: Server) -> None:
 
 async def test_a_handler_that_raises_counts_as_500(server: Server,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(playback_id: str) -> str:
+    def broken(playback_id: str, params: object) -> str:
         raise RuntimeError("a bug")
-    monkeypatch.setattr(routes, "render_player_page", broken)
+    monkeypatch.setattr(routes, "render_player_page_for", broken)
     app = create_playback_app(server.directory, server.counters)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                                  base_url="http://relay.test") as client:

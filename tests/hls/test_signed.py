@@ -246,6 +246,11 @@ async def test_the_player_page_passes_the_token_on(server: Server) -> None:
     assert page.status_code == 200 and f"/{SIGNED_ID}.m3u8?token=a.b-c_d" in page.text
     hostile = await server.get(f"/player/{SIGNED_ID}", token='"</script><b>')
     assert "</script><b>" not in hostile.text and "%3C%2Fscript%3E" in hostile.text
+    # The image tokens (audiences t and s) go to the poster and the storyboard.
+    images = await server.client.get(f"/player/{SIGNED_ID}", params={
+        "token": "v.v", "thumbnail_token": "t.t", "storyboard_token": "s.s"})
+    assert f'poster="/{SIGNED_ID}/thumbnail.jpg?token=t.t"' in images.text
+    assert f'var storyboard = "/{SIGNED_ID}/storyboard.vtt?token=s.s";' in images.text
 
 
 async def test_without_access_a_signed_id_is_not_found(tmp_path: Path) -> None:
