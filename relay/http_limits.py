@@ -159,6 +159,24 @@ class _Phase(enum.Enum):
     BUSY = "busy"
 
 
+def refuse_connection(transport: asyncio.Transport, admission: Admission,
+                      table: ConnectionTable, address: str, log_limiter: LogLimiter) -> None:
+    """Answer a connection the table refused (`admission`) with a 503 and close it, with a
+    rate-limited line saying which cap: what every HTTP protocol of Relay does."""
+    if admission is Admission.REFUSED_PER_ADDRESS:
+        log_limiter.warning(
+            "http-refused-per-address", "http: refused a connection from %s: it has "
+            "%d open (--http-max-connections-per-ip %d)", peer_text(address),
+            table.from_address(address), table.max_per_address)
+    else:
+        log_limiter.warning(
+            "http-refused-full", "http: refused a connection from %s: all %d "
+            "connections are busy (--http-max-connections)", peer_text(address),
+            table.max_connections)
+    transport.write(_REFUSED_RESPONSE)
+    transport.close()
+
+
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, with the bounds of `HttpLimits` (see the module's comment).
 
@@ -298,20 +316,9 @@ class LimitedH11Protocol(H11Protocol):
             self.transport.abort()
 
     def _refuse(self, transport: asyncio.BaseTransport, admission: Admission) -> None:
-        if admission is Admission.REFUSED_PER_ADDRESS:
-            self.log_limiter.warning(
-                "http-refused-per-address", "http: refused a connection from %s: it has "
-                "%d open (--http-max-connections-per-ip %d)", peer_text(self._address),
-                self.table.from_address(self._address), self.table.max_per_address)
-        else:
-            self.log_limiter.warning(
-                "http-refused-full", "http: refused a connection from %s: all %d "
-                "connections are busy (--http-max-connections)", peer_text(self._address),
-                self.table.max_connections)
         # A stream transport (uvloop's TCPTransport does not subclass asyncio's classes).
-        stream = cast(asyncio.Transport, transport)
-        stream.write(_REFUSED_RESPONSE)
-        stream.close()
+        refuse_connection(cast(asyncio.Transport, transport), admission, self.table,
+                          self._address, self.log_limiter)
 
     @staticmethod
     def _cancel(timer: asyncio.TimerHandle | None) -> None:

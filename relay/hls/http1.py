@@ -41,11 +41,11 @@ from typing import Any, ClassVar, Final, Protocol, cast
 
 from relay.addresses import address_group
 from relay.http_limits import (
-    _REFUSED_RESPONSE,
     Admission,
     ConnectionTable,
     Evictable,
     HttpLimits,
+    refuse_connection,
 )
 from relay.logs import LogLimiter, peer_text
 
@@ -515,18 +515,7 @@ class Http1Protocol(asyncio.Protocol):
             self._stall = None
 
     def _refuse(self, transport: asyncio.Transport, admission: Admission) -> None:
-        if admission is Admission.REFUSED_PER_ADDRESS:
-            self.log_limiter.warning(
-                "http-refused-per-address", "http: refused a connection from %s: it has "
-                "%d open (--http-max-connections-per-ip %d)", peer_text(self._address),
-                self.table.from_address(self._address), self.table.max_per_address)
-        else:
-            self.log_limiter.warning(
-                "http-refused-full", "http: refused a connection from %s: all %d "
-                "connections are busy (--http-max-connections)", peer_text(self._address),
-                self.table.max_connections)
-        transport.write(_REFUSED_RESPONSE)
-        transport.close()
+        refuse_connection(transport, admission, self.table, self._address, self.log_limiter)
 
 
 def bound_protocol(limits: HttpLimits, table: ConnectionTable, handler: Handler,
