@@ -80,10 +80,10 @@ run: $(STAMPS)/venv $(HLS_JS)
 test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp $(MUX_NODE) $(MUX_PLAYER) lint typecheck pytest
 
 lint: $(STAMPS)/venv
-	$(BIN)/ruff check relay tests benchmarks fuzz setup.py
+	$(BIN)/ruff check relay testkit tests benchmarks fuzz setup.py
 
 typecheck: $(STAMPS)/venv
-	$(BIN)/mypy --strict relay benchmarks fuzz
+	$(BIN)/mypy --strict relay testkit benchmarks fuzz
 
 # pytest exits 5 when it collects no tests; that fails the target like any other error.
 pytest: $(STAMPS)/venv $(HLS_JS) $(MUX_NODE) $(MUX_PLAYER)

@@ -71,7 +71,7 @@ from benchmarks import ll_hls_latency, loadgen  # noqa: E402
 from benchmarks import viewers as viewer_sim  # noqa: E402
 from relay.hls import fmp4  # noqa: E402
 from relay.media.units import AudioConfig, Codec, VideoConfig  # noqa: E402
-from tests.integration.relay_process import RelayProcess, free_udp_port  # noqa: E402
+from testkit.relay_process import RelayProcess, free_udp_port  # noqa: E402
 
 MEDIA_DIR = ROOT / "benchmarks" / "media"
 RESULTS_DIR = ROOT / "benchmarks" / "results"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
 
 TOKEN = ("contract-test", "contract-test-secret-0123456789-abcdef")
 CONFIG = Path(__file__).with_name("schemathesis.toml")

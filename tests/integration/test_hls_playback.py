@@ -49,14 +49,14 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 from tests.hls.playlist_checker import (
     MediaPlaylist,
     check_media_playlist,
     check_multivariant,
     parse_media_playlist,
 )
-from tests.integration.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
 from tests.integration.test_rtmp_ingest import (
     TOKEN,
     api,

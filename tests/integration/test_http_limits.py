@@ -27,9 +27,9 @@ import pytest
 from relay.config import SERVE_OPTIONS, Settings
 from relay.hls.holding import DEFAULT_MAX_HELD_REQUESTS, DEFAULT_MAX_HELD_REQUESTS_PER_STREAM
 from relay.http_limits import HttpLimits
-from tests.integration.encoders import needs_ffmpeg
-from tests.integration.peers import metric
-from tests.integration.relay_process import RelayProcess, wait_for
+from testkit.encoders import needs_ffmpeg
+from testkit.peers import metric
+from testkit.relay_process import RelayProcess, wait_for
 from tests.integration.test_hls_playback import http, last_msn, parse_media_playlist, pushing
 from tests.integration.test_rtmp_ingest import TOKEN
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 from tests.integration.test_rtmp_ingest import (
     api,
     create_stream,

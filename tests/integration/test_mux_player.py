@@ -28,9 +28,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
-from tests.integration.browser import CHROMIUM, LAUNCH_TIMEOUT_S, chromium_args
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess, free_tcp_port
+from testkit.browser import CHROMIUM, LAUNCH_TIMEOUT_S, chromium_args
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess, free_tcp_port
 from tests.integration.test_hls_playback import SIZE
 from tests.integration.test_rtmp_ingest import (
     TOKEN,

@@ -25,8 +25,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page
 
-from tests.integration.browser import launch_chromium
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.browser import launch_chromium
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
 from tests.integration.player_images import (
     cue_at,
     hover_seek_bar,

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from relay.store import Store
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
 
 pytestmark = needs_ffmpeg
 

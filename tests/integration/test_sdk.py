@@ -17,8 +17,8 @@ import pytest
 from mux_python.rest import ApiException, NotFoundException, UnauthorizedException
 
 from relay.store import Store
+from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.relay_process import RelayProcess
 
 TOKEN = ("sdk-test-token", "sdk-test-secret-0123456789-abcdefghijk")
 

@@ -19,10 +19,10 @@ import httpx
 import jwt
 import pytest
 
-from tests.integration.browser import launch_chromium, open_player
-from tests.integration.encoders import ffmpeg_publish, needs_ffmpeg
-from tests.integration.peers import metric
-from tests.integration.relay_process import RelayProcess
+from testkit.browser import launch_chromium, open_player
+from testkit.encoders import ffmpeg_publish, needs_ffmpeg
+from testkit.peers import metric
+from testkit.relay_process import RelayProcess
 from tests.integration.test_hls_playback import SIZE, decode, probe, stop_encoder
 from tests.integration.test_rtmp_ingest import (
     api,

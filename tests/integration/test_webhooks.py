@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
 
 TOKEN = ("webhook-test", "webhook-test-secret-0123456789-abcdefghij")
 SECRET = "receiver-secret-0123"
