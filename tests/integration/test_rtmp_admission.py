@@ -25,7 +25,12 @@ from testkit.peers import (
     try_publish,
 )
 from testkit.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import create_stream, start_relay, wait_status, wait_until
+from tests.integration.helpers.rtmp_ingest import (
+    create_stream,
+    start_relay,
+    wait_status,
+    wait_until,
+)
 
 pytestmark = needs_ffmpeg
 

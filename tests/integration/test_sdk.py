@@ -19,16 +19,7 @@ from mux_python.rest import ApiException, NotFoundException, UnauthorizedExcepti
 from relay.store import Store
 from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-
-TOKEN = ("sdk-test-token", "sdk-test-secret-0123456789-abcdefghijk")
-
-
-def sdk(url: str, token: tuple[str, str] = TOKEN, *, validate: bool = True) -> mux.ApiClient:
-    config = mux.Configuration()
-    config.host = url
-    config.username, config.password = token
-    config.client_side_validation = validate
-    return mux.ApiClient(config)
+from tests.integration.helpers.sdk import TOKEN, sdk
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from relay.playback.tokens import RefusalReason, TokenRefused
 from relay.store import Store
 from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.test_sdk import TOKEN, sdk
+from tests.integration.helpers.sdk import TOKEN, sdk
 
 
 @pytest.fixture

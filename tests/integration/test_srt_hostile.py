@@ -26,12 +26,7 @@ import pytest
 
 from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from testkit.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import (
-    TOKEN,
-    create_stream,
-    get_stream,
-    wait_status,
-)
+from tests.integration.helpers.rtmp_ingest import TOKEN, create_stream, get_stream, wait_status
 
 SRT_LIVE_TRANSMIT = shutil.which("srt-live-transmit")
 

@@ -32,7 +32,7 @@ from relay.store import Store
 from testkit.encoders import FFMPEG, needs_ffmpeg
 from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.test_rtmp_ingest import TOKEN
+from tests.integration.helpers.rtmp_ingest import TOKEN
 
 pytestmark = needs_ffmpeg
 

@@ -24,8 +24,8 @@ from relay.simulcast.pusher import PushLimits, TargetAddress, TargetError, parse
 from relay.streams.queue import MediaQueue
 from testkit.peers import NginxRtmp
 from testkit.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import create_stream, get_stream, start_relay, wait_until
-from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, read_flv
+from tests.integration.helpers.rtmp_ingest import create_stream, get_stream, start_relay, wait_until
+from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, read_flv
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from relay.store import (
     LATEST_VERSION,
-    NewLiveStream,
     NewSimulcastTarget,
     SchemaTooNewError,
     Store,
@@ -19,17 +18,9 @@ from relay.store import (
 )
 from relay.store.tables import metadata
 from tests.conftest import sqlite_url
+from tests.unit.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
-
-
-def spec(**overrides: object) -> NewLiveStream:
-    values: dict[str, object] = dict(
-        latency_mode="standard", reconnect_window=60.0, max_continuous_duration=43200,
-        audio_only=False, use_slate_for_standard_latency=False, test=False,
-        new_asset_settings={"playback_policies": ["public"]}, playback_policies=("public",))
-    values.update(overrides)
-    return NewLiveStream(**values)  # type: ignore[arg-type]
 
 
 async def event_types(store: Store) -> list[str]:

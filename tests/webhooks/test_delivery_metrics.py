@@ -14,7 +14,7 @@ import pytest
 from relay.store import Store
 from relay.webhooks import RetryPolicy, WebhookDeliverer, WebhookLimits
 from tests.conftest import sqlite_url
-from tests.webhooks.test_delivery import (
+from tests.webhooks.helpers.delivery import (
     OTHER,
     SECRET,
     URL,
