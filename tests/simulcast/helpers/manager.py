@@ -11,7 +11,7 @@ from relay.store.records import LiveStream
 from tests.simulcast.fakes import (
     FakeQueue,
 )
-from tests.unit.helpers.store import spec
+from tests.store.helpers.store import spec
 
 PREFIX = "video.live_stream.simulcast_target."
 

@@ -18,7 +18,7 @@ from relay.store import (
 )
 from relay.store.tables import metadata
 from tests.conftest import sqlite_url
-from tests.unit.helpers.store import spec
+from tests.store.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
 
