@@ -1,8 +1,8 @@
-"""The store against a real SQLite file: records, paging, cascades, events, tokens."""
+"""The store against a real SQLite file and a real PostgreSQL database (tests/pg.py):
+records, paging, cascades, events, tokens, migrations."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -18,9 +18,14 @@ from relay.store import (
     migrations,
 )
 from relay.store.tables import metadata
-from tests.conftest import sqlite_url
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
 
 
 def spec(**overrides: object) -> NewLiveStream:
@@ -207,11 +212,11 @@ async def test_events_carry_integer_created_at(store: Store) -> None:
     assert len(event.id) == 36
 
 
-async def test_migrated_schema_matches_tables(tmp_path: Path) -> None:
-    store = await Store.open(sqlite_url(tmp_path / "m.db"))
+async def test_migrated_schema_matches_tables(database_url: str) -> None:
+    store = await Store.open(database_url)
     assert await store.schema_version() == LATEST_VERSION
     await store.close()
-    engine = create_async_engine(sqlite_url(tmp_path / "m.db"))
+    engine = create_async_engine(database_url)
     async with engine.connect() as conn:
         def columns(sync_conn: object) -> dict[str, set[str]]:
             inspector = inspect(sync_conn)
@@ -223,8 +228,8 @@ async def test_migrated_schema_matches_tables(tmp_path: Path) -> None:
     assert found == expected
 
 
-async def test_older_data_dir_upgrades_in_place(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "old.db")
+async def test_older_data_dir_upgrades_in_place(database_url: str) -> None:
+    url = database_url
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: migrations.migrate(c, target=1))
@@ -247,8 +252,8 @@ async def test_older_data_dir_upgrades_in_place(tmp_path: Path) -> None:
     await upgraded.close()
 
 
-async def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "new.db")
+async def test_newer_schema_is_refused(database_url: str) -> None:
+    url = database_url
     store = await Store.open(url)
     async with store._engine.begin() as conn:
         from relay.store.tables import schema_version
