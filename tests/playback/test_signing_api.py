@@ -30,6 +30,12 @@ from relay.store import Store
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
+
 NOW = 1_800_000_000
 
 

@@ -3,7 +3,6 @@ records, paging, cascades, events, tokens, migrations."""
 
 from __future__ import annotations
 
-
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
