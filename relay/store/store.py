@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -602,10 +603,11 @@ class Store:
     async def create_signing_key(self, public_key: str, *, max_keys: int) -> SigningKey | None:
         """Keep the public half of a new signing key; None when `max_keys` exist already.
 
-        The count and the insert are one statement, so concurrent creates cannot pass the
-        bound together."""
+        The count and the insert are one statement under a lock of the table
+        (`_lock_for_bound`), so concurrent creates cannot pass the bound together."""
         key = SigningKey(id=new_object_id(), created_at=self._now(), public_key=public_key)
         async with self._engine.begin() as conn:
+            await _lock_for_bound(conn, signing_keys)
             inserted = await conn.execute(_insert_below_bound(
                 signing_keys, max_keys,
                 {"id": key.id, "created_at": key.created_at, "public_key": key.public_key}))
@@ -653,6 +655,7 @@ class Store:
             allow_no_user_agent=allow_no_user_agent,
             allow_high_risk_user_agent=allow_high_risk_user_agent)
         async with self._engine.begin() as conn:
+            await _lock_for_bound(conn, playback_restrictions)
             inserted = await conn.execute(_insert_below_bound(
                 playback_restrictions, max_restrictions,
                 {"id": created.id, "created_at": now, "updated_at": now,
@@ -1199,6 +1202,17 @@ def _page_offset(limit: int, page: int) -> int | None:
 def _forget_events(conn: Any) -> None:
     """A rolled-back transaction wrote no events after all."""
     conn.info.pop(_WROTE_EVENTS, None)
+
+
+async def _lock_for_bound(conn: AsyncConnection, table: Any) -> None:
+    """Serialize the bounded creates of `table` until the transaction ends.
+
+    SQLite runs one write transaction at a time, so there the count in the INSERT sees every
+    committed row. PostgreSQL's READ COMMITTED lets two transactions each count `bound - 1`
+    and both insert: SHARE ROW EXCLUSIVE conflicts with itself (and with writes), not with
+    reads, so the creates queue while lists and gets go on."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def _insert_below_bound(table: Any, bound: int, values: Mapping[str, Any]) -> Any:
