@@ -917,7 +917,7 @@ class Store:
                 data={**stream.to_event_data(), "warning": {"type": kind, "message": message}},
                 created_at=self._clock(), attempts=0))
         if rows:
-            conn.info[_WROTE_EVENTS] = True
+            await _writing_events(conn)
             await conn.execute(insert(events), rows)
 
     async def recover_interrupted_sessions(
@@ -1001,7 +1001,7 @@ class Store:
         self, conn: AsyncConnection, event_type: str, stream: LiveStream,
         data: JSONDict | None = None,
     ) -> None:
-        conn.info[_WROTE_EVENTS] = True
+        await _writing_events(conn)
         await conn.execute(insert(events).values(
             id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
             object_id=stream.id, data=data if data is not None else stream.to_event_data(),
@@ -1012,7 +1012,7 @@ class Store:
     ) -> None:
         """`_append_event` for many streams, in one statement."""
         if streams:
-            conn.info[_WROTE_EVENTS] = True
+            await _writing_events(conn)
             await conn.execute(insert(events), [dict(
                 id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
                 object_id=stream.id, data=stream.to_event_data(), created_at=self._clock(),
@@ -1023,7 +1023,7 @@ class Store:
     ) -> None:
         """`_append_asset_event` for many assets, in one statement."""
         if found:
-            conn.info[_WROTE_EVENTS] = True
+            await _writing_events(conn)
             await conn.execute(insert(events), [dict(
                 id=str(uuid.uuid4()), type=event_type, object_type="asset",
                 object_id=asset.id, data=asset.to_event_data(), created_at=self._clock(),
@@ -1032,7 +1032,7 @@ class Store:
     async def _append_asset_event(
         self, conn: AsyncConnection, event_type: str, asset: Asset
     ) -> None:
-        conn.info[_WROTE_EVENTS] = True
+        await _writing_events(conn)
         await conn.execute(insert(events).values(
             id=str(uuid.uuid4()), type=event_type, object_type="asset",
             object_id=asset.id, data=asset.to_event_data(),
@@ -1202,6 +1202,24 @@ def _page_offset(limit: int, page: int) -> int | None:
 def _forget_events(conn: Any) -> None:
     """A rolled-back transaction wrote no events after all."""
     conn.info.pop(_WROTE_EVENTS, None)
+
+
+# The transaction-level advisory lock that event-writing transactions hold on PostgreSQL.
+OUTBOX_LOCK_KEY = 0x52454C4159  # "RELAY"
+
+
+async def _writing_events(conn: AsyncConnection) -> None:
+    """Mark the transaction as writing outbox events (listeners hear of it after commit), and
+    on PostgreSQL serialize it with the others that write events.
+
+    The webhook queue reads the outbox by a cursor: every event after the last seq queued.
+    That needs seqs to become visible in order. SQLite has one writer at a time, so they do;
+    on PostgreSQL, a transaction that took seq 10 may commit after one that took seq 11, and
+    the cursor would pass 10 before it exists. Held from before the insert (which takes the
+    seq) until commit or rollback, the lock makes commit order seq order."""
+    conn.info[_WROTE_EVENTS] = True
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY)))
 
 
 async def _lock_for_bound(conn: AsyncConnection, table: Any) -> None:
