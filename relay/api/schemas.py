@@ -82,11 +82,15 @@ Passthrough = Annotated[str, Field(max_length=255)]
 
 def _valid_unicode(value: Any) -> Any:
     """Refuse text that cannot be stored or sent back: JSON may spell a lone UTF-16 surrogate
-    (`"\\ud800"`), which Python decodes into a string that has no UTF-8 form."""
+    (`"\\ud800"`), which Python decodes into a string that has no UTF-8 form, or a NUL
+    (`"\\u0000"`), which PostgreSQL refuses in text (other control characters it keeps)."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("a string holds a NUL character (\\u0000), which the "
+                                 "database cannot store; leave it out")
             if not item.isascii():
                 try:
                     item.encode("utf-8")

@@ -16,12 +16,32 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine.interfaces import Dialect
 
 metadata = MetaData()
 
-ID = String(64)
+
+class ObjectId(TypeDecorator[str]):
+    """An object id, key or token id: String(64) in the schema (the migrations' type).
+
+    Ids are looked up by what peers send (API paths, stream keys, Basic auth user names), and
+    PostgreSQL refuses a NUL character in text where SQLite compares it. No stored id holds
+    one (Relay makes them from [A-Za-z0-9]), so a value with NUL is bound with U+FFFD in its
+    place: the lookup finds nothing on both databases instead of failing on one."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+ID = ObjectId()
 
 schema_version = Table(
     "schema_version",
@@ -131,7 +151,7 @@ webhook_deliveries = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("endpoint", Text, nullable=False),
     Column("event_seq", Integer, nullable=False, index=True),
-    Column("object_id", String(64), nullable=False),  # copied from the event: the order key
+    Column("object_id", ID, nullable=False),  # copied from the event: the order key
     Column("status", String(16), nullable=False),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False),
     Column("attempt_log", JSON, nullable=False),  # the last few tries, for the envelope
