@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,9 +21,19 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+# `RELAY_TEST_DATABASE=postgresql` puts every test's `store` on PostgreSQL (the store's own
+# tests run on both databases regardless: `any_store`).
+DEFAULT_TEST_DATABASE = os.environ.get("RELAY_TEST_DATABASE", "sqlite")
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(sqlite_url(tmp_path / "relay.db"))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if DEFAULT_TEST_DATABASE == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        url = cluster.create_database()
+    else:
+        url = sqlite_url(tmp_path / "relay.db")
+    opened = await Store.open(url)
     try:
         yield opened
     finally:
