@@ -7,6 +7,7 @@ matches these definitions.
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -42,6 +43,8 @@ class ObjectId(TypeDecorator[str]):
 
 
 ID = ObjectId()
+# Unix seconds: past 2038 (BIGINT on PostgreSQL, migration v5; SQLite's INTEGER is 64-bit).
+UnixSeconds = BigInteger().with_variant(Integer(), "sqlite")
 
 schema_version = Table(
     "schema_version",
@@ -54,7 +57,7 @@ access_tokens = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("secret_hash", String(64), nullable=False),  # hex SHA-256 of the secret
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
 )
 
 live_streams = Table(
@@ -62,7 +65,7 @@ live_streams = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),  # creation order
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
     Column("stream_key", ID, nullable=False, unique=True),
     Column("status", String(16), nullable=False),
     Column("latency_mode", String(16), nullable=False),
@@ -108,7 +111,7 @@ assets = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
     Column("live_stream_id", ID, index=True),
     Column("status", String(16), nullable=False),
     Column("is_live", Boolean, nullable=False),
@@ -171,7 +174,7 @@ signing_keys = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),  # creation order
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
     # SubjectPublicKeyInfo PEM of the RSA key; the private key is never stored.
     Column("public_key", Text, nullable=False),
 )
@@ -181,8 +184,8 @@ playback_restrictions = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
-    Column("updated_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
+    Column("updated_at", UnixSeconds, nullable=False),
     Column("referrer", JSON, nullable=False),  # {allowed_domains, allow_no_referrer}
     Column("user_agent", JSON, nullable=False),  # {allow_no_user_agent, allow_high_risk_...}
 )

@@ -260,3 +260,19 @@ async def test_newer_schema_is_refused(database_url: str) -> None:
     await store.close()
     with pytest.raises(SchemaTooNewError, match="upgrade Relay"):
         await Store.open(url)
+
+
+async def test_unix_seconds_past_2038(database_url: str) -> None:
+    # PostgreSQL's INTEGER is 32 bits: the created_at columns are BIGINT there (migration v5).
+    later = float(2**31 + 10)
+    store = await Store.open(database_url, clock=lambda: later)
+    try:
+        stream = await store.create_live_stream(spec())
+        found = await store.get_live_stream(stream.id)
+        assert found is not None and found.created_at == 2**31 + 10
+        await store.create_access_token()
+        assert [t.created_at for t in await store.list_access_tokens()] == [2**31 + 10]
+        key = await store.create_signing_key("PEM", max_keys=10)
+        assert key is not None and key.created_at == 2**31 + 10
+    finally:
+        await store.close()
