@@ -530,7 +530,9 @@ class Store:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(simulcast_targets.c.id, simulcast_targets.c.live_stream_id)
-                .where(simulcast_targets.c.status != "idle"))).all()
+                .where(simulcast_targets.c.status != "idle")
+                # Creation order on both databases (PostgreSQL has no implicit row order).
+                .order_by(simulcast_targets.c.seq))).all()
         for row in rows:
             await self.set_simulcast_target_status(row.live_stream_id, row.id, "idle")
         return len(rows)
@@ -930,7 +932,9 @@ class Store:
             rows = (await conn.execute(
                 select(live_streams.c.id, live_streams.c.active_asset_id).where(
                     (live_streams.c.active_asset_id.is_not(None))
-                    | (live_streams.c.status == "active")))).all()
+                    | (live_streams.c.status == "active"))
+                # Creation order on both databases, so the recovery's events are too.
+                .order_by(live_streams.c.seq))).all()
         async def media_of(asset_id: str | None) -> RecordedMedia | None:
             if finalize is None or asset_id is None:
                 return None
