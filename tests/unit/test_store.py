@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from relay.app import StartupError, open_store
 from relay.store import (
     LATEST_VERSION,
     NewLiveStream,
@@ -17,6 +18,8 @@ from relay.store import (
     migrations,
 )
 from relay.store.tables import metadata
+from tests.integration.relay_process import free_tcp_port
+from tests.pg import PostgresCluster
 
 pytestmark = pytest.mark.anyio
 
@@ -276,3 +279,14 @@ async def test_unix_seconds_past_2038(database_url: str) -> None:
         assert key is not None and key.created_at == 2**31 + 10
     finally:
         await store.close()
+
+
+async def test_postgresql_startup_errors_say_why_without_the_password(
+        postgres: PostgresCluster) -> None:
+    missing = postgres.url("nosuchdb").replace("relay@", "relay:hunter2@")
+    with pytest.raises(StartupError, match='database "nosuchdb" does not exist') as refused:
+        await open_store(missing)
+    assert "hunter2" not in str(refused.value) and "relay:***@" in str(refused.value)
+    with pytest.raises(StartupError, match="cannot open the database") as refused:
+        await open_store(f"postgresql+asyncpg://relay:hunter2@127.0.0.1:{free_tcp_port()}/x")
+    assert "hunter2" not in str(refused.value)
