@@ -97,9 +97,6 @@ def _valid_unicode(value: Any) -> Any:
                 except UnicodeEncodeError:
                     raise ValueError("a string holds a lone UTF-16 surrogate escape; "
                                      "send valid Unicode") from None
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
     return value
@@ -111,7 +108,12 @@ class _Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _text_is_unicode(cls, data: Any) -> Any:
-        return _valid_unicode(data)
+        # Only the fields this body declares are checked: unknown keys are ignored, as the
+        # OpenAPI document allows, so what they hold never reaches the store. An object in a
+        # field is a nested body, which checks its own fields.
+        if isinstance(data, dict):
+            _valid_unicode([value for key, value in data.items() if key in cls.model_fields])
+        return data
 
 
 class Metadata(_Body):
