@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
 import pytest
 
 from relay.store import NewLiveStream, Store
 from relay.webhooks import RetryPolicy, WebhookDeliverer, WebhookLimits
-from tests.conftest import sqlite_url
 
 pytestmark = pytest.mark.anyio
 
@@ -35,8 +34,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def clocked_store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    opened = await Store.open(sqlite_url(tmp_path / "relay.db"), clock=clock)
+async def clocked_store(database_url: str, clock: Clock) -> AsyncIterator[Store]:
+    """On SQLite and on PostgreSQL: the outbox's queries run on both."""
+    opened = await Store.open(database_url, clock=clock)
     try:
         yield opened
     finally:
@@ -196,3 +196,24 @@ async def test_a_timeout_is_a_failed_attempt(clocked_store: Store, clock: Clock)
     [pending] = await clocked_store.list_webhook_deliveries(limit=10, page=1)
     assert (pending.status, pending.attempts, pending.last_error) == ("pending", 1,
                                                                       "timed out")
+
+
+async def test_an_event_committed_after_a_later_one_is_still_queued(
+        clocked_store: Store) -> None:
+    # A transaction that wrote an event stays open while another writes one and the queue
+    # runs: the queue must not move its cursor past the first event before it commits (on
+    # PostgreSQL, seqs are taken at insert, not at commit: store._writing_events).
+    store = clocked_store
+    await store.set_webhook_endpoints([URL])
+    stream = await store.create_live_stream(spec())
+    assert await store.queue_webhook_deliveries(URL) == 1
+    async with store._engine.begin() as conn:
+        await store._append_event(conn, "video.live_stream.idle", stream)
+        later = asyncio.ensure_future(store.create_live_stream(spec()))
+        await asyncio.wait({later}, timeout=2)  # done, or waiting for the first to commit
+        await store.queue_webhook_deliveries(URL)
+    await later
+    await store.queue_webhook_deliveries(URL)
+    queued = await store.list_webhook_deliveries(limit=10, page=1)
+    assert sorted(x.event.type for x in queued) == sorted([
+        "video.live_stream.created", "video.live_stream.idle", "video.live_stream.created"])
