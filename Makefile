@@ -26,8 +26,13 @@ GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-
 # (port 9090) that the tests do not need: `$(STAMPS)/apt` disables and stops it right after
 # installing (`systemctl disable --now prometheus`; where systemd is not running, as in
 # containers, it was never started and only its boot-time link is removed).
+# postgresql: the server binaries (initdb, pg_ctl) of the throwaway clusters the store's tests
+# start as an unprivileged user in a temp dir (testkit/postgres.py). Debian's package would also create
+# a cluster "main" and start it on port 5432, which the tests do not need: `$(STAMPS)/apt`
+# first drops in `create_main_cluster = false` (postgresql-common's createcluster.d), so no
+# cluster is made and its service has nothing to run.
 APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES) nginx libnginx-mod-rtmp \
-	nodejs prometheus
+	nodejs prometheus postgresql
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64
@@ -142,6 +147,10 @@ endef
 
 $(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO mkdir -p /etc/postgresql-common/createcluster.d && \
+	echo 'create_main_cluster = false' | \
+		$$SUDO tee /etc/postgresql-common/createcluster.d/relay-no-main-cluster.conf >/dev/null
 	$(call apt_install,$(APT_PACKAGES))
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	if [ -d /run/systemd/system ]; then \
@@ -161,13 +170,14 @@ $(STAMPS)/bench-apt: Makefile
 	$(call apt_install,$(BENCH_APT_PACKAGES))
 	@touch $@
 
-# The venv, with Relay installed editable (native/ compiled in place) and the test tools.
+# The venv, with Relay installed editable (native/ compiled in place), the test tools and the
+# PostgreSQL driver (asyncpg: the store's tests run on PostgreSQL too).
 # Re-runs when the packaging or any native source changes.
 $(STAMPS)/venv: $(STAMPS)/build-apt pyproject.toml setup.py relay/srt/_build_binding.py $(wildcard native/*.pyx native/*.pxd native/relay/_native/*.pxd)
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 	@touch $@
 
 # Download the npm tarball at URL $(1) to $@, kept only when its sha512 equals $(2) (the name

@@ -159,6 +159,16 @@ class _Phase(enum.Enum):
     BUSY = "busy"
 
 
+def count_send_timeout(table: ConnectionTable, address: str, limits: HttpLimits,
+                       log_limiter: LogLimiter) -> None:
+    """Count and log (rate-limited) a connection whose client read nothing of a response
+    for --http-send-timeout: what every HTTP protocol of Relay does before closing it."""
+    table.counters.send_timeouts += 1
+    log_limiter.info(
+        "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
+        "response for %g s (--http-send-timeout)", peer_text(address), limits.send_timeout)
+
+
 def refuse_connection(transport: asyncio.Transport, admission: Admission,
                       table: ConnectionTable, address: str, log_limiter: LogLimiter) -> None:
     """Answer a connection the table refused (`admission`) with a 503 and close it, with a
@@ -303,11 +313,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def _stalled(self) -> None:
         self._stall = None
-        self.table.counters.send_timeouts += 1
-        self.log_limiter.info(
-            "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
-            "response for %g s (--http-send-timeout)", peer_text(self._address),
-            self.limits.send_timeout)
+        count_send_timeout(self.table, self._address, self.limits, self.log_limiter)
         self._close()
 
     def _close(self) -> None:

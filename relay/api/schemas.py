@@ -82,20 +82,21 @@ Passthrough = Annotated[str, Field(max_length=255)]
 
 def _valid_unicode(value: Any) -> Any:
     """Refuse text that cannot be stored or sent back: JSON may spell a lone UTF-16 surrogate
-    (`"\\ud800"`), which Python decodes into a string that has no UTF-8 form."""
+    (`"\\ud800"`), which Python decodes into a string that has no UTF-8 form, or a NUL
+    (`"\\u0000"`), which PostgreSQL refuses in text (other control characters it keeps)."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("a string holds a NUL character (\\u0000), which the "
+                                 "database cannot store; leave it out")
             if not item.isascii():
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError:
                     raise ValueError("a string holds a lone UTF-16 surrogate escape; "
                                      "send valid Unicode") from None
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
     return value
@@ -107,7 +108,12 @@ class _Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _text_is_unicode(cls, data: Any) -> Any:
-        return _valid_unicode(data)
+        # Only the fields this body declares are checked: unknown keys are ignored, as the
+        # OpenAPI document allows, so what they hold never reaches the store. An object in a
+        # field is a nested body, which checks its own fields.
+        if isinstance(data, dict):
+            _valid_unicode([value for key, value in data.items() if key in cls.model_fields])
+        return data
 
 
 class Metadata(_Body):

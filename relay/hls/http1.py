@@ -45,6 +45,7 @@ from relay.http_limits import (
     ConnectionTable,
     Evictable,
     HttpLimits,
+    count_send_timeout,
     refuse_connection,
 )
 from relay.logs import LogLimiter, peer_text
@@ -477,11 +478,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def _stalled(self) -> None:
         self._stall = None
-        self.table.counters.send_timeouts += 1
-        self.log_limiter.info(
-            "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
-            "response for %g s (--http-send-timeout)", peer_text(self._address),
-            self.limits.send_timeout)
+        count_send_timeout(self.table, self._address, self.limits, self.log_limiter)
         self._abort()
 
     def _pause_reading_if_full(self) -> None:

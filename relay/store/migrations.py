@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    text,
 )
 
 from relay.store.tables import schema_version
@@ -153,9 +154,26 @@ def _v4_signed_playback(conn: Connection) -> None:
     md.create_all(conn)
 
 
+# The Unix-seconds columns that v1 and v4 made INTEGER: 32 bits on PostgreSQL (SQLite's are 64).
+_UNIX_SECONDS_COLUMNS = (("access_tokens", "created_at"), ("live_streams", "created_at"),
+                         ("assets", "created_at"), ("signing_keys", "created_at"),
+                         ("playback_restrictions", "created_at"),
+                         ("playback_restrictions", "updated_at"))
+
+
+def _v5_wide_timestamps(conn: Connection) -> None:
+    """Unix seconds as 64-bit integers on PostgreSQL: its INTEGER overflows in January 2038.
+    Nothing to do on SQLite, whose INTEGER holds 64 bits already."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table, column in _UNIX_SECONDS_COLUMNS:
+        conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BIGINT"))
+
+
 # Append only: position + 1 is the schema version a migration produces.
 MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox,
-                                     _v3_webhook_deliveries, _v4_signed_playback)
+                                     _v3_webhook_deliveries, _v4_signed_playback,
+                                     _v5_wide_timestamps)
 LATEST_VERSION = len(MIGRATIONS)
 
 

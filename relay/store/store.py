@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -529,7 +530,9 @@ class Store:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(simulcast_targets.c.id, simulcast_targets.c.live_stream_id)
-                .where(simulcast_targets.c.status != "idle"))).all()
+                .where(simulcast_targets.c.status != "idle")
+                # Creation order on both databases (PostgreSQL has no implicit row order).
+                .order_by(simulcast_targets.c.seq))).all()
         for row in rows:
             await self.set_simulcast_target_status(row.live_stream_id, row.id, "idle")
         return len(rows)
@@ -602,10 +605,11 @@ class Store:
     async def create_signing_key(self, public_key: str, *, max_keys: int) -> SigningKey | None:
         """Keep the public half of a new signing key; None when `max_keys` exist already.
 
-        The count and the insert are one statement, so concurrent creates cannot pass the
-        bound together."""
+        The count and the insert are one statement under a lock of the table
+        (`_lock_for_bound`), so concurrent creates cannot pass the bound together."""
         key = SigningKey(id=new_object_id(), created_at=self._now(), public_key=public_key)
         async with self._engine.begin() as conn:
+            await _lock_for_bound(conn, signing_keys)
             inserted = await conn.execute(_insert_below_bound(
                 signing_keys, max_keys,
                 {"id": key.id, "created_at": key.created_at, "public_key": key.public_key}))
@@ -653,6 +657,7 @@ class Store:
             allow_no_user_agent=allow_no_user_agent,
             allow_high_risk_user_agent=allow_high_risk_user_agent)
         async with self._engine.begin() as conn:
+            await _lock_for_bound(conn, playback_restrictions)
             inserted = await conn.execute(_insert_below_bound(
                 playback_restrictions, max_restrictions,
                 {"id": created.id, "created_at": now, "updated_at": now,
@@ -914,7 +919,7 @@ class Store:
                 data={**stream.to_event_data(), "warning": {"type": kind, "message": message}},
                 created_at=self._clock(), attempts=0))
         if rows:
-            conn.info[_WROTE_EVENTS] = True
+            await _writing_events(conn)
             await conn.execute(insert(events), rows)
 
     async def recover_interrupted_sessions(
@@ -927,7 +932,9 @@ class Store:
             rows = (await conn.execute(
                 select(live_streams.c.id, live_streams.c.active_asset_id).where(
                     (live_streams.c.active_asset_id.is_not(None))
-                    | (live_streams.c.status == "active")))).all()
+                    | (live_streams.c.status == "active"))
+                # Creation order on both databases, so the recovery's events are too.
+                .order_by(live_streams.c.seq))).all()
         async def media_of(asset_id: str | None) -> RecordedMedia | None:
             if finalize is None or asset_id is None:
                 return None
@@ -998,7 +1005,7 @@ class Store:
         self, conn: AsyncConnection, event_type: str, stream: LiveStream,
         data: JSONDict | None = None,
     ) -> None:
-        conn.info[_WROTE_EVENTS] = True
+        await _writing_events(conn)
         await conn.execute(insert(events).values(
             id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
             object_id=stream.id, data=data if data is not None else stream.to_event_data(),
@@ -1009,7 +1016,7 @@ class Store:
     ) -> None:
         """`_append_event` for many streams, in one statement."""
         if streams:
-            conn.info[_WROTE_EVENTS] = True
+            await _writing_events(conn)
             await conn.execute(insert(events), [dict(
                 id=str(uuid.uuid4()), type=event_type, object_type="live_stream",
                 object_id=stream.id, data=stream.to_event_data(), created_at=self._clock(),
@@ -1020,7 +1027,7 @@ class Store:
     ) -> None:
         """`_append_asset_event` for many assets, in one statement."""
         if found:
-            conn.info[_WROTE_EVENTS] = True
+            await _writing_events(conn)
             await conn.execute(insert(events), [dict(
                 id=str(uuid.uuid4()), type=event_type, object_type="asset",
                 object_id=asset.id, data=asset.to_event_data(), created_at=self._clock(),
@@ -1029,7 +1036,7 @@ class Store:
     async def _append_asset_event(
         self, conn: AsyncConnection, event_type: str, asset: Asset
     ) -> None:
-        conn.info[_WROTE_EVENTS] = True
+        await _writing_events(conn)
         await conn.execute(insert(events).values(
             id=str(uuid.uuid4()), type=event_type, object_type="asset",
             object_id=asset.id, data=asset.to_event_data(),
@@ -1199,6 +1206,35 @@ def _page_offset(limit: int, page: int) -> int | None:
 def _forget_events(conn: Any) -> None:
     """A rolled-back transaction wrote no events after all."""
     conn.info.pop(_WROTE_EVENTS, None)
+
+
+# The transaction-level advisory lock that event-writing transactions hold on PostgreSQL.
+OUTBOX_LOCK_KEY = 0x52454C4159  # "RELAY"
+
+
+async def _writing_events(conn: AsyncConnection) -> None:
+    """Mark the transaction as writing outbox events (listeners hear of it after commit), and
+    on PostgreSQL serialize it with the others that write events.
+
+    The webhook queue reads the outbox by a cursor: every event after the last seq queued.
+    That needs seqs to become visible in order. SQLite has one writer at a time, so they do;
+    on PostgreSQL, a transaction that took seq 10 may commit after one that took seq 11, and
+    the cursor would pass 10 before it exists. Held from before the insert (which takes the
+    seq) until commit or rollback, the lock makes commit order seq order."""
+    conn.info[_WROTE_EVENTS] = True
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY)))
+
+
+async def _lock_for_bound(conn: AsyncConnection, table: Any) -> None:
+    """Serialize the bounded creates of `table` until the transaction ends.
+
+    SQLite runs one write transaction at a time, so there the count in the INSERT sees every
+    committed row. PostgreSQL's READ COMMITTED lets two transactions each count `bound - 1`
+    and both insert: SHARE ROW EXCLUSIVE conflicts with itself (and with writes), not with
+    reads, so the creates queue while lists and gets go on."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def _insert_below_bound(table: Any, bound: int, values: Mapping[str, Any]) -> Any:

@@ -7,6 +7,7 @@ matches these definitions.
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -16,12 +17,34 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine.interfaces import Dialect
 
 metadata = MetaData()
 
-ID = String(64)
+
+class ObjectId(TypeDecorator[str]):
+    """An object id, key or token id: String(64) in the schema (the migrations' type).
+
+    Ids are looked up by what peers send (API paths, stream keys, Basic auth user names), and
+    PostgreSQL refuses a NUL character in text where SQLite compares it. No stored id holds
+    one (Relay makes them from [A-Za-z0-9]), so a value with NUL is bound with U+FFFD in its
+    place: the lookup finds nothing on both databases instead of failing on one."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+ID = ObjectId()
+# Unix seconds: past 2038 (BIGINT on PostgreSQL, migration v5; SQLite's INTEGER is 64-bit).
+UnixSeconds = BigInteger().with_variant(Integer(), "sqlite")
 
 schema_version = Table(
     "schema_version",
@@ -34,7 +57,7 @@ access_tokens = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("secret_hash", String(64), nullable=False),  # hex SHA-256 of the secret
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
 )
 
 live_streams = Table(
@@ -42,7 +65,7 @@ live_streams = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),  # creation order
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
     Column("stream_key", ID, nullable=False, unique=True),
     Column("status", String(16), nullable=False),
     Column("latency_mode", String(16), nullable=False),
@@ -88,7 +111,7 @@ assets = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
     Column("live_stream_id", ID, index=True),
     Column("status", String(16), nullable=False),
     Column("is_live", Boolean, nullable=False),
@@ -131,7 +154,7 @@ webhook_deliveries = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("endpoint", Text, nullable=False),
     Column("event_seq", Integer, nullable=False, index=True),
-    Column("object_id", String(64), nullable=False),  # copied from the event: the order key
+    Column("object_id", ID, nullable=False),  # copied from the event: the order key
     Column("status", String(16), nullable=False),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False),
     Column("attempt_log", JSON, nullable=False),  # the last few tries, for the envelope
@@ -151,7 +174,7 @@ signing_keys = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),  # creation order
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
     # SubjectPublicKeyInfo PEM of the RSA key; the private key is never stored.
     Column("public_key", Text, nullable=False),
 )
@@ -161,8 +184,8 @@ playback_restrictions = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", ID, nullable=False, unique=True),
-    Column("created_at", Integer, nullable=False),
-    Column("updated_at", Integer, nullable=False),
+    Column("created_at", UnixSeconds, nullable=False),
+    Column("updated_at", UnixSeconds, nullable=False),
     Column("referrer", JSON, nullable=False),  # {allowed_domains, allow_no_referrer}
     Column("user_agent", JSON, nullable=False),  # {allow_no_user_agent, allow_high_risk_...}
 )

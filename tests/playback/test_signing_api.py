@@ -5,6 +5,7 @@ tests/integration/test_signing_sdk.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,12 @@ from relay.playback.tokens import RefusalReason, TokenRefused
 from relay.store import Store
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
 
 NOW = 1_800_000_000
 
@@ -244,3 +251,17 @@ async def test_the_number_of_restrictions_is_bounded(client: httpx.AsyncClient,
     rid = made[0].json()["data"]["id"]
     assert (await client.delete(f"/video/v1/playback-restrictions/{rid}")).status_code == 204
     assert (await client.post("/video/v1/playback-restrictions", json=body)).status_code == 201
+
+
+async def test_concurrent_creates_never_pass_the_bound(store: Store) -> None:
+    # Each create counts and inserts in its own transaction at once: on PostgreSQL two of
+    # them could each count bound - 1 without the table lock (store._lock_for_bound).
+    bound = 3
+    made = await asyncio.gather(*(store.create_signing_key("PEM", max_keys=bound)
+                                  for _ in range(12)))
+    assert sum(key is not None for key in made) == bound
+    assert len(await store.all_signing_keys()) == bound
+    restrictions = await asyncio.gather(*(store.create_playback_restriction(
+        allowed_domains=(), allow_no_referrer=True, allow_no_user_agent=True,
+        allow_high_risk_user_agent=True, max_restrictions=bound) for _ in range(12)))
+    assert sum(r is not None for r in restrictions) == bound

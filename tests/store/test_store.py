@@ -1,13 +1,13 @@
-"""The store against a real SQLite file: records, paging, cascades, events, tokens."""
+"""The store against a real SQLite file and a real PostgreSQL database (testkit/postgres.py):
+records, paging, cascades, events, tokens, migrations."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from relay.app import StartupError, open_store
 from relay.store import (
     LATEST_VERSION,
     NewSimulcastTarget,
@@ -17,10 +17,17 @@ from relay.store import (
     migrations,
 )
 from relay.store.tables import metadata
-from tests.conftest import sqlite_url
+from testkit.postgres import PostgresCluster
+from testkit.relay_process import free_tcp_port
 from tests.store.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
 
 
 async def event_types(store: Store) -> list[str]:
@@ -198,11 +205,11 @@ async def test_events_carry_integer_created_at(store: Store) -> None:
     assert len(event.id) == 36
 
 
-async def test_migrated_schema_matches_tables(tmp_path: Path) -> None:
-    store = await Store.open(sqlite_url(tmp_path / "m.db"))
+async def test_migrated_schema_matches_tables(database_url: str) -> None:
+    store = await Store.open(database_url)
     assert await store.schema_version() == LATEST_VERSION
     await store.close()
-    engine = create_async_engine(sqlite_url(tmp_path / "m.db"))
+    engine = create_async_engine(database_url)
     async with engine.connect() as conn:
         def columns(sync_conn: object) -> dict[str, set[str]]:
             inspector = inspect(sync_conn)
@@ -214,8 +221,8 @@ async def test_migrated_schema_matches_tables(tmp_path: Path) -> None:
     assert found == expected
 
 
-async def test_older_data_dir_upgrades_in_place(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "old.db")
+async def test_older_data_dir_upgrades_in_place(database_url: str) -> None:
+    url = database_url
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: migrations.migrate(c, target=1))
@@ -238,8 +245,8 @@ async def test_older_data_dir_upgrades_in_place(tmp_path: Path) -> None:
     await upgraded.close()
 
 
-async def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "new.db")
+async def test_newer_schema_is_refused(database_url: str) -> None:
+    url = database_url
     store = await Store.open(url)
     async with store._engine.begin() as conn:
         from relay.store.tables import schema_version
@@ -247,3 +254,30 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(SchemaTooNewError, match="upgrade Relay"):
         await Store.open(url)
+
+
+async def test_unix_seconds_past_2038(database_url: str) -> None:
+    # PostgreSQL's INTEGER is 32 bits: the created_at columns are BIGINT there (migration v5).
+    later = float(2**31 + 10)
+    store = await Store.open(database_url, clock=lambda: later)
+    try:
+        stream = await store.create_live_stream(spec())
+        found = await store.get_live_stream(stream.id)
+        assert found is not None and found.created_at == 2**31 + 10
+        await store.create_access_token()
+        assert [t.created_at for t in await store.list_access_tokens()] == [2**31 + 10]
+        key = await store.create_signing_key("PEM", max_keys=10)
+        assert key is not None and key.created_at == 2**31 + 10
+    finally:
+        await store.close()
+
+
+async def test_postgresql_startup_errors_say_why_without_the_password(
+        postgres: PostgresCluster) -> None:
+    missing = postgres.url("nosuchdb").replace("relay@", "relay:hunter2@")
+    with pytest.raises(StartupError, match='database "nosuchdb" does not exist') as refused:
+        await open_store(missing)
+    assert "hunter2" not in str(refused.value) and "relay:***@" in str(refused.value)
+    with pytest.raises(StartupError, match="cannot open the database") as refused:
+        await open_store(f"postgresql+asyncpg://relay:hunter2@127.0.0.1:{free_tcp_port()}/x")
+    assert "hunter2" not in str(refused.value)

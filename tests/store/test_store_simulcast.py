@@ -10,6 +10,12 @@ from tests.store.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
+
 PREFIX = "video.live_stream.simulcast_target."
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.media.units import MediaFrame, TrackKind
@@ -195,6 +195,9 @@ def operations(draw: st.DrawFn) -> list[Op]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations(), st.integers(200, 1500), st.integers(16, 40))
+# Audio dropped and resumed before the video track is announced (found by CI on 2026-12-07).
+@example([("aconfig", 0, False, 1), ("audio", 0, False, 37), ("audio", 0, False, 164),
+          ("vconfig", 0, False, 1)], 200, 16)
 def test_invariants_hold_for_any_sequence(ops: list[Op], max_bytes: int,
                                           max_frames: int) -> None:
     """Bounds hold; every frame reaches the consumer or is counted as dropped; frames come
@@ -208,6 +211,7 @@ def test_invariants_hold_for_any_sequence(ops: list[Op], max_bytes: int,
         announced: set[TrackKind] = set()
         has_video = False
         frames_sent: list[MediaFrame] = []
+        video_known: set[int] = set()  # ids of frames pushed after the video track was announced
         for kind, step, key, size in ops:
             if kind in ("video", "audio"):
                 if (TrackKind.VIDEO if kind == "video" else TrackKind.AUDIO) not in announced:
@@ -215,6 +219,8 @@ def test_invariants_hold_for_any_sequence(ops: list[Op], max_bytes: int,
                 dts += step
                 frame = video(dts, key, size) if kind == "video" else audio(dts, size)
                 frames_sent.append(frame)
+                if has_video:
+                    video_known.add(id(frame))
                 pushed += 1
                 queue.on_frame(frame)
             elif kind == "vconfig":
@@ -252,7 +258,9 @@ def test_invariants_hold_for_any_sequence(ops: list[Op], max_bytes: int,
                 marked = any(isinstance(item, Discontinuity)
                              for item in before[last_frame + 1:])
                 assert marked, f"no discontinuity before {frame} after a drop"
-                assert frame.keyframe and (frame.kind is TrackKind.VIDEO or not has_video)
+                # Audio may resume only while the stream has no video track yet.
+                assert frame.keyframe
+                assert frame.kind is TrackKind.VIDEO or id(frame) not in video_known
                 gap = False
 
     asyncio.run(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -141,3 +143,24 @@ async def test_a_timeout_is_a_failed_attempt(clocked_store: Store, clock: Clock)
     [pending] = await clocked_store.list_webhook_deliveries(limit=10, page=1)
     assert (pending.status, pending.attempts, pending.last_error) == ("pending", 1,
                                                                       "timed out")
+
+
+async def test_an_event_committed_after_a_later_one_is_still_queued(
+        clocked_store: Store) -> None:
+    # A transaction that wrote an event stays open while another writes one and the queue
+    # runs: the queue must not move its cursor past the first event before it commits (on
+    # PostgreSQL, seqs are taken at insert, not at commit: store._writing_events).
+    store = clocked_store
+    await store.set_webhook_endpoints([URL])
+    stream = await store.create_live_stream(spec())
+    assert await store.queue_webhook_deliveries(URL) == 1
+    async with store._engine.begin() as conn:
+        await store._append_event(conn, "video.live_stream.idle", stream)
+        later = asyncio.ensure_future(store.create_live_stream(spec()))
+        await asyncio.wait({later}, timeout=2)  # done, or waiting for the first to commit
+        await store.queue_webhook_deliveries(URL)
+    await later
+    await store.queue_webhook_deliveries(URL)
+    queued = await store.list_webhook_deliveries(limit=10, page=1)
+    assert sorted(x.event.type for x in queued) == sorted([
+        "video.live_stream.created", "video.live_stream.idle", "video.live_stream.created"])

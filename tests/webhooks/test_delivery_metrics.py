@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import cast
 
 import httpx
@@ -13,7 +12,6 @@ import pytest
 
 from relay.store import Store
 from relay.webhooks import RetryPolicy, WebhookDeliverer, WebhookLimits
-from tests.conftest import sqlite_url
 from tests.webhooks.helpers.delivery import (
     OTHER,
     SECRET,
@@ -83,8 +81,8 @@ async def test_the_backlog_is_counted_by_state(clocked_store: Store, clock: Cloc
     assert (d.counters.waiting, d.counters.retrying) == (0, 0)
 
 
-async def test_a_new_event_wakes_the_deliverer_before_its_poll(tmp_path: Path) -> None:
-    store = await Store.open(sqlite_url(tmp_path / "relay.db"))
+async def test_a_new_event_wakes_the_deliverer_before_its_poll(database_url: str) -> None:
+    store = await Store.open(database_url)
     receiver = Receiver()
     delivered = asyncio.Event()
 
@@ -109,8 +107,8 @@ async def test_a_new_event_wakes_the_deliverer_before_its_poll(tmp_path: Path) -
         await store.close()
 
 
-async def test_listeners_hear_only_of_committed_events(tmp_path: Path) -> None:
-    store = await Store.open(sqlite_url(tmp_path / "relay.db"))
+async def test_listeners_hear_only_of_committed_events(database_url: str) -> None:
+    store = await Store.open(database_url)
     heard: list[int] = []
     try:
         unlisten = store.on_events_written(lambda: heard.append(len(heard)))

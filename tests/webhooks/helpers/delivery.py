@@ -7,14 +7,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
 import pytest
 
 from relay.store import NewLiveStream, Store
 from relay.webhooks import WebhookDeliverer, WebhookLimits
-from tests.conftest import sqlite_url
 
 URL, OTHER = "http://receiver.test/hook", "http://other.test/hook"
 
@@ -36,8 +34,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def clocked_store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    opened = await Store.open(sqlite_url(tmp_path / "relay.db"), clock=clock)
+async def clocked_store(database_url: str, clock: Clock) -> AsyncIterator[Store]:
+    """On SQLite and on PostgreSQL: the outbox's queries run on both."""
+    opened = await Store.open(database_url, clock=clock)
     try:
         yield opened
     finally:
