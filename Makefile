@@ -27,7 +27,7 @@ GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-
 # installing (`systemctl disable --now prometheus`; where systemd is not running, as in
 # containers, it was never started and only its boot-time link is removed).
 # postgresql: the server binaries (initdb, pg_ctl) of the throwaway clusters the store's tests
-# start as an unprivileged user in a temp dir (tests/pg.py). Debian's package would also create
+# start as an unprivileged user in a temp dir (testkit/postgres.py). Debian's package would also create
 # a cluster "main" and start it on port 5432, which the tests do not need: `$(STAMPS)/apt`
 # first drops in `create_main_cluster = false` (postgresql-common's createcluster.d), so no
 # cluster is made and its service has nothing to run.
@@ -85,10 +85,10 @@ run: $(STAMPS)/venv $(HLS_JS)
 test: $(STAMPS)/apt $(STAMPS)/venv $(PYRTMP_VENV)/stamp $(MUX_NODE) $(MUX_PLAYER) lint typecheck pytest
 
 lint: $(STAMPS)/venv
-	$(BIN)/ruff check relay tests benchmarks fuzz setup.py
+	$(BIN)/ruff check relay testkit tests benchmarks fuzz setup.py
 
 typecheck: $(STAMPS)/venv
-	$(BIN)/mypy --strict relay benchmarks fuzz
+	$(BIN)/mypy --strict relay testkit benchmarks fuzz
 
 # pytest exits 5 when it collects no tests; that fails the target like any other error.
 pytest: $(STAMPS)/venv $(HLS_JS) $(MUX_NODE) $(MUX_PLAYER)

@@ -54,7 +54,7 @@ from relay.hls.packager import LivePackager  # noqa: E402
 from relay.images.pool import ClientRates, DecodePool  # noqa: E402
 from relay.images.render import Rendered  # noqa: E402
 from relay.images.routes import image_routes  # noqa: E402
-from tests.integration.relay_process import RelayProcess  # noqa: E402
+from testkit.relay_process import RelayProcess  # noqa: E402
 
 TOKEN = ("images-bench", "images-bench-secret-0123456789-abcdefghij")
 STALL_AIM_MS = 20.0

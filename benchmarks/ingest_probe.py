@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import loadgen, suite  # noqa: E402
+from benchmarks.peers.rtmp import RelayServer  # noqa: E402
 
 
 def user_system(pid: int) -> tuple[float, float]:
@@ -39,7 +40,7 @@ def user_system(pid: int) -> tuple[float, float]:
     return int(fields[11]) / suite.CLOCK_TICKS, int(fields[12]) / suite.CLOCK_TICKS
 
 
-def gc_seconds(server: suite.RelayServer) -> float:
+def gc_seconds(server: RelayServer) -> float:
     assert server.process is not None
     for line in httpx.get(server.process.urls["metrics"], timeout=15).text.splitlines():
         if line.startswith("relay_gc_seconds_total "):
@@ -58,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     media = suite.prepare_media(args.media_seconds)[args.clip]
     cores = os.sched_getaffinity(0)
-    server = suite.RelayServer()
+    server = RelayServer()
     with tempfile.TemporaryDirectory(prefix="relay-probe-") as work:
         server.start(Path(work))
         try:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.loadgen import Tag, read_flv  # noqa: E402
 from relay.rtmp.client import ClientSession, ClientState, Published, Refused  # noqa: E402
 from relay.rtmp.messages import MessageType  # noqa: E402
-from tests.integration.relay_process import RelayProcess  # noqa: E402
+from testkit.relay_process import RelayProcess  # noqa: E402
 
 TOKEN = ("latency-bench", "latency-bench-secret-0123456789-abcdefgh")
 PART_TARGET = 0.3
@@ -233,8 +233,8 @@ async def part_delay(seconds: float, work: Path) -> dict[str, Any]:
 
 
 def hls_js_latency(seconds: float, work: Path) -> dict[str, Any]:
-    from tests.integration.browser import launch_chromium, open_player
-    from tests.integration.encoders import ffmpeg_publish, finish
+    from testkit.browser import launch_chromium, open_player
+    from testkit.encoders import ffmpeg_publish, finish
 
     relay = RelayProcess(work / "browser-data", token=TOKEN,
                          extra_args=["--part-target", str(PART_TARGET)]).start()

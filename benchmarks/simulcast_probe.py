@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.suite import RtmpSink
+from benchmarks.peers.rtmp import RtmpSink
 from relay.media.units import (
     AudioConfig,
     Codec,

@@ -47,10 +47,7 @@ import functools
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,24 +59,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import ll_hls_latency, loadgen  # noqa: E402
 from benchmarks import viewers as viewer_sim  # noqa: E402
+from benchmarks.peers.fan_out import FanOut, NginxFanOut, RelayFanOut  # noqa: E402
+from benchmarks.peers.processes import terminate  # noqa: E402
+from benchmarks.peers.rtmp import (  # noqa: E402
+    NGINX,
+    PYRTMP_PYTHON,
+    NginxServer,
+    PyrtmpServer,
+    RelayServer,
+    RtmpSink,
+    Server,
+)
+from benchmarks.peers.srt import (  # noqa: E402
+    RelaySrt,
+    SrtLiveTransmitPeer,
+    SrtReceiver,
+    srt_live_transmit,
+)
 from relay.hls import fmp4  # noqa: E402
 from relay.media.units import AudioConfig, Codec, VideoConfig  # noqa: E402
-from tests.integration.relay_process import RelayProcess, free_udp_port  # noqa: E402
 
 MEDIA_DIR = ROOT / "benchmarks" / "media"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 VECTOR = ROOT / "tests" / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
-PYRTMP_PYTHON = ROOT / ".make" / "pyrtmp-venv" / "bin" / "python"
-NGINX = Path("/usr/sbin/nginx")
-NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-TOKEN = ("bench-suite", "bench-suite-secret-0123456789-abcdefghij")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -171,7 +178,7 @@ def prepare_media(seconds: int) -> dict[str, Path]:
     return paths
 
 
-# -- processes ----------------------------------------------------------------------------------
+# -- measuring processes (the peers themselves are in benchmarks/peers/) -------------------------
 
 
 def cpu_seconds(pid: int) -> float:
@@ -183,258 +190,6 @@ def cpu_seconds(pid: int) -> float:
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A server under test: started, given publish URLs, measured by pid, stopped."""
-
-    name = ""
-
-    def start(self, work: Path) -> None:
-        raise NotImplementedError
-
-    @property
-    def pid(self) -> int:
-        raise NotImplementedError
-
-    def publish_urls(self, count: int) -> list[str]:
-        raise NotImplementedError
-
-    def rtmp_address(self) -> tuple[str, int]:
-        raise NotImplementedError
-
-    def stream_keys(self, count: int) -> list[str]:
-        return [f"stream{i}" for i in range(count)]
-
-    def check_output(self, count: int) -> str:
-        """"" when every stream produced what it should (HLS), else what is missing."""
-        return ""
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def window_bytes(self) -> int | None:
-        """Media bytes held in memory for live playlists (None: the server keeps none)."""
-        return None
-
-
-class RelayServer(Server):
-    name = "relay"
-
-    def __init__(self) -> None:
-        self.process: RelayProcess | None = None
-        self.streams: list[dict[str, Any]] = []
-
-    def start(self, work: Path) -> None:
-        self.process = RelayProcess(work / "relay-data", token=TOKEN,
-                                    extra_args=["--rtmp-max-connections", "100000",
-                                                # every publisher is on 127.0.0.1
-                                                "--rtmp-max-connections-per-ip", "100000",
-                                                ]).start()
-        self.streams = []
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None and self.process._proc is not None
-        return self.process._proc.pid
-
-    def rtmp_address(self) -> tuple[str, int]:
-        assert self.process is not None
-        host, port = self.process.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(
-            ":", 1)
-        return host, int(port)
-
-    def create_streams(self, count: int) -> list[dict[str, Any]]:
-        """`count` more `low` streams, recorded, through the API."""
-        assert self.process is not None
-        created = []
-        with httpx.Client(base_url=self.process.http_url, auth=TOKEN, timeout=15) as api:
-            for _ in range(count):
-                created.append(api.post("/video/v1/live-streams", json={
-                    "playback_policies": ["public"],
-                    "new_asset_settings": {"playback_policies": ["public"]},
-                    "latency_mode": "low"}).json()["data"])
-        self.streams += created
-        return created
-
-    def publish_urls(self, count: int) -> list[str]:
-        assert self.process is not None
-        return [f"{self.process.urls['rtmp']}/{s['stream_key']}"
-                for s in self.create_streams(count)]
-
-    def srt_publish_urls(self, count: int) -> list[str]:
-        """SRT caller URLs as Mux documents them, with each stream's own passphrase."""
-        assert self.process is not None
-        return [srt_caller_url(self.process.urls["srt"], s["stream_key"], s["srt_passphrase"])
-                for s in self.create_streams(count)]
-
-    def stream_keys(self, count: int) -> list[str]:
-        return [url.rsplit("/", 1)[1] for url in self.publish_urls(count)]
-
-    def check_output(self, count: int) -> str:
-        assert self.process is not None
-        try:
-            with httpx.Client(base_url=self.process.http_url, timeout=15) as client:
-                missing = [s["id"] for s in self.streams[:count]
-                           if client.get(f"/{s['playback_ids'][0]['id']}/rendition.m3u8")
-                           .status_code != 200]
-        except httpx.HTTPError as exc:
-            return f"playlists did not answer in time ({type(exc).__name__})"
-        return f"{len(missing)} stream(s) without a playlist" if missing else ""
-
-    def window_bytes(self) -> int | None:
-        assert self.process is not None
-        text = httpx.get(self.process.urls["metrics"], timeout=15).text
-        for line in text.splitlines():
-            if line.startswith("relay_hls_live_window_bytes "):
-                return int(float(line.split()[1]))
-        return None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            # A clean stop ends every session and finalizes its recording: give thousands
-            # of sessions the time that takes.
-            self.process.stop(timeout=300)
-            self.process = None
-
-
-class PeerProcess(Server):
-    """A peer server run as a plain subprocess on a free port; streams are named streamN."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def rtmp_address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def publish_urls(self, count: int) -> list[str]:
-        return [f"rtmp://127.0.0.1:{self.port}/app/stream{i}" for i in range(count)]
-
-    def stop(self) -> None:
-        _terminate(self.process)
-        self.process = None
-
-
-class NginxServer(PeerProcess):
-    name = "nginx-rtmp"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hls_dir = Path()
-
-    @staticmethod
-    def available() -> str:
-        if not NGINX.exists() or not NGINX_RTMP_MODULE.exists():
-            return "nginx with its RTMP module is not installed (make bench installs it)"
-        return ""
-
-    def start(self, work: Path) -> None:
-        prefix = work / "nginx"
-        self.hls_dir = prefix / "hls"
-        self.hls_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        # HLS as Relay's reduced mode would be: 2 s fragments, a 30 s playlist.
-        self.process = _start_nginx(prefix, f"""
-    listen 127.0.0.1:{self.port};
-    chunk_size 4096;
-    application app {{
-      live on;
-      record off;
-      hls on;
-      hls_path {self.hls_dir};
-      hls_fragment 2s;
-      hls_playlist_length 30s;
-    }}""", connections=8192)
-        _wait_port(self.port, self.process)
-
-
-    def check_output(self, count: int) -> str:
-        missing = [i for i in range(count) if not (self.hls_dir / f"stream{i}.m3u8").exists()]
-        return f"{len(missing)} stream(s) without a playlist" if missing else ""
-
-
-
-class PyrtmpServer(PeerProcess):
-    name = "pyrtmp"
-
-    @staticmethod
-    def available() -> str:
-        if not PYRTMP_PYTHON.exists():
-            return f"pyrtmp's venv {PYRTMP_PYTHON.parent.parent} is missing (make bench makes it)"
-        return ""
-
-    def start(self, work: Path) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [str(PYRTMP_PYTHON), str(ROOT / "benchmarks" / "peers" / "pyrtmp_server.py"),
-             str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, self.process)
-
-
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def _terminate(process: subprocess.Popen[Any] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
-# -- SRT receivers ------------------------------------------------------------------------------
-
-#: Receiver latency (ms) given to srt-live-transmit: Relay's --srt-latency default, so both
-#: receivers keep the same buffer and answer losses in the same time.
-SRT_LATENCY_MS = 120
-#: How long Relay's playlists may take to answer after an SRT measurement window (seconds);
-#: the first segment is complete about one GOP (2 s) after the first keyframe.
-SRT_OUTPUT_WAIT = 10.0
-
-
-def srt_caller_url(base: str, streamid: str, passphrase: str) -> str:
-    """What an encoder pushes to (`base` is srt://HOST:PORT): ffmpeg's srt protocol passes
-    the streamid and passphrase to libsrt as written; 1316 bytes = 7 TS packets per datagram."""
-    return f"{base}?streamid={streamid}&passphrase={passphrase}&pkt_size=1316"
-
-
-def srt_live_transmit() -> str | None:
-    return shutil.which("srt-live-transmit")
-
-
-def written_bytes(pid: int) -> int:
-    """Bytes the process passed to write() and kin (`wchar`), /dev/null included."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("wchar:"):
             return int(line.split()[1])
     return 0
 
@@ -453,122 +208,6 @@ def libsrt_thread_seconds(pid: int) -> float:
     return total / 1e9
 
 
-class SrtReceiver:
-    """An SRT ingest under test: takes `count` encrypted streams, measured over all its
-    processes."""
-
-    name = ""
-
-    def start(self, work: Path, count: int) -> list[str]:
-        """Start; the caller URLs of `count` streams."""
-        raise NotImplementedError
-
-    @property
-    def pids(self) -> list[int]:
-        raise NotImplementedError
-
-    def written(self) -> int | None:
-        """Bytes written out so far, where that is the received stream (None: not known)."""
-        return None
-
-    def check_output(self, count: int) -> str:
-        """"" when every stream produced what it should, else what is missing."""
-        return ""
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-
-class RelaySrt(SrtReceiver):
-    """`relay serve` with `low` streams (LL-HLS and recording on), pushed to over SRT."""
-
-    name = "relay"
-
-    def __init__(self) -> None:
-        self.server = RelayServer()
-
-    def start(self, work: Path, count: int) -> list[str]:
-        self.server.start(work)
-        return self.server.srt_publish_urls(count)
-
-    @property
-    def pids(self) -> list[int]:
-        return [self.server.pid]
-
-    def check_output(self, count: int) -> str:
-        deadline = time.monotonic() + SRT_OUTPUT_WAIT
-        while (problem := self.server.check_output(count)) and time.monotonic() < deadline:
-            time.sleep(0.25)
-        return problem
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-class SrtLiveTransmitPeer(SrtReceiver):
-    """One `srt-live-transmit` (Debian's srt-tools) listener per stream, with a passphrase as
-    Relay's streams have, writing the TS it receives to stdout on /dev/null: libsrt's receive
-    path alone, no demuxing, no packaging."""
-
-    name = "srt-live-transmit"
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    @staticmethod
-    def available() -> str:
-        if srt_live_transmit() is None:
-            return "srt-live-transmit is not installed (Debian's srt-tools; make installs it)"
-        return ""
-
-    def start(self, work: Path, count: int) -> list[str]:
-        program = srt_live_transmit()
-        assert program is not None
-        urls = []
-        for index in range(count):
-            port = free_udp_port()
-            passphrase = secrets.token_hex(16)
-            process = subprocess.Popen(
-                [program, "-q", f"srt://127.0.0.1:{port}?mode=listener&passphrase={passphrase}"
-                 f"&latency={SRT_LATENCY_MS}", "file://con"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.processes.append(process)
-            _wait_udp_port(port, process)
-            urls.append(srt_caller_url(f"srt://127.0.0.1:{port}", f"stream{index}", passphrase))
-        return urls
-
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self.processes]
-
-    def written(self) -> int | None:
-        return sum(written_bytes(pid) for pid in self.pids)
-
-    def check_output(self, count: int) -> str:
-        exited = sum(process.poll() is not None for process in self.processes)
-        return f"{exited} srt-live-transmit process(es) exited" if exited else ""
-
-    def stop(self) -> None:
-        for process in self.processes:
-            _terminate(process)
-        self.processes = []
-
-
-def _wait_udp_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """Until a socket is bound to UDP `port` (/proc/net/udp lists it), or fail."""
-    wanted = f":{port:04X}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the SRT receiver exited with {process.returncode}")
-        for table in ("/proc/net/udp", "/proc/net/udp6"):
-            lines = Path(table).read_text().splitlines()[1:]
-            if any(line.split()[1].endswith(wanted) for line in lines):
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing bound UDP port {port} after {timeout} s")
-
-
 @contextmanager
 def publishers(urls: list[str], media: Path,
                muxer: str = "flv") -> Iterator[list[subprocess.Popen[bytes]]]:
@@ -582,7 +221,7 @@ def publishers(urls: list[str], media: Path,
         yield started
     finally:
         for process in started:
-            _terminate(process)
+            terminate(process)
 
 
 # -- scenarios ----------------------------------------------------------------------------------
@@ -998,139 +637,6 @@ SIMULCAST_READY_TIMEOUT = 20.0
 #: A target that received less than this share of the clip's rate over the window is a
 #: problem of the run, not a figure.
 SIMULCAST_MIN_DELIVERY = 0.5
-
-
-def _start_nginx(prefix: Path, rtmp_server: str, http: str = "", *,
-                 connections: int = 1024) -> subprocess.Popen[bytes]:
-    """nginx with the RTMP module as one process (no master, so that its CPU and RSS are
-    the server's) with `rtmp_server` inside `rtmp { server { ... } }`."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-load_module {NGINX_RTMP_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections {connections}; }}
-rtmp {{
-  server {{
-{rtmp_server}
-  }}
-}}
-{http}
-""")
-    return subprocess.Popen([str(NGINX), "-p", str(prefix), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-class RtmpSink:
-    """The targets' server: nginx-rtmp taking every push (application `live`, nothing kept),
-    with its stat page (`rtmp_stat all`) telling what each stream name has received."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = self.stat_port = 0
-
-    def start(self, work: Path) -> None:
-        self.port, self.stat_port = free_port(), free_port()
-        self.process = _start_nginx(
-            work / "sink", f"    listen 127.0.0.1:{self.port};\n    chunk_size 4096;\n"
-            "    application live { live on; }",
-            f"http {{ access_log off; server {{ listen 127.0.0.1:{self.stat_port}; "
-            "location /stat { rtmp_stat all; } } }")
-        _wait_port(self.port, self.process)
-        _wait_port(self.stat_port, self.process)
-
-    def url(self, name: str) -> str:
-        return f"rtmp://127.0.0.1:{self.port}/live/{name}"
-
-    def bytes_in(self) -> dict[str, int]:
-        """Bytes received so far per stream name being published now."""
-        xml = httpx.get(f"http://127.0.0.1:{self.stat_port}/stat", timeout=10).text
-        return {name: int(count) for name, count in re.findall(
-            r"<stream>\s*<name>([^<]*)</name>.*?<bytes_in>(\d+)</bytes_in>", xml, re.S)}
-
-    def stop(self) -> None:
-        _terminate(self.process)
-        self.process = None
-
-
-class FanOut:
-    """A server under test that takes one publisher and pushes it to `count` targets."""
-
-    name = ""
-
-    def start(self, work: Path, targets: list[str]) -> str:
-        """Start, pushing to each of `targets` (rtmp://.../live/NAME); the publish URL."""
-        raise NotImplementedError
-
-    @property
-    def pid(self) -> int:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-
-class RelayFanOut(FanOut):
-    """`relay serve` with one `low` stream (LL-HLS and recording on) whose simulcast targets
-    are the sink's stream names."""
-
-    name = "relay"
-
-    def __init__(self) -> None:
-        self.server = RelayServer()
-
-    def start(self, work: Path, targets: list[str]) -> str:
-        self.server.start(work)
-        process = self.server.process
-        assert process is not None
-        with httpx.Client(base_url=process.http_url, auth=TOKEN, timeout=15) as api:
-            stream = api.post("/video/v1/live-streams", json={
-                "playback_policies": ["public"],
-                "new_asset_settings": {"playback_policies": ["public"]},
-                "latency_mode": "low", "reconnect_window": 1,
-                "simulcast_targets": [{"url": url.rsplit("/", 1)[0],
-                                       "stream_key": url.rsplit("/", 1)[1]}
-                                      for url in targets]}).json()["data"]
-        return f"{process.urls['rtmp']}/{stream['stream_key']}"
-
-    @property
-    def pid(self) -> int:
-        return self.server.pid
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-class NginxFanOut(FanOut):
-    """nginx-rtmp doing the same fan-out itself: an application (`live on`, no HLS) with one
-    `push rtmp://...` line per target."""
-
-    name = "nginx-rtmp"
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, work: Path, targets: list[str]) -> str:
-        port = free_port()
-        pushes = "".join(f"      push {url};\n" for url in targets)
-        self.process = _start_nginx(
-            work / "nginx-fan-out", f"    listen 127.0.0.1:{port};\n    chunk_size 4096;\n"
-            f"    application app {{\n      live on;\n{pushes}    }}")
-        _wait_port(port, self.process)
-        return f"rtmp://127.0.0.1:{port}/app/stream0"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> None:
-        _terminate(self.process)
-        self.process = None
 
 
 def run_seconds(pid: int) -> float:

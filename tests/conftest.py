@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.store import Store
-from tests.pg import PostgresCluster, running_cluster
+from testkit.postgres import PostgresCluster, running_cluster
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
-    """A throwaway PostgreSQL cluster for this test process (tests/pg.py)."""
+    """A throwaway PostgreSQL cluster for this test process (testkit/postgres.py)."""
     yield from running_cluster()
 
 

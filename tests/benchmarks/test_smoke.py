@@ -92,10 +92,12 @@ def test_srt_rows_report_publishers_that_could_not_connect(tmp_path: Path,
     """A receiver that took nothing is a problem, not a figure: every caller gets the wrong
     passphrase, so both receivers refuse it."""
     from benchmarks import suite
+    from benchmarks.peers import processes, rtmp, srt
 
-    right = suite.srt_caller_url
-    monkeypatch.setattr(suite, "srt_caller_url",
-                        lambda base, key, _: right(base, key, "not-the-passphrase-0123"))
+    right = processes.srt_caller_url
+    for peers in (rtmp, srt):  # the modules that build the callers' URLs
+        monkeypatch.setattr(peers, "srt_caller_url",
+                            lambda base, key, _: right(base, key, "not-the-passphrase-0123"))
     media = suite.prepare_media(suite.PROFILES["smoke"].media_seconds)["6mbps"]
     rows = suite.srt_ingest_cost(suite.PROFILES["smoke"], media, tmp_path, lambda _: None)
     cost = next(row for row in rows if row.scenario == "SRT ingest cost")

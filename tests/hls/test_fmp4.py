@@ -38,7 +38,7 @@ from relay.hls.fmp4 import (
 )
 from relay.media.flv import parse_audio_tag, parse_video_tag
 from relay.media.units import AudioConfig, Codec, MediaFrame, TrackKind, VideoConfig
-from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, VECTORS, read_flv
+from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, VECTORS, read_flv
 
 # --- a box walker (14496-12 4.2), written from the spec, not from the writer ----------------
 

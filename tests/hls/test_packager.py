@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,49 +23,15 @@ from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry
-from tests.hls.test_segmenter import (
+from tests.hls.helpers.packager import Feeder, av
+from tests.hls.helpers.segmenter import (
     audio_config,
-    audio_frames,
-    interleave,
     video_config,
     video_frames,
 )
-from tests.streams.test_sessions import FakePublisher, new_stream
+from tests.streams.helpers.sessions import FakePublisher, new_stream
 
 pytestmark = pytest.mark.anyio
-
-T0 = 1_700_000_000.0
-
-
-class Feeder:
-    """Feeds a packager frames with arrival times on a fake wall clock."""
-
-    def __init__(self, mode: LatencyMode = LatencyMode.LOW, **options: Any) -> None:
-        self.now = T0
-        self.playable = 0
-        self.fatal: list[str] = []
-        self.packager = LivePackager(
-            mode, label="test", on_playable=self._playable, on_fatal=self.fatal.append,
-            clock=lambda: self.now, **options)
-
-    def _playable(self) -> None:
-        self.playable += 1
-
-    def tracks(self, audio: bool = True) -> Feeder:
-        self.packager.on_track(video_config())
-        if audio:
-            self.packager.on_track(audio_config())
-        return self
-
-    def frames(self, frames: Iterable[MediaFrame]) -> Feeder:
-        for frame in frames:
-            self.now = T0 + frame.dts / 1000
-            self.packager.on_frame(frame)
-        return self
-
-
-def av(seconds: float, start: int = 0) -> list[MediaFrame]:
-    return interleave(video_frames(seconds, start=start), audio_frames(seconds, start=start))
 
 
 def test_the_playlist_appears_with_the_first_complete_segment() -> None:

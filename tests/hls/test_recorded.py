@@ -12,7 +12,7 @@ import pytest
 from relay.hls import recorded
 from relay.hls.recorded import RecordedPlaylists, load_playlist
 from relay.hls.recording import RECORDING_PLAYLIST, finalize
-from tests.hls.test_recording import record
+from tests.hls.helpers.recording import record
 
 pytestmark = pytest.mark.anyio
 

@@ -21,22 +21,8 @@ from relay.hls.recording import (
     read_variant,
 )
 from tests.hls.full_disk import DiskBudget, fill, small_tmpfs
+from tests.hls.helpers.recording import T0, record
 from tests.hls.playlist_checker import check_media_playlist, parse_media_playlist
-
-T0 = 1_700_000_000.0
-
-
-def record(directory: Path, durations: list[float], *, discontinuity_at: int = -1,
-           first_msn: int = 100) -> RecordingWriter:
-    writer = RecordingWriter(directory)
-    writer.write_init(0, b"init-bytes")
-    start = T0
-    for index, duration in enumerate(durations):
-        segment = SegmentInfo(msn=first_msn + index, init=0, program_date_time=start,
-                              discontinuity=index == discontinuity_at, duration=duration)
-        writer.write_segment(segment, f"segment {index}".encode(), target_duration=2)
-        start += duration
-    return writer
 
 
 def test_the_live_recording_is_a_valid_event_playlist(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from relay.hls.model import ResourceName, SegmentInfo
 from relay.hls.packager import MAX_RECORDING_JOBS, HlsCounters, RecordingQueue
 from relay.hls.recording import RECORDING_PLAYLIST, RecordingWriter
 from tests.hls.full_disk import DiskBudget
+from tests.hls.helpers.packager import Feeder, av
 from tests.hls.playlist_checker import check_media_playlist, parse_media_playlist
-from tests.hls.test_packager import Feeder, av
 
 pytestmark = pytest.mark.anyio
 

@@ -5,13 +5,12 @@ here every status code, header and held request is checked deterministically."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -19,92 +18,16 @@ import pytest
 from relay.hls import recorded, routes, serve
 from relay.hls.holding import HeldRequests
 from relay.hls.http1 import Request, Response
-from relay.hls.model import LatencyMode
-from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.playlist import VariantInfo
-from relay.hls.recorded import RecordedPlaylists
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.request_counts import RequestKind
-from relay.hls.routes import PlaybackDirectory, create_playback_app
+from relay.hls.routes import create_playback_app
 from relay.hls.serve import PlaybackServer
-from relay.hls.signed import PlaybackGate
-from relay.store import Store
-from relay.store.asset_files import AssetFiles
-from relay.store.records import PlaybackId
-from tests.hls.lean import serving_lean
+from tests.hls.helpers.recording import record
+from tests.hls.helpers.routes import ASSET, ASSET_ID, LIVE_ID, SIGNED_ID, Server
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
-from tests.hls.test_packager import Feeder, av
-from tests.hls.test_recording import record
 
 pytestmark = pytest.mark.anyio
-
-LIVE_ID = "LiveLiveLive1"
-ASSET_ID = "AssetAsset1"
-SIGNED_ID = "SignedSigned1"
-ASSET = "asset0001"
-STREAM = "stream0001"
-
-
-class FakeStore:
-    """The one store call the routes make."""
-
-    def __init__(self) -> None:
-        self.lookups = 0
-        self.ids = {
-            LIVE_ID: PlaybackId(LIVE_ID, "public", "live_stream", STREAM),
-            ASSET_ID: PlaybackId(ASSET_ID, "public", "asset", ASSET),
-            SIGNED_ID: PlaybackId(SIGNED_ID, "signed", "live_stream", STREAM),
-        }
-
-    async def get_playback_id(self, playback_id: str) -> PlaybackId | None:
-        self.lookups += 1
-        return self.ids.get(playback_id)
-
-
-class Server:
-    """The playback routes with a fed packager, served by `mode`: "asgi" (the Starlette
-    routes through httpx's ASGI transport) or "lean" (`relay.hls.serve` on a socket, the
-    Starlette app behind it as the fallback). `start` before use."""
-
-    def __init__(self, tmp_path: Path, holds: HeldRequests | None = None,
-                 mode: str = "asgi", gate: PlaybackGate | None = None) -> None:
-        self.mode = mode
-        self.feeder = Feeder(LatencyMode.LOW)
-        self.feeder.tracks()
-        self.live: LivePackager | None = self.feeder.packager
-        self.store = FakeStore()
-        self.assets = AssetFiles(tmp_path)
-        self.directory = PlaybackDirectory(cast(Store, self.store),
-                                           lambda stream_id: self.live, self.assets)
-        self.counters = HlsCounters()
-        self.holds = holds if holds is not None else HeldRequests()
-        self.recorded = RecordedPlaylists()
-        self.gate = gate
-        self.app = create_playback_app(self.directory, self.counters, holds=self.holds,
-                                       recorded=self.recorded, gate=gate)
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                        base_url="http://relay.test")
-        self.fed_ms = 0
-        self._stack = contextlib.AsyncExitStack()
-
-    async def __aenter__(self) -> Server:
-        if self.mode == "lean":
-            playback = PlaybackServer(self.directory, self.counters, holds=self.holds,
-                                      recorded=self.recorded, gate=self.gate)
-            url = await self._stack.enter_async_context(serving_lean(self.app, playback))
-            self.client = httpx.AsyncClient(base_url=url)
-        await self._stack.enter_async_context(self.client)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
-
-    def feed(self, seconds: float) -> None:
-        self.feeder.frames(av(seconds, start=self.fed_ms))
-        self.fed_ms += round(seconds * 1000)
-
-    async def get(self, path: str, **params: str) -> httpx.Response:
-        return await self.client.get(path, params=params)
 
 
 @pytest.fixture(params=["asgi", "lean"])

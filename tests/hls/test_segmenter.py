@@ -45,56 +45,22 @@ from relay.hls.segmenter import (
     SegmentStarted,
 )
 from relay.media.flv import parse_audio_tag, parse_video_tag
-from relay.media.units import AudioConfig, Codec, MediaFrame, TrackConfig, TrackKind, VideoConfig
-from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, VECTOR_LIST, parse_all, read_flv
+from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
+from tests.hls.helpers.segmenter import (
+    AUDIO,
+    VIDEO,
+    audio_config,
+    audio_frames,
+    interleave,
+    video_config,
+    video_frames,
+)
+from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, VECTOR_LIST, parse_all, read_flv
 
 T0 = 1_700_000_000.0  # wall clock of the first frame's arrival
 LOW, REDUCED, STANDARD = LatencyMode.LOW, LatencyMode.REDUCED, LatencyMode.STANDARD
-VIDEO, AUDIO = TrackKind.VIDEO, TrackKind.AUDIO
 
 # -- synthetic media ----------------------------------------------------------------------
-
-
-def video_config(rate: float | None = 30.0, record: bytes = b"\x01avcC") -> VideoConfig:
-    return VideoConfig(codec=Codec.H264, record=record, width=1280, height=720,
-                       codecs="avc1.64001f", frame_rate=rate)
-
-
-def audio_config(rate: int = 48000, codecs: str = "mp4a.40.2") -> AudioConfig:
-    return AudioConfig(codec=Codec.AAC, record=b"\x11\x90", sample_rate=rate, channels=2,
-                       codecs=codecs)
-
-
-#: x264-like composition offsets with two B-frames, in frames: I P B B P B B ...
-BFRAME_PATTERN = (1, 3, 1, 1)
-
-
-def video_frames(seconds: float, *, fps: float = 30.0, gop: float = 1.0, start: int = 0,
-                 bframes: bool = False, tag: str = "v") -> list[MediaFrame]:
-    """`seconds` of video at `fps`, a keyframe every `gop` seconds, dts rounded to ms."""
-    count, per_gop, period = round(seconds * fps), round(gop * fps), 1000 / fps
-    frames = []
-    for i in range(count):
-        dts = start + round(i * period)
-        offset = round(BFRAME_PATTERN[i % 4] * period) if bframes else 0
-        frames.append(MediaFrame(VIDEO, dts, dts + offset, i % per_gop == 0,
-                                 f"{tag}{i}".encode()))
-    return frames
-
-
-def audio_frames(seconds: float, *, rate: int = 48000, start: int = 0, samples: int = 1024,
-                 tag: str = "a") -> list[MediaFrame]:
-    """`seconds` of AAC frames at `rate`, dts rounded to ms as an FLV muxer writes them."""
-    count = math.ceil(seconds * rate / samples)
-    return [MediaFrame(AUDIO, start + round(i * samples * 1000 / rate),
-                       start + round(i * samples * 1000 / rate), True, f"{tag}{i}".encode())
-            for i in range(count)]
-
-
-def interleave(*tracks: Sequence[MediaFrame]) -> list[MediaFrame]:
-    """Frames in dts order (video first at equal dts), as an RTMP muxer sends them."""
-    return sorted((f for track in tracks for f in track),
-                  key=lambda f: (f.dts, f.kind is AUDIO))
 
 
 @dataclass
@@ -1057,7 +1023,6 @@ def test_fresh_ffmpeg_encode_packaged_and_read_back(tmp_path: Path) -> None:
             assert int(packet["pts"]) - dts == sample.composition_offset
             assert packet["flags"].startswith("K") == sample.keyframe
             dts += sample.duration
-
 
 
 def test_a_part_carries_the_arrival_of_its_latest_frame() -> None:

@@ -33,9 +33,9 @@ from relay.hls.signed import (
 )
 from relay.playback.access import PlaybackAccess
 from relay.store.records import PlaybackId, PlaybackRestriction
+from tests.hls.helpers.recording import record
+from tests.hls.helpers.routes import ASSET, LIVE_ID, SIGNED_ID, Server
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
-from tests.hls.test_recording import record
-from tests.hls.test_routes import ASSET, LIVE_ID, SIGNED_ID, Server
 
 pytestmark = pytest.mark.anyio
 

@@ -41,8 +41,8 @@ from typing import Any
 
 import httpx
 
-from tests.integration.encoders import FFMPEG, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
+from testkit.encoders import FFMPEG, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 
 pytestmark = needs_ffmpeg
 

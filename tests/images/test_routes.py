@@ -25,21 +25,12 @@ from relay.images import routes
 from relay.images.pool import ClientRates, DecodePool
 from relay.images.render import Rendered
 from relay.playback.access import PlaybackAccess
-from tests.images.media import fragmented_mp4, red_frame_number
+from tests.images.helpers.routes import recording
+from tests.images.media import red_frame_number
+
+__all__ = ["recording"]  # fixtures, defined in tests.images.helpers.routes
 
 pytestmark = pytest.mark.anyio
-
-PLAYLIST = """#EXTM3U
-#EXT-X-VERSION:6
-#EXT-X-TARGETDURATION:1
-#EXT-X-PLAYLIST-TYPE:VOD
-#EXT-X-MAP:URI="init-0.mp4"
-#EXTINF:1.000,
-0.m4s
-#EXTINF:1.000,
-1.m4s
-#EXT-X-ENDLIST
-"""
 
 
 class Directory:
@@ -51,19 +42,6 @@ class Directory:
     async def resolve_signed(self, playback_id: str
                              ) -> tuple[LivePackager | Path | None, bool]:
         return self.recordings.get(playback_id), playback_id in self.signed
-
-
-@pytest.fixture
-def recording(tmp_path: Path) -> Path:
-    # The init file is empty and each segment a whole fragmented MP4: the reader joins
-    # init + segment, which is the same bytes.
-    directory = tmp_path / "asset"
-    directory.mkdir()
-    (directory / "rendition.m3u8").write_text(PLAYLIST)
-    (directory / "init-0.mp4").write_bytes(b"")
-    (directory / "0.m4s").write_bytes(fragmented_mp4(frames=30, gop=15))
-    (directory / "1.m4s").write_bytes(fragmented_mp4(frames=30, gop=15))
-    return directory
 
 
 def client_for(recording: Path, **options: Any) -> httpx.AsyncClient:

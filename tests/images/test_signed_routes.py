@@ -22,7 +22,7 @@ from relay.hls.routes import Target
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate
 from relay.images import routes
 from relay.playback.access import PlaybackAccess
-from tests.images.test_routes import recording
+from tests.images.helpers.routes import recording
 
 pytestmark = pytest.mark.anyio
 __all__ = ["recording"]  # the fixture

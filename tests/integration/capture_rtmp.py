@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.encoders import ffmpeg_publish, finish
-from tests.integration.relay_process import RelayProcess
+from testkit.encoders import ffmpeg_publish, finish
+from testkit.relay_process import RelayProcess
 
 TOKEN = ("capture", "capture-secret-0123456789-abcdefghijklm")
 

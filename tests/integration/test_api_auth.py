@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.api.auth import AUTH_FAILURE_DELAY, AUTH_MAX_SLOWED_PER_ADDRESS
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
 
 TOKEN = ("auth-test", "auth-test-secret-0123456789-abcdefghij")
 

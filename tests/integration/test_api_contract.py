@@ -5,7 +5,7 @@ and invalid requests (query parameters past their ranges, bodies of the wrong sh
 a path does not serve), checking each answer's status code, body schema, content type and
 headers against the document, that none is a 5xx, that valid requests are accepted and
 invalid ones refused. The settings are in schemathesis.toml beside this file (including why
-wrong tokens are left to tests/unit/test_api.py); the run is bounded by its max-examples per
+wrong tokens are left to tests/api/test_api.py); the run is bounded by its max-examples per
 operation (about 20 s here).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
 
 TOKEN = ("contract-test", "contract-test-secret-0123456789-abcdef")
 CONFIG = Path(__file__).with_name("schemathesis.toml")

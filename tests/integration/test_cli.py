@@ -23,7 +23,7 @@ from relay.config import (
     ConfigError,
     seed_token_from,
 )
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
 
 
 def relay_cli(*args: str, env: dict[str, str] | None = None,

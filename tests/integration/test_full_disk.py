@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
 from tests.hls.full_disk import fill, small_tmpfs
 from tests.hls.playlist_checker import check_media_playlist, parse_media_playlist
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_hls_playback import (
+from tests.integration.helpers.hls_playback import (
     FFPROBE,
     SIZE,
     Live,
@@ -27,7 +27,7 @@ from tests.integration.test_hls_playback import (
     stop_encoder,
     wait_playable,
 )
-from tests.integration.test_rtmp_ingest import (
+from tests.integration.helpers.rtmp_ingest import (
     TOKEN,
     api,
     create_stream,

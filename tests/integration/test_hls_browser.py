@@ -11,11 +11,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
-from tests.integration.browser import launch_chromium, open_player
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_hls_playback import Live, relay, wait_playable
-from tests.integration.test_rtmp_ingest import (
+from testkit.browser import launch_chromium, open_player
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.hls_playback import Live, relay, wait_playable
+from tests.integration.helpers.rtmp_ingest import (
     api,
     create_stream,
     get_stream,

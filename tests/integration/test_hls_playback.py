@@ -33,31 +33,38 @@ bounds (3 x TARGETDURATION), never tightly: the test machine is small and shared
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 from tests.hls.playlist_checker import (
     MediaPlaylist,
     check_media_playlist,
     check_multivariant,
     parse_media_playlist,
 )
-from tests.integration.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import (
+from tests.integration.helpers.hls_playback import (
+    FFPROBE,
+    SIZE,
+    Live,
+    decode,
+    http,
+    last_msn,
+    probe,
+    pushing,
+    relay,
+    stop_encoder,
+    wait_playable,
+)
+from tests.integration.helpers.rtmp_ingest import (
     TOKEN,
     api,
     create_stream,
@@ -68,7 +75,7 @@ from tests.integration.test_rtmp_ingest import (
     wait_until,
 )
 
-FFPROBE = shutil.which("ffprobe")
+__all__ = ["relay"]  # fixtures, defined in tests.integration.helpers.hls_playback
 
 pytestmark = [needs_ffmpeg,
               pytest.mark.skipif(FFPROBE is None, reason="ffprobe is not installed")]
@@ -77,18 +84,9 @@ PLAYLIST_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl")
 PLAYLIST_CACHE = "public, max-age=1"
 VOD_PLAYLIST_CACHE = "public, max-age=300"
 MEDIA_CACHE = "public, max-age=31536000, immutable"
-SIZE = "320x240"
 
 
 # -- the relay, the encoder and the players -------------------------------------------------
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[RelayProcess]:
-    process = start_relay(tmp_path / "data")
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.log
 
 
 @pytest.fixture(params=["lean", "asgi"])
@@ -102,96 +100,6 @@ def relay_either(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rel
         assert process.stop() == 0, process.log
 
 
-def http(relay: RelayProcess) -> httpx.Client:
-    """A playback client: no credentials (playback ids are public)."""
-    return httpx.Client(base_url=relay.http_url, timeout=30)
-
-
-@dataclass
-class Live:
-    """A stream being pushed by ffmpeg."""
-
-    stream: dict[str, Any]
-    encoder: subprocess.Popen[str]
-
-    @property
-    def id(self) -> str:
-        return str(self.stream["id"])
-
-    @property
-    def playback_id(self) -> str:
-        return str(self.stream["playback_ids"][0]["id"])
-
-    @property
-    def multivariant(self) -> str:
-        return f"/{self.playback_id}.m3u8"
-
-    @property
-    def media(self) -> str:
-        return f"/{self.playback_id}/rendition.m3u8"
-
-
-def wait_playable(relay: RelayProcess, live: Live, timeout: float = 30) -> None:
-    """Until the stream is active and its multivariant playlist is served."""
-    wait_status(relay, live.id, "active", timeout)
-    with http(relay) as client:
-        wait_until(lambda: client.get(live.multivariant).status_code == 200, 10,
-                   "the multivariant playlist")
-
-
-@contextmanager
-def pushing(relay: RelayProcess, seconds: float, *, gop: int = 30,
-            **body: Any) -> Iterator[Live]:
-    """Create a stream with `body`, push `seconds` of media at 30 fps with a GOP of `gop`
-    frames, wait until it plays; stop the encoder afterwards if it still runs."""
-    stream = create_stream(relay, **body)
-    encoder = ffmpeg_publish(publish_url(relay, stream["stream_key"]), seconds=seconds,
-                             size=SIZE, gop=gop)
-    live = Live(stream, encoder)
-    try:
-        wait_playable(relay, live)
-        yield live
-    finally:
-        stop_encoder(encoder)
-
-
-def stop_encoder(encoder: subprocess.Popen[str]) -> None:
-    if encoder.poll() is None:
-        encoder.send_signal(signal.SIGCONT)  # in case a test left it stopped
-        encoder.kill()
-    finish(encoder)
-
-
-@dataclass
-class Decoded:
-    returncode: int
-    stderr: str
-    seconds: float  # media time decoded (ffmpeg's out_time)
-
-
-def decode(url: str, seconds: float | None = None, *extra: str) -> Decoded:
-    """ffmpeg as an HLS player: decode `url` (at most `seconds` of it), discard the output,
-    and report how much media time it decoded."""
-    assert FFMPEG is not None
-    limit = ["-t", str(seconds)] if seconds is not None else []
-    done = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-nostats",
-                           "-progress", "pipe:1", *extra, "-i", url, *limit, "-f", "null",
-                           "-"], capture_output=True, text=True, timeout=90)
-    out_times = [line.partition("=")[2] for line in done.stdout.splitlines()
-                 if line.startswith("out_time_us=")]
-    decoded = max((int(v) for v in out_times if v.isdigit()), default=0) / 1e6
-    return Decoded(done.returncode, done.stderr, decoded)
-
-
-def probe(url: str) -> dict[str, Any]:
-    """ffprobe's view of `url`: streams and format."""
-    assert FFPROBE is not None
-    done = subprocess.run([FFPROBE, "-v", "error", "-print_format", "json", "-show_streams",
-                           "-show_format", url], capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    return dict(json.loads(done.stdout))
-
-
 # -- reading playlists ----------------------------------------------------------------------
 
 def hint(text: str) -> tuple[int, int]:
@@ -200,11 +108,6 @@ def hint(text: str) -> tuple[int, int]:
     assert len(hints) == 1, text
     msn, part, _ = hints[0]["URI"].strip('"').split(".")
     return int(msn), int(part)
-
-
-def last_msn(playlist: MediaPlaylist) -> int:
-    """The msn of the last segment the playlist lists (complete, or open with parts)."""
-    return playlist.segments[-1].msn
 
 
 def part_uris(playlist: MediaPlaylist) -> list[str]:
@@ -819,7 +722,6 @@ def test_kill_9_mid_push_then_restart_completes_the_recording(tmp_path: Path) ->
             stop_encoder(again.encoder)
     finally:
         assert restarted.stop() == 0, restarted.log
-
 
 
 # -- regressions: server bugs these tests found ---------------------------------------------

@@ -27,11 +27,12 @@ import pytest
 from relay.config import SERVE_OPTIONS, Settings
 from relay.hls.holding import DEFAULT_MAX_HELD_REQUESTS, DEFAULT_MAX_HELD_REQUESTS_PER_STREAM
 from relay.http_limits import HttpLimits
-from tests.integration.encoders import needs_ffmpeg
-from tests.integration.peers import metric
-from tests.integration.relay_process import RelayProcess, wait_for
-from tests.integration.test_hls_playback import http, last_msn, parse_media_playlist, pushing
-from tests.integration.test_rtmp_ingest import TOKEN
+from testkit.encoders import needs_ffmpeg
+from testkit.peers import metric
+from testkit.relay_process import RelayProcess, wait_for
+from tests.hls.playlist_checker import parse_media_playlist
+from tests.integration.helpers.hls_playback import http, last_msn, pushing
+from tests.integration.helpers.rtmp_ingest import TOKEN
 
 #: A request line and the start of a header: what a slowloris sends before it dawdles.
 PARTIAL_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Slow: "

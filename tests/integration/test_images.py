@@ -14,7 +14,6 @@ One push per module; the live checks run while it is on, the asset checks after 
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from collections.abc import Iterator
@@ -24,9 +23,10 @@ import httpx
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import (
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.images import FRAME_CODE, frame_number, image
+from tests.integration.helpers.rtmp_ingest import (
     api,
     create_stream,
     get_stream,
@@ -41,26 +41,6 @@ pytestmark = [needs_ffmpeg]
 FPS = 30
 GOP = 48
 PUSHED = 12
-BITS = 10
-BOX = 32
-# Box k is white when bit k of the frame number n is set.
-FRAME_CODE = ",".join(
-    ["drawbox=x=0:y=0:w=320:h=32:color=black:t=fill"]
-    + [f"drawbox=x={k * BOX}:y=0:w={BOX}:h={BOX}:color=white:t=fill:"
-       f"enable='eq(mod(floor(n/{1 << k}),2),1)'" for k in range(BITS)])
-
-
-def frame_number(image: Image.Image) -> int:
-    """The burnt-in frame number of a picture at the source's 320x240 orientation (any
-    size: the boxes are read at their centres, scaled)."""
-    rgb = image.convert("RGB")
-    scale = rgb.width / 320
-    number = 0
-    for k in range(BITS):
-        x, y = int((k * BOX + BOX / 2) * scale), int(BOX / 2 * scale)
-        if sum(rgb.getpixel((x, y))) / 3 > 128:  # type: ignore[arg-type]
-            number |= 1 << k
-    return number
 
 
 def keyframe_at_or_before(frame: int) -> int:
@@ -92,11 +72,6 @@ def get(relay: RelayProcess, path: str, **params: str) -> httpx.Response:
                 return response
             time.sleep(float(response.headers["retry-after"]))
         return response
-
-
-def image(response: httpx.Response) -> Image.Image:
-    assert response.status_code == 200, (response.status_code, response.text)
-    return Image.open(io.BytesIO(response.content))
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import TOKEN, create_stream, publish_url
-from tests.integration.test_webhooks import SECRET, Receiver, wait_until
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.rtmp_ingest import TOKEN, create_stream, publish_url
+from tests.integration.helpers.webhooks import SECRET, Receiver, wait_until
 
 pytestmark = needs_ffmpeg
 

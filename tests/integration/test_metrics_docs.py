@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -28,11 +28,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
-from tests.integration.browser import CHROMIUM, LAUNCH_TIMEOUT_S, chromium_args
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess, free_tcp_port
-from tests.integration.test_hls_playback import SIZE
-from tests.integration.test_rtmp_ingest import (
+from testkit.browser import CHROMIUM, LAUNCH_TIMEOUT_S, chromium_args
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.relay_process import RelayProcess, free_tcp_port
+from tests.integration.helpers.hls_playback import SIZE
+from tests.integration.helpers.rtmp_ingest import (
     TOKEN,
     api,
     create_stream,
@@ -41,7 +41,7 @@ from tests.integration.test_rtmp_ingest import (
     wait_status,
     wait_until,
 )
-from tests.integration.test_signed_playback import token_for
+from tests.integration.helpers.signed_playback import token_for
 
 MUX_PLAYER = Path(__file__).resolve().parents[2] / ".make" / "mux-player" / "mux-player.js"
 DOMAIN = "relay.test"
@@ -84,7 +84,6 @@ def relay(tmp_path: Path) -> Iterator[RelayProcess]:
         yield process
     finally:
         assert process.stop() == 0, process.log
-
 
 
 @dataclass

@@ -25,8 +25,19 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page
 
-from tests.integration.browser import launch_chromium
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.browser import launch_chromium
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from tests.integration.helpers.images import FRAME_CODE, frame_number
+from tests.integration.helpers.rtmp_ingest import (
+    api,
+    create_stream,
+    get_stream,
+    publish_url,
+    start_relay,
+    wait_status,
+    wait_until,
+)
+from tests.integration.helpers.signed_playback import token_for
 from tests.integration.player_images import (
     cue_at,
     hover_seek_bar,
@@ -36,17 +47,6 @@ from tests.integration.player_images import (
     spread,
     video_content,
 )
-from tests.integration.test_images import FRAME_CODE, frame_number
-from tests.integration.test_rtmp_ingest import (
-    api,
-    create_stream,
-    get_stream,
-    publish_url,
-    start_relay,
-    wait_status,
-    wait_until,
-)
-from tests.integration.test_signed_playback import token_for
 
 pytestmark = [needs_ffmpeg]
 

@@ -35,8 +35,8 @@ from relay.hls.player import (
     render_player_page_for,
     static_file,
 )
-from tests.integration.browser import launch_chromium, open_player
-from tests.integration.encoders import FFMPEG, needs_ffmpeg
+from testkit.browser import launch_chromium, open_player
+from testkit.encoders import FFMPEG, needs_ffmpeg
 from tests.integration.player_images import (
     cue_at,
     decode,

@@ -1,7 +1,8 @@
 """`relay serve --database-url postgresql+asyncpg://...` end to end, on a throwaway PostgreSQL
-(tests/pg.py): the migrations run on an empty database, the official Mux Python SDK creates,
-reads and lists live streams, an ffmpeg push makes the stream `active` and records an asset,
-each event reaches a webhook receiver signed, and a restart on the same database keeps it all.
+(testkit/postgres.py): the migrations run on an empty database, the official Mux Python SDK
+creates, reads and lists live streams, an ffmpeg push makes the stream `active` and records an
+asset, each event reaches a webhook receiver signed, and a restart on the same database keeps
+it all.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import mux_python as mux
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_sdk import sdk
-from tests.integration.test_webhooks import SECRET, Receiver, receiver, wait_until
-from tests.pg import PostgresCluster
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.postgres import PostgresCluster
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.sdk import sdk
+from tests.integration.helpers.webhooks import SECRET, Receiver, receiver, wait_until
 
 TOKEN = ("pg-test-token", "pg-test-secret-0123456789-abcdefghijklm")
 

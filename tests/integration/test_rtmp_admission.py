@@ -2,7 +2,7 @@
 their TLS handshake) from one address or from many, floods of refused connections, and wrong
 stream keys; an honest ffmpeg encoder must still get in, at once. Small caps via flags keep
 these fast. Loopback is all of 127/8 on Linux, so other "addresses" are 127.0.0.x; ffmpeg
-reaches the relay from one of those through tests/integration/peers.Forwarder."""
+reaches the relay from one of those through testkit/peers.Forwarder."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg
-from tests.integration.peers import (
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.peers import (
     TLS_HELLO_START,
     close_all,
     forwarded,
@@ -24,8 +24,13 @@ from tests.integration.peers import (
     metric,
     try_publish,
 )
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import create_stream, start_relay, wait_status, wait_until
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.rtmp_ingest import (
+    create_stream,
+    start_relay,
+    wait_status,
+    wait_until,
+)
 
 pytestmark = needs_ffmpeg
 

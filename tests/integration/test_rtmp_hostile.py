@@ -20,7 +20,7 @@ from relay._native.rtmp_chunk import ChunkMuxer
 from relay.rtmp import amf0
 from relay.rtmp.handshake import HANDSHAKE_SIZE
 from relay.rtmp.messages import MessageType
-from tests.integration.relay_process import RelayProcess, wait_for
+from testkit.relay_process import RelayProcess, wait_for
 from tests.rtmp.hostile import shared_reference_connect
 
 # Each /healthz poll may take this long: far more than an idle server needs, far less than

@@ -17,18 +17,9 @@ import pytest
 from mux_python.rest import ApiException, NotFoundException, UnauthorizedException
 
 from relay.store import Store
+from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.relay_process import RelayProcess
-
-TOKEN = ("sdk-test-token", "sdk-test-secret-0123456789-abcdefghijk")
-
-
-def sdk(url: str, token: tuple[str, str] = TOKEN, *, validate: bool = True) -> mux.ApiClient:
-    config = mux.Configuration()
-    config.host = url
-    config.username, config.password = token
-    config.client_side_validation = validate
-    return mux.ApiClient(config)
+from tests.integration.helpers.sdk import TOKEN, sdk
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ servers (`--playback-server lean` and `asgi`) run the same checks.
 
 from __future__ import annotations
 
-import base64
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,12 +18,12 @@ import httpx
 import jwt
 import pytest
 
-from tests.integration.browser import launch_chromium, open_player
-from tests.integration.encoders import ffmpeg_publish, needs_ffmpeg
-from tests.integration.peers import metric
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_hls_playback import SIZE, decode, probe, stop_encoder
-from tests.integration.test_rtmp_ingest import (
+from testkit.browser import launch_chromium, open_player
+from testkit.encoders import ffmpeg_publish, needs_ffmpeg
+from testkit.peers import metric
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.hls_playback import SIZE, decode, probe, stop_encoder
+from tests.integration.helpers.rtmp_ingest import (
     api,
     create_stream,
     publish_url,
@@ -32,6 +31,7 @@ from tests.integration.test_rtmp_ingest import (
     wait_status,
     wait_until,
 )
+from tests.integration.helpers.signed_playback import token_for
 
 pytestmark = [needs_ffmpeg,
               pytest.mark.skipif(shutil.which("ffprobe") is None,
@@ -45,12 +45,6 @@ def relay(tmp_path: Any, request: pytest.FixtureRequest) -> Iterator[RelayProces
         yield process
     finally:
         assert process.stop() == 0, process.log
-
-
-def token_for(key: dict[str, Any], playback_id: str, **claims: Any) -> str:
-    payload = {"sub": playback_id, "aud": "v", "exp": int(time.time()) + 600, **claims}
-    return jwt.encode(payload, base64.b64decode(key["private_key"]), algorithm="RS256",
-                      headers={"kid": key["id"]})
 
 
 def alg_none(key: dict[str, Any], playback_id: str) -> str:

@@ -21,9 +21,9 @@ from relay.playback.access import PlaybackAccess
 from relay.playback.sessions import SESSION_SECRET_FILE
 from relay.playback.tokens import RefusalReason, TokenRefused
 from relay.store import Store
+from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_sdk import TOKEN, sdk
+from tests.integration.helpers.sdk import TOKEN, sdk
 
 
 @pytest.fixture

@@ -32,10 +32,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
-from tests.integration.peers import NginxRtmp
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import (
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
+from testkit.peers import NginxRtmp
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.rtmp_ingest import (
     TOKEN,
     api,
     create_stream,

@@ -24,14 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import (
-    TOKEN,
-    create_stream,
-    get_stream,
-    wait_status,
-)
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.rtmp_ingest import TOKEN, create_stream, get_stream, wait_status
 
 SRT_LIVE_TRANSMIT = shutil.which("srt-live-transmit")
 

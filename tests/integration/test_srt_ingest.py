@@ -22,9 +22,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg, srt_url
-from tests.integration.relay_process import RelayProcess, free_udp_port
-from tests.integration.test_rtmp_ingest import (
+from testkit.encoders import FFMPEG, ffmpeg_publish, finish, needs_ffmpeg, srt_url
+from testkit.relay_process import RelayProcess, free_udp_port
+from tests.integration.helpers.rtmp_ingest import (
     TOKEN,
     api,
     create_stream,

@@ -29,10 +29,10 @@ import httpx
 import pytest
 
 from relay.store import Store
+from testkit.encoders import FFMPEG, needs_ffmpeg
+from testkit.relay_process import RelayProcess
 from tests.conftest import sqlite_url
-from tests.integration.encoders import FFMPEG, needs_ffmpeg
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import TOKEN
+from tests.integration.helpers.rtmp_ingest import TOKEN
 
 pytestmark = needs_ffmpeg
 

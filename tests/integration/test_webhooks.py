@@ -9,28 +9,24 @@ official Mux Node SDK's `webhooks.unwrap` accepts every delivery, and refuses a 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.webhooks import SECRET, Receiver, receiver, wait_until
+
+__all__ = ["receiver"]  # fixtures, defined in tests.integration.helpers.webhooks
 
 TOKEN = ("webhook-test", "webhook-test-secret-0123456789-abcdefghij")
-SECRET = "receiver-secret-0123"
 NODE = shutil.which("node")
 VERIFY_WEBHOOK = Path(__file__).parents[1] / "node" / "verify_webhook.mjs"
 #: Where `make test` unpacks `@mux/mux-node` (the Makefile's MUX_NODE_PREFIX).
@@ -41,63 +37,6 @@ needs_node = pytest.mark.skipif(NODE is None,
 needs_mux_node = pytest.mark.skipif(
     not (MUX_NODE_PREFIX / "node_modules" / "@mux" / "mux-node" / "package.json").exists(),
     reason=f"@mux/mux-node is not in {MUX_NODE_PREFIX} (make test installs it)")
-
-
-class Receiver:
-    """A webhook endpoint: `status()` decides each answer; `events` keeps valid ones,
-    `deliveries` every request as it came (`body`: the raw body as text, and `headers`)."""
-
-    def __init__(self) -> None:
-        self.status: Callable[[], int] = lambda: 200
-        self.events: list[dict[str, Any]] = []
-        self.deliveries: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        self.requests = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.deliveries.append({"body": body.decode(),
-                                            "headers": dict(self.headers.items())})
-                receiver.receive(self.headers.get("Mux-Signature", ""), body)
-                code = receiver.status()
-                self.send_response(code)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def receive(self, header: str, body: bytes) -> None:
-        self.requests += 1
-        fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-        expected = hmac.new(SECRET.encode(), fields.get("t", "").encode() + b"." + body,
-                            hashlib.sha256).hexdigest()
-        fresh = abs(time.time() - int(fields.get("t", "0"))) < 300
-        if not (hmac.compare_digest(fields.get("v1", ""), expected) and fresh):
-            self.bad_signatures += 1
-            return
-        self.events.append(json.loads(body))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def relay_for(data_dir: Path, url: str) -> RelayProcess:
@@ -125,14 +64,6 @@ def make_events(relay: RelayProcess, streams: int = 3) -> list[str]:
 
 ORDER = ["video.live_stream.created", "video.live_stream.updated",
          "video.live_stream.disabled", "video.live_stream.enabled"]
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def delivered_in_order(receiver: Receiver, ids: list[str]) -> None:
@@ -230,7 +161,6 @@ def verified_by_mux_node(deliveries: list[dict[str, Any]]) -> subprocess.Complet
         text=True, timeout=60,
         env={**os.environ, "MUX_WEBHOOK_SECRET": SECRET,
              "RELAY_MUX_NODE_PREFIX": str(MUX_NODE_PREFIX)})
-
 
 
 @needs_node

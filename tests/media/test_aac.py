@@ -12,7 +12,7 @@ from relay.media.aac import (
     parse_audio_specific_config,
 )
 from relay.media.units import Codec, MediaFormatError
-from tests.media.test_bitreader import BitWriter
+from tests.media.helpers.bitreader import BitWriter
 
 
 def asc(aot: int, rate_index: int, channels: int, *, explicit_rate: int | None = None,

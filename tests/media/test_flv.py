@@ -16,9 +16,9 @@ from relay.media.flv import (
     parse_video_tag,
 )
 from relay.media.units import AudioConfig, Codec, MediaFrame, TrackKind, VideoConfig
-from tests.media.test_h264 import PPS, AvcSpsSpec, avcc, write_avc_sps
-from tests.media.test_hevc import HevcSpsSpec, hvcc
-from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, is_header_tag, read_flv
+from tests.media.helpers.h264 import PPS, AvcSpsSpec, avcc, write_avc_sps
+from tests.media.helpers.hevc import HevcSpsSpec, hvcc
+from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, is_header_tag, read_flv
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "media"
 

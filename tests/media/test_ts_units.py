@@ -35,8 +35,8 @@ from relay.media.ts_units import (
     TsMediaAssembler,
 )
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
-from tests.media.test_vectors import VECTORS as FLV_VECTORS
-from tests.media.test_vectors import read_flv
+from tests.media.helpers.vectors import VECTORS as FLV_VECTORS
+from tests.media.helpers.vectors import read_flv
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "elementary"
 VIDEO_PID, AUDIO_PID = 0x100, 0x101
@@ -614,4 +614,3 @@ def test_random_bytes_never_raise(packets: list[tuple[int, bytes, int, bool]], h
                             for pid, data, pts, flag in packets],
                            HEVC_PROGRAM if hevc else PROGRAM)
     check_units(units, assembler)
-

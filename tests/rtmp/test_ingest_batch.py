@@ -28,7 +28,7 @@ from relay.rtmp.session import (
     RemoteProtocolError,
     ServerSession,
 )
-from tests.rtmp.test_publish_vector import DATA, bytewise, random_splits, whole
+from tests.rtmp.helpers.publish_vector import DATA, bytewise, random_splits, whole
 
 Feed = Callable[[bytes], Iterator[bytes]]
 Unit = MediaFrame | VideoConfig | AudioConfig

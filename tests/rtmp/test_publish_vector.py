@@ -5,10 +5,8 @@ demuxer whole, one byte at a time, in random splits, cut short, and with trailin
 from __future__ import annotations
 
 import itertools
-import random
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,28 +25,9 @@ from relay.rtmp.session import (
     ServerSession,
     State,
 )
+from tests.rtmp.helpers.publish_vector import DATA, bytewise, random_splits, whole
 
-VECTOR = Path(__file__).parent.parent / "vectors" / "rtmp" / "ffmpeg_publish_320x240.bin"
-DATA = VECTOR.read_bytes()
 CHUNKS = DATA[1 + 2 * HANDSHAKE_SIZE:]  # everything after C0, C1, C2
-
-
-def whole(data: bytes) -> Iterator[bytes]:
-    yield data
-
-
-def bytewise(data: bytes) -> Iterator[bytes]:
-    for i in range(len(data)):
-        yield data[i:i + 1]
-
-
-def random_splits(data: bytes) -> Iterator[bytes]:
-    rng = random.Random(len(data))
-    i = 0
-    while i < len(data):
-        n = rng.choice((1, 2, 7, 100, 1400, 4096, 65536))
-        yield data[i:i + n]
-        i += n
 
 
 def replay(feed: Iterator[bytes]) -> tuple[ServerSession, list[Event]]:

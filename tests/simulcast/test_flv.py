@@ -12,7 +12,7 @@ from relay.media.flv import parse_audio_tag, parse_video_tag
 from relay.media.units import AudioConfig, Codec, MediaFrame, TrackKind, VideoConfig
 from relay.rtmp import amf0
 from relay.simulcast import flv
-from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, read_flv
+from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, read_flv
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "media"
 FILES = sorted(VECTORS.glob("*.flv"))

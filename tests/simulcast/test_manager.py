@@ -19,7 +19,7 @@ from relay.simulcast.manager import (
     error_of,
 )
 from relay.simulcast.target_status import TargetInput, TargetMachine, TargetStatusError
-from relay.store import NewSimulcastTarget, Store
+from relay.store import Store
 from relay.store.records import LiveStream
 from relay.streams.registry import IngestRegistry, StreamChange
 from tests.simulcast.fakes import (
@@ -35,18 +35,18 @@ from tests.simulcast.fakes import (
     publish_then_fail,
     until,
 )
-from tests.streams.test_sessions import FakePublisher, push
-from tests.unit.test_store import spec
+from tests.simulcast.helpers.manager import (
+    PREFIX,
+    A,
+    B,
+    C,
+    end_session,
+    events_by_target,
+    stream_with,
+)
+from tests.streams.helpers.sessions import FakePublisher, push
 
 pytestmark = pytest.mark.anyio
-
-PREFIX = "video.live_stream.simulcast_target."
-A, B, C = "rtmp://a.example/app", "rtmps://b.example/live2", "rtmp://c.example/app"
-
-
-async def stream_with(store: Store, *urls: str, **overrides: object) -> LiveStream:
-    return await store.create_live_stream(
-        spec(**overrides), [NewSimulcastTarget(url, f"key-{i}") for i, url in enumerate(urls)])
 
 
 class Sleeps:
@@ -83,25 +83,6 @@ def build(store: Store, stream: LiveStream, scripts: dict[str, list[Attempt]], *
         sleep=sleeps or Sleeps(), jitter=lambda high: high,  # the top of each backoff range
         clock=clock or Clock(), stop_grace=stop_grace)
     return manager, fake, queues
-
-
-def end_session(manager: SimulcastManager, queues: list[FakeQueue]) -> None:
-    """What the hub does at the end: its sinks get on_end, then the end listeners run."""
-    for queue in queues:
-        queue.on_end()
-    manager.end()
-
-
-async def events_by_target(store: Store) -> dict[str, list[str]]:
-    seen: dict[str, list[str]] = {}
-    for event in await store.list_events():
-        if event.type.startswith(PREFIX) and not event.type.endswith("created"):
-            status = event.type.removeprefix(PREFIX)
-            severity = event.data.get("error_severity")
-            assert event.data["status"] == status
-            seen.setdefault(event.data["id"], []).append(
-                f"{status}:{severity}" if severity else status)
-    return seen
 
 
 async def stored(store: Store, stream: LiveStream, index: int) -> tuple[str, str | None]:

@@ -22,10 +22,10 @@ from relay.media.flv import parse_audio_tag, parse_video_tag
 from relay.media.units import AudioConfig, MediaFrame, VideoConfig
 from relay.simulcast.pusher import PushLimits, TargetAddress, TargetError, parse_target_url, push
 from relay.streams.queue import MediaQueue
-from tests.integration.peers import NginxRtmp
-from tests.integration.relay_process import RelayProcess
-from tests.integration.test_rtmp_ingest import create_stream, get_stream, start_relay, wait_until
-from tests.media.test_vectors import TAG_AUDIO, TAG_VIDEO, read_flv
+from testkit.peers import NginxRtmp
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.rtmp_ingest import create_stream, get_stream, start_relay, wait_until
+from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, read_flv
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")

@@ -16,7 +16,7 @@ from relay.simulcast import flv
 from relay.simulcast.pusher import push
 from relay.simulcast.tags import DEFAULT_MAX_BYTES, SharedTags
 from relay.streams.queue import MediaQueue
-from tests.simulcast.test_pusher import AUDIO, LIMITS, VIDEO, FakeTarget, gop, media_of
+from tests.simulcast.helpers.pusher import AUDIO, LIMITS, VIDEO, FakeTarget, gop, media_of
 
 
 def frame(dts: int, size: int = 1000, key: bool = False) -> MediaFrame:

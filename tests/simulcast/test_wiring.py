@@ -12,8 +12,8 @@ from relay.store import Store
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry, StreamChange
 from tests.simulcast.fakes import FakePush, FakeQueue, broadcast_until_end, parse_target, until
-from tests.simulcast.test_manager import A, B, events_by_target, stream_with
-from tests.streams.test_sessions import FakePublisher, push
+from tests.simulcast.helpers.manager import A, B, events_by_target, stream_with
+from tests.streams.helpers.sessions import FakePublisher, push
 
 pytestmark = pytest.mark.anyio
 

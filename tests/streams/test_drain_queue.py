@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from relay.media.units import MediaFrame, TrackConfig, TrackKind
+from relay.media.units import MediaFrame, TrackKind
 from relay.streams.queue import (
     Discontinuity,
     DrainQueue,
@@ -19,30 +19,8 @@ from relay.streams.queue import (
     QueueDrops,
     QueueItem,
 )
-from tests.streams.test_queue import AUDIO_CONFIG, VIDEO_CONFIG, audio, video
-
-
-class Recorder:
-    """A synchronous consumer that records what it is handed."""
-
-    def __init__(self) -> None:
-        self.items: list[QueueItem] = []
-        self.fail_on: MediaFrame | None = None
-
-    def on_track(self, config: TrackConfig) -> None:
-        self.items.append(config)
-
-    def on_frame(self, frame: MediaFrame) -> None:
-        if frame is self.fail_on:
-            self.fail_on = None
-            raise RuntimeError("consumer failed")
-        self.items.append(frame)
-
-    def on_discontinuity(self) -> None:
-        self.items.append(Discontinuity())
-
-    def on_end(self) -> None:
-        self.items.append(EndOfStream())
+from tests.streams.helpers.drain_queue import Recorder
+from tests.streams.helpers.queue import AUDIO_CONFIG, VIDEO_CONFIG, audio, video
 
 
 def run(main: Callable[[], Any]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from relay.api import AuthLimits, create_api
 from relay.store import Store
 from relay.streams.registry import IngestRegistry, KeyState, PublishRefused, Refusal, StreamChange
-from tests.streams.test_sessions import FakePublisher, new_stream
+from tests.streams.helpers.sessions import FakePublisher, new_stream
 
 pytestmark = pytest.mark.anyio
 

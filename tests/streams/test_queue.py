@@ -17,18 +17,9 @@ from relay.streams.queue import (
     MediaQueue,
     QueueItem,
 )
+from tests.streams.helpers.queue import AUDIO_CONFIG, VIDEO_CONFIG, audio, video
 
-VIDEO_CONFIG = VideoConfig(Codec.H264, b"avcC-1", 320, 240, "avc1.64001f", 30.0)
 VIDEO_CONFIG_2 = VideoConfig(Codec.H264, b"avcC-2", 640, 360, "avc1.64001f", 30.0)
-AUDIO_CONFIG = AudioConfig(Codec.AAC, b"\x12\x10", 44100, 2, "mp4a.40.2")
-
-
-def video(dts: int, key: bool = False, size: int = 100) -> MediaFrame:
-    return MediaFrame(TrackKind.VIDEO, dts, dts, key, bytes(size))
-
-
-def audio(dts: int, size: int = 10) -> MediaFrame:
-    return MediaFrame(TrackKind.AUDIO, dts, dts, True, bytes(size))
 
 
 def drain(queue: MediaQueue) -> list[QueueItem]:

@@ -14,8 +14,8 @@ from relay.store.records import Event
 from relay.streams.hub import LiveSession
 from relay.streams.ingest_warnings import MAX_WARNINGS_PER_SESSION, WarningKind
 from relay.streams.registry import IngestRegistry
-from tests.streams.test_sessions import AUDIO, VIDEO, FakePublisher, new_stream
-from tests.unit.test_metrics_live_streams import collector_of, scrape
+from tests.streams.helpers.sessions import AUDIO, VIDEO, FakePublisher, new_stream
+from tests.unit.helpers.metrics_live_streams import collector_of, scrape
 
 pytestmark = pytest.mark.anyio
 

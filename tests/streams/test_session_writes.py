@@ -13,7 +13,7 @@ from relay.store import SessionWrite, Store
 from relay.store.batching import GroupCommit
 from relay.store.records import RecordedMedia, RecordingTime
 from relay.streams.registry import IngestRegistry
-from tests.streams.test_sessions import FakePublisher, new_stream, push, settle
+from tests.streams.helpers.sessions import FakePublisher, new_stream, push, settle
 
 pytestmark = pytest.mark.anyio
 

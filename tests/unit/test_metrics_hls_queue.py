@@ -17,9 +17,9 @@ from relay.rtmp.server import RtmpCounters
 from relay.store import Store
 from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry
-from tests.streams.test_drain_queue import Recorder
-from tests.streams.test_queue import VIDEO_CONFIG, video
-from tests.unit.test_metrics_srt import scrape
+from tests.streams.helpers.drain_queue import Recorder
+from tests.streams.helpers.queue import VIDEO_CONFIG, video
+from tests.unit.helpers.metrics_srt import scrape
 
 pytestmark = pytest.mark.anyio
 

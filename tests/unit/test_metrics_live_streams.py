@@ -7,39 +7,19 @@ import asyncio
 import dataclasses
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from relay.media.units import MediaFrame, TrackKind
-from relay.metrics import IngestCollector
-from relay.rtmp.server import RtmpCounters
 from relay.store import Store
 from relay.streams.registry import IngestRegistry, StreamChange
-from tests.streams.test_sessions import AUDIO, VIDEO, FakePublisher, frame, new_stream
+from tests.streams.helpers.sessions import AUDIO, VIDEO, FakePublisher, frame, new_stream
+from tests.unit.helpers.metrics_live_streams import collector_of, scrape
 
 pytestmark = pytest.mark.anyio
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 PER_STREAM = ("relay_live_stream_ingest_bitrate_bps", "relay_live_stream_frame_rate",
               "relay_live_stream_keyframe_interval_seconds", "relay_live_stream_av_drift_ms",
               "relay_live_stream_reconnects_total", "relay_live_stream_viewers")
-
-
-def scrape(collector: IngestCollector) -> tuple[Samples, dict[str, str]]:
-    """(name, labels) -> value, and each family's help text."""
-    registry = CollectorRegistry()
-    registry.register(collector)
-    families = list(text_string_to_metric_families(generate_latest(registry).decode()))
-    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-               for family in families for sample in family.samples}
-    return samples, {family.name: family.documentation for family in families}
-
-
-def collector_of(registry: IngestRegistry, now: float) -> IngestCollector:
-    collector = IngestCollector(registry, RtmpCounters(), clock=lambda: now)
-    collector.unregister()  # from the process-wide registry: scrape() uses its own
-    return collector
 
 
 async def test_per_stream_series_of_a_live_session(store: Store) -> None:

@@ -27,8 +27,8 @@ from tests.simulcast.fakes import (
     publish_then_fail,
     until,
 )
-from tests.simulcast.test_manager import A, B, C, end_session, stream_with
-from tests.unit.test_metrics_srt import Samples, scrape
+from tests.simulcast.helpers.manager import A, B, C, end_session, stream_with
+from tests.unit.helpers.metrics_srt import Samples, scrape
 
 pytestmark = pytest.mark.anyio
 

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from relay.metrics import IngestCollector, SrtMetricsSource
 from relay.rtmp.server import RtmpCounters
 from relay.srt.admission import SrtAdmissionCounters
 from relay.srt.listener import SrtCounters, SrtStats
 from relay.srt.server import SrtIngestCounters
-from relay.store import Store
 from relay.streams.registry import IngestRegistry
+from tests.unit.helpers.metrics_srt import registry, scrape
+
+__all__ = ["registry"]  # fixtures, defined in tests.unit.helpers.metrics_srt
 
 pytestmark = pytest.mark.anyio
 
@@ -52,25 +51,6 @@ def stats(rtt_ms: float, rate: float, lost: int, retransmitted: int, dropped: in
                     packets_undecrypted=0, bytes_received=1_316_000,
                     receive_buffer_ms=buffer_ms, receive_buffer_bytes=20_000,
                     backlog_dropped_bytes=0)
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(collector: IngestCollector) -> Samples:
-    """The collector's exposition text, parsed back: (name, labels) -> value."""
-    registry = CollectorRegistry()
-    registry.register(collector)
-    text = generate_latest(registry).decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-@pytest.fixture
-async def registry(store: Store) -> AsyncIterator[IngestRegistry]:
-    running = IngestRegistry(store)
-    yield running
-    await running.close()
 
 
 def collector_of(registry: IngestRegistry, srt: SrtMetricsSource | None) -> IngestCollector:

@@ -12,7 +12,7 @@ import pytest
 
 from relay.store import Store
 from relay.webhooks import RetryPolicy, WebhookDeliverer, WebhookLimits
-from tests.webhooks.test_delivery import (
+from tests.webhooks.helpers.delivery import (
     OTHER,
     SECRET,
     URL,

@@ -1,4 +1,4 @@
-"""The store against a real SQLite file and a real PostgreSQL database (tests/pg.py):
+"""The store against a real SQLite file and a real PostgreSQL database (testkit/postgres.py):
 records, paging, cascades, events, tokens, migrations."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from relay.app import StartupError, open_store
 from relay.store import (
     LATEST_VERSION,
-    NewLiveStream,
     NewSimulcastTarget,
     SchemaTooNewError,
     Store,
@@ -18,8 +17,9 @@ from relay.store import (
     migrations,
 )
 from relay.store.tables import metadata
-from tests.integration.relay_process import free_tcp_port
-from tests.pg import PostgresCluster
+from testkit.postgres import PostgresCluster
+from testkit.relay_process import free_tcp_port
+from tests.store.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
 
@@ -28,15 +28,6 @@ pytestmark = pytest.mark.anyio
 def store(any_store: Store) -> Store:
     """Every test here runs on SQLite and on PostgreSQL."""
     return any_store
-
-
-def spec(**overrides: object) -> NewLiveStream:
-    values: dict[str, object] = dict(
-        latency_mode="standard", reconnect_window=60.0, max_continuous_duration=43200,
-        audio_only=False, use_slate_for_standard_latency=False, test=False,
-        new_asset_settings={"playback_policies": ["public"]}, playback_policies=("public",))
-    values.update(overrides)
-    return NewLiveStream(**values)  # type: ignore[arg-type]
 
 
 async def event_types(store: Store) -> list[str]:

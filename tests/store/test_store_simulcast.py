@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from relay.store import NewSimulcastTarget, Store
-from tests.unit.test_store import spec
+from tests.store.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,1 @@
+"""Helpers the test modules of this directory share; no test module imports another."""
