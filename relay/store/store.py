@@ -33,6 +33,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -1055,9 +1056,6 @@ class Store:
         listed is forgotten and its pending deliveries are marked failed (else they would
         wait, and hold back pruning, forever)."""
         async with self._engine.begin() as conn:
-            # Nodes starting together would each insert a new endpoint (and one would fail
-            # on the primary key): one at a time, each sees what the one before added.
-            await _lock_for_bound(conn, webhook_endpoints)
             known = set((await conn.execute(select(webhook_endpoints.c.url))).scalars())
             gone = known - set(urls)
             if gone:
@@ -1066,12 +1064,14 @@ class Store:
                 await conn.execute(update(webhook_deliveries).where(
                     webhook_deliveries.c.endpoint.in_(gone),
                     webhook_deliveries.c.status == "pending").values(
-                    status="failed", last_error="the endpoint is no longer configured"))
+                    status="failed", last_error="the endpoint is no longer configured",
+                    claim=None, claimed_until=None))
                 known -= gone
             newest = (await conn.execute(select(func.max(events.c.seq)))).scalar() or 0
             for url in urls:
                 if url not in known:
-                    await conn.execute(insert(webhook_endpoints).values(
+                    # Nodes starting together may both add it: the first one's row stays.
+                    await conn.execute(_insert_or_ignore(conn, webhook_endpoints).values(
                         url=url, cursor=newest, created_at=self._clock()))
                     known.add(url)
 
@@ -1284,6 +1284,14 @@ async def _lock_for_bound(conn: AsyncConnection, table: Any) -> None:
     reads, so the creates queue while lists and gets go on."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def _insert_or_ignore(conn: AsyncConnection, table: Any) -> Any:
+    """INSERT that skips a row whose key exists already (ON CONFLICT DO NOTHING; both
+    databases spell it so, each through its own dialect's construct)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _insert_below_bound(table: Any, bound: int, values: Mapping[str, Any]) -> Any:
