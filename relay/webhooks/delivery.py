@@ -224,8 +224,14 @@ class WebhookDeliverer:
             claim_for=self.limits.claim_timeout)
         claims = {d.claim for d in due if d.claim is not None}
         self._claims.update(claims)
-        await asyncio.gather(*(self._attempt(client, d) for d in due))
-        self._claims.difference_update(claims)
+        try:
+            await asyncio.gather(*(self._attempt(client, d) for d in due))
+        finally:
+            # Written back, or (the store failed) left to lapse: not this deliverer's to
+            # release any more, and the set stays as small as the tries in flight. Cut short
+            # by `stop`, they are still held: `stop` releases them.
+            if not _cancelling():
+                self._claims.difference_update(claims)
         return len(due)
 
     async def _sleep(self, url: str) -> None:
@@ -281,10 +287,10 @@ class WebhookDeliverer:
                 next_attempt_at=next_attempt_at, first_attempt_at=first_attempt_at,
                 last_error=last_error, attempt_log=attempt_log, delivered_at=delivered_at):
             _FAILURES.warning(
-                "claim", "webhook %s to %s: the try outlasted its %g s claim, which another "
-                "deliverer has taken; its outcome counts (raise claim_timeout if tries are "
-                "this slow)", delivery.event.id, peer_text(delivery.endpoint),
-                self.limits.claim_timeout)
+                "claim", "webhook %s to %s: its claim was gone when the try ended (it "
+                "outlasted the %g s claim, which another deliverer took, or the endpoint was "
+                "removed); the outcome is not written", delivery.event.id,
+                peer_text(delivery.endpoint), self.limits.claim_timeout)
 
     async def count_backlog(self) -> None:
         """Count the endpoints' backlog into `counters` (one store query)."""
