@@ -77,7 +77,8 @@ _TARGET: Final = re.compile(rb"(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([^#]*))?")
 
 _REASONS: Final = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
                    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-                   500: b"Internal Server Error", 503: b"Service Unavailable"}
+                   500: b"Internal Server Error", 502: b"Bad Gateway",
+                   503: b"Service Unavailable"}
 _STATUS_LINES: Final = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason)
                         for status, reason in _REASONS.items()}
 _CLOSE: Final = b"connection: close\r\n"
