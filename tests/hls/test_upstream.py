@@ -269,7 +269,7 @@ def test_the_cache_is_bounded_in_entries_and_bytes_least_recently_used_first() -
     assert cache.get(keys[0]) is not None
     cache.put(keys[1], immutable(101))  # larger than the whole cache: not kept
     assert cache.get(keys[1]) is None and cache.bytes == 95
-    assert upstream.CACHE_MAX_BYTES == ImmutableCache().max_bytes
+    assert ImmutableCache().max_bytes == upstream.CACHE_MAX_BYTES
 
 
 def test_what_is_immutable() -> None:
