@@ -185,6 +185,8 @@ class PlaybackServer:
 
     def _media(self, request: Request, playback_id: str, target: Target, signed: bool,
                resource: ResourceName | None, kind: str) -> Answer:
+        if target is None and self._elsewhere(playback_id):
+            return self._proxied(request, playback_id, signed, kind)
         if target is None or (signed and self.gate is None):
             return self._not_found(kind)
         query = b""
