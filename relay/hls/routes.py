@@ -46,7 +46,7 @@ from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate, Refusal
-from relay.hls.upstream import OwnerProxy
+from relay.hls.upstream import HOP_HEADER, OwnerProxy
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -291,7 +291,8 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
                       signed: bool) -> Response | None:
         """The owner's answer for a live stream not live here, or None (no other owner).
         The query goes as it came: the owner decides a signed id's token or session."""
-        if proxy is None or not directory.live_elsewhere(playback_id):
+        if (proxy is None or HOP_HEADER in request.headers
+                or not directory.live_elsewhere(playback_id)):
             return None
         fetched = await proxy.fetch(playback_id, path, request.url.query, signed=signed,
                                     referer=request.headers.get("referer", ""),

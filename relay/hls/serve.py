@@ -185,7 +185,7 @@ class PlaybackServer:
 
     def _media(self, request: Request, playback_id: str, target: Target, signed: bool,
                resource: ResourceName | None, kind: str) -> Answer:
-        if target is None and self._elsewhere(playback_id):
+        if target is None and self._elsewhere(request, playback_id):
             return self._proxied(request, playback_id, signed, kind)
         if target is None or (signed and self.gate is None):
             return self._not_found(kind)
@@ -206,8 +206,9 @@ class PlaybackServer:
             return self._recorded_playlist(request, target, query)
         return None  # a recorded file: the fallback's FileResponse (ranges, streaming)
 
-    def _elsewhere(self, playback_id: str) -> bool:
-        return self.proxy is not None and self.directory.live_elsewhere(playback_id)
+    def _elsewhere(self, request: Request, playback_id: str) -> bool:
+        return (self.proxy is not None and not request.hop
+                and self.directory.live_elsewhere(playback_id))
 
     async def _proxied(self, request: Request, playback_id: str, signed: bool,
                        kind: str) -> Response:
@@ -248,7 +249,7 @@ class PlaybackServer:
 
     def _multivariant(self, request: Request, playback_id: str) -> Answer:
         found, target, signed = self.directory.resolve_cached_signed(playback_id)
-        if found and target is None and self._elsewhere(playback_id):
+        if found and target is None and self._elsewhere(request, playback_id):
             return self._proxied(request, playback_id, signed, "multivariant")
         if found and signed:
             target, query = self._signed_target(request, playback_id, target)
@@ -276,7 +277,7 @@ class PlaybackServer:
 
     async def _multivariant_later(self, request: Request, playback_id: str) -> Response:
         target, signed = await self.directory.resolve_signed(playback_id)
-        if target is None and self._elsewhere(playback_id):
+        if target is None and self._elsewhere(request, playback_id):
             return await self._proxied(request, playback_id, signed, "multivariant")
         query: bytes | Response = b""
         if signed:

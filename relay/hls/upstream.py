@@ -83,6 +83,12 @@ UPSTREAM_LOG_INTERVAL: Final = 10.0
 #: node, or the owner may be back, within a heartbeat.
 UNREACHABLE_RETRY_AFTER: Final = 1
 
+#: The request header a node sends to the owner. A request that carries it is answered from
+#: what is live on the node it reaches, never fetched from yet another one: two nodes that
+#: each think the other owns a stream (a lease changing hands) answer 404 instead of passing
+#: the request back and forth.
+HOP_HEADER: Final = "x-relay-hop"
+
 # Statuses of the owner passed on as they are; any other is the owner misbehaving: 502.
 _PASSED_STATUSES: Final = frozenset({200, 400, 403, 404, 503})
 # Response fields that describe the representation (RFC 9110) and pass; everything else,
@@ -320,7 +326,7 @@ class UpstreamFetcher:
 
     async def _request(self, key: UpstreamKey) -> Fetched:
         owner, path, query, referer, user_agent = key
-        headers = {"accept-encoding": "gzip"}
+        headers = {"accept-encoding": "gzip", HOP_HEADER: "1"}
         if referer:
             headers["referer"] = referer
         if user_agent:
@@ -413,6 +419,7 @@ class OwnerProxy:
         self.clock = clock
         self._owners: dict[str, tuple[float, str | None]] = {}  # id -> (expires, owner)
         self._looking: dict[str, asyncio.Future[str | None]] = {}
+        self._log = LogLimiter(log, interval=UPSTREAM_LOG_INTERVAL)
 
     async def owner(self, playback_id: str) -> str | None:
         cached = self._owners.get(playback_id)
@@ -446,7 +453,13 @@ class OwnerProxy:
         stream (the caller answers 404). Referer and User-Agent go along for a signed
         playback id only: the owner's restrictions read them; a public one's answer is the
         same for everyone, so they would only split what is coalesced."""
-        owner = await self.owner(playback_id)
+        try:
+            owner = await self.owner(playback_id)
+        except Exception as exc:  # the store: as the API answers its failures
+            self._log.warning("lookup", "playback: could not find which node owns a live "
+                              "stream (%s: %s)", type(exc).__name__, peer_text(str(exc)))
+            return error_answer(503, "could not find which node serves this stream; retry "
+                                "shortly", retry_after=UNREACHABLE_RETRY_AFTER)
         if owner is None:
             return None
         if signed:
@@ -462,7 +475,7 @@ class OwnerProxy:
         await self.fetcher.aclose()
 
 
-__all__ = ["CACHE_MAX_BYTES", "CACHE_MAX_ENTRIES", "MAX_CONNECTIONS_PER_OWNER",
+__all__ = ["CACHE_MAX_BYTES", "CACHE_MAX_ENTRIES", "HOP_HEADER", "MAX_CONNECTIONS_PER_OWNER",
            "MAX_IN_FLIGHT", "MAX_OWNERS", "MAX_UPSTREAM_BODY_BYTES", "OWNER_LOOKUP_TTL",
            "PASSED_HEADERS", "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_READ_TIMEOUT", "Fetched",
            "ImmutableCache", "OwnerLookup", "OwnerProxy", "UpstreamCounters",

@@ -179,3 +179,34 @@ async def test_an_unreachable_owner_is_a_503_with_the_mux_envelope(
         assert error["type"] == "service_unavailable"
         assert node.owner_url in error["messages"][0]
     assert node.asked == [LIVE_ID] * 3  # each failure sends the next request to the lookup
+
+
+async def test_a_request_from_another_node_is_never_forwarded_again(
+        owner: Server, node: Node) -> None:
+    owner.feed(2.5)
+    for path in (f"/{LIVE_ID}.m3u8", f"/{LIVE_ID}/rendition.m3u8", f"/{LIVE_ID}/0.0.m4s"):
+        answer = await node.client.get(path, headers={"x-relay-hop": "1"})
+        assert answer.status_code == 404, path
+    assert node.asked == [] and owner_requests(owner) == 0
+
+
+async def test_two_nodes_that_each_think_the_other_owns_the_stream_answer_404(
+        tmp_path: Path) -> None:
+    async with Node(tmp_path / "a", "lean", None) as first, \
+            Node(tmp_path / "b", "lean", None) as second:
+        first.owner_url = str(second.client.base_url).rstrip("/")
+        second.owner_url = str(first.client.base_url).rstrip("/")
+        answer = await first.client.get(f"/{LIVE_ID}/rendition.m3u8")
+        assert answer.status_code == 404
+        assert first.asked == [LIVE_ID] and second.asked == []
+        assert first.proxy.fetcher.counters.requests == 1
+
+
+async def test_a_failing_owner_lookup_is_a_503(owner: Server, node: Node) -> None:
+    async def broken(playback_id: str) -> str | None:
+        raise ConnectionError("the store is down")
+
+    node.proxy.lookup = broken
+    answer = await node.client.get(f"/{LIVE_ID}/rendition.m3u8")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.json()["error"]["type"] == "service_unavailable"
