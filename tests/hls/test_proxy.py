@@ -7,22 +7,29 @@ part on the node must cost the owner one request."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
 import httpx
+import jwt
 import pytest
 
+from relay.api.signing import new_key_pair
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.routes import PlaybackDirectory, create_playback_app
 from relay.hls.serve import PlaybackServer
+from relay.hls.signed import PlaybackGate
 from relay.hls.upstream import OwnerProxy
+from relay.playback.access import PlaybackAccess
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
-from tests.hls.helpers.routes import ASSET_ID, LIVE_ID, FakeStore, Server
+from tests.hls.helpers.routes import ASSET_ID, LIVE_ID, SIGNED_ID, FakeStore, Server
 from tests.hls.lean import serving_lean
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
 
@@ -210,3 +217,35 @@ async def test_a_failing_owner_lookup_is_a_503(owner: Server, node: Node) -> Non
     answer = await node.client.get(f"/{LIVE_ID}/rendition.m3u8")
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
     assert answer.json()["error"]["type"] == "service_unavailable"
+
+
+async def test_a_signed_stream_plays_through_the_node_with_the_owners_decisions(
+        tmp_path: Path) -> None:
+    private_b64, public_pem = new_key_pair()
+    access = PlaybackAccess()
+    access.verifier.keys.add("K" * 40, public_pem)
+    token = jwt.encode({"sub": SIGNED_ID, "aud": "v", "exp": int(time.time()) + 300},
+                       base64.b64decode(private_b64), algorithm="RS256",
+                       headers={"kid": "K" * 40})
+    async with Server(tmp_path / "owner", mode="lean", gate=PlaybackGate(access)) as owner:
+        owner.feed(4.5)
+        for mode in ("asgi", "lean"):
+            async with Node(tmp_path / mode, mode,
+                            str(owner.client.base_url).rstrip("/")) as node:
+                multivariant = await node.client.get(f"/{SIGNED_ID}.m3u8",
+                                                     params={"token": token})
+                assert multivariant.status_code == 200, multivariant.text
+                [uri] = re.findall(r"^[^#\n].*$", multivariant.text, re.MULTILINE)
+                assert uri.startswith(f"{SIGNED_ID}/rendition.m3u8?session=")
+                media = await node.client.get(f"/{uri}")
+                assert media.status_code == 200
+                part = re.search(r'URI="(0\.1\.m4s\?session=[^"]+)"', media.text)
+                assert part is not None, media.text
+                got = await node.client.get(f"/{SIGNED_ID}/{part.group(1)}")
+                assert got.status_code == 200 and got.content[4:8] == b"moof"
+                # Refusals are the owner's, in its envelope.
+                refused = await node.client.get(f"/{SIGNED_ID}/0.1.m4s")
+                assert refused.status_code == 403
+                assert refused.json()["error"]["type"] == "forbidden"
+                bad = await node.client.get(f"/{SIGNED_ID}.m3u8", params={"token": "x.y.z"})
+                assert bad.status_code == 403
