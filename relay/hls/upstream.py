@@ -127,7 +127,7 @@ class UpstreamCounters:
     unreachable: int = 0  # could not connect (503)
     timeouts: int = 0  # connected, no whole answer in time (502)
     bad_answers: int = 0  # an unexpected status, an oversized or undecodable body (502)
-    busy: int = 0  # refused at MAX_IN_FLIGHT (503)
+    busy: int = 0  # refused at MAX_IN_FLIGHT, or no connection free in time (503)
 
 
 #: What identifies one upstream request: (owner base URL, path, query, referer, user agent).
@@ -348,7 +348,17 @@ class UpstreamFetcher:
                                              f"{limits.max_body_bytes} bytes for one resource")
                 finally:
                     await response.aclose()
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except httpx.PoolTimeout:
+            # Our own bound, not the owner's failure: every connection to it is busy.
+            self.counters.busy += 1
+            self._log.warning(f"pool {owner}", "playback: all %d connections to the owner "
+                              "node %s stayed busy for %g s (MAX_CONNECTIONS_PER_OWNER)",
+                              limits.max_connections_per_owner, peer_text(owner),
+                              limits.connect_timeout)
+            return error_answer(503, f"this node has {limits.max_connections_per_owner} "
+                                "requests open to the node that owns this stream; retry "
+                                "shortly", retry_after=UNREACHABLE_RETRY_AFTER)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self.counters.unreachable += 1
             self._log.warning(f"unreachable {owner}", "playback: the owner node %s is "
                               "unreachable (%s); its streams answer 503 here until it is "

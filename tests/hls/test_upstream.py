@@ -304,3 +304,20 @@ async def test_owner_lookups_are_shared_cached_and_forgotten_when_the_owner_fail
         assert asked.count("PbId") == 1  # still cached
     finally:
         await proxy.aclose()
+
+
+async def test_connections_per_owner_are_bounded(owner: CountingServer) -> None:
+    fetcher = UpstreamFetcher(UpstreamLimits(max_connections_per_owner=1, connect_timeout=0.2))
+    owner.hold = True
+    try:
+        first = asyncio.create_task(fetcher.get(owner.url, PART))
+        await owner.arrived.wait()
+        waited = await fetcher.get(owner.url, "/PbId/7.4.m4s")  # no connection free in time
+        owner.release()
+        assert (await first).status == 200
+    finally:
+        await fetcher.aclose()
+    assert waited.status == 503 and waited.header("retry-after") == "1"
+    assert "1 requests open" in str(envelope(waited)["messages"])
+    assert owner.connections == 1 and fetcher.counters.busy == 1
+    assert fetcher.counters.unreachable == 0
