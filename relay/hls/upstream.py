@@ -12,8 +12,9 @@ Three things keep that cheap for the owner and quick for the viewer:
   request; every waiter gets the same bytes. A blocking playlist reload (`_HLS_msn`,
   `_HLS_part`, `_HLS_skip`: rfc8216bis 6.2.5.2, 6.2.5.1) is forwarded with its query, so the
   owner does the holding, and the N viewers released by one part cost the owner one request;
-- a bounded LRU of the immutable answers (parts and segments: `Cache-Control: immutable`),
-  so a viewer who asks for a part after the first wave still does not go upstream.
+- a bounded LRU of the immutable answers (parts and segments: `Cache-Control: immutable`)
+  to requests without a query (a public playback id's media), so a viewer who asks for a
+  part after the first wave still does not go upstream.
 
 The query is forwarded unchanged, so signed playback (`?token=`, `?session=`) is decided by
 the owner, whose session secret made the session values its playlists carry. Playlists are
@@ -254,12 +255,10 @@ class UpstreamFetcher:
     coalesced, immutable answers cached. `get` never raises for the owner's failures: it
     answers them (`error_answer`)."""
 
-    def __init__(self, limits: UpstreamLimits | None = None, *,
-                 transport: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+    def __init__(self, limits: UpstreamLimits | None = None) -> None:
         self.limits = limits if limits is not None else UpstreamLimits()
         self.counters = UpstreamCounters()
         self.cache = ImmutableCache(self.limits.cache_max_entries, self.limits.cache_max_bytes)
-        self._transport = transport  # tests: a transport of their own
         self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._in_flight: dict[UpstreamKey, asyncio.Future[Fetched]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -319,7 +318,9 @@ class UpstreamFetcher:
             raise
         finally:
             self._in_flight.pop(key, None)
-        if fetched.immutable:
+        # Only a request without a query: a signed id's media carry a session value, which
+        # the owner checks (its expiry too) on every request.
+        if fetched.immutable and not key[2]:
             self.cache.put(key, fetched)
         if not future.done():
             future.set_result(fetched)
@@ -406,8 +407,7 @@ class UpstreamFetcher:
                                 keepalive_expiry=limits.keepalive_seconds),
             # No proxy from the environment, no redirects: one hop to the owner.
             trust_env=False, follow_redirects=False,
-            headers={"user-agent": "relay-playback-proxy"},
-            transport=self._transport() if self._transport is not None else None)
+            headers={"user-agent": "relay-playback-proxy"})
         self._clients[owner] = client
         while len(self._clients) > limits.max_owners:
             _, old = self._clients.popitem(last=False)

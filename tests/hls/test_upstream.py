@@ -321,3 +321,11 @@ async def test_connections_per_owner_are_bounded(owner: CountingServer) -> None:
     assert "1 requests open" in str(envelope(waited)["messages"])
     assert owner.connections == 1 and fetcher.counters.busy == 1
     assert fetcher.counters.unreachable == 0
+
+
+async def test_answers_to_requests_with_a_query_are_not_cached(
+        owner: CountingServer, fetcher: UpstreamFetcher) -> None:
+    # A signed id's media carry a session value the owner checks each time (its expiry too).
+    for _ in range(2):
+        assert (await fetcher.get(owner.url, PART, "session=1.k.r.mac")).status == 200
+    assert owner.requests[f"{PART}?session=1.k.r.mac"] == 2 and len(fetcher.cache) == 0
