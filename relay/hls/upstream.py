@@ -14,7 +14,12 @@ Three things keep that cheap for the owner and quick for the viewer:
   owner does the holding, and the N viewers released by one part cost the owner one request;
 - a bounded LRU of the immutable answers (parts and segments: `Cache-Control: immutable`)
   to requests without a query (a public playback id's media), so a viewer who asks for a
-  part after the first wave still does not go upstream.
+  part after the first wave still does not go upstream. Init sections are coalesced but not
+  kept: the owner marks them `no-cache`, since their numbers restart with each session of
+  the stream and may then name other tracks.
+
+A request to the owner carries `HOP_HEADER`; a node never forwards such a request again, so
+two nodes that disagree about the owner (a lease changing hands) answer 404, not a loop.
 
 The query is forwarded unchanged, so signed playback (`?token=`, `?session=`) is decided by
 the owner, whose session secret made the session values its playlists carry. Playlists are
