@@ -1176,6 +1176,23 @@ class Store:
                                .where(c.id == stream_id, c.owner_node == node_id)
                                .values(owner_node=None, lease_expires_at=None))
 
+    async def finish_taken_over_session(
+        self, stream_id: str, asset_id: str | None, node_id: str,
+        finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
+    ) -> bool:
+        """End the session a dead node left open on a stream whose lease `node_id` has just
+        taken (`LeaseGrant.open_session`): its recording is finalized and completed, the
+        stream goes idle, and the lease is released with the end. False when another node
+        holds the lease by now (it writes the end instead)."""
+        async with self._engine.connect() as conn:
+            owner = await conn.scalar(select(live_streams.c.owner_node)
+                                      .where(live_streams.c.id == stream_id))
+        if owner != node_id:
+            return False
+        await self._finish_sessions([(stream_id, asset_id)], finalize, node_id=node_id)
+        await self._idle_simulcast_targets([stream_id])
+        return True
+
     async def finish_orphaned_sessions(
         self, node_id: str,
         finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
