@@ -158,9 +158,7 @@ class ClusterNode:
                                   "count this one dead after %gs without one", self.node_id,
                                   type(exc).__name__, self.store.node_timeout)
                 continue
-            for stream_id in lost:
-                log.warning("stream %s: another node took over its lease while this node "
-                            "was silent; ending the session here", stream_id)
+            for stream_id in lost:  # or the session ended (and released it) meanwhile
                 self._on_lease_lost(stream_id, held[stream_id])
 
     async def _take_over(self) -> None:

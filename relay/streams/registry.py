@@ -433,7 +433,10 @@ class IngestRegistry:
         """Another node took over the lease of `session` (this node was silent longer than
         the node timeout) and has ended it in the store: end it here too; its end is not
         written again (fenced by the lease)."""
-        if self.sessions.get(stream_id) is session and isinstance(session, LiveSession):
+        if (self.sessions.get(stream_id) is session and isinstance(session, LiveSession)
+                and not session.lifecycle.ended):
+            log.warning("stream %s: another node took over its lease while this node was "
+                        "silent; ending the session here", stream_id)
             session.end("another node took over the live stream's lease")
 
     def _session_ended(self, session: LiveSession) -> None:
