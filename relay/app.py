@@ -257,6 +257,8 @@ class RelayServer:
                 held=lambda: self.registry.sessions if self.registry else {},
                 on_lease_lost=lambda stream_id, session: self.registry.lease_lost(
                     stream_id, session) if self.registry else None,
+                on_leased_elsewhere=lambda ids: self.registry.leased_elsewhere(
+                    ids) if self.registry else None,
                 finalize=finalize)
             self.registry = IngestRegistry(
                 self.store, session_limit=s.max_session_duration,

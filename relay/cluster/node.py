@@ -68,17 +68,21 @@ class ClusterNode:
     node timeout). `held()` names the streams of this node's live sessions, each with a
     token that `on_lease_lost(stream_id, token)` gets back when another node has taken that
     stream's lease (this node was silent too long): the session must end without writing
-    its end. `finalize(asset_id)` completes a recording left by a dead node."""
+    its end. `on_leased_elsewhere(stream_ids)` hears, with each beat, which streams other
+    live nodes hold (for answers that cannot wait for the store: SRT's handshake).
+    `finalize(asset_id)` completes a recording left by a dead node."""
 
     def __init__(self, store: Store, node_id: str, advertise_url: str, *,
                  held: Callable[[], Mapping[str, object]],
                  on_lease_lost: Callable[[str, object], None],
+                 on_leased_elsewhere: Callable[[frozenset[str]], None] | None = None,
                  finalize: Finalize | None = None) -> None:
         self.store = store
         self.node_id = node_id
         self.advertise_url = advertise_url
         self._held = held
         self._on_lease_lost = on_lease_lost
+        self._on_leased_elsewhere = on_leased_elsewhere
         self._finalize = finalize
         self._tasks: list[asyncio.Task[None]] = []
         self._log = LogLimiter(log)
@@ -153,6 +157,9 @@ class ClusterNode:
                     lost += await self.store.node_heartbeat(
                         self.node_id, self.advertise_url,
                         ids[first:first + LEASE_RENEWAL_BATCH])
+                if self._on_leased_elsewhere is not None:
+                    self._on_leased_elsewhere(frozenset(
+                        await self.store.streams_leased_elsewhere(self.node_id)))
             except Exception as exc:
                 self._log.warning("heartbeat", "node %s: heartbeat failed (%s); other nodes "
                                   "count this one dead after %gs without one", self.node_id,

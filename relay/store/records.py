@@ -305,10 +305,11 @@ class NodeInfo:
 class LeaseGrant:
     """What `Store.acquire_stream_lease` did.
 
-    `acquired`: the node holds the stream's lease now. `previous_owner`: the node whose
-    expired lease it took over (None when the lease was free or already its own).
-    `open_asset_id`/`open_session`: the session that previous owner left open (the stream
-    is still active or recording), which the new owner must finish before starting its own."""
+    `acquired`: the node holds the stream's lease now; when not, `previous_owner` is the
+    node that holds it. When acquired, `previous_owner` is the node whose expired lease it
+    took over (None when the lease was free or already its own): that node died with a
+    session open (`open_session`, recording into `open_asset_id` if it had started), which
+    the new owner must finish before starting its own."""
 
     acquired: bool
     previous_owner: str | None = None

@@ -1161,11 +1161,21 @@ class Store:
                 .values(owner_node=node_id, lease_expires_at=now + self.node_timeout))
             if taken.rowcount == 0:
                 return LeaseGrant(acquired=False, previous_owner=row.owner_node)
+        # A session's end releases its lease, so another node's lease (expired, or this
+        # UPDATE would not have matched) is a session that never ended: its node died.
         previous = row.owner_node if row.owner_node not in (None, node_id) else None
-        left_open = previous is not None and (row.active_asset_id is not None
-                                              or row.status == "active")
-        return LeaseGrant(acquired=True, previous_owner=previous, open_session=left_open,
-                          open_asset_id=row.active_asset_id if left_open else None)
+        return LeaseGrant(acquired=True, previous_owner=previous,
+                          open_session=previous is not None,
+                          open_asset_id=row.active_asset_id if previous else None)
+
+    async def streams_leased_elsewhere(self, node_id: str) -> list[str]:
+        """The streams whose live session another node holds now (an unexpired lease): the
+        keys this node's SRT handshake refuses as already live."""
+        c = live_streams.c
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(c.id).where(
+                c.lease_expires_at >= self._clock(), c.owner_node != node_id))).scalars()
+            return list(rows)
 
     async def release_stream_lease(self, stream_id: str, node_id: str) -> None:
         """Give up `node_id`'s lease of a stream it holds no session of (a refused

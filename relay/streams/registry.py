@@ -120,7 +120,7 @@ class KeyState:
 
     stream_id: str
     disabled: bool
-    live: bool  # a session of the stream has a publisher now
+    live: bool  # a session of the stream has a publisher now (here or on another node)
     srt_passphrase: str
 
 
@@ -195,6 +195,10 @@ class IngestRegistry:
         # Store reads of a stream whose change came without its record (stream_changed).
         self._refreshes: set[asyncio.Task[None]] = set()
         self._closing = False
+        # The streams other nodes hold live, as the last heartbeat read them (a moment
+        # stale: admit()'s lease settles it). Replaced whole, never mutated: peek() reads it
+        # from libsrt's thread.
+        self._leased_elsewhere: frozenset[str] = frozenset()
         #: Called with every new session before its publisher starts it: the app attaches
         #: the session's consumers (the HLS packager) here.
         self.on_session_started = on_session_started
@@ -354,7 +358,8 @@ class IngestRegistry:
         if entry is None or not hmac.compare_digest(entry.key, key):
             return None
         session = self.sessions.get(entry.stream_id)
-        live = session is not None and session.publisher is not None
+        live = ((session is not None and session.publisher is not None)
+                or entry.stream_id in self._leased_elsewhere)
         return KeyState(entry.stream_id, entry.disabled, live, entry.srt_passphrase)
 
     @property
@@ -428,6 +433,11 @@ class IngestRegistry:
             self._forget(stream_id)
         else:
             self._remember(stream.id, stream.stream_key, stream.status, stream.srt_passphrase)
+
+    def leased_elsewhere(self, stream_ids: frozenset[str]) -> None:
+        """Which streams other live nodes hold now (each heartbeat says): `peek()` answers
+        them as live, so SRT refuses them in the handshake as a second publisher."""
+        self._leased_elsewhere = stream_ids
 
     def lease_lost(self, stream_id: str, session: object) -> None:
         """Another node took over the lease of `session` (this node was silent longer than

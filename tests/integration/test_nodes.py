@@ -1,7 +1,7 @@
 """Two `relay serve` nodes on one PostgreSQL and one data dir (issue 19, "Nodes"): a key live
-on node B is refused on node A as a second publisher is; after B is killed with SIGKILL, A
-finishes B's session once the reconnect window has passed (stream idle, recording completed
-from the shared data dir), and each lifecycle event exists once."""
+on node B is refused on node A as a second publisher is (RTMP and SRT); after B is killed
+with SIGKILL, A finishes B's session once the reconnect window has passed (stream idle,
+recording completed from the shared data dir), and each lifecycle event exists once."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 
 from relay.store import Store
 from relay.store.records import Event, NodeRef
-from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess
 from tests.integration.helpers.webhooks import wait_until
@@ -91,6 +91,14 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         code, err = finish(second)
         assert code != 0, err
         assert "live stream already has a publisher" in a.log, a.log
+        # Over SRT: refused in the handshake, as a second publisher there is (A's heartbeat
+        # has long learnt that B holds the stream).
+        second = ffmpeg_publish(srt_url(a.urls["srt"], key, stream["srt_passphrase"]),
+                                seconds=5, muxer="mpegts")
+        code, err = finish(second)
+        assert code != 0, err
+        metrics = httpx.get(a.urls["metrics"], timeout=10).text
+        assert 'relay_srt_handshakes_refused_total{reason="live"} 1.0' in metrics
         assert stream_of(a, stream["id"])["status"] == "active"
         asset_id = stream_of(a, stream["id"])["active_asset_id"]
         # Some media reaches the shared data dir before B goes.

@@ -75,7 +75,9 @@ async def test_a_lease_excludes_other_nodes_until_it_expires(
     clock.now += 2  # a said nothing for longer than the timeout: its lease is gone
     taken = await b.acquire_stream_lease(stream.id, "b")
     assert taken.acquired and taken.previous_owner == "a"
-    assert not taken.open_session  # no session was recorded: nothing to finish
+    # a's session never ended (that would have released the lease), though it recorded
+    # nothing: b must finish it (idle) before its own.
+    assert taken.open_session and taken.open_asset_id is None
     assert not (await a.acquire_stream_lease(stream.id, "a")).acquired
 
 

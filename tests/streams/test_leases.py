@@ -3,7 +3,8 @@ PostgreSQL), each with its `ClusterNode`, sharing a hand-moved clock."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -48,8 +49,11 @@ async def start_node(name: str, database_url: str, clock: Clock) -> Node:
     def lost(stream_id: str, session: object) -> None:
         holder[0].lease_lost(stream_id, session)
 
+    def elsewhere(stream_ids: frozenset[str]) -> None:
+        holder[0].leased_elsewhere(stream_ids)
+
     cluster = ClusterNode(store, name, f"http://{name}.internal:8080", held=held,
-                          on_lease_lost=lost)
+                          on_lease_lost=lost, on_leased_elsewhere=elsewhere)
     holder.append(IngestRegistry(store, leases=cluster))
     return Node(store, cluster, holder[0])
 
@@ -66,6 +70,14 @@ async def two_nodes(database_url: str, clock: Clock) -> AsyncIterator[tuple[Node
             await node.registry.close()
             await node.cluster.stop()
             await node.store.close()
+
+
+async def eventually(check: Callable[[], bool], what: str) -> None:
+    for _ in range(100):  # a few heartbeats (every TIMEOUT / 3) at most
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def count(store: Store, event_type: str, object_id: str) -> int:
@@ -142,3 +154,24 @@ async def test_an_encoder_back_on_another_node_after_its_node_died_starts_anew(
     await session.wait_finished()
     assert await count(a.store, "video.live_stream.idle", stream.id) == 1
     assert await count(a.store, "video.asset.ready", old_asset) == 1
+
+
+async def test_the_key_cache_answers_a_key_live_on_another_node_as_live(
+        two_nodes: tuple[Node, Node]) -> None:
+    # What SRT's handshake asks (it cannot wait for the store): refused as already live.
+    a, b = two_nodes
+    stream = await new_stream(a.store)
+    await a.registry.load_keys()
+    await a.cluster.start()
+    key = stream.stream_key
+
+    def live_on_a() -> bool:
+        state = a.registry.peek(key)
+        return state is not None and state.live
+
+    assert not live_on_a()
+    session = await b.registry.admit(key, FakePublisher(), "127.0.0.1")
+    await eventually(live_on_a, "a's heartbeat to learn that b holds the key")
+    session.end("the test ends it")
+    await session.wait_finished()
+    await eventually(lambda: not live_on_a(), "a's heartbeat to learn that b let it go")
