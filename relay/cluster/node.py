@@ -85,6 +85,9 @@ class ClusterNode:
         self._on_leased_elsewhere = on_leased_elsewhere
         self._finalize = finalize
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by stop(): the loops finish the store call they are in (a store call cancelled
+        # midway can leave its connection unusable for the store's close) and return.
+        self._stopping = asyncio.Event()
         self._log = LogLimiter(log)
         #: Sessions of dead nodes this node finished (a metric, and for tests).
         self.taken_over = 0
@@ -106,8 +109,7 @@ class ClusterNode:
         """Stop beating and remove the node's row (its sessions have ended by now, their
         leases released by their ends). Safe to repeat."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
+        self._stopping.set()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -146,9 +148,14 @@ class ClusterNode:
 
     # -- the loops --------------------------------------------------------------------
 
+    async def _pause(self) -> bool:
+        """Wait one interval; False when the node is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.interval)
+        return not self._stopping.is_set()
+
     async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        while await self._pause():
             held = dict(self._held())
             ids = list(held)
             try:
@@ -169,10 +176,9 @@ class ClusterNode:
                 self._on_lease_lost(stream_id, held[stream_id])
 
     async def _take_over(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        while await self._pause():
             try:
-                while True:
+                while not self._stopping.is_set():
                     ended = await self.store.finish_orphaned_sessions(self.node_id,
                                                                       self._finalize)
                     if ended:

@@ -222,6 +222,10 @@ class Store:
         store = cls(engine, clock, node_timeout=node_timeout)
         try:
             async with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    # Nodes started together on a new database would each create the tables
+                    # (and all but one fail): one migrates, the others wait, then find it done.
+                    await conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 await conn.run_sync(migrations.migrate)
         except BaseException:
             await engine.dispose()
@@ -1474,6 +1478,8 @@ def _forget_events(conn: Any) -> None:
 
 # The transaction-level advisory lock that event-writing transactions hold on PostgreSQL.
 OUTBOX_LOCK_KEY = 0x52454C4159  # "RELAY"
+# The one that the migrations of `Store.open` hold on PostgreSQL.
+MIGRATION_LOCK_KEY = 0x52454C41594D  # "RELAYM"
 
 
 async def _writing_events(conn: AsyncConnection) -> None:

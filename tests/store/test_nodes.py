@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from relay.store import SessionWrite, Store
+from relay.store import LATEST_VERSION, SessionWrite, Store
 from relay.store.records import NodeRef, RecordedMedia
+from testkit.postgres import PostgresCluster
 from tests.store.helpers.store import spec
 
 pytestmark = pytest.mark.anyio
@@ -216,3 +217,16 @@ async def test_restart_recovery_leaves_other_live_nodes_sessions(
     still = await a.get_live_stream(theirs)
     assert still is not None and still.status == "active"
     assert not (await a.acquire_stream_lease(theirs, "a")).acquired
+
+
+async def test_nodes_starting_together_migrate_an_empty_database_once(
+        postgres: PostgresCluster) -> None:
+    # Several nodes started at once (a deploy, `--workers`) on one new database: the schema
+    # is made by one of them, the others wait for it and find it made.
+    url = postgres.create_database()
+    opened = await asyncio.gather(*(Store.open(url) for _ in range(4)))
+    try:
+        assert {await store.schema_version() for store in opened} == {LATEST_VERSION}
+    finally:
+        for store in opened:
+            await store.close()
