@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import BindParameter
 
 from relay.ids import (
     TOKEN_SECRET_LENGTH,
@@ -211,6 +212,8 @@ class Store:
         # on the instance at the time (a test may wrap it).
         self._session_batches: GroupCommit[SessionWrite, Asset | LiveStream | None] = (
             GroupCommit(lambda writes: self.session_writes(writes), MAX_SESSION_WRITE_BATCH))
+        self._lease_batches: GroupCommit[tuple[str, str], LeaseGrant] = GroupCommit(
+            lambda requests: self.acquire_stream_leases(requests), MAX_SESSION_WRITE_BATCH)
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], float] = time.time, *,
@@ -1147,30 +1150,69 @@ class Store:
 
     async def acquire_stream_lease(self, stream_id: str, node_id: str) -> LeaseGrant:
         """Take the lease of a stream for a new live session on `node_id`, unless another
-        node holds it unexpired. A conditional UPDATE (free, already ours, or expired):
-        on PostgreSQL the row is locked first, so two nodes cannot both take it; SQLite
-        writes one transaction at a time. A stream that is gone grants nothing to hold."""
+        node holds it unexpired; written together with the other admissions that arrive
+        meanwhile (`acquire_stream_leases`, group commit: after a restart thousands of
+        encoders come back at once)."""
+        return await self._lease_batches.submit((stream_id, node_id))
+
+    async def acquire_stream_leases(
+        self, requests: Sequence[tuple[str, str]]
+    ) -> list[LeaseGrant]:
+        """`acquire_stream_lease` for each (stream id, node id), in one transaction.
+
+        The rows are read with FOR UPDATE (PostgreSQL), in id order so that two nodes'
+        batches cannot deadlock, and stay locked until the grants are written: no other
+        node can take a lease between the check and the write. On SQLite the UPDATE's own
+        condition decides (see there). A stream that is gone grants nothing to hold."""
         now = self._clock()
+        until = now + self.node_timeout
         c = live_streams.c
-        free = or_(c.owner_node.is_(None), c.owner_node == node_id,
-                   c.lease_expires_at.is_(None), c.lease_expires_at < now)
         async with self._engine.begin() as conn:
-            row = (await conn.execute(
-                select(c.owner_node, c.status, c.active_asset_id)
-                .where(c.id == stream_id).with_for_update())).first()
-            if row is None:
-                return LeaseGrant(acquired=True)
-            taken = await conn.execute(
-                update(live_streams).where(c.id == stream_id, free)
-                .values(owner_node=node_id, lease_expires_at=now + self.node_timeout))
-            if taken.rowcount == 0:
-                return LeaseGrant(acquired=False, previous_owner=row.owner_node)
-        # A session's end releases its lease, so another node's lease (expired, or this
-        # UPDATE would not have matched) is a session that never ended: its node died.
-        previous = row.owner_node if row.owner_node not in (None, node_id) else None
-        return LeaseGrant(acquired=True, previous_owner=previous,
-                          open_session=previous is not None,
-                          open_asset_id=row.active_asset_id if previous else None)
+            rows = (await conn.execute(
+                select(c.id, c.owner_node, c.lease_expires_at, c.active_asset_id)
+                .where(c.id.in_({stream_id for stream_id, _ in requests}))
+                .order_by(c.id).with_for_update())).all()
+            state = {row.id: (row.owner_node, row.lease_expires_at, row.active_asset_id)
+                     for row in rows}
+            grants: list[LeaseGrant] = []
+            taken: dict[str, str] = {}  # stream id -> node id
+            for stream_id, node_id in requests:
+                if stream_id not in state:
+                    grants.append(LeaseGrant(acquired=True))
+                    continue
+                owner, expires, asset_id = state[stream_id]
+                if (owner is not None and owner != node_id and expires is not None
+                        and expires >= now):
+                    grants.append(LeaseGrant(acquired=False, previous_owner=owner))
+                    continue
+                # A session's end releases its lease, so another node's lease (expired, or
+                # it would have been refused) is a session that never ended: its node died.
+                previous = owner if owner not in (None, node_id) else None
+                grants.append(LeaseGrant(acquired=True, previous_owner=previous,
+                                         open_session=previous is not None,
+                                         open_asset_id=asset_id if previous else None))
+                state[stream_id] = (node_id, until, asset_id)
+                taken[stream_id] = node_id
+            if not taken:
+                return grants
+            # Conditional all the same: SQLite's driver begins the transaction only at this
+            # UPDATE, so the rows read above may be stale there; the WHERE is evaluated
+            # under its write lock, and the owners read back say who got each lease.
+            node: BindParameter[str] = bindparam("lease_node")
+            await conn.execute(
+                update(live_streams).where(
+                    c.id == bindparam("lease_stream"),
+                    or_(c.owner_node.is_(None), c.owner_node == node,
+                        c.lease_expires_at.is_(None), c.lease_expires_at < now))
+                .values(owner_node=node, lease_expires_at=until),
+                [{"lease_stream": stream_id, "lease_node": node_id}
+                 for stream_id, node_id in taken.items()])
+            owners = {row.id: row.owner_node for row in (await conn.execute(
+                select(c.id, c.owner_node).where(c.id.in_(taken)))).all()}
+        return [grant if not grant.acquired or stream_id not in owners
+                or owners[stream_id] == node_id
+                else LeaseGrant(acquired=False, previous_owner=owners[stream_id])
+                for grant, (stream_id, node_id) in zip(grants, requests, strict=True)]
 
     async def streams_leased_elsewhere(self, node_id: str) -> list[str]:
         """The streams whose live session another node holds now (an unexpired lease): the

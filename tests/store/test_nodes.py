@@ -82,6 +82,25 @@ async def test_a_lease_excludes_other_nodes_until_it_expires(
     assert not (await a.acquire_stream_lease(stream.id, "a")).acquired
 
 
+async def test_admissions_racing_on_two_nodes_lease_each_stream_to_one(
+        nodes: tuple[Store, Store, Store]) -> None:
+    a, b, _ = nodes
+    ids = [(await a.create_live_stream(spec())).id for _ in range(20)]
+
+    async def admit_all(store: Store, node: str) -> list[bool]:
+        grants = await asyncio.gather(*(store.acquire_stream_lease(i, node) for i in ids))
+        return [grant.acquired for grant in grants]
+
+    on_a, on_b = await asyncio.gather(admit_all(a, "a"), admit_all(b, "b"))
+    assert all(x != y for x, y in zip(on_a, on_b, strict=True)), (on_a, on_b)
+    # Batched (one transaction for a burst), each grant is still per stream and in order.
+    gone = "no-such-stream"
+    grants = await a.acquire_stream_leases([(ids[0], "c"), (ids[0], "a"), (gone, "a")])
+    owner = "a" if on_a[0] else "b"
+    assert [g.acquired for g in grants] == [False, owner == "a", True]
+    assert grants[0].previous_owner == owner
+
+
 async def test_the_heartbeat_renews_the_leases_of_live_sessions(
         nodes: tuple[Store, Store, Store], clock: Clock) -> None:
     a, b, _ = nodes
