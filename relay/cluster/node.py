@@ -179,8 +179,8 @@ class ClusterNode:
         while await self._pause():
             try:
                 while not self._stopping.is_set():
-                    ended = await self.store.finish_orphaned_sessions(self.node_id,
-                                                                      self._finalize)
+                    ended = await self.store.finish_orphaned_sessions(
+                        self.node_id, self._finalize, keep=frozenset(self._held()))
                     if ended:
                         self.taken_over += len(ended)
                         log.info("finished %d live session(s) of dead node(s) after their "

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -1015,9 +1015,10 @@ class Store:
     async def _claim_and_finish(
         self, claimable: Any, node_id: str,
         finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None,
+        skip: Collection[str] = (),
     ) -> list[str]:
-        """Take the lease of up to MAX_SESSION_WRITE_BATCH streams matching `claimable`, then
-        finish their sessions under it.
+        """Take the lease of up to MAX_SESSION_WRITE_BATCH streams matching `claimable` (and
+        not in `skip`), then finish their sessions under it.
 
         The claim is one conditional UPDATE: on PostgreSQL a second node's UPDATE of the
         same row waits for the first to commit and then re-checks `claimable` against the
@@ -1027,8 +1028,9 @@ class Store:
         now = self._clock()
         c = live_streams.c
         async with self._engine.connect() as conn:
-            ids = (await conn.execute(select(c.id).where(claimable).order_by(c.seq)
-                                      .limit(MAX_SESSION_WRITE_BATCH))).scalars().all()
+            found = (await conn.execute(select(c.id).where(claimable).order_by(c.seq)
+                                        .limit(MAX_SESSION_WRITE_BATCH))).scalars().all()
+        ids = [stream_id for stream_id in found if stream_id not in skip]
         if not ids:
             return []
         async with self._engine.begin() as conn:
@@ -1252,19 +1254,24 @@ class Store:
     async def finish_orphaned_sessions(
         self, node_id: str,
         finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
+        *, keep: Collection[str] = (),
     ) -> list[str]:
         """Finish, as `node_id`, the sessions whose node died: their lease expired more
         than their stream's reconnect window ago (so the encoder did not come back to any
         node). Each stream goes idle and its recording is completed from what is on disk
         (`finalize`), its events written once however many nodes try at the same time.
         Returns the ids of the streams this call ended (at most MAX_SESSION_WRITE_BATCH;
-        the next call takes more)."""
+        the next call takes more).
+
+        `node_id`'s own expired leases count too, except on `keep` (the streams of its live
+        sessions): a session of its own whose end could not be written (the database was
+        down then) is finished here instead of waiting for a restart."""
         now = self._clock()
         c = live_streams.c
-        orphaned = and_(c.owner_node.is_not(None), c.owner_node != node_id,
+        orphaned = and_(c.owner_node.is_not(None),
                         c.lease_expires_at < now,  # the index narrows the scan to these
                         c.lease_expires_at + c.reconnect_window < now)
-        ended = await self._claim_and_finish(orphaned, node_id, finalize)
+        ended = await self._claim_and_finish(orphaned, node_id, finalize, skip=keep)
         if ended:
             await self._idle_simulcast_targets(ended)
         return ended

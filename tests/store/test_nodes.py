@@ -197,6 +197,19 @@ async def test_two_nodes_taking_over_at_once_write_each_event_once(
         assert await count(a, "video.asset.ready", asset_id) == 1
 
 
+async def test_a_session_whose_end_was_not_written_is_finished_by_its_own_node(
+        nodes: tuple[Store, Store, Store], clock: Clock) -> None:
+    a, _, _ = nodes
+    stream_id, asset_id = await live_session(a, "a")
+    # a's session ended but the database was down then: the lease was never released and
+    # a renews only the leases of the sessions it holds (`keep`).
+    clock.now += TIMEOUT + WINDOW + 1
+    assert await a.finish_orphaned_sessions("a", keep=[stream_id]) == []  # still live
+    assert await a.finish_orphaned_sessions("a", keep=[]) == [stream_id]
+    assert await count(a, "video.live_stream.idle", stream_id) == 1
+    assert await count(a, "video.asset.ready", asset_id) == 1
+
+
 async def test_a_node_that_lost_its_lease_writes_no_end(
         nodes: tuple[Store, Store, Store], clock: Clock) -> None:
     a, b, _ = nodes
