@@ -598,8 +598,9 @@ async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> Recorde
     summary = await asyncio.to_thread(finalize, directory)
     if summary is None:
         return None
-    log.info("completed the recording of asset %s interrupted by the previous run "
-             "(%d segments, %.1f s)", asset_id, summary.segments, summary.duration)
+    log.info("completed the recording of asset %s interrupted by a crash (of this node's "
+             "previous run, or of another node) (%d segments, %.1f s)", asset_id,
+             summary.segments, summary.duration)
     variant = await asyncio.to_thread(read_variant, directory)
     tracks: list[JSONDict] = []
     if variant is not None:

@@ -6,6 +6,7 @@ recording completed from the shared data dir), and each lifecycle event exists o
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import time
@@ -98,7 +99,9 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         code, err = finish(second)
         assert code != 0, err
         metrics = httpx.get(a.urls["metrics"], timeout=10).text
-        assert 'relay_srt_handshakes_refused_total{reason="live"} 1.0' in metrics
+        refused = re.search(r'^relay_srt_handshakes_refused_total\{reason="live"\} (\S+)$',
+                            metrics, re.MULTILINE)
+        assert refused is not None and float(refused.group(1)) >= 1, metrics
         assert stream_of(a, stream["id"])["status"] == "active"
         asset_id = stream_of(a, stream["id"])["active_asset_id"]
         # Some media reaches the shared data dir before B goes.
