@@ -162,8 +162,8 @@ class SessionWrite:
     recorded: RecordingTime | None = None  # disconnected: the connection's interval
     media: RecordedMedia | None = None  # ended: the recording as packaged
     warning: tuple[str, str] | None = None  # warning: (type, message)
-    #: ended: written only while this node holds the stream's lease (or the stream is gone),
-    #: and the lease is released with it; None writes it whoever holds the lease.
+    #: disconnected and ended: written only while this node holds the stream's lease (or
+    #: the stream is gone), and an end releases the lease; None writes them whoever holds it.
     node_id: str | None = None
 
 
@@ -926,6 +926,7 @@ class Store:
         self, conn: AsyncConnection, writes: Sequence[SessionWrite]
     ) -> None:
         """Close each connection's recording interval; `video.live_stream.disconnected`."""
+        writes = await _lease_held(conn, writes)
         if not writes:
             return
         await _add_recording_times(conn, [(w.asset_id, w.recorded) for w in writes
@@ -1047,7 +1048,7 @@ class Store:
         `video.live_stream.idle`; its recording becomes a ready asset, with
         `video.asset.live_stream_completed` and `video.asset.ready`. A few queries for all of
         `ends` (the streams are distinct)."""
-        ends = await _held_ends(conn, ends)
+        ends = await _lease_held(conn, ends)
         if not ends:
             return
         before = await _load_live_streams(conn, [e.stream_id for e in ends])
@@ -1492,9 +1493,10 @@ async def _upsert_node(conn: AsyncConnection, node_id: str, advertise_url: str, 
                                                 started_at=now, last_seen=now))
 
 
-async def _held_ends(conn: AsyncConnection, ends: Sequence[SessionWrite]) -> list[SessionWrite]:
-    """The ends to write: those without a node, and those whose node still holds the
-    stream's lease (or whose stream is gone). An end whose lease another node took over is
+async def _lease_held(conn: AsyncConnection,
+                      ends: Sequence[SessionWrite]) -> list[SessionWrite]:
+    """The writes to make: those without a node, and those whose node still holds the
+    stream's lease (or whose stream is gone). One whose lease another node took over is
     dropped: that node has ended the session, and its events are written once.
 
     The rows are locked (PostgreSQL) until the transaction ends, so a claim cannot slip in

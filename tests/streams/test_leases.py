@@ -120,6 +120,8 @@ async def test_a_node_that_lost_its_lease_ends_its_session_without_a_second_end(
     await session.wait_finished()
     assert publisher.closed == ["another node took over the live stream's lease"]
     assert await count(a.store, "video.live_stream.idle", stream.id) == 1
+    # Nor a disconnection after a's idle: the stream's story ended there.
+    assert await count(a.store, "video.live_stream.disconnected", stream.id) == 0
     assert await count(a.store, "video.asset.ready", asset_id) == 1
     idle = await a.store.get_live_stream(stream.id)
     assert idle is not None and idle.status == "idle"
