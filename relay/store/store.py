@@ -1507,7 +1507,7 @@ async def _lease_held(conn: AsyncConnection,
     rows = (await conn.execute(
         select(live_streams.c.id, live_streams.c.owner_node)
         .where(live_streams.c.id.in_({e.stream_id for e in fenced}))
-        .with_for_update())).all()
+        .order_by(live_streams.c.id).with_for_update())).all()  # id order: no deadlock
     owners = {row.id: row.owner_node for row in rows}
     return [e for e in ends if e.node_id is None or e.stream_id not in owners
             or owners[e.stream_id] == e.node_id]
