@@ -20,7 +20,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from starlette.types import ASGIApp
 
 from relay.api import create_api
+from relay.cluster import ClusterNode, default_advertise_url, default_node_id
 from relay.config import Settings
 from relay.file_limit import RESERVED_FILES, ensure_file_limit
 from relay.hls.disk import DISK, DiskPool
@@ -55,6 +56,7 @@ from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits, limited
 from relay.https import TlsAcceptor
 from relay.images.pool import DecodePool
 from relay.images.routes import image_routes
+from relay.limits import DEFAULT_NODE_TIMEOUT
 from relay.logs import LogLimiter
 from relay.metrics import (
     IngestCollector,
@@ -184,11 +186,24 @@ class RelayServer:
         self.playback_access: PlaybackAccess | None = None
         #: Where thumbnails, animated images and storyboards are decoded (relay.images).
         self.image_pool = DecodePool()
-        #: Who owns a live stream not live on this node (issue 19, node ownership in the
-        #: store); with it, both playback servers serve such streams from their owner
-        #: (`relay.hls.upstream`); without it, they answer 404.
+        #: Who owns a live stream not live on this node: on a shared database (PostgreSQL)
+        #: the lease holder named in the store, unless set before start; with it, both
+        #: playback servers serve such streams from their owner (`relay.hls.upstream`);
+        #: without it (SQLite: one node), they answer 404.
         self.owner_lookup: OwnerLookup | None = None
         self.owner_proxy: OwnerProxy | None = None
+        #: This process's id among the nodes of its database (--node-id).
+        self.node_id = settings.node_id or default_node_id()
+        #: Its heartbeat, stream leases and takeovers (relay.cluster), while it runs.
+        self.node: ClusterNode | None = None
+
+    async def _owner_elsewhere(self, playback_id: str) -> str | None:
+        """The playback URL of the node that holds `playback_id`'s live session, when that
+        is another node (None: this one, or nobody)."""
+        owner = await self.store.owner_of_playback_id(playback_id)
+        if owner is None or owner.node_id == self.node_id:
+            return None
+        return owner.advertise_url
 
     @property
     def store(self) -> Store:
@@ -202,7 +217,8 @@ class RelayServer:
             ensure_file_limit(self.settings.rtmp_max_connections
                               + self.settings.http_max_connections + METRICS_MAX_CONNECTIONS
                               + RESERVED_FILES)
-            self._store = await open_store(self.settings.resolved_database_url)
+            self._store = await open_store(self.settings.resolved_database_url,
+                                           node_timeout=self.settings.node_timeout)
             if self.settings.seed_token is not None:
                 token = self.settings.seed_token
                 if await self.store.ensure_access_token(token.id, token.secret):
@@ -218,8 +234,11 @@ class RelayServer:
             tls = load_tls(s)
             simulcast_tls = load_simulcast_tls(s)
             asset_files = AssetFiles(s.data_dir / "assets")
-            ended = await self.store.recover_interrupted_sessions(
-                lambda asset_id: _finalize_recording(asset_files, asset_id))
+            def finalize(asset_id: str) -> Awaitable[RecordedMedia | None]:
+                return _finalize_recording(asset_files, asset_id)
+
+            ended = await self.store.recover_interrupted_sessions(finalize,
+                                                                  node_id=self.node_id)
             if ended:
                 log.info("ended %d live session(s) left open by the previous run", len(ended))
             http = bind_tcp("http", "http", "http-port", s.host, s.http_port)
@@ -247,9 +266,20 @@ class RelayServer:
                 attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts,
                                  counters=self.simulcast_counters)
 
+            self.node = ClusterNode(
+                self.store, self.node_id,
+                s.advertise_url or default_advertise_url(s.host, http.port),
+                held=lambda: self.registry.sessions if self.registry else {},
+                on_lease_lost=lambda stream_id, session: self.registry.lease_lost(
+                    stream_id, session) if self.registry else None,
+                on_leased_elsewhere=lambda ids: self.registry.leased_elsewhere(
+                    ids) if self.registry else None,
+                finalize=finalize)
             self.registry = IngestRegistry(
                 self.store, session_limit=s.max_session_duration,
-                on_session_started=session_started)
+                on_session_started=session_started, leases=self.node)
+            # Before any listener admits: other nodes see this one (and its leases) live.
+            await self.node.start()
             # The complete stream-key cache, before any listener admits: SRT's admission
             # answers from it alone (IngestRegistry.peek).
             keys = await self.registry.load_keys()
@@ -304,6 +334,8 @@ class RelayServer:
             # /{PLAYBACK_ID}/{name}, which would take their paths. One gate for both
             # playback servers: the same decisions, counts and caches.
             gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
+            if self.owner_lookup is None and not self.store.single_node:
+                self.owner_lookup = self._owner_elsewhere
             proxy = self.owner_proxy = (OwnerProxy(self.owner_lookup)
                                         if self.owner_lookup is not None else None)
             api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate),
@@ -477,6 +509,9 @@ class RelayServer:
             if live:
                 log.info("ended %d live session(s) in %.1f s: recordings finalized, events "
                          "written", live, time.monotonic() - began)
+        if self.node is not None:  # after the sessions' ends released their leases
+            await self.node.stop()
+            self.node = None
         # The sessions' ends stopped their simulcasts; their last status writes go in
         # before the store closes (a target gets at most STOP_GRACE_SECONDS to unpublish).
         await asyncio.gather(*(simulcast.stop() for simulcast in list(self.simulcasts)))
@@ -586,8 +621,9 @@ async def _finalize_recording(asset_files: AssetFiles, asset_id: str) -> Recorde
     summary = await asyncio.to_thread(finalize, directory)
     if summary is None:
         return None
-    log.info("completed the recording of asset %s interrupted by the previous run "
-             "(%d segments, %.1f s)", asset_id, summary.segments, summary.duration)
+    log.info("completed the recording of asset %s interrupted by a crash (of this node's "
+             "previous run, or of another node) (%d segments, %.1f s)", asset_id,
+             summary.segments, summary.duration)
     variant = await asyncio.to_thread(read_variant, directory)
     tracks: list[JSONDict] = []
     if variant is not None:
@@ -690,7 +726,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, node_timeout: float = DEFAULT_NODE_TIMEOUT) -> Store:
     """Open (and migrate) the store at `url`; StartupError, without the URL's password, when
     it cannot be. A SQLite database and its journal files are made readable by their owner
     only."""
@@ -711,7 +747,7 @@ async def open_store(url: str) -> Store:
             with contextlib.suppress(FileExistsError):  # another process was first
                 os.close(os.open(sqlite_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
                                  DATABASE_FILE_MODE))
-        store = await Store.open(url)
+        store = await Store.open(url, node_timeout=node_timeout)
     except SchemaTooNewError as exc:
         raise StartupError(str(exc)) from None
     except ImportError as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from relay.limits import MAX_FRAME_SIZE, MAX_SESSION_SECONDS
+from relay.limits import DEFAULT_NODE_TIMEOUT, MAX_FRAME_SIZE, MAX_SESSION_SECONDS
 
 
 class ConfigError(ValueError):
@@ -92,6 +92,21 @@ def parse_webhook_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL with a host")
     return text
+
+
+#: What --node-id accepts (and what a default node id is made of): it is stored as an id.
+NODE_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def parse_node_id(text: str) -> str:
+    if not NODE_ID_PATTERN.fullmatch(text):
+        raise ValueError("expected 1 to 64 letters, digits or . _ -")
+    return text
+
+
+def parse_base_url(text: str) -> str:
+    """An http(s) URL that paths are appended to: kept without its trailing slash."""
+    return parse_webhook_url(text).rstrip("/")
 
 
 def parse_file(text: str) -> Path:
@@ -232,6 +247,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("webhook-retention", parse_seconds(60, 365 * 86400), 604_800.0,
            "seconds a delivered or failed webhook event is kept (for "
            "/system/v1/webhook-events) before it is pruned", "SECONDS"),
+    Option("node-id", parse_node_id, None,
+           "this process's id among the nodes sharing one database (default: HOSTNAME-PID, "
+           "new for each process)", "ID"),
+    Option("advertise-url", parse_base_url, None,
+           "HTTP base URL other nodes reach this node's playback at (default: "
+           "http://HOST:HTTP_PORT of the HTTP listener, this machine's host name when "
+           "--host listens on every address)", "URL"),
+    Option("node-timeout", parse_seconds(1, 300), DEFAULT_NODE_TIMEOUT,
+           "seconds a node may go without a heartbeat (written every third of it) before "
+           "the others count it dead; its live streams' leases last as long", "SECONDS"),
     DATA_DIR,
     DATABASE_URL,
     LOG_LEVEL,
@@ -309,6 +334,9 @@ class Settings:
     webhook_url: tuple[str, ...] = _default("webhook_url")
     webhook_secret: str | None = _default("webhook_secret")
     webhook_retention: float = _default("webhook_retention")
+    node_id: str | None = _default("node_id")  # None: HOSTNAME-PID (relay.cluster)
+    advertise_url: str | None = _default("advertise_url")  # None: from the HTTP listener
+    node_timeout: float = _default("node_timeout")
     log_level: str = _default("log_level")
     log_format: str = _default("log_format")
     seed_token: SeedToken | None = None

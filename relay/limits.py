@@ -17,3 +17,9 @@ MAX_FRAME_SIZE: Final = 8 * 1024 * 1024
 #: The longest live session, in seconds: Mux's 12-hour limit, the largest
 #: `max_continuous_duration` the API accepts and the largest --max-session-duration.
 MAX_SESSION_SECONDS: Final = 43_200
+
+#: Seconds a node may stay silent before the others count it dead (--node-timeout): its
+#: heartbeat writes every third of it, and a stream lease lasts it from each renewal. Long
+#: enough that a busy database or a GC pause does not kill a healthy node, short enough
+#: that a dead node's streams are taken over soon after their reconnect window.
+DEFAULT_NODE_TIMEOUT: Final = 10.0

@@ -177,10 +177,27 @@ def _v6_webhook_claims(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE webhook_deliveries ADD COLUMN claimed_until FLOAT"))
 
 
+def _v7_nodes_and_leases(conn: Connection) -> None:
+    """Several nodes on one database (issue 19): a row per node with its heartbeat, and on
+    each live stream the lease of the node that owns its live session."""
+    md = MetaData()
+    Table("nodes", md,
+          Column("id", String(64), primary_key=True),
+          Column("advertise_url", Text, nullable=False),
+          Column("started_at", Float, nullable=False),
+          Column("last_seen", Float, nullable=False))
+    md.create_all(conn)
+    conn.execute(text("ALTER TABLE live_streams ADD COLUMN owner_node VARCHAR(64)"))
+    conn.execute(text("ALTER TABLE live_streams ADD COLUMN lease_expires_at FLOAT"))
+    conn.execute(text("CREATE INDEX ix_live_streams_lease_expires_at "
+                      "ON live_streams (lease_expires_at)"))
+
+
 # Append only: position + 1 is the schema version a migration produces.
 MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox,
                                      _v3_webhook_deliveries, _v4_signed_playback,
-                                     _v5_wide_timestamps, _v6_webhook_claims)
+                                     _v5_wide_timestamps, _v6_webhook_claims,
+                                     _v7_nodes_and_leases)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -281,3 +281,39 @@ class PlaybackRestriction:
             "user_agent": {"allow_no_user_agent": self.allow_no_user_agent,
                            "allow_high_risk_user_agent": self.allow_high_risk_user_agent},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    """Where another node is reached: its id and the internal HTTP base URL it advertises
+    (`--advertise-url`), e.g. for fetching a live stream's playlists from its owner."""
+
+    node_id: str
+    advertise_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node's row: `started_at` and `last_seen` are Unix seconds (its heartbeat writes
+    `last_seen`; silent longer than the node timeout, the node is dead)."""
+
+    node_id: str
+    advertise_url: str
+    started_at: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """What `Store.acquire_stream_lease` did.
+
+    `acquired`: the node holds the stream's lease now; when not, `previous_owner` is the
+    node that holds it. When acquired, `previous_owner` is the node whose expired lease it
+    took over (None when the lease was free or already its own): that node died with a
+    session open (`open_session`, recording into `open_asset_id` if it had started), which
+    the new owner must finish before starting its own."""
+
+    acquired: bool
+    previous_owner: str | None = None
+    open_session: bool = False
+    open_asset_id: str | None = None

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import BindParameter
 
 from relay.ids import (
     TOKEN_SECRET_LENGTH,
@@ -45,6 +46,7 @@ from relay.ids import (
     new_stream_key,
     random_token,
 )
+from relay.limits import DEFAULT_NODE_TIMEOUT
 from relay.store import migrations
 from relay.store.batching import GroupCommit
 from relay.store.records import (
@@ -54,8 +56,11 @@ from relay.store.records import (
     IngestProtocol,
     JSONDict,
     LatencyMode,
+    LeaseGrant,
     LiveStream,
     LiveStreamStatus,
+    NodeInfo,
+    NodeRef,
     PlaybackId,
     PlaybackObjectType,
     PlaybackPolicy,
@@ -74,6 +79,7 @@ from relay.store.tables import (
     assets,
     events,
     live_streams,
+    nodes,
     playback_ids,
     playback_restrictions,
     signing_keys,
@@ -158,12 +164,20 @@ class SessionWrite:
     recorded: RecordingTime | None = None  # disconnected: the connection's interval
     media: RecordedMedia | None = None  # ended: the recording as packaged
     warning: tuple[str, str] | None = None  # warning: (type, message)
+    #: disconnected and ended: written only while this node holds the stream's lease (or
+    #: the stream is gone), and an end releases the lease; None writes them whoever holds it.
+    node_id: str | None = None
 
 
 #: Most session transitions written in one transaction. A batch holds the database's write
 #: lock while it is written (about 1 ms per ended session on SQLite), so an API write that
 #: waits behind one stays well inside SQLite's busy timeout (5 s).
 MAX_SESSION_WRITE_BATCH = 250
+
+#: How long the row of a node silent for good is kept (seconds): a node started under a new
+#: id (the default id changes with the process) leaves its old row behind; rows older than
+#: this go when a node registers, so the table holds the nodes of about one day.
+NODE_ROW_RETENTION = 86_400.0
 
 
 #: The key, in a connection's `info`, that says its transaction wrote outbox events.
@@ -182,9 +196,14 @@ class WebhookBacklog:
 class Store:
     """Relay's control data. Open with `Store.open(url)`, close with `close()`."""
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time, *,
+                 node_timeout: float = DEFAULT_NODE_TIMEOUT) -> None:
         self._engine = engine
         self._clock = clock
+        #: Seconds a node may be silent before it counts as dead; also how long a stream
+        #: lease lasts from each renewal (--node-timeout). Nodes sharing a database use one
+        #: value, and their clocks agree to well within it (NTP).
+        self.node_timeout = node_timeout
         self._event_listeners: list[Callable[[], None]] = []
         # A connection goes back to the pool after its transaction has committed (or rolled
         # back): then readers see the events it wrote, and the listeners hear of them. The
@@ -195,16 +214,23 @@ class Store:
         # on the instance at the time (a test may wrap it).
         self._session_batches: GroupCommit[SessionWrite, Asset | LiveStream | None] = (
             GroupCommit(lambda writes: self.session_writes(writes), MAX_SESSION_WRITE_BATCH))
+        self._lease_batches: GroupCommit[tuple[str, str], LeaseGrant] = GroupCommit(
+            lambda requests: self.acquire_stream_leases(requests), MAX_SESSION_WRITE_BATCH)
 
     @classmethod
-    async def open(cls, url: str, clock: Callable[[], float] = time.time) -> Store:
+    async def open(cls, url: str, clock: Callable[[], float] = time.time, *,
+                   node_timeout: float = DEFAULT_NODE_TIMEOUT) -> Store:
         """Connect to the database at `url` and migrate its schema to the latest version."""
         engine = create_async_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _configure_sqlite)
-        store = cls(engine, clock)
+        store = cls(engine, clock, node_timeout=node_timeout)
         try:
             async with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    # Nodes started together on a new database would each create the tables
+                    # (and all but one fail): one migrates, the others wait, then find it done.
+                    await conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 await conn.run_sync(migrations.migrate)
         except BaseException:
             await engine.dispose()
@@ -527,13 +553,20 @@ class Store:
                 data=changed.to_api())
             return changed
 
-    async def _idle_simulcast_targets(self) -> int:
+    async def _idle_simulcast_targets(self, stream_ids: Sequence[str] | None = None) -> int:
         """Targets a previous process left pushing (it stopped or crashed) go back to
-        `idle`, each with its event; returns how many."""
+        `idle`, each with its event; returns how many. With `stream_ids`, only the targets
+        of those streams (the others may belong to another node's live sessions)."""
+        t = simulcast_targets.c
+        where = t.status != "idle"
+        if stream_ids is not None:
+            if not stream_ids:
+                return 0
+            where = where & t.live_stream_id.in_(stream_ids)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(simulcast_targets.c.id, simulcast_targets.c.live_stream_id)
-                .where(simulcast_targets.c.status != "idle")
+                .where(where)
                 # Creation order on both databases (PostgreSQL has no implicit row order).
                 .order_by(simulcast_targets.c.seq))).all()
         for row in rows:
@@ -895,6 +928,7 @@ class Store:
         self, conn: AsyncConnection, writes: Sequence[SessionWrite]
     ) -> None:
         """Close each connection's recording interval; `video.live_stream.disconnected`."""
+        writes = await _lease_held(conn, writes)
         if not writes:
             return
         await _add_recording_times(conn, [(w.asset_id, w.recorded) for w in writes
@@ -927,17 +961,46 @@ class Store:
 
     async def recover_interrupted_sessions(
         self, finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
+        *, node_id: str | None = None,
     ) -> list[str]:
         """End the sessions a previous process left open (it stopped or crashed while
         streams were live); return the ids of the streams it ended. `finalize(asset_id)`
-        completes an interrupted recording's media and describes it (or None)."""
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(
-                select(live_streams.c.id, live_streams.c.active_asset_id).where(
-                    (live_streams.c.active_asset_id.is_not(None))
-                    | (live_streams.c.status == "active"))
-                # Creation order on both databases, so the recovery's events are too.
-                .order_by(live_streams.c.seq))).all()
+        completes an interrupted recording's media and describes it (or None).
+
+        With `node_id` on a database that several nodes share (PostgreSQL), only the
+        sessions of that node (an earlier run under the same id) and those no node holds
+        are ended here: another node's are its own, or, once it is dead, taken over after
+        their reconnect window (`finish_orphaned_sessions`). SQLite is one node's database,
+        so there every open session was left by this node's previous run."""
+        open_session = ((live_streams.c.active_asset_id.is_not(None))
+                        | (live_streams.c.status == "active"))
+        if node_id is None or self._engine.dialect.name == "sqlite":
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(
+                    select(live_streams.c.id, live_streams.c.active_asset_id)
+                    .where(open_session)
+                    # Creation order on both databases, so the recovery's events are too.
+                    .order_by(live_streams.c.seq))).all()
+            found = [(row.id, row.active_asset_id) for row in rows]
+            ended = await self._finish_sessions(found, finalize, node_id=None)
+            await self._idle_simulcast_targets()
+            return ended
+        ours = open_session & (live_streams.c.owner_node.is_(None)
+                               | (live_streams.c.owner_node == node_id))
+        ended = []
+        # A batch at a time; an ended session no longer matches, so this ends.
+        while batch := await self._claim_and_finish(ours, node_id, finalize):
+            ended += batch
+        await self._idle_simulcast_targets(ended)
+        return ended
+
+    async def _finish_sessions(
+        self, found: Sequence[tuple[str, str | None]],
+        finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None,
+        *, node_id: str | None,
+    ) -> list[str]:
+        """End each (stream id, asset id) session, its recording finalized first; with
+        `node_id`, only those that node still holds the lease of. Returns the stream ids."""
         async def media_of(asset_id: str | None) -> RecordedMedia | None:
             if finalize is None or asset_id is None:
                 return None
@@ -945,26 +1008,57 @@ class Store:
 
         # Side by side and in batches: a crash with thousands of live sessions must not make
         # the next start take minutes (`finalize` bounds its own concurrency: threads).
-        media = await asyncio.gather(*(media_of(row.active_asset_id) for row in rows))
-        ends = [SessionWrite("ended", row.id, row.active_asset_id, media=found)
-                for row, found in zip(rows, media, strict=True)]
+        media = await asyncio.gather(*(media_of(asset_id) for _, asset_id in found))
+        ends = [SessionWrite("ended", stream_id, asset_id, media=described, node_id=node_id)
+                for (stream_id, asset_id), described in zip(found, media, strict=True)]
         for first in range(0, len(ends), MAX_SESSION_WRITE_BATCH):
             await self.session_writes(ends[first:first + MAX_SESSION_WRITE_BATCH])
-        await self._idle_simulcast_targets()
-        return [row.id for row in rows]
+        return [stream_id for stream_id, _ in found]
+
+    async def _claim_and_finish(
+        self, claimable: Any, node_id: str,
+        finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None,
+        skip: Collection[str] = (),
+    ) -> list[str]:
+        """Take the lease of up to MAX_SESSION_WRITE_BATCH streams matching `claimable` (and
+        not in `skip`), then finish their sessions under it.
+
+        The claim is one conditional UPDATE: on PostgreSQL a second node's UPDATE of the
+        same row waits for the first to commit and then re-checks `claimable` against the
+        new row (READ COMMITTED), which names this node and fails it; SQLite runs one writer
+        at a time. The end is fenced by the lease (`SessionWrite.node_id`): of several nodes
+        that try at once, one writes each session's events."""
+        now = self._clock()
+        c = live_streams.c
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(select(c.id).where(claimable).order_by(c.seq)
+                                        .limit(MAX_SESSION_WRITE_BATCH))).scalars().all()
+        ids = [stream_id for stream_id in found if stream_id not in skip]
+        if not ids:
+            return []
+        async with self._engine.begin() as conn:
+            claimed = (await conn.execute(
+                update(live_streams).where(c.id.in_(ids), claimable)
+                .values(owner_node=node_id, lease_expires_at=now + self.node_timeout)
+                .returning(c.id, c.active_asset_id, c.seq))).all()
+        claimed = sorted(claimed, key=lambda row: row.seq)
+        return await self._finish_sessions([(row.id, row.active_asset_id) for row in claimed],
+                                           finalize, node_id=node_id)
 
     async def _end_sessions(self, conn: AsyncConnection, ends: Sequence[SessionWrite]) -> None:
         """Each session is over: its stream goes `idle` (unless disabled), with
         `video.live_stream.idle`; its recording becomes a ready asset, with
         `video.asset.live_stream_completed` and `video.asset.ready`. A few queries for all of
         `ends` (the streams are distinct)."""
+        ends = await _lease_held(conn, ends)
         if not ends:
             return
         before = await _load_live_streams(conn, [e.stream_id for e in ends])
         found = [e.stream_id for e in ends if e.stream_id in before]
         if found:
             await conn.execute(update(live_streams).where(live_streams.c.id.in_(found))
-                               .values(active_asset_id=None, active_ingest_protocol=None))
+                               .values(active_asset_id=None, active_ingest_protocol=None,
+                                       owner_node=None, lease_expires_at=None))
             idle = [i for i in found if before[i].status == "active"]
             if idle:
                 await conn.execute(update(live_streams).where(live_streams.c.id.in_(idle))
@@ -991,6 +1085,199 @@ class Store:
         done = [completed[c["asset_id"]] for c in changes]
         await self._append_asset_events(conn, "video.asset.live_stream_completed", done)
         await self._append_asset_events(conn, "video.asset.ready", done)
+
+    # -- nodes and stream leases (several nodes on one database, issue 19) --------------
+    #
+    # Each node has a row and a heartbeat (`last_seen`); silent for `node_timeout` it is
+    # dead. A live session is owned by the node its encoder reached: admission takes the
+    # stream's lease (`owner_node` until `lease_expires_at`), the heartbeat renews it, the
+    # session's end releases it. A lease expired by more than the stream's reconnect window
+    # marks a session whose node died: another node finishes it (`finish_orphaned_sessions`).
+    # Times are the nodes' clocks (Unix seconds), which must agree to well within the timeout.
+
+    async def register_node(self, node_id: str, advertise_url: str) -> None:
+        """Make `node_id`'s row say it started now at `advertise_url`; forget the rows of
+        nodes silent for longer than NODE_ROW_RETENTION."""
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(nodes).where(nodes.c.id != node_id,
+                                                   nodes.c.last_seen < now - NODE_ROW_RETENTION))
+            await _upsert_node(conn, node_id, advertise_url, now, started=True)
+
+    async def node_heartbeat(self, node_id: str, advertise_url: str,
+                             stream_ids: Sequence[str]) -> list[str]:
+        """The node is alive: its `last_seen` is now, and its leases on `stream_ids` (the
+        streams of its live sessions) last another `node_timeout`. Returns those of
+        `stream_ids` whose lease is no longer the node's (another node took it over while
+        this one was silent): the node must end them without writing their end."""
+        now = self._clock()
+        c = live_streams.c
+        async with self._engine.begin() as conn:
+            await _upsert_node(conn, node_id, advertise_url, now, started=False)
+            if not stream_ids:
+                return []
+            await conn.execute(update(live_streams)
+                               .where(c.id.in_(stream_ids), c.owner_node == node_id)
+                               .values(lease_expires_at=now + self.node_timeout))
+            lost = (await conn.execute(select(c.id).where(
+                c.id.in_(stream_ids),
+                or_(c.owner_node.is_(None), c.owner_node != node_id)))).scalars().all()
+        return list(lost)
+
+    async def remove_node(self, node_id: str) -> None:
+        """The node stopped cleanly (its sessions ended and released their leases)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(nodes).where(nodes.c.id == node_id))
+
+    async def list_live_nodes(self) -> list[NodeInfo]:
+        """The nodes heard from within `node_timeout`, by id."""
+        since = self._clock() - self.node_timeout
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(nodes).where(nodes.c.last_seen >= since)
+                                       .order_by(nodes.c.id))).all()
+        return [NodeInfo(node_id=r.id, advertise_url=r.advertise_url,
+                         started_at=r.started_at, last_seen=r.last_seen) for r in rows]
+
+    async def owner_of_playback_id(self, playback_id: str) -> NodeRef | None:
+        """The live node that holds the live session of the stream `playback_id` plays:
+        None when it is not a live stream's, no node holds its lease, or the holder is
+        dead (its lease or its heartbeat older than `node_timeout`)."""
+        now = self._clock()
+        p, s, n = playback_ids.c, live_streams.c, nodes.c
+        query = (select(n.id, n.advertise_url)
+                 .select_from(playback_ids.join(live_streams, s.id == p.object_id)
+                              .join(nodes, n.id == s.owner_node))
+                 .where(p.id == playback_id, p.object_type == "live_stream",
+                        s.lease_expires_at >= now, n.last_seen >= now - self.node_timeout))
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else NodeRef(node_id=row.id, advertise_url=row.advertise_url)
+
+    async def acquire_stream_lease(self, stream_id: str, node_id: str) -> LeaseGrant:
+        """Take the lease of a stream for a new live session on `node_id`, unless another
+        node holds it unexpired; written together with the other admissions that arrive
+        meanwhile (`acquire_stream_leases`, group commit: after a restart thousands of
+        encoders come back at once)."""
+        return await self._lease_batches.submit((stream_id, node_id))
+
+    async def acquire_stream_leases(
+        self, requests: Sequence[tuple[str, str]]
+    ) -> list[LeaseGrant]:
+        """`acquire_stream_lease` for each (stream id, node id), in one transaction.
+
+        The rows are read with FOR UPDATE (PostgreSQL), in id order so that two nodes'
+        batches cannot deadlock, and stay locked until the grants are written: no other
+        node can take a lease between the check and the write. On SQLite the UPDATE's own
+        condition decides (see there). A stream that is gone grants nothing to hold."""
+        now = self._clock()
+        until = now + self.node_timeout
+        c = live_streams.c
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(
+                select(c.id, c.owner_node, c.lease_expires_at, c.active_asset_id)
+                .where(c.id.in_({stream_id for stream_id, _ in requests}))
+                .order_by(c.id).with_for_update())).all()
+            state = {row.id: (row.owner_node, row.lease_expires_at, row.active_asset_id)
+                     for row in rows}
+            grants: list[LeaseGrant] = []
+            taken: dict[str, str] = {}  # stream id -> node id
+            for stream_id, node_id in requests:
+                if stream_id not in state:
+                    grants.append(LeaseGrant(acquired=True))
+                    continue
+                owner, expires, asset_id = state[stream_id]
+                if (owner is not None and owner != node_id and expires is not None
+                        and expires >= now):
+                    grants.append(LeaseGrant(acquired=False, previous_owner=owner))
+                    continue
+                # A session's end releases its lease, so another node's lease (expired, or
+                # it would have been refused) is a session that never ended: its node died.
+                previous = owner if owner not in (None, node_id) else None
+                grants.append(LeaseGrant(acquired=True, previous_owner=previous,
+                                         open_session=previous is not None,
+                                         open_asset_id=asset_id if previous else None))
+                state[stream_id] = (node_id, until, asset_id)
+                taken[stream_id] = node_id
+            if not taken:
+                return grants
+            # Conditional all the same: SQLite's driver begins the transaction only at this
+            # UPDATE, so the rows read above may be stale there; the WHERE is evaluated
+            # under its write lock, and the owners read back say who got each lease.
+            node: BindParameter[str] = bindparam("lease_node")
+            await conn.execute(
+                update(live_streams).where(
+                    c.id == bindparam("lease_stream"),
+                    or_(c.owner_node.is_(None), c.owner_node == node,
+                        c.lease_expires_at.is_(None), c.lease_expires_at < now))
+                .values(owner_node=node, lease_expires_at=until),
+                [{"lease_stream": stream_id, "lease_node": node_id}
+                 for stream_id, node_id in taken.items()])
+            owners = {row.id: row.owner_node for row in (await conn.execute(
+                select(c.id, c.owner_node).where(c.id.in_(taken)))).all()}
+        return [grant if not grant.acquired or stream_id not in owners
+                or owners[stream_id] == node_id
+                else LeaseGrant(acquired=False, previous_owner=owners[stream_id])
+                for grant, (stream_id, node_id) in zip(grants, requests, strict=True)]
+
+    async def streams_leased_elsewhere(self, node_id: str) -> list[str]:
+        """The streams whose live session another node holds now (an unexpired lease): the
+        keys this node's SRT handshake refuses as already live."""
+        c = live_streams.c
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(c.id).where(
+                c.lease_expires_at >= self._clock(), c.owner_node != node_id))).scalars()
+            return list(rows)
+
+    async def release_stream_lease(self, stream_id: str, node_id: str) -> None:
+        """Give up `node_id`'s lease of a stream it holds no session of (a refused
+        admission); a session's end releases its lease itself (`SessionWrite.node_id`)."""
+        c = live_streams.c
+        async with self._engine.begin() as conn:
+            await conn.execute(update(live_streams)
+                               .where(c.id == stream_id, c.owner_node == node_id)
+                               .values(owner_node=None, lease_expires_at=None))
+
+    async def finish_taken_over_session(
+        self, stream_id: str, asset_id: str | None, node_id: str,
+        finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
+    ) -> bool:
+        """End the session a dead node left open on a stream whose lease `node_id` has just
+        taken (`LeaseGrant.open_session`): its recording is finalized and completed, the
+        stream goes idle, and the lease is released with the end. False when another node
+        holds the lease by now (it writes the end instead)."""
+        async with self._engine.connect() as conn:
+            owner = await conn.scalar(select(live_streams.c.owner_node)
+                                      .where(live_streams.c.id == stream_id))
+        if owner != node_id:
+            return False
+        await self._finish_sessions([(stream_id, asset_id)], finalize, node_id=node_id)
+        await self._idle_simulcast_targets([stream_id])
+        return True
+
+    async def finish_orphaned_sessions(
+        self, node_id: str,
+        finalize: Callable[[str], Awaitable[RecordedMedia | None]] | None = None,
+        *, keep: Collection[str] = (),
+    ) -> list[str]:
+        """Finish, as `node_id`, the sessions whose node died: their lease expired more
+        than their stream's reconnect window ago (so the encoder did not come back to any
+        node). Each stream goes idle and its recording is completed from what is on disk
+        (`finalize`), its events written once however many nodes try at the same time.
+        Returns the ids of the streams this call ended (at most MAX_SESSION_WRITE_BATCH;
+        the next call takes more).
+
+        `node_id`'s own expired leases count too, except on `keep` (the streams of its live
+        sessions): a session of its own whose end could not be written (the database was
+        down then) is finished here instead of waiting for a restart."""
+        now = self._clock()
+        c = live_streams.c
+        orphaned = and_(c.owner_node.is_not(None),
+                        c.lease_expires_at < now,  # the index narrows the scan to these
+                        c.lease_expires_at + c.reconnect_window < now)
+        ended = await self._claim_and_finish(orphaned, node_id, finalize, skip=keep)
+        if ended:
+            await self._idle_simulcast_targets(ended)
+        return ended
 
     # -- event outbox ----------------------------------------------------------------
 
@@ -1243,6 +1530,37 @@ class Store:
 
 # -- row mapping (module level: pure functions of a connection) --------------------------
 
+async def _upsert_node(conn: AsyncConnection, node_id: str, advertise_url: str, now: float,
+                       *, started: bool) -> None:
+    values: dict[str, Any] = {"advertise_url": advertise_url, "last_seen": now}
+    if started:
+        values["started_at"] = now
+    changed = await conn.execute(update(nodes).where(nodes.c.id == node_id).values(**values))
+    if changed.rowcount == 0:  # new, or its row was pruned while it was silent
+        await conn.execute(insert(nodes).values(id=node_id, advertise_url=advertise_url,
+                                                started_at=now, last_seen=now))
+
+
+async def _lease_held(conn: AsyncConnection,
+                      ends: Sequence[SessionWrite]) -> list[SessionWrite]:
+    """The writes to make: those without a node, and those whose node still holds the
+    stream's lease (or whose stream is gone). One whose lease another node took over is
+    dropped: that node has ended the session, and its events are written once.
+
+    The rows are locked (PostgreSQL) until the transaction ends, so a claim cannot slip in
+    between this check and the end's writes."""
+    fenced = [e for e in ends if e.node_id is not None]
+    if not fenced:
+        return list(ends)
+    rows = (await conn.execute(
+        select(live_streams.c.id, live_streams.c.owner_node)
+        .where(live_streams.c.id.in_({e.stream_id for e in fenced}))
+        .order_by(live_streams.c.id).with_for_update())).all()  # id order: no deadlock
+    owners = {row.id: row.owner_node for row in rows}
+    return [e for e in ends if e.node_id is None or e.stream_id not in owners
+            or owners[e.stream_id] == e.node_id]
+
+
 def _page_offset(limit: int, page: int) -> int | None:
     """The offset of 1-based `page` of `limit` rows, or None when it lies past any row."""
     if limit < 1 or page < 1:
@@ -1259,6 +1577,8 @@ def _forget_events(conn: Any) -> None:
 
 # The transaction-level advisory lock that event-writing transactions hold on PostgreSQL.
 OUTBOX_LOCK_KEY = 0x52454C4159  # "RELAY"
+# The one that the migrations of `Store.open` hold on PostgreSQL.
+MIGRATION_LOCK_KEY = 0x52454C41594D  # "RELAYM"
 
 
 async def _writing_events(conn: AsyncConnection) -> None:

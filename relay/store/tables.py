@@ -81,6 +81,10 @@ live_streams = Table(
     Column("meta", JSON),
     Column("active_asset_id", ID),
     Column("active_ingest_protocol", String(8)),
+    # The node whose live session holds the stream, and until when (Unix seconds; renewed
+    # with that node's heartbeat): one key is never live on two nodes (migration v6).
+    Column("owner_node", ID),
+    Column("lease_expires_at", Float, index=True),
 )
 
 playback_ids = Table(
@@ -192,4 +196,14 @@ playback_restrictions = Table(
     Column("updated_at", UnixSeconds, nullable=False),
     Column("referrer", JSON, nullable=False),  # {allowed_domains, allow_no_referrer}
     Column("user_agent", JSON, nullable=False),  # {allow_no_user_agent, allow_high_risk_...}
+)
+
+# A row per Relay process sharing this database (migration v6); see relay/cluster.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("advertise_url", Text, nullable=False),  # internal HTTP base URL of its playback
+    Column("started_at", Float, nullable=False),  # Unix seconds
+    Column("last_seen", Float, nullable=False),  # Unix seconds, written by its heartbeat
 )

@@ -67,9 +67,14 @@ class LiveSession:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         warning_counts: WarningCounts | None = None,
+        lease_owner: str | None = None,
     ) -> None:
         self.stream = stream
         self.store = store
+        #: The node holding the stream's lease for this session (several nodes on one
+        #: database): the disconnections and the end are written only while it still does,
+        #: and the end releases it.
+        self.lease_owner = lease_owner
         self.lifecycle = SessionLifecycle(reconnect_window=stream.reconnect_window)
         self.publisher: Publisher | None = None
         self.sinks: list[MediaSink] = []
@@ -390,11 +395,12 @@ class LiveSession:
             await store.session_write(SessionWrite("active", stream_id))
         elif effect is Effect.MARK_DISCONNECTED:
             await store.session_write(
-                SessionWrite("disconnected", stream_id, self.asset_id, recorded=recorded))
+                SessionWrite("disconnected", stream_id, self.asset_id, recorded=recorded,
+                             node_id=self.lease_owner))
         elif effect is Effect.FINISH:
             media = await self._recording if self._recording is not None else None
-            await store.session_write(
-                SessionWrite("ended", stream_id, self.asset_id, media=media))
+            await store.session_write(SessionWrite("ended", stream_id, self.asset_id,
+                                                   media=media, node_id=self.lease_owner))
 
     async def wait_finished(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Protocol
 
 from relay.limits import MAX_SESSION_SECONDS
 from relay.store import Store
@@ -52,6 +53,20 @@ class PublishRefused(Exception):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.value)
         self.refusal = refusal
+
+
+class StreamLeases(Protocol):
+    """Who else may hold a stream live: the node's leases on a database that several nodes
+    share (`relay.cluster.ClusterNode`)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    async def acquire(self, stream_id: str) -> bool:
+        """Take the stream's lease for a new session; False: another node holds it."""
+
+    async def release(self, stream_id: str) -> None:
+        """Give back a lease that no session came of."""
 
 
 class StreamChange(StrEnum):
@@ -105,7 +120,7 @@ class KeyState:
 
     stream_id: str
     disabled: bool
-    live: bool  # a session of the stream has a publisher now
+    live: bool  # a session of the stream has a publisher now (here or on another node)
     srt_passphrase: str
 
 
@@ -153,8 +168,12 @@ class IngestRegistry:
         throttle: AuthThrottle | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_session_started: Callable[[LiveSession], object] | None = None,
+        leases: StreamLeases | None = None,
     ) -> None:
         self.store = store
+        #: With several nodes on one database: a new session takes its stream's lease
+        #: first, and a key another node holds is refused as a second publisher is.
+        self.leases = leases
         self.session_limit = session_limit
         self.throttle = throttle or AuthThrottle()
         self.counters = IngestCounters()
@@ -176,6 +195,10 @@ class IngestRegistry:
         # Store reads of a stream whose change came without its record (stream_changed).
         self._refreshes: set[asyncio.Task[None]] = set()
         self._closing = False
+        # The streams other nodes hold live, as the last heartbeat read them (a moment
+        # stale: admit()'s lease settles it). Replaced whole, never mutated: peek() reads it
+        # from libsrt's thread.
+        self._leased_elsewhere: frozenset[str] = frozenset()
         #: Called with every new session before its publisher starts it: the app attaches
         #: the session's consumers (the HLS packager) here.
         self.on_session_started = on_session_started
@@ -224,21 +247,38 @@ class IngestRegistry:
         watch.check(stream.id)
         if stream.status == "disabled":
             raise PublishRefused(Refusal.DISABLED)
-        while (session := self.sessions.get(stream.id)) is not None:
-            if session.publisher is not None:
-                raise PublishRefused(Refusal.ALREADY_LIVE)
-            if session.can_resume():
-                session.resume(publisher)
-                self.counters.reconnects += 1
-                return session
-            # Its window just expired and it is still writing its end; start afresh after.
-            await session.wait_finished()
-            watch.check(stream.id)
-        if self._closing:
-            raise PublishRefused(Refusal.SHUTTING_DOWN)
+        leases, leased = self.leases, False
+        try:
+            while True:
+                while (session := self.sessions.get(stream.id)) is not None:
+                    if session.publisher is not None:
+                        raise PublishRefused(Refusal.ALREADY_LIVE)
+                    if session.can_resume():
+                        session.resume(publisher)
+                        self.counters.reconnects += 1
+                        return session
+                    # Its window just expired and it is still writing its end; start
+                    # afresh after.
+                    await session.wait_finished()
+                    watch.check(stream.id)
+                if self._closing:
+                    raise PublishRefused(Refusal.SHUTTING_DOWN)
+                if leases is None or leased:
+                    break
+                # Another node live on this key refuses as a publisher here would. While
+                # this waited, a session of the stream may have started here: look again.
+                if not await leases.acquire(stream.id):
+                    raise PublishRefused(Refusal.ALREADY_LIVE)
+                leased = True
+                watch.check(stream.id)
+        except PublishRefused:
+            if leases is not None and leased and stream.id not in self.sessions:
+                await leases.release(stream.id)
+            raise
         session = LiveSession(stream, self.store, session_limit=self.session_limit,
                               on_ended=self._session_ended,
-                              warning_counts=self.counters.warnings)
+                              warning_counts=self.counters.warnings,
+                              lease_owner=leases.node_id if leases else None)
         self.sessions[stream.id] = session
         if self.on_session_started is not None:
             self.on_session_started(session)
@@ -318,7 +358,8 @@ class IngestRegistry:
         if entry is None or not hmac.compare_digest(entry.key, key):
             return None
         session = self.sessions.get(entry.stream_id)
-        live = session is not None and session.publisher is not None
+        live = ((session is not None and session.publisher is not None)
+                or entry.stream_id in self._leased_elsewhere)
         return KeyState(entry.stream_id, entry.disabled, live, entry.srt_passphrase)
 
     @property
@@ -392,6 +433,21 @@ class IngestRegistry:
             self._forget(stream_id)
         else:
             self._remember(stream.id, stream.stream_key, stream.status, stream.srt_passphrase)
+
+    def leased_elsewhere(self, stream_ids: frozenset[str]) -> None:
+        """Which streams other live nodes hold now (each heartbeat says): `peek()` answers
+        them as live, so SRT refuses them in the handshake as a second publisher."""
+        self._leased_elsewhere = stream_ids
+
+    def lease_lost(self, stream_id: str, session: object) -> None:
+        """Another node took over the lease of `session` (this node was silent longer than
+        the node timeout) and has ended it in the store: end it here too; its end is not
+        written again (fenced by the lease)."""
+        if (self.sessions.get(stream_id) is session and isinstance(session, LiveSession)
+                and not session.lifecycle.ended):
+            log.warning("stream %s: another node took over its lease while this node was "
+                        "silent; ending the session here", stream_id)
+            session.end("another node took over the live stream's lease")
 
     def _session_ended(self, session: LiveSession) -> None:
         if session.limit_reached:

@@ -1,0 +1,145 @@
+"""Two `relay serve` nodes on one PostgreSQL and one data dir (issue 19, "Nodes"): a key live
+on node B is refused on node A as a second publisher is (RTMP and SRT); after B is killed
+with SIGKILL, A finishes B's session once the reconnect window has passed (stream idle,
+recording completed from the shared data dir), and each lifecycle event exists once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from relay.store import Store
+from relay.store.records import Event, NodeRef
+from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
+from testkit.postgres import PostgresCluster
+from testkit.relay_process import RelayProcess
+from tests.integration.helpers.webhooks import wait_until
+
+TOKEN = ("nodes-test-token", "nodes-test-secret-0123456789-abcdefghijk")
+NODE_TIMEOUT = 3.0  # --node-timeout of both nodes: B is dead 3 s after its last heartbeat
+WINDOW = 2.0  # the stream's reconnect window
+
+
+def node(url: str, data_dir: Path, name: str) -> RelayProcess:
+    return RelayProcess(data_dir, token=TOKEN, extra_args=[
+        "--database-url", url, "--node-id", name, "--node-timeout", str(NODE_TIMEOUT)])
+
+
+def api(relay: RelayProcess) -> httpx.Client:
+    return httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=10)
+
+
+def stream_of(relay: RelayProcess, stream_id: str) -> dict[str, Any]:
+    with api(relay) as client:
+        response = client.get(f"/video/v1/live-streams/{stream_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["data"])
+
+
+def in_store(url: str, call: str, *args: str) -> Any:
+    async def run() -> Any:
+        store = await Store.open(url)
+        try:
+            return await getattr(store, call)(*args)
+        finally:
+            await store.close()
+    return asyncio.run(run())
+
+
+def stop_encoder(encoder: subprocess.Popen[str]) -> None:
+    if encoder.poll() is None:
+        encoder.kill()
+    encoder.communicate()
+
+
+@needs_ffmpeg
+def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
+        postgres: PostgresCluster, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    shared = tmp_path / "shared"  # both nodes' --data-dir: the recordings are on it
+    a = node(url, shared, "node-a").start()
+    b = node(url, shared, "node-b").start()
+    encoder = None
+    try:
+        with api(a) as client:
+            created = client.post("/video/v1/live-streams", json={
+                "playback_policies": ["public"], "latency_mode": "reduced",
+                "reconnect_window": WINDOW,
+                "new_asset_settings": {"playback_policies": ["public"]}})
+            assert created.status_code == 201, created.text
+        stream = created.json()["data"]
+        key, playback_id = stream["stream_key"], stream["playback_ids"][0]["id"]
+        live = {n.node_id for n in in_store(url, "list_live_nodes")}
+        assert live == {"node-a", "node-b"}
+
+        encoder = ffmpeg_publish(f"{b.urls['rtmp']}/{key}", seconds=120)
+        wait_until(lambda: stream_of(a, stream["id"])["status"] == "active", 60,
+                   "the stream published to B to be active on A's API")
+        # B owns it, reached at the URL it advertises (its HTTP listener by default).
+        assert in_store(url, "owner_of_playback_id", playback_id) == \
+            NodeRef("node-b", b.http_url)
+
+        # The same key on A while B holds it: refused as a second publisher.
+        second = ffmpeg_publish(f"{a.urls['rtmp']}/{key}", seconds=5)
+        code, err = finish(second)
+        assert code != 0, err
+        assert "live stream already has a publisher" in a.log, a.log
+        # Over SRT: refused in the handshake, as a second publisher there is (A's heartbeat
+        # has long learnt that B holds the stream).
+        second = ffmpeg_publish(srt_url(a.urls["srt"], key, stream["srt_passphrase"]),
+                                seconds=5, muxer="mpegts")
+        code, err = finish(second)
+        assert code != 0, err
+        metrics = httpx.get(a.urls["metrics"], timeout=10).text
+        refused = re.search(r'^relay_srt_handshakes_refused_total\{reason="live"\} (\S+)$',
+                            metrics, re.MULTILINE)
+        assert refused is not None and float(refused.group(1)) >= 1, metrics
+        assert stream_of(a, stream["id"])["status"] == "active"
+        asset_id = stream_of(a, stream["id"])["active_asset_id"]
+        # Some media reaches the shared data dir before B goes.
+        playlist = shared / "assets" / asset_id / "rendition.m3u8"
+        wait_until(lambda: playlist.is_file() and "#EXTINF" in playlist.read_text(), 30,
+                   "a recorded segment")
+
+        assert b.stop(signal.SIGKILL) == -signal.SIGKILL
+        killed = time.monotonic()
+        stop_encoder(encoder)
+        wait_until(lambda: stream_of(a, stream["id"])["status"] == "idle", 60,
+                   "A to finish the dead node's session")
+        # Not before B's lease had expired and the reconnect window had passed after it.
+        assert time.monotonic() - killed >= WINDOW
+        assert "finished 1 live session(s) of dead node(s)" in a.log, a.log
+        with api(a) as client:
+            asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
+        assert asset["status"] == "ready" and asset["is_live"] is False, asset
+        assert asset["duration"] > 0, asset
+        assert in_store(url, "owner_of_playback_id", playback_id) is None
+
+        events: list[Event] = in_store(url, "list_events", )
+        seen = Counter((e.type, e.object_id) for e in events)
+        for kind in ("created", "connected", "recording", "active", "idle"):
+            assert seen[f"video.live_stream.{kind}", stream["id"]] == 1, (kind, seen)
+        for kind in ("created", "live_stream_completed", "ready"):
+            assert seen[f"video.asset.{kind}", asset_id] == 1, (kind, seen)
+
+        # The key is free again: A takes a new publish of it.
+        encoder = ffmpeg_publish(f"{a.urls['rtmp']}/{key}", seconds=120)
+        wait_until(lambda: stream_of(a, stream["id"])["status"] == "active", 60,
+                   "the stream to go live again, on A")
+        assert in_store(url, "owner_of_playback_id", playback_id) == \
+            NodeRef("node-a", a.http_url)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n--- node A:\n{a.log}\n--- node B:\n{b.log}") from None
+    finally:
+        if encoder is not None:
+            stop_encoder(encoder)
+        b.stop(signal.SIGKILL)
+        assert a.stop() == 0, a.log
