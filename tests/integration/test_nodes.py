@@ -1,5 +1,6 @@
 """Two `relay serve` nodes on one PostgreSQL and one data dir (issue 19, "Nodes"): a key live
-on node B is refused on node A as a second publisher is (RTMP and SRT); after B is killed
+on node B plays from node A (through B) and is refused on node A as a second publisher is
+(RTMP and SRT); after B is killed
 with SIGKILL, A finishes B's session once the reconnect window has passed (stream idle,
 recording completed from the shared data dir), and each lifecycle event exists once."""
 
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -60,6 +62,34 @@ def stop_encoder(encoder: subprocess.Popen[str]) -> None:
     encoder.communicate()
 
 
+def play_through(node: RelayProcess, owner: RelayProcess, playback_id: str) -> int:
+    """Read `playback_id`'s playlists and newest media from `node`, which does not own the
+    stream; check each against `owner`'s answer; return how many media files were read."""
+    with httpx.Client(timeout=10) as via, httpx.Client(timeout=10) as direct:
+        def both(path: str) -> httpx.Response:
+            got = via.get(f"{node.http_url}{path}")
+            if got.status_code == 200:
+                assert got.content == direct.get(f"{owner.http_url}{path}").content, path
+            return got
+
+        top_path = f"/{playback_id}.m3u8"
+        top = both(top_path)
+        assert top.status_code == 200 and top.text.startswith("#EXTM3U"), top.text
+        media_path = urljoin(top_path, next(
+            line for line in top.text.splitlines() if line and not line.startswith("#")))
+        media = via.get(f"{node.http_url}{media_path}")
+        assert media.status_code == 200 and "#EXT-X-TARGETDURATION" in media.text, media.text
+        uris = [line for line in media.text.splitlines() if line and not line.startswith("#")]
+        uris += re.findall(r'URI="([^"]+)"', media.text)
+        read = 0
+        for uri in uris[-3:]:
+            got = both(urljoin(media_path, uri))
+            # 404: it slid out of the window between the two reads.
+            assert got.status_code in (200, 404), (uri, got.status_code, got.text[:200])
+            read += got.status_code == 200
+        return read
+
+
 @needs_ffmpeg
 def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         postgres: PostgresCluster, tmp_path: Path) -> None:
@@ -86,6 +116,10 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         # B owns it, reached at the URL it advertises (its HTTP listener by default).
         assert in_store(url, "owner_of_playback_id", playback_id) == \
             NodeRef("node-b", b.http_url)
+
+        # A plays it: the playlists and media come from B, byte for byte.
+        played = play_through(a, b, playback_id)
+        assert played >= 1, played
 
         # The same key on A while B holds it: refused as a second publisher.
         second = ffmpeg_publish(f"{a.urls['rtmp']}/{key}", seconds=5)
