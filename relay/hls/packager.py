@@ -42,7 +42,7 @@ from relay.histogram import BucketHistogram
 from relay.hls import fmp4
 from relay.hls.blocking import RELOAD_WAIT_BUCKETS
 from relay.hls.disk import DISK, DiskPool
-from relay.hls.model import LatencyMode, ResourceName
+from relay.hls.model import ResourceName
 from relay.hls.playlist import (
     Availability,
     LivePlaylist,
@@ -67,7 +67,7 @@ from relay.hls.segmenter import (
     SegmentStarted,
 )
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
-from relay.store.records import JSONDict, RecordedMedia
+from relay.store.records import JSONDict, LatencyMode, RecordedMedia
 from relay.streams.health import PlaybackClients
 from relay.streams.queue import QueueDrops
 

@@ -72,8 +72,9 @@ from fractions import Fraction
 from typing import Final
 
 from relay.hls.fmp4 import Sample, TrackRun, timescale_of
-from relay.hls.model import LatencyMode, PartInfo, SegmentInfo
+from relay.hls.model import PartInfo, SegmentInfo
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
+from relay.store.records import LatencyMode
 
 log = logging.getLogger("relay.hls")
 
@@ -91,8 +92,8 @@ MAX_PART_TARGET: Final = 1.0
 #: small (parts are listed for 3 x TARGETDURATION) and hold-back short for players that
 #: ignore parts. REDUCED: 2 s, the same GOP-sized segments without parts. STANDARD: 6 s
 #: (Apple's HLS authoring recommendation).
-SEGMENT_TARGETS: Final = {LatencyMode.LOW: 2.0, LatencyMode.REDUCED: 2.0,
-                          LatencyMode.STANDARD: 6.0}
+SEGMENT_TARGETS: Final[dict[LatencyMode, float]] = {"low": 2.0, "reduced": 2.0,
+                                                     "standard": 6.0}
 MIN_SEGMENT_TARGET: Final = 1.0
 MAX_SEGMENT_TARGET: Final = 30.0
 
@@ -293,6 +294,8 @@ class PartSegmenter:
         video_wait: float = DEFAULT_VIDEO_WAIT,
         first_msn: int = 0,
     ) -> None:
+        if mode not in SEGMENT_TARGETS:
+            raise ValueError(f"mode must be one of {', '.join(SEGMENT_TARGETS)}, got {mode!r}")
         target = SEGMENT_TARGETS[mode] if segment_target is None else segment_target
         if not MIN_PART_TARGET <= part_target <= MAX_PART_TARGET:
             raise ValueError(f"part_target must be within {MIN_PART_TARGET}..{MAX_PART_TARGET}"
@@ -312,9 +315,9 @@ class PartSegmenter:
         self.mode = mode
         self.segment_target = target
         #: PART-TARGET for the playlist; None unless LOW mode (no parts listed).
-        self.part_target: float | None = part_target if mode is LatencyMode.LOW else None
+        self.part_target: float | None = part_target if mode == "low" else None
         #: The longest part or internal fragment cut, seconds.
-        self.fragment_target = part_target if mode is LatencyMode.LOW else FRAGMENT_TARGET
+        self.fragment_target = part_target if mode == "low" else FRAGMENT_TARGET
         #: TARGETDURATION, fixed when the first segment completes (see `_fix_target_duration`).
         self.target_duration: int | None = None
         self.counters = SegmenterCounters()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from relay.app import attach_packager
-from relay.hls.model import LatencyMode, ResourceName
+from relay.hls.model import ResourceName
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.recording import RECORDING_PLAYLIST, VARIANT_FILE, RecordingWriter, read_variant
 from relay.hls.segmenter import PartSegmenter
@@ -77,7 +77,7 @@ def test_variant_is_measured_from_the_segments() -> None:
 
 
 def test_reduced_and_standard_list_no_parts_but_serve_segments() -> None:
-    for mode, target in ((LatencyMode.REDUCED, 2), (LatencyMode.STANDARD, 6)):
+    for mode, target in (("reduced", 2), ("standard", 6)):
         packager = Feeder(mode=mode).tracks().frames(av(13.5)).packager
         playlist = packager.playlist
         assert playlist is not None and playlist.target_duration == target
