@@ -43,13 +43,8 @@ from relay.hls import fmp4
 from relay.hls.blocking import RELOAD_WAIT_BUCKETS
 from relay.hls.disk import DISK, DiskPool
 from relay.hls.model import ResourceName
-from relay.hls.playlist import (
-    Availability,
-    LivePlaylist,
-    PlaylistKind,
-    PlaylistRenderer,
-    VariantInfo,
-)
+from relay.hls.multivariant import VariantInfo
+from relay.hls.playlist import Availability, LivePlaylist, PlaylistKind, PlaylistRenderer
 from relay.hls.recording import (
     DISK_FULL_ERRNOS,
     RecordingGone,

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Final
 
 from relay.hls.model import INIT_URI, SEGMENT_URI, SegmentInfo
-from relay.hls.playlist import VERSION_FMP4, VariantInfo, render_segment_lines
+from relay.hls.multivariant import VariantInfo
+from relay.hls.playlist import VERSION_FMP4, render_segment_lines
 
 log = logging.getLogger("relay.hls")
 

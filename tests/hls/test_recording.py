@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from relay.hls.model import SegmentInfo
-from relay.hls.playlist import VariantInfo
+from relay.hls.multivariant import VariantInfo
 from relay.hls.recording import (
     RECORDING_PLAYLIST,
     RecordingWriter,
