@@ -123,9 +123,14 @@ class HlsCounters:
     packaging_errors: int = 0  # ...of which by an unexpected error of the packager (a bug)
     # Dropped (whole GOPs) by the queues between the hub and the packagers: a starved loop.
     queue_drops: QueueDrops = field(default_factory=QueueDrops)
-    # Added when each session ends, from its segmenter:
+    # Added when each session ends, from its segmenter (`SegmenterCounters`):
     overruns: int = 0  # segments longer than TARGETDURATION (encoder GOP too long)
     frames_dropped: int = 0  # frames the segmenter could not place (before a keyframe...)
+    timestamps_clamped: int = 0  # frame durations clamped to one tick (dts going backward)
+    timestamp_gaps: int = 0  # dts jumps beyond the segmenter's max gap
+    part_overruns: int = 0  # listed parts longer than PART-TARGET
+    short_parts: int = 0  # listed parts under 85% of PART-TARGET, not independent nor last
+    pdt_resyncs: int = 0  # PROGRAM-DATE-TIME anchors moved to the wall clock
     # The routes':
     playlist_requests: int = 0
     media_requests: int = 0
@@ -417,10 +422,15 @@ class LivePackager:
                 self._handle(self.segmenter.on_end(self._clock()))
             except Exception as exc:
                 self._fault(exc)
-        seen = self.segmenter.counters
-        self.counters.overruns += seen.overruns
-        self.counters.frames_dropped += (seen.dropped_no_track + seen.dropped_waiting
-                                         + seen.dropped_overflow)
+        seen, counters = self.segmenter.counters, self.counters
+        counters.overruns += seen.overruns
+        counters.frames_dropped += (seen.dropped_no_track + seen.dropped_waiting
+                                    + seen.dropped_overflow)
+        counters.timestamps_clamped += seen.backward_timestamps
+        counters.timestamp_gaps += seen.gaps
+        counters.part_overruns += seen.part_overruns
+        counters.short_parts += seen.short_parts
+        counters.pdt_resyncs += seen.pdt_resyncs
         if self.playlist is not None:
             self.playlist.end()
             self._drain()

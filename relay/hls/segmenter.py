@@ -201,16 +201,14 @@ SegmenterEvent = InitChanged | SegmentStarted | PartCut | SegmentCompleted
 
 @dataclass(slots=True)
 class SegmenterCounters:
-    """Plain counters, read by the metrics collector at scrape time."""
+    """What the encoder got wrong, counted; the packager adds them to `HlsCounters` when its
+    session ends, and /metrics exports them."""
 
-    frames_in: int = 0  # frames given to on_frame
     dropped_no_track: int = 0  # a frame of a kind with no configuration
     dropped_waiting: int = 0  # video before a keyframe; audio before its segment's start
     dropped_overflow: int = 0  # audio beyond MAX_PENDING_AUDIO while video stalled
     backward_timestamps: int = 0  # durations clamped to one tick
     gaps: int = 0  # dts jumps beyond max_gap (each flushed the segment)
-    segments: int = 0  # segments completed
-    parts: int = 0  # parts / fragments cut
     overruns: int = 0  # segments whose rounded duration exceeds TARGETDURATION
     part_overruns: int = 0  # listed parts longer than PART-TARGET (one frame longer than it)
     short_parts: int = 0  # listed parts under 85% of PART-TARGET, not independent nor last
@@ -365,7 +363,6 @@ class PartSegmenter:
     def on_frame(self, frame: MediaFrame, now: float) -> list[SegmenterEvent]:
         """One frame; `now` is its arrival time (wall clock, epoch seconds)."""
         self._accept(_Input.FRAME)
-        self.counters.frames_in += 1
         events: list[SegmenterEvent] = []
         if frame.kind not in self._configs:
             self.counters.dropped_no_track += 1
@@ -589,7 +586,6 @@ class PartSegmenter:
             if end - segment.part_start > segment.part_limit:
                 self.counters.part_overruns += 1
         self._sequence += 1
-        self.counters.parts += 1
         segment.part_start = end
         segment.part_index += 1
         events.append(PartCut(part=part, sequence_number=self._sequence, runs=tuple(runs),
@@ -640,7 +636,6 @@ class PartSegmenter:
                 "encoder's keyframes came further apart than in the first segment; set its "
                 "keyframe interval to %g s or less", segment.msn, duration, target,
                 self.segment_target)
-        self.counters.segments += 1
         self._next_msn += 1
         events.append(SegmentCompleted(msn=segment.msn, duration=duration,
                                        target_duration=target, overrun=overrun))

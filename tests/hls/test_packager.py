@@ -8,6 +8,7 @@ ffmpeg and hls.js.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -113,6 +114,23 @@ def test_window_bytes_counts_each_held_buffer_once() -> None:
     assert packager.window_bytes() == sum(held.values())
     segment_bytes = sum(map(len, packager._segments.values()))
     assert segment_bytes < packager.window_bytes() < 2 * segment_bytes + 10**6
+
+
+def test_the_encoders_faults_are_added_to_the_counters_at_the_end() -> None:
+    video = video_frames(6.0)
+    repeated = dataclasses.replace(video[31], dts=video[30].dts, pts=video[30].pts)
+    frames = [*video[:31], repeated, *video[32:],  # one duration of 0 ms: clamped
+              *video_frames(3.0, start=video[-1].dts + 10_000)]  # a 10 s jump: a gap
+    counters = HlsCounters()
+    feeder = Feeder(counters=counters).tracks(audio=False).frames(frames)
+    feeder.packager.on_end()
+    seen = feeder.packager.segmenter.counters
+    assert (seen.backward_timestamps, seen.gaps) == (1, 1)
+    assert (counters.timestamps_clamped, counters.timestamp_gaps) == (1, 1)
+    assert (counters.part_overruns, counters.short_parts, counters.pdt_resyncs) == (
+        seen.part_overruns, seen.short_parts, seen.pdt_resyncs)
+    feeder.packager.on_end()  # a second end adds nothing
+    assert (counters.timestamps_clamped, counters.timestamp_gaps) == (1, 1)
 
 
 def test_the_end_completes_the_open_segment_and_lists_endlist() -> None:

@@ -48,3 +48,20 @@ async def test_requests_and_histograms_are_exported(store: Store) -> None:
     delay = families["relay_hls_part_publish_delay_seconds"]
     assert {(s.name, s.labels.get("le")): s.value for s in delay.samples}[
         ("relay_hls_part_publish_delay_seconds_bucket", "0.035")] == 1
+
+
+async def test_the_encoders_faults_are_exported(store: Store) -> None:
+    hls = HlsCounters(overruns=1, frames_dropped=2, timestamps_clamped=3, timestamp_gaps=4,
+                      part_overruns=5, short_parts=6, pdt_resyncs=7)
+    collector = IngestCollector(IngestRegistry(store), RtmpCounters(), hls)
+    collector.unregister()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    families = {family.name: family for family in
+                text_string_to_metric_families(generate_latest(registry).decode())}
+    exported = {name: families[name].samples[0].value for name in (
+        "relay_hls_segment_overruns", "relay_hls_dropped_frames", "relay_hls_timestamps_clamped",
+        "relay_hls_timestamp_gaps", "relay_hls_part_overruns", "relay_hls_short_parts",
+        "relay_hls_program_date_time_resyncs")}
+    assert list(exported.values()) == [1, 2, 3, 4, 5, 6, 7]
+    assert all(families[name].type == "counter" for name in exported)
