@@ -21,8 +21,14 @@ Two kinds of playlist:
 Parts are listed (and dropped) per whole segment, not one by one: hls.js numbers a segment's
 parts by their position in the list, so a list that lost its first parts would make it ask
 for the wrong `_HLS_part`. A segment's parts leave the playlist once the segment ends more
-than 3 x TARGETDURATION before the live edge and stay downloadable 3 x TARGETDURATION more;
-`drain_expired` tells the packager which bytes it may then free.
+than 3 x TARGETDURATION before the live edge and stay downloadable 3 x TARGETDURATION more.
+
+The playlist is the one owner of the live window: with each record it holds the bytes the
+packager gives it (`add_init`, `add_part`, `add_fragment`), answers `media` for the HTTP
+layer, and lets them go when the record stops being downloadable. Each byte is held once: a
+segment with parts is its list of parts; its joined bytes are made when a client asks for
+the whole segment (and kept), or when its parts expire (and then only they are kept). A
+segment without parts (REDUCED, STANDARD) is joined when it completes.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from __future__ import annotations
 import gzip
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
@@ -80,12 +86,12 @@ class Availability(StrEnum):
     MISSING = "missing"  # unknown, not hinted yet, or expired: 404
 
 
-@dataclass(frozen=True, slots=True)
-class Expired:
-    """Media that no URI may serve any more; the packager may free their bytes."""
+@dataclass(slots=True, eq=False)
+class _Media:
+    """The bytes of one downloadable segment (see the module's last paragraph)."""
 
-    parts: tuple[PartInfo, ...] = ()
-    segments: tuple[SegmentInfo, ...] = ()
+    fragments: list[bytes] = field(default_factory=list)  # in LOW mode, its parts
+    joined: bytes | None = None  # the whole segment, once made
 
 
 def _decimal(seconds: float) -> str:
@@ -144,17 +150,17 @@ class LivePlaylist:
         self._window_segments = window_segments
         # Every segment still downloadable, in msn order without gaps: first those that left
         # the window (msn < media sequence), then the window. `_starts` holds each one's
-        # start on the media timeline.
+        # start on the media timeline, `_media` its bytes.
         self._segments: list[SegmentInfo] = []
         self._starts: list[float] = []
+        self._media: list[_Media] = []
         self._media_sequence = first_msn
         self._next_msn = first_msn
         self._discontinuity_sequence = 0
         self._parts_horizon = first_msn  # segments below this msn have their parts expired
         self._longest_window = 0.0  # duration of the longest playlist served so far
         self._init_uses: dict[int, int] = {}
-        self._expired_parts: list[PartInfo] = []
-        self._expired_segments: list[SegmentInfo] = []
+        self._inits: dict[int, bytes] = {}  # the init segments' bytes
         self._ended = False
         self._revision = 0
         self._strict = strict
@@ -177,6 +183,14 @@ class LivePlaylist:
                 f"TARGETDURATION is {self._target_duration} s and cannot change to {seconds} s")
         self._target_duration = seconds
 
+    def add_init(self, init: int, data: bytes) -> None:
+        """The bytes of init segment `init`, which segments started from now on may name.
+
+        Held while a downloadable segment names it; the newest is also held before any does
+        (it is the one the next segment will name)."""
+        self._inits[init] = data
+        self._forget_unused_inits()
+
     def start_segment(
         self, *, init: int, program_date_time: float, discontinuity: bool = False,
     ) -> SegmentInfo:
@@ -192,13 +206,14 @@ class LivePlaylist:
                               discontinuity=discontinuity)
         self._segments.append(segment)
         self._starts.append(start)
+        self._media.append(_Media())
         self._init_uses[init] = self._init_uses.get(init, 0) + 1
         self._next_msn += 1
         self._changed()
         return segment
 
-    def add_part(self, duration: float, *, independent: bool) -> PartInfo:
-        """A part of the open segment is complete (rfc8216bis 4.4.4.9)."""
+    def add_part(self, duration: float, *, independent: bool, data: bytes = b"") -> PartInfo:
+        """A part of the open segment is complete (rfc8216bis 4.4.4.9); `data` its bytes."""
         self._require_open_for_changes()
         if self._part_target is None:
             raise PlaylistError("this playlist has no parts (part_target is None)")
@@ -219,8 +234,19 @@ class LivePlaylist:
         part = PartInfo(msn=segment.msn, index=len(segment.parts), duration=duration,
                         independent=independent)
         segment.parts.append(part)
+        self._media[-1].fragments.append(data)
         self._changed()
         return part
+
+    def add_fragment(self, data: bytes) -> None:
+        """Bytes of the open segment that the playlist does not list as a part (the internal
+        fragments of a playlist without parts)."""
+        self._require_open_for_changes()
+        if self._part_target is not None:
+            raise PlaylistError("this playlist lists parts; give their bytes to add_part")
+        if self._open_segment() is None:
+            raise PlaylistError("no open segment to add a fragment to; start one first")
+        self._media[-1].fragments.append(data)
 
     def complete_segment(self, duration: float) -> SegmentInfo:
         """The open segment is complete and lasts `duration` seconds."""
@@ -244,6 +270,10 @@ class LivePlaylist:
                     f"segment {segment.msn} lasts {duration:.3f} s but its parts sum to "
                     f"{summed:.3f} s")
         segment.duration = duration
+        if self._part_target is None:
+            media = self._media[-1]
+            self._join(media)
+            media.fragments = []  # no part of it is served: hold it once, whole
         self._trim_window()
         self._changed()
         return segment
@@ -262,17 +292,52 @@ class LivePlaylist:
             else:
                 self._segments.pop()
                 self._starts.pop()
+                self._media.pop()
                 self._release_init(segment.init)
                 self._next_msn -= 1
         self._ended = True
         self._changed()
 
-    def drain_expired(self) -> Expired:
-        """Parts and segments that became unservable since the last call."""
-        expired = Expired(tuple(self._expired_parts), tuple(self._expired_segments))
-        self._expired_parts.clear()
-        self._expired_segments.clear()
-        return expired
+    # -- the bytes ---------------------------------------------------------------------------
+
+    def media(self, name: ResourceName) -> bytes | None:
+        """The bytes of an init, a complete segment or a part while they are held (the HTTP
+        layer asks `availability` first); None otherwise. A segment with parts is joined
+        here the first time it is asked for, and kept joined."""
+        if name.init is not None:
+            return self._inits.get(name.init)
+        assert name.msn is not None
+        segment = self._find(name.msn)
+        if segment is None:
+            return None
+        media = self._media[name.msn - self._segments[0].msn]
+        if name.part is None:
+            return self._join(media) if segment.complete else None
+        if name.msn >= self._parts_horizon and name.part < len(media.fragments) \
+                and self._part_target is not None:
+            return media.fragments[name.part]
+        return None
+
+    def fragments(self, msn: int) -> tuple[bytes, ...]:
+        """Segment `msn`'s bytes as held, without a copy: its parts (or internal fragments)
+        so far while it is open, then those or its joined bytes; () when it is not held."""
+        if self._find(msn) is None:
+            return ()
+        media = self._media[msn - self._segments[0].msn]
+        if media.joined is not None:
+            return (media.joined,)
+        return tuple(media.fragments)
+
+    def held_bytes(self) -> int:
+        """Bytes held for the live window: init segments, segments and parts (of the open
+        segment too), each buffer once."""
+        held = sum(map(len, self._inits.values()))
+        for media in self._media:
+            buffers = {id(data): len(data) for data in media.fragments}
+            if media.joined is not None:  # the one part of a segment, joined, is that part
+                buffers[id(media.joined)] = len(media.joined)
+            held += sum(buffers.values())
+        return held
 
     # -- what the renderer, the blocking rules and the HTTP layer read ---------------------
 
@@ -502,7 +567,9 @@ class LivePlaylist:
             index = segment.msn - self._segments[0].msn
             if edge - self._end_of(index) <= retain + _EPSILON:
                 break
-            self._expired_parts.extend(segment.parts)
+            media = self._media[index]
+            self._join(media)
+            media.fragments = []  # the parts are no longer served; the segment is, whole
             self._parts_horizon += 1
         while self._segments and self._segments[0].msn < self._media_sequence:
             oldest = self._segments[0]
@@ -513,13 +580,26 @@ class LivePlaylist:
                 break
             self._segments.pop(0)
             self._starts.pop(0)
+            self._media.pop(0)
             self._release_init(oldest.init)
-            self._expired_segments.append(oldest)
 
     def _release_init(self, init: int) -> None:
         self._init_uses[init] -= 1
         if self._init_uses[init] == 0:
             del self._init_uses[init]
+            self._forget_unused_inits()
+
+    def _forget_unused_inits(self) -> None:
+        """Drop the bytes of inits no downloadable segment names, but the newest."""
+        newest = max(self._inits, default=-1)
+        for init in [i for i in self._inits if i != newest and i not in self._init_uses]:
+            del self._inits[init]
+
+    @staticmethod
+    def _join(media: _Media) -> bytes:
+        if media.joined is None:
+            media.joined = b"".join(media.fragments)  # (one fragment: that same object)
+        return media.joined
 
 
 class PlaylistRenderer:

@@ -17,6 +17,7 @@ import pytest
 from relay.app import attach_packager
 from relay.hls.model import ResourceName
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
+from relay.hls.playlist import LivePlaylist
 from relay.hls.recording import RECORDING_PLAYLIST, VARIANT_FILE, RecordingWriter, read_variant
 from relay.hls.segmenter import PartSegmenter
 from relay.media.units import Codec, MediaFrame, VideoConfig
@@ -87,33 +88,52 @@ def test_reduced_and_standard_list_no_parts_but_serve_segments() -> None:
         assert packager.resource(ResourceName(msn=0)) is not None
 
 
+def held(playlist: LivePlaylist) -> dict[int, tuple[bytes, ...]]:
+    """The segments the playlist holds bytes of, and those bytes."""
+    return {msn: playlist.fragments(msn) for msn in range(playlist.next_msn)
+            if playlist.fragments(msn)}
+
+
 def test_memory_follows_the_live_window() -> None:
     packager = Feeder().tracks().frames(av(120)).packager
     playlist = packager.playlist
     assert playlist is not None
     assert len(playlist.segments) <= 16
     # Parts of the segments within 6 x TARGETDURATION of the edge (listed, then retained),
-    # 7 parts each, and of the open one; segments of the window and those that just left it.
-    assert len(packager._parts) <= (6 + 2) * 7
-    assert len(packager._segments) <= 2 * 16
+    # and of the open one; segments of the window and those that just left it, whole.
+    segments = held(playlist)
+    assert len(segments) <= 2 * 16
+    assert sum(len(fragments) > 1 for fragments in segments.values()) <= 6 + 2
     assert packager.resource(ResourceName(msn=0)) is None
 
 
-def test_window_bytes_counts_each_held_buffer_once() -> None:
+def test_the_window_holds_each_byte_once() -> None:
     feeder = Feeder().tracks()
     assert feeder.packager.window_bytes() == 0
     feeder.frames(av(1.0))  # the first segment is not complete: its events wait
     waiting = feeder.packager.window_bytes()
     assert waiting > 0 and feeder.packager.playlist is None
     packager = feeder.frames(av(120)).packager
-    held = {id(data): len(data) for data in (
-        *packager._segments.values(), *packager._parts.values(),
-        *(data for data, _ in packager._inits.values()))}
-    # Listed parts of the open segment are the same objects as its pending parts.
-    assert packager._open and all(id(data) in held for data in packager._open)
-    assert packager.window_bytes() == sum(held.values())
-    segment_bytes = sum(map(len, packager._segments.values()))
-    assert segment_bytes < packager.window_bytes() < 2 * segment_bytes + 10**6
+    playlist = packager.playlist
+    assert playlist is not None
+    init = packager.resource(ResourceName(init=0))
+    assert init is not None
+    segments = held(playlist)
+    buffers = {id(data): len(data) for fragments in segments.values() for data in fragments}
+    assert packager.window_bytes() == len(init) + sum(buffers.values())
+    # The open segment's fragments are its parts, as the playlist serves them.
+    open_msn = playlist.segments[-1].msn
+    assert packager.open_fragments() == segments[open_msn] == tuple(
+        packager.resource(ResourceName(msn=open_msn, part=index))
+        for index in range(len(playlist.segments[-1].parts)))
+    # A complete segment with parts is held as its parts; asked for whole, it is joined
+    # once and kept (one more copy, until its parts expire).
+    msn = playlist.last_complete_msn
+    assert msn is not None and len(segments[msn]) > 1
+    before = packager.window_bytes()
+    whole = packager.resource(ResourceName(msn=msn))
+    assert whole == b"".join(segments[msn]) and packager.resource(ResourceName(msn=msn)) is whole
+    assert packager.window_bytes() == before + len(whole)
 
 
 def test_the_encoders_faults_are_added_to_the_counters_at_the_end() -> None:
