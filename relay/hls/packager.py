@@ -610,11 +610,9 @@ class LivePackager:
         self._measure(size, event.duration)
         if self._recording is not None:
             target = event.target_duration
-            # A copy for the disk when the segment is its parts (one fragment is not copied);
-            # freed once written.
-            data = b"".join(fragments)
+            # The buffers as held: the disk gets the parts one after another, no copy.
             if not self._recording.submit(
-                    lambda writer: writer.write_segment(segment, data, target), len(data)):
+                    lambda writer: writer.write_segment(segment, fragments, target), size):
                 self.counters.recording_dropped += 1  # the queue said why, once
             if self._completed == 1 and self._variant is not None:
                 variant = self._variant

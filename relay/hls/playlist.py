@@ -26,9 +26,10 @@ than 3 x TARGETDURATION before the live edge and stay downloadable 3 x TARGETDUR
 The playlist is the one owner of the live window: with each record it holds the bytes the
 packager gives it (`add_init`, `add_part`, `add_fragment`), answers `media` for the HTTP
 layer, and lets them go when the record stops being downloadable. Each byte is held once: a
-segment with parts is its list of parts; its joined bytes are made when a client asks for
-the whole segment (and kept), or when its parts expire (and then only they are kept). A
-segment without parts (REDUCED, STANDARD) is joined when it completes.
+segment with parts is its list of parts, and the recording writes them one after another;
+its joined bytes are made only when a client asks for the whole segment, and kept (its parts
+then go when they expire). A segment without parts (REDUCED, STANDARD) is joined when it
+completes: every client asks for it whole.
 """
 
 from __future__ import annotations
@@ -568,8 +569,8 @@ class LivePlaylist:
             if edge - self._end_of(index) <= retain + _EPSILON:
                 break
             media = self._media[index]
-            self._join(media)
-            media.fragments = []  # the parts are no longer served; the segment is, whole
+            if media.joined is not None:
+                media.fragments = []  # its parts are served no more; the joined bytes are
             self._parts_horizon += 1
         while self._segments and self._segments[0].msn < self._media_sequence:
             oldest = self._segments[0]

@@ -238,11 +238,11 @@ def test_parts_leave_the_playlist_after_3_target_durations_and_expire_3_later() 
     # Still downloadable for 3 x TD more: segments 3..5; older ones are gone.
     assert playlist.part_availability(3, 0) is Availability.READY
     assert playlist.part_availability(2, 3) is Availability.MISSING
-    # Their bytes go with them: the segment is then held whole, its parts no more.
+    # They are no longer served as parts; the segment still is, whole.
     assert playlist.media(ResourceName(msn=3, part=0)) == b"3.0;"
     assert [playlist.media(ResourceName(msn=msn, part=0)) for msn in range(3)] == [None] * 3
-    assert playlist.fragments(2) == (b"2.0;2.1;2.2;2.3;",)
-    assert playlist.fragments(3) == (b"3.0;", b"3.1;", b"3.2;", b"3.3;")
+    assert playlist.fragments(2) == (b"2.0;", b"2.1;", b"2.2;", b"2.3;")  # as held: not joined
+    assert playlist.media(ResourceName(msn=2)) == b"2.0;2.1;2.2;2.3;"
 
 
 def test_an_open_segment_without_parts_is_not_listed_yet() -> None:
@@ -331,6 +331,16 @@ def test_the_bytes_of_parts_segments_and_inits_are_held_once() -> None:
     assert whole == b"0.0;0.1;0.2;0.3;"
     assert playlist.media(ResourceName(msn=0)) is whole  # ... until one is asked for
     assert playlist.held_bytes() == parts + len(whole)
+    assert playlist.fragments(0) == (whole,)
+    playlist.add_part(0.5, independent=False, data=b"1.1;")
+    playlist.complete_segment(1.0)
+    for _ in range(6):  # segment 0 ends 13 s (over 6 x TD) before the edge: its parts go
+        feed.segment(QUARTERS)
+    assert playlist.media(ResourceName(msn=0, part=0)) is None
+    assert playlist.media(ResourceName(msn=0)) is whole
+    assert playlist.held_bytes() == sum(
+        len(data) for msn in range(playlist.next_msn) for data in playlist.fragments(msn)
+    ) + len(b"init 0")
 
 
 def test_a_playlist_without_parts_holds_each_segment_whole() -> None:
