@@ -49,6 +49,7 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.signed import PlaybackGate
+from relay.hls.upstream import OwnerLookup, OwnerProxy
 from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits, limited_protocol
 from relay.https import TlsAcceptor
 from relay.images.pool import DecodePool
@@ -182,6 +183,11 @@ class RelayServer:
         self.playback_access: PlaybackAccess | None = None
         #: Where thumbnails, animated images and storyboards are decoded (relay.images).
         self.image_pool = DecodePool()
+        #: Who owns a live stream not live on this node (issue 19, node ownership in the
+        #: store); with it, both playback servers serve such streams from their owner
+        #: (`relay.hls.upstream`); without it, they answer 404.
+        self.owner_lookup: OwnerLookup | None = None
+        self.owner_proxy: OwnerProxy | None = None
 
     @property
     def store(self) -> Store:
@@ -297,14 +303,17 @@ class RelayServer:
             # /{PLAYBACK_ID}/{name}, which would take their paths. One gate for both
             # playback servers: the same decisions, counts and caches.
             gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
+            proxy = self.owner_proxy = (OwnerProxy(self.owner_lookup)
+                                        if self.owner_lookup is not None else None)
             api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests,
-                                                       recorded=recorded, gate=gate)])
+                                                       recorded=recorded, gate=gate,
+                                                       proxy=proxy)])
             if s.playback_server == "lean":
                 self.playback = PlaybackServer(playback, self.hls_counters,
                                                holds=self.held_requests, recorded=recorded,
-                                               reserved=api_prefixes, gate=gate)
+                                               reserved=api_prefixes, gate=gate, proxy=proxy)
             http_limits = HttpLimits(
                 max_connections=s.http_max_connections,
                 max_connections_per_address=s.http_max_connections_per_ip,
@@ -485,6 +494,9 @@ class RelayServer:
         self._servers.clear()
         if self.playback is not None:
             self.playback.close()
+        if self.owner_proxy is not None:
+            await self.owner_proxy.aclose()
+            self.owner_proxy = None
         self.image_pool.close()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()

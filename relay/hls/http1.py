@@ -77,7 +77,8 @@ _TARGET: Final = re.compile(rb"(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([^#]*))?")
 
 _REASONS: Final = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
                    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-                   500: b"Internal Server Error", 503: b"Service Unavailable"}
+                   500: b"Internal Server Error", 502: b"Bad Gateway",
+                   503: b"Service Unavailable"}
 _STATUS_LINES: Final = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason)
                         for status, reason in _REASONS.items()}
 _CLOSE: Final = b"connection: close\r\n"
@@ -98,6 +99,10 @@ class Request:
     # signed playback id's restriction (`relay.hls.signed`).
     referer: bytes = b""
     user_agent: bytes = b""
+    # Sent by another Relay node fetching from this one (`relay.hls.upstream.HOP_HEADER`):
+    # never forwarded again, so two nodes that each think the other owns a stream do not
+    # pass a request back and forth.
+    hop: bool = False
 
 
 @dataclass(slots=True)
@@ -292,6 +297,7 @@ class Http1Protocol(asyncio.Protocol):
             return None
         method, target, minor = first.groups()
         accept_encoding = referer = user_agent = b""
+        hop = False
         hosts = 0
         keep_alive = minor == b"1"
         ours = method in (b"GET", b"HEAD")  # else the fallback answers (405 and the API)
@@ -310,6 +316,8 @@ class Http1Protocol(asyncio.Protocol):
                 referer = field.group(2)
             elif name == b"user-agent":
                 user_agent = field.group(2)
+            elif name == b"x-relay-hop":
+                hop = True
             elif name == b"connection":
                 tokens = field.group(2).lower()
                 if b"close" in tokens:
@@ -334,7 +342,8 @@ class Http1Protocol(asyncio.Protocol):
         self._close_after = self._close_after or not keep_alive
         return Request(method == b"HEAD", path.decode("ascii"),
                        query.decode("latin-1") if query is not None else "",
-                       accept_encoding.decode("latin-1"), self._client, referer, user_agent)
+                       accept_encoding.decode("latin-1"), self._client, referer, user_agent,
+                       hop)
 
     def _begin(self, request: Request, consumed: int) -> None:
         self._busy = True

@@ -47,6 +47,7 @@ from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate, Refusal
+from relay.hls.upstream import HOP_HEADER, OwnerProxy
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -126,6 +127,15 @@ class PlaybackDirectory:
             return False, None, False
         target, signed = self._target(cached[1])
         return True, target, signed
+
+    def live_elsewhere(self, playback_id: str) -> bool:
+        """Whether `playback_id`, just resolved (its lookup is cached), names a live stream
+        with no session on this node: its owner, if another node, serves it
+        (`relay.hls.upstream.OwnerProxy`)."""
+        cached = self._cache.get(playback_id)
+        found = cached[1] if cached is not None else None
+        return (found is not None and found.policy in ("public", "signed")
+                and found.object_type == "live_stream" and self._live(found.object_id) is None)
 
     def _target(self, found: PlaybackId | None) -> tuple[Target, bool]:
         if found is None or found.policy not in ("public", "signed"):
@@ -251,19 +261,22 @@ def _media_kind(request: Request) -> RequestKind:
 def create_playback_app(directory: PlaybackDirectory, counters: HlsCounters | None = None,
                         *, holds: HeldRequests | None = None,
                         recorded: RecordedPlaylists | None = None,
-                        gate: PlaybackGate | None = None) -> Starlette:
+                        gate: PlaybackGate | None = None,
+                        proxy: OwnerProxy | None = None) -> Starlette:
     """The playback routes as an ASGI app of their own."""
     return Starlette(routes=playback_routes(directory, counters, holds=holds,
-                                            recorded=recorded, gate=gate))
+                                            recorded=recorded, gate=gate, proxy=proxy))
 
 
 def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
                     holds: HeldRequests | None = None,
                     recorded: RecordedPlaylists | None = None,
-                    gate: PlaybackGate | None = None) -> list[Route]:
+                    gate: PlaybackGate | None = None,
+                    proxy: OwnerProxy | None = None) -> list[Route]:
     """The playback routes, to add after the API's; `counters` receives request counts,
     `holds` bounds the held requests, `recorded` caches recorded playlists, `gate` decides
-    signed playback ids (without one, or without its access, they answer 404)."""
+    signed playback ids (without one, or without its access, they answer 404), `proxy`
+    serves a live stream another node owns from that node."""
     counters = counters if counters is not None else HlsCounters()
     holds = holds if holds is not None else HeldRequests()
     recorded = recorded if recorded is not None else RecordedPlaylists()
@@ -275,6 +288,21 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
                           referer=request.headers.get("referer"),
                           user_agent=request.headers.get("user-agent"), client=client)
 
+    async def proxied(request: Request, playback_id: str, path: str,
+                      signed: bool) -> Response | None:
+        """The owner's answer for a live stream not live here, or None (no other owner).
+        The query goes as it came: the owner decides a signed id's token or session."""
+        if (proxy is None or HOP_HEADER in request.headers
+                or not directory.live_elsewhere(playback_id)):
+            return None
+        fetched = await proxy.fetch(playback_id, path, request.url.query, signed=signed,
+                                    referer=request.headers.get("referer", ""),
+                                    user_agent=request.headers.get("user-agent", ""))
+        if fetched is None:
+            return None
+        headers, body = fetched.answer(accepts_gzip(request.headers.get("accept-encoding", "")))
+        return Response(body, status_code=fetched.status, headers=dict(headers))
+
     def resolved(target: Target, signed: bool) -> Target:
         # A signed id without a gate to check it plays for nobody: as before, a 404.
         return None if signed and (gate is None or not gate.enabled) else target
@@ -285,6 +313,10 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
             return _not_found(counters)
         playback_id = name[:-len(".m3u8")]
         target, signed = await directory.resolve_signed(playback_id)
+        if target is None:
+            answer = await proxied(request, playback_id, f"/{name}", signed)
+            if answer is not None:
+                return answer
         target = resolved(target, signed)
         query = b""
         if target is not None and signed:
@@ -315,6 +347,10 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
         playback_id: str = request.path_params["playback_id"]
         name: str = request.path_params["name"]
         target, signed = await directory.resolve_signed(playback_id)
+        if target is None and (name == MEDIA_PLAYLIST_URI or parse_resource(name) is not None):
+            answer = await proxied(request, playback_id, f"/{playback_id}/{name}", signed)
+            if answer is not None:
+                return answer
         target = resolved(target, signed)
         if target is None:
             return _not_found(counters)

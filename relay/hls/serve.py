@@ -58,6 +58,7 @@ from relay.hls.routes import (
     forbidden_body,
 )
 from relay.hls.signed import PlaybackGate, Refusal
+from relay.hls.upstream import OwnerProxy
 from relay.http_limits import ConnectionTable, HttpLimits
 
 log = logging.getLogger("relay.hls")
@@ -117,8 +118,11 @@ class PlaybackServer:
 
     def __init__(self, directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
                  holds: HeldRequests | None = None, recorded: RecordedPlaylists | None = None,
-                 reserved: Iterable[str] = (), gate: PlaybackGate | None = None) -> None:
+                 reserved: Iterable[str] = (), gate: PlaybackGate | None = None,
+                 proxy: OwnerProxy | None = None) -> None:
         self.directory = directory
+        #: Serves the live streams other nodes own from them (without one: 404s).
+        self.proxy = proxy
         #: Decides signed playback ids (without one, or without its access: 404s).
         self.gate = gate if gate is not None and gate.enabled else None
         self.counters = counters if counters is not None else HlsCounters()
@@ -182,6 +186,8 @@ class PlaybackServer:
 
     def _media(self, request: Request, playback_id: str, target: Target, signed: bool,
                resource: ResourceName | None, kind: str) -> Answer:
+        if target is None and self._elsewhere(request, playback_id):
+            return self._proxied(request, playback_id, signed, kind)
         if target is None or (signed and self.gate is None):
             return self._not_found(kind)
         query = b""
@@ -200,6 +206,26 @@ class PlaybackServer:
         if resource is None:
             return self._recorded_playlist(request, target, query)
         return None  # a recorded file: the fallback's FileResponse (ranges, streaming)
+
+    def _elsewhere(self, request: Request, playback_id: str) -> bool:
+        return (self.proxy is not None and not request.hop
+                and self.directory.live_elsewhere(playback_id))
+
+    async def _proxied(self, request: Request, playback_id: str, signed: bool,
+                       kind: str) -> Response:
+        """The owner's answer for a live stream another node owns (`relay.hls.upstream`),
+        or a 404 when none does. The path and query go as they came (the path is one of
+        ours, checked by `handle`): the owner decides a signed id's token or session."""
+        assert self.proxy is not None
+        fetched = await self.proxy.fetch(
+            playback_id, request.path, request.query, signed=signed,
+            referer=request.referer.decode("latin-1"),
+            user_agent=request.user_agent.decode("latin-1"))
+        if fetched is None:
+            return self._not_found(kind)
+        gzipped = self._accepts_gzip(request.accept_encoding)
+        _, body = fetched.answer(gzipped)
+        return Response(fetched.status, fetched.header_block(gzipped), body, kind)
 
     def _check(self, request: Request, playback_id: str, playlist: bool) -> bytes | Refusal:
         """`PlaybackGate.check` of a request for a signed playback id."""
@@ -224,6 +250,8 @@ class PlaybackServer:
 
     def _multivariant(self, request: Request, playback_id: str) -> Answer:
         found, target, signed = self.directory.resolve_cached_signed(playback_id)
+        if found and target is None and self._elsewhere(request, playback_id):
+            return self._proxied(request, playback_id, signed, "multivariant")
         if found and signed:
             target, query = self._signed_target(request, playback_id, target)
             if isinstance(query, Response):
@@ -250,6 +278,8 @@ class PlaybackServer:
 
     async def _multivariant_later(self, request: Request, playback_id: str) -> Response:
         target, signed = await self.directory.resolve_signed(playback_id)
+        if target is None and self._elsewhere(request, playback_id):
+            return await self._proxied(request, playback_id, signed, "multivariant")
         query: bytes | Response = b""
         if signed:
             target, query = self._signed_target(request, playback_id, target)

@@ -170,10 +170,17 @@ def _v5_wide_timestamps(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BIGINT"))
 
 
+def _v6_webhook_claims(conn: Connection) -> None:
+    """A delivery's claim: which deliverer is trying it, and until when (issue 19: several
+    nodes deliver from one outbox). Both empty on a delivery nobody is trying."""
+    conn.execute(text("ALTER TABLE webhook_deliveries ADD COLUMN claim VARCHAR(36)"))
+    conn.execute(text("ALTER TABLE webhook_deliveries ADD COLUMN claimed_until FLOAT"))
+
+
 # Append only: position + 1 is the schema version a migration produces.
 MIGRATIONS: tuple[Migration, ...] = (_v1_control_plane, _v2_event_outbox,
                                      _v3_webhook_deliveries, _v4_signed_playback,
-                                     _v5_wide_timestamps)
+                                     _v5_wide_timestamps, _v6_webhook_claims)
 LATEST_VERSION = len(MIGRATIONS)
 
 

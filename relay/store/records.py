@@ -244,6 +244,8 @@ class WebhookDelivery:
     delivered_at: float | None = None
     #: The last few tries (Mux's `attempts` objects), oldest first.
     attempt_log: tuple[JSONDict, ...] = ()
+    #: The token of the claim a deliverer holds on it while trying it (None: unclaimed).
+    claim: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

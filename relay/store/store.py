@@ -21,16 +21,19 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
+    case,
     delete,
     event,
     exists,
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -1061,20 +1064,25 @@ class Store:
                 await conn.execute(update(webhook_deliveries).where(
                     webhook_deliveries.c.endpoint.in_(gone),
                     webhook_deliveries.c.status == "pending").values(
-                    status="failed", last_error="the endpoint is no longer configured"))
+                    status="failed", last_error="the endpoint is no longer configured",
+                    claim=None, claimed_until=None))
                 known -= gone
             newest = (await conn.execute(select(func.max(events.c.seq)))).scalar() or 0
             for url in urls:
                 if url not in known:
-                    await conn.execute(insert(webhook_endpoints).values(
+                    # Nodes starting together may both add it: the first one's row stays.
+                    await conn.execute(_insert_or_ignore(conn, webhook_endpoints).values(
                         url=url, cursor=newest, created_at=self._clock()))
                     known.add(url)
 
     async def queue_webhook_deliveries(self, endpoint: str, *, limit: int = 1000) -> int:
         """Queue up to `limit` events after `endpoint`'s cursor for it; return how many."""
         async with self._engine.begin() as conn:
+            # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): when two nodes queue for
+            # the endpoint at once, the second waits here for the first to commit and then
+            # reads the cursor it moved, instead of queueing the same events again.
             cursor = (await conn.execute(select(webhook_endpoints.c.cursor).where(
-                webhook_endpoints.c.url == endpoint))).scalar()
+                webhook_endpoints.c.url == endpoint).with_for_update())).scalar()
             if cursor is None:
                 raise ValueError(f"no webhook endpoint {endpoint!r}: add_webhook_endpoints "
                                  "first")
@@ -1101,39 +1109,80 @@ class Store:
                 earlier.c.endpoint == endpoint, earlier.c.status == "pending",
                 earlier.c.object_id == d.c.object_id, earlier.c.event_seq < d.c.event_seq)))
 
-    async def due_webhook_deliveries(
-        self, endpoint: str, now: float, *, limit: int
+    async def claim_webhook_deliveries(
+        self, endpoint: str, now: float, *, limit: int, claim_for: float,
     ) -> list[WebhookDelivery]:
-        """Up to `limit` deliveries of `endpoint` that may be tried at `now`, one per object,
-        oldest event first."""
+        """Claim up to `limit` deliveries of `endpoint` that may be tried at `now`, one per
+        object, oldest event first, for `claim_for` seconds; return them with their `claim`.
+
+        A claimed delivery is no other deliverer's to try (on any node) until the claim is
+        recorded (`record_webhook_attempt`), released, or lapses: a node that dies mid-try
+        hands it on after `claim_for`. It stays pending meanwhile, so the object's later
+        events wait behind it. On PostgreSQL the rows are picked FOR UPDATE SKIP LOCKED: two
+        nodes claiming at once take different rows rather than queueing on each other's."""
         d = webhook_deliveries
-        query = (select(d, events).join(events, events.c.seq == d.c.event_seq)
-                 .where(self._heads(endpoint), d.c.next_attempt_at <= now)
-                 .order_by(d.c.event_seq).limit(limit))
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        free = and_(d.c.status == "pending",
+                    or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now))
+        pick = (select(d.c.seq).where(self._heads(endpoint), d.c.next_attempt_at <= now, free)
+                .order_by(d.c.event_seq).limit(limit).with_for_update(skip_locked=True))
+        token = str(uuid.uuid4())
+        async with self._engine.begin() as conn:
+            seqs = (await conn.execute(pick)).scalars().all()
+            if not seqs:
+                return []
+            # Conditional as well (`free` again): SQLite has no FOR UPDATE, and there the
+            # pick above is a read that another connection's claim may overtake.
+            await conn.execute(update(d).where(d.c.seq.in_(seqs), free).values(
+                claim=token, claimed_until=now + claim_for))
+            rows = (await conn.execute(
+                select(d, events).join(events, events.c.seq == d.c.event_seq)
+                .where(d.c.claim == token).order_by(d.c.event_seq))).all()
         return [_delivery_from_row(r) for r in rows]
 
-    async def next_webhook_attempt_at(self, endpoint: str) -> float | None:
-        """When the earliest of `endpoint`'s sendable deliveries is due (None: none pending)."""
+    async def release_webhook_claims(self, claims: Sequence[str] | None = None) -> int:
+        """Give up these claims (None: every claim) untried; return how many deliveries."""
         d = webhook_deliveries
+        query = update(d).where(d.c.claim.is_not(None))
+        if claims is not None:
+            if not claims:
+                return 0
+            query = query.where(d.c.claim.in_(claims))
+        async with self._engine.begin() as conn:
+            return (await conn.execute(query.values(claim=None, claimed_until=None))).rowcount
+
+    @property
+    def single_node(self) -> bool:
+        """Whether no other process can share this database (SQLite: Relay runs one node on
+        it), so claims found there at start were left by an earlier run of this one."""
+        return self._engine.dialect.name == "sqlite"
+
+    async def next_webhook_attempt_at(self, endpoint: str) -> float | None:
+        """When the earliest of `endpoint`'s sendable deliveries is due (None: none pending):
+        a claimed one no sooner than its claim lapses."""
+        d = webhook_deliveries
+        due = case((d.c.claimed_until > d.c.next_attempt_at, d.c.claimed_until),
+                   else_=d.c.next_attempt_at)
         async with self._engine.connect() as conn:
             found = (await conn.execute(
-                select(func.min(d.c.next_attempt_at)).where(self._heads(endpoint)))).scalar()
+                select(func.min(due)).where(self._heads(endpoint)))).scalar()
         return None if found is None else float(found)
 
     async def record_webhook_attempt(
-        self, seq: int, *, status: WebhookDeliveryStatus, attempts: int,
+        self, seq: int, *, claim: str, status: WebhookDeliveryStatus, attempts: int,
         next_attempt_at: float, first_attempt_at: float, last_error: str | None,
         attempt_log: Sequence[JSONDict], delivered_at: float | None = None,
-    ) -> None:
+    ) -> bool:
+        """Write a try's outcome and end the claim; False (nothing written) when `claim` is
+        no longer the delivery's: it lapsed and another deliverer has it, whose outcome
+        counts (this try may have reached the receiver: at least once)."""
+        d = webhook_deliveries
         async with self._engine.begin() as conn:
-            await conn.execute(update(webhook_deliveries).where(
-                webhook_deliveries.c.seq == seq).values(
+            done = await conn.execute(update(d).where(d.c.seq == seq, d.c.claim == claim).values(
                 status=status, attempts=attempts, next_attempt_at=next_attempt_at,
                 first_attempt_at=first_attempt_at, last_error=last_error,
-                attempt_log=list(attempt_log),
-                delivered_at=delivered_at))
+                attempt_log=list(attempt_log), delivered_at=delivered_at,
+                claim=None, claimed_until=None))
+            return bool(done.rowcount == 1)
 
     async def list_webhook_deliveries(
         self, *, limit: int, page: int, status: WebhookDeliveryStatus | None = None,
@@ -1235,6 +1284,14 @@ async def _lock_for_bound(conn: AsyncConnection, table: Any) -> None:
     reads, so the creates queue while lists and gets go on."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def _insert_or_ignore(conn: AsyncConnection, table: Any) -> Any:
+    """INSERT that skips a row whose key exists already (ON CONFLICT DO NOTHING; both
+    databases spell it so, each through its own dialect's construct)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _insert_below_bound(table: Any, bound: int, values: Mapping[str, Any]) -> Any:
@@ -1490,4 +1547,5 @@ def _delivery_from_row(r: Row[Any]) -> WebhookDelivery:
         attempts=m[d.attempts], created_at=m[d.created_at],
         next_attempt_at=m[d.next_attempt_at], first_attempt_at=m[d.first_attempt_at],
         last_error=m[d.last_error],
-        delivered_at=m[d.delivered_at], attempt_log=tuple(m[d.attempt_log]))
+        delivered_at=m[d.delivered_at], attempt_log=tuple(m[d.attempt_log]),
+        claim=m[d.claim])

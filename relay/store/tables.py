@@ -165,6 +165,10 @@ webhook_deliveries = Table(
     Column("first_attempt_at", Float),
     Column("last_error", Text),
     Column("delivered_at", Float),
+    # Set while one deliverer (of any node) tries it: the token of that claim, and when the
+    # claim lapses, so that a node that died mid-try hands the delivery on (migration v6).
+    Column("claim", String(36)),
+    Column("claimed_until", Float),
     UniqueConstraint("endpoint", "event_seq"),
     Index("ix_webhook_deliveries_head", "endpoint", "status", "object_id", "event_seq"),
 )

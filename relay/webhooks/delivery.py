@@ -1,7 +1,7 @@
 """The deliverer: one task per endpoint, working that endpoint's rows of the store.
 
 Theory of operation: each endpoint's task queues the outbox's new events for it (its cursor
-moves in the same transaction), takes the deliveries that are due, at most one per object
+moves in the same transaction), claims the deliveries that are due, at most one per object
 (the oldest pending event of that object, so an object's events arrive in order) and at most
 `max_in_flight` together, POSTs each with a fresh signature, and writes the outcome: 2xx is
 delivered; anything else is retried after `RetryPolicy`'s wait, or failed once its window
@@ -9,6 +9,13 @@ is over. A row is marked delivered only after the 2xx, so a crash in between sen
 at least once, with the event id stable. Each endpoint has its own task and HTTP client, so
 a slow or dead one only holds itself; the media path never waits for any of this (events are
 written with the changes they report, and read back here).
+
+Several nodes on one PostgreSQL database each run a deliverer over the same rows (issue 19).
+The queueing is serialized on the endpoint's row, so an event is queued once per endpoint;
+a claim (a token and an expiry, taken FOR UPDATE SKIP LOCKED) makes each try one node's;
+an object's next event waits while its earlier one is pending, claimed or not; and an
+outcome is written only under the claim it was tried with. A node that dies mid-try leaves
+its claims to lapse after `claim_timeout`, then another node sends those events again.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import httpx
 
 from relay.logs import LogLimiter, peer_text
 from relay.store import Store
-from relay.store.records import WebhookDelivery
+from relay.store.records import JSONDict, WebhookDelivery, WebhookDeliveryStatus
 from relay.webhooks.counters import BACKLOG_COUNT_INTERVAL, DeliveryResult, WebhookCounters
 from relay.webhooks.retry import RetryPolicy
 from relay.webhooks.signing import (
@@ -47,6 +54,9 @@ DEFAULT_ATTEMPT_TIMEOUT = 5.0
 DEFAULT_MAX_IN_FLIGHT = 8
 #: Longest an endpoint's task sleeps before looking for new events.
 DEFAULT_POLL_INTERVAL = 0.5
+#: Seconds a claim on a delivery lasts: the try (at most `attempt_timeout`) and the write of
+#: its outcome must fit in it; a node that dies mid-try holds its deliveries this long.
+DEFAULT_CLAIM_TIMEOUT = 30.0
 #: How long a delivered or failed event is kept for GET /system/v1/webhook-events.
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 #: How often old events are pruned.
@@ -64,6 +74,13 @@ class WebhookLimits:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     retention: float = DEFAULT_RETENTION
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.claim_timeout > self.attempt_timeout > 0:
+            raise ValueError(
+                f"a webhook claim must outlast a try: claim_timeout {self.claim_timeout} s "
+                f"must be longer than attempt_timeout {self.attempt_timeout} s (and that > 0)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +154,16 @@ class WebhookDeliverer:
         self.delivered = 0
         self.failed_attempts = 0
         self.counters = WebhookCounters()
+        #: Claims taken and not yet written back: released on `stop`.
+        self._claims: set[str] = set()
         self._unlisten: Callable[[], None] | None = None
 
     async def start(self) -> None:
         await self._store.set_webhook_endpoints(self.endpoints)
+        if self._store.single_node:
+            # No other node shares the database: claims in it are an earlier run's, cut
+            # short by a kill; their deliveries go now rather than after the claim timeout.
+            await self._store.release_webhook_claims()
         for url in self.endpoints:
             self._wake[url] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(url), name=f"webhooks {url}"))
@@ -156,7 +179,8 @@ class WebhookDeliverer:
             event.set()
 
     async def stop(self) -> None:
-        """Cancel the tasks; a POST cut short stays pending and is sent again next run."""
+        """Cancel the tasks; a POST cut short stays pending and is sent again (by this node
+        next run or by another now: its claim is released)."""
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -166,6 +190,13 @@ class WebhookDeliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        claims, self._claims = sorted(self._claims), set()
+        if claims:
+            try:
+                await self._store.release_webhook_claims(claims)
+            except Exception as exc:  # they lapse after claim_timeout all the same
+                _FAILURES.warning("release", "releasing %d webhook claim(s): %s",
+                                  len(claims), exc)
 
     async def _run(self, url: str) -> None:
         timeout = httpx.Timeout(self.limits.attempt_timeout)
@@ -185,11 +216,22 @@ class WebhookDeliverer:
                     await asyncio.sleep(self.limits.poll_interval)
 
     async def work_once(self, url: str, client: httpx.AsyncClient) -> int:
-        """Queue new events and try every due delivery of `url` once; return how many."""
+        """Queue new events, claim the due deliveries of `url` that no other deliverer holds
+        and try each once; return how many."""
         await self._store.queue_webhook_deliveries(url)
-        due = await self._store.due_webhook_deliveries(
-            url, self._clock(), limit=self.limits.max_in_flight)
-        await asyncio.gather(*(self._attempt(client, d) for d in due))
+        due = await self._store.claim_webhook_deliveries(
+            url, self._clock(), limit=self.limits.max_in_flight,
+            claim_for=self.limits.claim_timeout)
+        claims = {d.claim for d in due if d.claim is not None}
+        self._claims.update(claims)
+        try:
+            await asyncio.gather(*(self._attempt(client, d) for d in due))
+        finally:
+            # Written back, or (the store failed) left to lapse: not this deliverer's to
+            # release any more, and the set stays as small as the tries in flight. Cut short
+            # by `stop`, they are still held: `stop` releases them.
+            if not _cancelling():
+                self._claims.difference_update(claims)
         return len(due)
 
     async def _sleep(self, url: str) -> None:
@@ -215,8 +257,8 @@ class WebhookDeliverer:
         if outcome.delivered:
             self.delivered += 1
             self.counters.latency.observe(max(0.0, now - delivery.event.created_at))
-            await self._store.record_webhook_attempt(
-                delivery.seq, status="delivered", attempts=attempts, next_attempt_at=now,
+            await self._record(
+                delivery, status="delivered", attempts=attempts, next_attempt_at=now,
                 first_attempt_at=first, last_error=delivery.last_error,
                 attempt_log=attempt_log, delivered_at=now)
             return
@@ -228,10 +270,27 @@ class WebhookDeliverer:
             log.warning("webhook %s (%s) to %s failed after %d attempts: %s",
                         delivery.event.id, delivery.event.type, peer_text(delivery.endpoint),
                         attempts, outcome.error)
-        await self._store.record_webhook_attempt(
-            delivery.seq, status="pending" if retry_at is not None else "failed",
+        await self._record(
+            delivery, status="pending" if retry_at is not None else "failed",
             attempts=attempts, next_attempt_at=retry_at if retry_at is not None else now,
             first_attempt_at=first, last_error=outcome.error, attempt_log=attempt_log)
+
+    async def _record(self, delivery: WebhookDelivery, *, status: WebhookDeliveryStatus,
+                      attempts: int, next_attempt_at: float, first_attempt_at: float,
+                      last_error: str | None, attempt_log: Sequence[JSONDict],
+                      delivered_at: float | None = None) -> None:
+        """Write a try's outcome under the claim it was made with."""
+        if delivery.claim is None:  # claim_webhook_deliveries sets it on every row it returns
+            raise ValueError(f"webhook delivery {delivery.seq} was tried without a claim")
+        if not await self._store.record_webhook_attempt(
+                delivery.seq, claim=delivery.claim, status=status, attempts=attempts,
+                next_attempt_at=next_attempt_at, first_attempt_at=first_attempt_at,
+                last_error=last_error, attempt_log=attempt_log, delivered_at=delivered_at):
+            _FAILURES.warning(
+                "claim", "webhook %s to %s: its claim was gone when the try ended (it "
+                "outlasted the %g s claim, which another deliverer took, or the endpoint was "
+                "removed); the outcome is not written", delivery.event.id,
+                peer_text(delivery.endpoint), self.limits.claim_timeout)
 
     async def count_backlog(self) -> None:
         """Count the endpoints' backlog into `counters` (one store query)."""

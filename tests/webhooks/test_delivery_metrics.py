@@ -131,6 +131,8 @@ class StoreCancelledMidQuery:
         self.queries = 0
         self.all_waiting = asyncio.Event()
 
+    single_node = False
+
     async def set_webhook_endpoints(self, urls: object) -> None:
         pass
 

@@ -23,6 +23,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.status: Callable[[], int] = lambda: 200
+        #: Seconds each answer takes (the server answers requests in parallel threads).
+        self.delay = 0.0
         self.events: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self.bad_signatures = 0
@@ -35,6 +37,7 @@ class Receiver:
                 receiver.deliveries.append({"body": body.decode(),
                                             "headers": dict(self.headers.items())})
                 receiver.receive(self.headers.get("Mux-Signature", ""), body)
+                time.sleep(receiver.delay)
                 code = receiver.status()
                 self.send_response(code)
                 self.send_header("Content-Length", "2")
