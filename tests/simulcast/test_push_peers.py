@@ -23,7 +23,7 @@ from relay.media.units import AudioConfig, MediaFrame, VideoConfig
 from relay.simulcast.pusher import PushLimits, TargetAddress, TargetError, parse_target_url, push
 from relay.streams.queue import MediaQueue
 from testkit.peers import NginxRtmp
-from testkit.relay_process import RelayProcess
+from testkit.relay_process import RelayProcess, free_tcp_port
 from tests.integration.helpers.rtmp_ingest import create_stream, get_stream, start_relay, wait_until
 from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, read_flv
 
@@ -95,9 +95,7 @@ def ffprobe(path: Path) -> dict[str, Any]:
                     reason="nginx with its RTMP module is not installed (make test)")
 @needs_ffmpeg
 def test_nginx_rtmp_receives_the_push(clip: list[Unit], tmp_path: Path) -> None:
-    from benchmarks.suite import free_port
-
-    nginx = NginxRtmp(tmp_path / "nginx", free_port()).start()
+    nginx = NginxRtmp(tmp_path / "nginx", free_tcp_port()).start()
     try:
         target = parse_target_url(nginx.url, "simulcast-test")
         assert run_push(target, queue_of(clip)) == 1
