@@ -313,7 +313,12 @@ class LivePlaylist:
             return None
         media = self._media[name.msn - self._segments[0].msn]
         if name.part is None:
-            return self._join(media) if segment.complete else None
+            if not segment.complete:
+                return None
+            whole = self._join(media)
+            if name.msn < self._parts_horizon:
+                media.fragments = []  # its parts are served no more
+            return whole
         if name.msn >= self._parts_horizon and name.part < len(media.fragments) \
                 and self._part_target is not None:
             return media.fragments[name.part]

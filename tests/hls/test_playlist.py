@@ -242,7 +242,10 @@ def test_parts_leave_the_playlist_after_3_target_durations_and_expire_3_later() 
     assert playlist.media(ResourceName(msn=3, part=0)) == b"3.0;"
     assert [playlist.media(ResourceName(msn=msn, part=0)) for msn in range(3)] == [None] * 3
     assert playlist.fragments(2) == (b"2.0;", b"2.1;", b"2.2;", b"2.3;")  # as held: not joined
+    before = playlist.held_bytes()
     assert playlist.media(ResourceName(msn=2)) == b"2.0;2.1;2.2;2.3;"
+    assert playlist.fragments(2) == (b"2.0;2.1;2.2;2.3;",)  # joined, it is held once
+    assert playlist.held_bytes() == before
 
 
 def test_an_open_segment_without_parts_is_not_listed_yet() -> None:
