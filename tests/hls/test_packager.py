@@ -299,6 +299,20 @@ async def test_the_finished_recording_describes_its_tracks(tmp_path: Path) -> No
     assert audio["type"] == "audio" and audio["max_channels"] == 2
 
 
+async def test_the_asset_tracks_remember_inits_that_left_the_window(tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    writer.set_result(RecordingWriter(tmp_path / "asset"))
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(4.0))
+    smaller = dataclasses.replace(video_config(), width=640, height=360, record=b"\x01other")
+    feeder.packager.on_track(smaller)
+    feeder.frames(av(90.0, start=4000))
+    assert feeder.packager.resource(ResourceName(init=0)) is None  # init 0 left the window
+    feeder.packager.on_end()
+    media = await feeder.packager.finished_media()
+    assert media is not None
+    assert (media.tracks[0]["max_width"], media.tracks[0]["max_height"]) == (1280, 720)
+
+
 # -- a failure ends the session, through the hub and the store ----------------------------
 
 @pytest.mark.parametrize("failure", ["codec", "bug"])
