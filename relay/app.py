@@ -37,7 +37,6 @@ from relay.config import Settings
 from relay.file_limit import RESERVED_FILES, ensure_file_limit
 from relay.hls.disk import DISK, DiskPool
 from relay.hls.holding import HeldRequests
-from relay.hls.model import LatencyMode
 from relay.hls.packager import (
     DEFAULT_RECORDING_MAX_BACKLOG,
     PACKAGER_QUEUE_MAX_BYTES,
@@ -562,7 +561,7 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
     recording = RecordingQueue(writer, disk=disk, label=label, counters=counters,
                                max_backlog=recording_max_backlog)
     packager = LivePackager(
-        LatencyMode(session.stream.latency_mode), label=label,
+        session.stream.latency_mode, label=label,
         part_target=part_target, recording=recording,
         on_playable=session.mark_playable,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),

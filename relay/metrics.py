@@ -513,6 +513,20 @@ class IngestCollector(Collector):
             ("relay_hls_dropped_frames", "frames the packager could not place (before the "
              "first keyframe, no track), counted when their session ends",
              hls.frames_dropped),
+            ("relay_hls_timestamps_clamped", "frame durations clamped to one tick because the "
+             "encoder's timestamps went backward, counted when their session ends",
+             hls.timestamps_clamped),
+            ("relay_hls_timestamp_gaps", "encoder timestamp jumps beyond 5 s, each ending the "
+             "segment and starting one after a discontinuity, counted when their session ends",
+             hls.timestamp_gaps),
+            ("relay_hls_part_overruns", "LL-HLS parts longer than PART-TARGET (a frame longer "
+             "than the ones before it), counted when their session ends", hls.part_overruns),
+            ("relay_hls_short_parts", "LL-HLS parts shorter than 85% of PART-TARGET that are "
+             "neither independent nor their segment's last, counted when their session ends",
+             hls.short_parts),
+            ("relay_hls_program_date_time_resyncs", "times PROGRAM-DATE-TIME was re-anchored "
+             "because frames arrived more than 0.5 s off the media clock, counted when their "
+             "session ends", hls.pdt_resyncs),
             ("relay_hls_playlist_requests", "playlist requests served", hls.playlist_requests),
             ("relay_hls_media_requests", "init, segment and part requests",
              hls.media_requests),
