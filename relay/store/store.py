@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import importlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -1278,6 +1279,44 @@ class Store:
         if ended:
             await self._idle_simulcast_targets(ended)
         return ended
+
+    # -- change notices between nodes (PostgreSQL LISTEN/NOTIFY) ---------------------
+
+    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """Send each payload as a notice on `channel` (PostgreSQL `NOTIFY`), in one
+        statement and one transaction: the listeners get them when it commits, in order.
+        Nothing on SQLite, where the one node has no one to tell."""
+        if self.single_node or not payloads:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text("SELECT pg_notify(:channel, payload) "
+                     "FROM unnest(CAST(:payloads AS text[])) AS payload"),
+                {"channel": channel, "payloads": list(payloads)})
+
+    async def connect_listener(self) -> Any:
+        """A new asyncpg connection to this store's PostgreSQL database, outside the pool
+        (a `LISTEN` holds its connection for good), built from the same URL. The caller
+        closes it."""
+        if self._engine.dialect.name != "postgresql":
+            raise RuntimeError("LISTEN needs PostgreSQL")
+        asyncpg = importlib.import_module("asyncpg")  # untyped: kept behind this method
+        args, params = self._engine.dialect.create_connect_args(self._engine.url)
+        return await asyncpg.connect(*args, **params)
+
+    async def stream_keys(self, stream_ids: Collection[str]) -> dict[str, StreamKeyRow]:
+        """`list_stream_keys` for the streams named (those that exist), by id: one query,
+        for the key cache and the live sessions after other nodes' changes."""
+        if not stream_ids:
+            return {}
+        c = live_streams.c
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(c.id, c.stream_key, c.status, c.srt_passphrase)
+                .where(c.id.in_(set(stream_ids))))).all()
+        return {stream_id: StreamKeyRow(stream_id, key, cast(LiveStreamStatus, status),
+                                        passphrase)
+                for stream_id, key, status, passphrase in rows}
 
     # -- event outbox ----------------------------------------------------------------
 
