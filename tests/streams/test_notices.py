@@ -283,3 +283,20 @@ async def test_the_owner_finds_a_change_whose_notice_was_lost_within_the_node_ti
     await a.store.set_live_stream_enabled(stream.id, enabled=False)
     await asyncio.wait_for(session.wait_finished(), TIMEOUT + 1)
     assert publisher.closed == ["the application disabled the live stream"]
+
+
+async def test_a_node_whose_listener_dropped_reloads_its_key_cache(
+        two_nodes: tuple[Node, Node]) -> None:
+    a, b = two_nodes
+    # Made while b heard nothing of it (as if its notice came while b was not listening).
+    stream = await new_stream(a.store)
+    assert b.registry.peek(stream.stream_key) is None
+    admin = await a.store.connect_listener()
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)",
+                                    b.notices._conn.get_server_pid())
+    finally:
+        await admin.close()
+    await eventually(lambda: b.registry.peek(stream.stream_key) is not None,
+                     "b to reload its key cache after listening again")
+    assert b.notices.connections == 2
