@@ -181,6 +181,11 @@ MAX_SESSION_WRITE_BATCH = 250
 NODE_ROW_RETENTION = 86_400.0
 
 
+#: URL query options SQLAlchemy's asyncpg dialect takes for itself (its `connect`), which
+#: asyncpg.connect would refuse: left out of the listening connection's arguments.
+_SQLALCHEMY_ASYNCPG_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func",
+                               "async_creator_fn")
+
 #: The key, in a connection's `info`, that says its transaction wrote outbox events.
 _WROTE_EVENTS = "relay.wrote_events"
 
@@ -1302,6 +1307,8 @@ class Store:
             raise RuntimeError("LISTEN needs PostgreSQL")
         asyncpg = importlib.import_module("asyncpg")  # untyped: kept behind this method
         args, params = self._engine.dialect.create_connect_args(self._engine.url)
+        for option in _SQLALCHEMY_ASYNCPG_OPTIONS:  # the dialect's, not asyncpg's
+            params.pop(option, None)
         return await asyncpg.connect(*args, **params)
 
     async def stream_keys(self, stream_ids: Collection[str]) -> dict[str, StreamKeyRow]:

@@ -300,3 +300,16 @@ async def test_a_node_whose_listener_dropped_reloads_its_key_cache(
     await eventually(lambda: b.registry.peek(stream.stream_key) is not None,
                      "b to reload its key cache after listening again")
     assert b.notices.connections == 2
+
+
+async def test_the_listening_connection_takes_the_urls_options_asyncpg_knows(url: str) -> None:
+    # SQLAlchemy's own option in the URL is not handed to asyncpg.connect (which refuses it).
+    store = await Store.open(f"{url}?prepared_statement_cache_size=10", node_timeout=TIMEOUT)
+    try:
+        conn = await store.connect_listener()
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
