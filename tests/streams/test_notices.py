@@ -313,3 +313,34 @@ async def test_the_listening_connection_takes_the_urls_options_asyncpg_knows(url
             await conn.close()
     finally:
         await store.close()
+
+
+async def test_changes_that_could_not_be_applied_are_applied_later(
+        two_stores: tuple[Store, Store]) -> None:
+    a_store, b_store = two_stores
+    applied: list[dict[str, set[str]]] = []
+    failures = [RuntimeError("the store is down")]
+
+    async def on_changes(changes: object) -> None:
+        if failures:
+            raise failures.pop()
+        assert isinstance(changes, dict)
+        applied.append({k: set(v) for k, v in changes.items()})
+
+    heard = Heard()
+    a = StreamNotices(a_store, "a", on_changes=Heard().on_changes,
+                      on_resync=Heard().on_resync, check=Heard().check)
+    b = StreamNotices(b_store, "b", on_changes=on_changes, on_resync=heard.on_resync,
+                      check=heard.check)
+    await a.start()
+    await b.start()
+    try:
+        a.send("stream1", "disabled")
+        # Tried again after RETRY_SECONDS, with what came meanwhile for the same stream.
+        await eventually(lambda: not failures, "the first, failing, try")
+        a.send("stream1", "enabled")
+        await eventually(lambda: bool(applied), "the second try")
+        assert applied == [{"stream1": {"disabled", "enabled"}}]
+    finally:
+        await a.stop()
+        await b.stop()
