@@ -32,7 +32,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from starlette.types import ASGIApp
 
 from relay.api import create_api
-from relay.cluster import ClusterNode, default_advertise_url, default_node_id
+from relay.cluster import ClusterNode, StreamNotices, default_advertise_url, default_node_id
 from relay.config import Settings
 from relay.file_limit import RESERVED_FILES, ensure_file_limit
 from relay.hls.disk import DISK, DiskPool
@@ -74,10 +74,10 @@ from relay.srt import SrtUnavailable
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
-from relay.store.records import JSONDict, RecordedMedia
+from relay.store.records import JSONDict, LiveStream, RecordedMedia
 from relay.streams.hub import LiveSession
 from relay.streams.queue import DrainQueue
-from relay.streams.registry import IngestRegistry
+from relay.streams.registry import IngestRegistry, StreamChange
 from relay.webhooks import WebhookDeliverer, WebhookLimits
 
 if TYPE_CHECKING:  # these load libsrt: imported at run time only when SRT is on
@@ -195,6 +195,8 @@ class RelayServer:
         self.node_id = settings.node_id or default_node_id()
         #: Its heartbeat, stream leases and takeovers (relay.cluster), while it runs.
         self.node: ClusterNode | None = None
+        #: The stream-change notices to and from the other nodes (PostgreSQL), while it runs.
+        self.notices: StreamNotices | None = None
 
     async def _owner_elsewhere(self, playback_id: str) -> str | None:
         """The playback URL of the node that holds `playback_id`'s live session, when that
@@ -203,6 +205,15 @@ class RelayServer:
         if owner is None or owner.node_id == self.node_id:
             return None
         return owner.advertise_url
+
+    def _stream_changed(self, stream_id: str, change: StreamChange,
+                        stream: LiveStream | None = None) -> None:
+        """An API change (committed): applied here at once, and announced to the other
+        nodes (one of them may own the stream's live session)."""
+        if self.registry is not None:
+            self.registry.stream_changed(stream_id, change, stream)
+        if self.notices is not None:
+            self.notices.send(stream_id, change.value)
 
     @property
     def store(self) -> Store:
@@ -279,6 +290,15 @@ class RelayServer:
                 on_session_started=session_started, leases=self.node)
             # Before any listener admits: other nodes see this one (and its leases) live.
             await self.node.start()
+            if not self.store.single_node:
+                # LISTEN before the key cache is read: no change committed after that read
+                # goes unheard (relay.cluster.notices).
+                registry = self.registry
+                self.notices = StreamNotices(self.store, self.node_id,
+                                             on_changes=registry.changed_elsewhere,
+                                             on_resync=registry.resync,
+                                             check=registry.check_sessions)
+                await self.notices.start()
             # The complete stream-key cache, before any listener admits: SRT's admission
             # answers from it alone (IngestRegistry.peek).
             keys = await self.registry.load_keys()
@@ -318,7 +338,7 @@ class RelayServer:
                 session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
             await self.playback_access.load(self.store)
             api = create_api(self.store, self.readiness_problems,
-                             on_stream_change=self.registry.stream_changed,
+                             on_stream_change=self._stream_changed,
                              asset_files=asset_files, playback_access=self.playback_access)
             registry = self.registry
             playback = PlaybackDirectory(
@@ -511,6 +531,9 @@ class RelayServer:
         if self.node is not None:  # after the sessions' ends released their leases
             await self.node.stop()
             self.node = None
+        if self.notices is not None:
+            await self.notices.stop()
+            self.notices = None
         # The sessions' ends stopped their simulcasts; their last status writes go in
         # before the store closes (a target gets at most STOP_GRACE_SECONDS to unpublish).
         await asyncio.gather(*(simulcast.stop() for simulcast in list(self.simulcasts)))

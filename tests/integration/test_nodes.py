@@ -6,60 +6,29 @@ recording completed from the shared data dir), and each lifecycle event exists o
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 
-from relay.store import Store
 from relay.store.records import Event, NodeRef
 from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess
+from tests.integration.helpers import nodes
+from tests.integration.helpers.nodes import api, in_store, stop_encoder, stream_of
 from tests.integration.helpers.webhooks import wait_until
 
-TOKEN = ("nodes-test-token", "nodes-test-secret-0123456789-abcdefghijk")
 NODE_TIMEOUT = 3.0  # --node-timeout of both nodes: B is dead 3 s after its last heartbeat
 WINDOW = 2.0  # the stream's reconnect window
 
 
 def node(url: str, data_dir: Path, name: str) -> RelayProcess:
-    return RelayProcess(data_dir, token=TOKEN, extra_args=[
-        "--database-url", url, "--node-id", name, "--node-timeout", str(NODE_TIMEOUT)])
-
-
-def api(relay: RelayProcess) -> httpx.Client:
-    return httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=10)
-
-
-def stream_of(relay: RelayProcess, stream_id: str) -> dict[str, Any]:
-    with api(relay) as client:
-        response = client.get(f"/video/v1/live-streams/{stream_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json()["data"])
-
-
-def in_store(url: str, call: str, *args: str) -> Any:
-    async def run() -> Any:
-        store = await Store.open(url)
-        try:
-            return await getattr(store, call)(*args)
-        finally:
-            await store.close()
-    return asyncio.run(run())
-
-
-def stop_encoder(encoder: subprocess.Popen[str]) -> None:
-    if encoder.poll() is None:
-        encoder.kill()
-    encoder.communicate()
+    return nodes.node(url, data_dir, name, NODE_TIMEOUT)
 
 
 def play_through(node: RelayProcess, owner: RelayProcess, playback_id: str) -> int:
