@@ -338,7 +338,8 @@ class RelayServer:
                 self.owner_lookup = self._owner_elsewhere
             proxy = self.owner_proxy = (OwnerProxy(self.owner_lookup)
                                         if self.owner_lookup is not None else None)
-            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate),
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate,
+                                                   proxy=proxy),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests,
                                                        recorded=recorded, gate=gate,

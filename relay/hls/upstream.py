@@ -96,7 +96,8 @@ UNREACHABLE_RETRY_AFTER: Final = 1
 HOP_HEADER: Final = "x-relay-hop"
 
 # Statuses of the owner passed on as they are; any other is the owner misbehaving: 502.
-_PASSED_STATUSES: Final = frozenset({200, 400, 403, 404, 503})
+# 429: the owner's image rate limit (`relay.images.pool.ClientRates`), with its Retry-After.
+_PASSED_STATUSES: Final = frozenset({200, 400, 403, 404, 429, 503})
 # Response fields that describe the representation (RFC 9110) and pass; everything else,
 # hop-by-hop fields included (RFC 9110 7.6.1: Connection, Keep-Alive, Transfer-Encoding,
 # TE, Trailer, Upgrade, Proxy-*), is dropped; Content-Length and Date are our own.
