@@ -56,6 +56,14 @@ def in_store(url: str, call: str, *args: str) -> Any:
     return asyncio.run(run())
 
 
+def metric(relay: RelayProcess, series: str) -> float:
+    """One series' value on `relay`'s /metrics (`series`: the name, with its labels)."""
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    assert found is not None, (series, text)
+    return float(found.group(1))
+
+
 def stop_encoder(encoder: subprocess.Popen[str]) -> None:
     if encoder.poll() is None:
         encoder.kill()
@@ -120,6 +128,21 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         # A plays it: the playlists and media come from B, byte for byte.
         played = play_through(a, b, playback_id)
         assert played >= 1, played
+        # And its thumbnail, which B draws.
+        with httpx.Client(timeout=20) as client:
+            thumbnail = client.get(f"{a.http_url}/{playback_id}/thumbnail.jpg")
+        assert thumbnail.status_code == 200, thumbnail.text
+        assert thumbnail.headers["content-type"] == "image/jpeg"
+        # What the nodes' /metrics say of it: A asked B (playlists, media, the thumbnail);
+        # B holds the lease; each sees both nodes.
+        assert metric(a, "relay_upstream_requests_total") >= played + 3
+        assert metric(a, "relay_upstream_received_bytes_total") > len(thumbnail.content)
+        assert metric(a, 'relay_upstream_errors_total{kind="unreachable"}') == 0
+        assert metric(b, "relay_upstream_requests_total") == 0
+        assert (metric(a, "relay_node_leases_held"), metric(b, "relay_node_leases_held")) \
+            == (0, 1)
+        wait_until(lambda: metric(a, "relay_node_live_nodes") == 2 == metric(
+            b, "relay_node_live_nodes"), 10, "each node to see both")
 
         # The same key on A while B holds it: refused as a second publisher.
         second = ffmpeg_publish(f"{a.urls['rtmp']}/{key}", seconds=5)
@@ -151,6 +174,9 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         # Not before B's lease had expired and the reconnect window had passed after it.
         assert time.monotonic() - killed >= WINDOW
         assert "finished 1 live session(s) of dead node(s)" in a.log, a.log
+        assert metric(a, "relay_node_takeovers_total") == 1
+        wait_until(lambda: metric(a, "relay_node_live_nodes") == 1, 10,
+                   "A to count B dead")
         with api(a) as client:
             asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
         assert asset["status"] == "ready" and asset["is_live"] is False, asset
