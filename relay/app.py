@@ -361,8 +361,12 @@ class RelayServer:
                 header_timeout=s.http_header_timeout, body_timeout=s.http_body_timeout,
                 send_timeout=s.http_send_timeout)
             # HTTP and HTTPS count their connections together (one cap per process).
+            # Other nodes' proxied requests pass the per-address cap (relay.cluster.addresses).
+            node_addresses = self.node.addresses
             table = ConnectionTable(http_limits.max_connections,
-                                    http_limits.max_connections_per_address, self.http_counters)
+                                    http_limits.max_connections_per_address, self.http_counters,
+                                    trusted=None if self.store.single_node
+                                    else node_addresses.__contains__)
             await self._serve_http(api, http, http_limits, self.playback, table=table)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,

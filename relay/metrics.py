@@ -612,6 +612,9 @@ class IngestCollector(Collector):
              "--http-send-timeout", http.send_timeouts),
             ("relay_http_tls_handshake_failures", "HTTPS connections closed: TLS handshake "
              "failed or not complete within 10 s of accept", http.tls_handshake_failures),
+            ("relay_http_node_exemptions", "HTTP connections from another live node's "
+             "address let past --http-max-connections-per-ip: their request carried the "
+             "playback proxy's hop header", http.node_exemptions),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)

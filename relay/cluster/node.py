@@ -22,6 +22,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
+from relay.cluster.addresses import NodeAddresses
 from relay.logs import LogLimiter
 from relay.store import Store
 from relay.store.records import NodeInfo, RecordedMedia
@@ -99,6 +100,9 @@ class ClusterNode:
         #: The live nodes (this one included), as the last good heartbeat read them, at most
         #: MAX_LIVE_NODES_SEEN: a metric, and where other nodes' addresses are learnt.
         self.live_nodes: tuple[NodeInfo, ...] = ()
+        #: Their addresses, as client addresses count (`relay.cluster.addresses`): the
+        #: connection caps let a node's proxied requests past the per-address cap.
+        self.addresses = NodeAddresses()
 
     @property
     def leases_held(self) -> int:
@@ -114,6 +118,7 @@ class ClusterNode:
         await self.store.register_node(self.node_id, self.advertise_url)
         with contextlib.suppress(Exception):  # the first beat reads it again
             self.live_nodes = tuple((await self.store.list_live_nodes())[:MAX_LIVE_NODES_SEEN])
+        await self.addresses.refresh(node.advertise_url for node in self.live_nodes)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._beat(), name="relay-node-heartbeat"),
                        loop.create_task(self._take_over(), name="relay-node-takeover")]
@@ -192,6 +197,7 @@ class ClusterNode:
                 continue
             for stream_id in lost:  # or the session ended (and released it) meanwhile
                 self._on_lease_lost(stream_id, held[stream_id])
+            await self.addresses.refresh(node.advertise_url for node in self.live_nodes)
 
     async def _take_over(self) -> None:
         while await self._pause():
