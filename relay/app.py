@@ -345,8 +345,11 @@ class RelayServer:
                 OwnerProxy(self.owner_lookup,
                            UpstreamFetcher(counters=self.upstream_counters))
                 if self.owner_lookup is not None else None)
+            # Other nodes' addresses (relay.cluster.addresses): their proxied requests are
+            # not held to one client's share (images' rate, --http-max-connections-per-ip).
+            nodes = None if self.store.single_node else self.node.addresses.__contains__
             api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate,
-                                                   proxy=proxy),
+                                                   proxy=proxy, nodes=nodes),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests,
                                                        recorded=recorded, gate=gate,
@@ -361,12 +364,9 @@ class RelayServer:
                 header_timeout=s.http_header_timeout, body_timeout=s.http_body_timeout,
                 send_timeout=s.http_send_timeout)
             # HTTP and HTTPS count their connections together (one cap per process).
-            # Other nodes' proxied requests pass the per-address cap (relay.cluster.addresses).
-            node_addresses = self.node.addresses
             table = ConnectionTable(http_limits.max_connections,
                                     http_limits.max_connections_per_address, self.http_counters,
-                                    trusted=None if self.store.single_node
-                                    else node_addresses.__contains__)
+                                    trusted=nodes)
             await self._serve_http(api, http, http_limits, self.playback, table=table)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,

@@ -21,7 +21,9 @@ Cache-Control and body, as the HLS routes do. The node still parses the query (a
 is its own 400), charges the client (`ClientRates`, 429) for each fetch it starts, and
 counts the fetches in flight against the pool's queue bound (`DecodePool.share`, 503);
 identical requests at once share one fetch. A request that came from another node
-(`HOP_HEADER`) is never sent on.
+(`HOP_HEADER`) is never sent on; from the address of a live node (`nodes`), it is not
+charged to that address's rate either: the node charged its own viewer, and all of a node's
+viewers share its one address.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.addresses import address_group
 from relay.api.errors import error_response
 from relay.hls.packager import LivePackager
 from relay.hls.routes import CORS, Target, accepts_gzip, forbidden
@@ -108,11 +111,14 @@ def _bad(exc: ImageParamError) -> Response:
 def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                  rates: ClientRates | None = None, index: RecordingIndex | None = None,
                  gate: PlaybackGate | None = None,
-                 proxy: OwnerProxy | None = None) -> list[Route]:
+                 proxy: OwnerProxy | None = None,
+                 nodes: Callable[[str], bool] | None = None) -> list[Route]:
     """The image routes; add them before `relay.hls.routes.playback_routes`. With `gate`,
     signed playback ids are answered to their tokens (audience t, g or s); without one, or
     without its access, they are 404s as on the HLS routes. With `proxy`, a live stream
-    another node owns is answered by that node."""
+    another node owns is answered by that node; `nodes` says which client addresses (as
+    `relay.addresses.address_group` gives them) are live nodes'."""
+
     decodes = pool if pool is not None else DecodePool()
     clients = rates if rates is not None else ClientRates()
     recordings = index if index is not None else RecordingIndex()
@@ -163,7 +169,7 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
             cache = RECORDED_IMAGE_CACHE
         key = (playback_id, kind, parsed, version)
         try:
-            if not decodes.has(key):
+            if not decodes.has(key) and not from_node(request):
                 clients.take(request.client.host if request.client else "")
             result = await decodes.run(key, job)
         except RateLimited as exc:
@@ -183,6 +189,11 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                 body = _with_token(body, sheet, token)
         return Response(body, media_type=result.media_type,
                         headers={**CORS, "Cache-Control": cache})
+
+    def from_node(request: Request) -> bool:
+        """A proxied request of a live node's (see the module docstring)."""
+        return (nodes is not None and HOP_HEADER in request.headers
+                and request.client is not None and nodes(address_group(request.client.host)))
 
     async def relayed(request: Request, playback_id: str, signed: bool,
                       proxy: OwnerProxy) -> Response:

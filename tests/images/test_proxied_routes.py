@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,16 @@ class Pair:
 @contextlib.asynccontextmanager
 async def pair(recording: Path, *, node_pool: DecodePool | None = None,
                node_rates: ClientRates | None = None,
+               owner_rates: ClientRates | None = None,
+               owner_nodes: Callable[[str], bool] | None = None,
                owner_url: str | None = "") -> AsyncIterator[Pair]:
-    """An owner and a node; `owner_url` None: the lookup finds no other owner."""
+    """An owner and a node; `owner_url` None: the lookup finds no other owner;
+    `owner_nodes`: the addresses the owner knows as live nodes'."""
     owner_pool = DecodePool()
     node_pool = node_pool if node_pool is not None else DecodePool()
     owner_app = Starlette(routes=routes.image_routes(
-        OwnerDirectory(recording), pool=owner_pool, rates=ClientRates(rate=1000, burst=1000)))
+        OwnerDirectory(recording), pool=owner_pool, nodes=owner_nodes,
+        rates=owner_rates if owner_rates is not None else ClientRates(rate=1000, burst=1000)))
     async with serving(owner_app) as url, contextlib.AsyncExitStack() as stack:
         asked: list[str] = []
 
@@ -163,6 +167,27 @@ async def test_the_nodes_rate_limit_charges_each_fetch_it_starts(recording: Path
         assert limited.json()["error"]["type"] == "too_many_requests"
         assert int(limited.headers["retry-after"]) >= 1
         assert two.proxy.fetcher.counters.requests == 2  # the owner was not asked
+
+
+async def test_the_owner_charges_a_known_nodes_requests_to_no_rate(recording: Path) -> None:
+    """All of a node's viewers reach the owner from the node's address: the node charged
+    each of them, so the owner does not charge that address, if it is a live node's. Any
+    other address with the hop header is charged as usual (and its 429 reaches the viewer
+    through the node)."""
+    paths = [f"/{LIVE_ID}/thumbnail.jpg?width={width}" for width in (10, 20, 30)]
+    async with pair(recording, owner_rates=ClientRates(rate=0.01, burst=1),
+                    owner_nodes=lambda address: address == "127.0.0.1") as two:
+        assert [(await two.node.get(path)).status_code for path in paths] == [200] * 3
+    async with pair(recording, owner_rates=ClientRates(rate=0.01, burst=1),
+                    owner_nodes=lambda address: False) as two:
+        answers = [await two.node.get(path) for path in paths]
+        assert [a.status_code for a in answers] == [200, 429, 429]
+        assert int(answers[1].headers["retry-after"]) >= 1
+        assert answers[1].json()["error"]["type"] == "too_many_requests"
+    # Without the hop header, a node's address is a client like any other.
+    async with pair(recording, owner_rates=ClientRates(rate=0.01, burst=1),
+                    owner_nodes=lambda address: True) as two:
+        assert [(await two.owner.get(path)).status_code for path in paths] == [200, 429, 429]
 
 
 async def test_the_nodes_queue_bound_counts_fetches_in_flight(
