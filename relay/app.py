@@ -50,7 +50,7 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.signed import PlaybackGate
-from relay.hls.upstream import OwnerLookup, OwnerProxy
+from relay.hls.upstream import OwnerLookup, OwnerProxy, UpstreamCounters, UpstreamFetcher
 from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits, limited_protocol
 from relay.https import TlsAcceptor
 from relay.images.pool import DecodePool
@@ -191,6 +191,9 @@ class RelayServer:
         #: without it (SQLite: one node), they answer 404.
         self.owner_lookup: OwnerLookup | None = None
         self.owner_proxy: OwnerProxy | None = None
+        #: What the owner proxy's requests cost and met (kept here: /metrics reads them,
+        #: zero on a single node).
+        self.upstream_counters = UpstreamCounters()
         #: This process's id among the nodes of its database (--node-id).
         self.node_id = settings.node_id or default_node_id()
         #: Its heartbeat, stream leases and takeovers (relay.cluster), while it runs.
@@ -333,7 +336,9 @@ class RelayServer:
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
                                                   lambda: list(self.simulcasts)),
-                                              webhooks=self.webhooks.counters)
+                                              webhooks=self.webhooks.counters,
+                                              upstream=self.upstream_counters,
+                                              node=self.node)
             self.playback_access = PlaybackAccess(
                 session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
             await self.playback_access.load(self.store)
@@ -355,9 +360,15 @@ class RelayServer:
             gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
             if self.owner_lookup is None and not self.store.single_node:
                 self.owner_lookup = self._owner_elsewhere
-            proxy = self.owner_proxy = (OwnerProxy(self.owner_lookup)
-                                        if self.owner_lookup is not None else None)
-            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate),
+            proxy = self.owner_proxy = (
+                OwnerProxy(self.owner_lookup,
+                           UpstreamFetcher(counters=self.upstream_counters))
+                if self.owner_lookup is not None else None)
+            # Other nodes' addresses (relay.cluster.addresses): their proxied requests are
+            # not held to one client's share (images' rate, --http-max-connections-per-ip).
+            nodes = None if self.store.single_node else self.node.addresses.__contains__
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate,
+                                                   proxy=proxy, nodes=nodes),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests,
                                                        recorded=recorded, gate=gate,
@@ -373,7 +384,8 @@ class RelayServer:
                 send_timeout=s.http_send_timeout)
             # HTTP and HTTPS count their connections together (one cap per process).
             table = ConnectionTable(http_limits.max_connections,
-                                    http_limits.max_connections_per_address, self.http_counters)
+                                    http_limits.max_connections_per_address, self.http_counters,
+                                    trusted=nodes)
             await self._serve_http(api, http, http_limits, self.playback, table=table)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,
