@@ -2,8 +2,7 @@
 on node B plays from node A (through B) and is refused on node A as a second publisher is
 (RTMP and SRT); after B is killed with SIGKILL, A finishes B's session once the reconnect
 window has passed (stream idle, recording completed from the shared data dir and playing
-from A), and each
-lifecycle event exists once."""
+from A), and each lifecycle event exists once."""
 
 from __future__ import annotations
 
