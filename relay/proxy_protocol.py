@@ -69,8 +69,8 @@ class ProxyHeader:
         if self.version == 1:
             if self.source is None or self.destination is None:
                 return b"PROXY UNKNOWN\r\n"
-            family = "TCP6" if ":" in self.source[0] else "TCP4"
-            return (f"PROXY {family} {self.source[0]} {self.destination[0]} "
+            protocol = "TCP6" if ":" in self.source[0] else "TCP4"
+            return (f"PROXY {protocol} {self.source[0]} {self.destination[0]} "
                     f"{self.source[1]} {self.destination[1]}\r\n").encode("ascii")
         command = _V2_LOCAL if self.command_local else _V2_PROXY
         if self.source is None or self.destination is None:
