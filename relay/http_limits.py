@@ -22,6 +22,11 @@ longest for a request (an idle keep-alive or a slow sender: one that costs its c
 nothing to open again), and is refused only when every connection is busy. A refused
 connection gets a 503 with Retry-After and is closed at once. So sockets that send nothing
 cannot keep a normal request out, however many there are.
+
+A trusted load balancer's connections (`--trusted-proxy`) carry many clients' requests, so
+they are counted in all but not capped per address; the client each request names in
+X-Forwarded-For is what the per-request limits (the image limit per client, slowed auth
+failures) use.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from relay.addresses import address_group
 from relay.logs import LogLimiter, peer_text
+from relay.trusted_proxies import TrustedProxies
 
 log = logging.getLogger("relay.http")
 
@@ -93,13 +99,16 @@ class ConnectionTable:
     """Open connections, in all and per address; which of them wait for a request."""
 
     def __init__(self, max_connections: int, max_per_address: int,
-                 counters: HttpCounters | None = None) -> None:
+                 counters: HttpCounters | None = None,
+                 trusted: TrustedProxies | None = None) -> None:
         if max_connections < 1 or max_per_address < 1:
             raise ValueError(f"connection caps must be at least 1, got {max_connections} "
                              f"and {max_per_address} per address")
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.counters = counters if counters is not None else HttpCounters()
+        #: Peers that may name the client in X-Forwarded-For: not capped per address.
+        self.trusted = trusted if trusted is not None else TrustedProxies()
         self._addresses: dict[Evictable, str] = {}
         self._per_address: dict[str, int] = {}
         # Connections waiting for a request, oldest first: the ones eviction takes.
@@ -111,9 +120,11 @@ class ConnectionTable:
     def from_address(self, address: str) -> int:
         return self._per_address.get(address, 0)
 
-    def open(self, connection: Evictable, address: str) -> Admission:
-        """Count a new connection (waiting for its first request), or refuse it."""
-        if self._per_address.get(address, 0) >= self.max_per_address:
+    def open(self, connection: Evictable, address: str, *,
+             per_address: bool = True) -> Admission:
+        """Count a new connection (waiting for its first request), or refuse it;
+        `per_address=False` (a trusted proxy's): the per-address cap does not apply."""
+        if per_address and self._per_address.get(address, 0) >= self.max_per_address:
             self.counters.refused_per_address += 1
             return Admission.REFUSED_PER_ADDRESS
         if len(self._addresses) >= self.max_connections:
@@ -219,7 +230,8 @@ class LimitedH11Protocol(H11Protocol):
         self._address = address_group(str(host))
         if self.handshake_slot is not None:
             self.table.close(self.handshake_slot)
-        admission = self.table.open(self, self._address)
+        admission = self.table.open(self, self._address,
+                                    per_address=not self.table.trusted.trusts(str(host)))
         if admission is not Admission.ADMITTED:
             self._refuse(transport, admission)
             return
