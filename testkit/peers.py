@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -251,6 +252,10 @@ rtmp {{
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
+def _bind(route: Route) -> str:
+    return f"\n    proxy_bind {route.bind};" if route.bind else ""
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
         try:
@@ -260,15 +265,26 @@ def _port_free(port: int) -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class Route:
+    """One server of `NginxProxy`: where it passes connections or requests on, whether a
+    stream server writes a PROXY header first, and the source address of its upstream
+    connections (`proxy_bind`; nginx's default is 127.0.0.1)."""
+
+    upstream: int
+    proxy_protocol: bool = True
+    bind: str | None = None
+
+
 class NginxProxy:
     """nginx as the load balancer in front of Relay: its `stream` module passing TCP
-    connections on with `proxy_protocol on` (each upstream connection starts with a PROXY v1
-    line stating the client's address), and its `http` module passing requests on with
+    connections on (with `proxy_protocol on`, each upstream connection starts with a PROXY
+    v1 line stating the client's address), and its `http` module passing requests on with
     `X-Forwarded-For: $proxy_add_x_forwarded_for`. Its own config and prefix under `prefix`;
-    `streams` maps a listening port on 127.0.0.1 to the upstream port, `http` likewise."""
+    `streams` and `http` map a listening port on 127.0.0.1 to its `Route`."""
 
-    def __init__(self, prefix: Path, *, streams: dict[int, int],
-                 http: dict[int, int] | None = None) -> None:
+    def __init__(self, prefix: Path, *, streams: dict[int, Route],
+                 http: dict[int, Route] | None = None) -> None:
         self.prefix = prefix
         self.streams = streams
         self.http = http or {}
@@ -284,17 +300,17 @@ class NginxProxy:
         streams = "".join(f"""
   server {{
     listen 127.0.0.1:{port};
-    proxy_pass 127.0.0.1:{upstream};
-    proxy_protocol on;
-  }}""" for port, upstream in self.streams.items())
+    proxy_pass 127.0.0.1:{route.upstream};
+    proxy_protocol {"on" if route.proxy_protocol else "off"};{_bind(route)}
+  }}""" for port, route in self.streams.items())
         http = "".join(f"""
   server {{
     listen 127.0.0.1:{port};
     location / {{
-      proxy_pass http://127.0.0.1:{upstream};
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_pass http://127.0.0.1:{route.upstream};
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{_bind(route)}
     }}
-  }}""" for port, upstream in self.http.items())
+  }}""" for port, route in self.http.items())
         conf.write_text(f"""
 load_module {NGINX_STREAM_MODULE};
 daemon off;
