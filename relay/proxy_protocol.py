@@ -120,6 +120,8 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
         return None
     line = data[:end]
     length = end + 2
+    if b"\r" in line or b"\n" in line:  # as when the CR or LF comes before the rest arrives
+        raise ProxyHeaderError(f"PROXY v1 line with a bare CR or LF: {_excerpt(line)!r}")
     fields = line.split(b" ")
     if len(fields) >= 2 and fields[1] == b"UNKNOWN":
         # pp 2.1: "the receiver must ignore anything presented before the CRLF" and use

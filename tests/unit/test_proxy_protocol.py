@@ -102,6 +102,8 @@ def test_v1_longest_line_is_accepted_and_one_more_byte_is_not() -> None:
     b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",
     b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
     b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",  # bare LF
+    b"PROXY UNKNOWN \r\r\n",  # a bare CR, refused whether or not the CRLF came with it
+    b"PROXY UNKNOWN \n\r\n",
     b"PROXX TCP4",
     b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
 ])
