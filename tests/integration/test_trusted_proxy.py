@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from relay.rtmp.handshake import HANDSHAKE_SIZE
 from testkit.peers import NginxProxy, Route, host_port, metric
-from testkit.relay_process import RelayProcess, free_tcp_port
+from testkit.relay_process import RelayProcess, free_tcp_port, wait_for
 
 pytestmark = pytest.mark.skipif(not NginxProxy.available(),
                                 reason="nginx with its stream module is not installed")
@@ -38,15 +40,22 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     folder = tmp_path_factory.mktemp("trusted-proxy")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
     relay = RelayProcess(folder / "data", token=("proxytest", "s" * 40), extra_args=[
         "--trusted-proxy", "127.0.0.1/32", "--rtmp-max-connections-per-ip", str(PER_IP),
-        "--log-repeat-interval", "0.1"]).start()
+        "--log-repeat-interval", "0.1", "--rtmps-port", "0", "--tls-cert", str(cert),
+        "--tls-key", str(key)]).start()
     rtmp = host_port(relay.urls["rtmp"])[1]
+    rtmps = host_port(relay.urls["rtmps"])[1]
     http = host_port(relay.http_url)[1]
     ports = {name: free_tcp_port() for name in ("proxied", "plain", "untrusted", "http",
-                                                "http_untrusted")}
+                                                "http_untrusted", "rtmps")}
     nginx = NginxProxy(folder / "nginx", streams={
         ports["proxied"]: Route(rtmp),
+        ports["rtmps"]: Route(rtmps),  # TLS passes through nginx to Relay
         ports["plain"]: Route(rtmp, proxy_protocol=False, bind=UNTRUSTED_BALANCER),
         ports["untrusted"]: Route(rtmp, bind=UNTRUSTED_BALANCER),
     }, http={
@@ -60,11 +69,19 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         assert relay.stop() == 0, relay.log
 
 
-def rtmp_handshake(port: int, source: str) -> socket.socket | None:
+def rtmp_handshake(port: int, source: str, *, tls: bool = False) -> socket.socket | None:
     """Connect to `port` from `source` and send C0 C1: the socket once S0 S1 S2 came back
     (admitted, waiting for C2), None when the server closed it instead (refused)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10,
                                     source_address=(source, 0))
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        try:
+            sock = context.wrap_socket(sock, server_hostname="localhost")
+        except (ssl.SSLError, ConnectionError):
+            sock.close()
+            return None
     sock.sendall(b"\x03" + bytes(HANDSHAKE_SIZE))
     received = 0
     try:
@@ -73,12 +90,20 @@ def rtmp_handshake(port: int, source: str) -> socket.socket | None:
             if not data:
                 break
             received += len(data)
-    except ConnectionError:
+    except (ConnectionError, ssl.SSLError):
         pass
     if received < 1 + 2 * HANDSHAKE_SIZE:
         sock.close()
         return None
     return sock
+
+
+def close_and_wait(setup: Setup, held: list[socket.socket]) -> None:
+    """Close the test's connections and wait until Relay has let their slots go, so the
+    next test starts from none."""
+    for sock in held:
+        sock.close()
+    wait_for(lambda: metric(setup.metrics_url, "relay_rtmp_open_connections") == 0)
 
 
 def refused_per_ip(setup: Setup) -> float:
@@ -103,8 +128,19 @@ def test_rtmp_clients_behind_nginx_count_by_the_address_nginx_states(setup: Setu
         assert refused_per_ip(setup) == before + 1
         assert f"refused: {CLIENTS[0]} holds {PER_IP} connections" in setup.relay.log
     finally:
-        for sock in held:
-            sock.close()
+        close_and_wait(setup, held)
+
+
+def test_rtmps_clients_behind_nginx_too(setup: Setup) -> None:
+    # nginx passes TLS through: Relay reads the PROXY header, then does the TLS handshake.
+    held: list[socket.socket] = []
+    try:
+        for source in CLIENTS:
+            sock = rtmp_handshake(setup.ports["rtmps"], source, tls=True)
+            assert sock is not None, f"{source} was refused:\n{setup.relay.log}"
+            held.append(sock)
+    finally:
+        close_and_wait(setup, held)
 
 
 def test_without_the_trust_every_client_is_the_balancer(setup: Setup) -> None:
@@ -123,8 +159,7 @@ def test_without_the_trust_every_client_is_the_balancer(setup: Setup) -> None:
         assert refused_per_ip(setup) == before + len(CLIENTS) - PER_IP
         assert f"refused: {UNTRUSTED_BALANCER} holds {PER_IP}" in setup.relay.log
     finally:
-        for sock in held:
-            sock.close()
+        close_and_wait(setup, held)
 
 
 def test_a_proxy_header_from_an_untrusted_peer_is_refused(setup: Setup) -> None:
