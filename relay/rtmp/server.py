@@ -252,6 +252,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._admission: asyncio.Task[None] | None = None
         self._tls: asyncio.Task[None] | None = None  # the RTMPS handshake, while it runs
         self._socket: socket.socket | None = None  # RTMPS: accepted, not yet given to TLS
+        self._watched_fd: int | None = None  # RTMPS: waiting for its first bytes (add_reader)
         self._counted = False  # holds a slot (taken at accept)
         self._waiting = False  # paused until the publish is answered
         self._write_paused = False  # the peer is not reading: neither do we
@@ -383,12 +384,18 @@ class RtmpConnection(asyncio.BufferedProtocol):
 
     async def _readable(self, sock: socket.socket) -> None:
         ready: asyncio.Future[None] = self._loop.create_future()
-        fd = sock.fileno()
+        fd = self._watched_fd = sock.fileno()
         self._loop.add_reader(fd, lambda: None if ready.done() else ready.set_result(None))
         try:
             await ready
         finally:
-            self._loop.remove_reader(fd)
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        # Before the socket closes (_finish): its descriptor may be reused at once.
+        if self._watched_fd is not None:
+            self._loop.remove_reader(self._watched_fd)
+            self._watched_fd = None
 
     def _proxied(self, header: ProxyHeader) -> bool:
         """A trusted peer's PROXY header is read: count the connection under the client
@@ -788,6 +795,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self._tls is not None:  # its TLS handshake: cancelling it closes the socket
             self._tls.cancel()
             self._tls = None
+        self._unwatch()
         if self._socket is not None:  # accepted, and its handshake never started
             self._socket.close()
             self._socket = None

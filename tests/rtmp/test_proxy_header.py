@@ -239,3 +239,27 @@ async def test_rtmps_reads_the_header_before_tls(store: Store, certificate: tupl
             assert harness.server.slots.total == 0
     finally:
         await harness.close()
+
+
+async def test_a_silent_rtmps_connection_is_closed_at_the_deadline(
+        store: Store, certificate: tuple[Path, Path]) -> None:
+    # RTMPS waits for a first byte before TLS (to refuse a PROXY header); a peer that sends
+    # nothing is still closed at the handshake deadline, and its watch on the socket ends.
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    harness = await Harness(store, ELSEWHERE, tls=server_tls,
+                            limits=replace(LIMITS, handshake_timeout=0.5)).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        harness.writers.append(writer)
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read() == b""
+        assert harness.counters.tls_handshake_failures == 1
+        assert not harness.server.connections and harness.server.slots.total == 0
+        # The listener goes on: a publisher after it gets in.
+        assert await harness.publish(b"", tls=ssl.create_default_context(
+            cafile=cert)) == Published()
+    finally:
+        await harness.close()
