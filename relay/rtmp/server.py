@@ -406,6 +406,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self.proxy = self.peer
         self.address = header.source[0]
         self.peer = f"{header.source[0]}:{header.source[1]}"
+        log.debug("%s %s: through the trusted proxy %s", self.server.scheme, self.peer,
+                  self.proxy)
         slots = self.server.slots
         slots.release(self)
         slot = slots.admit(self, self.address)
@@ -440,7 +442,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if reader is None:  # another peer's first read, straight into the session
             first, self._first_read = self._first_read, None
             self._first_seen = True
-            if nbytes and first is not None and looks_like_proxy_header(first[0]):
+            proxy_like = bool(nbytes) and first is not None and looks_like_proxy_header(
+                first[0])
+            first = None  # no view of the session's buffer is kept past this read
+            if proxy_like:
                 self._refuse_proxy_header()
                 return
             self._take_input(nbytes)
