@@ -109,3 +109,24 @@ async def test_the_middleware_rewrites_the_client_of_trusted_peers_only() -> Non
     assert await call(("10.9.9.9", 5000), forwarded) == ("203.0.113.9", 0)
     assert await call(("198.51.100.1", 5000), forwarded) == ("198.51.100.1", 5000)
     assert await call(("10.9.9.9", 5000), []) == ("10.9.9.9", 5000)
+
+
+def test_a_trusted_peers_connections_are_counted_but_not_capped_per_address() -> None:
+    from relay.http_limits import Admission, ConnectionTable
+
+    class Conn:
+        def evict(self) -> None:
+            pass
+
+    table = ConnectionTable(3, 1)
+    first = Conn()
+    assert table.open(first, "10.0.0.1") is Admission.ADMITTED
+    table.busy(first)
+    assert table.open(Conn(), "10.0.0.1") is Admission.REFUSED_PER_ADDRESS
+    busy = [Conn(), Conn()]
+    for conn in busy:
+        assert table.open(conn, "10.0.0.1", per_address=False) is Admission.ADMITTED
+        table.busy(conn)
+    assert table.from_address("10.0.0.1") == 3
+    # The total cap still holds: every connection busy, a fourth is refused.
+    assert table.open(Conn(), "10.0.0.2", per_address=False) is Admission.REFUSED_FULL
