@@ -167,10 +167,12 @@ def test_a_proxy_header_from_an_untrusted_peer_is_refused(setup: Setup) -> None:
                        "relay_rtmp_proxy_header_errors_total")
     before = metric(setup.metrics_url, refused), metric(setup.metrics_url, errors)
     assert rtmp_handshake(setup.ports["untrusted"], CLIENTS[1]) is None
-    assert "a PROXY header from a peer that is not a trusted proxy" in setup.relay.log
+    # The log line may follow the close by a moment (and the log reader runs in a thread).
+    wait_for(lambda: "a PROXY header from a peer that is not a trusted proxy"
+             in setup.relay.log)
     # A trusted peer that sends no header (a direct connection from 127.0.0.1) is closed.
     assert rtmp_handshake(host_port(setup.relay.urls["rtmp"])[1], "127.0.0.1") is None
-    assert "without a valid PROXY header" in setup.relay.log
+    wait_for(lambda: "without a valid PROXY header" in setup.relay.log)
     after = metric(setup.metrics_url, refused), metric(setup.metrics_url, errors)
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
