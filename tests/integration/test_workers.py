@@ -8,6 +8,7 @@ supervisor stops every worker cleanly."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ import httpx
 from relay.store import Store
 from relay.store.records import Event
 from relay.workers import worker_node_id
-from testkit.encoders import ffmpeg_publish, needs_ffmpeg
+from testkit.encoders import ffmpeg_publish, needs_ffmpeg, srt_url
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess
 from tests.integration.helpers.webhooks import wait_until
@@ -85,6 +86,16 @@ def plays(base: str, playback_id: str) -> bool:
     return media.status_code == 200 and "#EXT-X-TARGETDURATION" in media.text
 
 
+def status(client: httpx.Client, stream_id: str) -> str:
+    answer = client.get(f"/video/v1/live-streams/{stream_id}")
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["data"]["status"])
+
+
+def has_status(client: httpx.Client, stream_id: str, wanted: str) -> bool:
+    return status(client, stream_id) == wanted
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -127,12 +138,22 @@ def test_two_workers_share_the_ports_and_restart(
                        "the publish to be accepted by a worker")
             owners[stream["id"]] = str(owner(url, playback_id))
         assert set(owners.values()) == {"wk-0", "wk-1"}, owners
+        # SRT on the shared UDP port: a caller's handshake and media reach one worker.
+        created = client.post("/video/v1/live-streams", json={
+            "playback_policies": ["public"], "reconnect_window": WINDOW})
+        assert created.status_code == 201, created.text
+        srt_stream = created.json()["data"]
+        encoders.append(ffmpeg_publish(
+            srt_url(relay.urls["srt"], srt_stream["stream_key"], srt_stream["srt_passphrase"]),
+            seconds=120, size="160x120", rate=15, gop=15, muxer="mpegts"))
+        srt_playback = srt_stream["playback_ids"][0]["id"]
+        wait_until(lambda: owner(url, srt_playback) in ("wk-0", "wk-1"), 60,
+                   "the SRT publish to be accepted by a worker")
 
         # The API, from whichever worker answers: every stream active.
         for stream in streams:
-            wait_until(lambda: client.get(  # noqa: B023
-                f"/video/v1/live-streams/{stream['id']}").json()["data"]["status"] == "active",
-                60, "the stream to be active")
+            wait_until(functools.partial(has_status, client, stream["id"], "active"), 60,
+                       "the stream to be active")
         listed = client.get("/video/v1/live-streams", params={"limit": 100}).json()["data"]
         assert {s["id"] for s in streams} <= {s["id"] for s in listed}
 
@@ -158,9 +179,8 @@ def test_two_workers_share_the_ports_and_restart(
                    "the new node alive and the killed one dead")
         orphaned = [s for s in streams if owners[s["id"]] == "wk-1"]
         for stream in orphaned:
-            wait_until(lambda: client.get(  # noqa: B023
-                f"/video/v1/live-streams/{stream['id']}").json()["data"]["status"] == "idle",
-                90, "the killed worker's stream to be finished")
+            wait_until(functools.partial(has_status, client, stream["id"], "idle"), 90,
+                       "the killed worker's stream to be finished")
         assert time.monotonic() - killed >= WINDOW
         events: list[Event] = in_store(url, "list_events")
         seen = Counter((e.type, e.object_id) for e in events)
@@ -170,14 +190,13 @@ def test_two_workers_share_the_ports_and_restart(
         # The other worker's streams went on.
         for stream in streams:
             if owners[stream["id"]] == "wk-0":
-                status = client.get(f"/video/v1/live-streams/{stream['id']}").json()
-                assert status["data"]["status"] == "active", status
+                assert status(client, stream["id"]) == "active", stream["id"]
         # A finished stream's key publishes again, to whichever worker takes it.
         again = orphaned[0]
         encoders.append(ffmpeg_publish(f"{relay.urls['rtmp']}/{again['stream_key']}",
                                        seconds=120, size="160x120", rate=15, gop=15))
-        wait_until(lambda: client.get(f"/video/v1/live-streams/{again['id']}").json()[
-            "data"]["status"] == "active", 60, "the key to go live again")
+        wait_until(lambda: status(client, again["id"]) == "active", 60,
+                   "the key to go live again")
 
         # SIGTERM to the supervisor: every worker stops cleanly, then it exits 0.
         pids = set(started_workers(relay).values()) - {victim}
