@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,6 @@ import httpx
 
 from relay.store import Store
 from relay.store.records import Event
-from relay.workers import worker_node_id
 from testkit.encoders import ffmpeg_publish, needs_ffmpeg, srt_url
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess
@@ -214,7 +214,20 @@ def test_two_workers_share_the_ports_and_restart(
         relay.stop(signal.SIGKILL)
 
 
-def test_worker_node_ids() -> None:
-    assert [worker_node_id("host-12", i, 0) for i in range(2)] == ["host-12-0", "host-12-1"]
-    assert worker_node_id("host-12", 1, 3) == "host-12-1.3"
-    assert len(worker_node_id("x" * 64, 9, 12)) == 64
+def test_a_worker_that_cannot_start_stops_the_service(postgres: PostgresCluster,
+                                                      tmp_path: Path) -> None:
+    url = postgres.create_database()
+    # A program holding the RTMP port without SO_REUSEPORT: no worker can share it.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "relay", "serve", "--workers", "2", "--host", "127.0.0.1",
+             "--database-url", url, "--data-dir", str(tmp_path / "data"),
+             "--rtmp-port", str(holder.getsockname()[1]), "--http-port", "0",
+             "--metrics-port", "0", "--https-port", "0", "--srt-port", "0"],
+            capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "the port is already in use" in done.stderr, done.stderr
+    assert "cannot start: worker" in done.stderr, done.stderr
+    assert "ready: 2 workers" not in done.stderr, done.stderr
