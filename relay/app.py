@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -244,7 +244,7 @@ class RelayServer:
             # A worker of `relay serve --workers N` shares the public ports with the others
             # (SO_REUSEPORT: the kernel spreads new connections over them) but has metrics
             # of its own (port + its index: a scrape sees one worker) and an HTTP listener of
-            # its own, which it advertises to the other nodes (`worker_listener`).
+            # its own, which it advertises to the other nodes (`own`, `advertise_url`).
             worker = s.worker_index
             shared = worker is not None
             http = bind_tcp("http", "http", "http-port", s.host, s.http_port, reuse_port=shared)
@@ -807,17 +807,15 @@ def _restrict_sqlite_files(database: Path) -> None:
 
 def advertise_url(settings: Settings, port: int, worker: bool) -> str:
     """The URL other nodes fetch this node's playback at: --advertise-url, or the HTTP
-    listener's. A worker's is its own listener's (the shared port reaches any worker):
-    --advertise-url with that port in place of its own, or http://HOST:PORT."""
+    listener's. A worker's is its own plain-HTTP listener's (the shared port reaches any
+    worker): at the host of --advertise-url when given (the name other machines know this
+    one by), else as for the HTTP listener."""
     given = settings.advertise_url
     if given is None:
         return default_advertise_url(settings.host, port)
     if not worker:
         return given
-    parts = urlsplit(given)
-    host = parts.hostname or ""
-    shown = f"[{host}]" if ":" in host else host
-    return urlunsplit(parts._replace(netloc=f"{shown}:{port}"))
+    return default_advertise_url(urlsplit(given).hostname or settings.host, port)
 
 
 def bind_tcp(name: str, scheme: str, flag: str, host: str, port: int, *,

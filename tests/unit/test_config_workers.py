@@ -60,10 +60,10 @@ def test_a_worker_advertises_its_own_listener() -> None:
     assert advertise_url(base, 41000, worker=True) == "http://127.0.0.1:41000"
     assert advertise_url(base, 8080, worker=False) == "http://127.0.0.1:8080"
     given = dataclasses.replace(base, advertise_url="https://edge-1.example:8080")
-    # Given by the operator: kept as it is for one process, with the worker's port for a
-    # worker (the shared port reaches any worker).
+    # Given by the operator: kept as it is for one process; a worker's is its own plain-HTTP
+    # listener at that host (the shared port, or a proxy in front, reaches any worker).
     assert advertise_url(given, 8080, worker=False) == "https://edge-1.example:8080"
-    assert advertise_url(given, 9101, worker=True) == "https://edge-1.example:9101"
+    assert advertise_url(given, 9101, worker=True) == "http://edge-1.example:9101"
     v6 = dataclasses.replace(base, advertise_url="http://[fd00::5]:8080")
     assert advertise_url(v6, 9100, worker=True) == "http://[fd00::5]:9100"
 
