@@ -76,6 +76,19 @@ def worker_node_id(base: str, index: int, generation: int) -> str:
     return node_id
 
 
+def restart_delay(restarts: deque[float], now: float) -> float | None:
+    """Seconds to wait before restarting a worker that exited at `now`, given the times of
+    its earlier restarts (kept to the last minute; `now` is added), or None when it was
+    restarted MAX_RESTARTS_PER_MINUTE times within the last minute already."""
+    while restarts and now - restarts[0] > 60:
+        restarts.popleft()
+    if len(restarts) >= MAX_RESTARTS_PER_MINUTE:
+        return None
+    delay = min(MAX_RESTART_DELAY, RESTART_DELAY * (1 << len(restarts)))
+    restarts.append(now)
+    return delay
+
+
 def die_with_parent() -> None:
     """In a worker: be sent SIGTERM when the supervisor dies (even by SIGKILL), so no worker
     outlives it holding the ports (Linux prctl(2); elsewhere nothing)."""
@@ -244,19 +257,14 @@ class Supervisor:
                 await worker.log_task
             if self._stopping.is_set():
                 return
-            now = time.monotonic()
-            while worker.restarts and now - worker.restarts[0] > 60:
-                worker.restarts.popleft()
             how = (f"was killed by signal {-status}" if status < 0
                    else f"exited with status {status}")
-            if len(worker.restarts) >= MAX_RESTARTS_PER_MINUTE:
-                log.error("worker %d (node %s) %s, its %d-th restart within a minute "
-                          "(MAX_RESTARTS_PER_MINUTE %d); stopping every worker", worker.index,
-                          worker.node_id, how, len(worker.restarts) + 1,
-                          MAX_RESTARTS_PER_MINUTE)
+            delay = restart_delay(worker.restarts, time.monotonic())
+            if delay is None:
+                log.error("worker %d (node %s) %s after %d restarts within a minute "
+                          "(MAX_RESTARTS_PER_MINUTE); stopping every worker", worker.index,
+                          worker.node_id, how, len(worker.restarts))
                 return
-            delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** len(worker.restarts))
-            worker.restarts.append(now)
             log.warning("worker %d (node %s) %s; starting it again in %.1f s as a new node "
                         "(its sessions are finished by the other nodes after their reconnect "
                         "window)", worker.index, worker.node_id, how, delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import deque
 
 import pytest
 
@@ -17,7 +18,13 @@ from relay.config import (
     add_options,
     settings_from,
 )
-from relay.workers import worker_node_id
+from relay.workers import (
+    MAX_RESTART_DELAY,
+    MAX_RESTARTS_PER_MINUTE,
+    RESTART_DELAY,
+    restart_delay,
+    worker_node_id,
+)
 
 POSTGRES = "postgresql+asyncpg://relay:secret@db.example/relay"
 
@@ -73,3 +80,15 @@ def test_worker_node_ids_are_new_for_each_restart_and_valid() -> None:
     assert worker_node_id("host-12", 1, 3) == "host-12-1.3"
     long = worker_node_id("x" * 64, 9, 12)
     assert len(long) == 64 and long.endswith("-9.12") and NODE_ID_PATTERN.fullmatch(long)
+
+
+def test_restarts_back_off_and_are_bounded_per_minute() -> None:
+    restarts: deque[float] = deque()
+    delays = [restart_delay(restarts, 100.0 + i) for i in range(MAX_RESTARTS_PER_MINUTE)]
+    assert delays == [min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** i)
+                      for i in range(MAX_RESTARTS_PER_MINUTE)]
+    assert delays[0] == RESTART_DELAY
+    # One more within the minute: give up.
+    assert restart_delay(restarts, 100.0 + MAX_RESTARTS_PER_MINUTE) is None
+    # A minute after the first restarts they no longer count: the first delay again.
+    assert restart_delay(restarts, 100.0 + 60 + MAX_RESTARTS_PER_MINUTE) == RESTART_DELAY
