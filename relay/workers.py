@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from relay import __version__
 from relay.app import StartupError, open_store, prepare_data_dir
@@ -205,9 +206,10 @@ class Supervisor:
 
     async def _forward_log(self, worker: _Worker,
                            process: asyncio.subprocess.Process) -> None:
-        """Copy the worker's log lines to this process's stderr, as they are."""
+        """Copy the worker's log lines to this process's stderr, as they are. Read to the
+        end even when stderr is gone (a closed pipe): a worker whose pipe fills up blocks."""
         assert process.stderr is not None
-        out = sys.stderr.buffer
+        out: BinaryIO | None = sys.stderr.buffer
         while True:
             try:
                 line = await process.stderr.readline()
@@ -217,8 +219,12 @@ class Supervisor:
                 return
             if WORKER_READY.search(line):
                 worker.ready.set()
-            out.write(line)
-            out.flush()
+            if out is not None:
+                try:
+                    out.write(line)
+                    out.flush()
+                except OSError:
+                    out = None
 
     async def _all_ready(self) -> bool:
         """Wait for every worker's ready line; False (logged) when one exits first or the
@@ -292,7 +298,8 @@ class Supervisor:
                           STOP_TIMEOUT)
                 process.kill()
                 status = await process.wait()
-            clean = clean and status == 0
+            # -SIGTERM: a worker still starting, before its handler (it held no session).
+            clean = clean and status in (0, -signal.SIGTERM)
         for worker in self.workers:
             if worker.log_task is not None:
                 with contextlib.suppress(Exception):
