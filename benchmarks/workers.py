@@ -9,13 +9,15 @@ publishes the suite's 600 kbit/s clip (640x360, 2 s GOP, AAC; benchmarks/media/,
 `suite.prepare_media`) to that many new streams at once from `loadgen.py` (one process,
 paced in real time, pre-muxed media) for `--seconds`, to the one RTMP port; a step passes
 when every publish is accepted and no connection ends more than `loadgen.LAG_LIMIT` seconds
-of media behind or closed. The figure per worker count is the last step that passed before
-one failed; the ratio is two workers' over one's (issue 19 aims at >= 1.8).
+of media behind or closed. The steps alternate (one worker, then two, at each count) so both
+see the machine's load of the same minutes; each worker count stops at its first failure.
+The figure per worker count is the last step that passed; the ratio is two workers' over
+one's (issue 19 aims at >= 1.8).
 
 Nothing is pinned: on this two-core machine the load generator shares the cores with the
 workers (and with PostgreSQL), so two workers cannot have two whole cores, and other work on
 the machine moves the figures; treat one run with care. Bounded: steps stop at the first
-failure and once `--budget` seconds have gone (the row then says so).
+failure and once `--budget` seconds have gone in all (the note then says so).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from testkit.relay_process import RelayProcess  # noqa: E402
 TOKEN = ("workers-bench", "workers-bench-secret-0123456789-abcdefgh")
 DEFAULT_STEPS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 800)
 AIM_RATIO = 1.8
+WORKER_COUNTS = (1, 2)
 #: Streams created by one API request each, this many at a time.
 CREATE_CONCURRENCY = 20
 _METRICS = re.compile(r"metrics listening on (\S+)")
@@ -119,25 +122,39 @@ def run_step(cluster: PostgresCluster, workers: int, count: int, tags: list[load
         relay.stop(timeout=120)
 
 
-def measure(cluster: PostgresCluster, workers: int, steps: tuple[int, ...],
-            tags: list[loadgen.Tag], seconds: float, deadline: float,
-            work: Path) -> tuple[int | None, list[Step], str]:
-    best: int | None = None
-    done: list[Step] = []
+def measure(cluster: PostgresCluster, steps: tuple[int, ...], tags: list[loadgen.Tag],
+            seconds: float, deadline: float, work: Path) -> dict[int, dict[str, Any]]:
+    """Each step for one worker then for two, while each still passes: both see the
+    machine's load of the same minutes."""
+    results: dict[int, dict[str, Any]] = {
+        n: {"best": None, "note": "", "steps": []} for n in WORKER_COUNTS}
+    going = set(WORKER_COUNTS)
     for count in steps:
-        if time.monotonic() > deadline:
-            return best, done, f"time budget spent before {count}"
-        step = run_step(cluster, workers, count, tags, seconds, work)
-        done.append(step)
-        print(f"  --workers {workers}, {count} x 600 kbit/s: "
-              f"{'real-time' if step.passed else 'NOT real-time'} (behind {step.behind}, "
-              f"closed {step.closed}, worst lag {step.worst_lag_s} s, generator late ticks "
-              f"{step.late_ticks}, connections per worker {step.per_worker_connections})"
-              f"{' ' + step.problem if step.problem else ''}", flush=True)
-        if not step.passed:
-            return best, done, ""
-        best = count
-    return best, done, f"the last step ({steps[-1]}) passed: not the limit"
+        for workers in WORKER_COUNTS:
+            if workers not in going:
+                continue
+            result = results[workers]
+            if time.monotonic() > deadline:
+                result["note"] = f"time budget spent before {count}"
+                going.discard(workers)
+                continue
+            step = run_step(cluster, workers, count, tags, seconds, work)
+            result["steps"].append(asdict(step))
+            print(f"  --workers {workers}, {count} x 600 kbit/s: "
+                  f"{'real-time' if step.passed else 'NOT real-time'} (behind {step.behind}, "
+                  f"closed {step.closed}, worst lag {step.worst_lag_s} s, generator late "
+                  f"ticks {step.late_ticks}, connections per worker "
+                  f"{step.per_worker_connections}){' ' + step.problem if step.problem else ''}",
+                  flush=True)
+            if step.passed:
+                result["best"] = count
+            else:
+                going.discard(workers)
+        if not going:
+            break
+    for workers in going:
+        results[workers]["note"] = f"the last step ({steps[-1]}) passed: not the limit"
+    return results
 
 
 def main() -> None:
@@ -158,17 +175,13 @@ def main() -> None:
     cluster.start()
     try:
         with tempfile.TemporaryDirectory(prefix="relay-workers-bench-") as tmp:
-            best: dict[int, int | None] = {}
-            for workers in (1, 2):
-                deadline = time.monotonic() + args.budget / 2
-                found, done, note = measure(cluster, workers, steps, tags, args.seconds,
-                                            deadline, Path(tmp))
-                best[workers] = found
-                results[f"workers_{workers}"] = {"best": found, "note": note,
-                                                 "steps": [asdict(s) for s in done]}
+            measured = measure(cluster, steps, tags, args.seconds,
+                               time.monotonic() + args.budget, Path(tmp))
     finally:
         cluster.stop()
-    one, two = best[1], best[2]
+    for workers, result in measured.items():
+        results[f"workers_{workers}"] = result
+    one, two = measured[1]["best"], measured[2]["best"]
     ratio = round(two / one, 2) if one and two else None
     results["ratio"] = ratio
     results["aim_ratio"] = AIM_RATIO
