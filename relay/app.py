@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -257,22 +257,36 @@ class RelayServer:
                                                                   node_id=self.node_id)
             if ended:
                 log.info("ended %d live session(s) left open by the previous run", len(ended))
-            http = bind_tcp("http", "http", "http-port", s.host, s.http_port)
+            # A worker of `relay serve --workers N` shares the public ports with the others
+            # (SO_REUSEPORT: the kernel spreads new connections over them) but has metrics
+            # of its own (port + its index: a scrape sees one worker) and an HTTP listener of
+            # its own, which it advertises to the other nodes (`own`, `advertise_url`).
+            worker = s.worker_index
+            shared = worker is not None
+            http = bind_tcp("http", "http", "http-port", s.host, s.http_port, reuse_port=shared)
             self.listeners = [http]
-            metrics = bind_tcp("metrics", "http", "metrics-port", s.host, s.metrics_port)
+            metrics = bind_tcp("metrics", "http", "metrics-port", s.host,
+                               s.metrics_port + worker if worker and s.metrics_port
+                               else s.metrics_port)
             self.listeners.append(metrics)
             # Before the RTMP listeners: the HTTP servers' listeners come first, in the
             # order of self._servers (readiness_problems pairs them).
             https_tls = load_tls(s, alpn=["http/1.1"]) if s.https_port else None
             https = None
             if https_tls is not None:
-                https = bind_tcp("https", "https", "https-port", s.host, s.https_port)
+                https = bind_tcp("https", "https", "https-port", s.host, s.https_port,
+                                 reuse_port=shared)
                 self.listeners.append(https)
-            rtmp = bind_tcp("rtmp", "rtmp", "rtmp-port", s.host, s.rtmp_port)
+            rtmp = bind_tcp("rtmp", "rtmp", "rtmp-port", s.host, s.rtmp_port, reuse_port=shared)
             self.listeners.append(rtmp)
             if tls is not None:
-                self.listeners.append(
-                    bind_tcp("rtmps", "rtmps", "rtmps-port", s.host, s.rtmps_port))
+                self.listeners.append(bind_tcp("rtmps", "rtmps", "rtmps-port", s.host,
+                                               s.rtmps_port, reuse_port=shared))
+            own = None  # last in self.listeners: readiness_problems pairs the first ones
+            if worker is not None:
+                own = bind_tcp("worker", "http", "worker-http-port", s.host,
+                               s.worker_http_port + worker if s.worker_http_port else 0)
+                self.listeners.append(own)
             def session_started(session: LiveSession) -> None:
                 packager = attach_packager(session, asset_files, part_target=s.part_target,
                                            counters=self.hls_counters, disk=self.disk,
@@ -284,7 +298,7 @@ class RelayServer:
 
             self.node = ClusterNode(
                 self.store, self.node_id,
-                s.advertise_url or default_advertise_url(s.host, http.port),
+                advertise_url(s, http.port if own is None else own.port, shared),
                 held=lambda: self.registry.sessions if self.registry else {},
                 on_lease_lost=lambda stream_id, session: self.registry.lease_lost(
                     stream_id, session) if self.registry else None,
@@ -330,7 +344,7 @@ class RelayServer:
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             if s.srt_port:
-                await self._start_srt(s.host, s.srt_port)
+                await self._start_srt(s.host, s.srt_port, reuse_port=shared)
             self._collector = IngestCollector(self.registry, self.rtmp_counters,
                                               self.hls_counters, self._window_bytes,
                                               http=self.http_counters,
@@ -389,7 +403,8 @@ class RelayServer:
             table = ConnectionTable(http_limits.max_connections,
                                     http_limits.max_connections_per_address, self.http_counters,
                                     nodes=nodes, proxies=self.trusted)
-            await self._serve_http(api, http, http_limits, self.playback, table=table)
+            await self._serve_http(api, http, http_limits, self.playback, table=table,
+                                   also=own)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,
                 max_connections_per_address=min(METRICS_MAX_CONNECTIONS,
@@ -410,7 +425,7 @@ class RelayServer:
             log.info("srt listening on srt://%s:%d (udp)",
                      f"[{host}]" if ":" in host else host, self.srt_listener.port)
 
-    async def _start_srt(self, host: str, port: int) -> None:
+    async def _start_srt(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """Bind the SRT listener (libsrt's thread starts with it); StartupError names what
         is missing or taken."""
         try:  # loading libsrt: only when SRT is on
@@ -431,7 +446,7 @@ class RelayServer:
                                                   log_interval=s.log_repeat_interval),
                            counters=SrtIngestCounters())
         listener = SrtListener(host, port, latency_ms=s.srt_latency, decide=admission.decide,
-                               sink=server.take, loop=loop)
+                               sink=server.take, loop=loop, reuse_port=reuse_port)
         try:
             listener.start()
         except OSError as exc:
@@ -449,7 +464,8 @@ class RelayServer:
     async def _serve_http(self, app: ASGIApp, listener: Listener, limits: HttpLimits,
                           lean: PlaybackServer | None = None, *,
                           table: ConnectionTable | None = None,
-                          tls: ssl.SSLContext | None = None) -> None:
+                          tls: ssl.SSLContext | None = None,
+                          also: Listener | None = None) -> None:
         # The protocol is pinned (not uvicorn's "auto"): the limits live in this h11
         # subclass; WebSocket upgrades are off (Relay serves none, and an upgraded
         # connection would leave the limits' table). With `lean`, each connection starts
@@ -468,7 +484,9 @@ class RelayServer:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False,
             http=protocol, ws="none", proxy_headers=False)
         server = _EmbeddedUvicorn(config)
-        task = asyncio.create_task(server.serve(sockets=[] if tls else [listener.sock]),
+        # `also`: a worker's own listener, served as the shared one (same app and limits).
+        sockets = [] if tls else [listener.sock, *([also.sock] if also else [])]
+        task = asyncio.create_task(server.serve(sockets=sockets),
                                    name=f"relay-{listener.name}")
         while not server.started:
             if task.done():
@@ -827,8 +845,24 @@ def _restrict_sqlite_files(database: Path) -> None:
                         path, exc.strerror or exc)
 
 
-def bind_tcp(name: str, scheme: str, flag: str, host: str, port: int) -> Listener:
-    """Bind a listening TCP socket now, turning the common failures into StartupError."""
+def advertise_url(settings: Settings, port: int, worker: bool) -> str:
+    """The URL other nodes fetch this node's playback at: --advertise-url, or the HTTP
+    listener's. A worker's is its own plain-HTTP listener's (the shared port reaches any
+    worker): at the host of --advertise-url when given (the name other machines know this
+    one by), else as for the HTTP listener."""
+    given = settings.advertise_url
+    if given is None:
+        return default_advertise_url(settings.host, port)
+    if not worker:
+        return given
+    return default_advertise_url(urlsplit(given).hostname or settings.host, port)
+
+
+def bind_tcp(name: str, scheme: str, flag: str, host: str, port: int, *,
+             reuse_port: bool = False) -> Listener:
+    """Bind a listening TCP socket now, turning the common failures into StartupError.
+    `reuse_port`: shared with the other workers of `relay serve --workers N` (SO_REUSEPORT;
+    off otherwise, so a second relay on the same port still fails to start)."""
     env = "RELAY_" + flag.upper().replace("-", "_")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -841,6 +875,8 @@ def bind_tcp(name: str, scheme: str, flag: str, host: str, port: int) -> Listene
     try:
         # Lets a restarted relay bind at once while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(1024)
         sock.setblocking(False)

@@ -33,6 +33,7 @@ from relay.logs import configure_logging, peer_text
 from relay.store import Store
 from relay.webhooks.delivery import DEFAULT_ATTEMPT_TIMEOUT, AttemptOutcome, post_signed
 from relay.webhooks.signing import check_envelope, encode_body
+from relay.workers import die_with_parent, supervise
 
 log = logging.getLogger("relay")
 
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 after a clean stop, 1 when it cannot start (port taken, "
                "data dir or database unusable), 2 for a bad option.")
     add_options(serve, SERVE_OPTIONS)
+    # Given by the supervisor of --workers N to each worker it starts (relay.workers).
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     token = commands.add_parser("token", help="manage API access tokens",
@@ -118,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.exit(EXIT_USAGE, f"relay: error: {exc}\n")
     configure_logging(settings.log_level, settings.log_format)
+    # What the workers of `relay serve --workers N` are started with (relay.workers).
+    given = list(sys.argv[1:] if argv is None else argv)
+    args.argv = given[given.index(args.command) + 1:]
     code: int = args.handler(settings, args)
     return code
 
@@ -140,7 +146,11 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.workers > 1 and settings.worker_index is None:
+        return supervise(settings, args.argv)
+    if settings.worker_index is not None:
+        die_with_parent()
     return uvloop.run(_serve_until_signalled(settings))
 
 
@@ -156,7 +166,10 @@ async def _serve_until_signalled(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return EXIT_FAILURE
     tune_gc()
-    log.info("relay %s ready", __version__)
+    if settings.worker_index is None:
+        log.info("relay %s ready", __version__)
+    else:  # the supervisor's cue (relay.workers.WORKER_READY)
+        log.info("worker %d (node %s) ready", settings.worker_index, server.node_id)
     await stop.wait()
     log.info("stopping: no new connections; finishing in-flight work")
     await server.stop()

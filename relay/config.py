@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from relay.limits import DEFAULT_NODE_TIMEOUT, MAX_FRAME_SIZE, MAX_SESSION_SECONDS
 from relay.trusted_proxies import Network, parse_trusted_proxy
 
@@ -118,6 +121,9 @@ def parse_file(text: str) -> Path:
         raise ValueError("no such file")
     return path
 
+
+#: Most --workers: a worker is a process of its own with its own database connections.
+MAX_WORKERS = 64
 
 #: Bounds of --srt-latency in ms: below 20 a single retransmission rarely fits even on a LAN;
 #: above 8000 the receiver buffer holds seconds of media per connection for no live use.
@@ -265,6 +271,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "(a PROXY protocol header on RTMP(S), X-Forwarded-For on HTTP); repeat the flag "
            "for several (the env var: comma-separated); from any other peer such statements "
            "are refused or ignored", "CIDR", repeat=True, env_separator=","),
+    Option("workers", parse_int_range(1, MAX_WORKERS), 1,
+           "worker processes sharing the RTMP(S), SRT and HTTP(S) ports (SO_REUSEPORT), "
+           "each a node of the database, restarted when one dies; more than 1 needs a "
+           "PostgreSQL --database-url", "N"),
+    Option("worker-http-port", parse_port, 0,
+           "with --workers, worker I (from 0) also serves HTTP on --host at this port + I: "
+           "the URL it advertises to the other nodes (0: a free port each)", "PORT"),
     DATA_DIR,
     DATABASE_URL,
     LOG_LEVEL,
@@ -346,6 +359,11 @@ class Settings:
     advertise_url: str | None = _default("advertise_url")  # None: from the HTTP listener
     node_timeout: float = _default("node_timeout")
     trusted_proxy: tuple[Network, ...] = _default("trusted_proxy")
+    workers: int = _default("workers")
+    worker_http_port: int = _default("worker_http_port")  # 0: a free port per worker
+    #: Set (hidden --worker-index) in the processes `relay serve --workers N` starts: this
+    #: one's index from 0; None in a process that is no worker.
+    worker_index: int | None = None
     log_level: str = _default("log_level")
     log_format: str = _default("log_format")
     seed_token: SeedToken | None = None
@@ -387,13 +405,31 @@ def settings_from(
         texts = text if isinstance(text, list) else [
             t for t in text.split(option.env_separator) if t.strip()]
         values[option.dest] = tuple(_parse(option, source, t) for t in texts)
-    settings = Settings(**values, seed_token=seed_token_from(environ))
+    index = getattr(args, "worker_index", None)
+    settings = Settings(**values, seed_token=seed_token_from(environ),
+                        worker_index=index if isinstance(index, int) else None)
     if settings.webhook_url and settings.webhook_secret is None:
         raise ConfigError("--webhook-url needs --webhook-secret (RELAY_WEBHOOK_SECRET): the "
                           "key receivers check each webhook's Mux-Signature with")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together; give both to serve RTMPS")
+    # A URL that does not parse is left to the store's own error.
+    if settings.workers > 1 and _backend(settings.resolved_database_url) not in (
+            "postgresql", None):
+        raise ConfigError(
+            f"--workers {settings.workers} needs PostgreSQL: the workers are nodes sharing "
+            "one database, and SQLite is one process's; give --database-url (or "
+            "RELAY_DATABASE_URL) postgresql+asyncpg://USER:PASSWORD@HOST/DB, or run one "
+            "worker")
     return settings
+
+
+def _backend(url: str) -> str | None:
+    """The database kind of a SQLAlchemy URL ("sqlite", "postgresql"), None if no URL."""
+    try:
+        return make_url(url).get_backend_name()
+    except ArgumentError:
+        return None
 
 
 def _parse(option: Option, source: str, text: str) -> Any:

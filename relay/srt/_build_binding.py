@@ -96,6 +96,8 @@ uint32_t srt_getversion(void);
 
 SRTSOCKET srt_create_socket(void);
 int srt_bind(SRTSOCKET u, const struct sockaddr *name, int namelen);
+/* --workers: bind to a UDP socket made with SO_REUSEPORT (libsrt has no such option). */
+int srt_bind_acquire(SRTSOCKET u, SYSSOCKET udpsock);
 int srt_listen(SRTSOCKET u, int backlog);
 int srt_connect(SRTSOCKET u, const struct sockaddr *name, int namelen);  /* tests' caller */
 SRTSOCKET srt_accept(SRTSOCKET u, struct sockaddr *addr, int *addrlen);

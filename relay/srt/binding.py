@@ -15,6 +15,7 @@ often: libsrt is not installed, whose Debian package is named in the message).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -172,6 +173,31 @@ def bind(sock: int, host: str, port: int) -> None:
         set_int(sock, lib.SRTO_IPV6ONLY, 0)
     if lib.srt_bind(sock, ffi.cast("struct sockaddr *", storage), length) == lib.SRT_ERROR:
         raise SrtError.last(f"srt_bind({host}:{port})")
+
+
+def bind_shared(sock: int, host: str, port: int) -> None:
+    """Bind an SRT socket as `bind` does, on a UDP socket made here with SO_REUSEPORT so
+    that the workers of `relay serve --workers N` all listen on one port. libsrt has no
+    such option: `srt_bind_acquire` (libsrt >= 1.4.2) takes a bound UDP socket instead.
+    Linux hashes each datagram's addresses and ports to one of the sockets, so a caller's
+    handshake and media all reach the worker that accepted it (socket(7), SO_REUSEPORT)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                               flags=socket.AI_NUMERICSERV | socket.AI_PASSIVE)
+    family, type_, proto, _, address = infos[0]
+    udp = socket.socket(family, type_, proto)
+    try:
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        udp.bind(address)
+    except OSError:
+        udp.close()
+        raise
+    # libsrt closes the socket with its multiplexer: it is handed over, not lent.
+    fd = udp.detach()
+    if lib.srt_bind_acquire(sock, fd) == lib.SRT_ERROR:
+        os.close(fd)
+        raise SrtError.last(f"srt_bind_acquire({host}:{port})")
 
 
 def connect(sock: int, host: str, port: int) -> None:

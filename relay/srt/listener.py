@@ -50,6 +50,7 @@ from relay.srt.binding import (
     SrtError,
     accept,
     bind,
+    bind_shared,
     ffi,
     get_str,
     last_error,
@@ -221,8 +222,11 @@ class SrtListener:
 
     def __init__(self, host: str, port: int, *, latency_ms: int = DEFAULT_SRT_LATENCY_MS,
                  decide: Decide, sink: Sink, loop: asyncio.AbstractEventLoop,
-                 limits: SrtLimits | None = None, counters: SrtCounters | None = None) -> None:
+                 limits: SrtLimits | None = None, counters: SrtCounters | None = None,
+                 reuse_port: bool = False) -> None:
         self.host = host
+        #: Share the port with the other workers of `relay serve --workers N`.
+        self.reuse_port = reuse_port
         self.requested_port = port
         self.latency_ms = latency_ms
         self.limits = limits or SrtLimits()
@@ -296,7 +300,10 @@ class SrtListener:
         set_int(sock, lib.SRTO_PEERIDLETIMEO, self.limits.peer_idle_timeout_ms)
         self._hook_handle = set_listen_callback(sock, self._listen_hook)
         try:
-            bind(sock, self.host, self.requested_port)
+            if self.reuse_port:
+                bind_shared(sock, self.host, self.requested_port)
+            else:
+                bind(sock, self.host, self.requested_port)
             if lib.srt_listen(sock, self.limits.listen_backlog) == lib.SRT_ERROR:
                 raise SrtError.last("srt_listen")
         except SrtError as exc:
