@@ -3,7 +3,6 @@ the URL each worker advertises, and the node ids the supervisor gives its worker
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections import deque
 
@@ -12,11 +11,8 @@ import pytest
 from relay.app import advertise_url
 from relay.config import (
     NODE_ID_PATTERN,
-    SERVE_OPTIONS,
     ConfigError,
     Settings,
-    add_options,
-    settings_from,
 )
 from relay.workers import (
     MAX_RESTART_DELAY,
@@ -25,14 +21,9 @@ from relay.workers import (
     restart_delay,
     worker_node_id,
 )
+from tests.unit.helpers.config import settings
 
 POSTGRES = "postgresql+asyncpg://relay:secret@db.example/relay"
-
-
-def settings(*argv: str, **environ: str) -> Settings:
-    parser = argparse.ArgumentParser()
-    add_options(parser, SERVE_OPTIONS)
-    return settings_from(parser.parse_args(argv), SERVE_OPTIONS, environ)
 
 
 def test_defaults_are_one_worker_on_any_database() -> None:
