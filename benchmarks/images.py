@@ -129,6 +129,9 @@ class Recordings:
                              ) -> tuple[LivePackager | Path | None, bool]:
         return (self.directory if playback_id == "rec" else None), False
 
+    def live_elsewhere(self, playback_id: str) -> bool:
+        return False  # one node
+
 
 _CLIENT = """
 import asyncio, sys, httpx

@@ -6,7 +6,8 @@
 Prints the relay's CPU-seconds per second while idle, then per stream-second (user and
 system apart, from /proc/PID/stat) and the garbage collector's share (from the relay's
 `relay_gc_seconds_total`) while N publishers push one of the suite's clips (720p 6 Mbit/s by
-default; LL-HLS `low`, recording on). `--pin` puts the relay on CPU 0 and the publishers on
+default; LL-HLS `low`, recording on), and its resident memory (VmRSS) idle and at the end of
+the run beside `relay_hls_live_window_bytes`. `--pin` puts the relay on CPU 0 and the publishers on
 the others, as the suite's scale scenario does. `--feeder ffmpeg` is the suite's publisher
 (`-re -c copy`: ffmpeg writes each RTMP chunk as it goes, so the relay wakes about 100 times
 a second per stream); `--feeder loadgen` sends the same media from `loadgen.py`, which
@@ -70,7 +71,7 @@ def main() -> int:
             before = sum(user_system(server.pid))
             time.sleep(5)
             print(f"idle: {(sum(user_system(server.pid)) - before) / 5:.4f} CPU-s per s")
-            measured: dict[str, float] = {}
+            measured: dict[str, float] = {"idle_rss": suite.rss_kib(server.pid) / 1024}
 
             def measure() -> None:
                 time.sleep(5)  # warm-up: the first segments, the playlists
@@ -83,6 +84,8 @@ def main() -> int:
                 measured["user"] = (now_user - user) / elapsed / args.streams
                 measured["system"] = (now_system - system) / elapsed / args.streams
                 measured["gc"] = (gc_seconds(server) - collector) / elapsed
+                measured["rss"] = suite.rss_kib(server.pid) / 1024
+                measured["window"] = (server.window_bytes() or 0) / 2**20
 
             if args.feeder == "ffmpeg":
                 with suite.publishers(server.publish_urls(args.streams), media):
@@ -102,6 +105,9 @@ def main() -> int:
     print(f"{args.streams} x {args.clip} from {args.feeder}: {total:.5f} CPU-s per stream-s "
           f"(user {measured['user']:.5f}, system {measured['system']:.5f}); garbage "
           f"collector {measured['gc']:.4f} CPU-s per s")
+    print(f"RSS: idle {measured['idle_rss']:.1f} MiB, at the end {measured['rss']:.1f} MiB "
+          f"({(measured['rss'] - measured['idle_rss']) / args.streams:.1f} MiB per stream); "
+          f"live window {measured['window']:.1f} MiB")
     return 0
 
 

@@ -32,12 +32,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from starlette.types import ASGIApp
 
 from relay.api import create_api
-from relay.cluster import ClusterNode, default_advertise_url, default_node_id
+from relay.cluster import ClusterNode, StreamNotices, default_advertise_url, default_node_id
 from relay.config import Settings
 from relay.file_limit import RESERVED_FILES, ensure_file_limit
 from relay.hls.disk import DISK, DiskPool
 from relay.hls.holding import HeldRequests
-from relay.hls.model import LatencyMode
 from relay.hls.packager import (
     DEFAULT_RECORDING_MAX_BACKLOG,
     PACKAGER_QUEUE_MAX_BYTES,
@@ -51,7 +50,7 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.signed import PlaybackGate
-from relay.hls.upstream import OwnerLookup, OwnerProxy
+from relay.hls.upstream import OwnerLookup, OwnerProxy, UpstreamCounters, UpstreamFetcher
 from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits, limited_protocol
 from relay.https import TlsAcceptor
 from relay.images.pool import DecodePool
@@ -75,10 +74,10 @@ from relay.srt import SrtUnavailable
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
-from relay.store.records import JSONDict, RecordedMedia
+from relay.store.records import JSONDict, LiveStream, RecordedMedia
 from relay.streams.hub import LiveSession
 from relay.streams.queue import DrainQueue
-from relay.streams.registry import IngestRegistry
+from relay.streams.registry import IngestRegistry, StreamChange
 from relay.webhooks import WebhookDeliverer, WebhookLimits
 
 if TYPE_CHECKING:  # these load libsrt: imported at run time only when SRT is on
@@ -192,10 +191,15 @@ class RelayServer:
         #: without it (SQLite: one node), they answer 404.
         self.owner_lookup: OwnerLookup | None = None
         self.owner_proxy: OwnerProxy | None = None
+        #: What the owner proxy's requests cost and met (kept here: /metrics reads them,
+        #: zero on a single node).
+        self.upstream_counters = UpstreamCounters()
         #: This process's id among the nodes of its database (--node-id).
         self.node_id = settings.node_id or default_node_id()
         #: Its heartbeat, stream leases and takeovers (relay.cluster), while it runs.
         self.node: ClusterNode | None = None
+        #: The stream-change notices to and from the other nodes (PostgreSQL), while it runs.
+        self.notices: StreamNotices | None = None
 
     async def _owner_elsewhere(self, playback_id: str) -> str | None:
         """The playback URL of the node that holds `playback_id`'s live session, when that
@@ -204,6 +208,15 @@ class RelayServer:
         if owner is None or owner.node_id == self.node_id:
             return None
         return owner.advertise_url
+
+    def _stream_changed(self, stream_id: str, change: StreamChange,
+                        stream: LiveStream | None = None) -> None:
+        """An API change (committed): applied here at once, and announced to the other
+        nodes (one of them may own the stream's live session)."""
+        if self.registry is not None:
+            self.registry.stream_changed(stream_id, change, stream)
+        if self.notices is not None:
+            self.notices.send(stream_id, change.value)
 
     @property
     def store(self) -> Store:
@@ -280,6 +293,15 @@ class RelayServer:
                 on_session_started=session_started, leases=self.node)
             # Before any listener admits: other nodes see this one (and its leases) live.
             await self.node.start()
+            if not self.store.single_node:
+                # LISTEN before the key cache is read: no change committed after that read
+                # goes unheard (relay.cluster.notices).
+                registry = self.registry
+                self.notices = StreamNotices(self.store, self.node_id,
+                                             on_changes=registry.changed_elsewhere,
+                                             on_resync=registry.resync,
+                                             check=registry.check_sessions)
+                await self.notices.start()
             # The complete stream-key cache, before any listener admits: SRT's admission
             # answers from it alone (IngestRegistry.peek).
             keys = await self.registry.load_keys()
@@ -314,12 +336,14 @@ class RelayServer:
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
                                                   lambda: list(self.simulcasts)),
-                                              webhooks=self.webhooks.counters)
+                                              webhooks=self.webhooks.counters,
+                                              upstream=self.upstream_counters,
+                                              node=self.node)
             self.playback_access = PlaybackAccess(
                 session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
             await self.playback_access.load(self.store)
             api = create_api(self.store, self.readiness_problems,
-                             on_stream_change=self.registry.stream_changed,
+                             on_stream_change=self._stream_changed,
                              asset_files=asset_files, playback_access=self.playback_access)
             registry = self.registry
             playback = PlaybackDirectory(
@@ -336,9 +360,15 @@ class RelayServer:
             gate = PlaybackGate(self.playback_access, counters=self.hls_counters)
             if self.owner_lookup is None and not self.store.single_node:
                 self.owner_lookup = self._owner_elsewhere
-            proxy = self.owner_proxy = (OwnerProxy(self.owner_lookup)
-                                        if self.owner_lookup is not None else None)
-            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate),
+            proxy = self.owner_proxy = (
+                OwnerProxy(self.owner_lookup,
+                           UpstreamFetcher(counters=self.upstream_counters))
+                if self.owner_lookup is not None else None)
+            # Other nodes' addresses (relay.cluster.addresses): their proxied requests are
+            # not held to one client's share (images' rate, --http-max-connections-per-ip).
+            nodes = None if self.store.single_node else self.node.addresses.__contains__
+            api.router.routes.extend([*image_routes(playback, pool=self.image_pool, gate=gate,
+                                                   proxy=proxy, nodes=nodes),
                                       *playback_routes(playback, self.hls_counters,
                                                        holds=self.held_requests,
                                                        recorded=recorded, gate=gate,
@@ -354,7 +384,8 @@ class RelayServer:
                 send_timeout=s.http_send_timeout)
             # HTTP and HTTPS count their connections together (one cap per process).
             table = ConnectionTable(http_limits.max_connections,
-                                    http_limits.max_connections_per_address, self.http_counters)
+                                    http_limits.max_connections_per_address, self.http_counters,
+                                    trusted=nodes)
             await self._serve_http(api, http, http_limits, self.playback, table=table)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,
@@ -512,6 +543,9 @@ class RelayServer:
         if self.node is not None:  # after the sessions' ends released their leases
             await self.node.stop()
             self.node = None
+        if self.notices is not None:
+            await self.notices.stop()
+            self.notices = None
         # The sessions' ends stopped their simulcasts; their last status writes go in
         # before the store closes (a target gets at most STOP_GRACE_SECONDS to unpublish).
         await asyncio.gather(*(simulcast.stop() for simulcast in list(self.simulcasts)))
@@ -562,7 +596,7 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
     recording = RecordingQueue(writer, disk=disk, label=label, counters=counters,
                                max_backlog=recording_max_backlog)
     packager = LivePackager(
-        LatencyMode(session.stream.latency_mode), label=label,
+        session.stream.latency_mode, label=label,
         part_target=part_target, recording=recording,
         on_playable=session.mark_playable,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),

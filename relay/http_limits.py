@@ -22,6 +22,13 @@ longest for a request (an idle keep-alive or a slow sender: one that costs its c
 nothing to open again), and is refused only when every connection is busy. A refused
 connection gets a 503 with Retry-After and is closed at once. So sockets that send nothing
 cannot keep a normal request out, however many there are.
+
+One exception to the per-address cap (issue 19): another Relay node fetching a live stream
+from its owner sends every viewer's request from its one address. A connection from the
+address of a live node (`ConnectionTable.trusted`: `relay.cluster.addresses`) over the cap
+is admitted as `ADMITTED_AS_NODE`, and its first request head must carry the proxy's hop
+header (`relay.hls.upstream.HOP_HEADER`), or it gets the per-address 503 then. A stranger's
+address is refused on accept, hop header or not. The total cap applies to nodes as well.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol, cast
 
@@ -36,6 +45,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from relay.addresses import address_group
+from relay.hls.upstream import HOP_HEADER
 from relay.logs import LogLimiter, peer_text
 
 log = logging.getLogger("relay.http")
@@ -50,6 +60,18 @@ _REFUSED_RESPONSE: Final = (
     b"Content-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: %d\r\n\r\n%s"
 ) % (REFUSED_RETRY_AFTER, len(_REFUSED_BODY), _REFUSED_BODY)
+
+
+#: Bytes of a node's first request head awaited (h11's default head limit, as the
+#: listeners'): past it without the head's end, the connection is refused.
+NODE_HEAD_LIMIT: Final = 16 * 1024
+_HOP_FIELD: Final = re.compile(rb"\r\n" + re.escape(HOP_HEADER.encode()) + rb"[ \t]*:",
+                               re.IGNORECASE)
+
+
+def carries_hop(head: bytes) -> bool:
+    """Whether a request head (request line and fields, as received) has the hop header."""
+    return _HOP_FIELD.search(head) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +98,18 @@ class HttpCounters:
     body_timeouts: int = 0
     send_timeouts: int = 0
     tls_handshake_failures: int = 0  # HTTPS handshakes that failed or took too long
+    #: Connections of live nodes let past the per-address cap (their first request carried
+    #: the hop header).
+    node_exemptions: int = 0
 
 
 class Admission(enum.Enum):
     ADMITTED = "admitted"
     REFUSED_FULL = "refused: every connection is busy"
     REFUSED_PER_ADDRESS = "refused: too many connections from the address"
+    #: Over the per-address cap from a live node's address: admitted, on condition that its
+    #: first request carries the hop header (`carries_hop`).
+    ADMITTED_AS_NODE = "admitted: a node's address over its share, if its request shows it"
 
 
 class Evictable(Protocol):
@@ -93,13 +121,16 @@ class ConnectionTable:
     """Open connections, in all and per address; which of them wait for a request."""
 
     def __init__(self, max_connections: int, max_per_address: int,
-                 counters: HttpCounters | None = None) -> None:
+                 counters: HttpCounters | None = None, *,
+                 trusted: Callable[[str], bool] | None = None) -> None:
         if max_connections < 1 or max_per_address < 1:
             raise ValueError(f"connection caps must be at least 1, got {max_connections} "
                              f"and {max_per_address} per address")
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.counters = counters if counters is not None else HttpCounters()
+        #: Whether an address group is a live Relay node's (see the module docstring).
+        self.trusted: Callable[[str], bool] = trusted if trusted is not None else _nobody
         self._addresses: dict[Evictable, str] = {}
         self._per_address: dict[str, int] = {}
         # Connections waiting for a request, oldest first: the ones eviction takes.
@@ -113,9 +144,12 @@ class ConnectionTable:
 
     def open(self, connection: Evictable, address: str) -> Admission:
         """Count a new connection (waiting for its first request), or refuse it."""
+        admitted = Admission.ADMITTED
         if self._per_address.get(address, 0) >= self.max_per_address:
-            self.counters.refused_per_address += 1
-            return Admission.REFUSED_PER_ADDRESS
+            if not self.trusted(address):
+                self.counters.refused_per_address += 1
+                return Admission.REFUSED_PER_ADDRESS
+            admitted = Admission.ADMITTED_AS_NODE
         if len(self._addresses) >= self.max_connections:
             victim = next(iter(self._waiting), None)
             if victim is None:
@@ -127,7 +161,7 @@ class ConnectionTable:
         self._addresses[connection] = address
         self._per_address[address] = self._per_address.get(address, 0) + 1
         self._waiting[connection] = None
-        return Admission.ADMITTED
+        return admitted
 
     def waiting(self, connection: Evictable) -> None:
         """The connection now waits for a request: it may be evicted, newest last."""
@@ -152,6 +186,10 @@ class ConnectionTable:
             del self._per_address[address]
 
 
+def _nobody(address: str) -> bool:
+    return False
+
+
 class _Phase(enum.Enum):
     NEW = "new"
     WAITING = "waiting for a request"
@@ -167,6 +205,17 @@ def count_send_timeout(table: ConnectionTable, address: str, limits: HttpLimits,
     log_limiter.info(
         "http-send-timeout", "http: closed a connection from %s: it read nothing of a "
         "response for %g s (--http-send-timeout)", peer_text(address), limits.send_timeout)
+
+
+def check_node_head(head: bytes, table: ConnectionTable) -> bool:
+    """For a connection admitted `ADMITTED_AS_NODE`: whether its first request head (up to
+    and including its end, or all of it received so far) lets it stay; counted either way.
+    The caller refuses it (`refuse_connection`, per address) when not."""
+    if carries_hop(head):
+        table.counters.node_exemptions += 1
+        return True
+    table.counters.refused_per_address += 1
+    return False
 
 
 def refuse_connection(transport: asyncio.Transport, admission: Admission,
@@ -199,6 +248,9 @@ class LimitedH11Protocol(H11Protocol):
     #: HTTPS (relay.https): the slot the connection held in its TLS handshake, given up for
     #: its own in `connection_made`.
     handshake_slot: Evictable | None = None
+    #: Set by the lean protocol (relay.hls.http1) that hands over a connection whose
+    #: request it has seen carry the hop header: not checked again.
+    node_checked: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -210,6 +262,10 @@ class LimitedH11Protocol(H11Protocol):
         self._phase = _Phase.NEW
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
+        # ADMITTED_AS_NODE: what arrived of the first request head, until it shows the hop
+        # header (then it goes to h11) or not (refused).
+        self._node_head: bytearray | None = None
+        self._node_refused = False
 
     # -- the transport's calls -------------------------------------------------------------
 
@@ -220,7 +276,9 @@ class LimitedH11Protocol(H11Protocol):
         if self.handshake_slot is not None:
             self.table.close(self.handshake_slot)
         admission = self.table.open(self, self._address)
-        if admission is not Admission.ADMITTED:
+        if admission is Admission.ADMITTED_AS_NODE and not self.node_checked:
+            self._node_head = bytearray()
+        elif admission not in (Admission.ADMITTED, Admission.ADMITTED_AS_NODE):
             self._refuse(transport, admission)
             return
         self._admitted = True
@@ -237,8 +295,21 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:
+        if not self._admitted or self._node_refused:
             return  # refused: the 503 is on its way and the transport closing
+        if self._node_head is not None:
+            self._node_head += data
+            end = self._node_head.find(b"\r\n\r\n")
+            if end < 0 and len(self._node_head) <= NODE_HEAD_LIMIT:
+                return  # the header timeout runs meanwhile
+            # A head too long to be whole is checked as it is: a node's is short.
+            head = bytes(self._node_head[:end + 2] if end >= 0 else self._node_head)
+            data, self._node_head = bytes(self._node_head), None
+            if not check_node_head(head, self.table):
+                self._node_refused = True  # its slot is given back when the socket goes
+                self._refuse(cast(asyncio.BaseTransport, self.transport),
+                             Admission.REFUSED_PER_ADDRESS)
+                return
         super().data_received(data)
         self._sync()
 

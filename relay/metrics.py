@@ -6,7 +6,9 @@ streams by status with each live session's ingest health and viewers (relay.stre
 the HLS packaging and playback counters (requests by kind and status, the blocking-reload
 and part-publish histograms), the SRT listener's counters and per-connection statistics
 when SRT is on, the simulcast counters with a few series per target of each live session,
-and the webhook deliverer's backlog, results and latency.
+and the webhook deliverer's backlog, results and latency; with several nodes (issue 19), the
+playback proxy's upstream counters (`relay_upstream_*`) and this node's leases, takeovers,
+heartbeat failures and the live nodes it sees (`relay_node_*`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Protocol, get_args
 
@@ -36,6 +38,7 @@ from relay import __version__
 from relay.histogram import BucketHistogram
 from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
+from relay.hls.upstream import UpstreamCounters
 from relay.http_limits import HttpCounters
 from relay.rtmp.server import RtmpCounters
 from relay.simulcast.counters import SimulcastCounters, TargetSnapshot
@@ -118,6 +121,58 @@ def collect_webhooks(webhooks: WebhookCounters) -> Iterator[Metric]:
     yield histogram_family(
         "relay_webhook_delivery_latency_seconds", "from a webhook event's creation to its "
         "successful delivery (retries included)", webhooks.latency)
+
+
+def collect_upstream(upstream: UpstreamCounters) -> Iterator[Metric]:
+    """What fetching live streams' playback from the nodes that own them cost and met."""
+    for name, documentation, value in (
+            ("relay_upstream_requests", "requests this node sent to the nodes that own live "
+             "streams (playback of a stream live on another node)", upstream.requests),
+            ("relay_upstream_coalesced", "viewer requests that joined an identical request "
+             "to an owner node already in flight", upstream.coalesced),
+            ("relay_upstream_cache_hits", "viewer requests answered from the parts and "
+             "segments kept from owner nodes", upstream.cache_hits),
+            ("relay_upstream_received_bytes", "body bytes received from owner nodes (as "
+             "sent: gzip playlists gzipped)", upstream.received_bytes)):
+        yield CounterMetricFamily(name, documentation, value=value)
+    errors = CounterMetricFamily(
+        "relay_upstream_errors", "viewer requests for a stream live on another node "
+        "answered with an error of this node's, by kind (unreachable: no connection, 503; "
+        "timeout: no whole answer in time, 502; bad_answer: an unexpected status or body, "
+        "502; busy: this node's bounds on requests to owners, 503)", labels=["kind"])
+    for kind, value in (("unreachable", upstream.unreachable), ("timeout", upstream.timeouts),
+                        ("bad_answer", upstream.bad_answers), ("busy", upstream.busy)):
+        errors.add_metric([kind], value)
+    yield errors
+
+
+class NodeView(Protocol):
+    """`relay.cluster.ClusterNode`, as the collector reads it."""
+
+    @property
+    def leases_held(self) -> int: ...
+    @property
+    def taken_over(self) -> int: ...
+    @property
+    def heartbeat_failures(self) -> int: ...
+    @property
+    def live_nodes(self) -> Sized: ...
+
+
+def collect_node(node: NodeView) -> Iterator[Metric]:
+    """This node among the nodes of its database."""
+    yield GaugeMetricFamily("relay_node_leases_held", "streams whose lease this node holds "
+                            "(its live sessions: publishing, or inside their reconnect "
+                            "window)", value=node.leases_held)
+    yield CounterMetricFamily("relay_node_takeovers", "live sessions of dead nodes this node "
+                              "finished (after their reconnect window, or when their "
+                              "encoder came back here)", value=node.taken_over)
+    yield CounterMetricFamily("relay_node_heartbeat_failures", "heartbeats that failed (the "
+                              "database unreachable or slow); other nodes count this one dead "
+                              "after --node-timeout without one", value=node.heartbeat_failures)
+    yield GaugeMetricFamily("relay_node_live_nodes", "live nodes on the database, this one "
+                            "included, as the last good heartbeat saw them",
+                            value=len(node.live_nodes))
 
 
 # -- the SRT side, as the collector reads it -------------------------------------------
@@ -415,12 +470,16 @@ class IngestCollector(Collector):
                  srt: SrtMetricsSource | None = None,
                  simulcast: SimulcastMetricsSource | None = None,
                  webhooks: WebhookCounters | None = None,
+                 upstream: UpstreamCounters | None = None,
+                 node: NodeView | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.clock = clock  # the sessions' clock: their health buckets are in its seconds
         self.srt = srt
         self.simulcast = simulcast
         self.webhooks = webhooks if webhooks is not None else WebhookCounters()
+        self.upstream = upstream if upstream is not None else UpstreamCounters()
+        self.node = node
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.http = http if http is not None else HttpCounters()
@@ -513,6 +572,20 @@ class IngestCollector(Collector):
             ("relay_hls_dropped_frames", "frames the packager could not place (before the "
              "first keyframe, no track), counted when their session ends",
              hls.frames_dropped),
+            ("relay_hls_timestamps_clamped", "frame durations clamped to one tick because the "
+             "encoder's timestamps went backward, counted when their session ends",
+             hls.timestamps_clamped),
+            ("relay_hls_timestamp_gaps", "encoder timestamp jumps beyond 5 s, each ending the "
+             "segment and starting one after a discontinuity, counted when their session ends",
+             hls.timestamp_gaps),
+            ("relay_hls_part_overruns", "LL-HLS parts longer than PART-TARGET (a frame longer "
+             "than the ones before it), counted when their session ends", hls.part_overruns),
+            ("relay_hls_short_parts", "LL-HLS parts shorter than 85% of PART-TARGET that are "
+             "neither independent nor their segment's last, counted when their session ends",
+             hls.short_parts),
+            ("relay_hls_program_date_time_resyncs", "times PROGRAM-DATE-TIME was re-anchored "
+             "because frames arrived more than 0.5 s off the media clock, counted when their "
+             "session ends", hls.pdt_resyncs),
             ("relay_hls_playlist_requests", "playlist requests served", hls.playlist_requests),
             ("relay_hls_media_requests", "init, segment and part requests",
              hls.media_requests),
@@ -553,6 +626,9 @@ class IngestCollector(Collector):
              "--http-send-timeout", http.send_timeouts),
             ("relay_http_tls_handshake_failures", "HTTPS connections closed: TLS handshake "
              "failed or not complete within 10 s of accept", http.tls_handshake_failures),
+            ("relay_http_node_exemptions", "HTTP connections from another live node's "
+             "address let past --http-max-connections-per-ip: their request carried the "
+             "playback proxy's hop header", http.node_exemptions),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)
@@ -581,6 +657,9 @@ class IngestCollector(Collector):
                                 value=self.window_bytes())
         yield from collect_hls_playback(self.hls)
         yield from collect_webhooks(self.webhooks)
+        yield from collect_upstream(self.upstream)
+        if self.node is not None:
+            yield from collect_node(self.node)
         yield from collect_live_streams(self.registry, self.clock())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)

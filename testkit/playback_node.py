@@ -1,8 +1,8 @@
 """A playback node without live streams, in this process: the lean playback server (with the
-Starlette routes as its fallback) on 127.0.0.1, in a thread with its own event loop, serving
-every live stream from the node a lookup names (`relay.hls.upstream`). Tests and benchmarks
-use it as "node A" in front of a real `relay serve` that owns the stream ("node B"), so the
-owner lookup is injected here and nowhere in the product."""
+Starlette routes, images and playback, as its fallback) on 127.0.0.1, in a thread with its own
+event loop, serving every live stream from the node a lookup names (`relay.hls.upstream`).
+Tests and benchmarks use it as "node A" in front of a real `relay serve` that owns the stream
+("node B"), so the owner lookup is injected here and nowhere in the product."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import cast
 
 import uvicorn
+from starlette.applications import Starlette
 from uvicorn.server import ServerState
 
 from relay.hls.packager import HlsCounters
-from relay.hls.routes import PlaybackDirectory, create_playback_app
+from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.upstream import OwnerProxy, UpstreamCounters
 from relay.http_limits import HttpLimits, limited_protocol
+from relay.images.pool import DecodePool
+from relay.images.routes import image_routes
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -74,7 +77,10 @@ def serving_node(ids: dict[str, PlaybackId], owner_url: str, data_dir: Path
         proxy = OwnerProxy(lookup)
         node.upstream = proxy.fetcher.counters
         counters = HlsCounters()
-        app = create_playback_app(directory, counters, proxy=proxy)
+        images = DecodePool()
+        # The image routes first, as `relay serve` has them.
+        app = Starlette(routes=[*image_routes(directory, pool=images, proxy=proxy),
+                                *playback_routes(directory, counters, proxy=proxy)])
         playback = PlaybackServer(directory, counters, proxy=proxy)
         limits = HttpLimits()
         limited = limited_protocol(limits)
@@ -96,6 +102,7 @@ def serving_node(ids: dict[str, PlaybackId], owner_url: str, data_dir: Path
             for connection in list(state.connections):
                 connection.shutdown()
             playback.close()
+            images.close()
             await proxy.aclose()
 
     def run() -> None:

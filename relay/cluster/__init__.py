@@ -7,5 +7,6 @@ from relay.cluster.node import (
     default_advertise_url,
     default_node_id,
 )
+from relay.cluster.notices import StreamNotices
 
-__all__ = ["ClusterNode", "default_advertise_url", "default_node_id"]
+__all__ = ["ClusterNode", "StreamNotices", "default_advertise_url", "default_node_id"]

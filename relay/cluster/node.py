@@ -22,9 +22,10 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
+from relay.cluster.addresses import NodeAddresses
 from relay.logs import LogLimiter
 from relay.store import Store
-from relay.store.records import RecordedMedia
+from relay.store.records import NodeInfo, RecordedMedia
 from relay.store.store import MAX_SESSION_WRITE_BATCH
 
 log = logging.getLogger("relay.cluster")
@@ -38,6 +39,9 @@ BEATS_PER_TIMEOUT = 3
 LEASE_RENEWAL_BATCH = 1000
 #: The longest node id (relay.config.NODE_ID_PATTERN): a default id's host name is cut to fit.
 MAX_NODE_ID_LENGTH = 64
+#: Live nodes a heartbeat keeps of the store's list (`ClusterNode.live_nodes`, this one
+#: included): far above any real cluster, so the list a beat reads stays small.
+MAX_LIVE_NODES_SEEN = 1000
 
 Finalize = Callable[[str], Awaitable[RecordedMedia | None]]
 
@@ -91,6 +95,19 @@ class ClusterNode:
         self._log = LogLimiter(log)
         #: Sessions of dead nodes this node finished (a metric, and for tests).
         self.taken_over = 0
+        #: Heartbeats that failed (the store unreachable or slow): a metric.
+        self.heartbeat_failures = 0
+        #: The live nodes (this one included), as the last good heartbeat read them, at most
+        #: MAX_LIVE_NODES_SEEN: a metric, and where other nodes' addresses are learnt.
+        self.live_nodes: tuple[NodeInfo, ...] = ()
+        #: Their addresses, as client addresses count (`relay.cluster.addresses`): the
+        #: connection caps let a node's proxied requests past the per-address cap.
+        self.addresses = NodeAddresses()
+
+    @property
+    def leases_held(self) -> int:
+        """Streams whose lease this node holds and renews: its live sessions."""
+        return len(self._held())
 
     @property
     def interval(self) -> float:
@@ -99,6 +116,9 @@ class ClusterNode:
     async def start(self) -> None:
         """Write the node's row and start beating and watching for dead nodes' sessions."""
         await self.store.register_node(self.node_id, self.advertise_url)
+        with contextlib.suppress(Exception):  # the first beat reads it again
+            self.live_nodes = tuple((await self.store.list_live_nodes())[:MAX_LIVE_NODES_SEEN])
+        await self.addresses.refresh(node.advertise_url for node in self.live_nodes)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._beat(), name="relay-node-heartbeat"),
                        loop.create_task(self._take_over(), name="relay-node-takeover")]
@@ -167,13 +187,17 @@ class ClusterNode:
                 if self._on_leased_elsewhere is not None:
                     self._on_leased_elsewhere(frozenset(
                         await self.store.streams_leased_elsewhere(self.node_id)))
+                nodes = await self.store.list_live_nodes()
+                self.live_nodes = tuple(nodes[:MAX_LIVE_NODES_SEEN])
             except Exception as exc:
+                self.heartbeat_failures += 1
                 self._log.warning("heartbeat", "node %s: heartbeat failed (%s); other nodes "
                                   "count this one dead after %gs without one", self.node_id,
                                   type(exc).__name__, self.store.node_timeout)
                 continue
             for stream_id in lost:  # or the session ended (and released it) meanwhile
                 self._on_lease_lost(stream_id, held[stream_id])
+            await self.addresses.refresh(node.advertise_url for node in self.live_nodes)
 
     async def _take_over(self) -> None:
         while await self._pause():

@@ -45,6 +45,8 @@ from relay.http_limits import (
     ConnectionTable,
     Evictable,
     HttpLimits,
+    LimitedH11Protocol,
+    check_node_head,
     count_send_timeout,
     refuse_connection,
 )
@@ -167,6 +169,10 @@ class Http1Protocol(asyncio.Protocol):
         self._deadline_at = 0.0  # when the header timeout of the waiting phase ends
         self._idle_at = 0.0  # when an idle keep-alive connection is closed
         self._stall: asyncio.TimerHandle | None = None
+        # Admitted over the per-address cap as a node's (Admission.ADMITTED_AS_NODE): its
+        # first request must carry the hop header.
+        self._node_unchecked = False
+        self._hop = False  # the last request's hop header, for the fallback it is handed to
 
     # -- what the transport calls ----------------------------------------------------------
 
@@ -179,9 +185,10 @@ class Http1Protocol(asyncio.Protocol):
         if self.handshake_slot is not None:
             self.table.close(self.handshake_slot)
         admission = self.table.open(self, self._address)
-        if admission is not Admission.ADMITTED:
+        if admission not in (Admission.ADMITTED, Admission.ADMITTED_AS_NODE):
             self._refuse(stream, admission)
             return
+        self._node_unchecked = admission is Admission.ADMITTED_AS_NODE
         self._admitted = True
         self._transport = stream
         self._waiting()
@@ -328,6 +335,14 @@ class Http1Protocol(asyncio.Protocol):
                 ours = ours and field.group(2) == b"0"
             elif name in (b"transfer-encoding", b"upgrade", b"expect"):
                 ours = False  # a body, or a protocol change: the fallback frames it
+        self._hop = hop
+        if self._node_unchecked:
+            self._node_unchecked = False
+            if not check_node_head(head, self.table):
+                self._busy = True  # nothing more is read or answered
+                assert self._transport is not None
+                self._refuse(self._transport, Admission.REFUSED_PER_ADDRESS)
+                return None
         if minor == b"1" and hosts != 1:
             self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
             return None
@@ -440,6 +455,9 @@ class Http1Protocol(asyncio.Protocol):
         self._transport = None
         self._busy = True
         protocol = self._fallback()
+        if isinstance(protocol, LimitedH11Protocol):
+            # A hop request from a node's address over the cap need not show it again.
+            protocol.node_checked = self._hop
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         data = bytes(self._buffer)

@@ -13,16 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Final
-
-
-class LatencyMode(StrEnum):
-    """A live stream's `latency_mode` (MUX-API.md)."""
-
-    LOW = "low"  # LL-HLS: short segments made of parts
-    REDUCED = "reduced"  # short segments, no parts
-    STANDARD = "standard"  # longer segments
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ frames go through the segmenter (`relay.hls.segmenter`); its events drive
 - the live media playlist (`LivePlaylist`, LIVE kind), created once the first segment has
   completed, because that segment fixes TARGETDURATION; the first segment's events wait in
   a buffer until then (bounded like any segment, by MAX_SEGMENT_BYTES);
-- the bytes the playlist names: init segments, parts and whole segments, kept in memory
-  while the playlist may serve them and freed as `drain_expired` reports them;
+- the bytes the playlist names: init segments, parts and internal fragments, handed to the
+  playlist, which holds them while it may serve them (it owns the live window; the packager
+  keeps no copy or index of its own);
 - the recording: each init and complete segment goes to a `RecordingQueue`, which writes
   it into the asset's directory on the process's disk pool (`relay.hls.disk`), in order,
   once the store has given the session its asset id. The recording may end before the
@@ -42,14 +43,9 @@ from relay.histogram import BucketHistogram
 from relay.hls import fmp4
 from relay.hls.blocking import RELOAD_WAIT_BUCKETS
 from relay.hls.disk import DISK, DiskPool
-from relay.hls.model import LatencyMode, ResourceName
-from relay.hls.playlist import (
-    Availability,
-    LivePlaylist,
-    PlaylistKind,
-    PlaylistRenderer,
-    VariantInfo,
-)
+from relay.hls.model import ResourceName
+from relay.hls.multivariant import VariantInfo
+from relay.hls.playlist import LivePlaylist, PlaylistKind, PlaylistRenderer
 from relay.hls.recording import (
     DISK_FULL_ERRNOS,
     RecordingGone,
@@ -67,7 +63,7 @@ from relay.hls.segmenter import (
     SegmentStarted,
 )
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
-from relay.store.records import JSONDict, RecordedMedia
+from relay.store.records import JSONDict, LatencyMode, RecordedMedia
 from relay.streams.health import PlaybackClients
 from relay.streams.queue import QueueDrops
 
@@ -128,9 +124,14 @@ class HlsCounters:
     packaging_errors: int = 0  # ...of which by an unexpected error of the packager (a bug)
     # Dropped (whole GOPs) by the queues between the hub and the packagers: a starved loop.
     queue_drops: QueueDrops = field(default_factory=QueueDrops)
-    # Added when each session ends, from its segmenter:
+    # Added when each session ends, from its segmenter (`SegmenterCounters`):
     overruns: int = 0  # segments longer than TARGETDURATION (encoder GOP too long)
     frames_dropped: int = 0  # frames the segmenter could not place (before a keyframe...)
+    timestamps_clamped: int = 0  # frame durations clamped to one tick (dts going backward)
+    timestamp_gaps: int = 0  # dts jumps beyond the segmenter's max gap
+    part_overruns: int = 0  # listed parts longer than PART-TARGET
+    short_parts: int = 0  # listed parts under 85% of PART-TARGET, not independent nor last
+    pdt_resyncs: int = 0  # PROGRAM-DATE-TIME anchors moved to the wall clock
     # The routes':
     playlist_requests: int = 0
     media_requests: int = 0
@@ -373,11 +374,11 @@ class LivePackager:
         self._failed = False
         self._ended = False
         self._buffered: list[tuple[SegmenterEvent, bytes]] = []
-        self._inits: dict[int, tuple[bytes, tuple[TrackConfig, ...]]] = {}
         self._current_init: tuple[TrackConfig, ...] = ()
-        self._parts: dict[tuple[int, int], bytes] = {}
-        self._segments: dict[int, bytes] = {}
-        self._open: list[bytes] = []
+        # The largest picture, frame rate and channel count of every init so far (Mux asset
+        # tracks, `_asset_tracks`).
+        self._video_seen: JSONDict = {}
+        self._audio_seen: JSONDict = {}
         self._open_size = 0
         self._open_video_frames = 0
         self._change: asyncio.Future[None] | None = None
@@ -422,13 +423,17 @@ class LivePackager:
                 self._handle(self.segmenter.on_end(self._clock()))
             except Exception as exc:
                 self._fault(exc)
-        seen = self.segmenter.counters
-        self.counters.overruns += seen.overruns
-        self.counters.frames_dropped += (seen.dropped_no_track + seen.dropped_waiting
-                                         + seen.dropped_overflow)
+        seen, counters = self.segmenter.counters, self.counters
+        counters.overruns += seen.overruns
+        counters.frames_dropped += (seen.dropped_no_track + seen.dropped_waiting
+                                    + seen.dropped_overflow)
+        counters.timestamps_clamped += seen.backward_timestamps
+        counters.timestamp_gaps += seen.gaps
+        counters.part_overruns += seen.part_overruns
+        counters.short_parts += seen.short_parts
+        counters.pdt_resyncs += seen.pdt_resyncs
         if self.playlist is not None:
             self.playlist.end()
-            self._drain()
         self._notify()
 
     async def finished(self) -> RecordingSummary | None:
@@ -444,23 +449,24 @@ class LivePackager:
             return None
         return RecordedMedia(duration=summary.duration, tracks=tuple(self._asset_tracks()))
 
+    def _see_tracks(self, tracks: tuple[TrackConfig, ...]) -> None:
+        video, audio = self._video_seen, self._audio_seen
+        for config in tracks:
+            if isinstance(config, VideoConfig):
+                video["type"] = "video"
+                if config.width:
+                    video["max_width"] = max(video.get("max_width", 0), config.width)
+                    video["max_height"] = max(video.get("max_height", 0), config.height)
+                if config.frame_rate:
+                    video["max_frame_rate"] = max(video.get("max_frame_rate", 0.0),
+                                                  round(config.frame_rate, 3))
+            else:
+                audio["type"] = "audio"
+                audio["max_channels"] = max(audio.get("max_channels", 0), config.channels)
+
     def _asset_tracks(self) -> list[JSONDict]:
         """Mux asset tracks: the largest picture, frame rate and channel count seen."""
-        video: JSONDict = {}
-        audio: JSONDict = {}
-        for _, tracks in self._inits.values():
-            for config in tracks:
-                if isinstance(config, VideoConfig):
-                    video["type"] = "video"
-                    if config.width:
-                        video["max_width"] = max(video.get("max_width", 0), config.width)
-                        video["max_height"] = max(video.get("max_height", 0), config.height)
-                    if config.frame_rate:
-                        video["max_frame_rate"] = max(video.get("max_frame_rate", 0.0),
-                                                      round(config.frame_rate, 3))
-                else:
-                    audio["type"] = "audio"
-                    audio["max_channels"] = max(audio.get("max_channels", 0), config.channels)
+        video, audio = dict(self._video_seen), dict(self._audio_seen)
         variant = self._variant
         if video and "max_frame_rate" not in video and variant and variant.frame_rate:
             video["max_frame_rate"] = variant.frame_rate
@@ -474,27 +480,22 @@ class LivePackager:
         return self._ended
 
     def resource(self, name: ResourceName) -> bytes | None:
-        """The bytes of a READY init, segment or part, or None."""
-        if name.init is not None:
-            entry = self._inits.get(name.init)
-            return entry[0] if entry is not None else None
-        assert name.msn is not None
-        if name.part is None:
-            return self._segments.get(name.msn)
-        return self._parts.get((name.msn, name.part))
+        """The bytes of a READY init, segment or part, or None (`LivePlaylist.media`)."""
+        return self.playlist.media(name) if self.playlist is not None else None
 
     def open_fragments(self) -> tuple[bytes, ...]:
         """The fragments of the segment in progress so far, oldest first (the image routes
         read the newest keyframe from them: in every latency mode, parts listed or not)."""
-        return tuple(self._open)
+        playlist = self.playlist
+        if playlist is None or not playlist.segments or playlist.segments[-1].complete:
+            return ()
+        return playlist.fragments(playlist.segments[-1].msn)
 
     def window_bytes(self) -> int:
         """Bytes of media held in memory for the live playlist: init segments, segments,
         parts (the open segment's too) and what waits for the first segment to complete."""
-        held = {id(data): len(data) for data in (
-            *(data for data, _ in self._inits.values()), *self._segments.values(),
-            *self._parts.values(), *self._open, *(data for _, data in self._buffered))}
-        return sum(held.values())
+        waiting = sum(len(data) for _, data in self._buffered)
+        return waiting + (self.playlist.held_bytes() if self.playlist is not None else 0)
 
     def variant(self) -> VariantInfo | None:
         """The rendition as the multivariant playlist describes it (after a segment)."""
@@ -576,47 +577,46 @@ class LivePackager:
         playlist = self.playlist
         assert playlist is not None
         if isinstance(event, InitChanged):
-            self._inits[event.init] = (data, event.tracks)
+            playlist.add_init(event.init, data)
             self._current_init = event.tracks
+            self._see_tracks(event.tracks)
             if self._recording is not None:
                 self._recording.submit(lambda writer: writer.write_init(event.init, data))
         elif isinstance(event, SegmentStarted):
             info = event.segment
             playlist.start_segment(init=info.init, program_date_time=info.program_date_time,
                                    discontinuity=info.discontinuity)
-            self._open = []
             self._open_video_frames = 0
         elif isinstance(event, PartCut):
-            self._open.append(data)
             self.counters.parts += 1
             self.counters.bytes_out += len(data)
             if self._current_init and isinstance(self._current_init[0], VideoConfig):
                 self._open_video_frames += sum(
                     len(run.samples) for run in event.runs if run.track_id == 1)
             if event.listed:
-                part = playlist.add_part(event.part.duration,
-                                         independent=event.part.independent)
-                self._parts[(part.msn, part.index)] = data
+                playlist.add_part(event.part.duration, independent=event.part.independent,
+                                  data=data)
+            else:
+                playlist.add_fragment(data)
         elif isinstance(event, SegmentCompleted):
             self._complete(playlist, event)
 
     def _complete(self, playlist: LivePlaylist, event: SegmentCompleted) -> None:
         segment = playlist.complete_segment(event.duration)
-        data = b"".join(self._open)
-        self._open = []
-        self._segments[segment.msn] = data
+        fragments = playlist.fragments(segment.msn)
+        size = sum(map(len, fragments))
         self.counters.segments += 1
         self._completed += 1
-        self._measure(len(data), event.duration)
+        self._measure(size, event.duration)
         if self._recording is not None:
             target = event.target_duration
+            # The buffers as held: the disk gets the parts one after another, no copy.
             if not self._recording.submit(
-                    lambda writer: writer.write_segment(segment, data, target), len(data)):
+                    lambda writer: writer.write_segment(segment, fragments, target), size):
                 self.counters.recording_dropped += 1  # the queue said why, once
             if self._completed == 1 and self._variant is not None:
                 variant = self._variant
                 self._recording.submit(lambda writer: writer.write_variant(variant))
-        self._drain()
         self._on_playable()
 
     def _measure(self, size: int, duration: float) -> None:
@@ -647,19 +647,6 @@ class LivePackager:
             codecs=codecs,
             resolution=(video.width, video.height) if video and video.width else None,
             frame_rate=frame_rate)
-
-    def _drain(self) -> None:
-        assert self.playlist is not None
-        expired = self.playlist.drain_expired()
-        for part in expired.parts:
-            self._parts.pop((part.msn, part.index), None)
-        for segment in expired.segments:
-            self._segments.pop(segment.msn, None)
-        latest = max(self._inits, default=-1)  # kept for the segment about to start
-        for init in [i for i in self._inits
-                     if i != latest
-                     and self.playlist.init_availability(i) is Availability.MISSING]:
-            del self._inits[init]
 
     def _notify(self) -> None:
         change, self._change = self._change, None

@@ -1,5 +1,5 @@
-"""A rendition's media playlist as state (`LivePlaylist`) and as text (`PlaylistRenderer`),
-plus the multivariant playlist (`render_multivariant`). Rules: LL-HLS.md, rfc8216bis.
+"""A rendition's media playlist as state (`LivePlaylist`) and as text (`PlaylistRenderer`).
+Rules: LL-HLS.md, rfc8216bis. The multivariant playlist is `relay.hls.multivariant`.
 
 Theory of operation: the segmenter reports what it cuts, in order, and the playlist keeps the
 records (`relay.hls.model`) that the renderer turns into text:
@@ -21,8 +21,15 @@ Two kinds of playlist:
 Parts are listed (and dropped) per whole segment, not one by one: hls.js numbers a segment's
 parts by their position in the list, so a list that lost its first parts would make it ask
 for the wrong `_HLS_part`. A segment's parts leave the playlist once the segment ends more
-than 3 x TARGETDURATION before the live edge and stay downloadable 3 x TARGETDURATION more;
-`drain_expired` tells the packager which bytes it may then free.
+than 3 x TARGETDURATION before the live edge and stay downloadable 3 x TARGETDURATION more.
+
+The playlist is the one owner of the live window: with each record it holds the bytes the
+packager gives it (`add_init`, `add_part`, `add_fragment`), answers `media` for the HTTP
+layer, and lets them go when the record stops being downloadable. Each byte is held once: a
+segment with parts is its list of parts, and the recording writes them one after another;
+its joined bytes are made only when a client asks for the whole segment, and kept (its parts
+then go when they expire). A segment without parts (REDUCED, STANDARD) is joined when it
+completes: every client asks for it whole.
 """
 
 from __future__ import annotations
@@ -30,14 +37,13 @@ from __future__ import annotations
 import gzip
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
 from relay.hls.model import (
     INIT_URI,
-    MEDIA_PLAYLIST_URI,
     PART_URI,
     SEGMENT_URI,
     PartInfo,
@@ -81,12 +87,12 @@ class Availability(StrEnum):
     MISSING = "missing"  # unknown, not hinted yet, or expired: 404
 
 
-@dataclass(frozen=True, slots=True)
-class Expired:
-    """Media that no URI may serve any more; the packager may free their bytes."""
+@dataclass(slots=True, eq=False)
+class _Media:
+    """The bytes of one downloadable segment (see the module's last paragraph)."""
 
-    parts: tuple[PartInfo, ...] = ()
-    segments: tuple[SegmentInfo, ...] = ()
+    fragments: list[bytes] = field(default_factory=list)  # in LOW mode, its parts
+    joined: bytes | None = None  # the whole segment, once made
 
 
 def _decimal(seconds: float) -> str:
@@ -145,17 +151,17 @@ class LivePlaylist:
         self._window_segments = window_segments
         # Every segment still downloadable, in msn order without gaps: first those that left
         # the window (msn < media sequence), then the window. `_starts` holds each one's
-        # start on the media timeline.
+        # start on the media timeline, `_media` its bytes.
         self._segments: list[SegmentInfo] = []
         self._starts: list[float] = []
+        self._media: list[_Media] = []
         self._media_sequence = first_msn
         self._next_msn = first_msn
         self._discontinuity_sequence = 0
         self._parts_horizon = first_msn  # segments below this msn have their parts expired
         self._longest_window = 0.0  # duration of the longest playlist served so far
         self._init_uses: dict[int, int] = {}
-        self._expired_parts: list[PartInfo] = []
-        self._expired_segments: list[SegmentInfo] = []
+        self._inits: dict[int, bytes] = {}  # the init segments' bytes
         self._ended = False
         self._revision = 0
         self._strict = strict
@@ -178,6 +184,14 @@ class LivePlaylist:
                 f"TARGETDURATION is {self._target_duration} s and cannot change to {seconds} s")
         self._target_duration = seconds
 
+    def add_init(self, init: int, data: bytes) -> None:
+        """The bytes of init segment `init`, which segments started from now on may name.
+
+        Held while a downloadable segment names it; the newest is also held before any does
+        (it is the one the next segment will name)."""
+        self._inits[init] = data
+        self._forget_unused_inits()
+
     def start_segment(
         self, *, init: int, program_date_time: float, discontinuity: bool = False,
     ) -> SegmentInfo:
@@ -193,13 +207,14 @@ class LivePlaylist:
                               discontinuity=discontinuity)
         self._segments.append(segment)
         self._starts.append(start)
+        self._media.append(_Media())
         self._init_uses[init] = self._init_uses.get(init, 0) + 1
         self._next_msn += 1
         self._changed()
         return segment
 
-    def add_part(self, duration: float, *, independent: bool) -> PartInfo:
-        """A part of the open segment is complete (rfc8216bis 4.4.4.9)."""
+    def add_part(self, duration: float, *, independent: bool, data: bytes = b"") -> PartInfo:
+        """A part of the open segment is complete (rfc8216bis 4.4.4.9); `data` its bytes."""
         self._require_open_for_changes()
         if self._part_target is None:
             raise PlaylistError("this playlist has no parts (part_target is None)")
@@ -220,8 +235,19 @@ class LivePlaylist:
         part = PartInfo(msn=segment.msn, index=len(segment.parts), duration=duration,
                         independent=independent)
         segment.parts.append(part)
+        self._media[-1].fragments.append(data)
         self._changed()
         return part
+
+    def add_fragment(self, data: bytes) -> None:
+        """Bytes of the open segment that the playlist does not list as a part (the internal
+        fragments of a playlist without parts)."""
+        self._require_open_for_changes()
+        if self._part_target is not None:
+            raise PlaylistError("this playlist lists parts; give their bytes to add_part")
+        if self._open_segment() is None:
+            raise PlaylistError("no open segment to add a fragment to; start one first")
+        self._media[-1].fragments.append(data)
 
     def complete_segment(self, duration: float) -> SegmentInfo:
         """The open segment is complete and lasts `duration` seconds."""
@@ -245,6 +271,10 @@ class LivePlaylist:
                     f"segment {segment.msn} lasts {duration:.3f} s but its parts sum to "
                     f"{summed:.3f} s")
         segment.duration = duration
+        if self._part_target is None:
+            media = self._media[-1]
+            self._join(media)
+            media.fragments = []  # no part of it is served: hold it once, whole
         self._trim_window()
         self._changed()
         return segment
@@ -263,17 +293,57 @@ class LivePlaylist:
             else:
                 self._segments.pop()
                 self._starts.pop()
+                self._media.pop()
                 self._release_init(segment.init)
                 self._next_msn -= 1
         self._ended = True
         self._changed()
 
-    def drain_expired(self) -> Expired:
-        """Parts and segments that became unservable since the last call."""
-        expired = Expired(tuple(self._expired_parts), tuple(self._expired_segments))
-        self._expired_parts.clear()
-        self._expired_segments.clear()
-        return expired
+    # -- the bytes ---------------------------------------------------------------------------
+
+    def media(self, name: ResourceName) -> bytes | None:
+        """The bytes of an init, a complete segment or a part while they are held (the HTTP
+        layer asks `availability` first); None otherwise. A segment with parts is joined
+        here the first time it is asked for, and kept joined."""
+        if name.init is not None:
+            return self._inits.get(name.init)
+        assert name.msn is not None
+        segment = self._find(name.msn)
+        if segment is None:
+            return None
+        media = self._media[name.msn - self._segments[0].msn]
+        if name.part is None:
+            if not segment.complete:
+                return None
+            whole = self._join(media)
+            if name.msn < self._parts_horizon:
+                media.fragments = []  # its parts are served no more
+            return whole
+        if name.msn >= self._parts_horizon and name.part < len(media.fragments) \
+                and self._part_target is not None:
+            return media.fragments[name.part]
+        return None
+
+    def fragments(self, msn: int) -> tuple[bytes, ...]:
+        """Segment `msn`'s bytes as held, without a copy: its parts (or internal fragments)
+        so far while it is open, then those or its joined bytes; () when it is not held."""
+        if self._find(msn) is None:
+            return ()
+        media = self._media[msn - self._segments[0].msn]
+        if media.joined is not None:
+            return (media.joined,)
+        return tuple(media.fragments)
+
+    def held_bytes(self) -> int:
+        """Bytes held for the live window: init segments, segments and parts (of the open
+        segment too), each buffer once."""
+        held = sum(map(len, self._inits.values()))
+        for media in self._media:
+            buffers = {id(data): len(data) for data in media.fragments}
+            if media.joined is not None:  # the one part of a segment, joined, is that part
+                buffers[id(media.joined)] = len(media.joined)
+            held += sum(buffers.values())
+        return held
 
     # -- what the renderer, the blocking rules and the HTTP layer read ---------------------
 
@@ -503,7 +573,9 @@ class LivePlaylist:
             index = segment.msn - self._segments[0].msn
             if edge - self._end_of(index) <= retain + _EPSILON:
                 break
-            self._expired_parts.extend(segment.parts)
+            media = self._media[index]
+            if media.joined is not None:
+                media.fragments = []  # its parts are served no more; the joined bytes are
             self._parts_horizon += 1
         while self._segments and self._segments[0].msn < self._media_sequence:
             oldest = self._segments[0]
@@ -514,13 +586,26 @@ class LivePlaylist:
                 break
             self._segments.pop(0)
             self._starts.pop(0)
+            self._media.pop(0)
             self._release_init(oldest.init)
-            self._expired_segments.append(oldest)
 
     def _release_init(self, init: int) -> None:
         self._init_uses[init] -= 1
         if self._init_uses[init] == 0:
             del self._init_uses[init]
+            self._forget_unused_inits()
+
+    def _forget_unused_inits(self) -> None:
+        """Drop the bytes of inits no downloadable segment names, but the newest."""
+        newest = max(self._inits, default=-1)
+        for init in [i for i in self._inits if i != newest and i not in self._init_uses]:
+            del self._inits[init]
+
+    @staticmethod
+    def _join(media: _Media) -> bytes:
+        if media.joined is None:
+            media.joined = b"".join(media.fragments)  # (one fragment: that same object)
+        return media.joined
 
 
 class PlaylistRenderer:
@@ -635,57 +720,3 @@ def render_segment_lines(lines: list[str], segment: SegmentInfo, current_init: i
     if segment.duration is not None:
         lines.append(f"#EXTINF:{_decimal(segment.duration)},")
         lines.append(SEGMENT_URI.format(msn=segment.msn))
-
-
-@dataclass(frozen=True, slots=True)
-class VariantInfo:
-    """One EXT-X-STREAM-INF (rfc8216bis 4.4.6.2); the caller measures the bit rates."""
-
-    bandwidth: int  # peak bits per second
-    codecs: tuple[str, ...]  # RFC 6381 strings, e.g. ("avc1.64001f", "mp4a.40.2")
-    average_bandwidth: int | None = None  # bits per second
-    resolution: tuple[int, int] | None = None  # width, height; None for audio only
-    frame_rate: float | None = None
-    path: str = ""  # prefix of the variant's MEDIA_PLAYLIST_URI, e.g. "{PLAYBACK_ID}/"
-
-
-def render_multivariant(variants: Sequence[VariantInfo]) -> str:
-    """The multivariant playlist naming each variant's media playlist."""
-    if not variants:
-        raise ValueError("a multivariant playlist needs at least one variant")
-    lines = ["#EXTM3U", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for variant in variants:
-        lines.append(_stream_inf(variant))
-        lines.append(f"{variant.path}{MEDIA_PLAYLIST_URI}")
-    return "\n".join(lines) + "\n"
-
-
-def _stream_inf(variant: VariantInfo) -> str:
-    if variant.bandwidth <= 0:
-        raise ValueError(f"BANDWIDTH must be positive, got {variant.bandwidth}")
-    if not variant.codecs or not all(_is_codec(codec) for codec in variant.codecs):
-        raise ValueError(f"CODECS must be RFC 6381 strings, got {variant.codecs!r}")
-    if any(char in variant.path for char in '"\r\n '):
-        raise ValueError(f"a variant path cannot hold quotes or whitespace: {variant.path!r}")
-    attributes = [f"BANDWIDTH={variant.bandwidth}"]
-    if variant.average_bandwidth is not None:
-        if not 0 < variant.average_bandwidth <= variant.bandwidth:
-            raise ValueError(f"AVERAGE-BANDWIDTH {variant.average_bandwidth} must be positive "
-                             f"and at most BANDWIDTH {variant.bandwidth}")
-        attributes.append(f"AVERAGE-BANDWIDTH={variant.average_bandwidth}")
-    attributes.append(f'CODECS="{",".join(variant.codecs)}"')
-    if variant.resolution is not None:
-        width, height = variant.resolution
-        if width <= 0 or height <= 0:
-            raise ValueError(f"RESOLUTION must be positive, got {width}x{height}")
-        attributes.append(f"RESOLUTION={width}x{height}")
-    if variant.frame_rate is not None:
-        if not variant.frame_rate > 0:
-            raise ValueError(f"FRAME-RATE must be positive, got {variant.frame_rate}")
-        attributes.append(f"FRAME-RATE={variant.frame_rate:.3f}")
-    return "#EXT-X-STREAM-INF:" + ",".join(attributes)
-
-
-def _is_codec(codec: str) -> bool:
-    return bool(codec) and all(char.isalnum() or char in ".-" for char in codec) \
-        and codec.isascii()

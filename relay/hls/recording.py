@@ -38,13 +38,15 @@ import logging
 import os
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 from relay.hls.model import INIT_URI, SEGMENT_URI, SegmentInfo
-from relay.hls.playlist import VERSION_FMP4, VariantInfo, render_segment_lines
+from relay.hls.multivariant import VariantInfo
+from relay.hls.playlist import VERSION_FMP4, render_segment_lines
 
 log = logging.getLogger("relay.hls")
 
@@ -87,15 +89,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Replace `path` with `data` through a temporary file, so a reader sees the old or the
-    new bytes, never a mix; with `durable`, fsync the file before it is renamed (the caller
-    fsyncs the directory). A failed write removes the temporary file (and the space it took)."""
+def _write_atomically(path: Path, data: bytes | Sequence[bytes], *,
+                      durable: bool = False) -> None:
+    """Replace `path` with `data` (bytes, or buffers written one after another) through a
+    temporary file, so a reader sees the old or the new bytes, never a mix; with `durable`,
+    fsync the file before it is renamed (the caller fsyncs the directory). A failed write
+    removes the temporary file (and the space it took)."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            _write_all(fd, data)
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                _write_all(fd, chunk)
             if durable:
                 os.fsync(fd)
         finally:
@@ -158,8 +163,11 @@ class RecordingWriter:
         self._prepare()
         _write_atomically(self.directory / INIT_URI.format(init=init), data)
 
-    def write_segment(self, segment: SegmentInfo, data: bytes, target_duration: int) -> None:
-        """Store a complete segment, then list it in the playlist (both or neither)."""
+    def write_segment(self, segment: SegmentInfo, data: bytes | Sequence[bytes],
+                      target_duration: int) -> None:
+        """Store a complete segment (its bytes, or its parts in order: the live window holds
+        a segment as its parts, and joining them for the disk would copy it), then list it
+        in the playlist (both or neither)."""
         self._prepare()
         path = self.directory / SEGMENT_URI.format(msn=segment.msn)
         _write_atomically(path, data)

@@ -39,9 +39,10 @@ from starlette.routing import Route
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
+from relay.hls.multivariant import render_multivariant
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page_for, static_file
-from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
+from relay.hls.playlist import GZIP_LEVEL, Availability
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind

@@ -72,8 +72,9 @@ from fractions import Fraction
 from typing import Final
 
 from relay.hls.fmp4 import Sample, TrackRun, timescale_of
-from relay.hls.model import LatencyMode, PartInfo, SegmentInfo
+from relay.hls.model import PartInfo, SegmentInfo
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, TrackKind, VideoConfig
+from relay.store.records import LatencyMode
 
 log = logging.getLogger("relay.hls")
 
@@ -91,8 +92,8 @@ MAX_PART_TARGET: Final = 1.0
 #: small (parts are listed for 3 x TARGETDURATION) and hold-back short for players that
 #: ignore parts. REDUCED: 2 s, the same GOP-sized segments without parts. STANDARD: 6 s
 #: (Apple's HLS authoring recommendation).
-SEGMENT_TARGETS: Final = {LatencyMode.LOW: 2.0, LatencyMode.REDUCED: 2.0,
-                          LatencyMode.STANDARD: 6.0}
+SEGMENT_TARGETS: Final[dict[LatencyMode, float]] = {"low": 2.0, "reduced": 2.0,
+                                                     "standard": 6.0}
 MIN_SEGMENT_TARGET: Final = 1.0
 MAX_SEGMENT_TARGET: Final = 30.0
 
@@ -200,16 +201,14 @@ SegmenterEvent = InitChanged | SegmentStarted | PartCut | SegmentCompleted
 
 @dataclass(slots=True)
 class SegmenterCounters:
-    """Plain counters, read by the metrics collector at scrape time."""
+    """What the encoder got wrong, counted; the packager adds them to `HlsCounters` when its
+    session ends, and /metrics exports them."""
 
-    frames_in: int = 0  # frames given to on_frame
     dropped_no_track: int = 0  # a frame of a kind with no configuration
     dropped_waiting: int = 0  # video before a keyframe; audio before its segment's start
     dropped_overflow: int = 0  # audio beyond MAX_PENDING_AUDIO while video stalled
     backward_timestamps: int = 0  # durations clamped to one tick
     gaps: int = 0  # dts jumps beyond max_gap (each flushed the segment)
-    segments: int = 0  # segments completed
-    parts: int = 0  # parts / fragments cut
     overruns: int = 0  # segments whose rounded duration exceeds TARGETDURATION
     part_overruns: int = 0  # listed parts longer than PART-TARGET (one frame longer than it)
     short_parts: int = 0  # listed parts under 85% of PART-TARGET, not independent nor last
@@ -293,6 +292,8 @@ class PartSegmenter:
         video_wait: float = DEFAULT_VIDEO_WAIT,
         first_msn: int = 0,
     ) -> None:
+        if mode not in SEGMENT_TARGETS:
+            raise ValueError(f"mode must be one of {', '.join(SEGMENT_TARGETS)}, got {mode!r}")
         target = SEGMENT_TARGETS[mode] if segment_target is None else segment_target
         if not MIN_PART_TARGET <= part_target <= MAX_PART_TARGET:
             raise ValueError(f"part_target must be within {MIN_PART_TARGET}..{MAX_PART_TARGET}"
@@ -312,9 +313,9 @@ class PartSegmenter:
         self.mode = mode
         self.segment_target = target
         #: PART-TARGET for the playlist; None unless LOW mode (no parts listed).
-        self.part_target: float | None = part_target if mode is LatencyMode.LOW else None
+        self.part_target: float | None = part_target if mode == "low" else None
         #: The longest part or internal fragment cut, seconds.
-        self.fragment_target = part_target if mode is LatencyMode.LOW else FRAGMENT_TARGET
+        self.fragment_target = part_target if mode == "low" else FRAGMENT_TARGET
         #: TARGETDURATION, fixed when the first segment completes (see `_fix_target_duration`).
         self.target_duration: int | None = None
         self.counters = SegmenterCounters()
@@ -362,7 +363,6 @@ class PartSegmenter:
     def on_frame(self, frame: MediaFrame, now: float) -> list[SegmenterEvent]:
         """One frame; `now` is its arrival time (wall clock, epoch seconds)."""
         self._accept(_Input.FRAME)
-        self.counters.frames_in += 1
         events: list[SegmenterEvent] = []
         if frame.kind not in self._configs:
             self.counters.dropped_no_track += 1
@@ -586,7 +586,6 @@ class PartSegmenter:
             if end - segment.part_start > segment.part_limit:
                 self.counters.part_overruns += 1
         self._sequence += 1
-        self.counters.parts += 1
         segment.part_start = end
         segment.part_index += 1
         events.append(PartCut(part=part, sequence_number=self._sequence, runs=tuple(runs),
@@ -637,7 +636,6 @@ class PartSegmenter:
                 "encoder's keyframes came further apart than in the first segment; set its "
                 "keyframe interval to %g s or less", segment.msn, duration, target,
                 self.segment_target)
-        self.counters.segments += 1
         self._next_msn += 1
         events.append(SegmentCompleted(msn=segment.msn, duration=duration,
                                        target_duration=target, overrun=overrun))

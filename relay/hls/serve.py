@@ -37,9 +37,10 @@ from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisf
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
 from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, parse_resource
+from relay.hls.multivariant import render_multivariant
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import render_player_page_for
-from relay.hls.playlist import GZIP_LEVEL, Availability, render_multivariant
+from relay.hls.playlist import GZIP_LEVEL, Availability
 from relay.hls.recorded import GZIP_MIN_BYTES, RecordedPlaylists
 from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import RequestKind

@@ -96,7 +96,8 @@ UNREACHABLE_RETRY_AFTER: Final = 1
 HOP_HEADER: Final = "x-relay-hop"
 
 # Statuses of the owner passed on as they are; any other is the owner misbehaving: 502.
-_PASSED_STATUSES: Final = frozenset({200, 400, 403, 404, 503})
+# 429: the owner's image rate limit (`relay.images.pool.ClientRates`), with its Retry-After.
+_PASSED_STATUSES: Final = frozenset({200, 400, 403, 404, 429, 503})
 # Response fields that describe the representation (RFC 9110) and pass; everything else,
 # hop-by-hop fields included (RFC 9110 7.6.1: Connection, Keep-Alive, Transfer-Encoding,
 # TE, Trailer, Upgrade, Proxy-*), is dropped; Content-Length and Date are our own.
@@ -134,6 +135,7 @@ class UpstreamCounters:
     timeouts: int = 0  # connected, no whole answer in time (502)
     bad_answers: int = 0  # an unexpected status, an oversized or undecodable body (502)
     busy: int = 0  # refused at MAX_IN_FLIGHT, or no connection free in time (503)
+    received_bytes: int = 0  # body bytes received from owners (as sent: gzip counts gzipped)
 
 
 #: What identifies one upstream request: (owner base URL, path, query, referer, user agent).
@@ -260,9 +262,10 @@ class UpstreamFetcher:
     coalesced, immutable answers cached. `get` never raises for the owner's failures: it
     answers them (`error_answer`)."""
 
-    def __init__(self, limits: UpstreamLimits | None = None) -> None:
+    def __init__(self, limits: UpstreamLimits | None = None, *,
+                 counters: UpstreamCounters | None = None) -> None:
         self.limits = limits if limits is not None else UpstreamLimits()
-        self.counters = UpstreamCounters()
+        self.counters = counters if counters is not None else UpstreamCounters()
         self.cache = ImmutableCache(self.limits.cache_max_entries, self.limits.cache_max_bytes)
         self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._in_flight: dict[UpstreamKey, asyncio.Future[Fetched]] = {}
@@ -349,6 +352,7 @@ class UpstreamFetcher:
                     body = bytearray()
                     async for chunk in response.aiter_raw():
                         body += chunk
+                        self.counters.received_bytes += len(chunk)
                         if len(body) > limits.max_body_bytes:
                             return self._bad(owner, f"answered more than "
                                              f"{limits.max_body_bytes} bytes for one resource")

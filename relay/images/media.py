@@ -128,10 +128,10 @@ def live_snapshot(packager: LivePackager) -> LiveSnapshot | None:
         if start is None or init is None:
             continue
         if segment.duration is not None:
-            data = packager.resource(ResourceName(msn=segment.msn))
-            if data is None:
+            # As held (its parts, or whole): joining it here would copy it for nothing.
+            fragments: tuple[bytes, ...] = playlist.fragments(segment.msn)
+            if not fragments:
                 continue
-            fragments: tuple[bytes, ...] = (data,)
             duration = segment.duration
         else:
             fragments = packager.open_fragments()

@@ -6,7 +6,9 @@ one decode: a dict of tasks keyed by (playback id, request, media version)); and
 starts `job` in a worker thread, unless `max_pending` distinct decodes are already queued or
 running, when it raises `ImageBusy` (the route answers 503 with Retry-After) instead of
 letting the queue grow. A started decode runs to its end even if its requesters leave, and
-its result goes to the cache, bounded in entries and bytes (LRU).
+its result goes to the cache, bounded in entries and bytes (LRU). `DecodePool.share` puts
+other image work under the same queue bound and sharing, without the cache: the image of a
+live stream another node owns, fetched from that node (`relay.hls.upstream`).
 
 Threads, not processes: PyAV releases the GIL while FFmpeg demuxes, decodes and scales
 (`avcodec_send_packet`, `sws_scale` run `nogil`), and Pillow releases it while it encodes, so
@@ -27,10 +29,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 from relay.images.render import Rendered
 
@@ -54,6 +56,8 @@ DEFAULT_DECODES_PER_SECOND: Final = 5.0
 DEFAULT_DECODE_BURST: Final = 20
 #: Clients whose buckets are remembered; past it the least recently seen are forgotten.
 MAX_RATE_CLIENTS: Final = 10_000
+
+T = TypeVar("T")
 
 
 class ImageBusy(Exception):
@@ -106,21 +110,23 @@ class DecodePool:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="relay-image",
                                             initializer=_lower_priority)
         self._running: dict[Hashable, asyncio.Task[Rendered]] = {}
+        self._sharing: dict[Hashable, asyncio.Task[Any]] = {}  # `share`'s, by key
         self._cache: OrderedDict[Hashable, Rendered] = OrderedDict()
         self._cached_bytes = 0
 
     @property
     def pending(self) -> int:
-        """Distinct decodes queued or running."""
-        return len(self._running)
+        """Distinct decodes queued or running, and `share`'s work in progress."""
+        return len(self._running) + len(self._sharing)
 
     @property
     def cached_bytes(self) -> int:
         return self._cached_bytes
 
     def has(self, key: Hashable) -> bool:
-        """Whether `run(key, ...)` would start no decode (cached or running)."""
-        return key in self._cache or key in self._running
+        """Whether `run(key, ...)` would start no decode (cached or running), or
+        `share(key, ...)` no new work."""
+        return key in self._cache or key in self._running or key in self._sharing
 
     async def run(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
         """The image for `key`: cached, shared with a running decode, or made by `job` in a
@@ -135,9 +141,9 @@ class DecodePool:
         if task is not None:
             self.counters.shared += 1
         else:
-            if len(self._running) >= self.max_pending:
+            if self.pending >= self.max_pending:
                 self.counters.busy += 1
-                raise ImageBusy(len(self._running), self.max_pending)
+                raise ImageBusy(self.pending, self.max_pending)
             task = asyncio.get_running_loop().create_task(self._make(key, job),
                                                           name="relay-image")
             task.add_done_callback(_retrieve)
@@ -146,6 +152,33 @@ class DecodePool:
         # shield: a requester that leaves (a closed connection) does not cancel the decode
         # the others wait for.
         return await asyncio.shield(task)
+
+    async def share(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+        """`work()`'s result, under the bound and the sharing of decodes but not cached:
+        calls with the same key while one runs share it; ImageBusy when `max_pending`
+        decodes and works are in progress. For an image another node makes (the owner of a
+        live stream): its answer's own Cache-Control says how long it may be kept, and a
+        live image's is a second."""
+        self.counters.requests += 1
+        task = self._sharing.get(key)
+        if task is not None:
+            self.counters.shared += 1
+        else:
+            if self.pending >= self.max_pending:
+                self.counters.busy += 1
+                raise ImageBusy(self.pending, self.max_pending)
+            task = asyncio.get_running_loop().create_task(self._shared(key, work),
+                                                          name="relay-image-share")
+            task.add_done_callback(_retrieve)
+            self._sharing[key] = task
+        # shield: as in `run`, a requester that leaves does not cancel the others' work.
+        return cast(T, await asyncio.shield(task))
+
+    async def _shared(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await work()
+        finally:
+            self._sharing.pop(key, None)
 
     async def _make(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
         try:
@@ -174,8 +207,11 @@ class DecodePool:
             self._cached_bytes -= len(dropped.body)
 
     def close(self) -> None:
-        """Stop taking work; queued decodes are dropped, running ones finish."""
+        """Stop taking work; queued decodes are dropped, running ones finish; `share`'s
+        work is cancelled."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for task in self._sharing.values():
+            task.cancel()
 
 
 def _lower_priority() -> None:
@@ -187,7 +223,7 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
 
 
-def _retrieve(task: asyncio.Task[Rendered]) -> None:
+def _retrieve(task: asyncio.Task[Any]) -> None:
     # Every waiter may have left: the exception was still seen (no "never retrieved" log).
     if not task.cancelled():
         with contextlib.suppress(Exception):

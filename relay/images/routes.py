@@ -14,6 +14,16 @@ with a `PlaybackGate`, answer a signed id only with a `?token=` of the route's a
 new decode (`ClientRates`: 429), and await the image from the
 `DecodePool` (queue bound: 503 with Retry-After; a time outside the media: 400). These routes
 must come before the HLS routes' `/{playback_id}/{name}`, which would take their paths.
+
+A live stream another node owns (issue 19) is drawn by that node: with an `OwnerProxy`, the
+request (path and query as they came) is answered with the owner's answer, its status,
+Cache-Control and body, as the HLS routes do. The node still parses the query (a bad value
+is its own 400), charges the client (`ClientRates`, 429) for each fetch it starts, and
+counts the fetches in flight against the pool's queue bound (`DecodePool.share`, 503);
+identical requests at once share one fetch. A request that came from another node
+(`HOP_HEADER`) is never sent on; from the address of a live node (`nodes`), it is not
+charged to that address's rate either: the node charged its own viewer, and all of a node's
+viewers share its one address.
 """
 
 from __future__ import annotations
@@ -27,10 +37,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.addresses import address_group
 from relay.api.errors import error_response
 from relay.hls.packager import LivePackager
-from relay.hls.routes import CORS, Target, forbidden
+from relay.hls.routes import CORS, Target, accepts_gzip, forbidden
 from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate
+from relay.hls.upstream import HOP_HEADER, OwnerProxy
 from relay.images.media import (
     MediaGone,
     MediaReader,
@@ -68,6 +80,11 @@ class PlaybackResolver(Protocol):
 
     async def resolve_signed(self, playback_id: str) -> tuple[Target, bool]: ...
 
+    def live_elsewhere(self, playback_id: str) -> bool:
+        """Whether the id, just resolved, is a live stream not live here (asked only with
+        a proxy)."""
+        ...
+
 
 def _not_found() -> Response:
     return error_response(404, ["not found"], headers={**CORS, "Cache-Control": "no-store"})
@@ -93,10 +110,15 @@ def _bad(exc: ImageParamError) -> Response:
 
 def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                  rates: ClientRates | None = None, index: RecordingIndex | None = None,
-                 gate: PlaybackGate | None = None) -> list[Route]:
+                 gate: PlaybackGate | None = None,
+                 proxy: OwnerProxy | None = None,
+                 nodes: Callable[[str], bool] | None = None) -> list[Route]:
     """The image routes; add them before `relay.hls.routes.playback_routes`. With `gate`,
     signed playback ids are answered to their tokens (audience t, g or s); without one, or
-    without its access, they are 404s as on the HLS routes."""
+    without its access, they are 404s as on the HLS routes. With `proxy`, a live stream
+    another node owns is answered by that node; `nodes` says which client addresses (as
+    `relay.addresses.address_group` gives them) are live nodes'."""
+
     decodes = pool if pool is not None else DecodePool()
     clients = rates if rates is not None else ClientRates()
     recordings = index if index is not None else RecordingIndex()
@@ -108,6 +130,9 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
         playback_id: str = request.path_params["playback_id"]
         token: str | None = None  # a signed id's, once accepted
         target, signed = await directory.resolve_signed(playback_id)
+        if (target is None and proxy is not None and HOP_HEADER not in request.headers
+                and directory.live_elsewhere(playback_id)):
+            return await relayed(request, playback_id, signed, proxy)
         if target is None or (signed and (gate is None or not gate.enabled)):
             return _not_found()
         if signed:
@@ -144,7 +169,7 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
             cache = RECORDED_IMAGE_CACHE
         key = (playback_id, kind, parsed, version)
         try:
-            if not decodes.has(key):
+            if not decodes.has(key) and not from_node(request):
                 clients.take(request.client.host if request.client else "")
             result = await decodes.run(key, job)
         except RateLimited as exc:
@@ -164,6 +189,36 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                 body = _with_token(body, sheet, token)
         return Response(body, media_type=result.media_type,
                         headers={**CORS, "Cache-Control": cache})
+
+    def from_node(request: Request) -> bool:
+        """A proxied request of a live node's (see the module docstring)."""
+        return (nodes is not None and HOP_HEADER in request.headers
+                and request.client is not None and nodes(address_group(request.client.host)))
+
+    async def relayed(request: Request, playback_id: str, signed: bool,
+                      proxy: OwnerProxy) -> Response:
+        """The owner's answer (None from the proxy: no other node owns it, 404). The owner
+        decides a signed id's token, and reads Referer and User-Agent for its restrictions:
+        those go along, and are part of what is shared, for a signed id only."""
+        path, query = request.url.path, request.url.query
+        referer = request.headers.get("referer", "") if signed else ""
+        user_agent = request.headers.get("user-agent", "") if signed else ""
+        key = ("owner", path, query, referer, user_agent)
+        try:
+            if not decodes.has(key):
+                clients.take(request.client.host if request.client else "")
+            fetched = await decodes.share(key, lambda: proxy.fetch(
+                playback_id, path, query, signed=signed, referer=referer,
+                user_agent=user_agent))
+        except RateLimited as exc:
+            decodes.counters.rate_limited += 1
+            return _refused(429, str(exc), exc.retry_after)
+        except ImageBusy as exc:
+            return _refused(503, str(exc), exc.retry_after)
+        if fetched is None:
+            return _not_found()
+        headers, body = fetched.answer(accepts_gzip(request.headers.get("accept-encoding", "")))
+        return Response(body, status_code=fetched.status, headers=dict(headers))
 
     async def thumbnail(request: Request) -> Response:
         try:

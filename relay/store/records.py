@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 LiveStreamStatus = Literal["idle", "active", "disabled"]
+#: A live stream's `latency_mode` (MUX-API.md): "low" is LL-HLS (short segments made of
+#: parts), "reduced" short segments without parts, "standard" longer segments. The one
+#: definition: the API validates it, the store keeps it, the HLS segmenter is cut by it.
 LatencyMode = Literal["low", "reduced", "standard"]
 PlaybackPolicy = Literal["public", "signed"]
 PlaybackObjectType = Literal["live_stream", "asset"]

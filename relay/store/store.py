@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import importlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -179,6 +180,11 @@ MAX_SESSION_WRITE_BATCH = 250
 #: this go when a node registers, so the table holds the nodes of about one day.
 NODE_ROW_RETENTION = 86_400.0
 
+
+#: URL query options SQLAlchemy's asyncpg dialect takes for itself (its `connect`), which
+#: asyncpg.connect would refuse: left out of the listening connection's arguments.
+_SQLALCHEMY_ASYNCPG_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func",
+                               "async_creator_fn")
 
 #: The key, in a connection's `info`, that says its transaction wrote outbox events.
 _WROTE_EVENTS = "relay.wrote_events"
@@ -1278,6 +1284,46 @@ class Store:
         if ended:
             await self._idle_simulcast_targets(ended)
         return ended
+
+    # -- change notices between nodes (PostgreSQL LISTEN/NOTIFY) ---------------------
+
+    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """Send each payload as a notice on `channel` (PostgreSQL `NOTIFY`), in one
+        statement and one transaction: the listeners get them when it commits, in order.
+        Nothing on SQLite, where the one node has no one to tell."""
+        if self.single_node or not payloads:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text("SELECT pg_notify(:channel, payload) "
+                     "FROM unnest(CAST(:payloads AS text[])) AS payload"),
+                {"channel": channel, "payloads": list(payloads)})
+
+    async def connect_listener(self) -> Any:
+        """A new asyncpg connection to this store's PostgreSQL database, outside the pool
+        (a `LISTEN` holds its connection for good), built from the same URL. The caller
+        closes it."""
+        if self._engine.dialect.name != "postgresql":
+            raise RuntimeError("LISTEN needs PostgreSQL")
+        asyncpg = importlib.import_module("asyncpg")  # untyped: kept behind this method
+        args, params = self._engine.dialect.create_connect_args(self._engine.url)
+        for option in _SQLALCHEMY_ASYNCPG_OPTIONS:  # the dialect's, not asyncpg's
+            params.pop(option, None)
+        return await asyncpg.connect(*args, **params)
+
+    async def stream_keys(self, stream_ids: Collection[str]) -> dict[str, StreamKeyRow]:
+        """`list_stream_keys` for the streams named (those that exist), by id: one query,
+        for the key cache and the live sessions after other nodes' changes."""
+        if not stream_ids:
+            return {}
+        c = live_streams.c
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(c.id, c.stream_key, c.status, c.srt_passphrase)
+                .where(c.id.in_(set(stream_ids))))).all()
+        return {stream_id: StreamKeyRow(stream_id, key, cast(LiveStreamStatus, status),
+                                        passphrase)
+                for stream_id, key, status, passphrase in rows}
 
     # -- event outbox ----------------------------------------------------------------
 

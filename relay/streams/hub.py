@@ -81,8 +81,6 @@ class LiveSession:
         self.tracks: dict[TrackKind, TrackConfig] = {}
         self.asset_id: str | None = None
         self.protocol: IngestProtocol = "rtmp"
-        self.frames_in = 0
-        self.frames_dropped = 0
         #: Read by /metrics at scrape time: the ingest's rates, keyframe interval and drift,
         self.health = IngestHealth()
         #: the encoder's resumes inside the reconnect window,
@@ -202,13 +200,10 @@ class LiveSession:
 
     def publish_frame(self, frame: MediaFrame) -> None:
         if self.stream.audio_only and frame.kind is TrackKind.VIDEO:
-            self.frames_dropped += 1
             return
         if frame.kind not in self.tracks:
             # A frame before its decoder configuration cannot be decoded by anyone.
-            self.frames_dropped += 1
             return
-        self.frames_in += 1
         now, video = self._clock(), frame.kind is TrackKind.VIDEO
         self.health.record(now, len(frame.data), video, frame.keyframe, frame.dts)
         state = self.lifecycle.state

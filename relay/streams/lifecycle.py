@@ -16,7 +16,7 @@ session hub (`relay.streams.hub`) carries out, in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -82,7 +82,6 @@ class SessionLifecycle:
     reconnect_window: float
     state: State = State.CONNECTED
     recorded: bool = False  # whether any connection of this session has sent media
-    history: list[State] = field(default_factory=list)
 
     def start(self) -> tuple[Effect, ...]:
         """The effects of the first admission."""
@@ -99,7 +98,6 @@ class SessionLifecycle:
             raise LifecycleError(f"{event} is not accepted in state {self.state}") from None
         if event is Input.MEDIA:
             self.recorded = True
-        self.history.append(self.state)
         self.state = new_state
         return effects
 

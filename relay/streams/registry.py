@@ -19,19 +19,23 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
 from relay.limits import MAX_SESSION_SECONDS
-from relay.store import Store
+from relay.store import Store, StreamKeyRow
 from relay.store.records import LiveStream, LiveStreamStatus
 from relay.streams.hub import LiveSession, Publisher
 from relay.streams.ingest_warnings import WarningCounts
 from relay.streams.throttle import AuthThrottle
 
 log = logging.getLogger("relay.streams")
+
+#: Most streams one store read of `changed_elsewhere` asks for (more take several reads):
+#: keeps each query's parameter list far below the databases' caps.
+STREAM_READ_BATCH = 1000
 
 # Sessions are never longer than this, whatever a stream's max_continuous_duration (12 h).
 DEFAULT_SESSION_LIMIT = float(MAX_SESSION_SECONDS)
@@ -476,6 +480,74 @@ class IngestRegistry:
         reason = _END_REASONS.get(change)
         if reason is not None:
             session.end(reason)
+
+    # -- what other nodes' APIs did (relay.cluster.notices) ----------------------------
+
+    async def changed_elsewhere(self, changes: Mapping[str, Collection[str]]) -> None:
+        """Apply changes another node's API made: stream id -> the `StreamChange` values
+        its notices named (none: just compare with the store). Each stream is read back
+        from the store (the notices are sent after their changes commit, so the read is
+        at least as new): the key cache takes its key and status, and its live session
+        here ends when the stream is gone, disabled, has another key than the session
+        was admitted with, or was completed. The same ends as `stream_changed`'s, whose
+        record came with the change; here the store says what became of it."""
+        ids = list(changes)
+        for first in range(0, len(ids), STREAM_READ_BATCH):
+            chunk = ids[first:first + STREAM_READ_BATCH]
+            watch = _ChangeWatch()
+            self._watches.add(watch)
+            try:
+                rows = await self.store.stream_keys(chunk)
+            finally:
+                self._watches.discard(watch)
+            for stream_id in chunk:
+                self._stored_change(stream_id, frozenset(changes[stream_id]),
+                                    rows.get(stream_id), stream_id in watch.touched)
+
+    async def check_sessions(self) -> None:
+        """End the live sessions here whose streams the store says were deleted, disabled
+        or given a new key (a notice of it was lost): `changed_elsewhere` for each."""
+        await self.changed_elsewhere({stream_id: () for stream_id in list(self.sessions)})
+
+    async def resync(self) -> None:
+        """Reload the whole key cache and check every live session against the store: after
+        the notices may have been missed (the listening connection dropped)."""
+        await self.load_keys()
+        await self.check_sessions()
+
+    def _stored_change(self, stream_id: str, kinds: frozenset[str],
+                       row: StreamKeyRow | None, touched: bool) -> None:
+        revoked = (Refusal.UNKNOWN_KEY if row is None or StreamChange.KEY_RESET in kinds
+                   else Refusal.DISABLED if row.status == "disabled" else None)
+        for watch in self._watches:
+            watch.touched.add(stream_id)
+            if revoked is not None:
+                watch.revoked[stream_id] = revoked
+        if not touched:  # else an API change here came during the read: its word stands
+            if row is None:
+                self._forget(stream_id)
+            else:
+                self._remember(row.id, row.stream_key, row.status, row.srt_passphrase)
+        session = self.sessions.get(stream_id)
+        if session is None:
+            return
+        if row is None:
+            change = StreamChange.DELETED
+        elif row.status == "disabled" or StreamChange.DISABLED in kinds:
+            change = StreamChange.DISABLED
+        elif not hmac.compare_digest(_key_bytes(row.stream_key),
+                                     _key_bytes(session.stream.stream_key)):
+            # Compared with the session's own key, not the notice: a session admitted
+            # with the new key after a reset stays.
+            change = StreamChange.KEY_RESET
+        elif StreamChange.COMPLETED in kinds:
+            change = StreamChange.COMPLETED
+        else:
+            return
+        if not session.lifecycle.ended:
+            log.info("stream %s: %s on another node (or while a notice was lost)",
+                     stream_id, change.value)
+        session.end(_END_REASONS[change])
 
     async def close(self) -> None:
         """Refuse new publishes and end every session (shutdown)."""

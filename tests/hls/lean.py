@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -19,10 +19,13 @@ from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 @contextlib.asynccontextmanager
 async def serving_lean(app: ASGIApp, playback: PlaybackServer,
                        limits: HttpLimits | None = None,
-                       counters: HttpCounters | None = None) -> AsyncIterator[str]:
-    """Serve on 127.0.0.1; yields the base URL."""
+                       counters: HttpCounters | None = None,
+                       trusted: Callable[[str], bool] | None = None) -> AsyncIterator[str]:
+    """Serve on 127.0.0.1; yields the base URL. `trusted`: the table's node addresses."""
     limits = limits if limits is not None else HttpLimits()
     limited = limited_protocol(limits, counters)
+    if trusted is not None:
+        limited.table.trusted = trusted
     protocol = playback_protocol(limits, limited.table, playback, limited)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                             ws="none", http=protocol)

@@ -8,14 +8,16 @@ ffmpeg and hls.js.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
 from relay.app import attach_packager
-from relay.hls.model import LatencyMode, ResourceName
+from relay.hls.model import ResourceName
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
+from relay.hls.playlist import LivePlaylist
 from relay.hls.recording import RECORDING_PLAYLIST, VARIANT_FILE, RecordingWriter, read_variant
 from relay.hls.segmenter import PartSegmenter
 from relay.media.units import Codec, MediaFrame, VideoConfig
@@ -77,7 +79,7 @@ def test_variant_is_measured_from_the_segments() -> None:
 
 
 def test_reduced_and_standard_list_no_parts_but_serve_segments() -> None:
-    for mode, target in ((LatencyMode.REDUCED, 2), (LatencyMode.STANDARD, 6)):
+    for mode, target in (("reduced", 2), ("standard", 6)):
         packager = Feeder(mode=mode).tracks().frames(av(13.5)).packager
         playlist = packager.playlist
         assert playlist is not None and playlist.target_duration == target
@@ -86,33 +88,70 @@ def test_reduced_and_standard_list_no_parts_but_serve_segments() -> None:
         assert packager.resource(ResourceName(msn=0)) is not None
 
 
+def held(playlist: LivePlaylist) -> dict[int, tuple[bytes, ...]]:
+    """The segments the playlist holds bytes of, and those bytes."""
+    return {msn: playlist.fragments(msn) for msn in range(playlist.next_msn)
+            if playlist.fragments(msn)}
+
+
 def test_memory_follows_the_live_window() -> None:
     packager = Feeder().tracks().frames(av(120)).packager
     playlist = packager.playlist
     assert playlist is not None
     assert len(playlist.segments) <= 16
     # Parts of the segments within 6 x TARGETDURATION of the edge (listed, then retained),
-    # 7 parts each, and of the open one; segments of the window and those that just left it.
-    assert len(packager._parts) <= (6 + 2) * 7
-    assert len(packager._segments) <= 2 * 16
+    # and of the open one; segments of the window and those that just left it, whole.
+    assert len(held(playlist)) <= 2 * 16
+    parts = [(msn, index) for msn in range(playlist.next_msn) for index in range(8)
+             if packager.resource(ResourceName(msn=msn, part=index)) is not None]
+    assert 0 < len(parts) <= (6 + 2) * 7
     assert packager.resource(ResourceName(msn=0)) is None
 
 
-def test_window_bytes_counts_each_held_buffer_once() -> None:
+def test_the_window_holds_each_byte_once() -> None:
     feeder = Feeder().tracks()
     assert feeder.packager.window_bytes() == 0
     feeder.frames(av(1.0))  # the first segment is not complete: its events wait
     waiting = feeder.packager.window_bytes()
     assert waiting > 0 and feeder.packager.playlist is None
     packager = feeder.frames(av(120)).packager
-    held = {id(data): len(data) for data in (
-        *packager._segments.values(), *packager._parts.values(),
-        *(data for data, _ in packager._inits.values()))}
-    # Listed parts of the open segment are the same objects as its pending parts.
-    assert packager._open and all(id(data) in held for data in packager._open)
-    assert packager.window_bytes() == sum(held.values())
-    segment_bytes = sum(map(len, packager._segments.values()))
-    assert segment_bytes < packager.window_bytes() < 2 * segment_bytes + 10**6
+    playlist = packager.playlist
+    assert playlist is not None
+    init = packager.resource(ResourceName(init=0))
+    assert init is not None
+    segments = held(playlist)
+    buffers = {id(data): len(data) for fragments in segments.values() for data in fragments}
+    assert packager.window_bytes() == len(init) + sum(buffers.values())
+    # The open segment's fragments are its parts, as the playlist serves them.
+    open_msn = playlist.segments[-1].msn
+    assert packager.open_fragments() == segments[open_msn] == tuple(
+        packager.resource(ResourceName(msn=open_msn, part=index))
+        for index in range(len(playlist.segments[-1].parts)))
+    # A complete segment with parts is held as its parts; asked for whole, it is joined
+    # once and kept (one more copy, until its parts expire).
+    msn = playlist.last_complete_msn
+    assert msn is not None and len(segments[msn]) > 1
+    before = packager.window_bytes()
+    whole = packager.resource(ResourceName(msn=msn))
+    assert whole == b"".join(segments[msn]) and packager.resource(ResourceName(msn=msn)) is whole
+    assert packager.window_bytes() == before + len(whole)
+
+
+def test_the_encoders_faults_are_added_to_the_counters_at_the_end() -> None:
+    video = video_frames(6.0)
+    repeated = dataclasses.replace(video[31], dts=video[30].dts, pts=video[30].pts)
+    frames = [*video[:31], repeated, *video[32:],  # one duration of 0 ms: clamped
+              *video_frames(3.0, start=video[-1].dts + 10_000)]  # a 10 s jump: a gap
+    counters = HlsCounters()
+    feeder = Feeder(counters=counters).tracks(audio=False).frames(frames)
+    feeder.packager.on_end()
+    seen = feeder.packager.segmenter.counters
+    assert (seen.backward_timestamps, seen.gaps) == (1, 1)
+    assert (counters.timestamps_clamped, counters.timestamp_gaps) == (1, 1)
+    assert (counters.part_overruns, counters.short_parts, counters.pdt_resyncs) == (
+        seen.part_overruns, seen.short_parts, seen.pdt_resyncs)
+    feeder.packager.on_end()  # a second end adds nothing
+    assert (counters.timestamps_clamped, counters.timestamp_gaps) == (1, 1)
 
 
 def test_the_end_completes_the_open_segment_and_lists_endlist() -> None:
@@ -258,6 +297,20 @@ async def test_the_finished_recording_describes_its_tracks(tmp_path: Path) -> No
     assert video == {"type": "video", "max_width": 1280, "max_height": 720,
                      "max_frame_rate": 30.0, "duration": pytest.approx(6.0, abs=0.05)}
     assert audio["type"] == "audio" and audio["max_channels"] == 2
+
+
+async def test_the_asset_tracks_remember_inits_that_left_the_window(tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    writer.set_result(RecordingWriter(tmp_path / "asset"))
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(4.0))
+    smaller = dataclasses.replace(video_config(), width=640, height=360, record=b"\x01other")
+    feeder.packager.on_track(smaller)
+    feeder.frames(av(90.0, start=4000))
+    assert feeder.packager.resource(ResourceName(init=0)) is None  # init 0 left the window
+    feeder.packager.on_end()
+    media = await feeder.packager.finished_media()
+    assert media is not None
+    assert (media.tracks[0]["max_width"], media.tracks[0]["max_height"]) == (1280, 720)
 
 
 # -- a failure ends the session, through the hub and the store ----------------------------

@@ -1,5 +1,6 @@
-"""Media and multivariant playlists: golden texts, the live window, delta updates, recordings,
-the playlist's refusals, and the playlist checker (which must catch every rule it claims)."""
+"""Media playlists: golden texts, the live window, delta updates, recordings, the playlist's
+refusals, and the playlist checker, for media and multivariant playlists (it must catch every
+rule it claims). The multivariant renderer's own tests are in test_multivariant.py."""
 
 from __future__ import annotations
 
@@ -15,16 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.hls.model import ResourceName, SegmentInfo
+from relay.hls.multivariant import VariantInfo, render_multivariant
 from relay.hls.playlist import (
     Availability,
     LivePlaylist,
     PlaylistError,
     PlaylistKind,
     PlaylistRenderer,
-    VariantInfo,
     format_program_date_time,
     render_media_playlist,
-    render_multivariant,
 )
 from tests.hls.playlist_checker import (
     check_media_playlist,
@@ -36,7 +36,8 @@ QUARTERS = (0.5, 0.5, 0.5, 0.5)
 
 
 class Feed:
-    """Plays the segmenter: starts, fills and completes segments with a media clock."""
+    """Plays the segmenter: starts, fills and completes segments with a media clock. Part
+    `msn.index` holds the bytes b"msn.index;", a segment without parts b"msn;"."""
 
     def __init__(self, playlist: LivePlaylist) -> None:
         self.playlist = playlist
@@ -48,7 +49,10 @@ class Feed:
         segment = self.playlist.start_segment(init=init, program_date_time=self.clock,
                                               discontinuity=discontinuity)
         for index, part in enumerate(parts):
-            self.playlist.add_part(part, independent=index == 0)
+            self.playlist.add_part(part, independent=index == 0,
+                                   data=f"{segment.msn}.{index};".encode())
+        if not parts and self.playlist.part_target is None:
+            self.playlist.add_fragment(f"{segment.msn};".encode())
         if complete:
             length = duration if duration is not None else sum(parts)
             self.playlist.complete_segment(length)
@@ -234,10 +238,14 @@ def test_parts_leave_the_playlist_after_3_target_durations_and_expire_3_later() 
     # Still downloadable for 3 x TD more: segments 3..5; older ones are gone.
     assert playlist.part_availability(3, 0) is Availability.READY
     assert playlist.part_availability(2, 3) is Availability.MISSING
-    expired = playlist.drain_expired()
-    assert [(part.msn, part.index) for part in expired.parts] == [
-        (msn, index) for msn in range(3) for index in range(4)]
-    assert playlist.drain_expired().parts == ()
+    # They are no longer served as parts; the segment still is, whole.
+    assert playlist.media(ResourceName(msn=3, part=0)) == b"3.0;"
+    assert [playlist.media(ResourceName(msn=msn, part=0)) for msn in range(3)] == [None] * 3
+    assert playlist.fragments(2) == (b"2.0;", b"2.1;", b"2.2;", b"2.3;")  # as held: not joined
+    before = playlist.held_bytes()
+    assert playlist.media(ResourceName(msn=2)) == b"2.0;2.1;2.2;2.3;"
+    assert playlist.fragments(2) == (b"2.0;2.1;2.2;2.3;",)  # joined, it is held once
+    assert playlist.held_bytes() == before
 
 
 def test_an_open_segment_without_parts_is_not_listed_yet() -> None:
@@ -303,9 +311,71 @@ def test_segments_stay_downloadable_after_leaving_the_window_then_expire() -> No
     assert playlist.media_sequence == 5
     assert playlist.segment_availability(3) is Availability.MISSING
     assert playlist.segment_availability(4) is Availability.READY
-    expired = playlist.drain_expired()
-    assert [segment.msn for segment in expired.segments] == [0, 1, 2, 3]
+    assert [playlist.media(ResourceName(msn=msn)) for msn in range(3, 5)] == [None, b"4;"]
+    assert [playlist.fragments(msn) for msn in range(3, 5)] == [(), (b"4;",)]
     assert playlist.init_availability(0) is Availability.READY
+
+
+def test_the_bytes_of_parts_segments_and_inits_are_held_once() -> None:
+    playlist = low_latency()
+    playlist.add_init(0, b"init 0")
+    feed = Feed(playlist)
+    feed.segment(QUARTERS)
+    feed.segment((0.5,), complete=False)
+    assert playlist.media(ResourceName(init=0)) == b"init 0"
+    assert playlist.media(ResourceName(msn=0, part=3)) == b"0.3;"
+    assert playlist.media(ResourceName(msn=1, part=0)) == b"1.0;"
+    assert playlist.media(ResourceName(msn=1, part=1)) is None  # the hinted part
+    assert playlist.media(ResourceName(msn=1)) is None  # open: not a segment yet
+    assert playlist.fragments(1) == (b"1.0;",)
+    parts = len(b"init 0") + 5 * len(b"0.0;")
+    assert playlist.held_bytes() == parts  # no segment is held joined ...
+    whole = playlist.media(ResourceName(msn=0))
+    assert whole == b"0.0;0.1;0.2;0.3;"
+    assert playlist.media(ResourceName(msn=0)) is whole  # ... until one is asked for
+    assert playlist.held_bytes() == parts + len(whole)
+    assert playlist.fragments(0) == (whole,)
+    playlist.add_part(0.5, independent=False, data=b"1.1;")
+    playlist.complete_segment(1.0)
+    for _ in range(6):  # segment 0 ends 13 s (over 6 x TD) before the edge: its parts go
+        feed.segment(QUARTERS)
+    assert playlist.media(ResourceName(msn=0, part=0)) is None
+    assert playlist.media(ResourceName(msn=0)) is whole
+    assert playlist.held_bytes() == sum(
+        len(data) for msn in range(playlist.next_msn) for data in playlist.fragments(msn)
+    ) + len(b"init 0")
+
+
+def test_a_playlist_without_parts_holds_each_segment_whole() -> None:
+    playlist = LivePlaylist(target_duration=2)
+    playlist.start_segment(init=0, program_date_time=T0)
+    playlist.add_fragment(b"a")
+    playlist.add_fragment(b"b")
+    assert playlist.fragments(0) == (b"a", b"b")  # the open segment, as the images read it
+    playlist.complete_segment(2.0)
+    assert playlist.fragments(0) == (b"ab",) and playlist.held_bytes() == 2
+    assert playlist.media(ResourceName(msn=0)) == b"ab"
+    assert playlist.media(ResourceName(msn=0, part=0)) is None
+    with pytest.raises(PlaylistError, match="no open segment"):
+        playlist.add_fragment(b"c")
+    with pytest.raises(PlaylistError, match="give their bytes to add_part"):
+        low_latency().add_fragment(b"c")
+
+
+def test_an_init_is_held_while_a_segment_names_it_and_the_newest_always() -> None:
+    playlist = LivePlaylist(target_duration=2, window_segments=1)
+    feed = Feed(playlist)
+    playlist.add_init(0, b"0")
+    playlist.add_init(1, b"1")  # never named: dropped for the newer one
+    playlist.add_init(2, b"2")
+    assert [playlist.media(ResourceName(init=i)) for i in range(3)] == [None, None, b"2"]
+    feed.segment(duration=2.0, init=2)
+    playlist.add_init(3, b"3")
+    assert playlist.media(ResourceName(init=2)) == b"2"  # segment 0 names it
+    for _ in range(4):
+        feed.segment(duration=2.0, init=3)
+    assert playlist.segment_availability(0) is Availability.MISSING
+    assert [playlist.media(ResourceName(init=i)) for i in (2, 3)] == [None, b"3"]
 
 
 def test_renderer_caches_per_revision() -> None:
@@ -610,45 +680,6 @@ def test_a_short_part_is_fine_when_independent_or_last() -> None:
 def test_bad_configuration_is_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         LivePlaylist(**options)  # type: ignore[arg-type]
-
-
-# -- multivariant ---------------------------------------------------------------------------
-
-def test_multivariant_golden() -> None:
-    text = render_multivariant([
-        VariantInfo(bandwidth=2_500_000, average_bandwidth=2_000_000,
-                    codecs=("avc1.64001f", "mp4a.40.2"), resolution=(1280, 720),
-                    frame_rate=29.97, path="abc123/"),
-    ])
-    assert text == (
-        "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n"
-        '#EXT-X-STREAM-INF:BANDWIDTH=2500000,AVERAGE-BANDWIDTH=2000000,'
-        'CODECS="avc1.64001f,mp4a.40.2",RESOLUTION=1280x720,FRAME-RATE=29.970\n'
-        "abc123/rendition.m3u8\n")
-    check_multivariant(text)
-
-
-def test_multivariant_audio_only_variant_has_no_resolution() -> None:
-    text = render_multivariant([VariantInfo(bandwidth=140_000, codecs=("mp4a.40.2",))])
-    assert text.splitlines()[2:] == ['#EXT-X-STREAM-INF:BANDWIDTH=140000,CODECS="mp4a.40.2"',
-                                     "rendition.m3u8"]
-    check_multivariant(text)
-
-
-@pytest.mark.parametrize("variant", [
-    VariantInfo(bandwidth=0, codecs=("mp4a.40.2",)),
-    VariantInfo(bandwidth=1000, codecs=()),
-    VariantInfo(bandwidth=1000, codecs=('avc1"',)),
-    VariantInfo(bandwidth=1000, codecs=("mp4a.40.2",), average_bandwidth=2000),
-    VariantInfo(bandwidth=1000, codecs=("avc1.64001f",), resolution=(0, 720)),
-    VariantInfo(bandwidth=1000, codecs=("avc1.64001f",), frame_rate=0.0),
-    VariantInfo(bandwidth=1000, codecs=("mp4a.40.2",), path="a b/"),
-])
-def test_multivariant_refuses_bad_values(variant: VariantInfo) -> None:
-    with pytest.raises(ValueError):
-        render_multivariant([variant])
-    with pytest.raises(ValueError):
-        render_multivariant([])
 
 
 # -- the checker catches every rule ----------------------------------------------------------

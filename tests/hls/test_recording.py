@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from relay.hls.model import SegmentInfo
-from relay.hls.playlist import VariantInfo
+from relay.hls.multivariant import VariantInfo
 from relay.hls.recording import (
     RECORDING_PLAYLIST,
     RecordingWriter,
@@ -33,6 +33,16 @@ def test_the_live_recording_is_a_valid_event_playlist(tmp_path: Path) -> None:
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1
     check_media_playlist(text)
     assert (tmp_path / "101.m4s").read_bytes() == b"segment 1"
+
+
+def test_a_segment_given_as_its_parts_is_written_whole(tmp_path: Path) -> None:
+    writer = RecordingWriter(tmp_path)
+    writer.write_init(0, b"init")
+    segment = SegmentInfo(msn=7, init=0, program_date_time=T0, duration=2.0)
+    writer.write_segment(segment, (b"part 0;", b"", b"part 2"), target_duration=2)
+    assert (tmp_path / "7.m4s").read_bytes() == b"part 0;part 2"
+    assert not list(tmp_path.glob("*.tmp"))
+    assert "7.m4s" in (tmp_path / RECORDING_PLAYLIST).read_text()
 
 
 def test_a_second_writer_appends_to_the_same_recording(tmp_path: Path) -> None:

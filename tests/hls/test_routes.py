@@ -18,7 +18,7 @@ import pytest
 from relay.hls import recorded, routes, serve
 from relay.hls.holding import HeldRequests
 from relay.hls.http1 import Request, Response
-from relay.hls.playlist import VariantInfo
+from relay.hls.multivariant import VariantInfo
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.request_counts import RequestKind
 from relay.hls.routes import create_playback_app

@@ -22,7 +22,7 @@ import pytest
 
 from relay.api.errors import ERROR_TYPES
 from relay.api.signing import new_key_pair
-from relay.hls.playlist import VariantInfo
+from relay.hls.multivariant import VariantInfo
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.signed import (
     FORBIDDEN_TYPE,

@@ -1,7 +1,8 @@
 """HTTP bounds over real sockets against `relay serve` (issue 12, item 7): slowloris sockets
 are closed after the header timeout and cannot keep a normal request out, however many there
-are; one address gets only its share of connections; held LL-HLS requests beyond their caps
-are answered 503 with Retry-After.
+are; one address gets only its share of connections, unless it is another live node's and its
+requests carry the playback proxy's hop header (issue 19); held LL-HLS requests beyond their
+caps are answered 503 with Retry-After.
 
 Timing here is only ever bounded generously from above (the server must act before a
 deadline many times its timeout) or from below by the timeout itself (a server cannot close
@@ -9,6 +10,7 @@ a connection before its own timer fires)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import resource
@@ -26,9 +28,12 @@ import pytest
 
 from relay.config import SERVE_OPTIONS, Settings
 from relay.hls.holding import DEFAULT_MAX_HELD_REQUESTS, DEFAULT_MAX_HELD_REQUESTS_PER_STREAM
+from relay.hls.upstream import HOP_HEADER
 from relay.http_limits import HttpLimits
+from relay.store import Store
 from testkit.encoders import needs_ffmpeg
 from testkit.peers import metric
+from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess, wait_for
 from tests.hls.playlist_checker import parse_media_playlist
 from tests.integration.helpers.hls_playback import http, last_msn, pushing
@@ -199,6 +204,58 @@ def test_one_address_gets_only_its_share_of_connections(tmp_path: Path) -> None:
         refusals = [line for line in relay.lines if "--http-max-connections-per-ip" in line]
         assert 1 <= len(refusals) <= 3, refusals
         assert metric(relay.urls["metrics"], "relay_http_refused_per_ip_total") == 20
+
+
+def register_node(url: str, node_id: str, advertise_url: str) -> None:
+    async def run() -> None:
+        store = await Store.open(url)
+        try:
+            await store.register_node(node_id, advertise_url)
+        finally:
+            await store.close()
+    asyncio.run(run())
+
+
+def ask(relay: RelayProcess, source: str, target: str, hop: bool) -> bytes:
+    sock = socket.create_connection(address(relay), timeout=10, source_address=(source, 0))
+    try:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: relay\r\n%sConnection: close\r\n\r\n" % (
+            target.encode(), f"{HOP_HEADER}: 1\r\n".encode() if hop else b""))
+        return read_response(sock)
+    finally:
+        sock.close()
+
+
+def test_a_live_nodes_hop_requests_pass_the_per_address_cap(
+        postgres: PostgresCluster, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    # Another node, live for the test's length, advertised at 127.0.0.2: Relay reads the
+    # live nodes at start (and with each heartbeat).
+    register_node(url, "node-b", "http://127.0.0.2:8080")
+    with relay_serving(tmp_path / "data", "--database-url", url, "--node-timeout", "60",
+                       "--http-max-connections-per-ip", "2",
+                       "--http-header-timeout", "120") as relay:
+        sockets = open_slow(relay, 2, source="127.0.0.2") + open_slow(relay, 2,
+                                                                     source="127.0.0.3")
+        try:
+            # The node's address, over its share: a hop request is answered, by the lean
+            # server (a playlist) and by the API behind it (/healthz).
+            for target, status in (("/NoSuchId1.m3u8", b"404"), ("/healthz", b"200")):
+                answer = ask(relay, "127.0.0.2", target, hop=True)
+                assert answer.startswith(b"HTTP/1.1 " + status), (target, answer)
+            # Without the header: the per-address 503.
+            refused = ask(relay, "127.0.0.2", "/healthz", hop=False)
+            assert refused.startswith(b"HTTP/1.1 503 "), refused
+            # A stranger's hop header: refused on accept.
+            stranger = ask(relay, "127.0.0.3", "/healthz", hop=True)
+            assert stranger.startswith(b"HTTP/1.1 503 "), stranger
+            assert not any(is_closed(sock) for sock in sockets)
+        finally:
+            close_all(sockets)
+        metrics = relay.urls["metrics"]
+        assert metric(metrics, "relay_http_node_exemptions_total") == 2
+        assert metric(metrics, "relay_http_refused_per_ip_total") == 2
+        assert metric(metrics, "relay_node_live_nodes") == 2
 
 
 @needs_ffmpeg

@@ -1,65 +1,42 @@
 """Two `relay serve` nodes on one PostgreSQL and one data dir (issue 19, "Nodes"): a key live
 on node B plays from node A (through B) and is refused on node A as a second publisher is
-(RTMP and SRT); after B is killed
-with SIGKILL, A finishes B's session once the reconnect window has passed (stream idle,
-recording completed from the shared data dir), and each lifecycle event exists once."""
+(RTMP and SRT); after B is killed with SIGKILL, A finishes B's session once the reconnect
+window has passed (stream idle, recording completed from the shared data dir), and each
+lifecycle event exists once."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 
-from relay.store import Store
 from relay.store.records import Event, NodeRef
 from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess
+from tests.integration.helpers import nodes
+from tests.integration.helpers.nodes import api, in_store, stop_encoder, stream_of
 from tests.integration.helpers.webhooks import wait_until
 
-TOKEN = ("nodes-test-token", "nodes-test-secret-0123456789-abcdefghijk")
 NODE_TIMEOUT = 3.0  # --node-timeout of both nodes: B is dead 3 s after its last heartbeat
 WINDOW = 2.0  # the stream's reconnect window
 
 
 def node(url: str, data_dir: Path, name: str) -> RelayProcess:
-    return RelayProcess(data_dir, token=TOKEN, extra_args=[
-        "--database-url", url, "--node-id", name, "--node-timeout", str(NODE_TIMEOUT)])
+    return nodes.node(url, data_dir, name, NODE_TIMEOUT)
 
 
-def api(relay: RelayProcess) -> httpx.Client:
-    return httpx.Client(base_url=relay.http_url, auth=TOKEN, timeout=10)
-
-
-def stream_of(relay: RelayProcess, stream_id: str) -> dict[str, Any]:
-    with api(relay) as client:
-        response = client.get(f"/video/v1/live-streams/{stream_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json()["data"])
-
-
-def in_store(url: str, call: str, *args: str) -> Any:
-    async def run() -> Any:
-        store = await Store.open(url)
-        try:
-            return await getattr(store, call)(*args)
-        finally:
-            await store.close()
-    return asyncio.run(run())
-
-
-def stop_encoder(encoder: subprocess.Popen[str]) -> None:
-    if encoder.poll() is None:
-        encoder.kill()
-    encoder.communicate()
+def metric(relay: RelayProcess, series: str) -> float:
+    """One series' value on `relay`'s /metrics (`series`: the name, with its labels)."""
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    assert found is not None, (series, text)
+    return float(found.group(1))
 
 
 def play_through(node: RelayProcess, owner: RelayProcess, playback_id: str) -> int:
@@ -120,6 +97,21 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         # A plays it: the playlists and media come from B, byte for byte.
         played = play_through(a, b, playback_id)
         assert played >= 1, played
+        # And its thumbnail, which B draws.
+        with httpx.Client(timeout=20) as client:
+            thumbnail = client.get(f"{a.http_url}/{playback_id}/thumbnail.jpg")
+        assert thumbnail.status_code == 200, thumbnail.text
+        assert thumbnail.headers["content-type"] == "image/jpeg"
+        # What the nodes' /metrics say of it: A asked B (playlists, media, the thumbnail);
+        # B holds the lease; each sees both nodes.
+        assert metric(a, "relay_upstream_requests_total") >= played + 3
+        assert metric(a, "relay_upstream_received_bytes_total") > len(thumbnail.content)
+        assert metric(a, 'relay_upstream_errors_total{kind="unreachable"}') == 0
+        assert metric(b, "relay_upstream_requests_total") == 0
+        assert (metric(a, "relay_node_leases_held"), metric(b, "relay_node_leases_held")) \
+            == (0, 1)
+        wait_until(lambda: metric(a, "relay_node_live_nodes") == 2 == metric(
+            b, "relay_node_live_nodes"), 10, "each node to see both")
 
         # The same key on A while B holds it: refused as a second publisher.
         second = ffmpeg_publish(f"{a.urls['rtmp']}/{key}", seconds=5)
@@ -151,6 +143,9 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
         # Not before B's lease had expired and the reconnect window had passed after it.
         assert time.monotonic() - killed >= WINDOW
         assert "finished 1 live session(s) of dead node(s)" in a.log, a.log
+        assert metric(a, "relay_node_takeovers_total") == 1
+        wait_until(lambda: metric(a, "relay_node_live_nodes") == 1, 10,
+                   "A to count B dead")
         with api(a) as client:
             asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
         assert asset["status"] == "ready" and asset["is_live"] is False, asset

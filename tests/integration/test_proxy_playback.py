@@ -2,11 +2,13 @@
 with a live stream pushed by ffmpeg; node A is a playback node in this process
 (`testkit.playback_node`) whose owner lookup names B. ffprobe and ffmpeg play from A, and
 reads as hls.js makes them (blocking reloads, the hinted part, delta updates) are answered
-by A with B's bytes; many viewers of one part on A cost B one request (B's own metrics)."""
+by A with B's bytes; many viewers of one part on A cost B one request (B's own metrics);
+thumbnails and storyboards come from B through A too."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import re
 import shutil
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from testkit.playback_node import PlaybackNode, live_stream_id, serving_node
 from testkit.relay_process import RelayProcess
@@ -61,6 +64,7 @@ def test_a_node_plays_a_stream_another_node_owns(owner: RelayProcess, tmp_path: 
         check_playlists(live, node)
         hls_js_reads(live, node, owner)
         many_viewers_one_request(live, node, owner)
+        images_from_the_owner(live, node, owner)
         played = probe(node.url + live.multivariant)
         assert {s["codec_name"] for s in played["streams"]} == {"h264", "aac"}
         decoded = decode(node.url + live.multivariant, 3)
@@ -124,3 +128,23 @@ def many_viewers_one_request(live: Live, node: PlaybackNode, owner: RelayProcess
         assert len({a.content for a in answers}) == 1
         assert part_requests(owner) - before == 1
         assert node.upstream.requests - upstream_before == 1
+
+
+def images_from_the_owner(live: Live, node: PlaybackNode, owner: RelayProcess) -> None:
+    """A thumbnail and a storyboard of the live stream through A: B draws them, A answers
+    them with B's headers (a live image is kept a second: nothing immutable)."""
+    with httpx.Client(base_url=node.url, timeout=20) as client, \
+            httpx.Client(base_url=owner.http_url, timeout=20) as direct:
+        upstream_before = node.upstream.requests
+        thumbnail = client.get(f"/{live.playback_id}/thumbnail.jpg", params={"width": "64"})
+        assert thumbnail.status_code == 200, thumbnail.text
+        assert thumbnail.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(thumbnail.content)).width == 64
+        own = direct.get(f"/{live.playback_id}/thumbnail.jpg", params={"width": "64"})
+        assert thumbnail.headers["cache-control"] == own.headers["cache-control"]
+        assert "immutable" not in thumbnail.headers["cache-control"]
+        vtt = client.get(f"/{live.playback_id}/storyboard.vtt")
+        assert vtt.status_code == 200 and vtt.text.startswith("WEBVTT"), vtt.text
+        sheet = client.get(f"/{live.playback_id}/storyboard.jpg")
+        assert sheet.status_code == 200 and sheet.content[:2] == b"\xff\xd8"
+        assert node.upstream.requests - upstream_before == 3

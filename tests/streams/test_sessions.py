@@ -14,6 +14,7 @@ from relay.store import Store
 from relay.store.records import LiveStream
 from relay.streams.registry import IngestRegistry, PublishRefused, Refusal, StreamChange
 from relay.streams.throttle import AuthThrottle
+from tests.streams.helpers.drain_queue import Recorder
 from tests.streams.helpers.sessions import (
     AUDIO,
     VIDEO,
@@ -226,11 +227,15 @@ async def test_audio_only_drops_video_and_activates_on_audio(store: Store) -> No
     stream = await new_stream(store, audio_only=True)
     registry = IngestRegistry(store)
     session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    sink = Recorder()
+    session.attach_sink(sink)
     session.publish_track(VIDEO)
     session.publish_track(AUDIO)
     session.publish_frame(frame(TrackKind.VIDEO, 0, keyframe=True))
-    assert session.frames_dropped == 1 and TrackKind.VIDEO not in session.tracks
-    session.publish_frame(frame(TrackKind.AUDIO, 0))
+    assert TrackKind.VIDEO not in session.tracks and sink.items == [AUDIO]
+    audio = frame(TrackKind.AUDIO, 0)
+    session.publish_frame(audio)
+    assert sink.items == [AUDIO, audio]
     await settle(registry, stream.id)
     live = await store.get_live_stream(stream.id)
     assert live is not None and live.status == "active"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.hls.packager import HlsCounters
@@ -17,6 +18,16 @@ from relay.streams.registry import IngestRegistry
 pytestmark = pytest.mark.anyio
 
 
+def scrape(store: Store, hls: HlsCounters) -> dict[str, Metric]:
+    """The families the collector writes for `hls`, parsed back."""
+    collector = IngestCollector(IngestRegistry(store), RtmpCounters(), hls)
+    collector.unregister()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return {family.name: family for family in
+            text_string_to_metric_families(generate_latest(registry).decode())}
+
+
 async def test_requests_and_histograms_are_exported(store: Store) -> None:
     hls = HlsCounters()
     hls.requests.count(RequestKind.PART, 200)
@@ -25,12 +36,7 @@ async def test_requests_and_histograms_are_exported(store: Store) -> None:
     for seconds in (0.004, 0.25, 0.3, 100.0):
         hls.reload_wait.observe(seconds)
     hls.part_publish_delay.observe(0.033)
-    collector = IngestCollector(IngestRegistry(store), RtmpCounters(), hls)
-    collector.unregister()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    families = {family.name: family for family in
-                text_string_to_metric_families(generate_latest(registry).decode())}
+    families = scrape(store, hls)
     requests = families["relay_hls_requests"]
     assert requests.type == "counter" and "kind" in requests.documentation
     assert {(s.labels["kind"], s.labels["status"]): s.value for s in requests.samples} == {
@@ -48,3 +54,15 @@ async def test_requests_and_histograms_are_exported(store: Store) -> None:
     delay = families["relay_hls_part_publish_delay_seconds"]
     assert {(s.name, s.labels.get("le")): s.value for s in delay.samples}[
         ("relay_hls_part_publish_delay_seconds_bucket", "0.035")] == 1
+
+
+async def test_the_encoders_faults_are_exported(store: Store) -> None:
+    hls = HlsCounters(overruns=1, frames_dropped=2, timestamps_clamped=3, timestamp_gaps=4,
+                      part_overruns=5, short_parts=6, pdt_resyncs=7)
+    families = scrape(store, hls)
+    exported = {name: families[name].samples[0].value for name in (
+        "relay_hls_segment_overruns", "relay_hls_dropped_frames", "relay_hls_timestamps_clamped",
+        "relay_hls_timestamp_gaps", "relay_hls_part_overruns", "relay_hls_short_parts",
+        "relay_hls_program_date_time_resyncs")}
+    assert list(exported.values()) == [1, 2, 3, 4, 5, 6, 7]
+    assert all(families[name].type == "counter" for name in exported)

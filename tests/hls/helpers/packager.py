@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from relay.hls.model import LatencyMode
 from relay.hls.packager import LivePackager
 from relay.media.units import MediaFrame
+from relay.store.records import LatencyMode
 from tests.hls.helpers.segmenter import (
     audio_config,
     audio_frames,
@@ -23,7 +23,7 @@ T0 = 1_700_000_000.0
 class Feeder:
     """Feeds a packager frames with arrival times on a fake wall clock."""
 
-    def __init__(self, mode: LatencyMode = LatencyMode.LOW, **options: Any) -> None:
+    def __init__(self, mode: LatencyMode = "low", **options: Any) -> None:
         self.now = T0
         self.playable = 0
         self.fatal: list[str] = []

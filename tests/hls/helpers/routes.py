@@ -10,7 +10,6 @@ from typing import cast
 import httpx
 
 from relay.hls.holding import HeldRequests
-from relay.hls.model import LatencyMode
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.recorded import RecordedPlaylists
 from relay.hls.routes import PlaybackDirectory, create_playback_app
@@ -61,7 +60,7 @@ class Server:
     def __init__(self, tmp_path: Path, holds: HeldRequests | None = None,
                  mode: str = "asgi", gate: PlaybackGate | None = None) -> None:
         self.mode = mode
-        self.feeder = Feeder(LatencyMode.LOW)
+        self.feeder = Feeder("low")
         self.feeder.tracks()
         self.live: LivePackager | None = self.feeder.packager
         self.store = FakeStore()
