@@ -18,6 +18,8 @@ GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 # nginx with its RTMP module: the simulcast target of the tests (started on a free port with
 # a config of the test's own; installing nginx may also start its system service on port 80).
+# libnginx-mod-stream: nginx's TCP proxy with `proxy_protocol on`, the load balancer of the
+# trusted-proxy tests (tests/integration/test_trusted_proxy.py).
 # nodejs runs the official Mux Node SDK's webhook verification (tests/node/). Not npm: the SDK
 # has no dependencies and comes as a checksummed tarball (below), and Debian's npm conflicts
 # with NodeSource's nodejs (which bundles its own npm), so listing it would break those hosts.
@@ -32,7 +34,7 @@ GSTREAMER_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-
 # first drops in `create_main_cluster = false` (postgresql-common's createcluster.d), so no
 # cluster is made and its service has nothing to run.
 APT_PACKAGES := ffmpeg openssl chromium srt-tools $(GSTREAMER_PACKAGES) nginx libnginx-mod-rtmp \
-	nodejs prometheus postgresql
+	libnginx-mod-stream nodejs prometheus postgresql
 PYTEST_ARGS ?=
 # hls.js for the player page, shipped inside the package (relay/hls/static/, gitignored).
 # The tarball is the npm registry's; its sha512 is pinned here and equals, in hex, the base64

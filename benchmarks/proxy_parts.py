@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -46,6 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ll_hls_latency import machine, percentile  # noqa: E402
 from testkit.encoders import ffmpeg_publish  # noqa: E402
 from testkit.relay_process import RelayProcess  # noqa: E402
 
@@ -56,24 +56,6 @@ _PART_REQUESTS = re.compile(r'relay_hls_requests_total\{kind="part",status="200"
 _NODE_URL = re.compile(r"^NODE (\S+)$")
 # Parts measured before these are left out: connections are being opened.
 WARMUP_PARTS = 3
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform()}
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def summary(values: list[float]) -> dict[str, float]:

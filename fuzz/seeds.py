@@ -409,6 +409,24 @@ def ts_seeds() -> Seeds:
     return seeds
 
 
+def proxy_protocol_seeds() -> Seeds:
+    nginx = {f"nginx_{path.stem}": b"\x00\x00" + path.read_bytes()
+             for path in sorted((VECTORS / "proxy_protocol").glob("*.bin"))}
+    v2_inet = (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x11" + bytes([192, 0, 2, 7, 10, 0, 0, 1])
+               + b"\xc3\x50\x07\x8f" + b"\x01\x00\x02h2" + b"\x03")
+    v2_inet6 = (b"\r\n\r\n\x00\r\nQUIT\n\x21\x21\x00\x24" + bytes(range(32))
+                + b"\x00\x01\x00\x02")
+    return {
+        **nginx,
+        "tcp6": b"\x00\x00PROXY TCP6 2001:db8::1 ::1 65535 0\r\n\x03",
+        "unknown": b"\x00\x00PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+        "v2_inet": b"\x00\x00" + v2_inet,
+        "v2_inet_bytewise": b"\x00\x01\x01" + v2_inet,
+        "v2_inet6": b"\x00\x00" + v2_inet6,
+        "v2_local": b"\x00\x00\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",
+    }
+
+
 SEEDS: dict[str, Callable[[], Seeds]] = {
     "chunk": chunk_seeds,
     "handshake": handshake_seeds,
@@ -419,6 +437,7 @@ SEEDS: dict[str, Callable[[], Seeds]] = {
     "codec": codec_seeds,
     "elementary": elementary_seeds,
     "hls": hls_seeds,
+    "proxy_protocol": proxy_protocol_seeds,
     "api_json": api_json_seeds,
     "api_query": api_query_seeds,
     "canary_crash": lambda: {"boom": b"boom"},
@@ -460,6 +479,9 @@ DICTIONARIES: dict[str, Callable[[], list[bytes]]] = {
     "api_query": lambda: [b"limit=", b"page=", b"status=", b"stream_key=", b"idle", b"active",
                           b"disabled", b"&", *_EDGE_INTEGERS],
     "flv": lambda: [b"avc1", b"hvc1", b"av01", b"vp09", b"mp4a"],
+    "proxy_protocol": lambda: [b"PROXY ", b"TCP4 ", b"TCP6 ", b"UNKNOWN", b"\r\n",
+                               b"\r\n\r\n\x00\r\nQUIT\n", b"\x21\x11", b"\x21\x21",
+                               b"\x20\x00", b"65535", b"::ffff:"],
     # Sync byte, packet headers of the PAT and a payload start, PES start codes (video, audio,
     # padding), the PAT/PMT table ids with their section_syntax_indicator, stream types.
     "ts": lambda: [b"\x47", b"\x47\x40\x00\x10", b"\x47\x41\x00\x30", b"\x00\x00\x01\xe0",

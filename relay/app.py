@@ -78,6 +78,7 @@ from relay.store.records import JSONDict, LiveStream, RecordedMedia
 from relay.streams.hub import LiveSession
 from relay.streams.queue import DrainQueue
 from relay.streams.registry import IngestRegistry, StreamChange
+from relay.trusted_proxies import ForwardedClientMiddleware, TrustedProxies
 from relay.webhooks import WebhookDeliverer, WebhookLimits
 
 if TYPE_CHECKING:  # these load libsrt: imported at run time only when SRT is on
@@ -169,6 +170,8 @@ class RelayServer:
         self.srt_metrics: SrtMetricsSource | None = None
         self.hls_counters = HlsCounters()
         self.http_counters = HttpCounters()
+        #: --trusted-proxy: who may state the client (PROXY header, X-Forwarded-For).
+        self.trusted = TrustedProxies(settings.trusted_proxy)
         self.held_requests = HeldRequests(
             max_total=settings.hls_max_held_requests,
             max_per_stream=settings.hls_max_held_requests_per_stream)
@@ -323,7 +326,7 @@ class RelayServer:
                 server = RtmpServer(self.registry, limits=limits, counters=self.rtmp_counters,
                                     scheme="rtmps" if listener.name == "rtmps" else "rtmp",
                                     ssl_context=tls if listener.name == "rtmps" else None,
-                                    slots=slots, budget=rtmp_budget)
+                                    slots=slots, budget=rtmp_budget, trusted=self.trusted)
                 await server.start(listener.sock)
                 self.rtmp_servers.append(server)
             if s.srt_port:
@@ -385,7 +388,7 @@ class RelayServer:
             # HTTP and HTTPS count their connections together (one cap per process).
             table = ConnectionTable(http_limits.max_connections,
                                     http_limits.max_connections_per_address, self.http_counters,
-                                    trusted=nodes)
+                                    nodes=nodes, proxies=self.trusted)
             await self._serve_http(api, http, http_limits, self.playback, table=table)
             await self._serve_http(create_metrics_app(), metrics, dataclasses.replace(
                 http_limits, max_connections=METRICS_MAX_CONNECTIONS,
@@ -454,13 +457,16 @@ class RelayServer:
         # (same table of connections). With `tls`, relay.https accepts (handshakes counted
         # in the table from accept) and hands connections to the same protocol.
         limited = limited_protocol(limits, self.http_counters, table)
+        # The client a trusted proxy names in X-Forwarded-For, for the routes (uvicorn's own
+        # proxy_headers, on by default for 127.0.0.1, is off: one rule for both servers).
+        app = ForwardedClientMiddleware(app, limited.table.proxies)
         protocol: type[asyncio.Protocol] = limited
         if lean is not None:
             protocol = playback_protocol(limits, limited.table, lean, limited)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, server_header=False,
-            http=protocol, ws="none")
+            http=protocol, ws="none", proxy_headers=False)
         server = _EmbeddedUvicorn(config)
         task = asyncio.create_task(server.serve(sockets=[] if tls else [listener.sock]),
                                    name=f"relay-{listener.name}")

@@ -21,6 +21,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from relay.limits import DEFAULT_NODE_TIMEOUT, MAX_FRAME_SIZE, MAX_SESSION_SECONDS
+from relay.trusted_proxies import Network, parse_trusted_proxy
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,8 @@ class Option:
     #: Given more than once (the flag repeated, or the env var with values split by
     #: whitespace); the setting is then a tuple, empty by default.
     repeat: bool = False
+    #: What separates the values of a repeated option in its env var (None: whitespace).
+    env_separator: str | None = None
 
     @property
     def dest(self) -> str:
@@ -257,6 +260,11 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("node-timeout", parse_seconds(1, 300), DEFAULT_NODE_TIMEOUT,
            "seconds a node may go without a heartbeat (written every third of it) before "
            "the others count it dead; its live streams' leases last as long", "SECONDS"),
+    Option("trusted-proxy", parse_trusted_proxy, None,
+           "address or CIDR network of a load balancer allowed to state the client's address "
+           "(a PROXY protocol header on RTMP(S), X-Forwarded-For on HTTP); repeat the flag "
+           "for several (the env var: comma-separated); from any other peer such statements "
+           "are refused or ignored", "CIDR", repeat=True, env_separator=","),
     DATA_DIR,
     DATABASE_URL,
     LOG_LEVEL,
@@ -337,6 +345,7 @@ class Settings:
     node_id: str | None = _default("node_id")  # None: HOSTNAME-PID (relay.cluster)
     advertise_url: str | None = _default("advertise_url")  # None: from the HTTP listener
     node_timeout: float = _default("node_timeout")
+    trusted_proxy: tuple[Network, ...] = _default("trusted_proxy")
     log_level: str = _default("log_level")
     log_format: str = _default("log_format")
     seed_token: SeedToken | None = None
@@ -375,7 +384,8 @@ def settings_from(
         if not option.repeat:
             values[option.dest] = _parse(option, source, text)
             continue
-        texts = text if isinstance(text, list) else text.split()
+        texts = text if isinstance(text, list) else [
+            t for t in text.split(option.env_separator) if t.strip()]
         values[option.dest] = tuple(_parse(option, source, t) for t in texts)
     settings = Settings(**values, seed_token=seed_token_from(environ))
     if settings.webhook_url and settings.webhook_secret is None:

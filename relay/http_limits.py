@@ -25,10 +25,15 @@ cannot keep a normal request out, however many there are.
 
 One exception to the per-address cap (issue 19): another Relay node fetching a live stream
 from its owner sends every viewer's request from its one address. A connection from the
-address of a live node (`ConnectionTable.trusted`: `relay.cluster.addresses`) over the cap
+address of a live node (`ConnectionTable.nodes`: `relay.cluster.addresses`) over the cap
 is admitted as `ADMITTED_AS_NODE`, and its first request head must carry the proxy's hop
 header (`relay.hls.upstream.HOP_HEADER`), or it gets the per-address 503 then. A stranger's
 address is refused on accept, hop header or not. The total cap applies to nodes as well.
+
+A trusted load balancer's connections (`--trusted-proxy`) carry many clients' requests, so
+they are counted in all but not capped per address; the client each request names in
+X-Forwarded-For is what the per-request limits (the image limit per client, slowed auth
+failures) use.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from relay.addresses import address_group
 from relay.hls.upstream import HOP_HEADER
 from relay.logs import LogLimiter, peer_text
+from relay.trusted_proxies import TrustedProxies
 
 log = logging.getLogger("relay.http")
 
@@ -122,7 +128,8 @@ class ConnectionTable:
 
     def __init__(self, max_connections: int, max_per_address: int,
                  counters: HttpCounters | None = None, *,
-                 trusted: Callable[[str], bool] | None = None) -> None:
+                 nodes: Callable[[str], bool] | None = None,
+                 proxies: TrustedProxies | None = None) -> None:
         if max_connections < 1 or max_per_address < 1:
             raise ValueError(f"connection caps must be at least 1, got {max_connections} "
                              f"and {max_per_address} per address")
@@ -130,7 +137,9 @@ class ConnectionTable:
         self.max_per_address = max_per_address
         self.counters = counters if counters is not None else HttpCounters()
         #: Whether an address group is a live Relay node's (see the module docstring).
-        self.trusted: Callable[[str], bool] = trusted if trusted is not None else _nobody
+        self.nodes: Callable[[str], bool] = nodes if nodes is not None else _nobody
+        #: Peers that may name the client in X-Forwarded-For: not capped per address.
+        self.proxies = proxies if proxies is not None else TrustedProxies()
         self._addresses: dict[Evictable, str] = {}
         self._per_address: dict[str, int] = {}
         # Connections waiting for a request, oldest first: the ones eviction takes.
@@ -142,11 +151,13 @@ class ConnectionTable:
     def from_address(self, address: str) -> int:
         return self._per_address.get(address, 0)
 
-    def open(self, connection: Evictable, address: str) -> Admission:
-        """Count a new connection (waiting for its first request), or refuse it."""
+    def open(self, connection: Evictable, address: str, *,
+             per_address: bool = True) -> Admission:
+        """Count a new connection (waiting for its first request), or refuse it;
+        `per_address=False` (a trusted proxy's): the per-address cap does not apply."""
         admitted = Admission.ADMITTED
-        if self._per_address.get(address, 0) >= self.max_per_address:
-            if not self.trusted(address):
+        if per_address and self._per_address.get(address, 0) >= self.max_per_address:
+            if not self.nodes(address):
                 self.counters.refused_per_address += 1
                 return Admission.REFUSED_PER_ADDRESS
             admitted = Admission.ADMITTED_AS_NODE
@@ -275,7 +286,8 @@ class LimitedH11Protocol(H11Protocol):
         self._address = address_group(str(host))
         if self.handshake_slot is not None:
             self.table.close(self.handshake_slot)
-        admission = self.table.open(self, self._address)
+        admission = self.table.open(self, self._address,
+                                    per_address=not self.table.proxies.trusts(str(host)))
         if admission is Admission.ADMITTED_AS_NODE and not self.node_checked:
             self._node_head = bytearray()
         elif admission not in (Admission.ADMITTED, Admission.ADMITTED_AS_NODE):

@@ -119,7 +119,8 @@ class TlsAcceptor:
     def _accepted(self, client: socket.socket, peer: object) -> None:
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         handshake = _Handshake(self, client, address_group(host))
-        admission = self.table.open(handshake, handshake.address)
+        admission = self.table.open(handshake, handshake.address,
+                                    per_address=not self.table.proxies.trusts(host))
         if admission is not Admission.ADMITTED:
             # No 503 before TLS: there is no HTTP to answer in yet.
             self.log_limiter.warning(

@@ -510,6 +510,11 @@ class IngestCollector(Collector):
              "give their slot to an address holding fewer", rtmp.connections_evicted),
             ("relay_rtmp_tls_handshake_failures", "RTMPS connections whose TLS handshake "
              "failed or took too long", rtmp.tls_handshake_failures),
+            ("relay_rtmp_proxy_headers_refused", "connections closed at their first byte: a "
+             "PROXY header from a peer not in --trusted-proxy", rtmp.proxy_headers_refused),
+            ("relay_rtmp_proxy_header_errors", "connections from a --trusted-proxy peer "
+             "closed: no valid PROXY header within the handshake deadline",
+             rtmp.proxy_header_errors),
             ("relay_rtmp_log_lines_suppressed", "log lines about peers held back by the "
              "per-cause limit (--log-repeat-interval)", rtmp.log_lines_suppressed),
             ("relay_rtmp_protocol_errors", "connections closed for breaking the protocol",

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -249,6 +250,110 @@ rtmp {{
 
 
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def _bind(route: Route) -> str:
+    return f"\n    proxy_bind {route.bind};" if route.bind else ""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Route:
+    """One server of `NginxProxy`: where it passes connections or requests on, whether a
+    stream server writes a PROXY header first, and the source address of its upstream
+    connections (`proxy_bind`; nginx's default is 127.0.0.1)."""
+
+    upstream: int
+    proxy_protocol: bool = True
+    bind: str | None = None
+
+
+class NginxProxy:
+    """nginx as the load balancer in front of Relay: its `stream` module passing TCP
+    connections on (with `proxy_protocol on`, each upstream connection starts with a PROXY
+    v1 line stating the client's address), and its `http` module passing requests on with
+    `X-Forwarded-For: $proxy_add_x_forwarded_for`. Its own config and prefix under `prefix`;
+    `streams` and `http` map a listening port on 127.0.0.1 to its `Route`."""
+
+    def __init__(self, prefix: Path, *, streams: dict[int, Route],
+                 http: dict[int, Route] | None = None) -> None:
+        self.prefix = prefix
+        self.streams = streams
+        self.http = http or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return Path(NGINX).exists() and Path(NGINX_STREAM_MODULE).exists()
+
+    def start(self) -> NginxProxy:
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        conf = self.prefix / "nginx.conf"
+        streams = "".join(f"""
+  server {{
+    listen 127.0.0.1:{port};
+    proxy_pass 127.0.0.1:{route.upstream};
+    proxy_protocol {"on" if route.proxy_protocol else "off"};{_bind(route)}
+  }}""" for port, route in self.streams.items())
+        http = "".join(f"""
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://127.0.0.1:{route.upstream};
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{_bind(route)}
+    }}
+  }}""" for port, route in self.http.items())
+        conf.write_text(f"""
+load_module {NGINX_STREAM_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {self.prefix}/error.log info;
+pid {self.prefix}/nginx.pid;
+events {{ worker_connections 256; }}
+stream {{{streams}
+}}
+http {{
+  access_log off;
+  client_body_temp_path {self.prefix}/body;
+  proxy_temp_path {self.prefix}/proxy;
+  fastcgi_temp_path {self.prefix}/fastcgi;
+  uwsgi_temp_path {self.prefix}/uwsgi;
+  scgi_temp_path {self.prefix}/scgi;{http}
+}}
+""")
+        self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        for port in [*self.streams, *self.http]:
+            # Not a connection to the port: nginx would pass it on to Relay. A port that
+            # cannot be bound is one nginx listens on.
+            while _port_free(port):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("nginx did not start: "
+                                         + (self.prefix / "error.log").read_text())
+                time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+
+
 BALANCER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "relay-balancer.conf"
 # The listen ports and node addresses the README's balancer config is written with.
 BALANCED_PORTS = {"rtmp": 5222, "srt": 6001, "http": 8080}

@@ -39,6 +39,8 @@ HARNESSES: dict[str, Harness] = {h.name: h for h in (
     Harness("codec", "fuzz.harnesses.codec:check", max_len=4096, short_runs=20000),
     Harness("elementary", "fuzz.harnesses.elementary:check", max_len=16384, native=True),
     Harness("hls", "fuzz.harnesses.hls:check", max_len=1024, short_runs=20000),
+    Harness("proxy_protocol", "fuzz.harnesses.proxy_protocol:check", max_len=2048,
+            short_runs=20000),
     Harness("api_json", "fuzz.harnesses.api_json:check", max_len=4096, short_runs=500),
     Harness("api_query", "fuzz.harnesses.api_query:check", max_len=1024, short_runs=500),
     Harness("canary_crash", "fuzz.harnesses.canary:crash", max_len=64, canary=True),

@@ -5,7 +5,7 @@ Why: a node playing a stream another node owns sends all its viewers' requests t
 from its one address (`relay.hls.upstream`), so the owner's per-address cap
 (`--http-max-connections-per-ip`) would refuse it first. The owner lets a connection from a
 node's address past that cap when its request carries the proxy's hop header
-(`relay.http_limits.ConnectionTable.trusted`); a stranger sending the header is not a node's
+(`relay.http_limits.ConnectionTable.nodes`); a stranger sending the header is not a node's
 address and gets nothing. This assumes a node reaches other nodes from the address it
 advertises (one address per node, the usual case; a node behind NAT or with several
 addresses should advertise the one its requests leave from).

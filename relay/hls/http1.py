@@ -96,7 +96,9 @@ class Request:
     path: str
     query: str  # after "?", undecoded ("" without one)
     accept_encoding: str
-    client: str  # the peer's address as the socket gives it
+    # The peer's address as the socket gives it, or the client a trusted proxy names in
+    # X-Forwarded-For (relay.trusted_proxies).
+    client: str
     # As received (b"" when absent), decoded only for what needs them: the checks of a
     # signed playback id's restriction (`relay.hls.signed`).
     referer: bytes = b""
@@ -184,7 +186,8 @@ class Http1Protocol(asyncio.Protocol):
         self._address = address_group(host)
         if self.handshake_slot is not None:
             self.table.close(self.handshake_slot)
-        admission = self.table.open(self, self._address)
+        admission = self.table.open(self, self._address,
+                                    per_address=not self.table.proxies.trusts(host))
         if admission not in (Admission.ADMITTED, Admission.ADMITTED_AS_NODE):
             self._refuse(stream, admission)
             return
@@ -306,6 +309,7 @@ class Http1Protocol(asyncio.Protocol):
         accept_encoding = referer = user_agent = b""
         hop = False
         hosts = 0
+        forwarded: list[str] = []
         keep_alive = minor == b"1"
         ours = method in (b"GET", b"HEAD")  # else the fallback answers (405 and the API)
         for line in lines[1:]:
@@ -325,6 +329,8 @@ class Http1Protocol(asyncio.Protocol):
                 user_agent = field.group(2)
             elif name == b"x-relay-hop":
                 hop = True
+            elif name == b"x-forwarded-for":
+                forwarded.append(field.group(2).decode("latin-1"))
             elif name == b"connection":
                 tokens = field.group(2).lower()
                 if b"close" in tokens:
@@ -355,10 +361,11 @@ class Http1Protocol(asyncio.Protocol):
             return None
         path, query = target_match.groups()
         self._close_after = self._close_after or not keep_alive
+        client = (self.table.proxies.client_of(self._client, forwarded, "http") if forwarded
+                  else self._client)
         return Request(method == b"HEAD", path.decode("ascii"),
                        query.decode("latin-1") if query is not None else "",
-                       accept_encoding.decode("latin-1"), self._client, referer, user_agent,
-                       hop)
+                       accept_encoding.decode("latin-1"), client, referer, user_agent, hop)
 
     def _begin(self, request: Request, consumed: int) -> None:
         self._busy = True

@@ -14,6 +14,15 @@ listener accepts sockets itself, gives each its slot and deadline, and only then
 `loop.connect_accepted_socket` for the TLS handshake. Connections that never finish their
 handshake are counted and capped like any other.
 
+Behind a TCP load balancer (`--trusted-proxy`), a connection from a trusted peer must start
+with a PROXY protocol header (`relay.proxy_protocol`; before TLS on RTMPS, as nginx's
+`proxy_protocol on` sends it) within the handshake deadline; the client address it states is
+what the slots, the stream-key throttle and the log lines use from then on. Such a connection
+takes a slot from accept without the per-address cap (the balancer's own address would
+otherwise be one client), and is counted under the stated address once the header is read.
+A connection from any other peer that starts with a PROXY header is refused: only a trusted
+proxy may say who the client is.
+
 Lines about what peers do (refusals, timeouts, protocol errors) go through one `LogLimiter`
 per listener: one line per cause per interval, with a count of those held back.
 
@@ -37,6 +46,14 @@ from typing import Literal, cast
 from relay._native.rtmp_chunk import ChunkError
 from relay.limits import MAX_FRAME_SIZE
 from relay.logs import LogLimiter, peer_text
+from relay.proxy_protocol import (
+    MAX_V2_HEADER_BYTES,
+    ProxyHeader,
+    ProxyHeaderError,
+    ProxyHeaderReader,
+    looks_like_proxy_header,
+    parse_proxy_header,
+)
 from relay.rtmp.buffer_budget import DEFAULT_PRE_PUBLISH_BUFFER_BUDGET, BufferBudget
 from relay.rtmp.session import (
     DEFAULT_MAX_BUFFERED_BEFORE_PUBLISH,
@@ -54,6 +71,7 @@ from relay.rtmp.session import (
 from relay.rtmp.slots import ConnectionSlots, SlotAdmission, SlotDecision
 from relay.streams.hub import LiveSession
 from relay.streams.registry import IngestRegistry, PublishRefused, Refusal
+from relay.trusted_proxies import TrustedProxies
 
 log = logging.getLogger("relay.rtmp")
 
@@ -106,6 +124,9 @@ class RtmpCounters:
     write_stall_closes: int = 0  # closed after write_stall_timeout without draining
     budget_closes: int = 0  # closed: the pre-publish buffer budget was spent
     turns_yielded: int = 0  # reads holding more than one turn's messages, split over turns
+    proxy_headers_refused: int = 0  # a PROXY header from a peer not in --trusted-proxy
+    proxy_header_errors: int = 0  # a trusted peer's connection without a valid PROXY header
+    proxy_headers: int = 0  # PROXY headers read from trusted peers
 
 
 class RtmpServer:
@@ -121,8 +142,11 @@ class RtmpServer:
         ssl_context: ssl.SSLContext | None = None,
         slots: ConnectionSlots[RtmpConnection] | None = None,
         budget: BufferBudget | None = None,
+        trusted: TrustedProxies | None = None,
     ) -> None:
         self.registry = registry
+        #: Peers whose connections start with a PROXY header stating the client (required).
+        self.trusted = trusted if trusted is not None else TrustedProxies()
         self.limits = limits
         self.counters = counters
         # Shared by every listener of the process (the app passes one in).
@@ -212,6 +236,14 @@ class RtmpConnection(asyncio.BufferedProtocol):
             parse_media=True)
         self.peer = "?"
         self.address = "?"
+        self.proxy: str | None = None  # the trusted balancer's "address:port", behind one
+        # A trusted peer's connection, until its PROXY header is read (plain RTMP reads it
+        # into `_preamble_buffer`; RTMPS peeks it off the socket before TLS).
+        self._proxy_reader: ProxyHeaderReader | None = None
+        self._preamble_buffer: bytearray | None = None
+        # Another peer's connection, until its first byte is seen (not a PROXY header).
+        self._first_read: memoryview | None = None
+        self._first_seen = False
         self.live: LiveSession | None = None
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -220,6 +252,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._admission: asyncio.Task[None] | None = None
         self._tls: asyncio.Task[None] | None = None  # the RTMPS handshake, while it runs
         self._socket: socket.socket | None = None  # RTMPS: accepted, not yet given to TLS
+        self._watched_fd: int | None = None  # RTMPS: waiting for its first bytes (add_reader)
         self._counted = False  # holds a slot (taken at accept)
         self._waiting = False  # paused until the publish is answered
         self._write_paused = False  # the peer is not reading: neither do we
@@ -259,7 +292,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         server, counters = self.server, self.counters
         counters.connections_total += 1
-        slot = server.slots.admit(self, self.address)
+        trusted = server.trusted.trusts(self.address)
+        if trusted:
+            self._proxy_reader = ProxyHeaderReader()
+        # A balancer's connections are many clients: its own address is not capped; each
+        # is counted under the address its PROXY header states (_proxied).
+        slot = server.slots.admit(self, self.address, per_address=not trusted)
         if slot.decision is not SlotDecision.ADMITTED:
             self._refuse(slot)
             return
@@ -286,6 +324,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._closed = True
 
     async def _start_tls(self, context: ssl.SSLContext) -> None:
+        assert self._socket is not None
+        if not await self._read_preamble(self._socket):
+            return
+        self._first_seen = True  # checked before TLS: the session sees TLS's plaintext
         client, self._socket = self._socket, None  # the transport owns it from here on
         assert client is not None
         try:
@@ -303,7 +345,143 @@ class RtmpConnection(asyncio.BufferedProtocol):
             return
         self._tls = None  # connection_made has run: the RTMP session takes over
 
+    async def _read_preamble(self, sock: socket.socket) -> bool:
+        """RTMPS, before TLS: a trusted peer's PROXY header, taken off the socket and no
+        byte more (the TLS handshake reads the socket next); another peer's first byte,
+        peeked to refuse a PROXY header. False: the connection is closed."""
+        consumed = bytearray()
+        while True:
+            await self._readable(sock)
+            try:
+                peeked = sock.recv(MAX_V2_HEADER_BYTES, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                self._close_reason = f"connection lost: {exc}"
+                self._abort()
+                return False
+            if not peeked:
+                self._close_reason = "connection closed by the encoder"
+                self._abort()
+                return False
+            if self._proxy_reader is None:
+                if looks_like_proxy_header(peeked[0]):
+                    self._refuse_proxy_header()
+                    return False
+                return True
+            try:
+                header = parse_proxy_header(consumed + peeked)
+            except ProxyHeaderError as exc:
+                self._proxy_header_failed(str(exc))
+                return False
+            # Every peeked byte is the header's when it is not complete yet; else exactly
+            # its remaining bytes are taken (they are there: they were just peeked).
+            take = len(peeked) if header is None else header.length - len(consumed)
+            consumed += sock.recv(take)
+            if header is not None:
+                self._proxy_reader = None
+                return self._proxied(header)
+
+    async def _readable(self, sock: socket.socket) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+        fd = self._watched_fd = sock.fileno()
+        self._loop.add_reader(fd, lambda: None if ready.done() else ready.set_result(None))
+        try:
+            await ready
+        finally:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        # Before the socket closes (_finish): its descriptor may be reused at once.
+        if self._watched_fd is not None:
+            self._loop.remove_reader(self._watched_fd)
+            self._watched_fd = None
+
+    def _proxied(self, header: ProxyHeader) -> bool:
+        """A trusted peer's PROXY header is read: count the connection under the client
+        address it states. False: that address holds its share, the connection is closed."""
+        self.counters.proxy_headers += 1
+        if header.source is None:  # LOCAL or UNKNOWN: the balancer's own connection
+            return True
+        self.proxy = self.peer
+        self.address = header.source[0]
+        self.peer = f"{header.source[0]}:{header.source[1]}"
+        log.debug("%s %s: through the trusted proxy %s", self.server.scheme, self.peer,
+                  self.proxy)
+        slots = self.server.slots
+        slots.release(self)
+        slot = slots.admit(self, self.address)
+        if slot.decision is not SlotDecision.ADMITTED:
+            self._refuse(slot)
+            self._abort()
+            return False
+        if slot.evicted is not None:
+            slot.evicted._evict(self.peer)
+        return True
+
+    def _refuse_proxy_header(self) -> None:
+        self.counters.proxy_headers_refused += 1
+        self._close_reason = ("refused: a PROXY header from a peer that is not a trusted "
+                              "proxy (--trusted-proxy)")
+        self.server.note(logging.WARNING, "rtmp-proxy-header-untrusted",
+                         "%s %s: %s", self.server.scheme, self.peer, self._close_reason)
+        self._abort()
+
+    def _proxy_header_failed(self, reason: str) -> None:
+        self.counters.proxy_header_errors += 1
+        self._close_reason = (f"a trusted proxy's connection without a valid PROXY header "
+                              f"(--trusted-proxy): {peer_text(reason)}")
+        self.server.note(logging.WARNING, "rtmp-proxy-header-invalid",
+                         "%s %s: closing: %s", self.server.scheme, self.peer,
+                         self._close_reason)
+        self._abort()
+
+    def _preamble_updated(self, nbytes: int) -> None:
+        """Plain RTMP: bytes read while the PROXY header or the first byte is awaited."""
+        reader = self._proxy_reader
+        if reader is None:  # another peer's first read, straight into the session
+            first, self._first_read = self._first_read, None
+            self._first_seen = True
+            proxy_like = bool(nbytes) and first is not None and looks_like_proxy_header(
+                first[0])
+            first = None  # no view of the session's buffer is kept past this read
+            if proxy_like:
+                self._refuse_proxy_header()
+                return
+            self._take_input(nbytes)
+            return
+        assert self._preamble_buffer is not None
+        try:
+            header = reader.feed(memoryview(self._preamble_buffer)[:nbytes])
+        except ProxyHeaderError as exc:
+            self._proxy_header_failed(str(exc))
+            return
+        if header is None:
+            return
+        self._proxy_reader = self._preamble_buffer = None
+        self._first_seen = True
+        if not self._proxied(header):
+            return
+        try:
+            if reader.rest:  # the client's first bytes, in the balancer's same segment
+                self.session.receive_data(reader.rest)
+        except (ChunkError, RemoteProtocolError) as exc:
+            self._protocol_error(str(exc))
+            return
+        self._take_input(0)
+
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._proxy_reader is not None:
+            if self._preamble_buffer is None:
+                self._preamble_buffer = bytearray(MAX_V2_HEADER_BYTES)
+            return memoryview(self._preamble_buffer)
+        if not self._first_seen:
+            try:
+                self._first_read = self.session.get_buffer(sizehint)
+            except ChunkError as exc:
+                self._protocol_error(str(exc))
+                return memoryview(bytearray(max(sizehint, 1024)))
+            return self._first_read
         try:
             return self.session.get_buffer(sizehint)
         except ChunkError as exc:
@@ -317,9 +495,17 @@ class RtmpConnection(asyncio.BufferedProtocol):
             return
         self._last_input = self._loop.time()
         self.counters.bytes_received += nbytes
+        if not self._first_seen:
+            self._preamble_updated(nbytes)
+            return
+        self._take_input(nbytes)
+
+    def _take_input(self, nbytes: int) -> None:
+        """The session's buffer received `nbytes` (0: what was given by receive_data)."""
         self.session.new_turn()
         try:
-            self.session.buffer_updated(nbytes)
+            if nbytes:
+                self.session.buffer_updated(nbytes)
         except (ChunkError, RemoteProtocolError) as exc:
             self._protocol_error(str(exc))
             return
@@ -507,7 +693,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._timer = None
         if self._closed or self.live is not None:
             return
-        if self._tls is not None:  # the TLS handshake has the same deadline
+        if self._proxy_reader is not None:  # the PROXY header has the same deadline
+            self.counters.proxy_header_errors += 1
+            state = "PROXY header"
+        elif self._tls is not None:  # the TLS handshake has the same deadline
             self.counters.tls_handshake_failures += 1
             state = "TLS handshake"
         else:
@@ -611,6 +800,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if self._tls is not None:  # its TLS handshake: cancelling it closes the socket
             self._tls.cancel()
             self._tls = None
+        self._unwatch()
         if self._socket is not None:  # accepted, and its handshake never started
             self._socket.close()
             self._socket = None

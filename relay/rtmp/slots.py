@@ -81,12 +81,16 @@ class ConnectionSlots(Generic[Conn]):
     def groups(self) -> int:
         return len(self._groups)
 
-    def admit(self, conn: Conn, address: str) -> SlotAdmission[Conn]:
-        """Give `conn` a slot (and name the connection it displaced), or refuse it."""
+    def admit(self, conn: Conn, address: str, *,
+              per_address: bool = True) -> SlotAdmission[Conn]:
+        """Give `conn` a slot (and name the connection it displaced), or refuse it.
+
+        `per_address=False`: the per-address cap does not apply (a trusted load balancer's
+        connection, counted under its client's address once its PROXY header says which)."""
         name = address_group(address)
         group = self._groups.get(name)
         held = group.held if group is not None else 0
-        if held >= self.max_per_address:
+        if per_address and held >= self.max_per_address:
             return SlotAdmission(SlotDecision.REFUSED_PER_ADDRESS, name, held)
         evicted: Conn | None = None
         if len(self._group_of) >= self.max_connections:

@@ -21,6 +21,7 @@ CASES = [
     pytest.param("hls", "resource_name_with_leading_zero.bin"),
     pytest.param("hls", "playback_id_with_final_newline.bin"),
     pytest.param("hls", "skip_value_whole_in_400_reason.bin"),
+    pytest.param("proxy_protocol", "bare_cr_before_crlf_split.bin"),
 ]
 
 

@@ -25,7 +25,7 @@ async def serving_lean(app: ASGIApp, playback: PlaybackServer,
     limits = limits if limits is not None else HttpLimits()
     limited = limited_protocol(limits, counters)
     if trusted is not None:
-        limited.table.trusted = trusted
+        limited.table.nodes = trusted
     protocol = playback_protocol(limits, limited.table, playback, limited)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                             ws="none", http=protocol)

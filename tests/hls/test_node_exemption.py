@@ -38,7 +38,7 @@ async def serving_asgi(app: object, counters: HttpCounters,
                        trusted: Callable[[str], bool]) -> AsyncIterator[str]:
     """uvicorn's h11 protocol with Relay's limits alone on a socket."""
     limited = limited_protocol(LIMITS, counters)
-    limited.table.trusted = trusted
+    limited.table.nodes = trusted
     config = uvicorn.Config(app, log_config=None, access_log=False,  # type: ignore[arg-type]
                             lifespan="off", ws="none", http=limited)
     config.load()

@@ -1,13 +1,16 @@
 """Two `relay serve` nodes on one PostgreSQL and one data dir (issue 19, "Nodes"): a key live
 on node B plays from node A (through B) and is refused on node A as a second publisher is
 (RTMP and SRT); after B is killed with SIGKILL, A finishes B's session once the reconnect
-window has passed (stream idle, recording completed from the shared data dir), and each
-lifecycle event exists once."""
+window has passed (stream idle, recording completed from the shared data dir and playing
+from A), and each lifecycle event exists once."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,6 +40,15 @@ def metric(relay: RelayProcess, series: str) -> float:
     found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     assert found is not None, (series, text)
     return float(found.group(1))
+
+
+def ffprobe_codecs(url: str) -> list[str]:
+    ffprobe = shutil.which("ffprobe")
+    assert ffprobe is not None
+    out = subprocess.run([ffprobe, "-v", "error", "-show_streams", "-of", "json", url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return sorted(s["codec_name"] for s in json.loads(out.stdout)["streams"])
 
 
 def play_through(node: RelayProcess, owner: RelayProcess, playback_id: str) -> int:
@@ -150,6 +162,9 @@ def test_a_dead_nodes_stream_is_finished_by_a_live_node_once(
             asset = client.get(f"/video/v1/assets/{asset_id}").json()["data"]
         assert asset["status"] == "ready" and asset["is_live"] is False, asset
         assert asset["duration"] > 0, asset
+        # The recording B wrote to the shared data dir plays from A.
+        assert ffprobe_codecs(f"{a.http_url}/{asset['playback_ids'][0]['id']}.m3u8") == \
+            ["aac", "h264"]
         assert in_store(url, "owner_of_playback_id", playback_id) is None
 
         events: list[Event] = in_store(url, "list_events", )

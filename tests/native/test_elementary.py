@@ -13,19 +13,7 @@ from relay._native.elementary import (
     annexb_to_length_prefixed,
     split_adts,
 )
-
-
-def emulation_prevent(rbsp: bytes) -> bytes:
-    """H.264 7.4.1 / H.265 7.4.2: insert 0x03 after two zeros before a byte <= 3."""
-    out = bytearray()
-    zeros = 0
-    for byte in rbsp:
-        if zeros >= 2 and byte <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
+from tests.media.helpers.bitreader import add_emulation_prevention
 
 
 @st.composite
@@ -35,7 +23,7 @@ def nal_unit(draw: st.DrawFn, hevc: bool) -> bytes:
                                                              | nal_type,))
     body = draw(st.binary(max_size=40))
     # rbsp_trailing_bits: the NAL unit's last byte is never 0x00.
-    return header + emulation_prevent(body + b"\x80")
+    return header + add_emulation_prevention(body + b"\x80")
 
 
 @st.composite

@@ -3,25 +3,14 @@ and advertised URL."""
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from relay.cluster import default_advertise_url, default_node_id
 from relay.config import (
     NODE_ID_PATTERN,
-    SERVE_OPTIONS,
     ConfigError,
-    Settings,
-    add_options,
-    settings_from,
 )
-
-
-def settings(*argv: str, **environ: str) -> Settings:
-    parser = argparse.ArgumentParser()
-    add_options(parser, SERVE_OPTIONS)
-    return settings_from(parser.parse_args(argv), SERVE_OPTIONS, environ)
+from tests.unit.helpers.config import settings
 
 
 def test_defaults() -> None:

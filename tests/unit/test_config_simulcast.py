@@ -3,7 +3,6 @@ a missing or unusable file stops the start with a message naming the option."""
 
 from __future__ import annotations
 
-import argparse
 import ssl
 import subprocess
 from pathlib import Path
@@ -11,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from relay.app import StartupError, load_simulcast_tls
-from relay.config import SERVE_OPTIONS, ConfigError, Settings, add_options, settings_from
-
-
-def settings(*argv: str, **environ: str) -> Settings:
-    parser = argparse.ArgumentParser()
-    add_options(parser, SERVE_OPTIONS)
-    return settings_from(parser.parse_args(argv), SERVE_OPTIONS, environ)
+from relay.config import ConfigError
+from tests.unit.helpers.config import settings
 
 
 @pytest.fixture(scope="module")

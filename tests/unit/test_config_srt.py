@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from relay.config import (
     MAX_SRT_LATENCY,
     MIN_SRT_LATENCY,
-    SERVE_OPTIONS,
     ConfigError,
-    Settings,
-    add_options,
-    settings_from,
 )
-
-
-def settings(*argv: str, **environ: str) -> Settings:
-    parser = argparse.ArgumentParser()
-    add_options(parser, SERVE_OPTIONS)
-    return settings_from(parser.parse_args(argv), SERVE_OPTIONS, environ)
+from tests.unit.helpers.config import settings
 
 
 def test_defaults() -> None:

@@ -1,5 +1,5 @@
 """Which addresses are other nodes' (`relay.cluster.addresses`) and what the connection table
-does with them (`ConnectionTable.trusted`), without sockets; the sockets are
+does with them (`ConnectionTable.nodes`), without sockets; the sockets are
 tests/hls/test_node_exemption.py's part."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class Conn:
 
 def test_over_the_per_address_cap_only_a_trusted_address_is_admitted_as_a_node() -> None:
     table = ConnectionTable(max_connections=3, max_per_address=1,
-                            trusted=lambda address: address == "10.0.0.2")
+                            nodes=lambda address: address == "10.0.0.2")
     assert table.open(Conn(), "10.0.0.2") is Admission.ADMITTED
     assert table.open(Conn(), "10.0.0.2") is Admission.ADMITTED_AS_NODE
     assert table.open(Conn(), "10.0.0.9") is Admission.ADMITTED
