@@ -356,15 +356,15 @@ http {{
 
 BALANCER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "relay-balancer.conf"
 # The listen ports and node addresses the README's balancer config is written with.
-BALANCED_PORTS = {"rtmp": 5222, "srt": 6001, "http": 8080}
+BALANCED_PORTS = {"rtmp": 5222, "rtmps": 443, "srt": 6001, "http": 8080}
 EXAMPLE_NODES = ("10.0.0.11", "10.0.0.12")
 
 
 class NginxBalancer:
     """nginx with the config of deploy/nginx/relay-balancer.conf, as the README gives it,
-    in front of `nodes` (each a dict of "rtmp", "srt" and "http" to its host:port): only its
+    in front of `nodes` (each a dict of BALANCED_PORTS' names to its host:port): only its
     example node addresses and listen ports are replaced, and its logs and pid go under
-    `prefix`. Listens on 127.0.0.1 on free ports (`ports`)."""
+    `prefix`. Listens on 127.0.0.1 on free ports (`ports`, by the names of BALANCED_PORTS)."""
 
     def __init__(self, prefix: Path, nodes: list[dict[str, str]], ports: dict[str, int]):
         assert len(nodes) == len(EXAMPLE_NODES), "the example config names two nodes"

@@ -1,8 +1,8 @@
 """The README's load balancer (deploy/nginx/relay-balancer.conf: nginx's `stream` module for
-RTMP and SRT, its `http` module for playback and the API) in front of two `relay serve` nodes
-on one PostgreSQL and one data dir: the API, two RTMP encoders and an SRT encoder reach the
-balancer's one address, the encoders land on both nodes, and every stream plays through the
-balancer whichever node each request reaches."""
+RTMP, RTMPS and SRT, its `http` module for playback and the API) in front of two `relay serve`
+nodes on one PostgreSQL and one data dir: the API, two RTMP encoders, an RTMPS and an SRT
+encoder reach the balancer's one address, the encoders land on both nodes, and every stream
+plays through the balancer whichever node each request reaches."""
 
 from __future__ import annotations
 
@@ -30,17 +30,26 @@ pytestmark = pytest.mark.skipif(not NginxBalancer.available(),
                                        "(make test)")
 
 
-def node(url: str, data_dir: Path, name: str) -> RelayProcess:
+def node(url: str, data_dir: Path, name: str, cert: tuple[Path, Path]) -> RelayProcess:
     return RelayProcess(data_dir, token=TOKEN, extra_args=[
-        "--database-url", url, "--node-id", name, "--trusted-proxy", "127.0.0.1/32"])
+        "--database-url", url, "--node-id", name, "--trusted-proxy", "127.0.0.1/32",
+        "--rtmps-port", "0", "--tls-cert", str(cert[0]), "--tls-key", str(cert[1])])
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 def addresses(relay: RelayProcess) -> dict[str, str]:
     """host:port of each listener the balancer forwards to."""
     def netloc(url: str) -> str:
         return urlsplit(url).netloc
-    return {"rtmp": netloc(relay.urls["rtmp"]), "http": netloc(relay.http_url),
-            "srt": netloc(relay.urls["srt"])}
+    return {"rtmp": netloc(relay.urls["rtmp"]), "rtmps": netloc(relay.urls["rtmps"]),
+            "http": netloc(relay.http_url), "srt": netloc(relay.urls["srt"])}
 
 
 def ffprobe(url: str) -> list[str]:
@@ -57,30 +66,35 @@ def test_two_nodes_behind_the_readme_balancer(postgres: PostgresCluster,
                                               tmp_path: Path) -> None:
     url = postgres.create_database()
     shared = tmp_path / "shared"
-    a = node(url, shared, "node-a").start()
-    b = node(url, shared, "node-b").start()
-    ports = {"rtmp": free_tcp_port(), "http": free_tcp_port(), "srt": free_udp_port()}
+    cert = self_signed(tmp_path)
+    a = node(url, shared, "node-a", cert).start()
+    b = node(url, shared, "node-b", cert).start()
+    ports = {"rtmp": free_tcp_port(), "rtmps": free_tcp_port(), "http": free_tcp_port(),
+             "srt": free_udp_port()}
     balancer = NginxBalancer(tmp_path / "nginx", [addresses(a), addresses(b)], ports).start()
     front = f"http://127.0.0.1:{ports['http']}"
     encoders: list[subprocess.Popen[str]] = []
     try:
         with httpx.Client(base_url=front, auth=TOKEN, timeout=10) as api:
             streams: list[dict[str, Any]] = []
-            for _ in range(3):
+            for _ in range(4):
                 created = api.post("/video/v1/live-streams", json={
                     "playback_policies": ["public"], "latency_mode": "low"})
                 assert created.status_code == 201, created.text
                 streams.append(created.json()["data"])
 
-            # Two RTMP encoders through the balancer (least_conn: one per node), one SRT.
-            for stream in streams[:2]:
-                encoders.append(ffmpeg_publish(
-                    f"rtmp://127.0.0.1:{ports['rtmp']}/app/{stream['stream_key']}",
-                    seconds=120))
+            # Two RTMP encoders through the balancer (least_conn: one per node), one RTMPS
+            # (TLS passing through nginx), one SRT.
+            publish = [f"rtmp://127.0.0.1:{ports['rtmp']}/app",
+                       f"rtmp://127.0.0.1:{ports['rtmp']}/app",
+                       f"rtmps://127.0.0.1:{ports['rtmps']}/app"]
+            for base, stream in zip(publish, streams, strict=False):
+                encoders.append(ffmpeg_publish(f"{base}/{stream['stream_key']}",
+                                               seconds=120))
                 wait_until(lambda s=stream: api.get(f"/video/v1/live-streams/{s['id']}")
                            .json()["data"]["status"] == "active", 60,
-                           "an RTMP stream through the balancer to be active")
-            srt = streams[2]
+                           f"the stream pushed to {base} through the balancer to be active")
+            srt = streams[3]
             encoders.append(ffmpeg_publish(
                 srt_url(f"srt://127.0.0.1:{ports['srt']}", srt["stream_key"],
                         srt["srt_passphrase"]), seconds=120, muxer="mpegts"))
