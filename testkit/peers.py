@@ -352,3 +352,74 @@ http {{
                 self.process.kill()
                 self.process.wait(10)
             self.process = None
+
+
+BALANCER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "relay-balancer.conf"
+# The listen ports and node addresses the README's balancer config is written with.
+BALANCED_PORTS = {"rtmp": 5222, "rtmps": 443, "srt": 6001, "http": 8080}
+EXAMPLE_NODES = ("10.0.0.11", "10.0.0.12")
+
+
+class NginxBalancer:
+    """nginx with the config of deploy/nginx/relay-balancer.conf, as the README gives it,
+    in front of `nodes` (each a dict of BALANCED_PORTS' names to its host:port): only its
+    example node addresses and listen ports are replaced, and its logs and pid go under
+    `prefix`. Listens on 127.0.0.1 on free ports (`ports`, by the names of BALANCED_PORTS)."""
+
+    def __init__(self, prefix: Path, nodes: list[dict[str, str]], ports: dict[str, int]):
+        assert len(nodes) == len(EXAMPLE_NODES), "the example config names two nodes"
+        self.prefix = prefix
+        self.nodes = nodes
+        self.ports = ports
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return Path(NGINX).exists() and Path(NGINX_STREAM_MODULE).exists()
+
+    def config(self) -> str:
+        text = BALANCER_CONF.read_text()
+        for example, node in zip(EXAMPLE_NODES, self.nodes, strict=True):
+            for name, port in BALANCED_PORTS.items():
+                before = f"server {example}:{port};"
+                assert before in text, f"{before} not in {BALANCER_CONF}"
+                text = text.replace(before, f"server {node[name]};")
+        for name, port in BALANCED_PORTS.items():
+            udp = " udp" if name == "srt" else ""
+            before = f"listen {port}{udp};"
+            assert before in text, f"{before} not in {BALANCER_CONF}"
+            text = text.replace(before, f"listen 127.0.0.1:{self.ports[name]}{udp};")
+        text = text.replace("worker_processes auto;", "worker_processes 1;")
+        return text.replace("http {", f"http {{\n    access_log {self.prefix}/access.log;", 1)
+
+    def start(self) -> NginxBalancer:
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(self.config())
+        globals_ = (f"daemon off; master_process off; pid {self.prefix}/nginx.pid; "
+                    f"error_log {self.prefix}/error.log info;")
+        with open(self.prefix / "stderr.log", "wb") as stderr:
+            self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf),
+                                             "-g", globals_],
+                                            stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 15
+        for port in (self.ports["rtmp"], self.ports["http"]):
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        ("127.0.0.1", port), timeout=1):
+                    break
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("nginx did not start: " + self.error_log)
+                time.sleep(0.05)
+        return self
+
+    @property
+    def error_log(self) -> str:
+        logs = [self.prefix / "stderr.log", self.prefix / "error.log"]
+        return "".join(log.read_text() for log in logs if log.exists())
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
