@@ -748,7 +748,8 @@ def prepare_data_dir(data_dir: Path) -> None:
             data_dir.mkdir(parents=True, exist_ok=True)
             data_dir.chmod(DATA_DIR_MODE)  # mkdir's mode is filtered by the umask
         (data_dir / "assets").mkdir(exist_ok=True)
-        probe = data_dir / ".relay-write-check"
+        # A name of this process's own: nodes sharing a data dir start at the same moment.
+        probe = data_dir / f".relay-write-check-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

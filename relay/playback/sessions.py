@@ -53,14 +53,32 @@ def load_session_secret(path: Path) -> bytes:
     try:
         secret = path.read_bytes()
     except FileNotFoundError:
-        secret = new_session_secret()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(secret)
-        return secret
+        secret = _make_session_secret(path)
     if len(secret) != SESSION_SECRET_BYTES:
         raise ValueError(f"{path} holds {len(secret)} bytes; a session secret is "
                          f"{SESSION_SECRET_BYTES} (delete the file to make a new one)")
+    return secret
+
+
+def _make_session_secret(path: Path) -> bytes:
+    """Write a new secret to `path` whole, or return the one another process wrote there
+    first: nodes sharing a data dir start at the same moment (`relay serve --workers`). The
+    secret is written to a file of this process's own and linked into place, which fails
+    if `path` exists, so no process ever reads a half-written secret or replaces another's."""
+    secret = new_session_secret()
+    partial = path.with_name(f"{path.name}.{os.getpid()}.new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(secret)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return path.read_bytes()
+    finally:
+        partial.unlink(missing_ok=True)
     return secret
 
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import stat
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.api.signing import new_key_pair
+from relay.playback import sessions
 from relay.playback.access import PlaybackAccess
 from relay.playback.restrictions import (
     MAX_REFERER_LENGTH,
@@ -362,6 +364,31 @@ def test_the_session_secret_is_kept_private(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="delete the file"):
         load_session_secret(path)
+
+
+def test_nodes_starting_together_share_one_session_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process (a node on the same data dir) writes the secret while this one makes
+    its own: this one takes the other's, whole, and leaves no file of its own behind."""
+    path = tmp_path / "session.key"
+    theirs = b"t" * SESSION_SECRET_BYTES
+    made = sessions.new_session_secret
+
+    def racing() -> bytes:
+        path.write_bytes(theirs)  # the other node, between our read and our write
+        return made()
+
+    monkeypatch.setattr(sessions, "new_session_secret", racing)
+    assert load_session_secret(path) == theirs
+    assert path.read_bytes() == theirs
+    assert [p.name for p in tmp_path.iterdir()] == ["session.key"]
+
+
+def test_nodes_starting_at_once_agree_on_the_session_secret(tmp_path: Path) -> None:
+    path = tmp_path / "session.key"
+    with ProcessPoolExecutor(4) as pool:
+        secrets = set(pool.map(load_session_secret, [path] * 16))
+    assert secrets == {path.read_bytes()}
 
 
 def test_a_referer_past_the_limit_is_refused() -> None:
