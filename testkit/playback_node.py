@@ -14,20 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import uvicorn
 from starlette.applications import Starlette
-from uvicorn.server import ServerState
 
 from relay.hls.packager import HlsCounters
 from relay.hls.routes import PlaybackDirectory, playback_routes
-from relay.hls.serve import PlaybackServer, playback_protocol
+from relay.hls.serve import PlaybackServer
 from relay.hls.upstream import OwnerProxy, UpstreamCounters
-from relay.http_limits import HttpLimits, limited_protocol
 from relay.images.pool import DecodePool
 from relay.images.routes import image_routes
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
+from testkit.lean import serving_lean
 
 
 class _PlaybackIds:
@@ -82,26 +80,12 @@ def serving_node(ids: dict[str, PlaybackId], owner_url: str, data_dir: Path
         app = Starlette(routes=[*image_routes(directory, pool=images, proxy=proxy),
                                 *playback_routes(directory, counters, proxy=proxy)])
         playback = PlaybackServer(directory, counters, proxy=proxy)
-        limits = HttpLimits()
-        limited = limited_protocol(limits)
-        protocol = playback_protocol(limits, limited.table, playback, limited)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                ws="none", http=protocol)
-        config.load()
-        state = ServerState()
-        running = asyncio.get_running_loop()
-        server = await running.create_server(
-            lambda: protocol(config=config, server_state=state,  # type: ignore[call-arg]
-                             app_state={}, _loop=running), "127.0.0.1", 0)
-        node.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        started.set()
         try:
-            await stop.wait()
+            async with serving_lean(app, playback) as url:
+                node.url = url
+                started.set()
+                await stop.wait()
         finally:
-            server.close()
-            for connection in list(state.connections):
-                connection.shutdown()
-            playback.close()
             images.close()
             await proxy.aclose()
 

@@ -24,8 +24,8 @@ from relay.hls.upstream import HOP_HEADER
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
+from testkit.lean import serving_lean
 from tests.hls.helpers.routes import FakeStore
-from tests.hls.lean import serving_lean
 
 pytestmark = pytest.mark.anyio
 

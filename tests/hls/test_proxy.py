@@ -29,8 +29,8 @@ from relay.hls.upstream import OwnerProxy
 from relay.playback.access import PlaybackAccess
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
+from testkit.lean import serving_lean
 from tests.hls.helpers.routes import ASSET_ID, LIVE_ID, SIGNED_ID, FakeStore, Server
-from tests.hls.lean import serving_lean
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
 
 pytestmark = pytest.mark.anyio

@@ -18,8 +18,8 @@ from relay.hls.signed import PlaybackGate
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
+from testkit.lean import serving_lean
 from tests.hls.helpers.packager import Feeder, av
-from tests.hls.lean import serving_lean
 
 LIVE_ID = "LiveLiveLive1"
 
