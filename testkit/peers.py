@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -175,6 +175,54 @@ NGINX = "/usr/sbin/nginx"
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 
 
+def start_nginx(prefix: Path, conf: Path, ports: Iterable[int],
+                extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Run nginx on `conf` (its stderr into `prefix`/stderr.log) and wait until it listens
+    on each TCP port of `ports`: until the port can no longer be bound, since a test
+    connection would be passed on to the upstream behind it."""
+    with open(prefix / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), *extra_args],
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 15
+    for port in ports:
+        while _port_free(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_nginx(process)
+                raise AssertionError("nginx did not start: " + nginx_log(prefix))
+            time.sleep(0.05)
+    return process
+
+
+def stop_nginx(process: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
+    """SIGTERM (SIGKILL when `kill`, or after 10 s) and reap."""
+    if process is None:
+        return
+    if not kill:
+        process.terminate()
+        try:
+            process.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait(10)
+
+
+def nginx_log(prefix: Path) -> str:
+    """What nginx wrote under `prefix`: its stderr, then its error log."""
+    logs = [prefix / "stderr.log", prefix / "error.log"]
+    return "".join(log.read_text() for log in logs if log.exists())
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class NginxRtmp:
     """nginx with Debian's RTMP module as an RTMP server the tests push to: its own config
     and prefix under `prefix`, one application `live` that records every stream it receives
@@ -218,32 +266,16 @@ rtmp {{
   }}
 }}
 """)
-        self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=1):
-                return self
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("nginx did not start: "
-                                     + (self.prefix / "error.log").read_text())
-            time.sleep(0.05)
+        self.process = start_nginx(self.prefix, conf, [self.port])
+        return self
 
     def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+        stop_nginx(self.process, kill=True)
+        self.process = None
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+        stop_nginx(self.process)
+        self.process = None
 
     def recordings(self) -> list[Path]:
         return sorted(self.records.glob("*.flv"))
@@ -254,15 +286,6 @@ NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 def _bind(route: Route) -> str:
     return f"\n    proxy_bind {route.bind};" if route.bind else ""
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass(frozen=True)
@@ -330,28 +353,12 @@ http {{
   scgi_temp_path {self.prefix}/scgi;{http}
 }}
 """)
-        self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        for port in [*self.streams, *self.http]:
-            # Not a connection to the port: nginx would pass it on to Relay. A port that
-            # cannot be bound is one nginx listens on.
-            while _port_free(port):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("nginx did not start: "
-                                         + (self.prefix / "error.log").read_text())
-                time.sleep(0.05)
+        self.process = start_nginx(self.prefix, conf, [*self.streams, *self.http])
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-            self.process = None
+        stop_nginx(self.process)
+        self.process = None
 
 
 BALANCER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "relay-balancer.conf"
@@ -398,28 +405,15 @@ class NginxBalancer:
         conf.write_text(self.config())
         globals_ = (f"daemon off; master_process off; pid {self.prefix}/nginx.pid; "
                     f"error_log {self.prefix}/error.log info;")
-        with open(self.prefix / "stderr.log", "wb") as stderr:
-            self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf),
-                                             "-g", globals_],
-                                            stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + 15
-        for port in (self.ports["rtmp"], self.ports["http"]):
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(
-                        ("127.0.0.1", port), timeout=1):
-                    break
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("nginx did not start: " + self.error_log)
-                time.sleep(0.05)
+        self.process = start_nginx(self.prefix, conf,
+                                   [self.ports["rtmp"], self.ports["rtmps"], self.ports["http"]],
+                                   ["-g", globals_])
         return self
 
     @property
     def error_log(self) -> str:
-        logs = [self.prefix / "stderr.log", self.prefix / "error.log"]
-        return "".join(log.read_text() for log in logs if log.exists())
+        return nginx_log(self.prefix)
 
     def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+        stop_nginx(self.process, kill=True)
+        self.process = None
