@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from relay.api import MAX_BODY_BYTES, AuthLimits, create_api
+from relay.api import MAX_BODY_BYTES
 from relay.api.deps import MAX_PAGE, MAX_PAGE_SIZE
 from relay.api.errors import MAX_ERROR_MESSAGES
 from relay.api.responses import (
@@ -37,21 +37,6 @@ SDK_DEFAULT_CREATE = {
     "reconnect_window": 60, "use_slate_for_standard_latency": False,
     "max_continuous_duration": 43200,
 }
-
-
-async def ready() -> list[str]:
-    return []
-
-
-@pytest.fixture
-async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    token_id, secret = await store.create_access_token()
-    # Failed authentications are answered at once here; test_api_auth.py tests the delay.
-    app = create_api(store, ready, auth_limits=AuthLimits(failure_delay=0))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://relay",
-                                 auth=(token_id, secret)) as http:
-        yield http
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

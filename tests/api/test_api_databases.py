@@ -5,12 +5,10 @@ a 500."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from relay.api import AuthLimits, create_api
 from relay.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -19,19 +17,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def store(any_store: Store) -> Store:
     return any_store
-
-
-async def ready() -> list[str]:
-    return []
-
-
-@pytest.fixture
-async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    token_id, secret = await store.create_access_token()
-    app = create_api(store, ready, auth_limits=AuthLimits(failure_delay=0))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://relay", auth=(token_id, secret)) as http:
-        yield http
 
 
 def post_json(client: httpx.AsyncClient, path: str, body: object) -> object:

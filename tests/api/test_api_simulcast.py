@@ -3,31 +3,16 @@ idle, and a target is an rtmp:// or rtmps:// URL with a host, checked at creatio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from relay.api import AuthLimits, create_api
 from relay.store import Store
 
 pytestmark = pytest.mark.anyio
 
 STREAMS = "/video/v1/live-streams"
-
-
-async def ready() -> list[str]:
-    return []
-
-
-@pytest.fixture
-async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    token_id, secret = await store.create_access_token()
-    app = create_api(store, ready, auth_limits=AuthLimits(failure_delay=0))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://relay", auth=(token_id, secret)) as http:
-        yield http
 
 
 def invalid(response: httpx.Response) -> list[str]:
