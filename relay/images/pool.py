@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
@@ -58,6 +58,7 @@ DEFAULT_DECODE_BURST: Final = 20
 MAX_RATE_CLIENTS: Final = 10_000
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ImageBusy(Exception):
@@ -137,17 +138,8 @@ class DecodePool:
             self._cache.move_to_end(key)
             self.counters.cache_hits += 1
             return cached
-        task = self._running.get(key)
-        if task is not None:
-            self.counters.shared += 1
-        else:
-            if self.pending >= self.max_pending:
-                self.counters.busy += 1
-                raise ImageBusy(self.pending, self.max_pending)
-            task = asyncio.get_running_loop().create_task(self._make(key, job),
-                                                          name="relay-image")
-            task.add_done_callback(_retrieve)
-            self._running[key] = task
+        task, new = self._join(self._running, key, lambda: self._make(key, job), "relay-image")
+        if new:
             self.counters.decodes += 1
         # shield: a requester that leaves (a closed connection) does not cancel the decode
         # the others wait for.
@@ -160,19 +152,27 @@ class DecodePool:
         live stream): its answer's own Cache-Control says how long it may be kept, and a
         live image's is a second."""
         self.counters.requests += 1
-        task = self._sharing.get(key)
-        if task is not None:
-            self.counters.shared += 1
-        else:
-            if self.pending >= self.max_pending:
-                self.counters.busy += 1
-                raise ImageBusy(self.pending, self.max_pending)
-            task = asyncio.get_running_loop().create_task(self._shared(key, work),
-                                                          name="relay-image-share")
-            task.add_done_callback(_retrieve)
-            self._sharing[key] = task
+        task, _ = self._join(self._sharing, key, lambda: self._shared(key, work),
+                             "relay-image-share")
         # shield: as in `run`, a requester that leaves does not cancel the others' work.
         return cast(T, await asyncio.shield(task))
+
+    def _join(self, running: dict[Hashable, asyncio.Task[R]], key: Hashable,
+              start: Callable[[], Coroutine[Any, Any, R]], name: str
+              ) -> tuple[asyncio.Task[R], bool]:
+        """The task `running` has for `key` (shared), or a new one from `start()` under the
+        queue bound (ImageBusy past it); whether it is new."""
+        task = running.get(key)
+        if task is not None:
+            self.counters.shared += 1
+            return task, False
+        if self.pending >= self.max_pending:
+            self.counters.busy += 1
+            raise ImageBusy(self.pending, self.max_pending)
+        task = asyncio.get_running_loop().create_task(start(), name=name)
+        task.add_done_callback(_retrieve)
+        running[key] = task
+        return task, True
 
     async def _shared(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
         try:
