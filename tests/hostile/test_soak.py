@@ -43,6 +43,7 @@ import httpx
 
 from testkit.encoders import FFMPEG, needs_ffmpeg
 from testkit.relay_process import RelayProcess
+from testkit.tls import self_signed
 
 pytestmark = needs_ffmpeg
 
@@ -80,14 +81,6 @@ def _make_clip(path: Path) -> Path:
                     "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(path)],
                    check=True, timeout=120)
     return path
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def _rss_kib(pid: int) -> int:
@@ -243,7 +236,7 @@ def _recorded_asset(relay: RelayProcess, client: httpx.Client, clip: Path) -> st
 def test_hostile_peers_do_not_hurt_honest_publishers(tmp_path: Path) -> None:
     _raise_fd_limit()
     clip = _make_clip(tmp_path / "clip.flv")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     # The honest encoders all come from 127.0.0.1 (an office behind one NAT), so that
     # address gets room for them and their reconnects; the attackers come from elsewhere.
     relay = RelayProcess(tmp_path / "data", token=TOKEN, extra_args=[

@@ -20,6 +20,7 @@ from testkit.encoders import ffmpeg_publish, needs_ffmpeg, srt_url
 from testkit.peers import NginxBalancer
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess, free_tcp_port, free_udp_port
+from testkit.tls import self_signed
 from tests.integration.helpers.webhooks import wait_until
 
 TOKEN = ("balancer-test-token", "balancer-test-secret-0123456789-abcdefgh")
@@ -34,14 +35,6 @@ def node(url: str, data_dir: Path, name: str, cert: tuple[Path, Path]) -> RelayP
     return RelayProcess(data_dir, token=TOKEN, extra_args=[
         "--database-url", url, "--node-id", name, "--trusted-proxy", "127.0.0.1/32",
         "--rtmps-port", "0", "--tls-cert", str(cert[0]), "--tls-key", str(cert[1])])
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def addresses(relay: RelayProcess) -> dict[str, str]:

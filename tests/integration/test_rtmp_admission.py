@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from testkit.peers import (
     try_publish,
 )
 from testkit.relay_process import RelayProcess
+from testkit.tls import self_signed
 from tests.integration.helpers.rtmp_ingest import (
     create_stream,
     start_relay,
@@ -44,10 +44,7 @@ def data_dir(tmp_path: Path) -> Path:
 def tls_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """RTMPS with a self-signed certificate (ffmpeg does not verify it by default)."""
     folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed(folder)
     return ["--rtmps-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
 
 

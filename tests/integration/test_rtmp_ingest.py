@@ -7,7 +7,6 @@ what the webhook deliverer will send.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 
 from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg
 from testkit.relay_process import RelayProcess
+from testkit.tls import self_signed
 from tests.integration.helpers.rtmp_ingest import (
     api,
     create_stream,
@@ -128,10 +128,7 @@ def test_session_limit_disconnects(data_dir: Path) -> None:
 
 
 def test_rtmps_publish_with_a_self_signed_certificate(data_dir: Path, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed(tmp_path)
     relay = start_relay(data_dir, "--rtmps-port", "0", "--tls-cert", str(cert),
                         "--tls-key", str(key))
     try:

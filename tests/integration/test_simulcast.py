@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from testkit.encoders import ffmpeg_publish, finish, needs_ffmpeg, srt_url
 from testkit.peers import NginxRtmp
 from testkit.relay_process import RelayProcess
+from testkit.tls import self_signed
 from tests.integration.helpers.rtmp_ingest import (
     TOKEN,
     api,
@@ -250,17 +251,9 @@ def test_refused_key_is_fatal_and_not_retried(relay: RelayProcess, tmp_path: Pat
     assert target["error_severity"] == "fatal"
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
-
-
 @pytest.mark.parametrize("trusted", [True, False])
 def test_rtmps_target_with_a_ca_file(tmp_path: Path, trusted: bool) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, alt_name="DNS:localhost")
     target = RelayProcess(tmp_path / "target", token=TOKEN,
                           extra_args=["--rtmps-port", "0", "--tls-cert", str(cert),
                                       "--tls-key", str(key)]).start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from relay.rtmp.handshake import HANDSHAKE_SIZE
 from testkit.peers import NginxProxy, Route, host_port, metric
 from testkit.relay_process import RelayProcess, free_tcp_port, wait_for
+from testkit.tls import self_signed
 
 pytestmark = pytest.mark.skipif(not NginxProxy.available(),
                                 reason="nginx with its stream module is not installed")
@@ -40,10 +40,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     folder = tmp_path_factory.mktemp("trusted-proxy")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed(folder)
     relay = RelayProcess(folder / "data", token=("proxytest", "s" * 40), extra_args=[
         "--trusted-proxy", "127.0.0.1/32", "--rtmp-max-connections-per-ip", str(PER_IP),
         "--log-repeat-interval", "0.1", "--rtmps-port", "0", "--tls-cert", str(cert),

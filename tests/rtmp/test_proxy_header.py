@@ -11,7 +11,6 @@ import contextlib
 import ipaddress
 import logging
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServ
 from relay.store import NewLiveStream, Store
 from relay.streams.registry import IngestRegistry
 from relay.trusted_proxies import TrustedProxies
+from testkit.tls import self_signed
 
 pytestmark = pytest.mark.anyio
 
@@ -207,11 +207,7 @@ async def test_a_header_from_an_untrusted_peer_is_refused(
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
+    return self_signed(folder)
 
 
 @pytest.mark.parametrize("trust", [LOOPBACK, ELSEWHERE], ids=["trusted", "untrusted"])

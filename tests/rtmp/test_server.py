@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from relay.rtmp.session import DEFAULT_MAX_MESSAGES_BEFORE_PUBLISH, MAX_PENDING_
 from relay.store import NewLiveStream, Store
 from relay.streams.registry import IngestRegistry
 from relay.streams.throttle import AuthThrottle
+from testkit.tls import self_signed
 
 pytestmark = pytest.mark.anyio
 
@@ -317,11 +317,7 @@ async def test_a_refusal_beyond_the_waiting_cap_is_closed_unanswered(store: Stor
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
+    return self_signed(folder)
 
 
 async def test_tls_handshakes_hold_slots_from_accept_and_expire(

@@ -24,6 +24,7 @@ from relay.simulcast.pusher import PushLimits, TargetAddress, TargetError, parse
 from relay.streams.queue import MediaQueue
 from testkit.peers import NginxRtmp
 from testkit.relay_process import RelayProcess, free_tcp_port
+from testkit.tls import self_signed
 from tests.integration.helpers.rtmp_ingest import create_stream, get_stream, start_relay, wait_until
 from tests.media.helpers.vectors import TAG_AUDIO, TAG_VIDEO, read_flv
 
@@ -145,17 +146,9 @@ def received(relay: RelayProcess, stream_id: str) -> None:
                "a recording of the pushed media")
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
-
-
 @needs_ffmpeg
 def test_rtmps_verifies_the_certificate(clip: list[Unit], tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, alt_name="IP:127.0.0.1")
     relay: RelayProcess = start_relay(tmp_path / "data", "--rtmps-port", "0",
                                       "--tls-cert", str(cert), "--tls-key", str(key))
     try:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from relay.hls import http1
 from relay.hls.http1 import Http1Protocol, Request, Response, bound_protocol
 from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits
 from relay.https import TlsAcceptor
+from testkit.tls import self_signed
 
 pytestmark = pytest.mark.anyio
 
@@ -34,10 +34,7 @@ class Echo:
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     directory: Path = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed(directory)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
     return server
