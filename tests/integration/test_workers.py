@@ -29,6 +29,7 @@ from relay.store.records import Event
 from testkit.encoders import ffmpeg_publish, needs_ffmpeg, srt_url
 from testkit.postgres import PostgresCluster
 from testkit.relay_process import RelayProcess
+from tests.integration.helpers.nodes import in_store
 from tests.integration.helpers.webhooks import wait_until
 
 TOKEN = ("workers-test-token", "workers-test-secret-0123456789-abcdefghij")
@@ -50,16 +51,6 @@ def test_workers_need_postgresql(tmp_path: Path) -> None:
     assert "--workers 2 needs PostgreSQL" in done.stderr, done.stderr
     assert "--database-url" in done.stderr, done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
-
-
-def in_store(url: str, call: str, *args: str) -> Any:
-    async def run() -> Any:
-        store = await Store.open(url)
-        try:
-            return await getattr(store, call)(*args)
-        finally:
-            await store.close()
-    return asyncio.run(run())
 
 
 def live_nodes(url: str) -> dict[str, str]:
