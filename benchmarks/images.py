@@ -54,6 +54,7 @@ from relay.hls.packager import LivePackager  # noqa: E402
 from relay.images.pool import ClientRates, DecodePool  # noqa: E402
 from relay.images.render import Rendered  # noqa: E402
 from relay.images.routes import image_routes  # noqa: E402
+from relay.images.worker import ImageJob  # noqa: E402
 from testkit.relay_process import RelayProcess  # noqa: E402
 
 TOKEN = ("images-bench", "images-bench-secret-0123456789-abcdefghij")
@@ -63,9 +64,19 @@ TICK = 0.001
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of `pid` (proc(5): fields 14 and 15, in ticks)."""
+    """utime + stime of every thread of `pid`, of its children that ended (cutime +
+    cstime) and of those still running (its image worker processes): proc(5), fields 14 to
+    17, in ticks."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = sum(int(value) for value in fields[11:15])
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            other = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile (in cutime once reaped)
+        if other[1] == str(pid):  # field 4, ppid
+            total += int(other[11]) + int(other[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def push(url: str, seconds: int) -> subprocess.Popen[str]:
@@ -150,9 +161,23 @@ class AnsweringPool(DecodePool):
     """Answers every image at once with the same bytes, without a decode: the stall run
     with it measures what the HTTP side alone does to the loop."""
 
-    async def run(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
+    async def run(self, key: Hashable, job: ImageJob) -> Rendered:
         self.counters.requests += 1
         return Rendered(b"\xff\xd8" + bytes(40_000), "image/jpeg")
+
+
+def loop_thread_schedstat() -> Callable[[], tuple[float, float]]:
+    """A reader of the calling thread's schedstat (Linux: seconds on a core, seconds
+    runnable but waiting for one); (0, 0) where there is none."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return lambda: (0.0, 0.0)
+
+    def read() -> tuple[float, float]:
+        fields = os.pread(fd, 128, 0).split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    return read
 
 
 async def stall(directory: Path, duration: float, *,
@@ -176,19 +201,29 @@ async def stall(directory: Path, duration: float, *,
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
         await asyncio.sleep(0.01)
+    schedstat = loop_thread_schedstat()
     lateness: list[float] = []
+    # Where each tick's time went, from the loop thread's schedstat: on a core, and waiting
+    # for one (runnable); the rest it was blocked (the GIL held by another thread, a fault).
+    on_cpu: list[float] = []
+    runnable: list[float] = []
     running = True
 
     async def ticker() -> None:
         while running:
-            began = time.perf_counter()
+            began, (cpu, wait) = time.perf_counter(), schedstat()
             await asyncio.sleep(TICK)
             lateness.append(time.perf_counter() - began - TICK)
+            cpu_after, wait_after = schedstat()
+            on_cpu.append(cpu_after - cpu)
+            runnable.append(wait_after - wait)
 
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(1.0)
     floor = max(lateness)
     lateness.clear()
+    on_cpu.clear()
+    runnable.clear()
     paths = [f"/rec/thumbnail.jpg?time={duration * i / 46:.2f}&width={320 + 8 * i}"
              for i in range(46)]
     paths += ["/rec/storyboard.jpg", "/rec/storyboard.vtt",
@@ -205,12 +240,16 @@ async def stall(directory: Path, duration: float, *,
     await tick
     server.should_exit = True
     await serving
-    pool.close()
+    await pool.aclose()
     if client.returncode != 0:
         raise RuntimeError(f"stall run: {err.decode()[-500:]}")
     ordered = sorted(lateness)
+    worst = lateness.index(ordered[-1])
     return {"requests": STALL_REQUESTS, "wall_s": round(wall, 3),
             "worst_stall_ms": round(ordered[-1] * 1000, 2),
+            "worst_stall_on_cpu_ms": round(on_cpu[worst] * 1000, 2),
+            "worst_stall_runnable_ms": round(runnable[worst] * 1000, 2),
+            "worst_on_cpu_ms": round(max(on_cpu) * 1000, 2),
             "p99_stall_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
             "floor_worst_ms": round(floor * 1000, 2), "ticks": len(ordered),
             "workers": pool.workers, "decodes": pool.counters.decodes}

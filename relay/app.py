@@ -591,7 +591,7 @@ class RelayServer:
         if self.owner_proxy is not None:
             await self.owner_proxy.aclose()
             self.owner_proxy = None
-        self.image_pool.close()  # after the requests that wait for it have ended
+        await self.image_pool.aclose()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()
         # Last before the store: the sessions' final events are in the outbox, and what is
