@@ -186,8 +186,9 @@ class RelayServer:
         #: Signing keys, playback restrictions and session values for signed playback
         #: (issue 17), kept in step with the API; set while the server runs.
         self.playback_access: PlaybackAccess | None = None
-        #: Where thumbnails, animated images and storyboards are decoded (relay.images).
-        self.image_pool = DecodePool()
+        #: Where thumbnails, animated images and storyboards are decoded (relay.images), by
+        #: --image-workers processes.
+        self.image_pool = DecodePool(workers=settings.image_workers)
         #: Who owns a live stream not live on this node: on a shared database (PostgreSQL)
         #: the lease holder named in the store, unless set before start; with it, both
         #: playback servers serve such streams from their owner (`relay.hls.upstream`);

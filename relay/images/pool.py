@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
@@ -43,12 +42,8 @@ from relay.images.worker import (
     ImageWorkerFailed,
     WorkerProcess,
 )
+from relay.limits import DEFAULT_IMAGE_WORKERS, MAX_IMAGE_WORKERS
 
-#: Worker processes decoding and encoding images (at most the cores, at most 4: images must
-#: not take the cores ingest and playback need; each process holds ~60 MB).
-DEFAULT_IMAGE_WORKERS: Final = max(1, min(4, os.cpu_count() or 1))
-#: Most worker processes a pool may be given (--image-workers).
-MAX_IMAGE_WORKERS: Final = 32
 #: Distinct decodes queued or running at once; past it a request is answered 503.
 DEFAULT_MAX_PENDING_IMAGES: Final = 64
 #: Retry-After (seconds) of that 503 and of the rate limit's 429.

@@ -33,6 +33,7 @@ import os
 import pickle
 import signal
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,8 +88,12 @@ class ImageJob:
 class WorkerProcess:
     """One worker, started with `start()`; `run()` one job at a time."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self._process = process
+    def __init__(self, popen: subprocess.Popen[bytes], reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, reading: asyncio.BaseTransport) -> None:
+        self._popen = popen
+        self._reader = reader
+        self._writer = writer
+        self._reading = reading
         self.broken = False  # killed, or must be: not to be given another job
 
     @classmethod
@@ -97,10 +102,26 @@ class WorkerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [_RELAY_ROOT, *filter(None, [env.get("PYTHONPATH")])])
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay.images.worker", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, env=env)
-        worker = cls(process)
+        # Started from a thread by subprocess (vfork + exec): uvloop's spawn forks the whole
+        # relay on the loop, tens of milliseconds of page tables for a relay of a few
+        # hundred MB, and then waits on the loop for the child's exec.
+        popen = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, "-m", "relay.images.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        assert popen.stdin is not None and popen.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        try:
+            reading, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
+            writing, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), popen.stdin)
+        except BaseException:
+            popen.kill()
+            await asyncio.to_thread(popen.wait)
+            raise
+        worker = cls(popen, reader, asyncio.StreamWriter(writing, protocol, None, loop),
+                     reading)
         try:
             async with asyncio.timeout(within):
                 kind, _ = await worker._receive()
@@ -118,7 +139,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
-        return self._process.pid
+        return self._popen.pid
 
     async def run(self, job: ImageJob, seconds: float) -> Rendered:
         """The job's image, made within `seconds`; its own errors as the job raised them
@@ -150,10 +171,7 @@ class WorkerProcess:
                                     "was stopped and is replaced; retry, or ask a shorter "
                                     "or smaller image") from None
         except (OSError, asyncio.IncompleteReadError):
-            # Its pipes closed: it ended, or is ending. Waited for before any kill: a
-            # signal to a child that has exited would reap it (Popen.send_signal polls)
-            # behind the back of asyncio's child watcher, and lose its exit status.
-            await self.stop()
+            await self.stop()  # its pipes closed: it ended, or is ending
             raise ImageWorkerFailed(f"the image worker stopped while making this image "
                                     f"({self.exit_status()}); it is replaced, retry") from None
         except ImageWorkerFailed:  # an answer that breaks the protocol
@@ -161,8 +179,7 @@ class WorkerProcess:
             raise
         except BaseException:  # cancelled mid-job: the worker's state is unknown
             self.broken = True
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+            self._popen.kill()  # reaped by the pool (`kill`)
             raise
         if isinstance(result, Exception):
             raise result  # the job's own error: the worker goes on
@@ -179,24 +196,20 @@ class WorkerProcess:
         await self._send(_BYTES, data)
 
     async def _send(self, kind: bytes, payload: bytes) -> None:
-        stdin = self._process.stdin
-        assert stdin is not None
-        stdin.write(_HEADER.pack(kind, len(payload)))
-        stdin.write(payload)
-        await stdin.drain()
+        self._writer.write(_HEADER.pack(kind, len(payload)))
+        self._writer.write(payload)
+        await self._writer.drain()
 
     async def _receive(self) -> tuple[bytes, bytes]:
-        stdout = self._process.stdout
-        assert stdout is not None
-        kind, length = _HEADER.unpack(await stdout.readexactly(_HEADER.size))
+        kind, length = _HEADER.unpack(await self._reader.readexactly(_HEADER.size))
         if length > MAX_ANSWER_BYTES:
             raise ImageWorkerFailed(f"the image worker sent {length} bytes, over "
                                     f"MAX_ANSWER_BYTES ({MAX_ANSWER_BYTES})")
-        return kind, await stdout.readexactly(length)
+        return kind, await self._reader.readexactly(length)
 
     def exit_status(self) -> str:
         """How the process ended, for an error message ('' while it runs)."""
-        code = self._process.returncode
+        code = self._popen.returncode
         if code is None:
             return ""
         if code < 0:
@@ -209,20 +222,18 @@ class WorkerProcess:
         """End the worker: its stdin closed (an idle worker exits), killed after `grace`
         seconds."""
         self.broken = True
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            async with asyncio.timeout(grace):
-                await self._process.wait()
-        except TimeoutError:
-            await self.kill()
+        self._writer.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(self._popen.wait, grace)
+        await self.kill()
 
     async def kill(self) -> None:
+        """Kill the worker (unless it has ended), reap it and close its pipes."""
         self.broken = True
-        if self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-        await self._process.wait()
+        self._popen.kill()  # after a poll: a process already reaped is not signalled
+        await asyncio.to_thread(self._popen.wait)
+        self._writer.close()
+        self._reading.close()
 
 
 def _rendered(data: bytes) -> Rendered:

@@ -18,13 +18,13 @@ from relay.images.params import ImageParamError
 from relay.images.pool import (
     BUSY_RETRY_AFTER,
     MAX_CACHED_IMAGE_BYTES,
-    MAX_IMAGE_WORKERS,
     ClientRates,
     DecodePool,
     ImageBusy,
     RateLimited,
 )
 from relay.images.worker import WORKER_NICENESS, ImageJob, ImageWorkerFailed
+from relay.limits import MAX_IMAGE_WORKERS
 from tests.images.helpers import jobs
 from tests.images.helpers.jobs import FileGate, started
 
