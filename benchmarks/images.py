@@ -10,7 +10,9 @@ worst stall while 50 image requests run.
    are asked `--concurrency` at a time. The server's CPU time (utime + stime of every
    thread, from /proc, and of its image worker processes) is read before and after; the
    CPU it spends on the stream alone is measured for as long just before and taken off.
-   Thumbnails per second per core = requests / (server CPU seconds spent on them).
+   Thumbnails per second per core = requests / (server CPU seconds spent on them). Before
+   it, `--concurrency` other thumbnails at once start the image worker processes, a cost
+   paid once per relay (about half a second of CPU each).
 2. Recorded. The same against the asset's playback id (the recording on disk of the same
    stream, read while it is still recording), at times spread over it.
 3. Stall. In this process, on uvloop: the image routes (Starlette under uvicorn) on that
@@ -18,10 +20,14 @@ worst stall while 50 image requests run.
    distinct images (46 thumbnails of several sizes and times, a storyboard and its WebVTT,
    two animated GIFs). A ticker on the server's loop sleeps 1 ms at a time and records how
    late it wakes: the worst lateness is the loop's worst stall (aim: under 20 ms) while the
-   requests are parsed, decoded in the pool (worker processes, started as the requests
-   come) and answered. The ticker alone first gives the floor (what the machine does to a
-   sleeping loop without any request), and the same requests answered at once without a
-   decode (`AnsweringPool`) give the HTTP side's own share.
+   requests are parsed, decoded in the pool (a new pool: its worker processes start as
+   the requests come) and answered. The ticker alone first gives the floor (what the
+   machine does to a sleeping loop without any request), and the same requests answered at
+   once without a decode (`AnsweringPool`) give the HTTP side's own share.
+   The client process is started, and ready, before the window opens (uvloop forks this
+   process to spawn it: tens of milliseconds that are the benchmark's own), and the garbage
+   of what ran before in this process is collected first (`gc_worst_ms` is the longest
+   collection in the window).
    The worst stall is split by the loop thread's /proc/thread-self/schedstat: `on_cpu`
    (the loop's own work in that tick), `runnable` (waiting for a core the machine's other
    processes, or the image workers, had) and `blocked` (the rest: waiting for the GIL
@@ -329,6 +335,11 @@ def main() -> int:
             asset_pid = api.get(f"/video/v1/assets/{asset_id}").json()["data"][
                 "playback_ids"][0]["id"]
             n = args.requests
+            # Warm: the image workers start (~0.5 s of CPU each, once per relay) with the
+            # first images; `--concurrency` of them at once start as many as are used.
+            asyncio.run(fetch_all(relay.http_url, [f"/{live_id}/thumbnail.jpg?width={100 + i}"
+                                                   for i in range(args.concurrency)],
+                                  args.concurrency))
             results["live"] = rate(relay, [f"/{live_id}/thumbnail.jpg?width={320 + 4 * i}"
                                            for i in range(n)], args.concurrency)
             results["recorded"] = rate(
