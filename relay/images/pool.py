@@ -11,11 +11,12 @@ requesters leave, and its result goes to the cache, bounded in entries and bytes
 cache: the image of a live stream another node owns, fetched from that node
 (`relay.hls.upstream`).
 
-Processes, not threads: PyAV and Pillow release the GIL only around their C calls, and the
-Python between those calls in a worker thread took the GIL from the event loop, tens of
-milliseconds at a time with 50 image requests at once (`benchmarks/images.py`). A worker
-process (`relay.images.worker`) also keeps a crash of an FFmpeg decoder out of the relay:
-the request is answered 500 and the worker replaced. There are `workers` slots; a slot's
+Processes, not threads: PyAV and Pillow release the GIL only around their C calls; in
+worker threads the Python between those calls competed with the event loop for the GIL,
+and their garbage (frames, pictures) was collected in the relay's process, in pauses of
+15-19 ms while 50 image requests ran (`benchmarks/images.py`). A worker process
+(`relay.images.worker`) also keeps a crash of an FFmpeg decoder out of the relay: the
+request is answered 500 and the worker replaced. There are `workers` slots; a slot's
 process is started when a job first needs it (a relay that serves no image starts none) and
 again after its process died or hung (`job_timeout`), and the most recently used slot is
 taken first, so that a quiet relay keeps few processes busy.
@@ -241,6 +242,10 @@ class DecodePool:
                     broken, slot.worker = slot.worker, None  # the next job starts another
                     await broken.kill()  # reaped (killed already, unless cancelled)
         finally:
+            if self._closed and slot.worker is not None:
+                # Started, or busy, while the pool closed: `aclose` did not see it.
+                ending, slot.worker = slot.worker, None
+                await ending.stop()
             self._idle.put_nowait(slot)
 
     def _keep(self, key: Hashable, result: Rendered) -> None:

@@ -1,7 +1,8 @@
 """Image worker processes: each makes one image at a time, outside the relay's process.
 
 Theory of operation: a `WorkerProcess` is a child `python -m relay.images.worker` (a fresh
-interpreter, never a fork of the running uvloop process) at WORKER_NICENESS, so that FFmpeg's
+interpreter, started by subprocess from a thread: never a fork of the running uvloop
+process, nor a spawn that blocks its loop) at WORKER_NICENESS, so that FFmpeg's
 decoders and Pillow's encoders neither hold the relay's GIL nor, when one crashes, take the
 relay down. The two talk over the child's stdin and stdout in frames: a kind byte, a 4-byte
 big-endian length, the payload.

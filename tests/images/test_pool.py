@@ -207,6 +207,29 @@ async def test_workers_run_niced_and_end_with_the_pool() -> None:
         await pool.run("after", made())
 
 
+def worker_children() -> list[int]:
+    """This process's children that are image workers."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if ppid == os.getpid() and b"relay.images.worker" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_a_worker_started_while_the_pool_closes_is_ended_too() -> None:
+    pool = DecodePool(workers=1)
+    making = asyncio.create_task(pool.run("k", made(b"late")))
+    await asyncio.sleep(0)  # its worker is starting
+    await pool.aclose()
+    await asyncio.gather(making, return_exceptions=True)
+    assert worker_children() == []
+
+
 def test_the_client_rate_is_a_token_bucket_per_client() -> None:
     now = [0.0]
     rates = ClientRates(rate=2.0, burst=3, clock=lambda: now[0])
