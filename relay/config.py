@@ -255,7 +255,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
            "finalizes this many recordings at a time", "N"),
     Option("image-workers", parse_int_range(1, MAX_IMAGE_WORKERS), DEFAULT_IMAGE_WORKERS,
            "processes that decode and encode images (thumbnails, animated images, "
-           "storyboards) at a low priority, each one image at a time and ~60 MB; started "
+           "storyboards) at a low priority, each one image at a time and ~70 MB; started "
            "when the first images are asked", "N"),
     Option("recording-max-backlog", parse_int_range(1024 * 1024, 1024 * 1024 * 1024),
            64 * 1024 * 1024,

@@ -25,7 +25,7 @@ MAX_SESSION_SECONDS: Final = 43_200
 DEFAULT_NODE_TIMEOUT: Final = 10.0
 
 #: Image worker processes (--image-workers; relay.images.pool): each decodes and encodes
-#: one image at a time at a low priority and holds ~60 MB. Two by default, whatever the
+#: one image at a time at a low priority and holds ~70 MB (RSS). Two by default, whatever the
 #: cores: images must not take the cores ingest and playback need.
 DEFAULT_IMAGE_WORKERS: Final = 2
 MAX_IMAGE_WORKERS: Final = 32
