@@ -184,18 +184,18 @@ class AnsweringPool(DecodePool):
         return Rendered(b"\xff\xd8" + bytes(40_000), "image/jpeg")
 
 
-def loop_thread_schedstat() -> Callable[[], tuple[float, float]]:
+def loop_thread_schedstat() -> tuple[Callable[[], tuple[float, float]], Callable[[], None]]:
     """A reader of the calling thread's schedstat (Linux: seconds on a core, seconds
-    runnable but waiting for one); (0, 0) where there is none."""
+    runnable but waiting for one; (0, 0) where there is none), and its closer."""
     try:
         fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
     except OSError:
-        return lambda: (0.0, 0.0)
+        return (lambda: (0.0, 0.0)), (lambda: None)
 
     def read() -> tuple[float, float]:
         fields = os.pread(fd, 128, 0).split()
         return int(fields[0]) / 1e9, int(fields[1]) / 1e9
-    return read
+    return read, lambda: os.close(fd)
 
 
 async def stall(directory: Path, duration: float, *,
@@ -219,7 +219,7 @@ async def stall(directory: Path, duration: float, *,
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
         await asyncio.sleep(0.01)
-    schedstat = loop_thread_schedstat()
+    schedstat, close_schedstat = loop_thread_schedstat()
     lateness: list[float] = []
     # Where each tick's time went, from the loop thread's schedstat: on a core, and waiting
     # for one (runnable); the rest it was blocked (the GIL held by another thread, a fault).
@@ -273,6 +273,7 @@ async def stall(directory: Path, duration: float, *,
     wall = time.perf_counter() - began
     running = False
     await tick
+    close_schedstat()
     gc.callbacks.remove(timed)
     server.should_exit = True
     await serving
