@@ -8,9 +8,11 @@ worst stall while 50 image requests run.
    Once the stream is active, `--requests` live thumbnails (the newest keyframe, JPEG,
    each with another width so that none is served from the cache: every one is a decode)
    are asked `--concurrency` at a time. The server's CPU time (utime + stime of every
-   thread, from /proc) is read before and after; the CPU it spends on the stream alone is
-   measured for as long just before and taken off. Thumbnails per second per core =
-   requests / (server CPU seconds spent on them).
+   thread, from /proc, and of its image worker processes) is read before and after; the
+   CPU it spends on the stream alone is measured for as long just before and taken off.
+   Thumbnails per second per core = requests / (server CPU seconds spent on them). Before
+   it, `--concurrency` other thumbnails at once start the image worker processes, a cost
+   paid once per relay (about half a second of CPU each).
 2. Recorded. The same against the asset's playback id (the recording on disk of the same
    stream, read while it is still recording), at times spread over it.
 3. Stall. In this process, on uvloop: the image routes (Starlette under uvicorn) on that
@@ -18,10 +20,21 @@ worst stall while 50 image requests run.
    distinct images (46 thumbnails of several sizes and times, a storyboard and its WebVTT,
    two animated GIFs). A ticker on the server's loop sleeps 1 ms at a time and records how
    late it wakes: the worst lateness is the loop's worst stall (aim: under 20 ms) while the
-   requests are parsed, decoded in the pool and answered. The ticker alone first gives the
-   floor (what the machine does to a sleeping loop without any request), and the same
-   requests answered at once without a decode (`AnsweringPool`) give the HTTP side's own
-   share.
+   requests are parsed, decoded in the pool (a new pool: its worker processes start as
+   the requests come) and answered. The ticker alone first gives the floor (what the
+   machine does to a sleeping loop without any request), and the same requests answered at
+   once without a decode (`AnsweringPool`) give the HTTP side's own share.
+   The client process is started, and ready, before the window opens (uvloop forks this
+   process to spawn it: tens of milliseconds that are the benchmark's own), and the garbage
+   of what ran before in this process is collected first (`gc_worst_ms` is the longest
+   collection in the window).
+   The worst stall is split by the loop thread's /proc/thread-self/schedstat: `on_cpu`
+   (the loop's own work in that tick), `runnable` (waiting for a core the machine's other
+   processes, or the image workers, had) and `blocked` (the rest: waiting for the GIL
+   another thread of this process held, or a page fault); `worst_on_cpu_ms` is the most
+   work the loop did in any one tick, the part of a stall the code, not the machine,
+   decides. On a shared machine (other work, background fuzzers) the worst stall is mostly
+   `runnable`: compare medians of several runs, and `worst_on_cpu_ms`.
 
 Prints a table and writes JSON (default `benchmarks/results/images.json`). The machine is
 shared (2 cores, other work): compare medians of several runs.
@@ -31,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -54,6 +68,7 @@ from relay.hls.packager import LivePackager  # noqa: E402
 from relay.images.pool import ClientRates, DecodePool  # noqa: E402
 from relay.images.render import Rendered  # noqa: E402
 from relay.images.routes import image_routes  # noqa: E402
+from relay.images.worker import ImageJob  # noqa: E402
 from testkit.relay_process import RelayProcess  # noqa: E402
 
 TOKEN = ("images-bench", "images-bench-secret-0123456789-abcdefghij")
@@ -63,9 +78,19 @@ TICK = 0.001
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of `pid` (proc(5): fields 14 and 15, in ticks)."""
+    """utime + stime of every thread of `pid`, of its children that ended (cutime +
+    cstime) and of those still running (its image worker processes): proc(5), fields 14 to
+    17, in ticks."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = sum(int(value) for value in fields[11:15])
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            other = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile (in cutime once reaped)
+        if other[1] == str(pid):  # field 4, ppid
+            total += int(other[11]) + int(other[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def push(url: str, seconds: int) -> subprocess.Popen[str]:
@@ -133,12 +158,16 @@ class Recordings:
         return False  # one node
 
 
+# Started, and ready, before the measured window opens: its start (uvloop forks this process
+# to spawn it) is the benchmark's, not the requests'. It sends them when a line comes.
 _CLIENT = """
 import asyncio, sys, httpx
 async def main():
     base, paths = sys.argv[1], sys.argv[2:]
     async with httpx.AsyncClient(base_url=base, timeout=300,
                                  limits=httpx.Limits(max_connections=100)) as client:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         responses = await asyncio.gather(*(client.get(path) for path in paths))
     bad = [(r.url.path, r.status_code) for r in responses if r.status_code != 200]
     sys.exit(f"statuses {bad}" if bad else 0)
@@ -150,9 +179,23 @@ class AnsweringPool(DecodePool):
     """Answers every image at once with the same bytes, without a decode: the stall run
     with it measures what the HTTP side alone does to the loop."""
 
-    async def run(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
+    async def run(self, key: Hashable, job: ImageJob) -> Rendered:
         self.counters.requests += 1
         return Rendered(b"\xff\xd8" + bytes(40_000), "image/jpeg")
+
+
+def loop_thread_schedstat() -> tuple[Callable[[], tuple[float, float]], Callable[[], None]]:
+    """A reader of the calling thread's schedstat (Linux: seconds on a core, seconds
+    runnable but waiting for one; (0, 0) where there is none), and its closer."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return (lambda: (0.0, 0.0)), (lambda: None)
+
+    def read() -> tuple[float, float]:
+        fields = os.pread(fd, 128, 0).split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    return read, lambda: os.close(fd)
 
 
 async def stall(directory: Path, duration: float, *,
@@ -176,43 +219,79 @@ async def stall(directory: Path, duration: float, *,
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
         await asyncio.sleep(0.01)
+    schedstat, close_schedstat = loop_thread_schedstat()
     lateness: list[float] = []
+    # Where each tick's time went, from the loop thread's schedstat: on a core, and waiting
+    # for one (runnable); the rest it was blocked (the GIL held by another thread, a fault).
+    on_cpu: list[float] = []
+    runnable: list[float] = []
     running = True
 
     async def ticker() -> None:
         while running:
-            began = time.perf_counter()
+            began, (cpu, wait) = time.perf_counter(), schedstat()
             await asyncio.sleep(TICK)
             lateness.append(time.perf_counter() - began - TICK)
+            cpu_after, wait_after = schedstat()
+            on_cpu.append(cpu_after - cpu)
+            runnable.append(wait_after - wait)
 
-    tick = asyncio.create_task(ticker())
-    await asyncio.sleep(1.0)
-    floor = max(lateness)
-    lateness.clear()
     paths = [f"/rec/thumbnail.jpg?time={duration * i / 46:.2f}&width={320 + 8 * i}"
              for i in range(46)]
     paths += ["/rec/storyboard.jpg", "/rec/storyboard.vtt",
               "/rec/animated.gif?start=1&end=3&width=320&fps=10",
               "/rec/animated.gif?start=4&end=6&width=320&fps=10"]
     assert len(paths) == STALL_REQUESTS
-    began = time.perf_counter()
     client = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _CLIENT, f"http://127.0.0.1:{port}", *paths,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    _, err = await client.communicate()
+    assert client.stdout is not None
+    await client.stdout.readline()  # ready
+    # The garbage of what ran before in this process (the rate runs' HTTP clients, whose
+    # TLS contexts take tens of milliseconds to free) is not the requests' to collect.
+    gc.collect()
+    collections: list[float] = []  # seconds of each garbage collection in the window
+    collecting: list[float] = []
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting.append(time.perf_counter())
+        elif collecting:
+            collections.append(time.perf_counter() - collecting.pop())
+
+    gc.callbacks.append(timed)
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(1.0)
+    floor = max(lateness)
+    collections.clear()
+    lateness.clear()
+    on_cpu.clear()
+    runnable.clear()
+    began = time.perf_counter()
+    _, err = await client.communicate(b"go\n")
     wall = time.perf_counter() - began
     running = False
     await tick
+    close_schedstat()
+    gc.callbacks.remove(timed)
     server.should_exit = True
     await serving
-    pool.close()
+    await pool.aclose()
     if client.returncode != 0:
         raise RuntimeError(f"stall run: {err.decode()[-500:]}")
     ordered = sorted(lateness)
+    worst = lateness.index(ordered[-1])
     return {"requests": STALL_REQUESTS, "wall_s": round(wall, 3),
             "worst_stall_ms": round(ordered[-1] * 1000, 2),
+            "worst_stall_on_cpu_ms": round(on_cpu[worst] * 1000, 2),
+            "worst_stall_runnable_ms": round(runnable[worst] * 1000, 2),
+            "worst_stall_blocked_ms": round(max(0.0, ordered[-1] + TICK - on_cpu[worst]
+                                                - runnable[worst]) * 1000, 2),
+            "worst_on_cpu_ms": round(max(on_cpu) * 1000, 2),
             "p99_stall_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
             "floor_worst_ms": round(floor * 1000, 2), "ticks": len(ordered),
+            "gc_worst_ms": round(max(collections, default=0.0) * 1000, 2),
             "workers": pool.workers, "decodes": pool.counters.decodes}
 
 
@@ -257,6 +336,11 @@ def main() -> int:
             asset_pid = api.get(f"/video/v1/assets/{asset_id}").json()["data"][
                 "playback_ids"][0]["id"]
             n = args.requests
+            # Warm: the image workers start (~0.5 s of CPU each, once per relay) with the
+            # first images; `--concurrency` of them at once start as many as are used.
+            asyncio.run(fetch_all(relay.http_url, [f"/{live_id}/thumbnail.jpg?width={100 + i}"
+                                                   for i in range(args.concurrency)],
+                                  args.concurrency))
             results["live"] = rate(relay, [f"/{live_id}/thumbnail.jpg?width={320 + 4 * i}"
                                            for i in range(n)], args.concurrency)
             results["recorded"] = rate(

@@ -186,8 +186,9 @@ class RelayServer:
         #: Signing keys, playback restrictions and session values for signed playback
         #: (issue 17), kept in step with the API; set while the server runs.
         self.playback_access: PlaybackAccess | None = None
-        #: Where thumbnails, animated images and storyboards are decoded (relay.images).
-        self.image_pool = DecodePool()
+        #: Where thumbnails, animated images and storyboards are decoded (relay.images), by
+        #: --image-workers processes.
+        self.image_pool = DecodePool(workers=settings.image_workers)
         #: Who owns a live stream not live on this node: on a shared database (PostgreSQL)
         #: the lease holder named in the store, unless set before start; with it, both
         #: playback servers serve such streams from their owner (`relay.hls.upstream`);
@@ -591,7 +592,7 @@ class RelayServer:
         if self.owner_proxy is not None:
             await self.owner_proxy.aclose()
             self.owner_proxy = None
-        self.image_pool.close()  # after the requests that wait for it have ended
+        await self.image_pool.aclose()  # after the requests that wait for it have ended
         for listener in self.listeners:
             listener.sock.close()
         # Last before the store: the sessions' final events are in the outbox, and what is

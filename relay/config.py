@@ -23,7 +23,13 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from relay.limits import DEFAULT_NODE_TIMEOUT, MAX_FRAME_SIZE, MAX_SESSION_SECONDS
+from relay.limits import (
+    DEFAULT_IMAGE_WORKERS,
+    DEFAULT_NODE_TIMEOUT,
+    MAX_FRAME_SIZE,
+    MAX_IMAGE_WORKERS,
+    MAX_SESSION_SECONDS,
+)
 from relay.trusted_proxies import Network, parse_trusted_proxy
 
 
@@ -247,6 +253,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("disk-threads", parse_int_range(1, 64), 8,
            "threads that write the recordings; one hung write holds one of them, and a stop "
            "finalizes this many recordings at a time", "N"),
+    Option("image-workers", parse_int_range(1, MAX_IMAGE_WORKERS), DEFAULT_IMAGE_WORKERS,
+           "processes that decode and encode images (thumbnails, animated images, "
+           "storyboards) at a low priority, each one image at a time and ~70 MB; started "
+           "when the first images are asked", "N"),
     Option("recording-max-backlog", parse_int_range(1024 * 1024, 1024 * 1024 * 1024),
            64 * 1024 * 1024,
            "bytes of one recording that may wait for a slow disk; past it that recording "
@@ -352,6 +362,7 @@ class Settings:
     log_repeat_interval: float = _default("log_repeat_interval")
     disk_threads: int = _default("disk_threads")
     recording_max_backlog: int = _default("recording_max_backlog")
+    image_workers: int = _default("image_workers")
     webhook_url: tuple[str, ...] = _default("webhook_url")
     webhook_secret: str | None = _default("webhook_secret")
     webhook_retention: float = _default("webhook_retention")

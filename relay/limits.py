@@ -23,3 +23,9 @@ MAX_SESSION_SECONDS: Final = 43_200
 #: enough that a busy database or a GC pause does not kill a healthy node, short enough
 #: that a dead node's streams are taken over soon after their reconnect window.
 DEFAULT_NODE_TIMEOUT: Final = 10.0
+
+#: Image worker processes (--image-workers; relay.images.pool): each decodes and encodes
+#: one image at a time at a low priority and holds ~70 MB (RSS). Two by default, whatever the
+#: cores: images must not take the cores ingest and playback need.
+DEFAULT_IMAGE_WORKERS: Final = 2
+MAX_IMAGE_WORKERS: Final = 32

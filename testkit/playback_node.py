@@ -86,7 +86,7 @@ def serving_node(ids: dict[str, PlaybackId], owner_url: str, data_dir: Path
                 started.set()
                 await stop.wait()
         finally:
-            images.close()
+            await images.aclose()
             await proxy.aclose()
 
     def run() -> None:

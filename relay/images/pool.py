@@ -1,20 +1,25 @@
-"""Where images are made: a bounded pool of worker threads, never the event loop.
+"""Where images are made: a bounded pool of worker processes, never the event loop.
 
 Theory of operation: `DecodePool.run(key, job)` answers from the result cache when it can;
 joins the decode already running for the same key (concurrent requests for one image share
 one decode: a dict of tasks keyed by (playback id, request, media version)); and otherwise
-starts `job` in a worker thread, unless `max_pending` distinct decodes are already queued or
-running, when it raises `ImageBusy` (the route answers 503 with Retry-After) instead of
-letting the queue grow. A started decode runs to its end even if its requesters leave, and
-its result goes to the cache, bounded in entries and bytes (LRU). `DecodePool.share` puts
-other image work under the same queue bound and sharing, without the cache: the image of a
-live stream another node owns, fetched from that node (`relay.hls.upstream`).
+starts `job` (an `ImageJob`) in a worker process, unless `max_pending` distinct decodes are
+already queued or running, when it raises `ImageBusy` (the route answers 503 with
+Retry-After) instead of letting the queue grow. A started decode runs to its end even if its
+requesters leave, and its result goes to the cache, bounded in entries and bytes (LRU).
+`DecodePool.share` puts other image work under the same queue bound and sharing, without the
+cache: the image of a live stream another node owns, fetched from that node
+(`relay.hls.upstream`).
 
-Threads, not processes: PyAV releases the GIL while FFmpeg demuxes, decodes and scales
-(`avcodec_send_packet`, `sws_scale` run `nogil`), and Pillow releases it while it encodes, so
-workers run in parallel with each other and with the event loop; what holds the GIL is the
-Python glue around each call. The benchmark (`benchmarks/images.py`) measures the loop's
-worst stall while 50 image requests run.
+Processes, not threads: PyAV and Pillow release the GIL only around their C calls; in
+worker threads the Python between those calls competed with the event loop for the GIL,
+and their garbage (frames, pictures) was collected in the relay's process, in pauses of
+15-19 ms while 50 image requests ran (`benchmarks/images.py`). A worker process
+(`relay.images.worker`) also keeps a crash of an FFmpeg decoder out of the relay: the
+request is answered 500 and the worker replaced. There are `workers` slots; a slot's
+process is started when a job first needs it (a relay that serves no image starts none) and
+again after its process died or hung (`job_timeout`), and the most recently used slot is
+taken first, so that a quiet relay keeps few processes busy.
 
 `ClientRates` is the per-client limit: a token bucket per client address, charged for each
 decode a client starts (a cached or shared image costs nothing).
@@ -25,23 +30,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
 from relay.images.render import Rendered
+from relay.images.worker import (
+    DEFAULT_IMAGE_JOB_TIMEOUT,
+    ImageJob,
+    ImageWorkerFailed,
+    WorkerProcess,
+)
+from relay.limits import DEFAULT_IMAGE_WORKERS, MAX_IMAGE_WORKERS
 
-#: Worker threads decoding and encoding images (at most the cores, at most 4: images must
-#: not take the cores ingest and playback need).
-DEFAULT_IMAGE_WORKERS: Final = max(1, min(4, os.cpu_count() or 1))
-#: Niceness of the worker threads (0..19, higher yields more): images wait for the cores
-#: before the event loop does.
-WORKER_NICENESS: Final = 10
 #: Distinct decodes queued or running at once; past it a request is answered 503.
 DEFAULT_MAX_PENDING_IMAGES: Final = 64
 #: Retry-After (seconds) of that 503 and of the rate limit's 429.
@@ -89,7 +92,18 @@ class ImageCounters:
     decode_seconds: float = 0.0  # ...their time in the workers, summed
     busy: int = 0  # refused: the queue bound
     rate_limited: int = 0
-    failed: int = 0  # decodes that raised (a bad time, media gone, a bug)
+    failed: int = 0  # decodes that raised (a bad time, media gone, a bug, a worker's end)
+    worker_starts: int = 0  # worker processes started
+    worker_failures: int = 0  # ...killed after a crash, a hang (the job timeout), a bad answer
+
+
+class _Slot:
+    """A place for one worker process (None: not started, or replaced)."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self) -> None:
+        self.worker: WorkerProcess | None = None
 
 
 class DecodePool:
@@ -99,17 +113,21 @@ class DecodePool:
                  max_pending: int = DEFAULT_MAX_PENDING_IMAGES,
                  cache_entries: int = DEFAULT_IMAGE_CACHE_ENTRIES,
                  cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+                 job_timeout: float = DEFAULT_IMAGE_JOB_TIMEOUT,
                  counters: ImageCounters | None = None) -> None:
-        if workers < 1 or max_pending < 1:
-            raise ValueError(f"workers ({workers}) and max_pending ({max_pending}) must be "
-                             "at least 1")
+        if not 1 <= workers <= MAX_IMAGE_WORKERS or max_pending < 1 or job_timeout <= 0:
+            raise ValueError(f"workers ({workers}) must be 1..{MAX_IMAGE_WORKERS}, "
+                             f"max_pending ({max_pending}) at least 1 and job_timeout "
+                             f"({job_timeout}) positive")
         self.workers = workers
         self.max_pending = max_pending
         self.cache_entries = cache_entries
         self.cache_bytes = cache_bytes
+        self.job_timeout = job_timeout
         self.counters = counters if counters is not None else ImageCounters()
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="relay-image",
-                                            initializer=_lower_priority)
+        self._slots = [_Slot() for _ in range(workers)]
+        self._idle: asyncio.LifoQueue[_Slot] | None = None  # made on the loop, when used
+        self._closed = False
         self._running: dict[Hashable, asyncio.Task[Rendered]] = {}
         self._sharing: dict[Hashable, asyncio.Task[Any]] = {}  # `share`'s, by key
         self._cache: OrderedDict[Hashable, Rendered] = OrderedDict()
@@ -129,9 +147,16 @@ class DecodePool:
         `share(key, ...)` no new work."""
         return key in self._cache or key in self._running or key in self._sharing
 
-    async def run(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
+    @property
+    def processes(self) -> list[int]:
+        """The process ids of the worker processes started and not replaced."""
+        return [slot.worker.pid for slot in self._slots
+                if slot.worker is not None and not slot.worker.broken]
+
+    async def run(self, key: Hashable, job: ImageJob) -> Rendered:
         """The image for `key`: cached, shared with a running decode, or made by `job` in a
-        worker; ImageBusy past the queue bound; `job`'s exceptions go to every waiter."""
+        worker process; ImageBusy past the queue bound; `job`'s exceptions (and
+        ImageWorkerFailed) go to every waiter."""
         self.counters.requests += 1
         cached = self._cache.get(key)
         if cached is not None:
@@ -180,12 +205,11 @@ class DecodePool:
         finally:
             self._sharing.pop(key, None)
 
-    async def _make(self, key: Hashable, job: Callable[[], Rendered]) -> Rendered:
+    async def _make(self, key: Hashable, job: ImageJob) -> Rendered:
         try:
             began = time.perf_counter()
             try:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, job)
+                result = await self._in_worker(job)
             except Exception:
                 self.counters.failed += 1
                 raise
@@ -195,6 +219,34 @@ class DecodePool:
             return result
         finally:
             self._running.pop(key, None)
+
+    async def _in_worker(self, job: ImageJob) -> Rendered:
+        """`job` run by the next free worker (a new process in a slot without one)."""
+        if self._idle is None:
+            self._idle = asyncio.LifoQueue()
+            for slot in reversed(self._slots):
+                self._idle.put_nowait(slot)
+        slot = await self._idle.get()
+        try:
+            if self._closed:
+                raise ImageWorkerFailed("the image pool is closed (the relay is stopping)")
+            if slot.worker is None or slot.worker.broken:
+                slot.worker = await WorkerProcess.start()
+                self.counters.worker_starts += 1
+            try:
+                return await slot.worker.run(job, self.job_timeout)
+            finally:
+                if slot.worker.broken:
+                    if not self._closed:
+                        self.counters.worker_failures += 1
+                    broken, slot.worker = slot.worker, None  # the next job starts another
+                    await broken.kill()  # reaped (killed already, unless cancelled)
+        finally:
+            if self._closed and slot.worker is not None:
+                # Started, or busy, while the pool closed: `aclose` did not see it.
+                ending, slot.worker = slot.worker, None
+                await ending.stop()
+            self._idle.put_nowait(slot)
 
     def _keep(self, key: Hashable, result: Rendered) -> None:
         size = len(result.body)
@@ -206,21 +258,15 @@ class DecodePool:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= len(dropped.body)
 
-    def close(self) -> None:
-        """Stop taking work; queued decodes are dropped, running ones finish; `share`'s
-        work is cancelled."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def aclose(self) -> None:
+        """Stop taking work: queued decodes fail, `share`'s work is cancelled, and the
+        worker processes end (an idle one when its stdin closes; one still making an image
+        is killed after WORKER_STOP_TIMEOUT, its requesters answered 500)."""
+        self._closed = True
         for task in self._sharing.values():
             task.cancel()
-
-
-def _lower_priority() -> None:
-    """Run this worker thread at WORKER_NICENESS: when the cores are short, the scheduler
-    gives them to the event loop (ingest, playback) before image decodes. Linux's
-    setpriority applies to the one thread whose id it is given; raising one's own niceness
-    needs no privilege. Elsewhere (or if refused) the worker runs at normal priority."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        await asyncio.gather(*(slot.worker.stop() for slot in self._slots
+                               if slot.worker is not None))
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

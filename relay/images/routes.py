@@ -12,7 +12,8 @@ one body whatever the reason), take the media's snapshot and version (`relay.ima
 with a `PlaybackGate`, answer a signed id only with a `?token=` of the route's audience
 (`t`, `g`, `s`; else 403 in the Mux envelope, as the HLS routes), charge the client for a
 new decode (`ClientRates`: 429), and await the image from the
-`DecodePool` (queue bound: 503 with Retry-After; a time outside the media: 400). These routes
+`DecodePool` (queue bound: 503 with Retry-After; a time outside the media: 400; a worker
+process that crashed or hung on it: 500, the worker replaced). These routes
 must come before the HLS routes' `/{playback_id}/{name}`, which would take their paths.
 
 A live stream another node owns (issue 19) is drawn by that node: with an `OwnerProxy`, the
@@ -46,8 +47,6 @@ from relay.hls.upstream import HOP_HEADER, OwnerProxy
 from relay.images.media import (
     MediaGone,
     MediaReader,
-    RecordingIndex,
-    RecordingReader,
     Timeline,
     live_snapshot,
     recording_version,
@@ -62,10 +61,13 @@ from relay.images.pool import ClientRates, DecodePool, ImageBusy, RateLimited
 from relay.images.render import (
     Rendered,
     render_animated,
+    render_live,
+    render_recorded,
     render_storyboard,
     render_storyboard_vtt,
     render_thumbnail,
 )
+from relay.images.worker import ImageJob, ImageWorkerFailed
 from relay.playback.tokens import Audience
 
 R = TypeVar("R", bound=Hashable)
@@ -108,20 +110,20 @@ def _bad(exc: ImageParamError) -> Response:
     return error_response(400, [str(exc)], headers={**CORS, "Cache-Control": "no-store"})
 
 
-def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
-                 rates: ClientRates | None = None, index: RecordingIndex | None = None,
+def image_routes(directory: PlaybackResolver, *, pool: DecodePool,
+                 rates: ClientRates | None = None,
                  gate: PlaybackGate | None = None,
                  proxy: OwnerProxy | None = None,
                  nodes: Callable[[str], bool] | None = None) -> list[Route]:
-    """The image routes; add them before `relay.hls.routes.playback_routes`. With `gate`,
+    """The image routes; add them before `relay.hls.routes.playback_routes`.
+    `pool` makes the images (its owner closes it: its worker processes end). With `gate`,
     signed playback ids are answered to their tokens (audience t, g or s); without one, or
     without its access, they are 404s as on the HLS routes. With `proxy`, a live stream
     another node owns is answered by that node; `nodes` says which client addresses (as
     `relay.addresses.address_group` gives them) are live nodes'."""
 
-    decodes = pool if pool is not None else DecodePool()
+    decodes = pool
     clients = rates if rates is not None else ClientRates()
-    recordings = index if index is not None else RecordingIndex()
 
     async def serve(request: Request, audience: Audience, kind: str, parsed: R,
                     make: Callable[[Timeline, MediaReader, R], Rendered], *,
@@ -145,16 +147,16 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
                 client=request.client.host if request.client else "")
             if refusal is not None:
                 return forbidden(refusal)
-        job: Callable[[], Rendered]
+        # The job goes to a worker process: `make` by name, the live window's timeline (its
+        # bytes are read from this process as the worker needs them), or the recording's
+        # directory and version (the worker reads its files).
+        job: ImageJob
         if isinstance(target, LivePackager):
             snapshot = live_snapshot(target)
             if snapshot is None:
                 return _not_found()
             version = snapshot.version
-            timeline, reader = snapshot.timeline, snapshot.reader
-
-            def job() -> Rendered:
-                return make(timeline, reader, parsed)
+            job = ImageJob(render_live, (make, snapshot.timeline, parsed), snapshot.reader)
             cache = LIVE_IMAGE_CACHE
         else:
             recording: Path = target
@@ -162,10 +164,7 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
             if found is None:
                 return _not_found()
             version = found
-
-            def job() -> Rendered:
-                return make(recordings.timeline(recording, found), RecordingReader(recording),
-                            parsed)
+            job = ImageJob(render_recorded, (make, recording, found, parsed))
             cache = RECORDED_IMAGE_CACHE
         key = (playback_id, kind, parsed, version)
         try:
@@ -181,6 +180,9 @@ def image_routes(directory: PlaybackResolver, *, pool: DecodePool | None = None,
             return _bad(exc)
         except MediaGone:
             return _not_found()
+        except ImageWorkerFailed as exc:  # a crashed or hung decoder, or a bug
+            return error_response(500, [str(exc)],
+                                  headers={**CORS, "Cache-Control": "no-store"})
         body = result.body
         if token is not None:
             # A shared cache must not hand a signed id's image to a viewer without a token.

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +22,7 @@ from relay.hls.packager import LivePackager
 from relay.hls.upstream import HOP_HEADER, OwnerProxy
 from relay.images import routes
 from relay.images.pool import ClientRates, DecodePool
-from relay.images.render import Rendered
+from tests.images.helpers.jobs import GATE_ENV, FileGate, gated_thumbnail, started
 from tests.images.helpers.routes import recording
 
 __all__ = ["recording"]  # fixtures, defined in tests.images.helpers.routes
@@ -107,7 +105,9 @@ async def pair(recording: Path, *, node_pool: DecodePool | None = None,
             asked.append(playback_id)
             return url if owner_url == "" else owner_url
 
-        proxy = OwnerProxy(lookup)
+        # The owner lookup's cache does not expire here (OWNER_LOOKUP_TTL is wall time, and
+        # the owner's first image waits for its worker process to start).
+        proxy = OwnerProxy(lookup, clock=lambda: 0.0)
         stack.push_async_callback(proxy.aclose)
         node_app = Starlette(routes=routes.image_routes(NodeDirectory(), pool=node_pool,
                                                         rates=node_rates, proxy=proxy))
@@ -118,8 +118,8 @@ async def pair(recording: Path, *, node_pool: DecodePool | None = None,
         both = Pair(owner_pool, node_pool, proxy, owner, node)
         both.asked = asked
         yield both
-    owner_pool.close()
-    node_pool.close()
+    await owner_pool.aclose()
+    await node_pool.aclose()
 
 
 async def test_the_node_answers_the_owners_images(recording: Path) -> None:
@@ -191,23 +191,16 @@ async def test_the_owner_charges_a_known_nodes_requests_to_no_rate(recording: Pa
 
 
 async def test_the_nodes_queue_bound_counts_fetches_in_flight(
-        recording: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened = threading.Event()
-    started = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def slow(*_: Any) -> Rendered:  # the owner's decode, held until the test lets it go
-        loop.call_soon_threadsafe(started.set)
-        assert opened.wait(10)
-        return Rendered(b"jpeg", "image/jpeg")
-
-    monkeypatch.setattr(routes, "render_thumbnail", slow)
+        recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = FileGate(tmp_path / "gate")  # the owner's decode, held until the test opens it
+    monkeypatch.setenv(GATE_ENV, str(gate.directory))
+    monkeypatch.setattr(routes, "render_thumbnail", gated_thumbnail)
     async with pair(recording, node_pool=DecodePool(workers=1, max_pending=1)) as two:
         first = asyncio.create_task(two.node.get(f"/{LIVE_ID}/thumbnail.jpg?time=0"))
-        await asyncio.wait_for(started.wait(), 10)
+        await started(gate)
         assert two.node_pool.pending == 1
         refused = await two.node.get(f"/{LIVE_ID}/thumbnail.jpg?time=1")
-        opened.set()
+        gate.open()
         done = await first
         assert done.status_code == 200 and done.content == b"jpeg"
         assert refused.status_code == 503, refused.text

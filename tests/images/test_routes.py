@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,8 +23,9 @@ from relay.hls.packager import LivePackager
 from relay.hls.signed import PlaybackGate
 from relay.images import routes
 from relay.images.pool import ClientRates, DecodePool
-from relay.images.render import Rendered
 from relay.playback.access import PlaybackAccess
+from tests.images.helpers import jobs
+from tests.images.helpers.jobs import FileGate
 from tests.images.helpers.routes import recording
 from tests.images.media import red_frame_number
 
@@ -44,12 +45,20 @@ class Directory:
         return self.recordings.get(playback_id), playback_id in self.signed
 
 
-def client_for(recording: Path, **options: Any) -> httpx.AsyncClient:
+@contextlib.asynccontextmanager
+async def client_for(recording: Path, *, pool: DecodePool | None = None,
+                     **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the routes; their pool (a new one unless given) is closed after."""
     directory = Directory({"asset1": recording, "empty": recording / "nothing",
                            SIGNED_ID: recording}, signed=frozenset({SIGNED_ID}))
-    app = Starlette(routes=routes.image_routes(directory, **options))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                             base_url="http://relay.test")
+    images = pool if pool is not None else DecodePool()
+    app = Starlette(routes=routes.image_routes(directory, pool=images, **options))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://relay.test") as client:
+            yield client
+    finally:
+        await images.aclose()
 
 
 @pytest.fixture
@@ -103,32 +112,42 @@ async def test_concurrent_identical_requests_share_one_decode(recording: Path) -
     assert len({r.content for r in responses}) == 1
     assert pool.counters.decodes == 1
     assert pool.counters.shared + pool.counters.cache_hits == 9
-    pool.close()
 
 
 async def test_past_the_queue_bound_the_answer_is_503_with_retry_after(
-        recording: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened = threading.Event()
-    started = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def slow(*_: object) -> Rendered:
-        loop.call_soon_threadsafe(started.set)
-        assert opened.wait(10)
-        return Rendered(b"jpeg", "image/jpeg")
-
-    monkeypatch.setattr(routes, "render_thumbnail", slow)
+        recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = FileGate(tmp_path / "gate")
+    monkeypatch.setenv(jobs.GATE_ENV, str(gate.directory))
+    monkeypatch.setattr(routes, "render_thumbnail", jobs.gated_thumbnail)
     pool = DecodePool(workers=1, max_pending=1)
     async with client_for(recording, pool=pool) as client:
         first = asyncio.create_task(client.get("/asset1/thumbnail.jpg?time=0"))
-        await asyncio.wait_for(started.wait(), 10)
+        await jobs.started(gate)
         refused = await client.get("/asset1/thumbnail.jpg?time=1")
-        opened.set()
+        gate.open()
         assert (await first).status_code == 200
     assert refused.status_code == 503, refused.text
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["type"] == "service_unavailable"
-    pool.close()
+
+
+async def test_a_decoder_that_crashes_is_a_500_and_the_next_image_is_made(
+        recording: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = DecodePool(workers=1)
+    async with client_for(recording, pool=pool) as client:
+        with monkeypatch.context() as patched:
+            patched.setattr(routes, "render_thumbnail", jobs.kill_own_process)
+            crashed = await client.get("/asset1/thumbnail.jpg?time=0")
+        assert crashed.status_code == 500, crashed.text
+        assert crashed.headers["cache-control"] == "no-store"
+        error = crashed.json()["error"]
+        assert error["type"] == "error"
+        assert error["messages"] == ["the image worker stopped while making this image "
+                                     "(killed by SIGKILL); it is replaced, retry"]
+        # Not cached: the same image, asked again, is made by a new worker.
+        again = await client.get("/asset1/thumbnail.jpg?time=0")
+        assert again.status_code == 200 and again.headers["content-type"] == "image/jpeg"
+    assert pool.counters.worker_failures == 1 and pool.counters.worker_starts == 2
 
 
 async def test_the_rate_limit_charges_new_decodes_only(recording: Path) -> None:

@@ -6,6 +6,7 @@ gate a signed id stays a 404."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from relay.hls.packager import LivePackager
 from relay.hls.routes import Target
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate
 from relay.images import routes
+from relay.images.pool import DecodePool
 from relay.playback.access import PlaybackAccess
 from tests.images.helpers.routes import recording
 
@@ -55,10 +57,17 @@ def sign(key: tuple[bytes, str], **claims: Any) -> str:
     return jwt.encode(payload, key[0], algorithm="RS256", headers={"kid": KID})
 
 
-def client_for(recording: Path, gate: PlaybackGate | None) -> httpx.AsyncClient:
-    app = Starlette(routes=routes.image_routes(Directory(recording), gate=gate))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                             base_url="https://image.relay.test")
+@contextlib.asynccontextmanager
+async def client_for(recording: Path, gate: PlaybackGate | None
+                     ) -> AsyncIterator[httpx.AsyncClient]:
+    pool = DecodePool()
+    app = Starlette(routes=routes.image_routes(Directory(recording), pool=pool, gate=gate))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="https://image.relay.test") as client:
+            yield client
+    finally:
+        await pool.aclose()
 
 
 @pytest.fixture

@@ -93,12 +93,13 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
             wait_until(lambda: get(relay, f"/{live_pid}/thumbnail.png").status_code == 200,
                        10, "a live thumbnail")
             # The newest keyframe, sampled while the stream runs: compared with the frame
-            # the encoder (real time, -re) is sending then.
-            while time.monotonic() - started < 7.5:
+            # the encoder (real time, -re) is sending then. (The first image above waited
+            # for the relay's image workers to start: seconds on a busy machine.)
+            while time.monotonic() - started < 8.0:
                 sent = (time.monotonic() - started) * FPS
                 shown = frame_number(image(get(relay, f"/{live_pid}/thumbnail.png")))
                 result.live_numbers.append((sent, shown))
-                time.sleep(0.7)
+                time.sleep(0.5)
             result.live["time5"] = get(relay, f"/{live_pid}/thumbnail.png", time="5")
             result.live["vtt"] = get(relay, f"/{live_pid}/storyboard.vtt")
             result.live["sheet"] = get(relay, f"/{live_pid}/storyboard.png")
