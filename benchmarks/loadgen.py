@@ -158,11 +158,14 @@ def server_backlogs(server_port: int) -> dict[int, int]:
 
 
 async def run(host: str, port: int, stream_keys: list[str], tags: list[Tag],
-              seconds: float, check: Callable[[], str] | None = None) -> Report:
+              seconds: float, check: Callable[[], str] | None = None,
+              media_phase: Callable[[bool], None] | None = None) -> Report:
     """Publish the clip to every key for `seconds`, paced in real time, and report.
 
     `check`, run (in a thread) while the publishers are still connected, looks at what the
-    server made of them and returns "" or a problem, reported as `output_problem`."""
+    server made of them and returns "" or a problem, reported as `output_problem`.
+    `media_phase` is called with True when every publisher is up and the media starts, and
+    with False when the last tick is written: a caller measures the steady state between."""
     loop = asyncio.get_running_loop()
     publishers: list[Publisher] = []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -181,6 +184,8 @@ async def run(host: str, port: int, stream_keys: list[str], tags: list[Tag],
         raise RuntimeError(f"publishers got different stream ids {stream_ids}; the shared "
                            "media needs one")
     media = MediaClock(tags, stream_ids.pop())
+    if media_phase is not None:
+        media_phase(True)
     began = loop.time()
     late = 0
     sent = 0
@@ -201,6 +206,8 @@ async def run(host: str, port: int, stream_keys: list[str], tags: list[Tag],
         next_tick += TICK
         await asyncio.sleep(max(0.0, next_tick - loop.time()))
     elapsed = loop.time() - began
+    if media_phase is not None:
+        media_phase(False)
     await asyncio.sleep(0.5)  # let the server drain what is in flight
     backlogs = server_backlogs(port)
     limit = LAG_LIMIT * media.bytes_per_second
