@@ -20,8 +20,9 @@ the machine moves the figures; treat one run with care. So each step also says w
 CPU went while the media ran (CPU-seconds per second: the relay's processes, the generator,
 PostgreSQL, everything else, idle; `CpuShares`), and the summary turns one worker's limit
 into the most two workers could reach on this machine with this generator on it (`explain`):
-a ratio below 1.8 with a ceiling below 1.8 is the machine's, not the workers'. Bounded: steps stop at the first
-failure and once `--budget` seconds have gone in all (the note then says so).
+a ratio below 1.8 with a ceiling below 1.8 is the machine's, not the workers'. Bounded:
+steps stop at the first failure and once `--budget` seconds have gone in all (the note then
+says so).
 """
 
 from __future__ import annotations
