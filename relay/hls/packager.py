@@ -446,11 +446,12 @@ class LivePackager:
 
     async def finished(self) -> RecordingSummary | None:
         """After `on_end`: the recording written and finalized; its summary."""
-        if self._spool is not None:
+        summary = None
+        if self._recording is not None:
+            summary = await self._recording.close(self.variant())
+        if self._spool is not None:  # after: on a full disk the recording's finalize comes first
             await self._spool.close()
-        if self._recording is None:
-            return None
-        return await self._recording.close(self.variant())
+        return summary
 
     async def finished_media(self) -> RecordedMedia | None:
         """`finished`, as the store records it on the asset: duration and tracks."""

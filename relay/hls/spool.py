@@ -12,7 +12,8 @@ Each write runs on the process's disk pool (`relay.hls.disk`); the session delet
 segment's file with a later write once the playlist no longer holds the segment, and its
 whole directory when it ends. At most MAX_SPOOL_WRITES writes of one session wait for the
 disk: a segment that would pass that bound is not spooled and stays in memory (where it
-would have been without a spool). A process that dies leaves its directory behind; the next
+would have been without a spool); after a failed write (a full disk) the session spools no
+more. A process that dies leaves its directory behind; the next
 process to start a spool removes every process directory whose lock nobody holds (flock:
 several processes may share a data dir, `--workers`).
 """
@@ -111,13 +112,15 @@ class SessionSpool:
         self._written: list[int] = []  # msns written (or being written), oldest first
         self._pending: set[asyncio.Future[str]] = set()
         self._closed = False
+        self._stopped = False  # after a failed write
 
     def put(self, msn: int, fragments: Sequence[bytes], keep_from: int,
             done: Callable[[str], None]) -> bool:
         """Write segment `msn` (its buffers in order) and delete the files of those below
         `keep_from` (the playlist holds them no more); `done(path)` once written. False when
-        MAX_SPOOL_WRITES wait already (or the spool is closed): the segment is not spooled."""
-        if self._closed or len(self._pending) >= MAX_SPOOL_WRITES:
+        MAX_SPOOL_WRITES wait already, or the spool is closed or stopped by a failed write:
+        the segment is not spooled."""
+        if self._closed or self._stopped or len(self._pending) >= MAX_SPOOL_WRITES:
             return False
         expired = [m for m in self._written if m < keep_from]
         self._written = [m for m in self._written if m >= keep_from] + [msn]
@@ -131,9 +134,13 @@ class SessionSpool:
                 return
             exc = future.exception()
             if exc is not None:
+                # A full disk (the likely cause: the recording on it ended too) would fail
+                # every write: the session spools no more, and its window stays in memory.
                 self._spools.failures += 1
-                log.warning("spool %s: segment %d stays in memory: %s", self.directory.name,
-                            msn, exc)
+                if not self._stopped:
+                    self._stopped = True
+                    log.warning("spool %s: a write failed (%s); the session's live window "
+                                "stays in memory", self.directory.name, exc)
                 return
             self._spools.writes += 1
             if not self._closed:
@@ -150,12 +157,16 @@ class SessionSpool:
         path = self.directory / SEGMENT_URI.format(msn=msn)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            for data in fragments:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+            try:
+                for data in fragments:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except BaseException:
+            path.unlink(missing_ok=True)  # give back what a write on a full disk took
+            raise
         return str(path)
 
     async def close(self) -> None:

@@ -66,6 +66,8 @@ async def test_at_most_max_spool_writes_wait_and_a_failed_one_stays_in_memory(
             break
         await asyncio.sleep(0.01)
     assert blocked.failures == 1 and reported == []
+    # ...and stops the session's spool (a full disk would fail every write).
+    assert not failing.put(1, [b"x"], keep_from=0, done=reported.append)
     pool.shutdown()
 
 
