@@ -353,6 +353,7 @@ class RelayServer:
                                               self.hls_counters, self._window_bytes,
                                               http=self.http_counters,
                                               held=self.held_requests,
+                                              spools=self.spools,
                                               srt=self.srt_metrics,
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
