@@ -50,6 +50,7 @@ from relay.hls.recording import RecordingWriter, finalize, read_variant
 from relay.hls.routes import PlaybackDirectory, playback_routes
 from relay.hls.serve import PlaybackServer, playback_protocol
 from relay.hls.signed import PlaybackGate
+from relay.hls.spool import SPOOL_DIR, Spools
 from relay.hls.upstream import OwnerLookup, OwnerProxy, UpstreamCounters, UpstreamFetcher
 from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits, limited_protocol
 from relay.https import TlsAcceptor
@@ -178,6 +179,8 @@ class RelayServer:
         self._collector: IngestCollector | None = None
         #: The recordings' disk threads (--disk-threads).
         self.disk = DiskPool(settings.disk_threads)
+        #: The live windows' segments of sessions whose recording ended early.
+        self.spools = Spools(settings.data_dir / SPOOL_DIR, disk=self.disk)
         #: The simulcast of each live session with targets, until it has stopped.
         self.simulcasts: set[SimulcastManager] = set()
         self.simulcast_counters = SimulcastCounters()
@@ -291,7 +294,8 @@ class RelayServer:
             def session_started(session: LiveSession) -> None:
                 packager = attach_packager(session, asset_files, part_target=s.part_target,
                                            counters=self.hls_counters, disk=self.disk,
-                                           recording_max_backlog=s.recording_max_backlog)
+                                           recording_max_backlog=s.recording_max_backlog,
+                                           spools=self.spools)
                 # Keyframes further apart than the packager's segments: a warning.
                 session.warnings.segment_target = packager.segmenter.segment_target
                 attach_simulcast(session, ssl_context=simulcast_tls, running=self.simulcasts,
@@ -350,6 +354,7 @@ class RelayServer:
                                               self.hls_counters, self._window_bytes,
                                               http=self.http_counters,
                                               held=self.held_requests,
+                                              spools=self.spools,
                                               srt=self.srt_metrics,
                                               simulcast=SimulcastMetricsSource(
                                                   self.simulcast_counters,
@@ -574,6 +579,7 @@ class RelayServer:
         # The sessions' ends stopped their simulcasts; their last status writes go in
         # before the store closes (a target gets at most STOP_GRACE_SECONDS to unpublish).
         await asyncio.gather(*(simulcast.stop() for simulcast in list(self.simulcasts)))
+        await asyncio.to_thread(self.spools.close)
         self.disk.shutdown()
         if self.https is not None:  # before the servers: no new connection reaches them
             await self.https.close()
@@ -608,8 +614,9 @@ class RelayServer:
 def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
                     part_target: float, counters: HlsCounters, disk: DiskPool = DISK,
                     recording_max_backlog: int = DEFAULT_RECORDING_MAX_BACKLOG,
-                    ) -> LivePackager:
-    """Give a new live session its HLS packager, recording into the session's asset."""
+                    spools: Spools | None = None) -> LivePackager:
+    """Give a new live session its HLS packager, recording into the session's asset (and,
+    with `spools`, spooling its live window's segments if the recording ends early)."""
     loop = asyncio.get_running_loop()
     writer: asyncio.Future[RecordingWriter] = loop.create_future()
 
@@ -625,7 +632,8 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
         part_target=part_target, recording=recording,
         on_playable=session.mark_playable,
         on_fatal=lambda reason: loop.call_soon(session.end, reason),
-        first_msn=int(session.started_at), counters=counters)
+        first_msn=int(session.started_at), counters=counters,
+        spool=spools.session(session.stream_id) if spools is not None else None)
     session.asset_listeners.append(asset_known)
     # Behind a queue like every consumer: the hub never calls into the packager itself.
     session.attach_sink(DrainQueue(packager, max_bytes=PACKAGER_QUEUE_MAX_BYTES,

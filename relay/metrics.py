@@ -36,8 +36,10 @@ from starlette.routing import Route
 
 from relay import __version__
 from relay.histogram import BucketHistogram
+from relay.hls.disk import STORED_READS, StoredReads
 from relay.hls.holding import HeldRequests
 from relay.hls.packager import HlsCounters
+from relay.hls.spool import Spools
 from relay.hls.upstream import UpstreamCounters
 from relay.http_limits import HttpCounters
 from relay.rtmp.server import RtmpCounters
@@ -472,8 +474,12 @@ class IngestCollector(Collector):
                  webhooks: WebhookCounters | None = None,
                  upstream: UpstreamCounters | None = None,
                  node: NodeView | None = None,
+                 spools: Spools | None = None,
+                 reads: StoredReads = STORED_READS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
+        self.spools = spools
+        self.reads = reads
         self.clock = clock  # the sessions' clock: their health buckets are in its seconds
         self.srt = srt
         self.simulcast = simulcast
@@ -660,6 +666,20 @@ class IngestCollector(Collector):
         yield GaugeMetricFamily("relay_hls_live_window_bytes", "bytes of media held in memory "
                                 "for the live playlists (segments, parts, init segments)",
                                 value=self.window_bytes())
+        yield CounterMetricFamily("relay_hls_stored_reads", "reads from disk of live-window "
+                                  "segments and parts no longer held in memory (requests "
+                                  "for the same bytes at once share one read)",
+                                  value=self.reads.reads)
+        yield CounterMetricFamily("relay_hls_stored_misses", "requests for stored live-window "
+                                  "media whose file was gone or short (answered 404)",
+                                  value=self.reads.failed)
+        spools = self.spools
+        yield CounterMetricFamily("relay_hls_spool_writes", "live-window segments written to "
+                                  "the spool of a session whose recording ended early",
+                                  value=spools.writes if spools is not None else 0)
+        yield CounterMetricFamily("relay_hls_spool_failures", "spool writes that failed (the "
+                                  "session's window then stays in memory)",
+                                  value=spools.failures if spools is not None else 0)
         yield from collect_hls_playback(self.hls)
         yield from collect_webhooks(self.webhooks)
         yield from collect_upstream(self.upstream)

@@ -42,6 +42,17 @@ class SegmentInfo:
         return self.duration is not None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMedia:
+    """A segment or part the live window no longer holds in memory: `length` bytes at
+    `offset` of the file at `path` (the recording's segment file, or the session's spool
+    file). The HTTP layer reads it off the event loop (`relay.hls.disk.read_stored`)."""
+
+    path: str
+    offset: int
+    length: int
+
+
 INIT_URI: Final = "init-{init}.mp4"
 SEGMENT_URI: Final = "{msn}.m4s"
 PART_URI: Final = "{msn}.{part}.m4s"

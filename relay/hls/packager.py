@@ -37,13 +37,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from relay.histogram import BucketHistogram
 from relay.hls import fmp4
 from relay.hls.blocking import RELOAD_WAIT_BUCKETS
 from relay.hls.disk import DISK, DiskPool
-from relay.hls.model import ResourceName
+from relay.hls.model import ResourceName, StoredMedia
 from relay.hls.multivariant import VariantInfo
 from relay.hls.playlist import LivePlaylist, PlaylistKind, PlaylistRenderer
 from relay.hls.recording import (
@@ -62,6 +62,7 @@ from relay.hls.segmenter import (
     SegmenterEvent,
     SegmentStarted,
 )
+from relay.hls.spool import SessionSpool
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
 from relay.store.records import JSONDict, LatencyMode, RecordedMedia
 from relay.streams.health import PlaybackClients
@@ -173,7 +174,8 @@ class RecordingQueue:
         self.counters = counters if counters is not None else HlsCounters()
         self._max_backlog = max_backlog
         self._clock = clock
-        self._jobs: deque[tuple[Callable[[RecordingWriter], object], int]] = deque()
+        self._jobs: deque[tuple[Callable[[RecordingWriter], Any], int,
+                                Callable[[Any], None] | None]] = deque()
         self._backlog = 0
         self._wake = asyncio.Event()
         self._closing = False
@@ -189,9 +191,11 @@ class RecordingQueue:
         """Bytes queued and not written yet."""
         return self._backlog
 
-    def submit(self, job: Callable[[RecordingWriter], object], size: int = 0) -> bool:
-        """Queue `job` (`size`: the bytes it holds); False when the recording has ended, or
-        ends now because the job would pass a bound."""
+    def submit(self, job: Callable[[RecordingWriter], T], size: int = 0,
+               done: Callable[[T], None] | None = None) -> bool:
+        """Queue `job` (`size`: the bytes it holds; `done` is called on the loop with what
+        it returned, once it has run without an error); False when the recording has ended,
+        or ends now because the job would pass a bound."""
         if self.ended is not None:
             return False
         over = self._over_bound(size)
@@ -199,7 +203,7 @@ class RecordingQueue:
             self._end(over)
             self.counters.recordings_behind += 1
             return False
-        self._jobs.append((job, size))
+        self._jobs.append((job, size, done))
         self._backlog += size
         self._disk.backlog += size
         self._wake.set()
@@ -235,7 +239,7 @@ class RecordingQueue:
     def _drop_queued(self) -> int:
         """Forget the queued jobs and give their bytes back to the budgets; how many."""
         dropped = len(self._jobs)
-        for _, size in self._jobs:
+        for _, size, _ in self._jobs:
             self._backlog -= size
             self._disk.backlog -= size
         self._jobs.clear()
@@ -290,9 +294,11 @@ class RecordingQueue:
             raise
         while True:
             while self._jobs:
-                job, size = self._jobs.popleft()
+                job, size, done = self._jobs.popleft()
                 try:
-                    await self._disk.run(functools.partial(self._timed, job, writer))
+                    result = await self._disk.run(functools.partial(self._timed, job, writer))
+                    if done is not None:
+                        done(result)
                 except RecordingGone:
                     self._end("the asset was deleted", level=logging.INFO, kept=False)
                     return None
@@ -356,6 +362,7 @@ class LivePackager:
         first_msn: int = 0,
         max_segment_bytes: int = MAX_SEGMENT_BYTES,
         counters: HlsCounters | None = None,
+        spool: SessionSpool | None = None,
     ) -> None:
         self.segmenter = PartSegmenter(mode, part_target=part_target, first_msn=first_msn)
         self._first_msn = first_msn
@@ -368,6 +375,7 @@ class LivePackager:
         #: the session's, which /metrics reads).
         self.viewers = PlaybackClients()
         self._recording = recording
+        self._spool = spool
         self._on_playable = on_playable
         self._on_fatal = on_fatal
         self._clock = clock
@@ -438,9 +446,12 @@ class LivePackager:
 
     async def finished(self) -> RecordingSummary | None:
         """After `on_end`: the recording written and finalized; its summary."""
-        if self._recording is None:
-            return None
-        return await self._recording.close(self.variant())
+        summary = None
+        if self._recording is not None:
+            summary = await self._recording.close(self.variant())
+        if self._spool is not None:  # after: on a full disk the recording's finalize comes first
+            await self._spool.close()
+        return summary
 
     async def finished_media(self) -> RecordedMedia | None:
         """`finished`, as the store records it on the asset: duration and tracks."""
@@ -479,8 +490,9 @@ class LivePackager:
     def ended(self) -> bool:
         return self._ended
 
-    def resource(self, name: ResourceName) -> bytes | None:
-        """The bytes of a READY init, segment or part, or None (`LivePlaylist.media`)."""
+    def resource(self, name: ResourceName) -> bytes | StoredMedia | None:
+        """The bytes of a READY init, segment or part, where on disk they are when the live
+        window no longer holds them, or None (`LivePlaylist.media`)."""
         return self.playlist.media(name) if self.playlist is not None else None
 
     def open_fragments(self) -> tuple[bytes, ...]:
@@ -608,15 +620,26 @@ class LivePackager:
         self.counters.segments += 1
         self._completed += 1
         self._measure(size, event.duration)
+        msn = segment.msn
+
+        def stored(path: object) -> None:  # the window may let the bytes go (on the loop)
+            if self.playlist is not None:
+                self.playlist.store(msn, str(path))
+
+        recorded = False
         if self._recording is not None:
             target = event.target_duration
             # The buffers as held: the disk gets the parts one after another, no copy.
-            if not self._recording.submit(
-                    lambda writer: writer.write_segment(segment, fragments, target), size):
+            recorded = self._recording.submit(
+                lambda writer: writer.write_segment(segment, fragments, target), size,
+                done=stored)
+            if not recorded:
                 self.counters.recording_dropped += 1  # the queue said why, once
             if self._completed == 1 and self._variant is not None:
                 variant = self._variant
                 self._recording.submit(lambda writer: writer.write_variant(variant))
+        if not recorded and self._spool is not None:
+            self._spool.put(msn, fragments, playlist.oldest_msn, stored)
         self._on_playable()
 
     def _measure(self, size: int, duration: float) -> None:

@@ -30,11 +30,22 @@ segment with parts is its list of parts, and the recording writes them one after
 its joined bytes are made only when a client asks for the whole segment, and kept (its parts
 then go when they expire). A segment without parts (REDUCED, STANDARD) is joined when it
 completes: every client asks for it whole.
+
+Only the live edge stays in memory. Once a complete segment is on disk too (the recording
+wrote it, or the session's spool: the packager says so with `store`) and it ended more than
+MEMORY_TARGET_DURATIONS before the live edge, its bytes go, and `media` names its file
+instead (`StoredMedia`: the whole segment, or one of its parts by its byte range, since the
+file is the parts one after another). LL-HLS clients at the live edge ask for the open
+segment's parts and the newest complete segment's last ones (PART-HOLD-BACK is 3 parts);
+what the window holds beyond that is for clients further behind, and the page cache serves
+them as well as the heap would. A segment that never reaches the disk (a recording that
+ended early) stays in memory while it is downloadable, as all of them once did.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +60,7 @@ from relay.hls.model import (
     PartInfo,
     ResourceName,
     SegmentInfo,
+    StoredMedia,
 )
 
 # Bounds and factors, each in units of TARGETDURATION (TD) or PART-TARGET (PT).
@@ -60,6 +72,10 @@ SKIP_TARGET_DURATIONS: Final = 6  # CAN-SKIP-UNTIL (rfc8216bis 4.4.3.8: at least
 HOLD_BACK_TARGET_DURATIONS: Final = 3  # HOLD-BACK (rfc8216bis 4.4.3.8: at least 3 x TD)
 PART_HOLD_BACK_PART_TARGETS: Final = 3  # PART-HOLD-BACK (LL-HLS.md: at least 3 x PT)
 MIN_PART_FRACTION: Final = 0.85  # a part is >= 85% of PT unless independent or last
+#: A complete segment stored on disk keeps its bytes in memory until it ends this far (in
+#: TD) before the live edge: the newest complete segment, whose last parts a client at
+#: PART-HOLD-BACK still fetches when the next segment starts (module docstring).
+MEMORY_TARGET_DURATIONS: Final = 1
 
 #: gzip level for playlists: level 5 is within a few percent of 9's size on playlist text.
 GZIP_LEVEL: Final = 5
@@ -93,6 +109,15 @@ class _Media:
 
     fragments: list[bytes] = field(default_factory=list)  # in LOW mode, its parts
     joined: bytes | None = None  # the whole segment, once made
+    stored: str | None = None  # the file that holds it too, once written (`store`)
+    part_ends: tuple[int, ...] = ()  # where each part ends in that file (with parts)
+    size: int = 0  # its bytes, once stored
+
+    def release(self) -> None:
+        """Let the bytes go when the file holds them."""
+        if self.stored is not None:
+            self.fragments = []
+            self.joined = None
 
 
 def _decimal(seconds: float) -> str:
@@ -159,6 +184,9 @@ class LivePlaylist:
         self._next_msn = first_msn
         self._discontinuity_sequence = 0
         self._parts_horizon = first_msn  # segments below this msn have their parts expired
+        # Segments below this msn are behind the live edge by MEMORY_TARGET_DURATIONS: once
+        # stored on disk, their bytes go.
+        self._memory_horizon = first_msn
         self._longest_window = 0.0  # duration of the longest playlist served so far
         self._init_uses: dict[int, int] = {}
         self._inits: dict[int, bytes] = {}  # the init segments' bytes
@@ -301,10 +329,12 @@ class LivePlaylist:
 
     # -- the bytes ---------------------------------------------------------------------------
 
-    def media(self, name: ResourceName) -> bytes | None:
-        """The bytes of an init, a complete segment or a part while they are held (the HTTP
-        layer asks `availability` first); None otherwise. A segment with parts is joined
-        here the first time it is asked for, and kept joined."""
+    def media(self, name: ResourceName) -> bytes | StoredMedia | None:
+        """The bytes of an init, a complete segment or a part while they are held, or where
+        they are on disk (`store`; a stored segment asked for whole is always read from its
+        file); None otherwise (the HTTP layer asks `availability` first). A segment with
+        parts and no file yet is joined here the first time it is asked for, and kept
+        joined."""
         if name.init is not None:
             return self._inits.get(name.init)
         assert name.msn is not None
@@ -315,14 +345,47 @@ class LivePlaylist:
         if name.part is None:
             if not segment.complete:
                 return None
+            if media.stored is not None:  # from the file: no joined copy in memory
+                return StoredMedia(media.stored, 0, media.size)
             whole = self._join(media)
             if name.msn < self._parts_horizon:
                 media.fragments = []  # its parts are served no more
             return whole
-        if name.msn >= self._parts_horizon and name.part < len(media.fragments) \
-                and self._part_target is not None:
+        if name.msn < self._parts_horizon or self._part_target is None:
+            return None
+        if name.part < len(media.fragments):
             return media.fragments[name.part]
+        if media.stored is not None and name.part < len(media.part_ends):
+            start = media.part_ends[name.part - 1] if name.part else 0
+            return StoredMedia(media.stored, start, media.part_ends[name.part] - start)
         return None
+
+    def stored(self, msn: int) -> StoredMedia | None:
+        """Where complete segment `msn` is on disk, once `store` said so; None otherwise."""
+        if self._find(msn) is None:
+            return None
+        media = self._media[msn - self._segments[0].msn]
+        return StoredMedia(media.stored, 0, media.size) if media.stored is not None else None
+
+    def store(self, msn: int, path: str) -> None:
+        """Complete segment `msn` is in the file at `path` too, as the bytes the playlist
+        holds (its parts one after another): its bytes go once it is behind the live edge
+        (MEMORY_TARGET_DURATIONS), and `media` names the file from then on. A segment no
+        longer downloadable, or stored already, is left as it is."""
+        segment = self._find(msn)
+        if segment is None or not segment.complete:
+            return
+        media = self._media[msn - self._segments[0].msn]
+        buffers = media.fragments or ([media.joined] if media.joined is not None else [])
+        if media.stored is not None or not buffers:
+            return
+        ends = tuple(itertools.accumulate(map(len, buffers)))
+        media.stored = path
+        media.size = ends[-1]
+        if self._part_target is not None and media.fragments:
+            media.part_ends = ends
+        if msn < self._memory_horizon:
+            media.release()
 
     def fragments(self, msn: int) -> tuple[bytes, ...]:
         """Segment `msn`'s bytes as held, without a copy: its parts (or internal fragments)
@@ -375,6 +438,11 @@ class LivePlaylist:
     @property
     def discontinuity_sequence(self) -> int:
         return self._discontinuity_sequence
+
+    @property
+    def oldest_msn(self) -> int:
+        """The msn of the oldest segment still downloadable (in the window or just out)."""
+        return self._segments[0].msn if self._segments else self._next_msn
 
     @property
     def next_msn(self) -> int:
@@ -577,6 +645,15 @@ class LivePlaylist:
             if media.joined is not None:
                 media.fragments = []  # its parts are served no more; the joined bytes are
             self._parts_horizon += 1
+        keep = MEMORY_TARGET_DURATIONS * self._target_duration
+        if self._segments:
+            self._memory_horizon = max(self._memory_horizon, self._segments[0].msn)
+        while (segment := self._find(self._memory_horizon)) is not None and segment.complete:
+            index = segment.msn - self._segments[0].msn
+            if edge - self._end_of(index) <= keep + _EPSILON:
+                break
+            self._media[index].release()
+            self._memory_horizon += 1
         while self._segments and self._segments[0].msn < self._media_sequence:
             oldest = self._segments[0]
             assert oldest.duration is not None  # only complete segments leave the window

@@ -164,10 +164,11 @@ class RecordingWriter:
         _write_atomically(self.directory / INIT_URI.format(init=init), data)
 
     def write_segment(self, segment: SegmentInfo, data: bytes | Sequence[bytes],
-                      target_duration: int) -> None:
+                      target_duration: int) -> Path:
         """Store a complete segment (its bytes, or its parts in order: the live window holds
         a segment as its parts, and joining them for the disk would copy it), then list it
-        in the playlist (both or neither)."""
+        in the playlist (both or neither); returns its file (the live window serves the
+        segment from it once it lets its bytes go)."""
         self._prepare()
         path = self.directory / SEGMENT_URI.format(msn=segment.msn)
         _write_atomically(path, data)
@@ -188,6 +189,7 @@ class RecordingWriter:
         self._started = True
         self._current_init = segment.init
         self._recent.append(path)
+        return path
 
     def write_variant(self, variant: VariantInfo) -> None:
         self._prepare()

@@ -37,8 +37,9 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
+from relay.hls.disk import STORED_READS
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
-from relay.hls.model import MEDIA_PLAYLIST_URI, parse_resource
+from relay.hls.model import MEDIA_PLAYLIST_URI, StoredMedia, parse_resource
 from relay.hls.multivariant import render_multivariant
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import STATIC_MEDIA_TYPES, render_player_page_for, static_file
@@ -413,6 +414,8 @@ def playback_routes(directory: PlaybackDirectory, counters: HlsCounters | None =
                 counters.held_timeouts += 1
                 return _unavailable("the part was not complete in time")
         data = packager.resource(resource)
+        if isinstance(data, StoredMedia):
+            data = await STORED_READS.read(data)
         if data is None:
             return _not_found(counters)
         cache = INIT_CACHE if resource.init is not None else MEDIA_CACHE

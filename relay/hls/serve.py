@@ -6,6 +6,8 @@ Served here, with the same statuses, bodies and headers as the Starlette routes 
     GET|HEAD /{PLAYBACK_ID}.m3u8             multivariant playlist (live and recorded)
     GET|HEAD /{PLAYBACK_ID}/rendition.m3u8   media playlist (blocking reload, delta updates)
     GET|HEAD /{PLAYBACK_ID}/{init, segment, part}    a live stream's media, from memory
+                                             (the live edge) or from disk (older segments,
+                                             read in `StoredReads`' threads)
     GET|HEAD /player/{PLAYBACK_ID}           the player page (so the connections a browser
                                              opens for it stay on this server for hls.js)
 
@@ -28,15 +30,16 @@ import dataclasses
 import gzip
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
+from relay.hls.disk import STORED_READS, StoredReads
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
 from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
-from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, parse_resource
+from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, StoredMedia, parse_resource
 from relay.hls.multivariant import render_multivariant
 from relay.hls.packager import HlsCounters, LivePackager
 from relay.hls.player import render_player_page_for
@@ -119,8 +122,10 @@ class PlaybackServer:
     def __init__(self, directory: PlaybackDirectory, counters: HlsCounters | None = None, *,
                  holds: HeldRequests | None = None, recorded: RecordedPlaylists | None = None,
                  reserved: Iterable[str] = (), gate: PlaybackGate | None = None,
-                 proxy: OwnerProxy | None = None) -> None:
+                 proxy: OwnerProxy | None = None, reads: StoredReads = STORED_READS) -> None:
         self.directory = directory
+        #: Reads what the live windows serve from disk (`LivePlaylist.store`).
+        self.reads = reads
         #: Serves the live streams other nodes own from them (without one: 404s).
         self.proxy = proxy
         #: Decides signed playback ids (without one, or without its access: 404s).
@@ -371,15 +376,25 @@ class PlaybackServer:
         if outcome is HoldOutcome.TIMED_OUT:
             self.counters.held_timeouts += 1
             return self._unavailable("the part was not complete in time", kind)
-        return self._resource(packager, resource, kind)
+        answer = self._resource(packager, resource, kind)
+        return answer if isinstance(answer, Response) else await answer
 
     def _resource(self, packager: LivePackager, resource: ResourceName, kind: str
-                  ) -> Response:
+                  ) -> Response | Awaitable[Response]:
         data = packager.resource(resource)
         if data is None:
             return self._not_found(kind)
+        if isinstance(data, StoredMedia):
+            return self._stored(data, kind)
         return Response(200, _INIT_HEADERS if resource.init is not None else _MEDIA_HEADERS,
                         data, kind)
+
+    async def _stored(self, stored: StoredMedia, kind: str) -> Response:
+        """A segment or part the live window serves from disk (read off the loop)."""
+        data = await self.reads.read(stored)
+        if data is None:
+            return self._not_found(kind)
+        return Response(200, _MEDIA_HEADERS, data, kind)
 
     async def _recorded_playlist(self, request: Request, recording: Path,
                                  query: bytes) -> Response:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
-from relay.hls.model import ResourceName, parse_resource
+from relay.hls.disk import read_stored
+from relay.hls.model import ResourceName, StoredMedia, parse_resource
 from relay.hls.packager import LivePackager
 from relay.hls.recording import RECORDING_PLAYLIST, listed_part
 from relay.images.params import ImageParamError
@@ -97,11 +98,13 @@ class Timeline:
 class LiveReader:
     """Bytes of a live snapshot: each key names a tuple of fragments, joined when read."""
 
-    def __init__(self, media: dict[str, tuple[bytes, ...]]) -> None:
+    def __init__(self, media: dict[str, tuple[bytes, ...] | StoredMedia]) -> None:
         self._media = media
 
     def read(self, key: str) -> bytes:
         fragments = self._media.get(key)
+        if isinstance(fragments, StoredMedia):  # a segment the window serves from disk
+            fragments = (data,) if (data := read_stored(fragments)) is not None else None
         if fragments is None:
             raise MediaGone(key)
         return fragments[0] if len(fragments) == 1 else b"".join(fragments)
@@ -120,16 +123,18 @@ def live_snapshot(packager: LivePackager) -> LiveSnapshot | None:
     if playlist is None:
         return None
     entries: list[SegmentEntry] = []
-    media: dict[str, tuple[bytes, ...]] = {}
+    media: dict[str, tuple[bytes, ...] | StoredMedia] = {}
     open_count = 0
     for segment in playlist.segments:
         start = playlist.segment_start(segment.msn)
         init = packager.resource(ResourceName(init=segment.init))
-        if start is None or init is None:
+        if start is None or not isinstance(init, bytes):
             continue
         if segment.duration is not None:
-            # As held (its parts, or whole): joining it here would copy it for nothing.
-            fragments: tuple[bytes, ...] = playlist.fragments(segment.msn)
+            # As held (its parts, or whole): joining it here would copy it for nothing;
+            # or its file, when the window holds it no more.
+            fragments: tuple[bytes, ...] | StoredMedia = (
+                playlist.fragments(segment.msn) or playlist.stored(segment.msn) or ())
             if not fragments:
                 continue
             duration = segment.duration

@@ -4,7 +4,9 @@ only, a loop that stops waiting, and a shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -94,3 +96,21 @@ async def test_shutdown_lets_the_workers_exit_after_the_queued_jobs() -> None:
 def test_a_pool_needs_a_thread() -> None:
     with pytest.raises(ValueError, match="at least 1 thread"):
         DiskPool(0)
+
+
+class Buffers:
+    """Stands for a segment's buffers, which a recording job holds."""
+
+
+async def test_a_worker_keeps_nothing_of_a_job_it_has_run() -> None:
+    disk = DiskPool(4)
+    held: list[weakref.ref[Buffers]] = []
+    for _ in range(8):
+        buffers = Buffers()
+        held.append(weakref.ref(buffers))
+        await disk.run(lambda buffers=buffers: len(vars(buffers)))
+        del buffers
+    await asyncio.sleep(0.05)  # the workers are idle, waiting for the next job
+    gc.collect()
+    assert [ref() for ref in held] == [None] * 8
+    disk.shutdown()

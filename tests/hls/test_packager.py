@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from relay.app import attach_packager
-from relay.hls.model import ResourceName
+from relay.hls.disk import read_stored
+from relay.hls.model import ResourceName, StoredMedia
 from relay.hls.packager import HlsCounters, LivePackager, RecordingQueue
 from relay.hls.playlist import LivePlaylist
 from relay.hls.recording import RECORDING_PLAYLIST, VARIANT_FILE, RecordingWriter, read_variant
 from relay.hls.segmenter import PartSegmenter
+from relay.hls.spool import Spools
 from relay.media.units import Codec, MediaFrame, VideoConfig
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -57,13 +59,13 @@ def test_parts_concatenate_to_their_segment_and_the_init_comes_first() -> None:
     playlist = packager.playlist
     assert playlist is not None
     init = packager.resource(ResourceName(init=0))
-    assert init is not None and init[4:8] == b"ftyp"
+    assert isinstance(init, bytes) and init[4:8] == b"ftyp"
     for msn in (0, 1):
         segment = playlist.segment(msn)
         assert segment is not None and segment.complete
         parts = [packager.resource(ResourceName(msn=msn, part=p.index)) for p in segment.parts]
-        assert all(part is not None and part[4:8] == b"moof" for part in parts)
-        assert b"".join(p for p in parts if p is not None) == packager.resource(
+        assert all(isinstance(part, bytes) and part[4:8] == b"moof" for part in parts)
+        assert b"".join(p for p in parts if isinstance(p, bytes)) == packager.resource(
             ResourceName(msn=msn))
     assert packager.resource(ResourceName(msn=7)) is None
 
@@ -118,7 +120,7 @@ def test_the_window_holds_each_byte_once() -> None:
     playlist = packager.playlist
     assert playlist is not None
     init = packager.resource(ResourceName(init=0))
-    assert init is not None
+    assert isinstance(init, bytes)
     segments = held(playlist)
     buffers = {id(data): len(data) for fragments in segments.values() for data in fragments}
     assert packager.window_bytes() == len(init) + sum(buffers.values())
@@ -419,3 +421,78 @@ async def test_the_packager_consumes_behind_a_queue_drained_once_per_loop_iterat
     assert counters.segments > segments  # the end closed the open one, frames and all
     assert queue.dropped_frames == 0 and counters.queue_drops.frames == 0
     await asyncio.wait_for(session.wait_finished(), 30)
+
+
+async def written(directory: Path, names: list[str]) -> None:
+    for _ in range(200):
+        if await asyncio.to_thread(lambda: all((directory / n).is_file() for n in names)):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{names} not written in {directory}")
+
+
+async def test_recorded_segments_leave_memory_and_are_served_from_their_files(
+        tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    writer.set_result(RecordingWriter(tmp_path / "asset"))
+    feeder = Feeder(recording=RecordingQueue(writer)).tracks().frames(av(30.0))
+    packager = feeder.packager
+    playlist = packager.playlist
+    assert playlist is not None
+    await written(tmp_path / "asset", [f"{msn}.m4s" for msn in range(14)])
+    await asyncio.sleep(0.05)  # the last write's callback
+    # In memory: the init, the segment that ended 1 x TD before the edge, the open one.
+    assert sorted(held(playlist)) == [13, 14]
+    init = packager.resource(ResourceName(init=0))
+    assert isinstance(init, bytes)
+    assert packager.window_bytes() == len(init) + sum(
+        len(data) for fragments in held(playlist).values() for data in fragments)
+    for msn in (10, 13):  # older segments and parts still downloadable, from the files
+        segment = playlist.segment(msn)
+        assert segment is not None
+        whole = packager.resource(ResourceName(msn=msn))
+        assert isinstance(whole, StoredMedia)
+        data = read_stored(whole)
+        assert data == (tmp_path / "asset" / f"{msn}.m4s").read_bytes()
+        parts = [packager.resource(ResourceName(msn=msn, part=p.index)) for p in segment.parts]
+        assert b"".join(part if isinstance(part, bytes) else read_stored(part) or b""
+                        for part in parts if part is not None) == data
+    assert isinstance(packager.resource(ResourceName(msn=10, part=0)), StoredMedia)
+    assert isinstance(packager.resource(ResourceName(msn=13, part=0)), bytes)
+    packager.on_end()
+    assert await packager.finished() is not None
+
+
+async def test_a_session_whose_recording_ended_spools_its_window(tmp_path: Path) -> None:
+    writer: asyncio.Future[RecordingWriter] = asyncio.get_running_loop().create_future()
+    recording = RecordingQueue(writer, max_backlog=1)  # refuses the first segment
+    spools = Spools(tmp_path / "spool")
+    spool = spools.session("stream")
+    feeder = Feeder(recording=recording, spool=spool).tracks()
+    for second in range(0, 40, 2):  # a segment at a time, as a live encoder sends them
+        feeder.frames(av(2.0, start=second * 1000))
+        if second:  # the keyframe at `second` completed the segment before it
+            await written(spool.directory, [f"{second // 2 - 1}.m4s"])
+    packager = feeder.packager
+    playlist = packager.playlist
+    assert playlist is not None and recording.ended is not None
+    for _ in range(200):
+        if sorted(held(playlist)) == [18, 19]:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(held(playlist)) == [18, 19]
+    whole = packager.resource(ResourceName(msn=17))
+    assert isinstance(whole, StoredMedia) and Path(whole.path).parent == spool.directory
+    assert read_stored(whole) is not None
+    # Files of segments the playlist no longer holds are deleted by the next write (so one
+    # may lag behind).
+    names = await asyncio.to_thread(lambda: [p.name for p in spool.directory.iterdir()])
+    msns = sorted(int(name.split(".")[0]) for name in names)
+    assert msns[0] >= playlist.oldest_msn - 1 and msns[-1] == 18 and playlist.oldest_msn > 1
+    assert spools.writes >= 19 and spools.failures == 0
+    packager.on_end()
+    await packager.finished()
+    assert not await asyncio.to_thread(spool.directory.exists)
+    assert read_stored(whole) is None  # the routes answer 404 after the end
+    await asyncio.to_thread(spools.close)
+    assert not await asyncio.to_thread(spools.directory.exists)

@@ -15,9 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.hls.model import ResourceName, SegmentInfo
+from relay.hls.disk import read_stored
+from relay.hls.model import ResourceName, SegmentInfo, StoredMedia
 from relay.hls.multivariant import VariantInfo, render_multivariant
 from relay.hls.playlist import (
+    MEMORY_TARGET_DURATIONS,
     Availability,
     LivePlaylist,
     PlaylistError,
@@ -983,3 +985,90 @@ def test_the_multivariant_checker_catches(name: str) -> None:
 def test_the_multivariant_checker_needs_a_variant() -> None:
     with pytest.raises(AssertionError, match=r"no EXT-X-STREAM-INF"):
         check_multivariant("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+
+
+def test_a_stored_segment_leaves_memory_once_behind_the_live_edge(tmp_path: Path) -> None:
+    playlist = low_latency(window_segments=20)
+    feed = Feed(playlist)
+    files: dict[int, Path] = {}
+    for _ in range(6):  # segments 0..5, 2 s each
+        segment = feed.segment(QUARTERS)
+        files[segment.msn] = tmp_path / f"{segment.msn}.m4s"
+        files[segment.msn].write_bytes(b"".join(playlist.fragments(segment.msn)))
+        playlist.store(segment.msn, str(files[segment.msn]))
+    feed.segment(QUARTERS[:2], complete=False)
+    # MEMORY_TARGET_DURATIONS (1 x TD = 2 s): segment 5 ends 1 s before the edge and stays
+    # held; 0..4 are read from their files; the open segment is never stored.
+    assert MEMORY_TARGET_DURATIONS == 1
+    assert [msn for msn in range(7) if playlist.fragments(msn)] == [5, 6]
+    init = playlist.media(ResourceName(init=0))
+    assert playlist.held_bytes() == (len(init) if isinstance(init, bytes) else 0) + sum(
+        len(data) for msn in (5, 6) for data in playlist.fragments(msn))
+    assert playlist.media(ResourceName(msn=5, part=1)) == b"5.1;"
+    # Parts still downloadable (0..5 here: within 6 x TD) come from the file by byte range.
+    for msn in range(5):
+        for index in range(4):
+            stored = playlist.media(ResourceName(msn=msn, part=index))
+            assert isinstance(stored, StoredMedia) and stored.path == str(files[msn])
+            assert read_stored(stored) == f"{msn}.{index};".encode()
+    # A stored segment asked for whole is its file (even while still held: no joined copy).
+    for msn in (2, 5):
+        whole = playlist.media(ResourceName(msn=msn))
+        assert whole == StoredMedia(str(files[msn]), 0, files[msn].stat().st_size)
+        assert read_stored(whole) == files[msn].read_bytes()
+    assert playlist.fragments(5) == (b"5.0;", b"5.1;", b"5.2;", b"5.3;")
+    # A file gone (the asset deleted) reads as missing, which the routes answer 404.
+    files[1].unlink()
+    stored = playlist.media(ResourceName(msn=1, part=2))
+    assert isinstance(stored, StoredMedia) and read_stored(stored) is None
+
+
+def test_a_segment_stored_late_leaves_memory_then_and_one_never_stored_stays() -> None:
+    playlist = low_latency(window_segments=20)
+    feed = Feed(playlist)
+    for _ in range(5):
+        feed.segment(QUARTERS)
+    # Nothing stored (a recording that ended): every downloadable segment stays held.
+    assert [msn for msn in range(5) if playlist.fragments(msn)] == [0, 1, 2, 3, 4]
+    assert playlist.media(ResourceName(msn=1)) == b"1.0;1.1;1.2;1.3;"
+    assert playlist.stored(1) is None and playlist.stored(4) is None
+    playlist.store(2, "/nonexistent/2.m4s")  # the disk caught up: it goes at once
+    playlist.store(4, "/nonexistent/4.m4s")  # the newest: it stays until 1 x TD behind
+    assert [msn for msn in range(5) if playlist.fragments(msn)] == [0, 1, 3, 4]
+    assert playlist.stored(2) == StoredMedia("/nonexistent/2.m4s", 0, 16)
+    assert playlist.media(ResourceName(msn=2, part=3)) == StoredMedia(
+        "/nonexistent/2.m4s", 12, 4)
+    feed.segment(QUARTERS)  # 4 ends 2 s (1 x TD) before the edge: still held
+    assert [msn for msn in range(6) if playlist.fragments(msn)] == [0, 1, 3, 4, 5]
+    feed.segment(QUARTERS[:1], complete=False)
+    assert [msn for msn in range(7) if playlist.fragments(msn)] == [0, 1, 3, 5, 6]
+    playlist.store(2, "/elsewhere")  # stored once: the first file stays
+    assert playlist.stored(2) == StoredMedia("/nonexistent/2.m4s", 0, 16)
+    playlist.store(9, "/nonexistent/9.m4s")  # not a segment: nothing happens
+    assert playlist.stored(9) is None
+
+
+def test_expired_parts_of_a_stored_segment_are_not_served() -> None:
+    playlist = low_latency(window_segments=20)
+    feed = Feed(playlist)
+    for _ in range(10):
+        segment = feed.segment(QUARTERS)
+        playlist.store(segment.msn, f"/s/{segment.msn}.m4s")
+    assert playlist.part_availability(2, 0) is Availability.MISSING
+    assert playlist.media(ResourceName(msn=2, part=0)) is None
+    assert playlist.media(ResourceName(msn=3, part=0)) == StoredMedia("/s/3.m4s", 0, 4)
+    assert playlist.media(ResourceName(msn=2)) == StoredMedia("/s/2.m4s", 0, 16)
+    # Segment 8 ends 1 x TD before the edge: held with 9.
+    assert playlist.held_bytes() == sum(len(b) for m in (8, 9) for b in playlist.fragments(m))
+    assert [msn for msn in range(10) if playlist.fragments(msn)] == [8, 9]
+
+
+def test_a_stored_segment_without_parts_is_served_whole_from_its_file() -> None:
+    playlist = LivePlaylist(target_duration=2, window_segments=20)
+    feed = Feed(playlist)
+    for _ in range(4):
+        segment = feed.segment(duration=2.0)
+        playlist.store(segment.msn, f"/s/{segment.msn}.m4s")
+    assert [msn for msn in range(4) if playlist.fragments(msn)] == [2, 3]
+    assert playlist.media(ResourceName(msn=0)) == StoredMedia("/s/0.m4s", 0, 2)
+    assert playlist.media(ResourceName(msn=0, part=0)) is None

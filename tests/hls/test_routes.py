@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 from relay.hls import recorded, routes, serve
+from relay.hls.disk import STORED_READS, StoredReads
 from relay.hls.holding import HeldRequests
 from relay.hls.http1 import Request, Response
+from relay.hls.model import StoredMedia
 from relay.hls.multivariant import VariantInfo
 from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.request_counts import RequestKind
@@ -482,3 +484,52 @@ async def test_the_lean_server_counts_client_addresses_as_viewers(tmp_path: Path
                 assert isinstance(answer, Response) and answer.status == 200, path
         assert server.live.viewers.count(time.monotonic()) == 2
         playback.close()
+
+
+async def test_segments_behind_the_live_edge_are_served_from_their_files(
+        server: Server, tmp_path: Path) -> None:
+    server.feed(12.5)
+    packager = server.live
+    assert packager is not None and packager.playlist is not None
+    playlist = packager.playlist
+    # As the recording does: each complete segment's file, then `store`.
+    expected: dict[int, bytes] = {}
+    for segment in playlist.segments:
+        if segment.complete:
+            expected[segment.msn] = b"".join(playlist.fragments(segment.msn))
+            path = tmp_path / f"{segment.msn}.m4s"
+            await asyncio.to_thread(path.write_bytes, expected[segment.msn])
+            playlist.store(segment.msn, str(path))
+    assert not playlist.fragments(1) and playlist.fragments(5)  # 1 left memory, 5 did not
+    reads = STORED_READS.reads
+    whole = await server.get(f"/{LIVE_ID}/1.m4s")
+    assert whole.status_code == 200 and whole.content == expected[1]
+    assert whole.headers["cache-control"] == routes.MEDIA_CACHE
+    assert whole.headers["content-type"] == routes.MP4_TYPE
+    first = playlist.segment(1)
+    assert first is not None
+    parts = [await server.get(f"/{LIVE_ID}/1.{part.index}.m4s") for part in first.parts]
+    assert all(part.status_code == 200 for part in parts)
+    assert b"".join(part.content for part in parts) == expected[1]
+    assert STORED_READS.reads == reads + 1 + len(parts)
+    # A file that is gone (the asset deleted mid-stream) is a 404, not an error.
+    await asyncio.to_thread((tmp_path / "2.m4s").unlink)
+    assert (await server.get(f"/{LIVE_ID}/2.m4s")).status_code == 404
+    assert (await server.get(f"/{LIVE_ID}/2.0.m4s")).status_code == 404
+
+
+async def test_concurrent_reads_of_the_same_bytes_are_shared(tmp_path: Path) -> None:
+    path = tmp_path / "5.m4s"
+    await asyncio.to_thread(path.write_bytes, bytes(range(256)) * 100)
+    reads = StoredReads(threads=1)
+    try:
+        stored = StoredMedia(str(path), 256, 512)
+        answers = await asyncio.gather(*(reads.read(stored) for _ in range(50)))
+        assert all(answer is answers[0] for answer in answers)
+        assert answers[0] == bytes(range(256)) * 2
+        assert reads.reads == 1 and reads.failed == 0
+        assert await reads.read(StoredMedia(str(path), 25_500, 512)) is None  # past the end
+        assert await reads.read(StoredMedia(str(tmp_path / "gone"), 0, 1)) is None
+        assert (reads.reads, reads.failed) == (3, 2)
+    finally:
+        reads.shutdown()

@@ -409,6 +409,34 @@ def test_hinted_part_is_held_until_complete_and_segments_are_their_parts(
         assert whole == b"".join(parts) and len(whole) > 0
 
 
+def test_segments_behind_the_live_edge_come_from_the_recording(relay: RelayProcess) -> None:
+    """Only the live edge stays in memory (LivePlaylist.store): every segment and part the
+    playlist lists is still served, the older ones from the recording's files, byte for
+    byte, and the window gauge stays near the edge's size, not the window's."""
+    with pushing(relay, 40, latency_mode="low") as live, http(relay) as client:
+        first = last_msn(parse_media_playlist(client.get(live.media).text))
+        for msn in range(first + 1, first + 7):  # six segments more (blocking reloads)
+            text = blocking(client, live, msn).text
+        playlist = check_media_playlist(text)
+        asset_id = get_stream(relay, live.id)["active_asset_id"]
+        recording = relay.data_dir / "assets" / asset_id
+        complete = [segment for segment in playlist.segments if segment.complete]
+        assert len(complete) >= 6, [segment.uri for segment in playlist.segments]
+        for segment in complete:
+            whole = client.get(f"/{live.playback_id}/{segment.uri}")
+            assert whole.status_code == 200, segment.uri
+            assert whole.content == (recording / segment.uri).read_bytes(), segment.uri
+            if segment.parts:
+                parts = [client.get(f"/{live.playback_id}/{p.uri}") for p in segment.parts]
+                assert all(part.status_code == 200 for part in parts), segment.uri
+                assert b"".join(part.content for part in parts) == whole.content
+        # In memory: the init, the newest complete segment or two and the open one (about
+        # 230 kB a segment here; the window lists at least 6), not the whole window (the
+        # code before held 3.3 MB at this point).
+        sizes = [len((recording / segment.uri).read_bytes()) for segment in complete]
+        assert window_bytes(relay) < 4 * max(sizes) + 10_000 < sum(sizes), sizes
+
+
 def test_a_stalled_encoder_gets_held_requests_a_503(relay: RelayProcess) -> None:
     with pushing(relay, 40, latency_mode="low") as live, http(relay) as client:
         text = just_after_a_segment_start(client, live)

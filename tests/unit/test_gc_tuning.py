@@ -1,4 +1,4 @@
-"""The collector tuning `relay serve` applies once up, and the collector-time metric."""
+"""The collector and allocator tuning `relay serve` applies, and the collector-time metric."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from relay.cli import GC_YOUNG_THRESHOLD, tune_gc
+from relay.cli import (
+    GC_YOUNG_THRESHOLD,
+    MALLOC_MMAP_ENV,
+    MALLOC_MMAP_THRESHOLD,
+    MALLOC_TRIM_THRESHOLD,
+    tune_gc,
+    tune_malloc,
+)
 from relay.metrics import GcTimer
 
 
@@ -43,3 +50,25 @@ def test_gc_timer_adds_each_collection_and_stops_when_removed() -> None:
     gc.collect()
     assert timer.seconds == stopped
     timer.remove()  # twice is harmless
+
+
+class FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, option: int, value: int) -> int:
+        self.calls.append((option, value))
+        return 1
+
+
+def test_tune_malloc_fixes_the_mmap_threshold_unless_the_operator_set_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MALLOC_MMAP_ENV, raising=False)
+    libc = FakeLibc()
+    assert tune_malloc(libc)
+    # M_MMAP_THRESHOLD and M_TRIM_THRESHOLD in glibc's malloc.h
+    assert libc.calls == [(-3, MALLOC_MMAP_THRESHOLD), (-1, MALLOC_TRIM_THRESHOLD)]
+    monkeypatch.setenv(MALLOC_MMAP_ENV, "65536")
+    assert not tune_malloc(libc) and len(libc.calls) == 2
+    monkeypatch.delenv(MALLOC_MMAP_ENV)
+    assert not tune_malloc(object())  # a C library without mallopt: nothing to do

@@ -3,13 +3,17 @@ them, parsed back with prometheus_client."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay.hls.disk import StoredReads
 from relay.hls.packager import HlsCounters
 from relay.hls.request_counts import RequestKind
+from relay.hls.spool import Spools
 from relay.metrics import IngestCollector
 from relay.rtmp.server import RtmpCounters
 from relay.store import Store
@@ -66,3 +70,22 @@ async def test_the_encoders_faults_are_exported(store: Store) -> None:
         "relay_hls_program_date_time_resyncs")}
     assert list(exported.values()) == [1, 2, 3, 4, 5, 6, 7]
     assert all(families[name].type == "counter" for name in exported)
+
+
+async def test_stored_reads_and_spool_writes_are_exported(store: Store, tmp_path: Path) -> None:
+    reads = StoredReads(threads=1)
+    reads.reads, reads.failed = 7, 2
+    spools = Spools(tmp_path / "spool")
+    spools.writes, spools.failures = 5, 1
+    collector = IngestCollector(IngestRegistry(store), RtmpCounters(), spools=spools,
+                                reads=reads)
+    collector.unregister()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    families = {family.name: family for family in
+                text_string_to_metric_families(generate_latest(registry).decode())}
+    assert {name: (families[name].type, families[name].samples[0].value) for name in (
+        "relay_hls_stored_reads", "relay_hls_stored_misses", "relay_hls_spool_writes",
+        "relay_hls_spool_failures")} == {
+        "relay_hls_stored_reads": ("counter", 7.0), "relay_hls_stored_misses": ("counter", 2.0),
+        "relay_hls_spool_writes": ("counter", 5.0), "relay_hls_spool_failures": ("counter", 1.0)}
