@@ -190,7 +190,9 @@ class WorkerProcess:
         try:
             if reader is None:
                 raise MediaGone("no media in the relay's memory for this job")
-            data = reader.read(key.decode("utf-8", errors="replace"))
+            # Off the loop: a segment the live window no longer holds is read from its file
+            # (relay.hls.disk.read_stored), and joining parts copies a few megabytes.
+            data = await asyncio.to_thread(reader.read, key.decode("utf-8", errors="replace"))
         except MediaGone:
             await self._send(_GONE, b"")
             return
