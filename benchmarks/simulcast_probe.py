@@ -31,11 +31,13 @@ from relay.media.units import (
     TrackKind,
     VideoConfig,
 )
+from relay.simulcast.fanout import SimulcastFanOut
 from relay.simulcast.manager import (
     TARGET_BATCH_BYTES,
     TARGET_BATCH_DELAY,
     TARGET_QUEUE_MAX_BYTES,
     TARGET_QUEUE_MAX_FRAMES,
+    new_batch_clock,
 )
 from relay.simulcast.pusher import parse_target_url, push
 from relay.streams.queue import MediaQueue
@@ -57,12 +59,14 @@ def cpu() -> tuple[float, float]:
 
 async def one_run(sink: RtmpSink, targets: int, seconds: float) -> tuple[float, float]:
     """(user, system) CPU-seconds per second of this process with `targets` pushes."""
+    clock = new_batch_clock()  # shared by the session's targets, as relay/app.py does
     queues = [MediaQueue(max_bytes=TARGET_QUEUE_MAX_BYTES, max_frames=TARGET_QUEUE_MAX_FRAMES,
-                         batch_delay=TARGET_BATCH_DELAY, batch_bytes=TARGET_BATCH_BYTES)
+                         batch_delay=TARGET_BATCH_DELAY, batch_bytes=TARGET_BATCH_BYTES,
+                         clock=clock)
               for _ in range(targets)]
-    for queue in queues:
-        queue.on_track(VIDEO)
-        queue.on_track(AUDIO)
+    fan_out = SimulcastFanOut(queues)  # the session's one sink for its targets, as in the app
+    fan_out.on_track(VIDEO)
+    fan_out.on_track(AUDIO)
     pushes = [asyncio.create_task(push(parse_target_url(sink.url(f"p{index}"), ""), queue,
                                        ssl_context=None, on_published=lambda: None))
               for index, queue in enumerate(queues)]
@@ -76,21 +80,18 @@ async def one_run(sink: RtmpSink, targets: int, seconds: float) -> tuple[float, 
             began = (time.monotonic(), cpu())
         dts = round(index * FRAME_SECONDS * 1000)
         frame = MediaFrame(TrackKind.VIDEO, dts, dts, index % 60 == 0, video)
-        for queue in queues:
-            queue.on_frame(frame)
+        fan_out.on_frame(frame)
         await asyncio.sleep(FRAME_SECONDS / 2)
         # 48 kHz AAC: 1.5 frames per video frame.
         for offset in ((0, 21) if index % 2 == 0 else (0,)):
             sound = MediaFrame(TrackKind.AUDIO, dts + offset, dts + offset, True, audio)
-            for queue in queues:
-                queue.on_frame(sound)
+            fan_out.on_frame(sound)
         index += 1
         await asyncio.sleep(max(0.0, start + index * FRAME_SECONDS - loop.time()))
     assert began is not None
     elapsed = time.monotonic() - began[0]
     user, system = cpu()
-    for queue in queues:
-        queue.on_end()
+    fan_out.on_end()
     await asyncio.gather(*pushes)
     return (user - began[1][0]) / elapsed, (system - began[1][1]) / elapsed
 

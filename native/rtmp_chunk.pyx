@@ -125,6 +125,9 @@ cdef enum:
     # An input buffer emptied by next_message() is freed when larger than this, so that a burst
     # fed at once does not stay allocated while the connection idles.
     INPUT_KEEP = 65536
+    # append_frames() copies a chunk tail shorter than this in with the headers (an audio
+    # frame's), rather than handing it to the writer as one more piece.
+    SMALL_TAIL = 2048
     # The muxer frees its output buffer on take() when larger than this (a keyframe's worth
     # stays allocated in each of a load generator's thousands of muxers otherwise).
     OUTPUT_KEEP = 65536
@@ -927,6 +930,75 @@ cdef class ChunkMuxer:
             offset += n
         self.out.size = p - self.out.data
         return 0
+
+    def append_frames(self, stream_id, list frames, Py_ssize_t start, long long offset,
+                      long long last_out, unsigned int type_mask, object frame_type,
+                      list pieces):
+        """Send `frames[start:]` as messages whose chunk tails are already made, as
+        take_with_header() + chunk_tail() would, in one call for a run of them.
+
+        Each frame is an instance of exactly `frame_type` with `type_id`, `csid`, `dts`,
+        `length` (the message's) and `tail` (its `chunk_tail()` at this muxer's chunk size):
+        relay.simulcast.fanout.MuxedFrame. Its timestamp is max(dts + offset, 0). What goes
+        out is appended to `pieces` in order: the pending output with the headers (and tails
+        shorter than SMALL_TAIL, copied in with them) as one bytes, then each longer tail
+        itself, uncopied; the last headers stay pending (take() or the next call). Stops at
+        the first frame that is not a `frame_type`, whose type_id is not in `type_mask`
+        (bit 1 << type_id), or whose timestamp needs the extended field.
+
+        Returns (the index it stopped at, max(last_out, the timestamps sent), the message
+        bytes sent)."""
+        cdef uint32_t sid = <uint32_t>checked_int(stream_id, "stream_id", 0, 0xFFFFFFFF)
+        cdef Py_ssize_t index = start
+        cdef Py_ssize_t end = len(frames)
+        cdef long long timestamp, sent = 0
+        cdef long long type_id, csid, length
+        cdef uint32_t value
+        cdef Py_ssize_t size
+        cdef MuxStream* s
+        cdef uint8_t* p
+        cdef bytes tail
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        while index < end:
+            frame = frames[index]
+            if type(frame) is not frame_type:
+                break
+            type_id = frame.type_id
+            if type_id < 0 or type_id > 31 or not (type_mask >> type_id) & 1:
+                break
+            timestamp = <long long>frame.dts + offset
+            if timestamp < 0:
+                timestamp = 0
+            if timestamp >= TIMESTAMP_EXTENDED:
+                break
+            csid = frame.csid
+            length = frame.length
+            tail = frame.tail
+            if csid < CSID_MIN or csid > CSID_MAX or length < 0 or length > MESSAGE_LENGTH_MAX:
+                raise ValueError(f"frame {index}: csid {csid} or length {length} is out of "
+                                 f"range")
+            s = self.stream_for(<uint32_t>csid)
+            size = len(tail)
+            if size < SMALL_TAIL:
+                wb_reserve(&self.out, CHUNK_HEADER_MAX + size)
+            else:
+                wb_reserve(&self.out, CHUNK_HEADER_MAX)
+            p = put_message_header(self.out.data + self.out.size, s, <uint8_t>type_id, sid,
+                                   <uint32_t>timestamp, <uint32_t>length, &value)
+            if size < SMALL_TAIL:
+                memcpy(p, PyBytes_AS_STRING(tail), <size_t>size)
+                p += size
+                self.out.size = p - self.out.data
+            else:
+                self.out.size = p - self.out.data
+                pieces.append(self.take())
+                pieces.append(tail)
+            if timestamp > last_out:
+                last_out = timestamp
+            sent += length
+            index += 1
+        return index, last_out, sent
 
     def take_with_header(self, csid, type_id, stream_id, timestamp, length):
         """Append the first chunk's header of a message of `length` bytes, as write_message()

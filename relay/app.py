@@ -70,14 +70,20 @@ from relay.rtmp.buffer_budget import BufferBudget
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer
 from relay.rtmp.slots import ConnectionSlots
 from relay.simulcast.counters import SimulcastCounters
-from relay.simulcast.manager import SimulcastManager, TargetQueue, new_target_queue
+from relay.simulcast.fanout import SimulcastFanOut
+from relay.simulcast.manager import (
+    SimulcastManager,
+    TargetQueue,
+    new_batch_clock,
+    new_target_queue,
+)
 from relay.srt import SrtUnavailable
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.store import SchemaTooNewError, Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import JSONDict, LiveStream, RecordedMedia
 from relay.streams.hub import LiveSession
-from relay.streams.queue import DrainQueue
+from relay.streams.queue import BatchClock, DrainQueue
 from relay.streams.registry import IngestRegistry, StreamChange
 from relay.trusted_proxies import ForwardedClientMiddleware, TrustedProxies
 from relay.webhooks import WebhookDeliverer, WebhookLimits
@@ -650,7 +656,7 @@ HLS_ATTACHMENT = "hls"
 
 def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | None,
                      running: set[SimulcastManager],
-                     new_queue: Callable[[], TargetQueue] = new_target_queue,
+                     new_queue: Callable[[BatchClock], TargetQueue] = new_target_queue,
                      counters: SimulcastCounters | None = None,
                      ) -> SimulcastManager | None:
     """Give a new live session its simulcast when its stream has targets: one queue per
@@ -659,12 +665,13 @@ def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | None
     targets = session.stream.simulcast_targets
     if not targets:
         return None
-    queues = [(target, new_queue()) for target in targets]
+    clock = new_batch_clock()  # the targets' wake-ups batched together
+    queues = [(target, new_queue(clock)) for target in targets]
     manager = SimulcastManager(session.store, session.stream_id, queues,
                                ssl_context=ssl_context, on_stopped=running.discard,
                                counters=counters)
-    for _, queue in queues:
-        session.attach_sink(queue)
+    # One sink for all the targets: each frame made ready to send once (simulcast.fanout).
+    session.attach_sink(SimulcastFanOut([queue for _, queue in queues]))
     session.active_listeners.append(manager.start)
     session.end_listeners.append(manager.end)
     session.attachments[SIMULCAST_ATTACHMENT] = manager

@@ -1,6 +1,6 @@
 """Typed stubs for relay._native.rtmp_chunk (built from native/rtmp_chunk.pyx)."""
 
-from typing import Final, final
+from typing import Any, Final, final
 
 from typing_extensions import Buffer
 
@@ -108,5 +108,11 @@ class ChunkMuxer:
     def take_with_header(
         self, csid: int, type_id: int, stream_id: int, timestamp: int, length: int
     ) -> bytes | None: ...
+    def append_frames(
+        self, stream_id: int, frames: list[Any], start: int, offset: int, last_out: int,
+        type_mask: int, frame_type: type, pieces: list[bytes]
+    ) -> tuple[int, int, int]:
+        """Send a run of frames whose chunk tails are made (relay.simulcast.fanout.MuxedFrame)
+        from `start`; (where it stopped, the largest timestamp sent, message bytes sent)."""
 
 def chunk_tail(csid: int, chunk_size: int, header: Buffer, data: Buffer) -> bytes: ...

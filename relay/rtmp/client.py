@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from relay._native.rtmp_chunk import ChunkDemuxer, ChunkError, ChunkMuxer, RtmpMessage
 from relay.logs import peer_text
@@ -38,6 +39,9 @@ STREAM_CSID = 4
 AUDIO_CSID = 6
 VIDEO_CSID = 7
 _VIDEO = int(MessageType.VIDEO)  # (an IntEnum member costs a lookup per message)
+#: The chunk size the client sends with (announced with Set Chunk Size after the handshake):
+#: ffmpeg's and OBS's, which every RTMP server takes.
+DEFAULT_CHUNK_SIZE = 4096
 
 _CONNECT_TXN = 1.0
 _RELEASE_STREAM_TXN = 2.0
@@ -87,7 +91,7 @@ class ClientSession:
         tc_url: str,
         stream_key: str,
         app: str = "app",
-        chunk_size: int = 4096,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         epoch_ms: int = 0,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -240,6 +244,17 @@ class ClientSession:
         self._pieces.append(head)
         self._pieces.append(tail)
         return True
+
+    def send_muxed(self, frames: list[Any], start: int, offset: int, last_out: int,
+                   type_mask: int, frame_type: type) -> tuple[int, int, int]:
+        """Send a run of `frames[start:]` whose chunk tails are made at this chunk size
+        (`relay.simulcast.fanout.MuxedFrame`, passed as `frame_type`), each at timestamp
+        max(dts + offset, 0): `ChunkMuxer.append_frames`, which says where it stops and
+        what it returns. The tails are not copied."""
+        if self.state is not ClientState.PUBLISHING:
+            self._require_publishing()
+        return self._muxer.append_frames(self.stream_id, frames, start, offset, last_out,
+                                         type_mask, frame_type, self._pieces)
 
     def unpublish(self) -> None:
         if self.state is ClientState.PUBLISHING:

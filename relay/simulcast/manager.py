@@ -44,7 +44,7 @@ from relay.simulcast.pusher import PushStats, parse_target_url, push
 from relay.simulcast.target_status import TargetInput, TargetMachine
 from relay.store import Store
 from relay.store.records import SimulcastErrorSeverity, SimulcastTarget, SimulcastTargetStatus
-from relay.streams.queue import MediaQueue
+from relay.streams.queue import BatchClock, MediaQueue
 
 log = logging.getLogger("relay.simulcast")
 
@@ -68,7 +68,8 @@ MAX_PENDING_STATUS_WRITES = 256
 TARGET_QUEUE_MAX_BYTES = 16 * 1024 * 1024
 #: The same in frames (video and audio): about 25 s of 60 fps video with 48 kHz AAC.
 TARGET_QUEUE_MAX_FRAMES = 3000
-#: A pusher is woken when this long has passed since media arrived in its queue, or when
+#: A pusher is woken when this long has passed since media arrived in its queue (with the
+#: first media after it: the session's queues share a `BatchClock`), or when
 #: TARGET_BATCH_BYTES are queued, whichever is first: it then muxes and writes everything
 #: queued in one write. The wake-up and the send() system call, not the muxing, are what a
 #: target costs per frame; 100 ms makes ~10 of each a second instead of one per ingest read
@@ -115,10 +116,17 @@ def _pusher() -> tuple[PushFunction, ParseTarget]:
     return push, parse_target_url
 
 
-def new_target_queue() -> TargetQueue:
-    """A target's queue with the limits above."""
+def new_batch_clock() -> BatchClock:
+    """The clock the target queues of one session share (their wake-ups batched together)."""
+    return BatchClock(TARGET_BATCH_DELAY)
+
+
+def new_target_queue(clock: BatchClock | None = None) -> TargetQueue:
+    """A target's queue with the limits above; `clock` is its session's (`new_batch_clock`),
+    None for a queue with a batching timer of its own."""
     return MediaQueue(max_bytes=TARGET_QUEUE_MAX_BYTES, max_frames=TARGET_QUEUE_MAX_FRAMES,
-                      batch_delay=TARGET_BATCH_DELAY, batch_bytes=TARGET_BATCH_BYTES)
+                      batch_delay=TARGET_BATCH_DELAY, batch_bytes=TARGET_BATCH_BYTES,
+                      clock=clock)
 
 
 def error_of(exc: BaseException) -> tuple[SimulcastErrorSeverity, str]:

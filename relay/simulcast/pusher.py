@@ -11,10 +11,17 @@ tag bodies (`relay.simulcast.flv`). Writes honour the transport's flow control: 
 high-water mark the sender waits in `drain()`, at most `write_stall_timeout`; a target that
 stops reading costs one transport buffer here, and its queue drops GOPs upstream.
 
-Cost per target: the sender wakes when its queue says (the manager's queues batch wake-ups:
-`TARGET_BATCH_DELAY`), takes everything queued, and writes it with one `writelines`. Each
-frame's tag body is chunked once for all the targets (`relay.simulcast.tags`); a connection
-adds only its first chunk's header, so the frame's bytes are not copied per target.
+Cost per target: while the connection keeps up, the queue calls the sender synchronously
+(`MediaQueue.set_pump`) from its session's batch callback (the manager's queues share a
+`BatchClock`: one callback per session and `TARGET_BATCH_DELAY`, in a loop iteration that
+ingest woke anyway), with no task wake-up; the sender's task runs only to drain a backlog,
+to end, or to fail. The sender takes what is queued and writes it with one `writelines`.
+Each frame's tag body is chunked once for all the targets by the session's fan-out
+(`relay.simulcast.fanout.MuxedFrame`); a run of such frames goes out with one native call
+that adds this connection's first-chunk headers (`ChunkMuxer.append_frames`), so neither the
+frame's bytes nor a Python loop per frame is paid per target. A frame from elsewhere (a
+plain `MediaFrame`) takes the slow path: its tail from `relay.simulcast.tags`, one
+message at a time. What remains per target is mostly the kernel's send of its bytes.
 
 Timestamps: every connection starts at 0 (the first frame after `queue.restart()`, a
 keyframe, is 0) and stays monotonic across a source `Discontinuity`: the source's clock may
@@ -38,6 +45,7 @@ from relay.rtmp.client import ClientSession, Published, Refused
 from relay.rtmp.messages import MessageType
 from relay.rtmp.session import RemoteProtocolError
 from relay.simulcast import flv
+from relay.simulcast.fanout import FANOUT_CHUNK_SIZE, MuxedFrame
 from relay.simulcast.tags import SHARED_TAGS, SharedTags
 from relay.streams.queue import Discontinuity, EndOfStream, MediaQueue
 
@@ -61,6 +69,10 @@ READ_SIZE = 65536
 
 _VIDEO = int(MessageType.VIDEO)  # (an IntEnum member costs a lookup per frame)
 _AUDIO = int(MessageType.AUDIO)
+# What _send_queued left: everything sent, the end sent, or a backlog in the transport.
+_EMPTY, _END, _BACKLOG = 0, 1, 2
+_VIDEO_BIT = 1 << _VIDEO  # ChunkMuxer.append_frames's type_mask
+_AUDIO_BIT = 1 << _AUDIO
 
 #: Status codes that refuse the key or the publish (RTMP servers, FMS status codes).
 FATAL_CODES = frozenset({"NetStream.Publish.BadName", "NetStream.Publish.Denied",
@@ -213,6 +225,9 @@ class _Connection:
         self.last_out = 0
         self.after_discontinuity = False
         self._unflushed = 0  # tag bytes muxed since the last write
+        self._woken: asyncio.Future[int] | None = None  # while the queue pumps (_pumped)
+        # The fan-out's tails are cut at its chunk size: usable when this connection's is.
+        self._muxed = self.session.chunk_size == FANOUT_CHUNK_SIZE
 
     async def run(self, ssl_context: ssl.SSLContext | None,
                   on_published: Callable[[], None]) -> None:
@@ -291,29 +306,69 @@ class _Connection:
     async def _send_loop(self) -> None:
         # What the queue holds at once is muxed and written as one write (one send() on the
         # socket per wake-up, not one per frame): the frames of one ingest read arrive
-        # together. A long backlog is written in pieces of about WRITE_BATCH_BYTES.
-        queue = self.queue
+        # together. A long backlog is written in pieces of about WRITE_BATCH_BYTES. While
+        # the connection keeps up, the queue calls `_pump` from its batch's callback and
+        # the writing happens there: this task wakes only for the end, a backlog to drain
+        # or a failure.
         while True:
-            item = queue.get_nowait()
-            if item is None:
-                self._flush()
-                if self._buffered() > self.limits.write_buffer_bytes:
-                    await self._drain()
-                    continue
-                item = await queue.get()
-            if isinstance(item, EndOfStream):
-                self._flush()
+            state = self._send_queued()
+            if state == _EMPTY:
+                state = await self._pumped()
+            if state == _END:
                 return
-            if isinstance(item, Discontinuity):
-                self.after_discontinuity = True
-            elif isinstance(item, MediaFrame):
-                self._send_frame(item)
+            if state == _BACKLOG:
+                await self._drain()
+
+    def _send_queued(self) -> int:
+        """Send what is queued: _EMPTY when all of it went, _END after the EndOfStream, or
+        _BACKLOG when the transport holds more than write_buffer_bytes."""
+        queue = self.queue
+        over = self.limits.write_buffer_bytes
+        while True:
+            frames = queue.get_frames(WRITE_BATCH_BYTES - self._unflushed)
+            if frames:
+                self._send_frames(frames)
             else:
-                self._send_config(item)
+                item = queue.get_nowait()
+                if item is None:
+                    self._flush()
+                    return _BACKLOG if self._buffered() > over else _EMPTY
+                if isinstance(item, EndOfStream):
+                    self._flush()
+                    return _END
+                if isinstance(item, Discontinuity):
+                    self.after_discontinuity = True
+                elif isinstance(item, MediaFrame):
+                    self._send_frames([item])
+                else:
+                    self._send_config(item)
             if self._unflushed >= WRITE_BATCH_BYTES:
                 self._flush()
-                if self._buffered() > self.limits.write_buffer_bytes:
-                    await self._drain()
+                if self._buffered() > over:
+                    return _BACKLOG
+
+    async def _pumped(self) -> int:
+        """Let the queue call `_pump` until what it sends is not all (_END, _BACKLOG)."""
+        woken: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._woken = woken
+        self.queue.set_pump(self._pump)
+        try:
+            return await woken
+        finally:
+            self.queue.set_pump(None)
+            self._woken = None
+
+    def _pump(self) -> None:
+        woken = self._woken
+        if woken is None or woken.done():
+            return
+        try:
+            state = self._send_queued()
+        except Exception as exc:  # the connection's failure: the task raises it
+            woken.set_exception(exc)
+            return
+        if state != _EMPTY:
+            woken.set_result(state)
 
     def _send_config(self, config: VideoConfig | AudioConfig) -> None:
         kind = TrackKind.VIDEO if isinstance(config, VideoConfig) else TrackKind.AUDIO
@@ -346,6 +401,30 @@ class _Connection:
             raise TargetError("fatal", f"{self.target}: {exc}") from None
         self.session.send_media(type_id, self.last_out, body)
         self._flush()
+
+    def _send_frames(self, frames: list[MediaFrame]) -> None:
+        # Runs of frames the fan-out made ready (MuxedFrame) go out with one native call
+        # each; any other frame, and one the native path stops at, the slow way.
+        session, tracks = self.session, self.tracks
+        index, count = 0, len(frames)
+        while index < count:
+            frame = frames[index]
+            if self._muxed and type(frame) is MuxedFrame and frame.kind in tracks:
+                if not self.sent_headers:
+                    self._send_headers()
+                self._timestamp(frame.dts)  # the connection's offset, set or moved here
+                assert self.offset is not None
+                mask = (_VIDEO_BIT if TrackKind.VIDEO in tracks else 0) | \
+                    (_AUDIO_BIT if TrackKind.AUDIO in tracks else 0)
+                stop, self.last_out, sent = session.send_muxed(
+                    frames, index, self.offset, self.last_out, mask, MuxedFrame)
+                if stop > index:
+                    self.stats.frames_sent += stop - index
+                    self._unflushed += sent
+                    index = stop
+                    continue
+            self._send_frame(frame)
+            index += 1
 
     def _send_frame(self, frame: MediaFrame) -> None:
         kind = frame.kind

@@ -1,5 +1,9 @@
 """Each frame's FLV tag body cut into RTMP chunks once, for every target that sends it.
 
+The pushers of a session get their frames with the tails already made, by the session's
+fan-out (`relay.simulcast.fanout`); this cache serves the frames that come another way (a
+`push()` fed by a plain `MediaQueue`, a connection on another chunk size).
+
 A frame goes to every simulcast target of its stream as the same message: the same FLV tag
 body (`relay.simulcast.flv`) on the same chunk stream at the same chunk size. Only the first
 chunk's header differs per connection (its timestamp, and how much of it the connection's

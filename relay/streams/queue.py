@@ -5,7 +5,9 @@ Theory of operation: the hub calls the `MediaSink` side (`on_track`, `on_frame`,
 append references (frame data is never copied) and never block or wait. Every consumer sits
 behind one, so a slow consumer can never stall the publisher's read loop. Two consumer sides:
 
-- `MediaQueue`: one task awaiting `get()` (a simulcast pusher, which waits on its socket);
+- `MediaQueue`: one task awaiting `get()` (a simulcast pusher, which waits on its socket),
+  or a synchronous `pump` it sets while it keeps up (`set_pump`: no task wake-up); the
+  queues of one session's targets can share a `BatchClock` that wakes them together;
 - `DrainQueue`: a synchronous in-process consumer (the HLS packager), called from one
   `loop.call_soon` callback scheduled when the queue goes from empty to non-empty, which
   hands it everything queued in one pass: no task and no wake-up per frame, and at most one
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -303,20 +306,26 @@ class MediaQueue(_GopQueue):
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_frames: int = DEFAULT_MAX_FRAMES,
                  drops: QueueDrops | None = None,
-                 batch_delay: float = 0.0, batch_bytes: int = 0) -> None:
+                 batch_delay: float = 0.0, batch_bytes: int = 0,
+                 clock: BatchClock | None = None) -> None:
         """`batch_delay` (seconds) and `batch_bytes` batch the consumer's wake-ups: a waiting
         `get()` returns once `batch_bytes` of frame data are queued or `batch_delay` after
         the first item arrived, whichever comes first (the end and a restart at once). With
-        the default 0, every item wakes it."""
+        the default 0, every item wakes it. With a `clock`, the clock's delay replaces
+        `batch_delay`, and the queues sharing it wake together (see `BatchClock`)."""
         super().__init__(max_bytes=max_bytes, max_frames=max_frames, drops=drops)
         if batch_delay < 0:
             raise ValueError(f"batch_delay is {batch_delay}; it must be at least 0")
         if batch_bytes < 0:
             raise ValueError(f"batch_bytes is {batch_bytes}; it must be at least 0")
-        self.batch_delay = batch_delay
+        self.batch_delay = clock.delay if clock is not None else batch_delay
         self.batch_bytes = batch_bytes
+        self._clock = clock
+        self._clocked = False  # waiting in the clock's batch
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._pump: Callable[[], None] | None = None
+        self._pump_handle: asyncio.Handle | None = None
 
     def on_end(self) -> None:
         super().on_end()
@@ -338,6 +347,39 @@ class MediaQueue(_GopQueue):
             finally:
                 self._waiter = None
         return self._take()
+
+    def set_pump(self, pump: Callable[[], None] | None) -> None:
+        """Wake the consumer by calling `pump()` (from a callback of the loop, never from the
+        hub's calls) instead of through a waiting `get()`, until `set_pump(None)`: a
+        consumer that can take what is queued synchronously saves its task a wake-up per
+        batch. `pump` must not raise. Only one consumer at a time, pump or `get()`."""
+        if pump is not None and self._waiter is not None:
+            raise RuntimeError("MediaQueue.get() is being awaited; a pump cannot be set")
+        self._pump = pump
+        if pump is None:
+            if self._pump_handle is not None:
+                self._pump_handle.cancel()
+                self._pump_handle = None
+        elif self._items:
+            self._wake()
+
+    def get_frames(self, max_bytes: int) -> list[MediaFrame]:
+        """The frames at the head of the queue up to the first other item, taken while less
+        than `max_bytes` of frame data are taken (so at least one when the head is a
+        frame): a consumer's batch, without an item-by-item `get_nowait()`."""
+        items = self._items
+        frames: list[MediaFrame] = []
+        taken = 0
+        while items and taken < max_bytes:
+            head = items[0]
+            if not isinstance(head, MediaFrame):
+                break
+            items.popleft()
+            frames.append(head)
+            taken += len(head.data)
+        self._frames -= len(frames)
+        self._bytes -= taken
+        return frames
 
     def get_nowait(self) -> QueueItem | None:
         """The next item if one is queued, else None (lets a consumer batch its writes)."""
@@ -378,10 +420,12 @@ class MediaQueue(_GopQueue):
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._pump is None and (waiter is None or waiter.done()):
             return
         if not self.batch_delay or self._bytes >= self.batch_bytes:
             self._wake_now()
+        elif self._clock is not None:
+            self._clock.add(self)
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.batch_delay,
                                                                 self._wake_now)
@@ -390,9 +434,82 @@ class MediaQueue(_GopQueue):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pump is not None:
+            # Out of the hub's call (the pump writes to a socket): the next callback.
+            if self._pump_handle is None:
+                self._pump_handle = asyncio.get_running_loop().call_soon(self._run_pump)
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _wake_in_callback(self) -> None:
+        """`_wake_now` from a loop callback (the clock's): a pump is called at once."""
+        if self._pump is None:
+            self._wake_now()
+        elif self._pump_handle is None:
+            self._run_pump()
+
+    def _run_pump(self) -> None:
+        self._pump_handle = None
+        if self._pump is not None and (self._items or self._finished):
+            self._pump()
+
+
+class BatchClock:
+    """Batches the wake-ups of a group of `MediaQueue`s together (the simulcast targets of
+    one session), in the loop iteration that brings media, instead of each on its timer.
+
+    A queue's timer fires in a loop iteration of its own: one more wake-up of the process
+    (epoll, the timer, the consumer's task) per queue and batch, which on a virtual machine
+    costs more than the consumer's work. Here the first item queued for a waiting consumer
+    starts the group's batch, and the first item queued `delay` or more after that (the
+    media arrives every few ms while a stream is live, so in an iteration the publisher's
+    read woke anyway) wakes every queue of the group waiting in the batch at once. Only
+    when no media follows (the publisher stalled) does a timer wake them, `FALLBACK_FACTOR`
+    times the delay after the batch started: one timer per group, cancelled otherwise.
+    """
+
+    #: The fallback timer, as a multiple of `delay`: later than the next media arrival of a
+    #: live stream (every 10-33 ms), so it fires only when the stream pauses.
+    FALLBACK_FACTOR = 2.0
+
+    def __init__(self, delay: float) -> None:
+        if delay <= 0:
+            raise ValueError(f"delay is {delay}; it must be above 0")
+        self.delay = delay
+        self._queues: list[MediaQueue] = []
+        self._started = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: asyncio.Handle | None = None
+
+    def add(self, queue: MediaQueue) -> None:
+        """`queue` queued an item for its waiting consumer: wake it with the batch."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._queues:
+            self._started = now
+            self._timer = loop.call_later(self.delay * self.FALLBACK_FACTOR, self.wake)
+        if not queue._clocked:
+            queue._clocked = True
+            self._queues.append(queue)
+        if now - self._started >= self.delay and self._due is None:
+            # Due: in the next callback, out of the hub's call (a queue's pump writes to a
+            # socket), once for the group.
+            self._due = loop.call_soon(self.wake)
+
+    def wake(self) -> None:
+        """Wake every queue waiting in the batch (the batch is due). From a loop callback."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
+        queues, self._queues = self._queues, []
+        for queue in queues:
+            queue._clocked = False
+            queue._wake_in_callback()
 
 
 class MediaConsumer(Protocol):

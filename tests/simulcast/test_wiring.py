@@ -1,5 +1,6 @@
 """relay/app.py's attach_simulcast: a session whose stream has targets gets a manager and one
-queue per target as its sinks; it starts on active, and leaves the running set once stopped."""
+queue per target behind one fan-out sink; it starts on active, and leaves the running set
+once stopped."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 
 from relay.app import SIMULCAST_ATTACHMENT, attach_simulcast
 from relay.simulcast import manager as manager_module
+from relay.simulcast.fanout import SimulcastFanOut
 from relay.simulcast.manager import SimulcastManager
 from relay.store import Store
 from relay.streams.hub import LiveSession
+from relay.streams.queue import BatchClock
 from relay.streams.registry import IngestRegistry, StreamChange
 from tests.simulcast.fakes import FakePush, FakeQueue, broadcast_until_end, parse_target, until
 from tests.simulcast.helpers.manager import A, B, events_by_target, stream_with
@@ -28,7 +31,7 @@ async def test_a_stream_with_targets_gets_a_simulcast(
     queues: list[FakeQueue] = []
     sessions: list[LiveSession] = []
 
-    def new_queue() -> FakeQueue:
+    def new_queue(clock: BatchClock) -> FakeQueue:
         queues.append(FakeQueue())
         return queues[-1]
 
@@ -42,7 +45,9 @@ async def test_a_stream_with_targets_gets_a_simulcast(
     session = await registry.admit(with_targets.stream_key, FakePublisher(), "127.0.0.1")
     manager = session.attachments[SIMULCAST_ATTACHMENT]
     assert isinstance(manager, SimulcastManager) and running == {manager}
-    assert session.sinks == queues and len(queues) == 2
+    # One sink for the targets: the fan-out that hands each frame to every target's queue.
+    assert len(session.sinks) == 1 and isinstance(session.sinks[0], SimulcastFanOut)
+    assert session.sinks[0].queues == queues and len(queues) == 2
     assert fake.calls == []  # not before the stream is active
     push(session)
     await until(lambda: fake.attempts(A) == fake.attempts(B) == 1, "both pushing")

@@ -366,3 +366,23 @@ def test_a_batching_queue_wakes_its_consumer_on_time_or_size() -> None:
             MediaQueue(batch_delay=-1)
 
     asyncio.run(main())
+
+
+def test_get_frames_takes_the_run_of_frames_at_the_head() -> None:
+    """Up to the first other item, while less than max_bytes are taken (so at least one
+    frame), with the queue's counts kept."""
+    queue = MediaQueue()
+    queue.on_track(VIDEO_CONFIG)
+    frames = [video(0, True, size=400), video(33, size=400), video(66, size=400)]
+    for frame in frames[:2]:
+        queue.on_frame(frame)
+    queue.on_discontinuity()
+    queue.on_frame(frames[2])
+    assert queue.get_frames(10_000) == []  # the configuration comes first
+    assert queue.get_nowait() == VIDEO_CONFIG
+    assert queue.get_frames(1) == frames[:1]  # at least one
+    assert (queue.queued_frames, queue.queued_bytes) == (2, 800)
+    assert queue.get_frames(10_000) == frames[1:2]  # not past the discontinuity
+    assert isinstance(queue.get_nowait(), Discontinuity)
+    assert queue.get_frames(10_000) == frames[2:]
+    assert (queue.queued_frames, queue.queued_bytes, len(queue)) == (0, 0, 0)
