@@ -16,7 +16,6 @@ import httpx
 import jwt
 import pytest
 from PIL import Image
-from starlette.applications import Starlette
 
 from relay.api.signing import new_key_pair
 from relay.hls.packager import LivePackager
@@ -26,7 +25,7 @@ from relay.images.pool import ClientRates, DecodePool
 from relay.playback.access import PlaybackAccess
 from tests.images.helpers import jobs
 from tests.images.helpers.jobs import FileGate
-from tests.images.helpers.routes import recording
+from tests.images.helpers.routes import recording, routes_client
 from tests.images.media import red_frame_number
 
 __all__ = ["recording"]  # fixtures, defined in tests.images.helpers.routes
@@ -51,14 +50,8 @@ async def client_for(recording: Path, *, pool: DecodePool | None = None,
     """A client of the routes; their pool (a new one unless given) is closed after."""
     directory = Directory({"asset1": recording, "empty": recording / "nothing",
                            SIGNED_ID: recording}, signed=frozenset({SIGNED_ID}))
-    images = pool if pool is not None else DecodePool()
-    app = Starlette(routes=routes.image_routes(directory, pool=images, **options))
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://relay.test") as client:
-            yield client
-    finally:
-        await images.aclose()
+    async with routes_client(directory, "http://relay.test", pool=pool, **options) as client:
+        yield client
 
 
 @pytest.fixture

@@ -15,16 +15,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from starlette.applications import Starlette
 
 from relay.api.signing import new_key_pair
 from relay.hls.packager import LivePackager
 from relay.hls.routes import Target
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate
-from relay.images import routes
-from relay.images.pool import DecodePool
 from relay.playback.access import PlaybackAccess
-from tests.images.helpers.routes import recording
+from tests.images.helpers.routes import recording, routes_client
 
 pytestmark = pytest.mark.anyio
 __all__ = ["recording"]  # the fixture
@@ -60,14 +57,9 @@ def sign(key: tuple[bytes, str], **claims: Any) -> str:
 @contextlib.asynccontextmanager
 async def client_for(recording: Path, gate: PlaybackGate | None
                      ) -> AsyncIterator[httpx.AsyncClient]:
-    pool = DecodePool()
-    app = Starlette(routes=routes.image_routes(Directory(recording), pool=pool, gate=gate))
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="https://image.relay.test") as client:
-            yield client
-    finally:
-        await pool.aclose()
+    async with routes_client(Directory(recording), "https://image.relay.test",
+                             gate=gate) as client:
+        yield client
 
 
 @pytest.fixture

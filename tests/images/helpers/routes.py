@@ -3,10 +3,17 @@ another."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
+from relay.images import routes
+from relay.images.pool import DecodePool
 from tests.images.media import fragmented_mp4
 
 PLAYLIST = """#EXTM3U
@@ -33,3 +40,18 @@ def recording(tmp_path: Path) -> Path:
     (directory / "0.m4s").write_bytes(fragmented_mp4(frames=30, gop=15))
     (directory / "1.m4s").write_bytes(fragmented_mp4(frames=30, gop=15))
     return directory
+
+
+@contextlib.asynccontextmanager
+async def routes_client(directory: Any, base_url: str, *, pool: DecodePool | None = None,
+                        **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the image routes over `directory`; their pool (a new one unless given)
+    is closed after, which ends its worker processes."""
+    images = pool if pool is not None else DecodePool()
+    app = Starlette(routes=routes.image_routes(directory, pool=images, **options))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=base_url) as client:
+            yield client
+    finally:
+        await images.aclose()
