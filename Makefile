@@ -78,7 +78,7 @@ help:
 	@echo "make bench  - install the benchmark peers, run the full suite (about 25 minutes)"
 	@echo "make bench-quick - the same, a few minutes"
 	@echo "make soak   - the 30-minute hostile-peer soak (SECURITY.md); make test runs 90 s of it"
-	@echo "make fuzz   - every fuzz harness, 10^7 executions or an hour each (up to ~9 hours)"
+	@echo "make fuzz   - every fuzz harness, 10^7 executions or an hour each (up to ~12 hours)"
 	@echo "make clean  - remove the venv, build outputs and stamps"
 
 run: $(STAMPS)/venv $(HLS_JS)
