@@ -14,9 +14,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import httpx
 import uvloop
 
 from relay import __version__
@@ -36,6 +35,9 @@ from relay.store import Store
 from relay.webhooks.delivery import DEFAULT_ATTEMPT_TIMEOUT, AttemptOutcome, post_signed
 from relay.webhooks.signing import check_envelope, encode_body
 from relay.workers import die_with_parent, supervise
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("relay")
 
@@ -285,6 +287,7 @@ def _webhooks_test(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     secret = settings.webhook_secret
     body = encode_body(check_envelope(time.time()))
+    import httpx  # this command's only: `relay serve` without webhooks never loads it
 
     async def send() -> tuple[AttemptOutcome, httpx.Response | None]:
         async with httpx.AsyncClient(timeout=DEFAULT_ATTEMPT_TIMEOUT) as client:
