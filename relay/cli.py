@@ -185,6 +185,22 @@ def tune_malloc(libc: Any = None) -> bool:
                 and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 
+def trim_malloc(libc: Any = None) -> bool:
+    """Once `relay serve` is up (after `tune_gc`'s collection): give the free memory inside
+    glibc's heap back to the system (`malloc_trim(0)`), True when done. What start-up
+    allocated and freed (the imports' and the migrations' temporaries) otherwise stays
+    resident below live allocations, where the trim threshold does not reach: 86.7 -> 85.9
+    MiB for a fresh relay (`benchmarks/idle_memory.py`, three runs each, alternating), for
+    one walk of the heap at start-up.
+    Nothing is done on another C library (no `malloc_trim`)."""
+    try:
+        malloc_trim = (libc if libc is not None else ctypes.CDLL(None)).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim(0)
+    return True
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.workers > 1 and settings.worker_index is None:
         return supervise(settings, args.argv)
@@ -206,6 +222,7 @@ async def _serve_until_signalled(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return EXIT_FAILURE
     tune_gc()
+    trim_malloc()
     if settings.worker_index is None:
         log.info("relay %s ready", __version__)
     else:  # the supervisor's cue (relay.workers.WORKER_READY)
