@@ -71,6 +71,10 @@ def measure(settle: float, maps: int) -> dict[str, int]:
         try:
             time.sleep(settle)
             found = status(server.pid)
+            if "VmRSS" not in found:  # a zombie's status has no memory lines
+                assert server.process is not None
+                raise RuntimeError("relay serve ended before it was measured:\n"
+                                   + server.process.log)
             if maps:
                 for name, kib in mappings(server.pid).most_common(maps):
                     print(f"  {kib / 1024:6.1f} MiB  {name}")
