@@ -70,8 +70,8 @@ sys.path.insert(0, str(ROOT))
 
 from relay.cli import tune_gc  # noqa: E402
 from relay.hls.packager import LivePackager  # noqa: E402
+from relay.images.jobs import Rendered  # noqa: E402
 from relay.images.pool import ClientRates, DecodePool  # noqa: E402
-from relay.images.render import Rendered  # noqa: E402
 from relay.images.routes import image_routes  # noqa: E402
 from relay.images.worker import ImageJob  # noqa: E402
 from testkit.relay_process import RelayProcess  # noqa: E402

@@ -14,9 +14,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import httpx
 import uvloop
 
 from relay import __version__
@@ -36,6 +35,9 @@ from relay.store import Store
 from relay.webhooks.delivery import DEFAULT_ATTEMPT_TIMEOUT, AttemptOutcome, post_signed
 from relay.webhooks.signing import check_envelope, encode_body
 from relay.workers import die_with_parent, supervise
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("relay")
 
@@ -183,6 +185,22 @@ def tune_malloc(libc: Any = None) -> bool:
                 and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 
+def trim_malloc(libc: Any = None) -> bool:
+    """Once `relay serve` is up (after `tune_gc`'s collection): give the free memory inside
+    glibc's heap back to the system (`malloc_trim(0)`), True when done. What start-up
+    allocated and freed (the imports' and the migrations' temporaries) otherwise stays
+    resident below live allocations, where the trim threshold does not reach: 86.7 -> 85.9
+    MiB for a fresh relay (`benchmarks/idle_memory.py`, three runs each, alternating), for
+    one walk of the heap at start-up.
+    Nothing is done on another C library (no `malloc_trim`)."""
+    try:
+        malloc_trim = (libc if libc is not None else ctypes.CDLL(None)).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim(0)
+    return True
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.workers > 1 and settings.worker_index is None:
         return supervise(settings, args.argv)
@@ -204,6 +222,7 @@ async def _serve_until_signalled(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return EXIT_FAILURE
     tune_gc()
+    trim_malloc()
     if settings.worker_index is None:
         log.info("relay %s ready", __version__)
     else:  # the supervisor's cue (relay.workers.WORKER_READY)
@@ -285,6 +304,7 @@ def _webhooks_test(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     secret = settings.webhook_secret
     body = encode_body(check_envelope(time.time()))
+    import httpx  # this command's only: `relay serve` without webhooks never loads it
 
     async def send() -> tuple[AttemptOutcome, httpx.Response | None]:
         async with httpx.AsyncClient(timeout=DEFAULT_ATTEMPT_TIMEOUT) as client:

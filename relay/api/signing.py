@@ -14,8 +14,6 @@ import asyncio
 import base64
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Depends, Request, Response
 
 from relay.api.deps import (
@@ -38,6 +36,7 @@ from relay.api.responses import (
 )
 from relay.api.schemas import CreatePlaybackRestrictionRequest, ReferrerRule, UserAgentRule
 from relay.playback.access import PlaybackAccess
+from relay.playback.tokens import load_libraries
 from relay.store.records import PlaybackRestriction
 
 #: Most signing keys kept at once: a few per application (one per environment, plus one
@@ -61,7 +60,13 @@ def _access(request: Request) -> PlaybackAccess | None:
 
 def new_key_pair() -> tuple[str, str]:
     """(base64 of the private key's PEM, the public key's PEM) of a new RSA key. Run in a
-    thread: making a 2048-bit key takes tens of milliseconds."""
+    thread: making a 2048-bit key takes tens of milliseconds, and the first one loads
+    cryptography and PyJWT (`relay.playback.tokens.load_libraries`), with which the key is
+    then read and its tokens checked on the event loop."""
+    load_libraries()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     private = rsa.generate_private_key(public_exponent=RSA_PUBLIC_EXPONENT,
                                        key_size=SIGNING_KEY_BITS)
     # PKCS#1 "RSA PRIVATE KEY", as Mux returns it; PyJWT and the Mux SDKs take it.

@@ -49,6 +49,7 @@ from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate, Refusal
 from relay.hls.upstream import HOP_HEADER, OwnerProxy
+from relay.playback.tokens import libraries_loaded, load_libraries
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
 from relay.store.records import PlaybackId
@@ -96,6 +97,10 @@ class PlaybackDirectory:
         if len(self._cache) >= MAX_CACHED_LOOKUPS:
             self._cache.clear()
         found = await self._store.get_playback_id(playback_id)
+        if found is not None and found.policy == "signed" and not libraries_loaded():
+            # Its requests' tokens are checked with PyJWT: loaded now, off the event loop,
+            # before any of them is (relay.playback.tokens).
+            await asyncio.to_thread(load_libraries)
         self._cache[playback_id] = (now + LOOKUP_TTL, found)
         return found
 

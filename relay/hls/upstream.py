@@ -31,13 +31,16 @@ Retry-After) or 502 in the Mux error envelope, and logged once per owner per int
 bound is an `UpstreamLimits` field with its default below.
 
 The pure parts (which headers pass, what is immutable, the error answers, the cache) do no
-I/O; `UpstreamFetcher` is the one place that talks to the network.
+I/O; `UpstreamFetcher` is the one place that talks to the network. It is made only on a
+shared database (one node has no owner to ask), and it imports httpx when it is made, at
+start-up: a single node never loads it (`tests/unit/test_startup_imports.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import time
@@ -45,11 +48,12 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
-
-import httpx
+from typing import TYPE_CHECKING, Final
 
 from relay.logs import LogLimiter, peer_text
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("relay.hls.upstream")
 
@@ -264,6 +268,8 @@ class UpstreamFetcher:
 
     def __init__(self, limits: UpstreamLimits | None = None, *,
                  counters: UpstreamCounters | None = None) -> None:
+        # Now, at start-up, rather than on the event loop at the first viewer's request.
+        importlib.import_module("httpx")
         self.limits = limits if limits is not None else UpstreamLimits()
         self.counters = counters if counters is not None else UpstreamCounters()
         self.cache = ImmutableCache(self.limits.cache_max_entries, self.limits.cache_max_bytes)
@@ -334,6 +340,8 @@ class UpstreamFetcher:
             future.set_result(fetched)
 
     async def _request(self, key: UpstreamKey) -> Fetched:
+        import httpx  # loaded by __init__
+
         owner, path, query, referer, user_agent = key
         headers = {"accept-encoding": "gzip", HOP_HEADER: "1"}
         if referer:
@@ -403,6 +411,8 @@ class UpstreamFetcher:
         return error_answer(502, f"the node that owns this stream ({owner}) {what}")
 
     def _client(self, owner: str) -> httpx.AsyncClient:
+        import httpx  # loaded by __init__
+
         client = self._clients.get(owner)
         if client is not None:
             self._clients.move_to_end(owner)

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
-from relay.images.render import Rendered
+from relay.images.jobs import Rendered
 from relay.images.worker import (
     DEFAULT_IMAGE_JOB_TIMEOUT,
     ImageJob,

@@ -1,12 +1,12 @@
 """Cutting pictures out of fMP4 with PyAV and encoding them (Pillow; animated WebP with
 FFmpeg's libwebp_anim): blocking, pure.
 
-Everything here runs in a worker process of `relay.images.pool` (`relay.images.worker`)
-and touches no shared state: a job gets a `Timeline`, a `MediaReader` and a parsed request,
-and returns the encoded
-bytes. FFmpeg's demuxer and H.264/HEVC decoders run in-process (PyAV): one segment at a
-time is demuxed from memory (its init segment + its bytes, the two files a player would
-fetch), and only the packets a picture needs are decoded:
+Everything here runs in a worker process of `relay.images.pool` (`relay.images.worker`),
+never in the relay's (its routes name the jobs of `relay.images.jobs`), and touches no
+shared state: a job gets a `Timeline`, a `MediaReader` and a parsed request, and returns
+the encoded bytes. FFmpeg's demuxer and H.264/HEVC decoders run in-process (PyAV): one
+segment at a time is demuxed from memory (its init segment + its bytes, the two files a
+player would fetch), and only the packets a picture needs are decoded:
 
 - a thumbnail decodes one keyframe: the last at or before the asked time (ISO/IEC 14496-12
   `trun` sample flags say which samples are sync samples; PyAV reports them as
@@ -29,10 +29,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -40,14 +39,8 @@ import av
 from PIL import Image
 
 from relay.images.geometry import layout, oriented
-from relay.images.media import (
-    MediaGone,
-    MediaReader,
-    RecordingIndex,
-    RecordingReader,
-    SegmentEntry,
-    Timeline,
-)
+from relay.images.jobs import Rendered
+from relay.images.media import MediaGone, MediaReader, SegmentEntry, Timeline
 from relay.images.params import (
     MAX_THUMBNAIL_SIDE,
     AnimatedRequest,
@@ -82,15 +75,6 @@ _CLOCKWISE: Final = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE
 
 class NoPicture(MediaGone):
     """The media has no video track (an audio-only stream) or no decodable keyframe."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """An encoded image (or WebVTT text) as the route serves it."""
-
-    body: bytes
-    media_type: str
-    keyframe_time: float | None = None  # thumbnails: where on the timeline the picture is
 
 
 # -- one segment -------------------------------------------------------------------------------
@@ -520,21 +504,3 @@ def render_storyboard(timeline: Timeline, reader: MediaReader,
                     pictures[packet.pts] = picture(frame, fit)
                 sheet.paste(pictures[packet.pts], (tile.x, tile.y))
     return Rendered(encode(sheet, request.format), request.format.media_type)
-
-
-# -- jobs: what a worker process runs (`relay.images.worker.ImageJob`) -----------------------
-
-#: This process's parsed recording playlists (a worker's: they are parsed where they are used).
-_RECORDINGS: Final = RecordingIndex()
-
-
-def render_live(reader: MediaReader, make: Callable[[Timeline, MediaReader, Any], Rendered],
-                timeline: Timeline, request: Any) -> Rendered:
-    """`make` on a live snapshot's timeline; `reader` asks the relay for its bytes."""
-    return make(timeline, reader, request)
-
-
-def render_recorded(_: MediaReader, make: Callable[[Timeline, MediaReader, Any], Rendered],
-                    directory: Path, version: Hashable, request: Any) -> Rendered:
-    """`make` on a recording, its playlist and files read here (MediaGone once gone)."""
-    return make(_RECORDINGS.timeline(directory, version), RecordingReader(directory), request)

@@ -44,6 +44,15 @@ from relay.hls.packager import LivePackager
 from relay.hls.routes import CORS, Target, accepts_gzip, forbidden
 from relay.hls.signed import TOKEN_PARAMETER, PlaybackGate
 from relay.hls.upstream import HOP_HEADER, OwnerProxy
+from relay.images.jobs import (
+    Rendered,
+    render_animated,
+    render_live,
+    render_recorded,
+    render_storyboard,
+    render_storyboard_vtt,
+    render_thumbnail,
+)
 from relay.images.media import (
     MediaGone,
     MediaReader,
@@ -58,15 +67,6 @@ from relay.images.params import (
     parse_thumbnail,
 )
 from relay.images.pool import ClientRates, DecodePool, ImageBusy, RateLimited
-from relay.images.render import (
-    Rendered,
-    render_animated,
-    render_live,
-    render_recorded,
-    render_storyboard,
-    render_storyboard_vtt,
-    render_thumbnail,
-)
 from relay.images.worker import ImageJob, ImageWorkerFailed
 from relay.playback.tokens import Audience
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import pickle
@@ -41,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
 
+from relay.images.jobs import Rendered
 from relay.images.media import MediaGone, MediaReader
 from relay.images.params import ImageParamError
-from relay.images.render import Rendered
 from relay.logs import peer_text
 
 #: Niceness of the worker processes (0..19, higher yields more): when the cores are short,
@@ -60,6 +61,11 @@ WORKER_STOP_TIMEOUT: Final = 2.0
 #: Largest answer a worker may send (a frame's length): a 640-px animated GIF of 300 frames
 #: stays far below it.
 MAX_ANSWER_BYTES: Final = 128 * 1024 * 1024
+
+#: What a worker imports before it says it is ready (PyAV and Pillow with it), so that its
+#: first job does not wait for them; the relay's own process never imports it
+#: (`relay.images.jobs`).
+RENDER_MODULE: Final = "relay.images.render"
 
 _HEADER: Final = struct.Struct(">cI")
 # The child imports the relay package from where this process did.
@@ -346,7 +352,7 @@ def main() -> None:
     outgoing = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    # PyAV and Pillow are imported (by relay.images.render, above): the worker is ready.
+    importlib.import_module(RENDER_MODULE)
     channel = _Channel(sys.stdin.buffer, outgoing)
     channel.send(_READY, b"")
     with contextlib.suppress(BrokenPipeError):

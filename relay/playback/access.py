@@ -9,6 +9,8 @@ tokens at once without a store query per request; `load` fills it from the store
 
 from __future__ import annotations
 
+import asyncio
+
 from relay.playback.restrictions import check_restriction
 from relay.playback.sessions import check_session_value, make_session_value, new_session_secret
 from relay.playback.tokens import (
@@ -18,6 +20,7 @@ from relay.playback.tokens import (
     RefusalReason,
     TokenRefused,
     TokenVerifier,
+    load_libraries,
 )
 from relay.store import Store
 from relay.store.records import PlaybackRestriction, SigningKey
@@ -32,7 +35,10 @@ class PlaybackAccess:
 
     async def load(self, store: Store) -> None:
         """Take every signing key and restriction the store holds."""
-        for key in await store.all_signing_keys():
+        keys = await store.all_signing_keys()
+        if keys:  # the keys are read and their tokens checked with PyJWT and cryptography
+            await asyncio.to_thread(load_libraries)
+        for key in keys:
             self.key_added(key)
         for restriction in await store.all_playback_restrictions():
             self.restriction_changed(restriction)

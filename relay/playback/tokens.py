@@ -20,19 +20,28 @@ a player reloading an LL-HLS playlist several times a second would pay them on e
 so verified tokens are remembered (LRU, bounded) until they expire. What depends on the
 request (expiry against `now`, `aud`, `sub`) is checked on every use, cached or not; a cached
 token whose key was deleted is refused at once.
+
+PyJWT and the cryptography package (with its own OpenSSL) are about 9 MiB of a relay's
+memory and tens of milliseconds to import, and only signed playback needs them: they are
+imported by `load_libraries`, which the relay runs off the event loop (or before it serves)
+once a signing key exists (the store's at start-up, the API's new one) or a signed playback
+id is looked up (`relay.hls.routes.PlaybackDirectory`), so a token is never checked, nor a
+key read, before they are loaded, and a relay that has neither never loads them
+(`tests/unit/test_startup_imports.py`).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 Audience = Literal["v", "t", "g", "s"]
 AUDIENCES: tuple[Audience, ...] = get_args(Audience)
@@ -51,6 +60,26 @@ MIN_RSA_KEY_BITS = 2048
 MAX_CLAIM_ID_LENGTH = 64
 
 ALGORITHM = "RS256"
+
+#: What `load_libraries` imports.
+LIBRARIES: Final = ("jwt", "cryptography.hazmat.primitives.asymmetric.rsa",
+                    "cryptography.hazmat.primitives.serialization")
+_LOADED: Final = threading.Event()
+
+
+def load_libraries() -> None:
+    """Import PyJWT and cryptography (see the module's docstring). Blocking: the relay calls
+    it in a thread, or before it serves; a no-op once done."""
+    if not _LOADED.is_set():
+        for name in LIBRARIES:
+            importlib.import_module(name)
+        _LOADED.set()
+
+
+def libraries_loaded() -> bool:
+    """Whether `load_libraries` has run to its end (an import under way in another thread
+    is not: the caller would wait for it)."""
+    return _LOADED.is_set()
 
 
 class RefusalReason(StrEnum):
@@ -111,7 +140,12 @@ class SigningKeySet:
 
     def add(self, key_id: str, public_key_pem: str) -> None:
         """Take the key `POST .../signing-keys` made (or the store kept); ValueError when the
-        PEM is not an RSA public key of at least MIN_RSA_KEY_BITS."""
+        PEM is not an RSA public key of at least MIN_RSA_KEY_BITS. The relay has run
+        `load_libraries` before (off the event loop); without it, they load here."""
+        load_libraries()
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
         key = load_pem_public_key(public_key_pem.encode("ascii"))
         if not isinstance(key, RSAPublicKey):
             raise ValueError(f"signing key {key_id}: not an RSA public key")
@@ -207,6 +241,8 @@ class TokenVerifier:
                      restriction_id=verified.restriction_id)
 
     def _verify_signature(self, token: str) -> _Verified:
+        import jwt  # loaded before any signing key or signed playback id (module docstring)
+
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise TokenRefused(RefusalReason.MALFORMED,
                                f"a token is 1 to {MAX_TOKEN_LENGTH} ASCII characters "

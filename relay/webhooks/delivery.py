@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from relay.logs import LogLimiter, peer_text
 from relay.store import Store
@@ -42,6 +42,9 @@ from relay.webhooks.signing import (
     envelope,
     sign,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("relay.webhooks")
 # httpx logs every request at info: a line per webhook try would drown the server's own.
@@ -108,6 +111,8 @@ class AttemptOutcome:
 async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: bytes,
                       now: float) -> tuple[AttemptOutcome, httpx.Response | None]:
     """POST `body` signed at `now`; never raises for what the network or the peer does."""
+    import httpx  # loaded with `client`
+
     headers = {"Content-Type": "application/json",
                SIGNATURE_HEADER: sign(secret, body, int(now))}
     try:
@@ -164,6 +169,10 @@ class WebhookDeliverer:
             # No other node shares the database: claims in it are an earlier run's, cut
             # short by a kill; their deliveries go now rather than after the claim timeout.
             await self._store.release_webhook_claims()
+        if self.endpoints:
+            # At start-up, not in the tasks' first step on a serving loop; a relay without
+            # an endpoint never loads httpx (`tests/unit/test_startup_imports.py`).
+            importlib.import_module("httpx")
         for url in self.endpoints:
             self._wake[url] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(url), name=f"webhooks {url}"))
@@ -199,6 +208,8 @@ class WebhookDeliverer:
                                   len(claims), exc)
 
     async def _run(self, url: str) -> None:
+        import httpx  # loaded by start
+
         timeout = httpx.Timeout(self.limits.attempt_timeout)
         async with httpx.AsyncClient(timeout=timeout, transport=self._transport,
                                      follow_redirects=False) as client:

@@ -12,6 +12,7 @@ from relay.cli import (
     MALLOC_MMAP_ENV,
     MALLOC_MMAP_THRESHOLD,
     MALLOC_TRIM_THRESHOLD,
+    trim_malloc,
     tune_gc,
     tune_malloc,
 )
@@ -72,3 +73,20 @@ def test_tune_malloc_fixes_the_mmap_threshold_unless_the_operator_set_it(
     assert not tune_malloc(libc) and len(libc.calls) == 2
     monkeypatch.delenv(MALLOC_MMAP_ENV)
     assert not tune_malloc(object())  # a C library without mallopt: nothing to do
+
+
+class TrimmingLibc:
+    def __init__(self) -> None:
+        self.pads: list[int] = []
+
+    def malloc_trim(self, pad: int) -> int:
+        self.pads.append(pad)
+        return 1
+
+
+def test_trim_malloc_trims_the_whole_heap_once_where_there_is_malloc_trim() -> None:
+    libc = TrimmingLibc()
+    assert trim_malloc(libc)
+    assert libc.pads == [0]  # no padding kept at the top: everything free goes back
+    assert not trim_malloc(object())  # a C library without malloc_trim: nothing to do
+    assert trim_malloc()  # this process's glibc has it (the test machine's C library)

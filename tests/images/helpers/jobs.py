@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay.images.jobs import Rendered
 from relay.images.media import MediaReader
 from relay.images.params import ImageParamError
-from relay.images.render import Rendered
 
 #: The directory of the gate `gated_thumbnail` waits for (set before the worker starts:
 #: a worker takes its environment from the relay's when it starts).
