@@ -520,7 +520,8 @@ def srt_ingest_cost(profile: Profile, media: Path, work: Path, log: Callable[[st
             notes.append(f"ratio {relay / peer:.2f} x srt-live-transmit" if peer > 0 else
                          "srt-live-transmit used no CPU tick in the window")
         rtmp = next((r.relay for r in rtmp_rows or ()
-                     if r.scenario == "ingest cost" and r.case == case), None)
+                     if r.scenario == "ingest cost" and r.case.startswith(f"{count} x ")),
+                    None)
         notes.append("in libsrt's threads: " + ", ".join(
             f"{name} {statistics.median(values):.5f}" for name, values in libsrt.items()))
         if rtmp:
