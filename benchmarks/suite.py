@@ -758,28 +758,49 @@ def scale(profile: Profile, media: Path, work: Path, peers: list[type[Server]],
                 break
             best[name] = count
     relay = best.pop("relay")
-    kept = int(relay or 0)  # publishers Relay kept real-time (0: not even the first step)
     steps = profile.scale_steps
-    found: list[str] = []
-    if kept >= SCALE_GOAL:
-        verdict = "pass"
-    elif kept == steps[-1]:
-        verdict = f"not judged: the {profile.name} run stops at {kept:,}"
-    else:
-        verdict = "miss"
-        found.append(f"{SCALE_GOAL - kept:,} short of {SCALE_GOAL:,}")
-    if "nginx-rtmp" not in best:
-        found.append("never fewer than nginx-rtmp: not measured, nginx-rtmp missing")
-        verdict = "not measured: nginx-rtmp missing" if verdict == "pass" else verdict
-    elif kept < int(best["nginx-rtmp"] or 0):
-        nginx = int(best["nginx-rtmp"] or 0)
-        verdict = "miss"
-        found.append(f"{nginx - kept:,} fewer than nginx-rtmp's {nginx:,} in this run")
+    nginx = best.get("nginx-rtmp")
+    verdict, found = scale_verdict(
+        int(relay or 0), None if "nginx-rtmp" not in best else int(nginx or 0), steps,
+        profile.name)
     found += [f"{k} {v}" for k, v in notes.items()]
     return [Row("scale", "600 kbps publishers real-time on one core (steps "
                 f"{','.join(map(str, steps))})", "publishers", relay, best,
                 goal=f">= {SCALE_GOAL:,} and >= nginx-rtmp (same run)", verdict=verdict,
                 note="; ".join(found))]
+
+
+def scale_verdict(kept: int, nginx: int | None, steps: tuple[int, ...],
+                  profile_name: str) -> tuple[str, list[str]]:
+    """Issue 16's scale goal for `kept` (publishers Relay kept real-time, 0 when not even
+    the first step): >= SCALE_GOAL, and never fewer than nginx-rtmp's `nginx` in the same
+    run (None: nginx-rtmp was not measured). (verdict, notes with the distance)."""
+    found: list[str] = []
+    if kept >= SCALE_GOAL:
+        verdict = "pass"
+    elif kept == steps[-1]:
+        verdict = f"not judged: the {profile_name} run stops at {kept:,}"
+    else:
+        verdict = "miss"
+        found.append(f"{SCALE_GOAL - kept:,} short of {SCALE_GOAL:,}")
+    if nginx is None:
+        found.append("never fewer than nginx-rtmp: not measured, nginx-rtmp missing")
+        verdict = "not measured: nginx-rtmp missing" if verdict == "pass" else verdict
+    elif kept < nginx:
+        verdict = "miss"
+        found.append(f"{nginx - kept:,} fewer than nginx-rtmp's {nginx:,} in this run")
+    return verdict, found
+
+
+def viewers_verdict(best: int | None, late: bool, steps: tuple[int, ...],
+                    profile_name: str) -> tuple[str, list[str]]:
+    """Issue 16's viewers goal for `best` (the most viewers served on time, None: not even
+    the first step), `late` when a step was late. (verdict, notes with the distance)."""
+    if (best or 0) >= VIEWERS_GOAL:
+        return "pass", []
+    if not late:  # every step on time, the last one below the goal
+        return f"not judged: the {profile_name} run stops at {steps[-1]:,}", []
+    return "miss", [f"{VIEWERS_GOAL - (best or 0):,} short of {VIEWERS_GOAL:,}"]
 
 
 def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None]) -> list[Row]:
@@ -828,13 +849,8 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
     if problem:
         verdict = "not measured"
         notes.append(problem)
-    elif (best or 0) >= VIEWERS_GOAL:
-        verdict = "pass"
-    elif late is None:  # every step on time, the last one below the goal
-        verdict = f"not judged: the {profile.name} run stops at {steps[-1]:,}"
     else:
-        verdict = "miss"
-        notes.append(f"{VIEWERS_GOAL - (best or 0):,} short of {VIEWERS_GOAL:,}")
+        verdict, notes = viewers_verdict(best, late is not None, steps, profile.name)
     if late is not None:
         notes.append(f"at {late.viewers:,}: p99 {late.p99_ms} ms, {late.errors} errors"
                      + (f", client CPU {late.client_cpu}" if late.client_cpu > 0.9 else ""))
