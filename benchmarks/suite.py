@@ -37,7 +37,10 @@ Scenarios (see benchmarks/README.md for method and history):
    other core. Goal: relay >= 2,500 and never fewer than nginx-rtmp in the same run;
 6. LL-HLS viewers: the most simulated viewers (`viewers.py`: blocking reloads and part
    fetches, as hls.js does) of one `low` 6 Mbps stream that Relay serves on one core with
-   p99 part delivery under PART-TARGET. Goal: >= 1,000;
+   p99 part delivery under PART-TARGET. Goal: >= 1,000. Beside it, requests per
+   CPU-second: the relay's (all its viewers' requests at its best step per CPU-second of
+   the relay over that step) and nginx's serving the same parts as static files (8 parts
+   fetched from the relay, 100 keep-alive connections; nginx pinned to the relay's core);
 7. simulcast: CPU per extra 6 Mbps target: one publisher (the 6 Mbps clip, `-c copy`) into
    Relay with 0, 1, 2 (full: 0, 1, 4, 16) simulcast targets, and into an nginx-rtmp whose
    application has as many `push` lines, all to one nginx-rtmp sink; the fan-out server's
@@ -71,13 +74,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import ll_hls_latency, loadgen  # noqa: E402
 from benchmarks import viewers as viewer_sim  # noqa: E402
 from benchmarks.peers.fan_out import FanOut, NginxFanOut, RelayFanOut  # noqa: E402
-from benchmarks.peers.processes import terminate  # noqa: E402
+from benchmarks.peers.processes import free_port, terminate, wait_port  # noqa: E402
 from benchmarks.peers.rtmp import (  # noqa: E402
     NGINX,
     PYRTMP_PYTHON,
@@ -86,6 +91,7 @@ from benchmarks.peers.rtmp import (  # noqa: E402
     RelayServer,
     RtmpSink,
     Server,
+    start_nginx,
 )
 from benchmarks.peers.srt import (  # noqa: E402
     RelaySrt,
@@ -811,6 +817,8 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
     server = RelayServer()
     server.start(work / "viewers")
     reports: list[viewer_sim.ViewerReport] = []
+    relay_rate: dict[int, float | None] = {}  # viewers -> requests per relay CPU-second
+    part_files: list[Path] = []  # parts fetched from the relay, for nginx to serve
     problem = ""
     try:
         if len(cores) > 1:
@@ -820,11 +828,16 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
         assert server.process is not None
         playback_id = server.streams[0]["playback_ids"][0]["id"]
         cpu = [cpu_seconds(server.pid), time.monotonic()]
+        http_url = server.process.http_url
 
         def report(result: viewer_sim.ViewerReport) -> None:
             used, now = cpu_seconds(server.pid), time.monotonic()
             relay_cpu = (used - cpu[0]) / (now - cpu[1])
             cpu[:] = [used, now]
+            relay_rate[result.viewers] = (result.requests_per_s / relay_cpu
+                                          if relay_cpu > 0 else None)
+            if not part_files:  # between steps: the feed's pacing has the warm-up to recover
+                part_files.extend(_save_parts(http_url, playback_id, work / "viewer-parts"))
             log(f"  viewers {result.viewers}: part delivery p50 {result.p50_ms} ms, p99 "
                 f"{result.p99_ms} ms, max {result.max_ms} ms ({result.parts} parts); "
                 f"{result.requests_per_s} requests/s, {result.mbit_per_s} Mbit/s; errors "
@@ -854,10 +867,130 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
     if late is not None:
         notes.append(f"at {late.viewers:,}: p99 {late.p99_ms} ms, {late.errors} errors"
                      + (f", client CPU {late.client_cpu}" if late.client_cpu > 0.9 else ""))
-    return [Row("viewers", "LL-HLS viewers of one 6 Mbps stream on one core, p99 part "
+    rows = [Row("viewers", "LL-HLS viewers of one 6 Mbps stream on one core, p99 part "
                 f"delivery <= PART-TARGET (steps {','.join(map(str, steps))})",
                 "viewers", best, goal=f">= {VIEWERS_GOAL:,}", verdict=verdict,
                 note="; ".join(notes))]
+    if best is not None and part_files:
+        rows.append(_parts_per_cpu_second(profile, work, best, relay_rate.get(best),
+                                          part_files, log))
+    return rows
+
+
+#: Parts fetched from the relay during the viewers scenario for nginx to serve as files.
+NGINX_PARTS = 8
+#: Keep-alive connections that ask nginx for those parts, one request at a time each.
+NGINX_PART_CONNECTIONS = 100
+
+
+def _save_parts(http_url: str, playback_id: str, folder: Path) -> list[Path]:
+    """The last NGINX_PARTS parts the relay's playlist lists, written to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with httpx.Client(base_url=http_url, timeout=15) as client:
+        playlist = client.get(f"/{playback_id}/rendition.m3u8")
+        playlist.raise_for_status()
+        listed, _ = viewer_sim.listed_parts(playlist.text)
+        saved = []
+        for part in listed[-NGINX_PARTS:]:
+            answer = client.get(f"/{playback_id}/{part.uri}")
+            answer.raise_for_status()
+            path = folder / Path(part.uri).name
+            path.write_bytes(answer.content)
+            saved.append(path)
+    return saved
+
+
+async def _fetch_files(port: int, names: list[str], connections: int, warmup: float,
+                       seconds: float, pid: int) -> tuple[int, float]:
+    """(requests answered, the server's CPU-seconds) over `seconds` after `warmup`, with
+    `connections` keep-alive connections each asking for `names` in turn."""
+    opened = [await viewer_sim.Connection.open("127.0.0.1", port) for _ in range(connections)]
+    counting = asyncio.Event()
+    stop = asyncio.Event()
+    done = [0]
+
+    async def ask(connection: viewer_sim.Connection, offset: int) -> None:
+        index = offset
+        while not stop.is_set():
+            await connection.get(f"/{names[index % len(names)]}")
+            index += 1
+            if counting.is_set() and not stop.is_set():
+                done[0] += 1
+
+    tasks = [asyncio.create_task(ask(c, i)) for i, c in enumerate(opened)]
+    try:
+        await asyncio.sleep(warmup)
+        counting.set()
+        before = cpu_seconds(pid)
+        await asyncio.sleep(seconds)
+        stop.set()
+        used = cpu_seconds(pid) - before
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                raise RuntimeError(f"a request to nginx failed: {task.exception()}")
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for connection in opened:
+            connection.close()
+    return done[0], used
+
+
+def _parts_per_cpu_second(profile: Profile, work: Path, viewers: int,
+                          relay_rate: float | None, files: list[Path],
+                          log: Callable[[str], None]) -> Row:
+    """Issue 16's comparison for the viewers goal: requests per CPU-second, Relay (its
+    viewers' blocking reloads and parts at its best step) beside nginx serving the same
+    parts as static files (pinned to the relay's core, NGINX_PART_CONNECTIONS keep-alive
+    connections from this process on the other core)."""
+    case = "requests per CPU-second: relay's viewers; nginx serving the same parts as files"
+    missing = NginxServer.available()
+    if missing:
+        return Row("viewers", case, "requests / CPU-s", relay_rate,
+                   verdict=f"not measured: {missing}")
+    cores = os.sched_getaffinity(0)
+    port = free_port()
+    prefix = work / "nginx-parts"
+    process = start_nginx(prefix, f"    listen 127.0.0.1:{free_port()};", f"""
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    root {files[0].parent};
+    types {{ video/mp4 m4s; }}
+  }}
+}}""", connections=NGINX_PART_CONNECTIONS + 64)
+    problem = ""
+    try:
+        wait_port(port, process)
+        if len(cores) > 1:
+            os.sched_setaffinity(process.pid, {min(cores)})
+            os.sched_setaffinity(0, cores - {min(cores)})
+        answered, used = asyncio.run(_fetch_files(
+            port, [path.name for path in files], NGINX_PART_CONNECTIONS, 1.0,
+            profile.viewer_seconds, process.pid))
+    except (OSError, RuntimeError, viewer_sim.ViewerError, asyncio.IncompleteReadError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        answered, used = 0, 0.0
+    finally:
+        os.sched_setaffinity(0, cores)
+        terminate(process)
+    nginx = answered / used if used > 0 else None
+    log(f"  nginx serving {len(files)} parts as files: {answered} requests in "
+        f"{profile.viewer_seconds:g} s, {used:.2f} CPU-s"
+        + (f" ({problem})" if problem else ""))
+    notes = [f"relay: all requests (blocking reloads and parts) per CPU-second of the relay "
+             f"over its {viewers:,}-viewer step (connect, warm-up, window); nginx: "
+             f"{NGINX_PART_CONNECTIONS} keep-alive connections asking for {len(files)} of "
+             f"the relay's parts as static files, nginx pinned to the relay's core",
+             *([problem] if problem else []),
+             *(["nginx used no CPU tick in the window"] if not problem and not used else [])]
+    return Row("viewers", case, "requests / CPU-s", relay_rate, {"nginx-rtmp": nginx},
+               goal="report", verdict="not measured" if problem else "reported",
+               note="; ".join(notes))
 
 
 # -- simulcast fan-out ------------------------------------------------------------------------
