@@ -871,9 +871,10 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
                 f"delivery <= PART-TARGET (steps {','.join(map(str, steps))})",
                 "viewers", best, goal=f">= {VIEWERS_GOAL:,}", verdict=verdict,
                 note="; ".join(notes))]
-    if best is not None and part_files:
-        rows.append(_parts_per_cpu_second(profile, work, best, relay_rate.get(best),
-                                          part_files, log))
+    if part_files:
+        rows.append(_parts_per_cpu_second(
+            profile, work, best, None if best is None else relay_rate.get(best), part_files,
+            log))
     return rows
 
 
@@ -938,7 +939,7 @@ async def _fetch_files(port: int, names: list[str], connections: int, warmup: fl
     return done[0], used
 
 
-def _parts_per_cpu_second(profile: Profile, work: Path, viewers: int,
+def _parts_per_cpu_second(profile: Profile, work: Path, viewers: int | None,
                           relay_rate: float | None, files: list[Path],
                           log: Callable[[str], None]) -> Row:
     """Issue 16's comparison for the viewers goal: requests per CPU-second, Relay (its
@@ -982,8 +983,10 @@ http {{
     log(f"  nginx serving {len(files)} parts as files: {answered} requests in "
         f"{profile.viewer_seconds:g} s, {used:.2f} CPU-s"
         + (f" ({problem})" if problem else ""))
-    notes = [f"relay: all requests (blocking reloads and parts) per CPU-second of the relay "
-             f"over its {viewers:,}-viewer step (connect, warm-up, window); nginx: "
+    relay = ("relay: no step on time" if viewers is None else
+             f"relay: all requests (blocking reloads and parts) per CPU-second of the relay "
+             f"over its {viewers:,}-viewer step (connect, warm-up, window)")
+    notes = [f"{relay}; nginx: "
              f"{NGINX_PART_CONNECTIONS} keep-alive connections asking for {len(files)} of "
              f"the relay's parts as static files, nginx pinned to the relay's core",
              *([problem] if problem else []),
