@@ -142,14 +142,19 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
             ("latency", "<= 1.10 x")} <= goals, out
     idle = next(row for row in result["rows"] if row["goal"] == "<= 80 MB")
     assert idle["relay"] > 0 and "before the suite's first API call" in idle["note"], out
-    # Simulcast: the fan-out row, measured when nginx-rtmp (the targets' server) is there,
-    # with every target receiving (no problem noted).
+    # Simulcast: the fan-out's marginal row (a line through the 1- and 2-target runs), measured
+    # when nginx-rtmp (the targets' server) is there, with every target receiving (no problem
+    # noted); then the fixed cost and each count against 0, unjudged.
     fan_out = next(row for row in result["rows"] if row["scenario"] == "simulcast")
     assert fan_out["goal"] == "relay <= nginx-rtmp per target", out
     if Path("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists():
-        assert fan_out["case"] == "CPU per extra 6 Mbps target, 1 target(s)", out
+        assert fan_out["case"].startswith("CPU per extra 6 Mbps target, marginal (1..2"), out
         assert fan_out["relay"] is not None and fan_out["peers"]["nginx-rtmp"] is not None
         assert fan_out["verdict"] == "(smoke: not judged)", out
+        cases = [row["case"] for row in result["rows"] if row["scenario"] == "simulcast"]
+        assert cases[1].startswith("CPU of fanning out at all"), out
+        assert cases[2:] == ["CPU per extra 6 Mbps target, 1 target(s) against 0",
+                             "CPU per extra 6 Mbps target, 2 target(s) against 0"], out
     else:
         assert fan_out["verdict"].startswith("not measured"), out
     assert "result" in out and "written:" in out
