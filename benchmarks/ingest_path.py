@@ -2,12 +2,15 @@
 (handshake done), the chunk demuxer, timestamp unwrapping and FLV tag parsing, old and new.
 
 Usage: .venv/bin/python benchmarks/ingest_path.py [--input FILE.flv] [--runs N]
+    [--reads chunk|ffmpeg]
 
 FILE is an FLV file (default: the suite's 6 Mbit/s clip, benchmarks/media/6mbps-20s.flv,
 which `suite.py` or `ingest_probe.py` makes). Its audio and video tags are muxed as RTMP
 messages with ChunkMuxer at chunk size 4096, as ffmpeg publishes them, and the chunk stream
-is cut into one read per chunk (ffmpeg writes each chunk as it muxes it). Both paths take the
-same reads after the same connect and publish:
+is cut into one read per chunk (`--reads chunk`, the default), or as ffmpeg's writes arrive
+(`--reads ffmpeg`: rtmppkt.c ff_rtmp_packet_write writes each chunk's header and its body apart,
+and under Nagle the header of a message goes alone; strace of a push shows about half of the
+reads are such headers). Both paths take the same reads after the same connect and publish:
 
 - per-message: `ServerSession()`, one `MediaMessage` event per message, then what
   `relay.rtmp.server` did with each: `TimestampUnwrapper.unwrap`, `parse_video_tag` /
@@ -61,7 +64,18 @@ def flv_tags(data: bytes) -> list[tuple[int, int, bytes]]:
     return tags
 
 
-def connection_bytes(tags: list[tuple[int, int, bytes]]) -> tuple[bytes, list[bytes]]:
+def ffmpeg_reads(message: bytes) -> list[bytes]:
+    """One message's chunks (ChunkMuxer's, csid < 64) as reads: its first chunk header
+    alone, then the rest (Nagle holds the following writes until that header is acked)."""
+    fmt = message[0] >> 6
+    size = (12, 8, 4, 1)[fmt]
+    if fmt < 3 and int.from_bytes(message[1:4], "big") == 0xFFFFFF:
+        size += 4
+    return [message[:size], message[size:]]
+
+
+def connection_bytes(tags: list[tuple[int, int, bytes]],
+                     reads_as: str = "chunk") -> tuple[bytes, list[bytes]]:
     """The client's bytes up to an accepted publish, then the media as reads."""
     client = ClientSession(tc_url="rtmp://127.0.0.1/app", stream_key="key",
                            random_bytes=lambda n: bytes(n), chunk_size=CHUNK_SIZE)
@@ -83,7 +97,10 @@ def connection_bytes(tags: list[tuple[int, int, bytes]]) -> tuple[bytes, list[by
     for type_id, ts, body in tags:
         muxer.write_message(6 if type_id == 9 else 4, type_id, 1, ts, body)
         message = muxer.take()
-        reads += [message[i:i + CHUNK_READ] for i in range(0, len(message), CHUNK_READ)]
+        if reads_as == "ffmpeg":
+            reads += ffmpeg_reads(message)
+        else:
+            reads += [message[i:i + CHUNK_READ] for i in range(0, len(message), CHUNK_READ)]
     return bytes(preamble), reads
 
 
@@ -144,13 +161,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=ROOT / "benchmarks/media/6mbps-20s.flv")
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--reads", choices=("chunk", "ffmpeg"), default="chunk",
+                        help="cut the stream into one read per chunk, or as ffmpeg writes it")
     args = parser.parse_args()
     if not args.input.is_file():
         print(f"{args.input} is missing: run benchmarks/ingest_probe.py once to make the "
               "suite's clips, or pass --input", file=sys.stderr)
         return 2
     tags = flv_tags(args.input.read_bytes())
-    preamble, reads = connection_bytes(tags)
+    preamble, reads = connection_bytes(tags, args.reads)
     print(f"{args.input.name}: {len(tags)} media messages in {len(reads)} reads")
     # The runs alternate between the paths, so that load from elsewhere on the machine
     # weighs on both alike.

@@ -43,6 +43,12 @@ frame's FLV tag header (flv_head.pxd frame_head_size: AVC NALU, AAC raw, E-RTMP 
 keeps that header (2 to 8 bytes) in its record and RtmpMessage.head, and its payload is
 allocated at the frame's length: the frame's bytes are still copied once, straight into the
 bytes object that becomes MediaFrame.data. Any other message is received whole, as without it.
+Such a message's header is not taken until those first body bytes (FLV_HEAD_PEEK, or the whole
+body when shorter) are buffered too: ffmpeg writes each chunk's header and its body in two
+writes (rtmppkt.c ff_rtmp_packet_write), so most of its headers arrive in a read of their own,
+and starting the message there would receive the frame whole and copy it again (rtmp_ingest.pyx
+slices it out). The bytes waited for are the message's own, in its first chunk (at least 128
+bytes), so this waits for nothing the message could complete without.
 
 The muxer keeps the last header of each csid and writes the most compact header the receiver can
 expand back (fmt 0 on first use, when the message stream changes or time goes backwards; fmt 1
@@ -620,6 +626,9 @@ cdef class ChunkDemuxer:
                     self.fail_interrupted(fmt, slot)
                 if length > <uint32_t>self.max_message_size:
                     self.fail_too_long(csid, length)
+                if self.head_pending(p[need + 6], length,
+                                     avail - need - (15 if extended else 11)):
+                    return -1
                 if slot < 0:
                     slot = self.add_stream(csid)
                 s = &self.streams[slot]
@@ -653,6 +662,8 @@ cdef class ChunkDemuxer:
                     self.body_slot = slot
                     self.body_left = min_size(self.peer_chunk_size, s.length - s.filled)
                     continue
+                if self.head_pending(s.type_id, s.length, avail - n):
+                    return -1
                 s.timestamp += s.delta  # uint32_t: wraps modulo 2**32
                 need = n
             else:
@@ -675,8 +686,14 @@ cdef class ChunkDemuxer:
                     length = load_u24be(p + need + 3)
                     if length > <uint32_t>self.max_message_size:
                         self.fail_too_long(csid, length)
+                    if self.head_pending(p[need + 6], length,
+                                         avail - need - n - (4 if extended else 0)):
+                        return -1
                     s.length = length
                     s.type_id = p[need + 6]
+                elif self.head_pending(s.type_id, s.length,
+                                       avail - need - n - (4 if extended else 0)):
+                    return -1
                 s.delta = value
                 s.timestamp += value  # uint32_t: wraps modulo 2**32
                 s.extended = extended
@@ -690,6 +707,14 @@ cdef class ChunkDemuxer:
                 return slot  # 5.3.1: a zero-length message is a header with no payload
             self.body_slot = slot
             self.body_left = min_size(self.peer_chunk_size, s.length) - s.head_len
+
+    cdef bint head_pending(self, uint8_t type_id, uint32_t length,
+                           Py_ssize_t unread_after) noexcept:
+        # split_media: an audio or video message's header waits, unconsumed, for the first
+        # body bytes that show its FLV tag header (see the module doc). Checked before the
+        # header changes its record, so that it is parsed again, whole, with them.
+        return self.split_media and (type_id == TYPE_AUDIO or type_id == TYPE_VIDEO) \
+            and unread_after < FLV_HEAD_PEEK and unread_after < <Py_ssize_t>length
 
     cdef int fail_interrupted(self, uint8_t fmt, Py_ssize_t slot) except -1:
         cdef ChunkStream* s = &self.streams[slot]

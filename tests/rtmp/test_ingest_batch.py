@@ -301,7 +301,8 @@ def test_unwrap_follows_the_shortest_step_rule() -> None:
 def test_split_media_receives_a_frame_apart_from_its_tag_header(
         type_id: int, body: bytes, head: int, bytewise_feed: bool) -> None:
     # What makes MediaFrame.data the demuxer's own payload, with no copy: the header is kept
-    # apart only when the chunk's first bytes are already buffered with its header.
+    # apart, also when the chunk's header arrives alone (a byte at a time: the message
+    # header waits, unconsumed, for the body's first bytes).
     muxer = ChunkMuxer()
     full = body if head == 0 else body + bytes(300)
     muxer.write_message(6, type_id, 1, 40, full)
@@ -314,6 +315,74 @@ def test_split_media_receives_a_frame_apart_from_its_tag_header(
         if (message := demuxer.next_message()) is not None:
             break
     assert message is not None
-    kept = 0 if bytewise_feed else head
-    assert message.head_len == kept
-    assert message.payload == full[kept:]
+    assert message.head_len == head
+    assert message.payload == full[head:]
+
+
+def chunk_headers_apart(data: bytes, chunk_size: int) -> Iterator[bytes]:
+    """`data` (chunks of ChunkMuxer's stream on one csid, < 64) as ffmpeg writes it
+    (rtmppkt.c ff_rtmp_packet_write): each chunk header in a write of its own, then its body."""
+    lengths: dict[int, int] = {}
+    left = 0  # bytes of the current message still to come
+    pos = 0
+    while pos < len(data):
+        fmt, csid = data[pos] >> 6, data[pos] & 0x3F
+        size = (12, 8, 4, 1)[fmt]
+        if fmt < 3 and int.from_bytes(data[pos + 1:pos + 4], "big") == 0xFFFFFF:
+            size += 4
+        if fmt < 2:
+            lengths[csid] = int.from_bytes(data[pos + 4:pos + 7], "big")
+        yield data[pos:pos + size]
+        pos += size
+        if left == 0:
+            left = lengths[csid]
+        body = min(chunk_size, left)
+        yield data[pos:pos + body]
+        pos += body
+        left -= body
+
+
+def test_a_chunk_header_alone_waits_for_its_body_and_timestamps_add_up_once() -> None:
+    # ffmpeg's writes: every message header (fmt 0, 1, 2 and 3, with and without extended
+    # timestamps) arrives before its body. Each is parsed again when the body's first bytes
+    # arrive, so its timestamp delta must be applied once, and each frame keeps its tag
+    # header apart (no second copy of the frame in rtmp_ingest).
+    frames = [(40, b"\x17\x01\x00\x00\x21" + NALS), (80, b"\x27\x01\x00\x00\x21" + NALS),
+              (120, b"\x27\x01\x00\x00\x21" + NALS),  # same delta and length: fmt 3
+              (160, b"\x27\x01\x00\x00\x21" + NALS + bytes(500)),  # length: fmt 1
+              (200, b"\x27\x01\x00\x00\x21" + NALS + bytes(500)),
+              (0x1000000, b"\x27\x01\x00\x00\x21" + NALS),  # extended timestamp
+              (0x1000010, b"\x27\x01\x00\x00\x21" + NALS),
+              (0x1000020, b"\x27\x01\x00\x00\x21" + NALS),
+              (0x1000030, b"\x27\x01\x00\x00\x21" + NALS + bytes(300))]  # two chunks
+    muxer = ChunkMuxer()
+    for timestamp, body in frames:
+        muxer.write_message(6, MessageType.VIDEO, 1, timestamp, body)
+    data = muxer.take()
+    demuxer = ChunkDemuxer()
+    demuxer.split_media = True
+    received = []
+    for piece in chunk_headers_apart(data, 128):
+        demuxer.feed(piece)
+        while (message := demuxer.next_message()) is not None:
+            received.append(message)
+    assert [(m.timestamp, m.head_len, m.payload) for m in received] == [
+        (timestamp, 5, body[5:]) for timestamp, body in frames]
+    assert demuxer.buffered == 0
+
+
+def test_a_chunk_header_alone_waits_only_for_the_bytes_of_its_own_message() -> None:
+    # A message shorter than FLV_HEAD_PEEK, and one whose tag the fast path leaves whole:
+    # neither waits for bytes that are not its own.
+    muxer = ChunkMuxer()
+    muxer.write_message(4, MessageType.AUDIO, 1, 10, b"\xaf\x01\x21")
+    muxer.write_message(4, MessageType.AUDIO, 1, 20, b"\xaf")  # short, left whole
+    data = muxer.take()
+    demuxer = ChunkDemuxer()
+    demuxer.split_media = True
+    received = []
+    for piece in chunk_headers_apart(data, 128):
+        demuxer.feed(piece)
+        while (message := demuxer.next_message()) is not None:
+            received.append((message.timestamp, message.head_len, message.payload))
+    assert received == [(10, 2, b"\x21"), (20, 0, b"\xaf")]

@@ -76,6 +76,8 @@ cdef class ChunkDemuxer:
     cdef Py_ssize_t add_stream(self, uint32_t csid) except -1
     # Parse chunks until a message is complete (returns its record index) or input runs out (-1).
     cdef Py_ssize_t advance(self) except -2
+    # split_media: an audio/video message header that must wait for its first body bytes.
+    cdef bint head_pending(self, uint8_t type_id, uint32_t length, Py_ssize_t unread_after) noexcept
     # Allocate the payload of a message starting on record slot; the header is consumed.
     cdef int start_message(self, Py_ssize_t slot, Py_ssize_t unread_after) except -1
     # Hand over the completed message of record slot, applying Set Chunk Size and Abort.
