@@ -28,6 +28,11 @@ media flows again. `#live` (the LIVE badge, hidden unless live) shows the latenc
 storyboard's timeline) and `data-tile` (`x,y,w,h` of the tile shown, empty when none) while
 it is shown.
 
+Live, the page holds hls.js's `targetLatency` (PART-HOLD-BACK for LL-HLS) itself: it plays
+slightly faster while it is behind that by more than a margin with a few parts buffered ahead,
+and at 1 otherwise (CATCH_UP_* below say why hls.js's own catch-up is switched off). It never
+changes a rate it did not set (the viewer's), and does nothing for an asset or natively.
+
 The page has a Content-Security-Policy (a meta element): scripts are /static and the inline
 script by its hash, the style by its hash, images, media and connections same-origin
 (`blob:` for the MediaSource hls.js feeds, and hls.js's worker).
