@@ -345,6 +345,7 @@ def hls_js_latency(seconds: float, work: Path,
                 # Stalls (hls.js bufferStalledError; each raises its target latency by 1 s)
                 # and the video element's `waiting` events, from navigation to the end.
                 "stalls": seen.stalls, "waiting_events": seen.waiting_events,
+                "requests": seen.requests,
                 "target_latency_last_s": next(
                     (t for t in reversed(seen.target_latencies) if t is not None), None),
                 "playback_rate_max": max((r for r in seen.playback_rates if r is not None),

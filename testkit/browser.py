@@ -149,6 +149,7 @@ class PlayerObservation:
     target_latencies: tuple[float | None, ...] = ()
     playback_rates: tuple[float | None, ...] = ()
     waiting_events: int = 0
+    requests: int = 0  # HTTP requests the page made (hls.js's worker's included)
 
     @property
     def advanced(self) -> bool:
@@ -215,6 +216,7 @@ def open_player(browser: Browser, url: str, *, startup_timeout: float = 10.0,
     context = browser.new_context(viewport={"width": 640, "height": 400})
     console: list[str] = []
     failed: list[str] = []
+    requested: list[str] = []
     try:
         context.add_init_script(_OBSERVER_SCRIPT)
         page = context.new_page()
@@ -226,6 +228,7 @@ def open_player(browser: Browser, url: str, *, startup_timeout: float = 10.0,
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc: console.append(f"uncaught: {exc}"))
+        page.on("request", lambda request: requested.append(request.url))
         page.on("requestfailed",
                 lambda request: failed.append(f"{request.url}: {request.failure}"))
 
@@ -259,6 +262,7 @@ def open_player(browser: Browser, url: str, *, startup_timeout: float = 10.0,
         target_latencies=tuple(s["targetLatency"] for s in samples),
         playback_rates=tuple(s["playbackRate"] for s in samples),
         waiting_events=int(seen["waiting"]),
+        requests=len(requested),
     )
 
 
