@@ -342,6 +342,14 @@ def hls_js_latency(seconds: float, work: Path,
                 "startup_s": round(seen.startup_seconds or 0, 3),
                 "median_s": round(median, 3), "last_s": round(latencies[-1], 3),
                 "max_s": round(max(latencies), 3), "decode_errors": list(seen.decode_errors),
+                # Stalls (hls.js bufferStalledError; each raises its target latency by 1 s)
+                # and the video element's `waiting` events, from navigation to the end.
+                "stalls": seen.stalls, "waiting_events": seen.waiting_events,
+                "requests": seen.requests,
+                "target_latency_last_s": next(
+                    (t for t in reversed(seen.target_latencies) if t is not None), None),
+                "playback_rate_max": max((r for r in seen.playback_rates if r is not None),
+                                         default=None),
                 "relay_cpu_per_s": None if relay_cpu is None else round(relay_cpu, 5),
                 "aim_s": aim, "pass": None if aim is None else median <= aim}
     finally:
@@ -384,6 +392,9 @@ def main() -> int:
                      "no aim at this part target" if js["aim_s"] is None else
                      f"<= {js['aim_s']} s: {'pass' if js['pass'] else 'miss'}"))
         rows.append(("  (startup; samples)", f"{js['startup_s']} s; {js['samples']}", ""))
+        rows.append(("  (stalls; waiting events; target latency at the end)",
+                     f"{js['stalls']}; {js['waiting_events']}; {js['target_latency_last_s']} s",
+                     ""))
         rows.append(("relay CPU-s per s meanwhile (one stream)", str(js["relay_cpu_per_s"]),
                      ""))
     width = max(len(row[0]) for row in rows)

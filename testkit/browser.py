@@ -58,7 +58,7 @@ DECODE_ERROR_DETAILS = frozenset({
 # and video before the page calls loadSource, and keeps what they see in window.__relaySeen.
 _OBSERVER_SCRIPT = """
 (() => {
-  const seen = { hlsErrors: [], videoErrors: [] };
+  const seen = { hlsErrors: [], videoErrors: [], waiting: 0 };
   window.__relaySeen = seen;
   let player;
   Object.defineProperty(window, "relayPlayer", {
@@ -76,6 +76,7 @@ _OBSERVER_SCRIPT = """
         });
       }
       if (value && value.video) {
+        value.video.addEventListener("waiting", () => { seen.waiting += 1; });
         value.video.addEventListener("error", () => {
           const e = value.video.error;
           seen.videoErrors.push(e ? `code ${e.code}: ${e.message || ""}` : "unknown");
@@ -91,7 +92,10 @@ _SAMPLE_SCRIPT = """
   const p = window.relayPlayer;
   const status = document.querySelector("[data-state]");
   const latency = p && p.hls ? p.hls.latency : null;
+  const target = p && p.hls ? p.hls.targetLatency : null;
   return {
+    targetLatency: typeof target === "number" && isFinite(target) ? target : null,
+    playbackRate: p && p.video ? p.video.playbackRate : null,
     currentTime: p && p.video ? p.video.currentTime : null,
     latency: typeof latency === "number" && isFinite(latency) ? latency : null,
     state: status ? status.dataset.state : null,
@@ -140,12 +144,24 @@ class PlayerObservation:
     video_errors: tuple[str, ...] = ()  # video.error at each `error` event of the element
     console_errors: tuple[str, ...] = ()  # console.error lines and uncaught exceptions
     failed_requests: tuple[str, ...] = field(default=())  # "URL: reason"
+    # hls.targetLatency and video.playbackRate at each sample (None on the native path or
+    # while unknown), and how often the video element fired `waiting` (ran out of data).
+    target_latencies: tuple[float | None, ...] = ()
+    playback_rates: tuple[float | None, ...] = ()
+    waiting_events: int = 0
+    requests: int = 0  # HTTP requests the page made (hls.js's worker's included)
 
     @property
     def advanced(self) -> bool:
         """currentTime grew across the sampling window."""
         times = self.current_times
         return len(times) >= 2 and times[-1] > times[0]
+
+    @property
+    def stalls(self) -> int:
+        """hls.js's bufferStalledError events: each raises its target latency by
+        liveSyncOnStallIncrease (1 s by default) for a live stream."""
+        return sum(1 for e in self.hls_errors if e.details == "bufferStalledError")
 
     @property
     def final_state(self) -> str | None:
@@ -200,6 +216,7 @@ def open_player(browser: Browser, url: str, *, startup_timeout: float = 10.0,
     context = browser.new_context(viewport={"width": 640, "height": 400})
     console: list[str] = []
     failed: list[str] = []
+    requested: list[str] = []
     try:
         context.add_init_script(_OBSERVER_SCRIPT)
         page = context.new_page()
@@ -211,6 +228,7 @@ def open_player(browser: Browser, url: str, *, startup_timeout: float = 10.0,
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc: console.append(f"uncaught: {exc}"))
+        page.on("request", lambda request: requested.append(request.url))
         page.on("requestfailed",
                 lambda request: failed.append(f"{request.url}: {request.failure}"))
 
@@ -241,6 +259,10 @@ def open_player(browser: Browser, url: str, *, startup_timeout: float = 10.0,
         video_errors=tuple(seen["videoErrors"]),
         console_errors=tuple(console),
         failed_requests=tuple(failed),
+        target_latencies=tuple(s["targetLatency"] for s in samples),
+        playback_rates=tuple(s["playbackRate"] for s in samples),
+        waiting_events=int(seen["waiting"]),
+        requests=len(requested),
     )
 
 

@@ -28,6 +28,11 @@ media flows again. `#live` (the LIVE badge, hidden unless live) shows the latenc
 storyboard's timeline) and `data-tile` (`x,y,w,h` of the tile shown, empty when none) while
 it is shown.
 
+Live, the page holds hls.js's `targetLatency` (PART-HOLD-BACK for LL-HLS) itself: it plays
+slightly faster while it is behind that by more than a margin with a few parts buffered ahead,
+and at 1 otherwise (CATCH_UP_* below say why hls.js's own catch-up is switched off). It never
+changes a rate it did not set (the viewer's), and does nothing for an asset or natively.
+
 The page has a Content-Security-Policy (a meta element): scripts are /static and the inline
 script by its hash, the style by its hash, images, media and connections same-origin
 (`blob:` for the MediaSource hls.js feeds, and hls.js's worker).
@@ -64,6 +69,22 @@ LATENCY_REFRESH_MS = 250
 # After a fatal hls.js error: the wait before loading again, and the least time between two
 # media-error recoveries (a second decode failure sooner than this ends playback).
 RETRY_MS = 3000
+# Live catch-up (see _SCRIPT's catchUp): hls.js's own controller is switched off
+# (maxLiveSyncPlaybackRate 1) because it speeds up only while more than 1 s is buffered ahead
+# of the playhead (hls.js 1.7 latency-controller.ts: `forwardBufferLength > 1`). At LL-HLS
+# part targets the buffer ahead of a player at its target latency (PART-HOLD-BACK, 3 x
+# PART-TARGET: 0.6 s at 0.2) is the target minus the distance from the buffered end to the
+# live edge, well under 1 s, so hls.js stops catching up about 1 s + that distance behind,
+# whatever its target. The page speeds up instead while the latency exceeds hls.js's
+# targetLatency by more than CATCH_UP_MARGIN_S and more than CATCH_UP_MIN_BUFFER_PARTS parts
+# are buffered ahead (so the faster playhead never runs dry: a stall would make hls.js raise
+# its target by liveSyncOnStallIncrease, 1 s), and keeps going until the excess is gone.
+CATCH_UP_MARGIN_S = 0.1
+CATCH_UP_MIN_BUFFER_PARTS = 2
+# The rate above 1 per second of excess latency (rounded up to 0.05 steps), and its cap:
+# 0.5 s late plays at 1.15x, gently; the cap is the page's former hls.js setting.
+CATCH_UP_RATE_PER_S = 0.25
+CATCH_UP_MAX_RATE = 1.5
 # A live storyboard (the DVR window moves) is fetched again at a hover once it is this old.
 STORYBOARD_REFRESH_MS = 5000
 # The most cues the page keeps from a storyboard WebVTT (Relay's have at most 100 tiles);
@@ -115,7 +136,11 @@ def render_player_page(playback_id: str, *, token: str | None = None,
     script = _fill(_SCRIPT, source=_script_json(source), storyboard=_script_json(storyboard),
                    refresh_ms=str(LATENCY_REFRESH_MS), retry_ms=str(RETRY_MS),
                    storyboard_refresh_ms=str(STORYBOARD_REFRESH_MS),
-                   max_cues=str(STORYBOARD_MAX_CUES))
+                   max_cues=str(STORYBOARD_MAX_CUES),
+                   catch_up_margin=repr(CATCH_UP_MARGIN_S),
+                   catch_up_min_parts=repr(CATCH_UP_MIN_BUFFER_PARTS),
+                   catch_up_gain=repr(CATCH_UP_RATE_PER_S),
+                   catch_up_max_rate=repr(CATCH_UP_MAX_RATE))
     csp = ("default-src 'none'; "
            f"script-src 'self' '{_sha256(script)}'; style-src '{_sha256(_STYLE)}'; "
            "img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; "
@@ -393,13 +418,60 @@ _SCRIPT = """
   video.addEventListener("playing", function () { note = ""; show(); });
   video.addEventListener("durationchange", show);
 
+  // -- live catch-up (hls.js path only; the constants are explained in player.py) --
+  // hls.js's own controller is off (maxLiveSyncPlaybackRate: 1): it speeds up only while more
+  // than 1 s is buffered ahead, which at LL-HLS part targets leaves the player about 1 s +
+  // (live edge - buffered end) behind instead of at its targetLatency (PART-HOLD-BACK).
+  // Here: faster while latency > targetLatency + margin and more than a few parts are
+  // buffered ahead (never into a stall, which would raise hls.js's target by 1 s), until the
+  // excess is gone; back to 1 otherwise. A rate this page did not set (the viewer's) is left
+  // alone, and nothing happens for VOD, when paused or seeking, or far behind the edge (a
+  // viewer who went back in the DVR window), as hls.js does (excess < target + TARGETDURATION).
+  var ownRate = 1;       // the playbackRate this page set last
+  var catchingUp = false;
+
+  function bufferedAhead() {
+    var t = video.currentTime, b = video.buffered;
+    for (var i = 0; i < b.length; i++) {
+      if (b.start(i) <= t + 0.1 && t < b.end(i)) return b.end(i) - t;
+    }
+    return 0;
+  }
+
+  function catchUp() {
+    if (hls === null || details === null) return;
+    var rate = video.playbackRate;
+    if (rate !== 1 && rate !== ownRate) return;  // not ours: leave it
+    var want = 1;
+    var target = hls.targetLatency, l = hls.latency;
+    if (details.live && !video.paused && !video.seeking && typeof target === "number"
+        && target > 0 && typeof l === "number" && l > 0) {
+      var excess = l - target;
+      var part = details.partTarget > 0 ? details.partTarget : details.targetduration;
+      if (excess > (catchingUp ? 0 : @catch_up_margin@) && excess < target + details.targetduration
+          && bufferedAhead() > @catch_up_min_parts@ * part) {
+        want = Math.min(@catch_up_max_rate@, 1 + Math.ceil(excess * @catch_up_gain@ * 20) / 20);
+      }
+    }
+    catchingUp = want > 1;
+    if (want !== rate) {
+      ownRate = want;
+      video.playbackRate = want;
+    }
+  }
+
   if (typeof Hls !== "undefined" && Hls.isSupported()) {
-    // Up to 1.5x speed to catch up with the target latency after a late start or a stall
-    // (hls.js's default, 1, never catches up).
-    hls = new Hls({lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5});
+    // maxLiveSyncPlaybackRate 1 switches hls.js's own catch-up off; catchUp() does it.
+    hls = new Hls({lowLatencyMode: true, maxLiveSyncPlaybackRate: 1});
     // Before any load, so that observers hooked on this assignment see every event.
     window.relayPlayer = {hls: hls, video: video};
     var lastRecovery = -Infinity;
+    hls.on(Hls.Events.MEDIA_ATTACHED, function () {
+      // hls.js's latency controller hooks timeupdate on MEDIA_ATTACHED too, and earlier (it
+      // registered first), so hls.latency is fresh when catchUp runs. Adding the same
+      // listener again after recoverMediaError is a no-op.
+      video.addEventListener("timeupdate", catchUp);
+    });
     hls.on(Hls.Events.LEVEL_LOADED, function (_event, data) {
       var first = kind === "loading";
       details = data.details;

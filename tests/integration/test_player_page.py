@@ -196,6 +196,7 @@ def test_page_loads_only_shipped_hls_js_and_plays_the_playback_id() -> None:
     assert links.urls == ["data:,", "/static/hls.min.js"]  # icon: no /favicon.ico request
     assert f'var source = "/{VOD_ID}.m3u8";' in page
     assert "lowLatencyMode: true" in page
+    assert "maxLiveSyncPlaybackRate: 1}" in page  # the page catches up itself (catchUp)
     # Nothing from elsewhere: no absolute URL, no CSS import; url( only where the script
     # shows a storyboard tile, from a sheet URL it checked is same-origin.
     assert "http:" not in page and "https:" not in page and "//" not in page.split("<script>")[0]
@@ -289,6 +290,7 @@ def test_vod_plays_in_chromium(browser: Browser, server_url: str) -> None:
     assert seen.console_errors == () and seen.failed_requests == (), seen.summary()
     assert set(seen.states) == {"vod"}, seen.summary()
     assert set(seen.shown_latencies) == {""}, seen.summary()
+    assert set(seen.playback_rates) == {1}, seen.summary()  # no catch-up for an asset
 
 
 @needs_ffmpeg
