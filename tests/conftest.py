@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 
+import greenlet  # type: ignore[import-untyped]  # no stubs; SQLAlchemy asyncio needs it
 import pytest
+from sqlalchemy import event
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from relay.store import Store
 from testkit.postgres import PostgresCluster, running_cluster
@@ -68,3 +74,47 @@ async def any_store(database_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# -- database connections left open -------------------------------------------------------
+# A connection of a store nobody closed, or one a task still held as its store closed and
+# gave back later, is garbage collected open: aiosqlite's ResourceWarning (an error here)
+# then fails whichever later test of the worker gc happens to run in, naming no culprit.
+# Each connection opened during a test must be closed by the end of its teardown; this
+# fixture's teardown (autouse: set up first, torn down last) names the test that did not.
+# Cheap: one pool event per connection opened, no gc run.
+
+_ROOT = str(Path(__file__).resolve().parent.parent) + os.sep
+
+#: The connections opened during the current test, with where each was opened.
+_opened: weakref.WeakKeyDictionary[ConnectionPoolEntry, str] = weakref.WeakKeyDictionary()
+
+
+@event.listens_for(Pool, "connect")
+def _connection_opened(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+    frame: FrameType | None = sys._getframe(1)
+    # SQLAlchemy's async engine connects inside a greenlet; its caller's frames (the
+    # store's method, the test) are where the greenlet's parent waits.
+    parent = greenlet.getcurrent().parent
+    if parent is not None and parent.gr_frame is not None:
+        frame = parent.gr_frame
+    ours: list[str] = []  # the innermost few of the repository's frames
+    while frame is not None and len(ours) < 4:
+        if frame.f_code.co_filename.startswith(_ROOT):
+            ours.append(f"{frame.f_code.co_filename.removeprefix(_ROOT)}:{frame.f_lineno} "
+                        f"{frame.f_code.co_name}")
+        frame = frame.f_back
+    _opened[record] = " <- ".join(ours) or "outside the repository's code"
+
+
+@pytest.fixture(autouse=True)
+def _no_database_connection_left_open() -> Iterator[None]:
+    _opened.clear()
+    yield
+    left = [opener for record, opener in list(_opened.items())
+            if record.dbapi_connection is not None]
+    _opened.clear()
+    if left:
+        pytest.fail(f"{len(left)} database connection(s) opened during this test are still "
+                    "open after it (a Store not closed, or a transaction still in flight as "
+                    "its store closed); opened by: " + "; ".join(left), pytrace=False)

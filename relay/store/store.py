@@ -210,6 +210,7 @@ class Store:
         #: value, and their clocks agree to well within it (NTP).
         self.node_timeout = node_timeout
         self._event_listeners: list[Callable[[], None]] = []
+        self._closed = False
         # A connection goes back to the pool after its transaction has committed (or rolled
         # back): then readers see the events it wrote, and the listeners hear of them. The
         # async engine runs these hooks on the event loop's thread.
@@ -243,6 +244,12 @@ class Store:
         return store
 
     async def close(self) -> None:
+        # dispose() closes the connections in the pool, not one a task still holds (its
+        # transaction in flight as the store closes): that one goes back to the old pool
+        # later, where nothing would close it, and is garbage collected open (for
+        # aiosqlite, a ResourceWarning naming no culprit). `_checked_in` closes it then, as
+        # it closes one a late task checks out of the fresh pool after this.
+        self._closed = True
         await self._engine.dispose()
 
     def on_events_written(self, listener: Callable[[], None]) -> Callable[[], None]:
@@ -255,6 +262,10 @@ class Store:
         if record.info.pop(_WROTE_EVENTS, False):
             for listener in list(self._event_listeners):
                 listener()
+        if self._closed:
+            # Given back after close(): closed rather than pooled (see close()). Check-ins
+            # run inside SQLAlchemy's greenlet, where the async driver's close can run.
+            record.close()
 
     async def ping(self) -> None:
         """Raise when the database cannot answer a trivial query."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.harnesses import HARNESSES
+from fuzz.harnesses.api_app import close_api
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "fuzz"
 
@@ -29,7 +30,12 @@ CASES = [
 def test_fuzz_vector(harness: str, name: str) -> None:
     module, _, function = HARNESSES[harness].entry.partition(":")
     check = getattr(importlib.import_module(module), function)
-    check((VECTORS / harness / name).read_bytes())
+    try:
+        check((VECTORS / harness / name).read_bytes())
+    finally:
+        # The API harnesses' app, store and loop, kept for a fuzzing process's whole run:
+        # not for the rest of this one's tests.
+        close_api()
 
 
 def test_every_vector_is_replayed() -> None:

@@ -127,7 +127,12 @@ class Harness:
         return connection.live
 
     async def close(self) -> None:
+        # A test may end right after an accept: its admission is still reading the store,
+        # and must be done before the store fixture closes the store under it.
+        admitting = [task for connection in self.server.connections.values()
+                     if (task := connection._admission) is not None]
         self.server.close_all("the test is over")
+        await asyncio.gather(*admitting, return_exceptions=True)
         await self.registry.close()
 
 
