@@ -342,6 +342,19 @@ def chunk_headers_apart(data: bytes, chunk_size: int) -> Iterator[bytes]:
         left -= body
 
 
+def received_with_headers_apart(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
+    """(timestamp, FLV head length, payload) of each message, the stream fed as ffmpeg's writes
+    arrive (each chunk header apart from its body), and the bytes left buffered."""
+    demuxer = ChunkDemuxer()
+    demuxer.split_media = True
+    received = []
+    for piece in chunk_headers_apart(data, 128):
+        demuxer.feed(piece)
+        while (message := demuxer.next_message()) is not None:
+            received.append((message.timestamp, message.head_len, message.payload))
+    return received, demuxer.buffered
+
+
 def test_a_chunk_header_alone_waits_for_its_body_and_timestamps_add_up_once() -> None:
     # ffmpeg's writes: every message header (fmt 0, 1, 2 and 3, with and without extended
     # timestamps) arrives before its body. Each is parsed again when the body's first bytes
@@ -358,17 +371,9 @@ def test_a_chunk_header_alone_waits_for_its_body_and_timestamps_add_up_once() ->
     muxer = ChunkMuxer()
     for timestamp, body in frames:
         muxer.write_message(6, MessageType.VIDEO, 1, timestamp, body)
-    data = muxer.take()
-    demuxer = ChunkDemuxer()
-    demuxer.split_media = True
-    received = []
-    for piece in chunk_headers_apart(data, 128):
-        demuxer.feed(piece)
-        while (message := demuxer.next_message()) is not None:
-            received.append(message)
-    assert [(m.timestamp, m.head_len, m.payload) for m in received] == [
-        (timestamp, 5, body[5:]) for timestamp, body in frames]
-    assert demuxer.buffered == 0
+    received, buffered = received_with_headers_apart(muxer.take())
+    assert received == [(timestamp, 5, body[5:]) for timestamp, body in frames]
+    assert buffered == 0
 
 
 def test_a_chunk_header_alone_waits_only_for_the_bytes_of_its_own_message() -> None:
@@ -377,12 +382,5 @@ def test_a_chunk_header_alone_waits_only_for_the_bytes_of_its_own_message() -> N
     muxer = ChunkMuxer()
     muxer.write_message(4, MessageType.AUDIO, 1, 10, b"\xaf\x01\x21")
     muxer.write_message(4, MessageType.AUDIO, 1, 20, b"\xaf")  # short, left whole
-    data = muxer.take()
-    demuxer = ChunkDemuxer()
-    demuxer.split_media = True
-    received = []
-    for piece in chunk_headers_apart(data, 128):
-        demuxer.feed(piece)
-        while (message := demuxer.next_message()) is not None:
-            received.append((message.timestamp, message.head_len, message.payload))
+    received, _ = received_with_headers_apart(muxer.take())
     assert received == [(10, 2, b"\x21"), (20, 0, b"\xaf")]
