@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -65,6 +66,13 @@ PART_TARGET = 0.3
 PART_AIM_MARGIN = 0.05
 #: hls.js latency aims (s) per part target (s): the LL-HLS issue's at 0.3, issue 16's at 0.2.
 HLS_JS_AIMS: dict[float, float] = {0.3: 1.5, 0.2: 1.0}
+#: How often `fetch_parts` looks for newly listed parts (s): well under a frame.
+PART_FETCH_POLL = 0.01
+#: `part_cost` measures from this long (s) after the first part is listed: the first
+#: segment's parts all come at once, and the relay's start-up work is behind it.
+PART_COST_WARMUP = 3.0
+#: ... and ends this long (s) before the publisher stops.
+PART_COST_TAIL = 0.5
 #: How often the relay's CPU time is read during the hls.js sampling window (s).
 CPU_SAMPLE_INTERVAL = 0.1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -152,8 +160,10 @@ async def publish(url_host: str, port: int, key: str, tags: list[Tag], seconds: 
     writer.close()
 
 
-async def poll_parts(base: str, playback_id: str, seconds: float, seen: Observations) -> None:
-    """Blocking reload for the next part, as hls.js does; note when each part is listed."""
+async def poll_parts(base: str, playback_id: str, seconds: float, seen: Observations,
+                     listed: asyncio.Event | None = None) -> None:
+    """Blocking reload for the next part, as hls.js does; note when each part is listed
+    (and set `listed` at the first)."""
     path = f"{base}/{playback_id}/rendition.m3u8"
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(timeout=15) as client:
@@ -175,11 +185,95 @@ async def poll_parts(base: str, playback_id: str, seconds: float, seen: Observat
                     seen.part_ms[key] = round(float(duration) * 1000)
                     if seen.first_msn is None or key[0] < seen.first_msn:
                         seen.first_msn = key[0]
+                    if listed is not None:
+                        listed.set()
             hint = _HINT.search(text)
             if hint is None:
                 break  # the stream ended
             params = {"_HLS_msn": hint[1], "_HLS_part": hint[2]}
             seen.blocked_requests += 1
+
+
+async def fetch_parts(base: str, playback_id: str, seconds: float, seen: Observations) -> int:
+    """Fetch every part as soon as the playlist lists it, on a connection of its own (as
+    hls.js fetches media apart from its playlist reloads); returns the parts fetched."""
+    deadline = time.monotonic() + seconds
+    fetched: set[tuple[int, int]] = set()
+    async with httpx.AsyncClient(timeout=15) as client:
+        while time.monotonic() < deadline:
+            new = sorted(set(seen.part_listed) - fetched)
+            if not new:
+                await asyncio.sleep(PART_FETCH_POLL)
+                continue
+            for msn, index in new:
+                fetched.add((msn, index))
+                response = await client.get(f"{base}/{playback_id}/{msn}.{index}.m4s")
+                if response.status_code != 200:
+                    raise SystemExit(f"part {msn}.{index} answered {response.status_code}")
+    return len(fetched)
+
+
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Every thread of `pid` on `cores` (sched_setaffinity on a pid moves one thread only;
+    threads started later inherit their creator's)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cores)
+
+
+async def part_cost(seconds: float, work: Path,
+                    part_target: float = PART_TARGET) -> dict[str, Any]:
+    """The relay's CPU per stream-second for one LL-HLS stream and one player-like client,
+    on a core of its own: the paced publisher of `part_delay` (the 320x240 clip in real
+    time), a blocking reload for each next part and a fetch of each listed part, as hls.js
+    does. The relay is pinned to CPU 0 and this process to the other cores, so its CPU
+    time is its own work only, not the stretch a busy core adds (Chromium and a live
+    encoder share the machine during `hls_js_latency`). The window starts PART_COST_WARMUP
+    (at most a fifth of `seconds`) after the first part is listed and ends PART_COST_TAIL
+    before the publisher stops."""
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2 or 0 not in cores:
+        raise SystemExit("part_cost needs CPU 0 and another core")
+    flv = work / "source.flv"
+    if not flv.exists():
+        make_flv(flv, 10)
+    tags = read_flv(flv)
+    relay = RelayProcess(work / f"cost-{part_target:g}-{time.monotonic_ns()}", token=TOKEN,
+                         extra_args=["--part-target", str(part_target)]).start()
+    os.sched_setaffinity(0, cores - {0})
+    try:
+        pin_process(relay.pid, {0})
+        async with httpx.AsyncClient(base_url=relay.http_url, auth=TOKEN, timeout=15) as api:
+            created = await api.post("/video/v1/live-streams", json={
+                "playback_policies": ["public"], "latency_mode": "low"})
+            stream = created.json()["data"]
+        host, port = relay.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(":", 1)
+        seen = Observations()
+        playback_id = stream["playback_ids"][0]["id"]
+
+        started = time.monotonic()
+        listed = asyncio.Event()
+
+        async def window() -> tuple[float, float]:
+            # From the warm-up after the first listed part to shortly before the publisher
+            # stops (its last part and the unpublish are outside).
+            await listed.wait()
+            await asyncio.sleep(min(PART_COST_WARMUP, seconds / 5))
+            began, used = time.monotonic(), cpu_seconds(relay.pid)
+            await asyncio.sleep(max(0.5, started + seconds - PART_COST_TAIL - began))
+            return time.monotonic() - began, cpu_seconds(relay.pid) - used
+
+        _, _, fetched, (elapsed, used) = await asyncio.gather(
+            publish(host, int(port), stream["stream_key"], tags, seconds, seen),
+            poll_parts(relay.http_url, playback_id, seconds + 3, seen, listed),
+            fetch_parts(relay.http_url, playback_id, seconds, seen),
+            window())
+    finally:
+        os.sched_setaffinity(0, cores)
+        relay.stop()
+    return {"seconds": round(elapsed, 2), "part_target_s": part_target,
+            "parts_fetched": fetched, "blocked_requests": seen.blocked_requests,
+            "relay_cpu_per_s": round(used / elapsed, 5)}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -365,6 +459,9 @@ def main() -> int:
                         help="publishing time of each measurement (default 20)")
     parser.add_argument("--part-target", type=float, default=PART_TARGET,
                         help=f"the relay's --part-target, s (default {PART_TARGET})")
+    parser.add_argument("--part-cost", action="store_true",
+                        help="also measure the relay's CPU with a player-like client, "
+                             "pinned to CPU 0 (part_cost)")
     parser.add_argument("--no-browser", action="store_true",
                         help="skip the hls.js measurement (no Chromium needed)")
     parser.add_argument("--json", type=Path,
@@ -376,6 +473,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="relay-latency-") as work:
         results["part_advertise"] = asyncio.run(
             part_delay(args.seconds, Path(work), args.part_target))
+        if args.part_cost:
+            results["part_cost"] = asyncio.run(
+                part_cost(args.seconds, Path(work), args.part_target))
         if not args.no_browser:
             results["hls_js"] = hls_js_latency(args.seconds, Path(work), args.part_target)
     part = results["part_advertise"]
@@ -386,6 +486,11 @@ def main() -> int:
              f"{part['max_ms']} ms; {part['frames']}; {part['parts']}", ""),
             ("first frame to playlist (start-up, first segment)", f"{part['startup_ms']} ms",
              "")]
+    if "part_cost" in results:
+        cost = results["part_cost"]
+        rows.append(("relay CPU-s per s, one stream and a player-like client, pinned",
+                     str(cost["relay_cpu_per_s"]),
+                     f"{cost['parts_fetched']} parts fetched over {cost['seconds']} s"))
     if "hls_js" in results:
         js = results["hls_js"]
         rows.append(("hls.js latency in Chromium, median", f"{js['median_s']} s",

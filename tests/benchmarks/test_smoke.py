@@ -59,11 +59,15 @@ def test_ts_demux_rejects_a_stream_that_is_not_one() -> None:
 
 def test_ll_hls_latency_runs(tmp_path: Path) -> None:
     out = run("benchmarks/ll_hls_latency.py", "--seconds", "4", "--part-target", "0.2",
-              "--no-browser", "--json", str(tmp_path / "latency.json"))
+              "--no-browser", "--part-cost", "--json", str(tmp_path / "latency.json"))
     assert "part advertised after frame arrival, p99" in out
     assert "PART-TARGET 0.2 s" in out
+    assert "relay CPU-s per s, one stream and a player-like client, pinned" in out
     result = json.loads((tmp_path / "latency.json").read_text())
     assert result["part_advertise"]["frames"] > 0 and "hls_js" not in result
+    cost = result["part_cost"]
+    # The client fetched what was listed while the window ran, and the relay did work.
+    assert cost["parts_fetched"] > 0 and cost["relay_cpu_per_s"] > 0 and cost["seconds"] > 0
     assert result["part_target_s"] == 0.2 and result["part_advertise"]["aim_p99_ms"] == 250
 
 
