@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -529,3 +530,107 @@ def payloads_in_order(received: bytes, sent_file: bytes) -> int:
         assert any(payload == candidate for candidate in sent), f"payload at {start}"
         found += 1
     return found
+
+
+# -- idle: the thread blocks while it has nothing to wait for --------------------------------
+# Counted in wake-ups, not time: a thread blocked on its event makes no voluntary context
+# switch; one waiting in srt_epoll_uwait makes about 100 a second (libsrt re-checks every
+# ~10 ms whatever the timeout).
+IDLE_WINDOW = 1.0
+#: Voluntary context switches allowed in IDLE_WINDOW: a blocked thread makes none.
+IDLE_SWITCHES_MAX = 3
+SHORT_LINGER = SrtLimits(handshake_linger_ms=200)
+
+
+def voluntary_switches(listener: SrtListener) -> int:
+    assert listener._thread is not None and listener._thread.native_id is not None
+    status = Path(f"/proc/self/task/{listener._thread.native_id}/status").read_text()
+    found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)$", status, re.M)
+    assert found is not None, status
+    return int(found[1])
+
+
+async def until_idle(listener: SrtListener, waits_before: int) -> None:
+    """Until the thread has blocked again since `waits_before` idle waits."""
+    deadline = time.monotonic() + TIMEOUT
+    while listener.counters.idle_waits <= waits_before:
+        assert time.monotonic() < deadline, "the listener thread never went idle"
+        await asyncio.sleep(0.02)
+
+
+async def switches_while_idle(listener: SrtListener) -> int:
+    """The thread's voluntary context switches over IDLE_WINDOW, in which nothing wakes it."""
+    waits = listener.counters.idle_waits
+    before = voluntary_switches(listener)
+    await asyncio.sleep(IDLE_WINDOW)
+    switches = voluntary_switches(listener) - before
+    assert listener.counters.idle_waits == waits  # nothing woke it meanwhile
+    return switches
+
+
+async def test_with_no_caller_the_thread_does_not_wake(recorder: Recorder) -> None:
+    async with running(recorder) as listener:
+        await until_idle(listener, 0)
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+
+
+async def test_after_the_last_caller_leaves_the_thread_blocks_and_the_next_wakes_it(
+        recorder: Recorder, ts_file: bytes) -> None:
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        for round_ in range(2):
+            sid = f"open-round-{round_}"
+            waits = listener.counters.idle_waits
+            async with slt(listener.port, f"streamid={sid}") as proc:
+                handle = (await recorder.wait_accepted(sid)).handle
+                await feed_until(proc, ts_file[:20 * CHUNK],
+                                 lambda h=handle: len(recorder.data(h)) >= 20 * CHUNK)
+                assert recorder.data(handle).startswith(ts_file[:20 * CHUNK])
+                proc.kill()
+                await recorder.wait(lambda h=handle: recorder.closed(h), "the close")
+            await until_idle(listener, waits)
+            assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+
+
+async def test_a_handshake_failing_after_the_callback_leaves_no_polling(
+        recorder: Recorder) -> None:
+    """A wrong passphrase fails after the listen callback let the handshake go on: the
+    thread lingers for the accept that never comes, then blocks again."""
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        waits = listener.counters.idle_waits
+        code, _ = await run_ffmpeg(listener.port,
+                                   "streamid=secret-idle&passphrase=not-the-passphrase")
+        assert code != 0
+        await until_idle(listener, waits)
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+        # The next caller still gets in.
+        async with slt(listener.port, "streamid=open-after-idle"):
+            await recorder.wait_accepted("open-after-idle")
+    assert [e.streamid for e in recorder.accepted()] == ["open-after-idle"]
+
+
+async def test_a_rejected_caller_does_not_wake_the_thread(recorder: Recorder) -> None:
+    async with running(recorder) as listener:
+        await until_idle(listener, 0)
+        waits = listener.counters.idle_waits
+        before = voluntary_switches(listener)
+        assert await asyncio.to_thread(caller_reject_reason, listener.port, "nope") == 1404
+        assert voluntary_switches(listener) - before <= IDLE_SWITCHES_MAX
+        assert listener.counters.idle_waits == waits  # never woken
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+
+
+async def test_a_command_wakes_the_idle_thread_and_close_is_prompt(recorder: Recorder) -> None:
+    async with running(recorder) as listener:
+        await until_idle(listener, 0)
+        listener.close_connection(12345)  # no such connection: woken, nothing to do
+        await until_idle(listener, 1)
+        await listener.close()  # an idle thread ends on close, with no poll to wait out
+        assert listener._thread is not None and not listener._thread.is_alive()
+    assert not recorder.events
+
+
+def test_a_negative_handshake_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="handshake_linger_ms -1"):
+        SrtLimits(handshake_linger_ms=-1)
