@@ -539,7 +539,7 @@ def payloads_in_order(received: bytes, sent_file: bytes) -> int:
 IDLE_WINDOW = 1.0
 #: Voluntary context switches allowed in IDLE_WINDOW: a blocked thread makes none.
 IDLE_SWITCHES_MAX = 3
-SHORT_LINGER = SrtLimits(handshake_linger_ms=200)
+SHORT_LINGER = SrtLimits(handshake_linger_ms=1000)
 
 
 def voluntary_switches(listener: SrtListener) -> int:
@@ -558,6 +558,24 @@ async def until_idle(listener: SrtListener, waits_before: int) -> None:
         await asyncio.sleep(0.02)
 
 
+def libsrt_threads() -> list[str]:
+    """The names of this process's libsrt threads (SRT:GC, SRT:RcvQ:w1, SRT:SndQ:w1)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            name = (task / "comm").read_text().strip()
+            if name.startswith("SRT:"):
+                names.append(name)
+    return names
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 async def switches_while_idle(listener: SrtListener) -> int:
     """The thread's voluntary context switches over IDLE_WINDOW, in which nothing wakes it."""
     waits = listener.counters.idle_waits
@@ -568,10 +586,30 @@ async def switches_while_idle(listener: SrtListener) -> int:
     return switches
 
 
-async def test_with_no_caller_the_thread_does_not_wake(recorder: Recorder) -> None:
+async def test_with_no_caller_the_thread_does_not_wake_and_libsrt_is_released(
+        recorder: Recorder) -> None:
     async with running(recorder) as listener:
         await until_idle(listener, 0)
         assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+        # No receive-queue worker polling the port, no garbage collector: libsrt is off.
+        assert not libsrt_threads()
+        assert listener.counters.arms == 1  # at start only
+
+
+async def test_with_libsrt_kept_started_elsewhere_its_gc_drops_the_multiplexer(
+        recorder: Recorder) -> None:
+    """Another libsrt user in the process: srt_cleanup does not stop libsrt, its garbage
+    collector drops the multiplexer later; the loop watches the port only after that."""
+    assert lib.srt_startup() >= 0
+    try:
+        async with running(recorder, limits=SHORT_LINGER) as listener:
+            await until_idle(listener, 0)
+            assert not [name for name in libsrt_threads() if not name.startswith("SRT:GC")]
+            assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+            async with slt(listener.port, "streamid=open-gc"):
+                await recorder.wait_accepted("open-gc")
+    finally:
+        lib.srt_cleanup()
 
 
 async def test_after_the_last_caller_leaves_the_thread_blocks_and_the_next_wakes_it(
@@ -590,6 +628,8 @@ async def test_after_the_last_caller_leaves_the_thread_blocks_and_the_next_wakes
                 await recorder.wait(lambda h=handle: recorder.closed(h), "the close")
             await until_idle(listener, waits)
             assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+            assert not libsrt_threads()
+        assert listener.counters.arms == 3  # at start, then by each caller
 
 
 async def test_a_handshake_failing_after_the_callback_leaves_no_polling(
@@ -610,27 +650,33 @@ async def test_a_handshake_failing_after_the_callback_leaves_no_polling(
     assert [e.streamid for e in recorder.accepted()] == ["open-after-idle"]
 
 
-async def test_a_rejected_caller_does_not_wake_the_thread(recorder: Recorder) -> None:
-    async with running(recorder) as listener:
+async def test_a_rejected_caller_arms_libsrt_which_is_released_again(
+        recorder: Recorder) -> None:
+    async with running(recorder, limits=SHORT_LINGER) as listener:
         await until_idle(listener, 0)
-        waits = listener.counters.idle_waits
-        before = voluntary_switches(listener)
+        assert not libsrt_threads()
+        arms, waits = listener.counters.arms, listener.counters.idle_waits
         assert await asyncio.to_thread(caller_reject_reason, listener.port, "nope") == 1404
-        assert voluntary_switches(listener) - before <= IDLE_SWITCHES_MAX
-        assert listener.counters.idle_waits == waits  # never woken
+        assert listener.counters.arms == arms + 1  # the caller's first datagram armed it
+        await until_idle(listener, waits)
         assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+        # caller_reject_reason's own srt_cleanup may leave its sockets to libsrt's GC.
+        await until(lambda: not libsrt_threads(), "libsrt's threads to end")
 
 
-async def test_a_command_wakes_the_idle_thread_and_close_is_prompt(recorder: Recorder) -> None:
+async def test_a_command_leaves_the_idle_thread_idle_and_close_is_prompt(
+        recorder: Recorder) -> None:
     async with running(recorder) as listener:
         await until_idle(listener, 0)
-        listener.close_connection(12345)  # no such connection: woken, nothing to do
-        await until_idle(listener, 1)
+        arms, waits = listener.counters.arms, listener.counters.idle_waits
+        listener.close_connection(12345)  # no such connection: nothing to do
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX + 2
         await listener.close()  # an idle thread ends on close, with no poll to wait out
         assert listener._thread is not None and not listener._thread.is_alive()
+        assert (listener.counters.arms, listener.counters.idle_waits) == (arms, waits)
     assert not recorder.events
 
 
-def test_a_negative_handshake_linger_is_refused() -> None:
-    with pytest.raises(ValueError, match="handshake_linger_ms -1"):
-        SrtLimits(handshake_linger_ms=-1)
+def test_a_handshake_linger_below_the_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="handshake_linger_ms 499 is below 500 ms"):
+        SrtLimits(handshake_linger_ms=499)
