@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -681,3 +682,29 @@ async def test_a_command_leaves_the_idle_thread_idle_and_close_is_prompt(
 def test_a_handshake_linger_below_the_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="handshake_linger_ms 499 is below 500 ms"):
         SrtLimits(handshake_linger_ms=499)
+
+
+async def test_a_failure_to_arm_is_logged_and_the_next_datagram_tries_again(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import relay.srt.listener as listener_module
+
+    calls = []
+    real_bind_acquire = listener_module.bind_acquire
+
+    def failing_once(sock: int, udp: socket.socket) -> int:
+        calls.append(sock)
+        if len(calls) == 2:  # the first arming by a datagram
+            raise OSError(24, "Too many open files")
+        return real_bind_acquire(sock, udp)
+
+    monkeypatch.setattr(listener_module, "bind_acquire", failing_once)
+    caplog.set_level(logging.WARNING, logger="relay.srt")
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        # srt-live-transmit resends its handshake: the retry after ARM_RETRY_SECONDS gets it.
+        async with slt(listener.port, "streamid=open-retry"):
+            await recorder.wait_accepted("open-retry")
+    assert len(calls) >= 3
+    assert any("cannot start libsrt on UDP port" in r.getMessage() and "Too many open files"
+               in r.getMessage() for r in caplog.records)
