@@ -38,6 +38,8 @@ __all__ = [
     "SrtUnavailable",
     "accept",
     "bind",
+    "bind_acquire",
+    "bind_shared",
     "connect",
     "ffi",
     "get_int",
@@ -50,6 +52,7 @@ __all__ = [
     "set_listen_callback",
     "set_str",
     "split_sockaddr",
+    "udp_socket",
 ]
 
 log = logging.getLogger("relay.srt")
@@ -175,29 +178,49 @@ def bind(sock: int, host: str, port: int) -> None:
         raise SrtError.last(f"srt_bind({host}:{port})")
 
 
-def bind_shared(sock: int, host: str, port: int) -> None:
-    """Bind an SRT socket as `bind` does, on a UDP socket made here with SO_REUSEPORT so
-    that the workers of `relay serve --workers N` all listen on one port. libsrt has no
-    such option: `srt_bind_acquire` (libsrt >= 1.4.2) takes a bound UDP socket instead.
+def udp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A UDP socket bound to `host` and `port`, for an SRT listener to take over with
+    `bind_acquire`. "::" takes IPv4 callers too, as `bind` does. `reuse_port` sets
+    SO_REUSEPORT, so that the workers of `relay serve --workers N` all listen on one port:
     Linux hashes each datagram's addresses and ports to one of the sockets, so a caller's
     handshake and media all reach the worker that accepted it (socket(7), SO_REUSEPORT)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
-                               flags=socket.AI_NUMERICSERV | socket.AI_PASSIVE)
+    flags = socket.AI_NUMERICSERV | socket.AI_PASSIVE
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=flags)
+    except socket.gaierror as exc:
+        raise OSError(f"SRT: cannot resolve host {host!r}: {exc}; give an IP address or a "
+                      "resolvable name") from exc
     family, type_, proto, _, address = infos[0]
     udp = socket.socket(family, type_, proto)
     try:
-        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         udp.bind(address)
     except OSError:
         udp.close()
         raise
-    # libsrt closes the socket with its multiplexer: it is handed over, not lent.
-    fd = udp.detach()
+    return udp
+
+
+def bind_acquire(sock: int, udp: socket.socket) -> int:
+    """Bind an SRT socket to a duplicate of `udp`'s descriptor (srt_bind_acquire, libsrt >=
+    1.4.2) and return that duplicate: libsrt owns it from then on and closes it when it
+    drops the socket's multiplexer, while `udp` stays open for its owner."""
+    fd = os.dup(udp.fileno())
     if lib.srt_bind_acquire(sock, fd) == lib.SRT_ERROR:
         os.close(fd)
-        raise SrtError.last(f"srt_bind_acquire({host}:{port})")
+        raise SrtError.last(f"srt_bind_acquire(UDP {udp.getsockname()!r})")
+    return fd
+
+
+def bind_shared(sock: int, host: str, port: int) -> None:
+    """Bind an SRT socket as `bind` does, on a UDP socket made here with SO_REUSEPORT (see
+    `udp_socket`); libsrt has no such option, `srt_bind_acquire` takes a bound socket."""
+    udp = udp_socket(host, port, reuse_port=True)
+    with udp:
+        bind_acquire(sock, udp)
 
 
 def connect(sock: int, host: str, port: int) -> None:

@@ -24,6 +24,31 @@ reads), sets the stream's passphrase on the new socket for `SrtAccept` (so a cal
 wrong or missing one fails the handshake, SRTO_ENFORCEDENCRYPTION being on by default) or
 the reject reason for `SrtReject` (sent to the caller, who logs it).
 
+Idle cost (issue 16). Two threads would poll while no caller is there: this listener's,
+since `srt_epoll_uwait` is a loop inside libsrt that re-checks about every 10 ms whatever
+the timeout, and libsrt's receive-queue worker (SRT:RcvQ), which polls the UDP socket with a
+~10 ms timeout for as long as the listening socket's multiplexer exists (each ~6 ms of CPU
+per second). So libsrt runs only while there is something for it to do. Relay owns the UDP
+socket of the port; libsrt gets a duplicate of it (`bind_acquire`) while it is "armed".
+With no connection open and no handshake in flight for `handshake_linger_ms` (counted from
+the arming, the last handshake and the last open connection), the thread disarms: it closes
+the libsrt listener and releases libsrt (srt_cleanup), which drops the multiplexer and its
+threads and closes the duplicate. Then the event loop watches the UDP socket
+(`loop.add_reader`: no CPU while nothing arrives) and the thread blocks on a
+`threading.Event` (no polling). The first datagram (a caller's induction handshake) makes
+the loop ask the thread to arm again; it stays in the socket for libsrt, which now and then
+drops it all the same (MIN_SRT_HANDSHAKE_LINGER_MS: the caller connects 250 ms later). The
+listen callback sets the event when it lets a handshake go on (its socket reaches the accept
+queue at once, libsrt's newConnection; one that fails later, a wrong passphrase, or that its
+caller abandons never does, hence the linger), as do `close_connection` and `close`.
+
+When something else in the process also keeps libsrt started, srt_cleanup leaves the
+multiplexer to libsrt's garbage collector (about 4.5 s after the close, libsrt 1.5.1): the
+thread waits for the duplicate to be closed before the loop watches the socket again. A
+caller's datagrams that arrive meanwhile are read and dropped by libsrt (no listener):
+callers resend their induction every 250 ms until their connect timeout (SRTO_CONNTIMEO,
+3 s by default), so such a caller connects late or, at worst, fails once.
+
 Latency (libsrt docs/API/API-socket-options.md, SRTO_RCVLATENCY): the receiver's latency
 is negotiated in the handshake as the larger of its own SRTO_RCVLATENCY and the sender's
 SRTO_PEERLATENCY (which SRTO_LATENCY, ffmpeg's and srt-live-transmit's `latency`, sets);
@@ -38,6 +63,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -49,8 +76,7 @@ from relay.srt.binding import (
     SRT_REJECT_CODE_MAX,
     SrtError,
     accept,
-    bind,
-    bind_shared,
+    bind_acquire,
     ffi,
     get_str,
     last_error,
@@ -59,7 +85,7 @@ from relay.srt.binding import (
     set_int,
     set_listen_callback,
     set_str,
-    split_sockaddr,
+    udp_socket,
 )
 from relay.srt.decisions import SrtAccept, SrtReject
 
@@ -67,6 +93,12 @@ log = logging.getLogger("relay.srt")
 
 #: Longest wait in srt_epoll_uwait: how soon the thread sees close requests and stop.
 WAKE_INTERVAL_MS = 100
+#: While disarming with libsrt still started by someone else: how often the thread checks
+#: whether libsrt's garbage collector has dropped the multiplexer (closed the duplicate).
+MUX_GONE_POLL_MS = 100
+#: After a failure to arm libsrt (out of descriptors, say): the wait before the loop watches
+#: the socket again (a datagram waiting there would otherwise retry at once, forever).
+ARM_RETRY_SECONDS = 1.0
 #: Sockets read from one srt_epoll_uwait call (more stay ready for the next call).
 EPOLL_EVENTS = 64
 #: The largest payload of one live-mode packet (srt.h SRT_LIVE_MAX_PLSIZE): every receive
@@ -86,6 +118,12 @@ DEFAULT_SRT_RECV_SLAB_BYTES = 64 * 1024
 DEFAULT_SRT_PEER_IDLE_TIMEOUT_MS = 5000
 DEFAULT_SRT_LISTEN_BACKLOG = 128
 DEFAULT_SRT_STATS_INTERVAL = 1.0
+DEFAULT_SRT_HANDSHAKE_LINGER_MS = 2000
+#: The datagram that arms libsrt is now and then lost (libsrt's receive thread reads it
+#: before srt_listen has made the socket a listener, and drops it; 3 of 20 srt-live-transmit
+#: connects on 127.0.0.1): the caller resends its induction 250 ms later (libsrt's
+#: connection request interval), which the linger must wait for, with room to spare.
+MIN_SRT_HANDSHAKE_LINGER_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +140,11 @@ class SrtLimits:
     listen_backlog: int = DEFAULT_SRT_LISTEN_BACKLOG
     # Seconds between two stats reports of a connection.
     stats_interval: float = DEFAULT_SRT_STATS_INTERVAL
+    # With no connection open, how long libsrt stays armed after it was armed (for the
+    # caller's handshake), after the listen callback let a handshake go on (for its
+    # accept: one that fails after the callback never gives one) and after the last
+    # connection closed (for a reconnect); then it is released.
+    handshake_linger_ms: int = DEFAULT_SRT_HANDSHAKE_LINGER_MS
     log_interval: float = 10.0  # at most one line per cause per interval (LogLimiter)
 
     def __post_init__(self) -> None:
@@ -111,6 +154,10 @@ class SrtLimits:
         if self.max_pending_bytes < MAX_PAYLOAD:
             raise ValueError(f"SRT max_pending_bytes {self.max_pending_bytes} is below one "
                              f"live-mode payload ({MAX_PAYLOAD} bytes); raise it")
+        if self.handshake_linger_ms < MIN_SRT_HANDSHAKE_LINGER_MS:
+            raise ValueError(f"SRT handshake_linger_ms {self.handshake_linger_ms} is below "
+                             f"{MIN_SRT_HANDSHAKE_LINGER_MS} ms: a caller's resent "
+                             "induction (250 ms later) would find libsrt released; raise it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +220,8 @@ class SrtCounters:
     bytes_received: int = 0
     backlog_dropped_bytes: int = 0
     batches: int = 0  # call_soon_threadsafe wake-ups of the loop
+    idle_waits: int = 0  # times libsrt was released and the thread blocked
+    arms: int = 0  # times libsrt was started on the port (at start, then per datagram)
     log_lines_suppressed: int = 0
 
 
@@ -237,11 +286,21 @@ class SrtListener:
         self._listener = -1
         self._eid = -1
         self._hook_handle: Any = None
+        self._udp: socket.socket | None = None  # the port's socket, Relay's own
+        self._udp_id = (0, 0)  # its (st_dev, st_ino)
+        self._mux_fd = -1  # the duplicate libsrt has (or had: it closes it)
+        self._libsrt_started = False  # srt_startup called, srt_cleanup not yet
+        self._arm_requested = False  # set by the loop: a datagram is waiting
+        self._watching = False  # the loop's reader is on the socket (loop side only)
         self._started = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_done: asyncio.Future[None] | None = None
         self._commands: collections.deque[int] = collections.deque()  # handles to close
+        # Set to wake the thread from its idle wait: a handshake, a command, close().
+        self._wake = threading.Event()
+        # Handshakes the listen callback let go on (written by libsrt's thread only).
+        self._handshakes = 0
         self._connections: dict[int, _Connection] = {}  # thread-owned
         self._lock = threading.Lock()  # guards the four below and _Connection.pending
         self._batch: list[list[Any]] = []
@@ -261,12 +320,22 @@ class SrtListener:
         self._started = True
         log.info("libsrt %s", libsrt_version())
         lib.srt_setloglevel(LIBSRT_LOG_LEVEL)
-        if lib.srt_startup() == lib.SRT_ERROR:
-            raise SrtError.last("srt_startup")
         try:
-            self._open_listener()
+            self._udp = udp_socket(self.host, self.requested_port, reuse_port=self.reuse_port)
+        except OSError as exc:
+            raise OSError(f"SRT listener: cannot listen on UDP {self.host}:"
+                          f"{self.requested_port}: {exc.strerror or exc}; free the port or "
+                          "choose another with --srt-port") from exc
+        self.port = int(self._udp.getsockname()[1])
+        stat = os.fstat(self._udp.fileno())
+        self._udp_id = (stat.st_dev, stat.st_ino)
+        try:
+            # Armed once here, so that what libsrt refuses is said at start-up; the thread
+            # releases it after the linger if no caller comes.
+            self._arm()
         except BaseException:
             self._release()
+            self._udp.close()
             raise
         self._thread_done = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name=f"srt-listener-{self.port}",
@@ -276,19 +345,52 @@ class SrtListener:
     def close_connection(self, handle: int) -> None:
         """Close one connection (from any thread); its ConnectionClosed event follows."""
         self._commands.append(handle)
+        self._wake.set()
 
     async def close(self) -> None:
         """Stop accepting, close every socket, join the thread, release libsrt.
 
         Every open connection's ConnectionClosed reaches the sink before this returns."""
         self._stopping = True
+        self._wake.set()
+        self._unwatch()
         if self._thread is None or self._thread_done is None:
             return
         await asyncio.shield(self._thread_done)
         self._thread.join()
         self._deliver()
+        self._unwatch()
+        if self._udp is not None:
+            self._udp.close()
+
+    def _watch(self) -> None:
+        """On the loop: watch the port's socket for the next caller (libsrt is released)."""
+        if self._stopping or self._udp is None or self._watching:
+            return
+        self._loop.add_reader(self._udp.fileno(), self._datagram_waiting)
+        self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching and self._udp is not None:
+            self._loop.remove_reader(self._udp.fileno())
+        self._watching = False
+
+    def _datagram_waiting(self) -> None:
+        """On the loop: a datagram came (it stays in the socket for libsrt): arm libsrt."""
+        self._unwatch()
+        self._arm_requested = True
+        self._wake.set()
+
+    def _arm(self) -> None:
+        """Start libsrt and listen on a duplicate of the port's socket."""
+        if lib.srt_startup() == lib.SRT_ERROR:
+            raise SrtError.last("srt_startup")
+        self._libsrt_started = True
+        self.counters.arms += 1
+        self._open_listener()
 
     def _open_listener(self) -> None:
+        assert self._udp is not None
         sock = int(lib.srt_create_socket())
         if sock == lib.SRT_INVALID_SOCK:
             raise SrtError.last("srt_create_socket")
@@ -300,23 +402,13 @@ class SrtListener:
         set_int(sock, lib.SRTO_PEERIDLETIMEO, self.limits.peer_idle_timeout_ms)
         self._hook_handle = set_listen_callback(sock, self._listen_hook)
         try:
-            if self.reuse_port:
-                bind_shared(sock, self.host, self.requested_port)
-            else:
-                bind(sock, self.host, self.requested_port)
+            self._mux_fd = bind_acquire(sock, self._udp)
             if lib.srt_listen(sock, self.limits.listen_backlog) == lib.SRT_ERROR:
                 raise SrtError.last("srt_listen")
         except SrtError as exc:
             raise OSError(f"SRT listener: cannot listen on UDP {self.host}:"
                           f"{self.requested_port}: {exc.text}; free the port or choose "
                           "another with --srt-port") from exc
-        storage = ffi.new("struct sockaddr_storage *")
-        length = ffi.new("int *", ffi.sizeof("struct sockaddr_storage"))
-        name = ffi.cast("struct sockaddr *", storage)
-        if lib.srt_getsockname(sock, name, length) != lib.SRT_ERROR:
-            bound = split_sockaddr(name)
-            if bound is not None:
-                self.port = bound[1]
         self._eid = int(lib.srt_epoll_create())
         if self._eid < 0:
             raise SrtError.last("srt_epoll_create")
@@ -373,6 +465,10 @@ class SrtListener:
                                        exc.text)
                     lib.srt_setrejectreason(sock, REJECT_INTERNAL_ERROR)
                     return -1
+            # The handshake goes on: the listener thread waits for its accept. (Rejected
+            # callers never reach the accept queue, so they need not wake it.)
+            self._handshakes += 1
+            self._wake.set()
             return 0
         if isinstance(decision, SrtReject):
             self.counters.callers_rejected += 1
@@ -422,8 +518,21 @@ class SrtListener:
         ready = ffi.new("SRT_EPOLL_EVENT[]", EPOLL_EVENTS)
         scratch = bytearray(MAX_PAYLOAD)
         scratch_ptr = ffi.from_buffer("char[]", scratch)
-        uwait, listener = lib.srt_epoll_uwait, self._listener
+        uwait = lib.srt_epoll_uwait
+        linger = self.limits.handshake_linger_ms / 1000
+        handshakes_seen = 0
+        linger_until = time.monotonic() + linger  # with no connection, stay armed until then
         while not self._stopping:
+            handshakes = self._handshakes
+            if handshakes != handshakes_seen or self._connections:
+                # Also counted from the last open connection: an encoder that reconnects
+                # at once finds libsrt armed, and its handshake is not cut in two.
+                handshakes_seen = handshakes
+                linger_until = time.monotonic() + linger
+            elif time.monotonic() >= linger_until:
+                self._idle()
+                linger_until = time.monotonic() + linger
+                continue
             count = int(uwait(self._eid, ready, EPOLL_EVENTS, WAKE_INTERVAL_MS))
             if count < 0:
                 code, text = last_error()
@@ -432,7 +541,7 @@ class SrtListener:
                 count = 0
             for index in range(min(count, EPOLL_EVENTS)):
                 sock, flags = int(ready[index].fd), int(ready[index].events)
-                if sock == listener:
+                if sock == self._listener:
                     self._accept_all()
                     continue
                 conn = self._connections.get(sock)
@@ -446,6 +555,57 @@ class SrtListener:
                     self._close(conn, "closed by Relay")
             self._report_stats()
             self._schedule()
+
+    def _idle(self) -> None:
+        """Release libsrt, let the loop watch the port, block until the loop asks to arm
+        again (a datagram came) or `close` stops the thread; then arm."""
+        while not self._stopping:
+            self._release()
+            self._commands.clear()  # with no connection open, each names a closed one
+            self._wake.clear()
+            while not self._mux_gone():
+                self._wake.wait(MUX_GONE_POLL_MS / 1000)
+                if self._stopping:
+                    return
+            self._arm_requested = False
+            try:
+                self._loop.call_soon_threadsafe(self._watch)
+            except RuntimeError:  # the loop is closed: nobody is left to serve
+                self._stopping = True
+                return
+            self.counters.idle_waits += 1
+            # The loop sets the flag, then the event: a set after the clear above is seen.
+            while not self._arm_requested and not self._stopping:
+                self._wake.wait()
+                self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self._arm()
+                return
+            except OSError as exc:  # SrtError, or os.dup out of descriptors
+                if not self._thread_log.warning(
+                        "srt-arm", "SRT listener: cannot start libsrt on UDP port %d (%s); "
+                        "trying again at the next datagram after %gs", self.port, exc,
+                        ARM_RETRY_SECONDS):
+                    self.counters.log_lines_suppressed += 1
+                self._wake.wait(ARM_RETRY_SECONDS)
+
+    def _mux_gone(self) -> bool:
+        """Whether libsrt has closed its duplicate of the port's socket, which it does when
+        it drops the multiplexer (and its threads). The number may name another file by
+        now: compared by identity, not by being open."""
+        if self._mux_fd < 0:
+            return True
+        try:
+            stat = os.fstat(self._mux_fd)
+        except OSError:
+            gone = True
+        else:
+            gone = (stat.st_dev, stat.st_ino) != self._udp_id
+        if gone:
+            self._mux_fd = -1
+        return gone
 
     def _accept_all(self) -> None:
         while True:
@@ -609,7 +769,10 @@ class SrtListener:
         if self._eid >= 0:
             lib.srt_epoll_release(self._eid)
             self._eid = -1
-        lib.srt_cleanup()
+        if self._libsrt_started:
+            # The last user's srt_cleanup drops every multiplexer and thread at once.
+            lib.srt_cleanup()
+            self._libsrt_started = False
 
 
 def reject_code(code: int) -> int:

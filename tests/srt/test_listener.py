@@ -9,10 +9,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -529,3 +531,180 @@ def payloads_in_order(received: bytes, sent_file: bytes) -> int:
         assert any(payload == candidate for candidate in sent), f"payload at {start}"
         found += 1
     return found
+
+
+# -- idle: the thread blocks while it has nothing to wait for --------------------------------
+# Counted in wake-ups, not time: a thread blocked on its event makes no voluntary context
+# switch; one waiting in srt_epoll_uwait makes about 100 a second (libsrt re-checks every
+# ~10 ms whatever the timeout).
+IDLE_WINDOW = 1.0
+#: Voluntary context switches allowed in IDLE_WINDOW: a blocked thread makes none.
+IDLE_SWITCHES_MAX = 3
+SHORT_LINGER = SrtLimits(handshake_linger_ms=1000)
+
+
+def voluntary_switches(listener: SrtListener) -> int:
+    assert listener._thread is not None and listener._thread.native_id is not None
+    status = Path(f"/proc/self/task/{listener._thread.native_id}/status").read_text()
+    found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)$", status, re.M)
+    assert found is not None, status
+    return int(found[1])
+
+
+async def until_idle(listener: SrtListener, waits_before: int) -> None:
+    """Until the thread has blocked again since `waits_before` idle waits."""
+    deadline = time.monotonic() + TIMEOUT
+    while listener.counters.idle_waits <= waits_before:
+        assert time.monotonic() < deadline, "the listener thread never went idle"
+        await asyncio.sleep(0.02)
+
+
+def libsrt_threads() -> list[str]:
+    """The names of this process's libsrt threads (SRT:GC, SRT:RcvQ:w1, SRT:SndQ:w1)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            name = (task / "comm").read_text().strip()
+            if name.startswith("SRT:"):
+                names.append(name)
+    return names
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def switches_while_idle(listener: SrtListener) -> int:
+    """The thread's voluntary context switches over IDLE_WINDOW, in which nothing wakes it."""
+    waits = listener.counters.idle_waits
+    before = voluntary_switches(listener)
+    await asyncio.sleep(IDLE_WINDOW)
+    switches = voluntary_switches(listener) - before
+    assert listener.counters.idle_waits == waits  # nothing woke it meanwhile
+    return switches
+
+
+async def test_with_no_caller_the_thread_does_not_wake_and_libsrt_is_released(
+        recorder: Recorder) -> None:
+    async with running(recorder) as listener:
+        await until_idle(listener, 0)
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+        # No receive-queue worker polling the port, no garbage collector: libsrt is off.
+        assert not libsrt_threads()
+        assert listener.counters.arms == 1  # at start only
+
+
+async def test_with_libsrt_kept_started_elsewhere_its_gc_drops_the_multiplexer(
+        recorder: Recorder) -> None:
+    """Another libsrt user in the process: srt_cleanup does not stop libsrt, its garbage
+    collector drops the multiplexer later; the loop watches the port only after that."""
+    assert lib.srt_startup() >= 0
+    try:
+        async with running(recorder, limits=SHORT_LINGER) as listener:
+            await until_idle(listener, 0)
+            assert not [name for name in libsrt_threads() if not name.startswith("SRT:GC")]
+            assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+            async with slt(listener.port, "streamid=open-gc"):
+                await recorder.wait_accepted("open-gc")
+    finally:
+        lib.srt_cleanup()
+
+
+async def test_after_the_last_caller_leaves_the_thread_blocks_and_the_next_wakes_it(
+        recorder: Recorder, ts_file: bytes) -> None:
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        for round_ in range(2):
+            sid = f"open-round-{round_}"
+            waits = listener.counters.idle_waits
+            async with slt(listener.port, f"streamid={sid}") as proc:
+                handle = (await recorder.wait_accepted(sid)).handle
+                await feed_until(proc, ts_file[:20 * CHUNK],
+                                 lambda h=handle: len(recorder.data(h)) >= 20 * CHUNK)
+                assert recorder.data(handle).startswith(ts_file[:20 * CHUNK])
+                proc.kill()
+                await recorder.wait(lambda h=handle: recorder.closed(h), "the close")
+            await until_idle(listener, waits)
+            assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+            assert not libsrt_threads()
+        # At start, then by each caller (more if a handshake outlasted the linger).
+        assert listener.counters.arms >= 3
+
+
+async def test_a_handshake_failing_after_the_callback_leaves_no_polling(
+        recorder: Recorder) -> None:
+    """A wrong passphrase fails after the listen callback let the handshake go on: the
+    thread lingers for the accept that never comes, then blocks again."""
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        waits = listener.counters.idle_waits
+        code, _ = await run_ffmpeg(listener.port,
+                                   "streamid=secret-idle&passphrase=not-the-passphrase")
+        assert code != 0
+        await until_idle(listener, waits)
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+        # The next caller still gets in.
+        async with slt(listener.port, "streamid=open-after-idle"):
+            await recorder.wait_accepted("open-after-idle")
+    assert [e.streamid for e in recorder.accepted()] == ["open-after-idle"]
+
+
+async def test_a_rejected_caller_arms_libsrt_which_is_released_again(
+        recorder: Recorder) -> None:
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        assert not libsrt_threads()
+        arms, waits = listener.counters.arms, listener.counters.idle_waits
+        assert await asyncio.to_thread(caller_reject_reason, listener.port, "nope") == 1404
+        assert listener.counters.arms > arms  # the caller's first datagram armed it
+        await until_idle(listener, waits)
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX
+        # caller_reject_reason's own srt_cleanup may leave its sockets to libsrt's GC.
+        await until(lambda: not libsrt_threads(), "libsrt's threads to end")
+
+
+async def test_a_command_leaves_the_idle_thread_idle_and_close_is_prompt(
+        recorder: Recorder) -> None:
+    async with running(recorder) as listener:
+        await until_idle(listener, 0)
+        arms, waits = listener.counters.arms, listener.counters.idle_waits
+        listener.close_connection(12345)  # no such connection: nothing to do
+        assert await switches_while_idle(listener) <= IDLE_SWITCHES_MAX + 2
+        await listener.close()  # an idle thread ends on close, with no poll to wait out
+        assert listener._thread is not None and not listener._thread.is_alive()
+        assert (listener.counters.arms, listener.counters.idle_waits) == (arms, waits)
+    assert not recorder.events
+
+
+def test_a_handshake_linger_below_the_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="handshake_linger_ms 499 is below 500 ms"):
+        SrtLimits(handshake_linger_ms=499)
+
+
+async def test_a_failure_to_arm_is_logged_and_the_next_datagram_tries_again(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import relay.srt.listener as listener_module
+
+    calls = []
+    real_bind_acquire = listener_module.bind_acquire
+
+    def failing_once(sock: int, udp: socket.socket) -> int:
+        calls.append(sock)
+        if len(calls) == 2:  # the first arming by a datagram
+            raise OSError(24, "Too many open files")
+        return real_bind_acquire(sock, udp)
+
+    monkeypatch.setattr(listener_module, "bind_acquire", failing_once)
+    caplog.set_level(logging.WARNING, logger="relay.srt")
+    async with running(recorder, limits=SHORT_LINGER) as listener:
+        await until_idle(listener, 0)
+        # srt-live-transmit resends its handshake: the retry after ARM_RETRY_SECONDS gets it.
+        async with slt(listener.port, "streamid=open-retry"):
+            await recorder.wait_accepted("open-retry")
+    assert len(calls) >= 3
+    assert any("cannot start libsrt on UDP port" in r.getMessage() and "Too many open files"
+               in r.getMessage() for r in caplog.records)
