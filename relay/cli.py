@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import uvloop
 
+import relay._no_pydantic_v1  # noqa: F401  (before FastAPI's first route: see the module)
 from relay import __version__
 from relay.app import RelayServer, StartupError, open_store, prepare_data_dir
 from relay.config import (
