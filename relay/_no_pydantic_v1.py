@@ -8,6 +8,11 @@ model, so the answer is the same either way; the import itself left 1.9 MiB of o
 fresh `relay serve` (`pydantic.v1` and the Cython it looks for: 78.3 -> 76.2 MiB VmRSS,
 `benchmarks/idle_memory.py`, three runs each).
 
+pydantic itself imports `pydantic.v1` only when it makes the schema of a type with v1's
+`__get_validators__` (to warn that v1 and v2 do not mix): Relay has no such type, and its
+models' and routes' schemas are made at start-up, so one added later would stop the start
+with the error below rather than fail a request.
+
 A None entry in `sys.modules` is Python's own way to make a module absent: importing it then
 raises ModuleNotFoundError ("import of pydantic.v1 halted; None in sys.modules"), which names
 it to whoever adds a dependency that needs it. When something imported it before, it stays.
