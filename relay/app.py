@@ -77,6 +77,7 @@ from relay.simulcast.manager import (
     new_batch_clock,
     new_target_queue,
 )
+from relay.simulcast.tls import TargetTls, check_ca_file
 from relay.srt import SrtUnavailable
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.store import SchemaTooNewError, Store
@@ -654,7 +655,7 @@ def attach_packager(session: LiveSession, asset_files: AssetFiles, *,
 HLS_ATTACHMENT = "hls"
 
 
-def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | None,
+def attach_simulcast(session: LiveSession, *, ssl_context: ssl.SSLContext | TargetTls | None,
                      running: set[SimulcastManager],
                      new_queue: Callable[[BatchClock], TargetQueue] = new_target_queue,
                      counters: SimulcastCounters | None = None,
@@ -731,18 +732,18 @@ def load_tls(settings: Settings, alpn: list[str] | None = None) -> ssl.SSLContex
     return context
 
 
-def load_simulcast_tls(settings: Settings) -> ssl.SSLContext:
+def load_simulcast_tls(settings: Settings) -> TargetTls:
     """The client context of rtmps:// simulcast targets: the system's trusted CAs (with
-    hostname checks), plus the bundle of --simulcast-ca-file when given."""
-    context = ssl.create_default_context()
+    hostname checks), plus the bundle of --simulcast-ca-file when given; made on the first
+    rtmps:// connection (relay.simulcast.tls), the bundle checked now."""
     if settings.simulcast_ca_file is not None:
         try:
-            context.load_verify_locations(cafile=settings.simulcast_ca_file)
+            check_ca_file(settings.simulcast_ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise StartupError(
                 f"cannot load the CA bundle {str(settings.simulcast_ca_file)!r}: {exc}; "
                 "give --simulcast-ca-file a file of PEM CA certificates") from None
-    return context
+    return TargetTls(settings.simulcast_ca_file)
 
 
 def session_secret(path: Path) -> bytes:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import uvloop
 
+import relay._no_pydantic_v1  # before FastAPI's first route: see the module
+import relay._uvicorn_core  # noqa: F401  (before relay.app's `import uvicorn`: see the module)
 from relay import __version__
 from relay.app import RelayServer, StartupError, open_store, prepare_data_dir
 from relay.config import (

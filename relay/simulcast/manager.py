@@ -42,6 +42,7 @@ from relay.media.units import MediaFrame, TrackConfig
 from relay.simulcast.counters import SimulcastCounters, TargetSnapshot
 from relay.simulcast.pusher import PushStats, parse_target_url, push
 from relay.simulcast.target_status import TargetInput, TargetMachine
+from relay.simulcast.tls import TargetTls
 from relay.store import Store
 from relay.store.records import SimulcastErrorSeverity, SimulcastTarget, SimulcastTargetStatus
 from relay.streams.queue import BatchClock, MediaQueue
@@ -180,7 +181,7 @@ class SimulcastManager:
         stream_id: str,
         targets: Sequence[tuple[SimulcastTarget, TargetQueue]],
         *,
-        ssl_context: ssl.SSLContext | None,
+        ssl_context: ssl.SSLContext | TargetTls | None,
         push: PushFunction | None = None,
         parse_target: ParseTarget | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -272,7 +273,7 @@ class SimulcastManager:
             # Stored before the API checked URLs, or by hand: nothing to retry.
             self._failed(target, "fatal", f"the url cannot be pushed to: {exc}")
             return
-        context = self._ssl_context if urlsplit(record.url).scheme.lower() == "rtmps" else None
+        tls = self._ssl_context if urlsplit(record.url).scheme.lower() == "rtmps" else None
         failures = 0  # consecutive attempts that failed
         while True:
             published_at: float | None = None
@@ -289,6 +290,8 @@ class SimulcastManager:
             self.counters.attempts += 1
             target.push_stats = PushStats()
             try:
+                # A TargetTls makes its context on the first rtmps:// connection (tls.py).
+                context = await tls.context() if isinstance(tls, TargetTls) else tls
                 await self._push(address, target.queue, ssl_context=context,
                                  on_published=on_published, stats=target.push_stats)
             except asyncio.CancelledError:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy import (
     Row,
@@ -35,7 +35,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import BindParameter
 
@@ -48,6 +47,7 @@ from relay.ids import (
 )
 from relay.limits import DEFAULT_NODE_TIMEOUT
 from relay.store import migrations
+from relay.store.async_engine import create_async_engine
 from relay.store.batching import GroupCommit
 from relay.store.records import (
     AccessTokenInfo,
@@ -87,6 +87,10 @@ from relay.store.tables import (
     webhook_deliveries,
     webhook_endpoints,
 )
+
+if TYPE_CHECKING:
+    # Annotations only: the classes come from relay.store.async_engine's import.
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # How many of a stream's newest recordings `recent_asset_ids` lists.
 RECENT_ASSETS = 10

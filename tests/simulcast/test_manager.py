@@ -19,6 +19,7 @@ from relay.simulcast.manager import (
     error_of,
 )
 from relay.simulcast.target_status import TargetInput, TargetMachine, TargetStatusError
+from relay.simulcast.tls import TargetTls
 from relay.store import Store
 from relay.store.records import LiveStream
 from relay.streams.registry import IngestRegistry, StreamChange
@@ -73,7 +74,7 @@ class Clock:
 
 def build(store: Store, stream: LiveStream, scripts: dict[str, list[Attempt]], *,
           sleeps: Sleeps | None = None, clock: Callable[[], float] | None = None,
-          context: ssl.SSLContext | None = None, stop_grace: float = 5.0,
+          context: ssl.SSLContext | TargetTls | None = None, stop_grace: float = 5.0,
           ) -> tuple[SimulcastManager, FakePush, list[FakeQueue]]:
     fake = FakePush(scripts)
     queues = [FakeQueue() for _ in stream.simulcast_targets]
@@ -164,6 +165,29 @@ async def test_the_api_resource_shows_the_status_while_live(store: Store) -> Non
     end_session(manager, queues)
     await manager.stop()
     assert await shown() == "idle" and manager.status(target.id) == ("idle", None)
+
+
+async def test_the_servers_context_is_made_for_the_first_rtmps_target_only(
+        store: Store) -> None:
+    # As `relay serve` gives it (relay.app.load_simulcast_tls): made on first use.
+    tls = TargetTls()
+    stream = await stream_with(store, A)  # rtmp://
+    manager, fake, queues = build(store, stream, {A: [broadcast_until_end]}, context=tls)
+    manager.start()
+    await until(lambda: len(fake.calls) == 1, "a push")
+    end_session(manager, queues)
+    await manager.stop()
+    assert fake.calls[0].ssl_context is None and not tls.made
+    stream = await stream_with(store, B)  # rtmps://
+    manager, fake, queues = build(store, stream, {B: [broadcast_until_end]}, context=tls)
+    manager.start()
+    await until(lambda: len(fake.calls) == 1, "a push")
+    end_session(manager, queues)
+    await manager.stop()
+    made = fake.calls[0].ssl_context
+    assert isinstance(made, ssl.SSLContext) and tls.made
+    assert made.verify_mode is ssl.CERT_REQUIRED and made.check_hostname
+    assert await tls.context() is made
 
 
 async def test_normal_errors_back_off_and_recover(store: Store) -> None:
