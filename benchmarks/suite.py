@@ -845,7 +845,7 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
                 f"{result.errors}{' (' + result.first_error + ')' if result.errors else ''}; "
                 f"CPU relay {relay_cpu:.2f}, client {result.client_cpu}")
 
-        reports = asyncio.run(viewer_sim.measure(
+        reports = viewer_sim.run_loop(viewer_sim.measure(
             server.rtmp_address(), key, server.process.http_url, playback_id,
             loadgen.read_flv(media), profile.viewer_steps, warmup=2.0,
             seconds=profile.viewer_seconds, report=report))

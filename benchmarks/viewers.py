@@ -27,9 +27,10 @@ import contextlib
 import statistics
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
 from benchmarks.loadgen import CHUNK_SIZE, MediaClock, Publisher, Tag, read_flv
@@ -120,6 +121,42 @@ def listed_parts(text: str) -> tuple[list[ListedPart], float]:
     return parts, part_target
 
 
+def new_parts(text: str, have: tuple[int, int]) -> list[ListedPart]:
+    """The parts a media playlist lists after part `have` (msn, index), as `listed_parts`
+    numbers them, reading only the segments from `have`'s on: the segment numbers are
+    counted from the end (the open segment's is EXT-X-MEDIA-SEQUENCE, plus any skipped
+    segments, plus the complete segments listed: one EXTINF each)."""
+    msn = _header_int(text, "#EXT-X-MEDIA-SEQUENCE:") + text.count("#EXTINF:")
+    if "#EXT-X-SKIP:" in text:
+        line = text[text.index("#EXT-X-SKIP:"):].split("\n", 1)[0]
+        msn += int(_attribute(line, "SKIPPED-SEGMENTS"))
+    start = len(text)
+    while msn >= have[0]:  # back to the EXTINF of the segment before have's
+        start = text.rfind("#EXTINF:", 0, start)
+        msn -= 1
+        if start < 0:  # have's segment is the first listed (or not listed): read it all
+            return [p for p in listed_parts(text)[0] if (p.msn, p.index) > have]
+    found: list[ListedPart] = []
+    index = 0
+    for line in text[start:].split("\n"):
+        if line.startswith("#EXT-X-PART:"):
+            if (msn, index) > have:
+                found.append(ListedPart(msn, index, _attribute(line, "URI"),
+                                        float(_attribute(line, "DURATION"))))
+            index += 1
+        elif line and not line.startswith("#"):
+            msn += 1  # a complete segment's URI: the next segment begins
+            index = 0
+    return found
+
+
+def _header_int(text: str, tag: str) -> int:
+    at = text.find(tag)
+    if at < 0:
+        return 0  # RFC 8216 4.3.3.2: no EXT-X-MEDIA-SEQUENCE means 0
+    return int(text[at + len(tag):text.index("\n", at)].strip())
+
+
 def first_decode_time(fragment: bytes) -> float:
     """Seconds: the first track's `tfdt` in a CMAF fragment (video, 90 kHz, in Relay's)."""
     at = fragment.find(b"tfdt")
@@ -130,43 +167,202 @@ def first_decode_time(fragment: bytes) -> float:
     return int.from_bytes(fragment[at + 8:at + 12], "big") / 90_000
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection, one request at a time."""
+#: Bytes of a part kept for its `tfdt` (in the first `traf` of the `moof` that begins it:
+#: about 100 bytes in; the rest of the part is counted, not kept).
+PART_HEAD_BYTES = 1024
+#: Bytes of one socket read into each connection's reused buffer (a 6 Mbit/s part at
+#: PART-TARGET 0.3 is about 225 kB: a few reads).
+READ_BUFFER_BYTES = 256 * 1024
+#: Bytes of a response head at most (Relay's are about 200).
+MAX_RESPONSE_HEAD = 8 * 1024
+#: Bytes of a kept response body at most (playlists; a part keeps PART_HEAD_BYTES).
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 host: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.host = host
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    length: int  # the body's Content-Length
+    body: bytes  # the whole body, or its first bytes up to the request's `keep`
+    gzipped: bool
+    received: float  # time.monotonic() when the last byte was read
+
+
+class ResponseReader:
+    """Sans-IO reader of one HTTP/1.1 response framed by Content-Length (Relay's playback
+    server frames every response so, RFC 9112 6.3): `feed` it bytes until `done`; it keeps
+    the body's first `keep` bytes and counts the rest."""
+
+    __slots__ = ("_body", "_head", "_left", "done", "gzipped", "keep", "length", "status")
+
+    def __init__(self, keep: int = MAX_BODY_BYTES) -> None:
+        self.keep = keep
+        self.done = False
+        self.status = 0
+        self.length = -1  # -1: the head is not complete yet
+        self.gzipped = False
+        self._head = bytearray()
+        self._body = bytearray()
+        self._left = 0
+
+    def feed(self, data: memoryview) -> int:
+        """Reads what `data` holds of this response; returns the bytes it used (the rest
+        belongs to whatever follows). Raises ViewerError on a response it cannot frame."""
+        used = 0
+        if self.length < 0:
+            prior = len(self._head)
+            room = MAX_RESPONSE_HEAD + 4 - prior  # a head's bytes at most, with its end
+            self._head += data[:room]
+            end = self._head.find(b"\r\n\r\n", max(0, prior - 3))
+            if end < 0:
+                if len(data) >= room:
+                    raise ViewerError(f"a response head over {MAX_RESPONSE_HEAD} bytes")
+                return len(data)
+            used = end + 4 - prior
+            self._parse_head(bytes(self._head[:end]))
+            self._head = bytearray()
+        take = min(self._left, len(data) - used)
+        room = self.keep - len(self._body)
+        if room > 0:
+            self._body += data[used:used + min(take, room)]
+        self._left -= take
+        used += take
+        if self._left == 0:
+            self.done = True
+        return used
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.lower().split(b"\r\n")
+        status = lines[0].split(b" ", 2)
+        if len(status) < 2 or not status[0].startswith(b"http/1.") or not status[1].isdigit():
+            raise ViewerError(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
+        self.status = int(status[1])
+        length = -1
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name == b"content-length":
+                if not value.strip().isdigit():
+                    raise ViewerError(f"a Content-Length that is no number: {value[:40]!r}")
+                length = int(value)
+            elif name == b"content-encoding":
+                self.gzipped = b"gzip" in value
+            elif name == b"transfer-encoding":
+                raise ViewerError(f"unexpected transfer-encoding {value.strip()[:40]!r}")
+        if length < 0:
+            raise ViewerError("a response without Content-Length")
+        self.length = self._left = length
+
+    def response(self, received: float) -> Response:
+        return Response(self.status, self.length, bytes(self._body), self.gzipped, received)
+
+
+class Connection(asyncio.BufferedProtocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time: the socket is read into
+    one buffer that every connection shares (the loop hands it to `buffer_updated` right
+    after the read, so it is free again before the next connection's read), and a
+    `ResponseReader` takes what it needs from there."""
+
+    #: The shared read buffer (created with the first connection).
+    _buffer: ClassVar[memoryview | None] = None
+
+    def __init__(self, host: str) -> None:
+        self.host = host.encode("ascii")
+        self.transport: asyncio.Transport | None = None
+        self._reader: ResponseReader | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._path = ""
+        self._lost: Exception | None = None
+        if Connection._buffer is None:
+            Connection._buffer = memoryview(bytearray(READ_BUFFER_BYTES))
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, f"{host}:{port}")
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(lambda: cls(f"{host}:{port}"), host, port)
+        return connection
+
+    def fetch(self, path: str, keep: int = MAX_BODY_BYTES,
+              timeout: float = REQUEST_TIMEOUT) -> asyncio.Future[Response]:
+        """GET `path` (with `Accept-Encoding: gzip`, as hls.js in a browser sends it);
+        the response keeps the body's first `keep` bytes. Fails with TimeoutError after
+        `timeout` s, and with ConnectionError when the connection is lost."""
+        if self._lost is not None:
+            raise ConnectionError(f"{path}: the connection is closed ({self._lost})")
+        if self._reader is not None or self.transport is None:
+            raise RuntimeError("one request at a time on a Connection")
+        loop = asyncio.get_running_loop()
+        self._path = path
+        self._reader = ResponseReader(keep)
+        self._waiter = waiter = loop.create_future()
+        self._timer = loop.call_later(timeout, self._expire, timeout)
+        self.transport.write(b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: gzip\r\n\r\n"
+                             % (path.encode("ascii"), self.host))
+        return waiter
 
     async def get(self, path: str) -> bytes:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-                          "Accept-Encoding: gzip\r\n\r\n".encode("ascii"))
-        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        status = int(head[0].split(" ", 2)[1])
-        length = 0
-        gzipped = False
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "content-encoding":
-                gzipped = "gzip" in value
-            elif name == "transfer-encoding":
-                raise ViewerError(f"{path}: unexpected transfer-encoding {value.strip()}")
-        body = await self.reader.readexactly(length)
-        if status != 200:
-            raise ViewerError(f"{path}: HTTP {status}")
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS) if gzipped else body
+        """The body of a 200 response to GET `path`, decompressed; ViewerError otherwise."""
+        response = await self.fetch(path)
+        if response.status != 200:
+            raise ViewerError(f"{path}: HTTP {response.status}")
+        return zlib.decompress(response.body, 16 + zlib.MAX_WBITS) if response.gzipped \
+            else response.body
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the protocol's side ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is no asyncio.Transport subclass, but has its methods
+        self.transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        assert Connection._buffer is not None
+        return Connection._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert Connection._buffer is not None
+        reader = self._reader
+        if reader is None:
+            self._fail(ViewerError(f"{nbytes} bytes received with no request outstanding"))
+            return
+        try:
+            used = reader.feed(Connection._buffer[:nbytes])
+        except ViewerError as exc:
+            self._fail(ViewerError(f"{self._path}: {exc}"))
+            return
+        if not reader.done:
+            return
+        if used != nbytes:  # one request at a time: nothing may follow its response
+            self._fail(ViewerError(f"{self._path}: {nbytes - used} bytes after the response"))
+            return
+        received = time.monotonic()
+        self._reader = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(reader.response(received))
+
+    def eof_received(self) -> bool:
+        return False  # close: a keep-alive server closes only an idle connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc or ConnectionError("closed by the server")
+        self._fail(ConnectionError(f"{self._path}: connection lost ({self._lost})"))
+
+    def _expire(self, timeout: float) -> None:
+        self._fail(TimeoutError(f"{self._path}: no response within {timeout:g} s"))
+
+    def _fail(self, exc: Exception) -> None:
+        self._reader = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
 
 
 async def viewer(connection: Connection, playback_id: str, stats: ViewerStats,
@@ -176,22 +372,32 @@ async def viewer(connection: Connection, playback_id: str, stats: ViewerStats,
     if not parts:
         raise ViewerError("the playlist lists no parts (is the stream latency_mode low?)")
     have = (parts[-1].msn, parts[-1].index)
+    prefix = f"/{playback_id}/"
     while not stop.is_set():
-        text = await asyncio.wait_for(connection.get(
-            f"{playlist}?_HLS_msn={have[0]}&_HLS_part={have[1] + 1}"), REQUEST_TIMEOUT)
+        text = await connection.get(f"{playlist}?_HLS_msn={have[0]}&_HLS_part={have[1] + 1}")
         stats.requests += 1
-        for part in listed_parts(text.decode("ascii"))[0]:
-            if (part.msn, part.index) <= have:
-                continue
-            data = await asyncio.wait_for(connection.get(f"/{playback_id}/{part.uri}"),
-                                          REQUEST_TIMEOUT)
-            received = time.monotonic()
+        for part in new_parts(text.decode("ascii"), have):
+            response = await connection.fetch(prefix + part.uri, keep=PART_HEAD_BYTES)
+            if response.status != 200:
+                raise ViewerError(f"{prefix}{part.uri}: HTTP {response.status}")
+            if response.gzipped:
+                raise ViewerError(f"{prefix}{part.uri}: a part sent with gzip")
             stats.requests += 1
-            stats.bytes_in += len(data)
-            if received >= measure_from and not stop.is_set():
-                due = began + first_decode_time(data) + part.duration
-                stats.delays.append(received - due)
+            stats.bytes_in += response.length
+            if response.received >= measure_from and not stop.is_set():
+                due = began + first_decode_time(response.body) + part.duration
+                stats.delays.append(response.received - due)
             have = (part.msn, part.index)
+
+
+class _Publisher(Publisher):
+    """The load generator's publisher, also on uvloop (whose TCPTransport is no
+    asyncio.Transport subclass, which `Publisher.connection_made` asserts)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.local_port = transport.get_extra_info("sockname")[1]
+        self.transport.write(self.session.initial_bytes())
 
 
 class Feed:
@@ -207,7 +413,7 @@ class Feed:
         session = ClientSession(tc_url=f"rtmp://{host}:{port}/app", stream_key=stream_key,
                                 chunk_size=CHUNK_SIZE)
         loop = asyncio.get_running_loop()
-        _, self.publisher = await loop.create_connection(lambda: Publisher(session), host, port)
+        _, self.publisher = await loop.create_connection(lambda: _Publisher(session), host, port)
         await asyncio.wait_for(self.publisher.published, 30)
         self._task = asyncio.create_task(self._pace(MediaClock(self.tags, session.stream_id)))
 
@@ -335,6 +541,20 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
         first_error=stats.first_error, client_cpu=round(client_cpu, 2))
 
 
+_T = TypeVar("_T")
+
+
+def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
+    """`asyncio.run(main)` on uvloop, the loop Relay runs on (cheaper per read and callback
+    than asyncio's own, which the simulator's 7 requests per viewer-second notice)."""
+    try:
+        import uvloop
+    except ImportError:  # uvloop is Relay's dependency: only a bare checkout lacks it
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def main() -> None:
     import argparse
 
@@ -349,7 +569,7 @@ def main() -> None:
     args = parser.parse_args()
     address, key = args.rtmp_url.removeprefix("rtmp://").rsplit("/", 1)
     host, port = address.split("/")[0].rsplit(":", 1)
-    asyncio.run(measure((host, int(port)), key, args.base_url, args.playback_id,
+    run_loop(measure((host, int(port)), key, args.base_url, args.playback_id,
                         read_flv(args.flv), tuple(int(n) for n in args.viewers.split(",")),
                         warmup=args.warmup, seconds=args.seconds,
                         report=lambda r: print(r, "on time" if r.on_time else "late")))
