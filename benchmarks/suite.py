@@ -843,7 +843,9 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
                 f"{result.p99_ms} ms, max {result.max_ms} ms ({result.parts} parts); "
                 f"{result.requests_per_s} requests/s, {result.mbit_per_s} Mbit/s; errors "
                 f"{result.errors}{' (' + result.first_error + ')' if result.errors else ''}; "
-                f"CPU relay {relay_cpu:.2f}, client {result.client_cpu}")
+                f"CPU relay {relay_cpu:.2f}, client {result.client_cpu} (waited for a CPU "
+                f"{result.client_wait} s/s; publisher's latest tick {result.feed_late_max_ms} "
+                f"ms late)")
 
         reports = viewer_sim.run_loop(viewer_sim.measure(
             server.rtmp_address(), key, server.process.http_url, playback_id,

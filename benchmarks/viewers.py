@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import statistics
+import sys
 import time
 import zlib
 from collections.abc import Callable, Coroutine
@@ -39,6 +41,8 @@ from relay.rtmp.client import ClientSession
 #: Seconds a request may take before the viewer counts it failed (a held request is
 #: answered within 3 x TARGETDURATION by the server, with 503 if the media is late).
 REQUEST_TIMEOUT = 15.0
+#: Viewers that connect from one source address (see `viewer_address`).
+VIEWERS_PER_ADDRESS = 100
 #: Viewers that connect at once while a run starts.
 CONNECT_CONCURRENCY = 100
 #: The publisher writes what fell due this often: finer than a frame, so that each frame
@@ -83,6 +87,10 @@ class ViewerReport:
     errors: int
     first_error: str
     client_cpu: float  # this process's CPU-seconds per second (1.0 = one core)
+    feed_late_max_ms: float | None  # the publisher's latest tick in the window (None: no feed)
+    #: Seconds per second this process was ready to run but waited for a CPU (the kernel's
+    #: schedstat run_delay; None where there is none): other processes on its core.
+    client_wait: float | None
 
     @property
     def on_time(self) -> bool:
@@ -170,9 +178,14 @@ def first_decode_time(fragment: bytes) -> float:
 #: Bytes of a part kept for its `tfdt` (in the first `traf` of the `moof` that begins it:
 #: about 100 bytes in; the rest of the part is counted, not kept).
 PART_HEAD_BYTES = 1024
-#: Bytes of one socket read into each connection's reused buffer (a 6 Mbit/s part at
-#: PART-TARGET 0.3 is about 225 kB: a few reads).
+#: Bytes of one socket read at most (a 6 Mbit/s part at PART-TARGET 0.3 is about 225 kB:
+#: a few reads), into (or, discarding, naming) the buffer every connection shares.
 READ_BUFFER_BYTES = 256 * 1024
+#: Bytes a read copies while a response's head is incomplete (Relay's heads are about 200
+#: bytes: one read takes a head and a playlist's or a part's kept bytes).
+HEAD_READ_BYTES = 4096
+#: Read a part's bytes past PART_HEAD_BYTES with MSG_TRUNC (Linux TCP: received, not copied).
+DISCARD = sys.platform == "linux"
 #: Bytes of a response head at most (Relay's are about 200).
 MAX_RESPONSE_HEAD = 8 * 1024
 #: Bytes of a kept response body at most (playlists; a part keeps PART_HEAD_BYTES).
@@ -252,22 +265,46 @@ class ResponseReader:
             raise ViewerError("a response without Content-Length")
         self.length = self._left = length
 
+    def wanted(self) -> int:
+        """Bytes the next read should copy at most: some of the head, or what is left of
+        the kept body; 0 when the rest of the body (`left`) is only to be counted."""
+        if self.length < 0:
+            return HEAD_READ_BYTES
+        return max(0, min(self._left, self.keep - len(self._body)))
+
+    @property
+    def left(self) -> int:
+        """Body bytes not received yet (once the head is read)."""
+        return self._left
+
+    def skip(self, count: int) -> None:
+        """`count` bytes of the body past the kept ones were received and not copied."""
+        if self.length < 0 or not 0 < count <= self._left:
+            raise ViewerError(f"{count} bytes skipped with {self._left} left of the body")
+        self._left -= count
+        if self._left == 0:
+            self.done = True
+
     def response(self, received: float) -> Response:
         return Response(self.status, self.length, bytes(self._body), self.gzipped, received)
 
 
-class Connection(asyncio.BufferedProtocol):
-    """One keep-alive HTTP/1.1 connection, one request at a time: the socket is read into
-    one buffer that every connection shares (the loop hands it to `buffer_updated` right
-    after the read, so it is free again before the next connection's read), and a
-    `ResponseReader` takes what it needs from there."""
+class Connection:
+    """One keep-alive HTTP/1.1 connection, one request at a time, on a non-blocking socket
+    that the loop watches (`add_reader`). Reads copy only what the `ResponseReader` keeps
+    (the head, a playlist, a part's first bytes) into one buffer that every connection
+    shares (a read is done and handed over within the callback); the rest of a part is
+    received with MSG_TRUNC, which on Linux TCP takes the bytes off the socket without
+    copying them to user space (tcp(7)): the server sends, and the client's kernel receives
+    and acknowledges, every byte as before, at none of the copy's cost to this process."""
 
-    #: The shared read buffer (created with the first connection).
+    #: The shared buffer reads copy into, and the one that MSG_TRUNC reads name (unwritten).
     _buffer: ClassVar[memoryview | None] = None
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, sock: socket.socket, host: str) -> None:
+        self.sock = sock
         self.host = host.encode("ascii")
-        self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
         self._reader: ResponseReader | None = None
         self._waiter: asyncio.Future[Response] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -275,12 +312,22 @@ class Connection(asyncio.BufferedProtocol):
         self._lost: Exception | None = None
         if Connection._buffer is None:
             Connection._buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+        self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(lambda: cls(f"{host}:{port}"), host, port)
-        return connection
+    async def open(cls, host: str, port: int, source: str | None = None) -> Connection:
+        """A connection to `host`:`port` (IPv4), from the address `source` if given."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if source is not None:
+                sock.bind((source, 0))
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, f"{host}:{port}")
 
     def fetch(self, path: str, keep: int = MAX_BODY_BYTES,
               timeout: float = REQUEST_TIMEOUT) -> asyncio.Future[Response]:
@@ -289,15 +336,22 @@ class Connection(asyncio.BufferedProtocol):
         `timeout` s, and with ConnectionError when the connection is lost."""
         if self._lost is not None:
             raise ConnectionError(f"{path}: the connection is closed ({self._lost})")
-        if self._reader is not None or self.transport is None:
+        if self._reader is not None:
             raise RuntimeError("one request at a time on a Connection")
-        loop = asyncio.get_running_loop()
+        request = b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: gzip\r\n\r\n" % (
+            path.encode("ascii"), self.host)
         self._path = path
         self._reader = ResponseReader(keep)
-        self._waiter = waiter = loop.create_future()
-        self._timer = loop.call_later(timeout, self._expire, timeout)
-        self.transport.write(b"GET %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: gzip\r\n\r\n"
-                             % (path.encode("ascii"), self.host))
+        self._waiter = waiter = self._loop.create_future()
+        self._timer = self._loop.call_later(timeout, self._expire, timeout)
+        try:
+            # One request at a time, so the socket's send buffer is empty: it takes all.
+            sent = self.sock.send(request)
+        except OSError as exc:
+            self._fail(ConnectionError(f"{path}: {exc}"))
+            return waiter
+        if sent != len(request):
+            self._fail(ConnectionError(f"{path}: the socket took {sent} of {len(request)} bytes"))
         return waiter
 
     async def get(self, path: str) -> bytes:
@@ -309,51 +363,52 @@ class Connection(asyncio.BufferedProtocol):
             else response.body
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self._lost is None:
+            self._lost = ConnectionError("closed by this client")
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        self._fail(ConnectionError(f"{self._path}: the connection was closed"))
 
-    # -- the protocol's side ---------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport is no asyncio.Transport subclass, but has its methods
-        self.transport = cast(asyncio.Transport, transport)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        assert Connection._buffer is not None
-        return Connection._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert Connection._buffer is not None
+    def _readable(self) -> None:
+        buffer = Connection._buffer
+        assert buffer is not None
         reader = self._reader
-        if reader is None:
-            self._fail(ViewerError(f"{nbytes} bytes received with no request outstanding"))
-            return
         try:
-            used = reader.feed(Connection._buffer[:nbytes])
-        except ViewerError as exc:
-            self._fail(ViewerError(f"{self._path}: {exc}"))
+            if reader is None:
+                count = self.sock.recv_into(buffer, len(buffer))
+                if count:
+                    raise ViewerError(f"{count} bytes received with no request outstanding")
+            elif (wanted := reader.wanted()) or not DISCARD:
+                count = self.sock.recv_into(buffer, wanted or len(buffer))
+                if count and reader.feed(buffer[:count]) != count:
+                    # one request at a time: nothing may follow its response
+                    raise ViewerError(f"{count} bytes and more than the response")
+            else:
+                count = self.sock.recv_into(buffer, min(reader.left, len(buffer)),
+                                            socket.MSG_TRUNC)
+                if count:
+                    reader.skip(count)
+        except (BlockingIOError, InterruptedError):
             return
-        if not reader.done:
+        except (OSError, ViewerError) as exc:
+            self._fail(exc if isinstance(exc, ViewerError)
+                       else ConnectionError(f"{self._path}: {exc}"))
+            self.close()
             return
-        if used != nbytes:  # one request at a time: nothing may follow its response
-            self._fail(ViewerError(f"{self._path}: {nbytes - used} bytes after the response"))
-            return
-        received = time.monotonic()
-        self._reader = None
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(reader.response(received))
-
-    def eof_received(self) -> bool:
-        return False  # close: a keep-alive server closes only an idle connection
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = exc or ConnectionError("closed by the server")
-        self._fail(ConnectionError(f"{self._path}: connection lost ({self._lost})"))
+        if count == 0:
+            self._fail(ConnectionError(f"{self._path}: the server closed the connection"))
+            self.close()
+        elif reader is not None and reader.done:
+            received = time.monotonic()
+            self._reader = None
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(reader.response(received))
 
     def _expire(self, timeout: float) -> None:
         self._fail(TimeoutError(f"{self._path}: no response within {timeout:g} s"))
+        self.close()
 
     def _fail(self, exc: Exception) -> None:
         self._reader = None
@@ -361,8 +416,6 @@ class Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
-        if self.transport is not None:
-            self.transport.abort()
 
 
 async def viewer(connection: Connection, playback_id: str, stats: ViewerStats,
@@ -406,6 +459,9 @@ class Feed:
     def __init__(self, tags: list[Tag]) -> None:
         self.tags = tags
         self.began = 0.0  # time.monotonic() at media time 0
+        #: Seconds: the latest a tick has run behind its time (since it was last set to 0):
+        #: media that leaves late is late for every viewer, whoever made it late.
+        self.late_max = 0.0
         self.publisher: Publisher | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -421,7 +477,9 @@ class Feed:
         assert self.publisher is not None and self.publisher.transport is not None
         self.began = next_tick = time.monotonic()
         while not self.publisher.closed:
-            self.publisher.transport.write(media.due((time.monotonic() - self.began) * 1000))
+            now = time.monotonic()
+            self.late_max = max(self.late_max, now - next_tick)
+            self.publisher.transport.write(media.due((now - self.began) * 1000))
             next_tick += TICK
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
         raise ViewerError("the server closed the publisher's connection")
@@ -474,7 +532,7 @@ async def measure(rtmp: tuple[str, int], stream_key: str, base_url: str, playbac
         await wait_playlist(address.hostname or "127.0.0.1", address.port or 80, playback_id)
         for count in steps:
             result = await run(base_url, playback_id, count, feed.began, warmup=warmup,
-                               seconds=seconds)
+                               seconds=seconds, feed=feed)
             feed.check()
             reports.append(result)
             report(result)
@@ -485,19 +543,31 @@ async def measure(rtmp: tuple[str, int], stream_key: str, base_url: str, playbac
     return reports
 
 
+def viewer_address(host: str, number: int) -> str | None:
+    """The source address of viewer `number` (from 0): viewers of a server on 127.0.0.0/8
+    come from VIEWERS_PER_ADDRESS-sized groups of that network's addresses, as viewers
+    come from many addresses (Relay allows 1,000 connections per address by default:
+    `--http-max-connections-per-ip`); None (the system's choice) for any other server."""
+    if not host.startswith("127."):
+        return None
+    group = number // VIEWERS_PER_ADDRESS
+    return f"127.0.{1 + group // 250}.{1 + group % 250}"
+
+
 async def run(base_url: str, playback_id: str, count: int, began: float, *, warmup: float,
-              seconds: float) -> ViewerReport:
+              seconds: float, feed: Feed | None = None) -> ViewerReport:
     """`count` viewers of `playback_id` for `warmup` + `seconds`; delays from the window.
-    `began` is the publisher's time.monotonic() at media time 0."""
+    `began` is the publisher's time.monotonic() at media time 0; `feed`, when given, is the
+    publisher, whose worst tick over the window is reported."""
     address = urlsplit(base_url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def connect() -> Connection:
+    async def connect(number: int) -> Connection:
         async with gate:
-            return await Connection.open(host, port)
+            return await Connection.open(host, port, viewer_address(host, number))
 
-    connections = await asyncio.gather(*(connect() for _ in range(count)))
+    connections = await asyncio.gather(*(connect(n) for n in range(count)))
     stats = ViewerStats()
     stop = asyncio.Event()
     measure_from = time.monotonic() + warmup
@@ -513,11 +583,16 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
 
     tasks = [asyncio.create_task(watch(c)) for c in connections]
     await asyncio.sleep(warmup)
-    cpu, window_began = time.process_time(), time.monotonic()
+    cpu, window_began, waited = time.process_time(), time.monotonic(), run_delay()
+    if feed is not None:
+        feed.late_max = 0.0
     requests, received = stats.requests, stats.bytes_in
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - window_began
     client_cpu = (time.process_time() - cpu) / elapsed
+    waited_now = run_delay()
+    client_wait = (None if waited is None or waited_now is None
+                   else round((waited_now - waited) / elapsed, 3))
     requests, received = stats.requests - requests, stats.bytes_in - received
     stop.set()
     for task in tasks:
@@ -538,7 +613,17 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
         max_ms=ms(delays[-1]) if delays else None,
         part_target_ms=ms(stats.part_target), requests_per_s=round(requests / elapsed, 1),
         mbit_per_s=round(received * 8 / elapsed / 1e6, 1), errors=stats.errors,
-        first_error=stats.first_error, client_cpu=round(client_cpu, 2))
+        first_error=stats.first_error, client_cpu=round(client_cpu, 2),
+        feed_late_max_ms=ms(feed.late_max) if feed is not None else None,
+        client_wait=client_wait)
+
+
+def run_delay() -> float | None:
+    """Seconds this process has waited on a run queue (Linux /proc/self/schedstat)."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 _T = TypeVar("_T")
