@@ -849,7 +849,7 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
 
         reports = viewer_sim.run_loop(viewer_sim.measure(
             server.rtmp_address(), key, server.process.http_url, playback_id,
-            loadgen.read_flv(media), profile.viewer_steps, warmup=2.0,
+            media, profile.viewer_steps, warmup=2.0,
             seconds=profile.viewer_seconds, report=report))
     except (OSError, viewer_sim.ViewerError, TimeoutError) as exc:
         problem = f"{type(exc).__name__}: {exc}"

@@ -17,13 +17,28 @@ before the frame after it arrives, so on an idle server the delay is about one f
 publisher's tick and the HTTP round trips. Each step runs its viewers for a warm-up, then
 keeps their delays for the measured window; it passes when the p99 delay stays under
 PART-TARGET and no request failed. Steps go up until one fails. The client's own CPU use
-is reported, so that a run limited by this process rather than the server shows as such.
+is reported, so that a run limited by this process rather than the server shows as such,
+with the time it waited for its core (other processes) and the publisher's latest tick (a
+tick that runs late makes every part late, whoever delayed it).
+
+Cost: the simulator has to stay cheap beside the server it measures (1,000 viewers make
+about 7,000 requests and receive about 750 MB a second). So it runs on uvloop; each
+connection is a non-blocking socket the loop watches, and a sans-IO `ResponseReader`
+frames responses by Content-Length (as Relay's playback server sends every one). A read
+copies only what is kept, into one buffer all connections share: a response's head, a
+playlist, and a part's first PART_HEAD_BYTES (its `tfdt`); the rest of a part is taken
+off the socket with MSG_TRUNC (Linux), so the server sends and this host's TCP receives
+and acknowledges every byte, without the copy into this process. A reload is parsed only
+from the segment of the viewer's newest part on (`new_parts`). Playlists still come with
+gzip, as browsers ask for it on hls.js's behalf: Relay encodes each playlist revision once
+for all viewers either way, and the inflate costs about 5 us a reload here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import statistics
 import sys
@@ -488,6 +503,11 @@ class Feed:
         if self._task is not None and self._task.done():
             self._task.result()
 
+    async def sample(self) -> FeedSample:
+        """The latest tick since the last sample (then forgotten); CPU is this process's."""
+        late, self.late_max = self.late_max, 0.0
+        return FeedSample(late, 0.0, 0.0)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -495,6 +515,102 @@ class Feed:
                 await self._task
         if self.publisher is not None and self.publisher.transport is not None:
             self.publisher.transport.abort()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSample:
+    late_max: float  # seconds: the publisher's latest tick since the previous sample
+    cpu: float  # the publisher process's CPU-seconds so far (0: it is this process)
+    waited: float  # seconds it has waited for a CPU so far (0: it is this process)
+
+
+#: The checkout this module is in (the publisher's process imports it from there).
+_CHECKOUT = Path(__file__).resolve().parents[1]
+#: Seconds the publisher's process may take to publish, and to answer or stop.
+FEED_PROCESS_WAIT = 30.0
+
+
+class FeedProcess:
+    """The paced publisher (`Feed`) in a process of its own on the same core, so that its
+    ticks do not wait behind the viewers' callbacks (a part's media leaving late would be
+    late for every viewer, and counted against the server): the kernel wakes a sleeping
+    process as its timer fires. Asked over a pipe, it tells its latest tick and its CPU,
+    which the report adds to this process's."""
+
+    def __init__(self, clip: Path) -> None:
+        self.clip = clip
+        self.began = 0.0
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self, host: str, port: int, stream_key: str) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(_CHECKOUT), os.environ.get("PYTHONPATH")]))}
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from benchmarks.viewers import publisher_main; "
+            "publisher_main()", host, str(port), stream_key, str(self.clip),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+        words = await self._answer()
+        if words[:1] != ["began"]:
+            raise ViewerError(f"the publisher's process said {' '.join(words)[:200]!r}")
+        self.began = float(words[1])
+
+    async def _answer(self) -> list[str]:
+        assert self._process is not None and self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), FEED_PROCESS_WAIT)
+        if not line:
+            raise ViewerError(f"the publisher's process ended ({await self._process.wait()}; "
+                              "its error is above)")
+        return line.decode("ascii", "replace").split()
+
+    def check(self) -> None:
+        if self._process is not None and self._process.returncode is not None:
+            raise ViewerError(f"the publisher's process ended ({self._process.returncode})")
+
+    async def sample(self) -> FeedSample:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(b"sample\n")
+        words = await self._answer()
+        if len(words) != 3:
+            raise ViewerError(f"the publisher's process said {' '.join(words)[:200]!r}")
+        return FeedSample(*map(float, words))
+
+    async def stop(self) -> None:
+        if self._process is None or self._process.returncode is not None:
+            return
+        assert self._process.stdin is not None
+        self._process.stdin.close()  # its end: it stops publishing and exits
+        try:
+            await asyncio.wait_for(self._process.wait(), FEED_PROCESS_WAIT)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+
+
+def publisher_main() -> None:
+    """The publisher's process (`FeedProcess`): argv HOST PORT STREAM_KEY CLIP. Prints
+    "began T" (time.monotonic() at media time 0) once publishing, then for each line on
+    stdin "LATE_MAX CPU WAITED" (see FeedSample); stops when stdin closes."""
+    host, port, key, clip = sys.argv[1:5]
+
+    async def publish() -> None:
+        feed = Feed(read_flv(Path(clip)))
+        await feed.start(host, int(port), key)
+        await asyncio.sleep(0)  # the pacing task's first tick sets `began`
+        assert feed.began, "the publisher has not ticked"
+        print("began", repr(feed.began), flush=True)
+        loop = asyncio.get_running_loop()
+        commands = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+        try:
+            while await commands.readline():
+                feed.check()
+                late, feed.late_max = feed.late_max, 0.0
+                print(repr(late), repr(time.process_time()), repr(run_delay() or 0.0),
+                      flush=True)
+        finally:
+            await feed.stop()
+
+    run_loop(publish())
 
 
 #: Seconds the first segment may take to appear.
@@ -520,11 +636,12 @@ async def wait_playlist(host: str, port: int, playback_id: str) -> None:
 
 
 async def measure(rtmp: tuple[str, int], stream_key: str, base_url: str, playback_id: str,
-                  tags: list[Tag], steps: tuple[int, ...], *, warmup: float, seconds: float,
+                  clip: Path, steps: tuple[int, ...], *, warmup: float, seconds: float,
                   report: Callable[[ViewerReport], None] = lambda _: None,
-                  ) -> list[ViewerReport]:
-    """Publish `tags` to `stream_key` and run the viewer steps until one is late."""
-    feed = Feed(tags)
+                  publisher_process: bool = True) -> list[ViewerReport]:
+    """Publish `clip` to `stream_key` (from a process of its own, or from this one) and run
+    the viewer steps until one is late."""
+    feed: Feed | FeedProcess = FeedProcess(clip) if publisher_process else Feed(read_flv(clip))
     await feed.start(*rtmp, stream_key)
     reports: list[ViewerReport] = []
     try:
@@ -555,10 +672,11 @@ def viewer_address(host: str, number: int) -> str | None:
 
 
 async def run(base_url: str, playback_id: str, count: int, began: float, *, warmup: float,
-              seconds: float, feed: Feed | None = None) -> ViewerReport:
+              seconds: float, feed: Feed | FeedProcess | None = None) -> ViewerReport:
     """`count` viewers of `playback_id` for `warmup` + `seconds`; delays from the window.
     `began` is the publisher's time.monotonic() at media time 0; `feed`, when given, is the
-    publisher, whose worst tick over the window is reported."""
+    publisher, whose worst tick over the window is reported (and its CPU and wait counted
+    with this process's when it runs apart)."""
     address = urlsplit(base_url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -583,16 +701,16 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
 
     tasks = [asyncio.create_task(watch(c)) for c in connections]
     await asyncio.sleep(warmup)
+    first = await feed.sample() if feed is not None else FeedSample(0.0, 0.0, 0.0)
     cpu, window_began, waited = time.process_time(), time.monotonic(), run_delay()
-    if feed is not None:
-        feed.late_max = 0.0
     requests, received = stats.requests, stats.bytes_in
     await asyncio.sleep(seconds)
+    last = await feed.sample() if feed is not None else FeedSample(0.0, 0.0, 0.0)
     elapsed = time.monotonic() - window_began
-    client_cpu = (time.process_time() - cpu) / elapsed
+    client_cpu = (time.process_time() - cpu + last.cpu - first.cpu) / elapsed
     waited_now = run_delay()
     client_wait = (None if waited is None or waited_now is None
-                   else round((waited_now - waited) / elapsed, 3))
+                   else round((waited_now - waited + last.waited - first.waited) / elapsed, 3))
     requests, received = stats.requests - requests, stats.bytes_in - received
     stop.set()
     for task in tasks:
@@ -614,7 +732,7 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
         part_target_ms=ms(stats.part_target), requests_per_s=round(requests / elapsed, 1),
         mbit_per_s=round(received * 8 / elapsed / 1e6, 1), errors=stats.errors,
         first_error=stats.first_error, client_cpu=round(client_cpu, 2),
-        feed_late_max_ms=ms(feed.late_max) if feed is not None else None,
+        feed_late_max_ms=ms(last.late_max) if feed is not None else None,
         client_wait=client_wait)
 
 
@@ -651,13 +769,16 @@ def main() -> None:
     parser.add_argument("--viewers", default="25,50,100", help="steps, comma-separated")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--publisher-in-process", action="store_true",
+                        help="publish from the viewers' process (default: a process apart)")
     args = parser.parse_args()
     address, key = args.rtmp_url.removeprefix("rtmp://").rsplit("/", 1)
     host, port = address.split("/")[0].rsplit(":", 1)
     run_loop(measure((host, int(port)), key, args.base_url, args.playback_id,
-                        read_flv(args.flv), tuple(int(n) for n in args.viewers.split(",")),
-                        warmup=args.warmup, seconds=args.seconds,
-                        report=lambda r: print(r, "on time" if r.on_time else "late")))
+                     args.flv, tuple(int(n) for n in args.viewers.split(",")),
+                     warmup=args.warmup, seconds=args.seconds,
+                     report=lambda r: print(r, "on time" if r.on_time else "late"),
+                     publisher_process=not args.publisher_in_process))
 
 
 if __name__ == "__main__":
