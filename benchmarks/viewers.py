@@ -103,8 +103,9 @@ class ViewerReport:
     first_error: str
     client_cpu: float  # this process's CPU-seconds per second (1.0 = one core)
     feed_late_max_ms: float | None  # the publisher's latest tick in the window (None: no feed)
-    #: Seconds per second this process was ready to run but waited for a CPU (the kernel's
-    #: schedstat run_delay; None where there is none): other processes on its core.
+    #: Seconds per second the viewers' process was ready to run but waited for a CPU (the
+    #: kernel's schedstat run_delay; None where there is none): other processes on its core
+    #: (the publisher's process among them: a tick it waits for shows in feed_late_max_ms).
     client_wait: float | None
 
     @property
@@ -506,7 +507,7 @@ class Feed:
     async def sample(self) -> FeedSample:
         """The latest tick since the last sample (then forgotten); CPU is this process's."""
         late, self.late_max = self.late_max, 0.0
-        return FeedSample(late, 0.0, 0.0)
+        return FeedSample(late, 0.0)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -521,7 +522,6 @@ class Feed:
 class FeedSample:
     late_max: float  # seconds: the publisher's latest tick since the previous sample
     cpu: float  # the publisher process's CPU-seconds so far (0: it is this process)
-    waited: float  # seconds it has waited for a CPU so far (0: it is this process)
 
 
 #: The checkout this module is in (the publisher's process imports it from there).
@@ -535,7 +535,7 @@ class FeedProcess:
     ticks do not wait behind the viewers' callbacks (a part's media leaving late would be
     late for every viewer, and counted against the server): the kernel wakes a sleeping
     process as its timer fires. Asked over a pipe, it tells its latest tick and its CPU,
-    which the report adds to this process's."""
+    which the report adds to this process's (its wait for the core shows in its ticks)."""
 
     def __init__(self, clip: Path) -> None:
         self.clip = clip
@@ -570,7 +570,7 @@ class FeedProcess:
         assert self._process is not None and self._process.stdin is not None
         self._process.stdin.write(b"sample\n")
         words = await self._answer()
-        if len(words) != 3:
+        if len(words) != 2:
             raise ViewerError(f"the publisher's process said {' '.join(words)[:200]!r}")
         return FeedSample(*map(float, words))
 
@@ -589,7 +589,7 @@ class FeedProcess:
 def publisher_main() -> None:
     """The publisher's process (`FeedProcess`): argv HOST PORT STREAM_KEY CLIP. Prints
     "began T" (time.monotonic() at media time 0) once publishing, then for each line on
-    stdin "LATE_MAX CPU WAITED" (see FeedSample); stops when stdin closes."""
+    stdin "LATE_MAX CPU" (see FeedSample); stops when stdin closes."""
     host, port, key, clip = sys.argv[1:5]
 
     async def publish() -> None:
@@ -605,8 +605,7 @@ def publisher_main() -> None:
             while await commands.readline():
                 feed.check()
                 late, feed.late_max = feed.late_max, 0.0
-                print(repr(late), repr(time.process_time()), repr(run_delay() or 0.0),
-                      flush=True)
+                print(repr(late), repr(time.process_time()), flush=True)
         finally:
             await feed.stop()
 
@@ -675,8 +674,8 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
               seconds: float, feed: Feed | FeedProcess | None = None) -> ViewerReport:
     """`count` viewers of `playback_id` for `warmup` + `seconds`; delays from the window.
     `began` is the publisher's time.monotonic() at media time 0; `feed`, when given, is the
-    publisher, whose worst tick over the window is reported (and its CPU and wait counted
-    with this process's when it runs apart)."""
+    publisher, whose worst tick over the window is reported (and its CPU counted with this
+    process's when it runs apart)."""
     address = urlsplit(base_url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -701,16 +700,16 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
 
     tasks = [asyncio.create_task(watch(c)) for c in connections]
     await asyncio.sleep(warmup)
-    first = await feed.sample() if feed is not None else FeedSample(0.0, 0.0, 0.0)
+    first = await feed.sample() if feed is not None else FeedSample(0.0, 0.0)
     cpu, window_began, waited = time.process_time(), time.monotonic(), run_delay()
     requests, received = stats.requests, stats.bytes_in
     await asyncio.sleep(seconds)
-    last = await feed.sample() if feed is not None else FeedSample(0.0, 0.0, 0.0)
+    last = await feed.sample() if feed is not None else FeedSample(0.0, 0.0)
     elapsed = time.monotonic() - window_began
     client_cpu = (time.process_time() - cpu + last.cpu - first.cpu) / elapsed
     waited_now = run_delay()
     client_wait = (None if waited is None or waited_now is None
-                   else round((waited_now - waited + last.waited - first.waited) / elapsed, 3))
+                   else round((waited_now - waited) / elapsed, 3))
     requests, received = stats.requests - requests, stats.bytes_in - received
     stop.set()
     for task in tasks:
