@@ -325,7 +325,8 @@ class Connection:
         self._waiter: asyncio.Future[Response] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._path = ""
-        self._lost: Exception | None = None
+        self._lost: Exception | None = None  # why the connection ended
+        self._closed = False
         if Connection._buffer is None:
             Connection._buffer = memoryview(bytearray(READ_BUFFER_BYTES))
         self._loop.add_reader(sock.fileno(), self._readable)
@@ -379,11 +380,18 @@ class Connection:
             else response.body
 
     def close(self) -> None:
-        if self._lost is None:
-            self._lost = ConnectionError("closed by this client")
+        if not self._closed:
+            self._closed = True
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
+        self._lost = self._lost or ConnectionError("closed by this client")
         self._fail(ConnectionError(f"{self._path}: the connection was closed"))
+
+    def _end(self, exc: Exception) -> None:
+        """The request in flight fails with `exc`, and the connection ends (for `exc`)."""
+        self._fail(exc)
+        self._lost = self._lost or exc
+        self.close()
 
     def _readable(self) -> None:
         buffer = Connection._buffer
@@ -407,13 +415,11 @@ class Connection:
         except (BlockingIOError, InterruptedError):
             return
         except (OSError, ViewerError) as exc:
-            self._fail(exc if isinstance(exc, ViewerError)
-                       else ConnectionError(f"{self._path}: {exc}"))
-            self.close()
+            self._end(exc if isinstance(exc, ViewerError)
+                      else ConnectionError(f"{self._path}: {exc}"))
             return
         if count == 0:
-            self._fail(ConnectionError(f"{self._path}: the server closed the connection"))
-            self.close()
+            self._end(ConnectionError(f"{self._path}: the server closed the connection"))
         elif reader is not None and reader.done:
             received = time.monotonic()
             self._reader = None
@@ -423,8 +429,7 @@ class Connection:
                 self._waiter.set_result(reader.response(received))
 
     def _expire(self, timeout: float) -> None:
-        self._fail(TimeoutError(f"{self._path}: no response within {timeout:g} s"))
-        self.close()
+        self._end(TimeoutError(f"{self._path}: no response within {timeout:g} s"))
 
     def _fail(self, exc: Exception) -> None:
         self._reader = None

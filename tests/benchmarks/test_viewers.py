@@ -238,3 +238,40 @@ def test_new_parts_on_rendered_playlists(skip: bool) -> None:
     parts, _ = listed_parts(text)
     for have in every_have(parts):
         assert new_parts(text, have) == [p for p in parts if (p.msn, p.index) > have], have
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_fails_its_request_when_the_server_closes_or_stays_silent(
+        loop: str) -> None:
+    (asyncio.run if loop == "asyncio" else run_loop)(closed_and_silent())
+
+
+async def closed_and_silent() -> None:
+    part = (VECTORS / "part.http").read_bytes()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /cut "):  # half the part, then the connection ends
+            writer.write(part[:len(part) // 2])
+            await writer.drain()
+        else:  # silent until the client goes
+            await reader.read()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cut = await Connection.open("127.0.0.1", port)
+        with pytest.raises(ConnectionError, match="/cut: the server closed the connection"):
+            await cut.fetch("/cut", keep=PART_HEAD_BYTES)
+        with pytest.raises(ConnectionError, match="the server closed the connection"):
+            await cut.fetch("/again")  # the next request names why the connection ended
+        silent = await Connection.open("127.0.0.1", port)
+        with pytest.raises(TimeoutError, match=r"/silent: no response within 0\.2 s"):
+            await silent.fetch("/silent", timeout=0.2)
+        cut.close()
+        silent.close()
+    finally:
+        server.close()
+        await server.wait_closed()
