@@ -841,7 +841,8 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
             if not part_files:  # between steps: the feed's pacing has the warm-up to recover
                 part_files.extend(_save_parts(http_url, playback_id, work / "viewer-parts"))
             log(f"  viewers {result.viewers}: part delivery p50 {result.p50_ms} ms, p99 "
-                f"{result.p99_ms} ms, max {result.max_ms} ms ({result.parts} parts); "
+                f"{result.p99_ms} ms (segments' first parts {result.p99_first_part_ms} ms), "
+                f"max {result.max_ms} ms ({result.parts} parts); "
                 f"{result.requests_per_s} requests/s, {result.mbit_per_s} Mbit/s; errors "
                 f"{result.errors}{' (' + result.first_error + ')' if result.errors else ''}; "
                 f"CPU relay {relay_cpu:.2f} (its main thread waited for a CPU "

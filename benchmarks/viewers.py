@@ -81,6 +81,9 @@ class ListedPart:
 @dataclass(slots=True)
 class ViewerStats:
     delays: list[float] = field(default_factory=list)  # seconds, in the measured window
+    #: The delays of segments' first parts (those with the keyframe: the largest), also in
+    #: `delays`.
+    first_part_delays: list[float] = field(default_factory=list)
     requests: int = 0
     errors: int = 0
     bytes_in: int = 0
@@ -95,6 +98,7 @@ class ViewerReport:
     parts: int  # part deliveries measured
     p50_ms: float | None
     p99_ms: float | None
+    p99_first_part_ms: float | None  # segments' first parts only (the keyframe's: the largest)
     max_ms: float | None
     part_target_ms: float
     requests_per_s: float
@@ -461,6 +465,8 @@ async def viewer(connection: Connection, playback_id: str, stats: ViewerStats,
             if response.received >= measure_from and not stop.is_set():
                 due = began + first_decode_time(response.body) + part.duration
                 stats.delays.append(response.received - due)
+                if part.index == 0:
+                    stats.first_part_delays.append(response.received - due)
             have = (part.msn, part.index)
 
 
@@ -724,6 +730,7 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
     for connection in connections:
         connection.close()
     delays = sorted(stats.delays)
+    first_parts = sorted(stats.first_part_delays)
 
     def ms(value: float) -> float:
         return round(value * 1000, 1)
@@ -732,6 +739,8 @@ async def run(base_url: str, playback_id: str, count: int, began: float, *, warm
         viewers=count, seconds=round(elapsed, 1), parts=len(delays),
         p50_ms=ms(statistics.median(delays)) if delays else None,
         p99_ms=ms(delays[min(len(delays) - 1, int(len(delays) * 0.99))]) if delays else None,
+        p99_first_part_ms=(ms(first_parts[min(len(first_parts) - 1, int(len(first_parts) * 0.99))])
+                           if first_parts else None),
         max_ms=ms(delays[-1]) if delays else None,
         part_target_ms=ms(stats.part_target), requests_per_s=round(requests / elapsed, 1),
         mbit_per_s=round(received * 8 / elapsed / 1e6, 1), errors=stats.errors,
