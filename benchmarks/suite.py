@@ -858,26 +858,31 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
         key = server.stream_keys(1)[0]
         assert server.process is not None
         playback_id = server.streams[0]["playback_ids"][0]["id"]
-        cpu = [cpu_seconds(server.pid), time.monotonic()]
+        cpu = [cpu_seconds(server.pid), time.monotonic(), _run_delay(server.pid)]
         http_url = server.process.http_url
 
         def report(result: viewer_sim.ViewerReport) -> None:
-            used, now = cpu_seconds(server.pid), time.monotonic()
+            used, now, waited = cpu_seconds(server.pid), time.monotonic(), _run_delay(server.pid)
             relay_cpu = (used - cpu[0]) / (now - cpu[1])
-            cpu[:] = [used, now]
+            relay_wait = (waited - cpu[2]) / (now - cpu[1])
+            cpu[:] = [used, now, waited]
             relay_rate[result.viewers] = (result.requests_per_s / relay_cpu
                                           if relay_cpu > 0 else None)
             if not part_files:  # between steps: the feed's pacing has the warm-up to recover
                 part_files.extend(_save_parts(http_url, playback_id, work / "viewer-parts"))
             log(f"  viewers {result.viewers}: part delivery p50 {result.p50_ms} ms, p99 "
-                f"{result.p99_ms} ms, max {result.max_ms} ms ({result.parts} parts); "
+                f"{result.p99_ms} ms (segments' first parts {result.p99_first_part_ms} ms), "
+                f"max {result.max_ms} ms ({result.parts} parts); "
                 f"{result.requests_per_s} requests/s, {result.mbit_per_s} Mbit/s; errors "
                 f"{result.errors}{' (' + result.first_error + ')' if result.errors else ''}; "
-                f"CPU relay {relay_cpu:.2f}, client {result.client_cpu}")
+                f"CPU relay {relay_cpu:.2f} (its main thread waited for a CPU "
+                f"{relay_wait:.3f} s/s), client {result.client_cpu} (waited for a CPU "
+                f"{result.client_wait} s/s; publisher's latest tick {result.feed_late_max_ms} "
+                f"ms late)")
 
-        reports = asyncio.run(viewer_sim.measure(
+        reports = viewer_sim.run_loop(viewer_sim.measure(
             server.rtmp_address(), key, server.process.http_url, playback_id,
-            loadgen.read_flv(media), profile.viewer_steps, warmup=2.0,
+            media, profile.viewer_steps, warmup=2.0,
             seconds=profile.viewer_seconds, report=report))
     except (OSError, viewer_sim.ViewerError, TimeoutError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
@@ -907,6 +912,15 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
             profile, work, best, None if best is None else relay_rate.get(best), part_files,
             log))
     return rows
+
+
+def _run_delay(pid: int) -> float:
+    """Seconds the main thread of `pid` has waited on a run queue (/proc/PID/schedstat): a
+    step whose relay or client waited long shared its core with other processes."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 #: Parts fetched from the relay during the viewers scenario for nginx to serve as files.
