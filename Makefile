@@ -75,7 +75,7 @@ PYRTMP_VENV := $(STAMPS)/pyrtmp-venv
 help:
 	@echo "make run    - install Relay into $(VENV) and run 'relay serve' (data in ./relay-data)"
 	@echo "make test   - install everything the tests need, then ruff, mypy --strict and pytest"
-	@echo "make bench  - install the benchmark peers, run the full suite (about 40 minutes)"
+	@echo "make bench  - install the benchmark peers, run the full suite (about 45 minutes)"
 	@echo "make bench-quick - the same, a few minutes"
 	@echo "make soak   - the 30-minute hostile-peer soak (SECURITY.md); make test runs 90 s of it"
 	@echo "make fuzz   - every fuzz harness, 10^7 executions or an hour each (up to ~12 hours)"

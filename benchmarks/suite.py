@@ -707,10 +707,10 @@ def latency(profile: Profile, work: Path, log: Callable[[str], None]) -> list[Ro
     rows.append(Row(
         "latency", f"relay CPU per stream during hls.js, PART-TARGET {low:g} s "
         f"(against {default:g} s)", "CPU-s / stream-s", lowered,
-        note=f"{ratio}at {default:g} s: {base}; utime + stime of the relay's pid over the "
-             f"hls.js sampling window, one 320x240 stream (ffmpeg) and one player, with "
-             f"Chromium and the encoder on the same two cores (not judged: see the pinned "
-             f"row); {each}"))
+        note=f"{ratio}at {default:g} s: {'-' if base is None else f'{base:.5f}'}; "
+             f"utime + stime of the relay's pid over the hls.js sampling window, one "
+             f"320x240 stream (ffmpeg) and one player, with Chromium and the encoder on the "
+             f"same two cores (not judged: see the pinned row); {each}"))
     return rows
 
 
