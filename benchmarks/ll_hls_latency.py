@@ -194,6 +194,16 @@ async def poll_parts(base: str, playback_id: str, seconds: float, seen: Observat
             seen.blocked_requests += 1
 
 
+async def low_latency_stream(relay: RelayProcess) -> tuple[dict[str, Any], str, int]:
+    """A `low` live stream created through the relay's API, and its RTMP host and port."""
+    async with httpx.AsyncClient(base_url=relay.http_url, auth=TOKEN, timeout=15) as api:
+        created = await api.post("/video/v1/live-streams", json={
+            "playback_policies": ["public"], "latency_mode": "low"})
+        stream: dict[str, Any] = created.json()["data"]
+    host, port = relay.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(":", 1)
+    return stream, host, int(port)
+
+
 async def fetch_parts(base: str, playback_id: str, seconds: float, seen: Observations) -> int:
     """Fetch every part as soon as the playlist lists it, on a connection of its own (as
     hls.js fetches media apart from its playlist reloads); returns the parts fetched."""
@@ -243,11 +253,7 @@ async def part_cost(seconds: float, work: Path,
     os.sched_setaffinity(0, cores - {0})
     try:
         pin_process(relay.pid, {0})
-        async with httpx.AsyncClient(base_url=relay.http_url, auth=TOKEN, timeout=15) as api:
-            created = await api.post("/video/v1/live-streams", json={
-                "playback_policies": ["public"], "latency_mode": "low"})
-            stream = created.json()["data"]
-        host, port = relay.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(":", 1)
+        stream, host, port = await low_latency_stream(relay)
         seen = Observations()
         playback_id = stream["playback_ids"][0]["id"]
 
@@ -264,7 +270,7 @@ async def part_cost(seconds: float, work: Path,
             return time.monotonic() - began, cpu_seconds(relay.pid) - used
 
         _, _, fetched, (elapsed, used) = await asyncio.gather(
-            publish(host, int(port), stream["stream_key"], tags, seconds, seen),
+            publish(host, port, stream["stream_key"], tags, seconds, seen),
             poll_parts(relay.http_url, playback_id, seconds + 3, seen, listed),
             fetch_parts(relay.http_url, playback_id, seconds, seen),
             window())
@@ -369,14 +375,10 @@ async def part_delay(seconds: float, work: Path,
     relay = RelayProcess(work / f"data-{part_target:g}-{time.monotonic_ns()}", token=TOKEN,
                          extra_args=["--part-target", str(part_target)]).start()
     try:
-        async with httpx.AsyncClient(base_url=relay.http_url, auth=TOKEN, timeout=15) as api:
-            created = await api.post("/video/v1/live-streams", json={
-                "playback_policies": ["public"], "latency_mode": "low"})
-            stream = created.json()["data"]
-        host, port = relay.urls["rtmp"].removeprefix("rtmp://").split("/")[0].rsplit(":", 1)
+        stream, host, port = await low_latency_stream(relay)
         seen = Observations()
         await asyncio.gather(
-            publish(host, int(port), stream["stream_key"], tags, seconds, seen),
+            publish(host, port, stream["stream_key"], tags, seconds, seen),
             poll_parts(relay.http_url, stream["playback_ids"][0]["id"], seconds + 3, seen))
     finally:
         relay.stop()
