@@ -195,6 +195,10 @@ class SrtListenerCountersView(Protocol):
     @property
     def batches(self) -> int: ...
     @property
+    def arms(self) -> int: ...
+    @property
+    def idle_waits(self) -> int: ...
+    @property
     def log_lines_suppressed(self) -> int: ...
 
 
@@ -735,6 +739,11 @@ class IngestCollector(Collector):
              "because the event loop fell behind", listener.backlog_dropped_bytes),
             ("relay_srt_loop_wakeups", "batches of SRT events handed to the event loop",
              listener.batches),
+            ("relay_srt_libsrt_starts", "times libsrt was started on the SRT port (at "
+             "start-up, then by the first datagram after each release)", listener.arms),
+            ("relay_srt_libsrt_releases", "times libsrt was released after the handshake "
+             "linger with no SRT caller (its threads end; the port stays bound)",
+             listener.idle_waits),
             ("relay_srt_log_lines_suppressed", "log lines about SRT callers held back by the "
              "per-cause limit (--log-repeat-interval)",
              ingest.log_lines_suppressed + listener.log_lines_suppressed),

@@ -66,7 +66,7 @@ async def test_srt_counters_and_connection_gauges(registry: IngestRegistry) -> N
         log_lines_suppressed=6, ts_packets=1000, ts_resyncs=1, ts_cc_errors=2, pes_dropped=3)
     listener = SrtCounters(connections_open=3, connections_total=8, callers_rejected=9,
                            decide_errors=1, bytes_received=6000, backlog_dropped_bytes=188,
-                           batches=40, log_lines_suppressed=4)
+                           batches=40, arms=5, idle_waits=4, log_lines_suppressed=4)
     admission = SrtAdmissionCounters(accepted=8, refused_bad_streamid=1,
                                      refused_unknown_key=2, refused_disabled=3,
                                      refused_live=4, refused_over_capacity=5,
@@ -101,6 +101,8 @@ async def test_srt_counters_and_connection_gauges(registry: IngestRegistry) -> N
     assert value("relay_srt_received_bytes_total") == 6000
     assert value("relay_srt_backlog_dropped_bytes_total") == 188
     assert value("relay_srt_loop_wakeups_total") == 40
+    assert value("relay_srt_libsrt_starts_total") == 5
+    assert value("relay_srt_libsrt_releases_total") == 4
     assert value("relay_srt_log_lines_suppressed_total") == 6 + 4
     # Ended connections' demuxer totals plus the open ones' so far.
     assert value("relay_srt_ts_packets_total") == 1000 + 500 + 20 + 7
