@@ -30,17 +30,20 @@ from relay.hls.playlist import LivePlaylist, PlaylistKind, PlaylistRenderer
 T0 = 1_700_000_000.0
 
 
-def playlist_with_parts() -> LivePlaylist:
+def playlist_with_parts(first_msn: int = 40, segments: int = 3,
+                        open_parts: int = 2) -> LivePlaylist:
+    """`segments` complete 2 s segments of 7 parts from `first_msn`, then an open segment
+    with `open_parts` parts."""
     playlist = LivePlaylist(kind=PlaylistKind.LIVE, target_duration=2, part_target=0.3,
-                            first_msn=40)
-    for msn in range(3):
+                            first_msn=first_msn)
+    for msn in range(segments):
         playlist.start_segment(init=0, program_date_time=T0 + 2 * msn)
         for index in range(7):
             playlist.add_part(0.3 if index < 6 else 0.2, independent=index == 0)
         playlist.complete_segment(2.0)
-    playlist.start_segment(init=0, program_date_time=T0 + 6)
-    playlist.add_part(0.3, independent=True)
-    playlist.add_part(0.3, independent=False)
+    playlist.start_segment(init=0, program_date_time=T0 + 2 * segments)
+    for index in range(open_parts):
+        playlist.add_part(0.3, independent=index == 0)
     return playlist
 
 
@@ -224,15 +227,7 @@ def test_new_parts_on_a_captured_reload_are_the_listed_parts_after_have() -> Non
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_new_parts_on_rendered_playlists(skip: bool) -> None:
-    playlist = LivePlaylist(kind=PlaylistKind.LIVE, target_duration=2, part_target=0.3,
-                            first_msn=7)
-    for msn in range(12):
-        playlist.start_segment(init=0, program_date_time=T0 + 2 * msn)
-        for index in range(7):
-            playlist.add_part(0.3 if index < 6 else 0.2, independent=index == 0)
-        playlist.complete_segment(2.0)
-    playlist.start_segment(init=0, program_date_time=T0 + 24)
-    playlist.add_part(0.3, independent=True)
+    playlist = playlist_with_parts(first_msn=7, segments=12, open_parts=1)
     text = PlaylistRenderer(playlist).render(skip=skip)
     assert ("#EXT-X-SKIP" in text) is skip
     parts, _ = listed_parts(text)

@@ -171,20 +171,20 @@ async def test_the_servers_context_is_made_for_the_first_rtmps_target_only(
         store: Store) -> None:
     # As `relay serve` gives it (relay.app.load_simulcast_tls): made on first use.
     tls = TargetTls()
-    stream = await stream_with(store, A)  # rtmp://
-    manager, fake, queues = build(store, stream, {A: [broadcast_until_end]}, context=tls)
-    manager.start()
-    await until(lambda: len(fake.calls) == 1, "a push")
-    end_session(manager, queues)
-    await manager.stop()
-    assert fake.calls[0].ssl_context is None and not tls.made
-    stream = await stream_with(store, B)  # rtmps://
-    manager, fake, queues = build(store, stream, {B: [broadcast_until_end]}, context=tls)
-    manager.start()
-    await until(lambda: len(fake.calls) == 1, "a push")
-    end_session(manager, queues)
-    await manager.stop()
-    made = fake.calls[0].ssl_context
+
+    async def push_once(url: str) -> ssl.SSLContext | None:
+        """The context one push to `url` was given."""
+        stream = await stream_with(store, url)
+        manager, fake, queues = build(store, stream, {url: [broadcast_until_end]},
+                                      context=tls)
+        manager.start()
+        await until(lambda: len(fake.calls) == 1, "a push")
+        end_session(manager, queues)
+        await manager.stop()
+        return fake.calls[0].ssl_context
+
+    assert await push_once(A) is None and not tls.made  # rtmp://
+    made = await push_once(B)  # rtmps://
     assert isinstance(made, ssl.SSLContext) and tls.made
     assert made.verify_mode is ssl.CERT_REQUIRED and made.check_hostname
     assert await tls.context() is made
