@@ -141,6 +141,8 @@ _SBR_CODECS: Final = frozenset({"mp4a.40.5", "mp4a.40.29"})
 _DEFAULT_VIDEO_FRAME_TICKS: Final = 3000  # 30 fps at 90 kHz
 
 _TRACK_ORDER: Final = (TrackKind.VIDEO, TrackKind.AUDIO)
+# Members read per frame, looked up once (an enum member's attribute access costs a lookup).
+_AUDIO: Final = TrackKind.AUDIO
 
 
 class SegmenterUsageError(RuntimeError):
@@ -233,6 +235,7 @@ class _Input(StrEnum):
 
 #: Which inputs each state takes (the transitions themselves depend on the frames: see the
 #: theory of operation). Anything else is a `SegmenterUsageError`.
+_ENDED: Final = _State.ENDED
 _ACCEPTS: Final = {
     _State.WAITING: frozenset(_Input),
     _State.SEGMENT_OPEN: frozenset(_Input),
@@ -362,9 +365,14 @@ class PartSegmenter:
 
     def on_frame(self, frame: MediaFrame, now: float) -> list[SegmenterEvent]:
         """One frame; `now` is its arrival time (wall clock, epoch seconds)."""
-        self._accept(_Input.FRAME)
         events: list[SegmenterEvent] = []
-        if frame.kind not in self._configs:
+        segment = self._segment
+        if segment is not None and frame.kind in segment.configs:
+            # A track of the open segment (so configured, and not ENDED): nearly every frame.
+            self._add(segment, frame, now, events)
+        elif self._state is _ENDED:
+            self._accept(_Input.FRAME)
+        elif frame.kind not in self._configs:
             self.counters.dropped_no_track += 1
         else:
             self._frame(frame, now, events)
@@ -493,8 +501,9 @@ class PartSegmenter:
         track.held = frame
         track.held_arrival = now
         if frame.kind is not segment.driver:
-            while len(track.pending) > MAX_PENDING_AUDIO:
-                track.pending.popleft()
+            pending = track.pending
+            while len(pending) > MAX_PENDING_AUDIO:
+                pending.popleft()
                 self.counters.dropped_overflow += 1
             return
         self._cut_parts(segment, track, end, events)
@@ -507,7 +516,7 @@ class PartSegmenter:
     def _measured(self, track: _Track, target: int) -> int:
         """The held frame's duration, given the next frame's decode time `target`."""
         measured = target - track.end
-        if track.kind is TrackKind.AUDIO and abs(measured - track.nominal) <= track.nominal // 2:
+        if track.kind is _AUDIO and abs(measured - track.nominal) <= track.nominal // 2:
             return track.nominal  # exact sample count; the ms dts only rounds it
         return measured
 
@@ -519,8 +528,7 @@ class PartSegmenter:
             duration = 1
             self.counters.backward_timestamps += 1
         offset = ((held.pts - held.dts) * track.timescale + 500) // 1000
-        sample = Sample(duration=duration, keyframe=held.keyframe or track.kind is TrackKind.AUDIO,
-                        composition_offset=offset, data=held.data)
+        sample = Sample(duration, held.keyframe or track.kind is _AUDIO, offset, held.data)
         track.pending.append((track.end, sample, track.held_arrival))
         track.held = None
         track.last_duration = duration
