@@ -162,3 +162,18 @@ def test_suite_smoke_run(tmp_path: Path) -> None:
     else:
         assert fan_out["verdict"].startswith("not measured"), out
     assert "result" in out and "written:" in out
+
+
+def test_cold_path_runs(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.flv"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+                    "-t", "2", "-c:v", "libx264", "-g", "30", "-c:a", "aac", "-f", "flv",
+                    str(clip)], check=True, timeout=120)
+    out = run("benchmarks/cold_path.py", "--input", str(clip), "--reads", "40", "--gaps", "0,1")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
+    assert set(rows) == {"read", "small"}
+    for figures in rows.values():  # gap 0, gap 1 ms, the ratio
+        assert float(figures[0]) > 0 and float(figures[1]) > 0 and figures[-1] == "x"
+    frames = int(out.rsplit("read: ", 1)[1].split()[0])
+    assert frames >= 30  # 81 reads, half of them a lone chunk header: media reached it
