@@ -17,6 +17,36 @@ from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 
 
 @contextlib.asynccontextmanager
+async def serving_protocol(app: object, protocol: type[asyncio.Protocol] | str,
+                           closing: Callable[[], object] = lambda: None) -> AsyncIterator[str]:
+    """`app` served by `protocol` (a uvicorn HTTP protocol class, such as one a listener
+    makes, or uvicorn's name for one: "h11") on 127.0.0.1 in the test's loop, as `relay
+    serve` runs it on its HTTP port; yields "127.0.0.1:PORT". At the end open connections
+    are shut down and given half a second to go, then `closing()` is called, then the
+    server is waited for."""
+    config = uvicorn.Config(app, log_config=None, access_log=False,  # type: ignore[arg-type]
+                            lifespan="off", ws="none", http=protocol)
+    config.load()
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: config.http_protocol_class(config=config, server_state=state,  # type: ignore[call-arg]
+                                           app_state={}, _loop=loop), "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for connection in list(state.connections):
+            connection.shutdown()
+        for _ in range(50):
+            if not state.connections:
+                break
+            await asyncio.sleep(0.01)
+        closing()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
 async def serving_lean(app: ASGIApp, playback: PlaybackServer,
                        limits: HttpLimits | None = None,
                        counters: HttpCounters | None = None,
@@ -27,24 +57,5 @@ async def serving_lean(app: ASGIApp, playback: PlaybackServer,
     if trusted is not None:
         limited.table.nodes = trusted
     protocol = playback_protocol(limits, limited.table, playback, limited)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                            ws="none", http=protocol)
-    config.load()
-    state = ServerState()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: protocol(config=config, server_state=state,  # type: ignore[call-arg]
-                         app_state={}, _loop=loop), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        for connection in list(state.connections):
-            connection.shutdown()
-        for _ in range(50):
-            if not state.connections:
-                break
-            await asyncio.sleep(0.01)
-        playback.close()
-        await server.wait_closed()
+    async with serving_protocol(app, protocol, closing=playback.close) as address:
+        yield f"http://{address}"

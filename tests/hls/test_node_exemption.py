@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-import uvicorn
-from uvicorn.server import ServerState
 
 from relay.hls.packager import HlsCounters
 from relay.hls.routes import PlaybackDirectory, create_playback_app
@@ -24,7 +22,7 @@ from relay.hls.upstream import HOP_HEADER
 from relay.http_limits import HttpCounters, HttpLimits, limited_protocol
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
-from testkit.lean import serving_lean
+from testkit.lean import serving_lean, serving_protocol
 from tests.hls.helpers.routes import FakeStore
 
 pytestmark = pytest.mark.anyio
@@ -33,27 +31,12 @@ LIMITS = HttpLimits(max_connections_per_address=1)
 HOP = f"{HOP_HEADER}: 1\r\n".encode()
 
 
-@contextlib.asynccontextmanager
-async def serving_asgi(app: object, counters: HttpCounters,
-                       trusted: Callable[[str], bool]) -> AsyncIterator[str]:
+def serving_asgi(app: object, counters: HttpCounters, trusted: Callable[[str], bool]
+                 ) -> contextlib.AbstractAsyncContextManager[str]:
     """uvicorn's h11 protocol with Relay's limits alone on a socket."""
     limited = limited_protocol(LIMITS, counters)
     limited.table.nodes = trusted
-    config = uvicorn.Config(app, log_config=None, access_log=False,  # type: ignore[arg-type]
-                            lifespan="off", ws="none", http=limited)
-    config.load()
-    state = ServerState()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: limited(config=config, server_state=state,  # type: ignore[call-arg]
-                        app_state={}, _loop=loop), "127.0.0.1", 0)
-    try:
-        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        for connection in list(state.connections):
-            connection.shutdown()
-        await server.wait_closed()
+    return serving_protocol(app, limited)
 
 
 @contextlib.asynccontextmanager
@@ -62,6 +45,7 @@ async def listener(tmp_path: Path, mode: str, counters: HttpCounters,
     directory = PlaybackDirectory(cast(Store, FakeStore()), lambda _: None,
                                   AssetFiles(tmp_path))
     app = create_playback_app(directory, HlsCounters())
+    opened: contextlib.AbstractAsyncContextManager[str]
     if mode == "lean":
         playback = PlaybackServer(directory, HlsCounters())
         opened = serving_lean(app, playback, LIMITS, counters, trusted=trusted)

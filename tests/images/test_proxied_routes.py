@@ -14,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
-from uvicorn.server import ServerState
 
 from relay.hls.packager import LivePackager
 from relay.hls.upstream import HOP_HEADER, OwnerProxy
 from relay.images import routes
 from relay.images.pool import ClientRates, DecodePool
+from testkit.lean import serving_protocol
 from tests.images.helpers.jobs import GATE_ENV, FileGate, gated_thumbnail, started
 from tests.images.helpers.routes import recording
 
@@ -57,26 +56,6 @@ class NodeDirectory:
         return playback_id == LIVE_ID
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """`app` on a socket on 127.0.0.1 (uvicorn's h11 protocol); yields the base URL."""
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                            ws="none", http="h11")
-    config.load()
-    state = ServerState()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: config.http_protocol_class(config=config, server_state=state,  # type: ignore[call-arg]
-                                           app_state={}, _loop=loop), "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        for connection in list(state.connections):
-            connection.shutdown()
-        await server.wait_closed()
-
-
 class Pair:
     def __init__(self, owner_pool: DecodePool, node_pool: DecodePool, proxy: OwnerProxy,
                  owner: httpx.AsyncClient, node: httpx.AsyncClient) -> None:
@@ -98,7 +77,9 @@ async def pair(recording: Path, *, node_pool: DecodePool | None = None,
     owner_app = Starlette(routes=routes.image_routes(
         OwnerDirectory(recording), pool=owner_pool, nodes=owner_nodes,
         rates=owner_rates if owner_rates is not None else ClientRates(rate=1000, burst=1000)))
-    async with serving(owner_app) as url, contextlib.AsyncExitStack() as stack:
+    async with serving_protocol(owner_app, "h11") as address, \
+            contextlib.AsyncExitStack() as stack:
+        url = f"http://{address}"
         asked: list[str] = []
 
         async def lookup(playback_id: str) -> str | None:
