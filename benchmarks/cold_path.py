@@ -34,7 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ingest_path import connection_bytes, flv_tags, publish  # noqa: E402
+from benchmarks.ingest_path import (  # noqa: E402
+    DEFAULT_CLIP,
+    clip_tags,
+    connection_bytes,
+    publish,
+)
 from relay.hls.segmenter import PartSegmenter  # noqa: E402
 from relay.media.units import MediaFrame  # noqa: E402
 from relay.rtmp.session import MediaBatch, ServerSession  # noqa: E402
@@ -98,17 +103,16 @@ def per_call(path: Callable[[], object], gap: float, calls: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, default=ROOT / "benchmarks/media/6mbps-20s.flv")
+    parser.add_argument("--input", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--reads", type=int, default=1000, help="calls per path and gap")
     parser.add_argument("--gaps", default=",".join(f"{gap:g}" for gap in DEFAULT_GAPS_MS),
                         help="sleeps before each call, ms, comma-separated (0: back to back)")
     args = parser.parse_args()
-    if not args.input.is_file():
-        print(f"{args.input} is missing: run benchmarks/ingest_probe.py once to make the "
-              "suite's clips, or pass --input", file=sys.stderr)
+    tags = clip_tags(args.input)
+    if tags is None:
         return 2
     gaps = [float(gap) / 1000 for gap in args.gaps.split(",")]
-    preamble, reads = connection_bytes(flv_tags(args.input.read_bytes()), "ffmpeg")
+    preamble, reads = connection_bytes(tags, "ffmpeg")
     paths: dict[str, Callable[[], object]] = {"read": ReadPath(preamble, reads),
                                               "small": small}
     print(f"{args.input.name}, {args.reads} calls per path and gap; median CPU us per call")

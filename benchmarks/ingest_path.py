@@ -45,6 +45,8 @@ from relay.rtmp.session import (  # noqa: E402
     ServerSession,
 )
 
+#: The suite's 6 Mbit/s clip (made by `suite.py` or `ingest_probe.py`).
+DEFAULT_CLIP = ROOT / "benchmarks/media/6mbps-20s.flv"
 CHUNK_SIZE = 4096
 CHUNK_READ = CHUNK_SIZE + 12  # a chunk's payload and a typical header: one read per chunk
 
@@ -62,6 +64,15 @@ def flv_tags(data: bytes) -> list[tuple[int, int, bytes]]:
             tags.append((type_id, ts, body))
         pos += 11 + size + 4
     return tags
+
+
+def clip_tags(path: Path) -> list[tuple[int, int, bytes]] | None:
+    """`flv_tags` of the clip at `path`; None, said on stderr, when it is missing."""
+    if not path.is_file():
+        print(f"{path} is missing: run benchmarks/ingest_probe.py once to make the suite's "
+              "clips, or pass --input", file=sys.stderr)
+        return None
+    return flv_tags(path.read_bytes())
 
 
 def ffmpeg_reads(message: bytes) -> list[bytes]:
@@ -159,16 +170,14 @@ def batch(preamble: bytes, reads: list[bytes]) -> tuple[float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, default=ROOT / "benchmarks/media/6mbps-20s.flv")
+    parser.add_argument("--input", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--reads", choices=("chunk", "ffmpeg"), default="chunk",
                         help="cut the stream into one read per chunk, or as ffmpeg writes it")
     args = parser.parse_args()
-    if not args.input.is_file():
-        print(f"{args.input} is missing: run benchmarks/ingest_probe.py once to make the "
-              "suite's clips, or pass --input", file=sys.stderr)
+    tags = clip_tags(args.input)
+    if tags is None:
         return 2
-    tags = flv_tags(args.input.read_bytes())
     preamble, reads = connection_bytes(tags, args.reads)
     print(f"{args.input.name}: {len(tags)} media messages in {len(reads)} reads")
     # The runs alternate between the paths, so that load from elsewhere on the machine
