@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
 from relay.hls.disk import STORED_READS, StoredReads
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
-from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
+from relay.hls.http1 import Answer, Held, Http1Protocol, Request, Response, bound_protocol
 from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, StoredMedia, parse_resource
 from relay.hls.multivariant import render_multivariant
 from relay.hls.packager import HlsCounters, LivePackager
@@ -187,6 +187,8 @@ class PlaybackServer:
         answer = self._media(request, playback_id, target, signed, resource, kind)
         if answer is None or isinstance(answer, Response):
             return answer
+        if isinstance(answer, Held):
+            return await answer.waited()
         return await answer
 
     def _media(self, request: Request, playback_id: str, target: Target, signed: bool,
@@ -332,26 +334,30 @@ class PlaybackServer:
                               lambda: renderer.encoded(skip=skip, gzipped=True), "playlist",
                               query)
 
-    async def _held_playlist(self, request: Request, packager: LivePackager,
-                             wait: Wait, query: bytes) -> Response:
+    def _held_playlist(self, request: Request, packager: LivePackager,
+                       wait: Wait, query: bytes) -> Held:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         assert playlist.target_duration is not None
         held_at = time.monotonic()
-        outcome = await self.holds.hold(packager, hold_timeout(playlist.target_duration),
-                                        lambda: is_satisfied(wait, playlist))
-        if outcome is HoldOutcome.REFUSED:
-            return self._too_many_held("playlist")
-        self.counters.reload_wait.observe(time.monotonic() - held_at)
-        self.counters.held_requests += 1
-        if outcome is HoldOutcome.TIMED_OUT:
-            self.counters.held_timeouts += 1
-            return self._unavailable("the playlist did not reach the requested segment or "
-                                     "part in time", "playlist")
-        skip = wait.skip
-        return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
-                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist",
-                              query)
+
+        def complete(outcome: HoldOutcome) -> Response:
+            if outcome is HoldOutcome.REFUSED:
+                return self._too_many_held("playlist")
+            counters = self.counters
+            counters.reload_wait.observe(time.monotonic() - held_at)
+            counters.held_requests += 1
+            if outcome is HoldOutcome.TIMED_OUT:
+                counters.held_timeouts += 1
+                return self._unavailable("the playlist did not reach the requested segment "
+                                         "or part in time", "playlist")
+            skip = wait.skip
+            return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
+                                  lambda: renderer.encoded(skip=skip, gzipped=True),
+                                  "playlist", query)
+
+        return Held(self.holds, packager, hold_timeout(playlist.target_duration),
+                    lambda: is_satisfied(wait, playlist), complete)
 
     def _live_resource(self, packager: LivePackager, resource: ResourceName,
                        kind: str) -> Answer:
@@ -363,21 +369,23 @@ class PlaybackServer:
             return self._held_resource(packager, resource, kind)
         return self._resource(packager, resource, kind)
 
-    async def _held_resource(self, packager: LivePackager, resource: ResourceName,
-                             kind: str) -> Response:
+    def _held_resource(self, packager: LivePackager, resource: ResourceName,
+                       kind: str) -> Held:
         playlist = packager.playlist
         assert playlist is not None and playlist.target_duration is not None
-        outcome = await self.holds.hold(
-            packager, hold_timeout(playlist.target_duration),
-            lambda: playlist.availability(resource) is not Availability.PENDING)
-        if outcome is HoldOutcome.REFUSED:
-            return self._too_many_held(kind)
-        self.counters.held_requests += 1
-        if outcome is HoldOutcome.TIMED_OUT:
-            self.counters.held_timeouts += 1
-            return self._unavailable("the part was not complete in time", kind)
-        answer = self._resource(packager, resource, kind)
-        return answer if isinstance(answer, Response) else await answer
+
+        def complete(outcome: HoldOutcome) -> Response | Awaitable[Response]:
+            if outcome is HoldOutcome.REFUSED:
+                return self._too_many_held(kind)
+            self.counters.held_requests += 1
+            if outcome is HoldOutcome.TIMED_OUT:
+                self.counters.held_timeouts += 1
+                return self._unavailable("the part was not complete in time", kind)
+            return self._resource(packager, resource, kind)
+
+        return Held(self.holds, packager, hold_timeout(playlist.target_duration),
+                    lambda: playlist.availability(resource) is not Availability.PENDING,
+                    complete)
 
     def _resource(self, packager: LivePackager, resource: ResourceName, kind: str
                   ) -> Response | Awaitable[Response]:
