@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -25,6 +25,9 @@ from relay.hls.recording import RecordingWriter, finalize
 from relay.hls.request_counts import RequestKind
 from relay.hls.routes import create_playback_app
 from relay.hls.serve import PlaybackServer
+from relay.store import Store
+from relay.store.asset_files import AssetFiles
+from relay.store.records import PlaybackId
 from tests.hls.helpers.recording import record
 from tests.hls.helpers.routes import ASSET, ASSET_ID, LIVE_ID, SIGNED_ID, Server
 from tests.hls.playlist_checker import check_media_playlist, check_multivariant
@@ -188,6 +191,52 @@ async def test_lookups_are_cached_briefly(server: Server) -> None:
     for _ in range(5):
         assert (await server.get(f"/{LIVE_ID}/rendition.m3u8")).status_code == 200
     assert server.store.lookups == 1
+
+
+class GatedStore:
+    """The store call of `PlaybackDirectory`, answered when the test opens `gate`."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.gate = asyncio.Event()
+        self.deleted = False
+
+    async def get_playback_id(self, playback_id: str) -> PlaybackId | None:
+        self.lookups += 1
+        await self.gate.wait()
+        return None if self.deleted else PlaybackId(playback_id, "public", "asset", ASSET)
+
+
+async def test_concurrent_and_just_expired_lookups_share_one_store_query(
+        tmp_path: Path) -> None:
+    store, now = GatedStore(), [100.0]
+    directory = routes.PlaybackDirectory(cast(Store, store), lambda _: None,
+                                         AssetFiles(tmp_path), clock=lambda: now[0])
+    waiting = [asyncio.ensure_future(directory.resolve_signed(ASSET_ID)) for _ in range(50)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # a request that goes away does not cancel the others' lookup
+    await asyncio.sleep(0)
+    store.gate.set()
+    results = await asyncio.gather(*waiting[1:])
+    assert store.lookups == 1
+    assert {target for target, _ in results} == {AssetFiles(tmp_path).directory(ASSET)}
+    # Just expired: answered from as it was while one query refreshes it.
+    store.gate.clear()
+    store.deleted = True
+    now[0] += routes.LOOKUP_TTL + routes.LOOKUP_STALE / 2
+    for _ in range(20):
+        found, target, _ = directory.resolve_cached_signed(ASSET_ID)
+        assert found and target is not None
+    await asyncio.sleep(0)
+    assert store.lookups == 2
+    store.gate.set()
+    await asyncio.sleep(0.01)
+    assert directory.resolve_cached_signed(ASSET_ID) == (True, None, False)  # refreshed
+    # Longer expired: not answered from; the caller awaits a query.
+    now[0] += routes.LOOKUP_TTL + routes.LOOKUP_STALE
+    assert directory.resolve_cached_signed(ASSET_ID) == (False, None, False)
+    assert await directory.resolve_signed(ASSET_ID) == (None, False)
+    assert store.lookups == 3
 
 
 async def test_player_page_and_static_files(server: Server) -> None:
