@@ -173,13 +173,11 @@ class HeldRequests:
             self._drop(stream)
 
     async def _pump(self, stream: _StreamWaiters) -> None:
-        """Release the stream's waiters whose condition holds, at each change, until none is
+        """Release the stream's waiters whose condition holds, now (a change may have come
+        between their admission and this task's start) and at each change, until none is
         left or the stream ends."""
         try:
             while stream.waiters:
-                await stream.source.wait_change()
-                if stream.pump is not asyncio.current_task():
-                    return  # dropped meanwhile (a cancel raced with the change)
                 ended = stream.source.ended
                 ready: list[Waiter] = []
                 failed: list[tuple[Waiter, Exception]] = []
@@ -189,15 +187,17 @@ class HeldRequests:
                             ready.append(waiter)
                     except Exception as exc:  # a bug in a condition fails that request only
                         failed.append((waiter, exc))
-                if not ready and not failed:
-                    continue
-                self._take(stream, ready + [waiter for waiter, _ in failed])
-                for waiter in ready:
-                    _release(waiter, HoldOutcome.READY)
-                for waiter, failure in failed:
-                    _release(waiter, failure)
-                if ended:
+                if ready or failed:
+                    self._take(stream, ready + [waiter for waiter, _ in failed])
+                    for waiter in ready:
+                        _release(waiter, HoldOutcome.READY)
+                    for waiter, failure in failed:
+                        _release(waiter, failure)
+                if ended or not stream.waiters:
                     return
+                await stream.source.wait_change()
+                if stream.pump is not asyncio.current_task():
+                    return  # dropped meanwhile (a cancel raced with the change)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

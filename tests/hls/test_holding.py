@@ -345,3 +345,16 @@ async def test_a_release_may_admit_again_and_a_failing_release_spares_the_others
     source.change()
     await settle()
     assert log[-1] == ("follow", HoldOutcome.READY) and holds.held == 0
+
+
+async def test_a_change_before_the_pump_first_waits_is_not_missed() -> None:
+    # The stream's pump is a task: it starts after the request that made it was admitted,
+    # and a part may be cut in between (the ingest's callback, in the same loop pass).
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    level = Level(1)
+    assert holds.admit(source, HOUR, Recorder("first", level, log)) is None
+    level.value = 1
+    source.change()  # nobody waits on the signal yet
+    await settle()
+    assert log == [("first", HoldOutcome.READY)] and holds.held == 0
