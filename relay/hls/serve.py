@@ -110,6 +110,20 @@ _REQUEST_KINDS: Final = {"multivariant": RequestKind.MULTIVARIANT,
                          "player": RequestKind.PLAYER}
 
 
+def query_values(query: str) -> dict[str, str]:
+    """A query's names and values, as `dict(parse_qsl(query, keep_blank_values=True))`;
+    a query without escapes (a player's `_HLS_msn=9&_HLS_part=2`) is split without
+    parse_qsl's decoding of each name and value."""
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query, keep_blank_values=True))
+    values = {}
+    for pair in query.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            values[name] = value
+    return values
+
+
 def _resource_kind(resource: ResourceName) -> str:
     if resource.init is not None:
         return "init"
@@ -321,8 +335,7 @@ class PlaybackServer:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         self.counters.playlist_requests += 1
-        directives = (dict(parse_qsl(request.query, keep_blank_values=True))
-                      if request.query else {})
+        directives = query_values(request.query) if request.query else {}
         decision = decide(directives, playlist)
         if isinstance(decision, BadRequest):
             self.counters.bad_requests += 1
