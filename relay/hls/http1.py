@@ -78,9 +78,19 @@ KEEP_ALIVE_TIMEOUT: Final = 5.0
 
 _TOKEN: Final = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^ \x00-\x20\x7f]+) HTTP/1\.([01])")
-# A field line: no obs-fold, no control characters other than HTAB in the value.
-_FIELD: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][ \t\x21-\x7e\x80-"
-                           rb"\xff]*)?)")
+# The field lines after the request line, each after its CRLF, checked in one match: no
+# obs-fold, no control characters other than HTAB in a value.
+_FIELD_LINES: Final = re.compile(rb"(?:\r\n" + _TOKEN + rb":[ \t]*(?:[\x21-\x7e\x80-\xff]"
+                                 rb"[ \t\x21-\x7e\x80-\xff]*)?)*")
+# The fields a request's handling reads (any other is skipped after one dict lookup).
+_HOST, _ACCEPT_ENCODING, _REFERER, _USER_AGENT, _HOP, _FORWARDED, _CONNECTION, \
+    _CONTENT_LENGTH, _FRAMING = range(9)
+_FIELD_NAMES: Final = {
+    b"host": _HOST, b"accept-encoding": _ACCEPT_ENCODING, b"referer": _REFERER,
+    b"user-agent": _USER_AGENT, b"x-relay-hop": _HOP, b"x-forwarded-for": _FORWARDED,
+    b"connection": _CONNECTION, b"content-length": _CONTENT_LENGTH,
+    # a body, or a protocol change: the fallback frames it
+    b"transfer-encoding": _FRAMING, b"upgrade": _FRAMING, b"expect": _FRAMING}
 # An origin-form target this protocol routes itself: a plain path (no percent-encoding,
 # which the fallback decodes as Starlette does) and an optional query.
 _TARGET: Final = re.compile(rb"(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([^#]*))?")
@@ -360,35 +370,37 @@ class Http1Protocol(asyncio.Protocol):
         forwarded: list[str] = []
         keep_alive = minor == b"1"
         ours = method in (b"GET", b"HEAD")  # else the fallback answers (405 and the API)
+        if _FIELD_LINES.fullmatch(head, len(lines[0])) is None:
+            self._fail(400, "malformed header field")
+            return None
         for line in lines[1:]:
-            field = _FIELD.fullmatch(line)
+            name, _, value = line.partition(b":")
+            field = _FIELD_NAMES.get(name.lower())
             if field is None:
-                self._fail(400, "malformed header field")
-                return None
-            name = field.group(1).lower()
-            if name == b"host":
+                continue
+            value = value.lstrip(b" \t")
+            if field == _HOST:
                 hosts += 1
-            elif name == b"accept-encoding":
-                value = field.group(2)
+            elif field == _ACCEPT_ENCODING:
                 accept_encoding = value if not accept_encoding else accept_encoding + b"," + value
-            elif name == b"referer":
-                referer = field.group(2)
-            elif name == b"user-agent":
-                user_agent = field.group(2)
-            elif name == b"x-relay-hop":
+            elif field == _REFERER:
+                referer = value
+            elif field == _USER_AGENT:
+                user_agent = value
+            elif field == _HOP:
                 hop = True
-            elif name == b"x-forwarded-for":
-                forwarded.append(field.group(2).decode("latin-1"))
-            elif name == b"connection":
-                tokens = field.group(2).lower()
+            elif field == _FORWARDED:
+                forwarded.append(value.decode("latin-1"))
+            elif field == _CONNECTION:
+                tokens = value.lower()
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"upgrade" in tokens:
                     ours = False
-            elif name == b"content-length":
-                ours = ours and field.group(2) == b"0"
-            elif name in (b"transfer-encoding", b"upgrade", b"expect"):
-                ours = False  # a body, or a protocol change: the fallback frames it
+            elif field == _CONTENT_LENGTH:
+                ours = ours and value == b"0"
+            else:
+                ours = False
         self._hop = hop
         if self._node_unchecked:
             self._node_unchecked = False

@@ -269,6 +269,9 @@ async def test_too_many_headers_are_431_and_a_long_request_line_414() -> None:
     b"GET /a HTTP/1.1\r\nHost: relay\r\n folded\r\n\r\n",  # obs-fold
     b"GET /a HTTP/1.1\r\nHost: relay\r\nBad Name: x\r\n\r\n",
     b"GET /a HTTP/1.1\r\nHost: re\x01lay\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: relay\r\nNo-Colon\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: relay\r\n: no name\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nUser-Agent: a\x7fb\r\nHost: relay\r\n\r\n",
     b"GET /a FTP/1.0\r\nHost: relay\r\n\r\n",
 ])
 async def test_malformed_requests_are_400_and_closed(head: bytes) -> None:
