@@ -50,6 +50,7 @@ from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate, Refusal
 from relay.hls.upstream import HOP_HEADER, OwnerProxy
+from relay.logs import LogLimiter
 from relay.playback.tokens import libraries_loaded, load_libraries
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -101,6 +102,7 @@ class PlaybackDirectory:
         self._clock = clock
         self._cache: dict[str, tuple[float, PlaybackId | None]] = {}
         self._pending: dict[str, asyncio.Task[PlaybackId | None]] = {}
+        self._log = LogLimiter(log)
 
     async def lookup(self, playback_id: str) -> PlaybackId | None:
         cached = self._cache.get(playback_id)
@@ -135,8 +137,11 @@ class PlaybackDirectory:
             del self._pending[playback_id]
         if not done.cancelled() and done.exception() is not None:
             # Retrieved here: a refresh nobody awaited would otherwise warn at exit; the
-            # requests that awaited it fail with it.
-            log.warning("playback: looking up a playback id failed: %s", done.exception())
+            # requests that awaited it fail with it. A store that keeps failing is retried
+            # once per request at most, so the line is rate-limited.
+            self._log.log(logging.WARNING, "lookup-failed",
+                          "playback: looking up a playback id in the store failed: %s",
+                          done.exception())
 
     async def resolve(self, playback_id: str) -> Target:
         """What a public `playback_id` plays, or None (for a signed one too: callers that

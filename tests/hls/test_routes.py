@@ -582,3 +582,29 @@ async def test_concurrent_reads_of_the_same_bytes_are_shared(tmp_path: Path) -> 
         assert (reads.reads, reads.failed) == (3, 2)
     finally:
         reads.shutdown()
+
+
+async def test_a_failing_store_fails_the_awaiting_requests_and_logs_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store, now = GatedStore(), [100.0]
+    store.gate.set()
+    directory = routes.PlaybackDirectory(cast(Store, store), lambda _: None,
+                                         AssetFiles(tmp_path), clock=lambda: now[0])
+    await directory.resolve_signed(ASSET_ID)
+    broken = RuntimeError("the database is locked")
+
+    async def failing(playback_id: str) -> PlaybackId | None:
+        store.lookups += 1
+        raise broken
+
+    store.get_playback_id = failing  # type: ignore[method-assign]
+    now[0] += routes.LOOKUP_TTL + routes.LOOKUP_STALE / 2
+    for _ in range(3):  # just expired: answered as it was; each failed refresh is retried
+        assert directory.resolve_cached_signed(ASSET_ID)[0]
+        await asyncio.sleep(0.01)
+    now[0] += routes.LOOKUP_STALE
+    with pytest.raises(RuntimeError, match="locked"):
+        await directory.resolve_signed(ASSET_ID)
+    assert store.lookups == 1 + 4
+    lines = [r for r in caplog.records if "looking up a playback id" in r.getMessage()]
+    assert len(lines) == 1 and "locked" in lines[0].getMessage()
