@@ -21,7 +21,6 @@ directive is ignored and the whole playlist is served.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -46,8 +45,6 @@ MAX_DIRECTIVE_DIGITS: Final = 12
 SKIP_VALUES: Final = frozenset({"YES", "v2"})
 # How much of a bad directive value a 400's reason shows (escaped: `relay.logs.peer_text`).
 SHOWN_VALUE_LIMIT: Final = 40
-
-_INTEGER = re.compile(rf"[0-9]{{1,{MAX_DIRECTIVE_DIGITS}}}")
 
 
 class ReloadState(Protocol):
@@ -173,16 +170,17 @@ def _last_listed_msn(state: ReloadState) -> int:
     part (a playlist without parts does not list its open segment)."""
     complete = state.last_complete_msn
     last = state.last_part
-    listed = [msn for msn in (complete, last.msn if last is not None else None)
-              if msn is not None]
-    return max(listed) if listed else state.next_msn - 1
+    if last is None:
+        return complete if complete is not None else state.next_msn - 1
+    return last.msn if complete is None or last.msn > complete else complete
 
 
 def _integer(query: Mapping[str, str], name: str) -> int | BadRequest | None:
     raw = query.get(name)
     if raw is None:
         return None
-    if not _INTEGER.fullmatch(raw):
+    # isdigit alone takes other scripts' digits ("٣", "²"): ASCII only.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIRECTIVE_DIGITS):
         return BadRequest(f"{name} must be a non-negative integer of at most "
                           f"{MAX_DIRECTIVE_DIGITS} digits, got "
                           f"'{peer_text(raw, SHOWN_VALUE_LIMIT)}'")

@@ -7,6 +7,13 @@ parse (a few regular expressions over the bytes, no per-header callback), one ca
 handler, and one `transport.writelines((head, body))` of bytes the handler already holds
 (a playlist encoded once per revision, a part as the packager keeps it).
 
+A request the handler holds (a blocking playlist reload, a part still being cut) is a
+`Held` answer: the connection files it with `relay.hls.holding.HeldRequests`, which
+releases it by a plain call when the stream changes (or at its timeout); `Held.complete`
+then builds the response and it is written at once. So the requests a part releases are
+answered in one pass, without a task or a future each. What really awaits (a directory
+lookup, a proxied fetch, a read from disk) is an awaitable answer, run as a task.
+
     waiting   for a request line and headers: complete within `header_timeout` of the
               connection opening or the previous response's end (after a response with
               nothing more received, an idle connection is closed after `keep_alive`)
@@ -40,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol, cast
 
 from relay.addresses import address_group
+from relay.hls.holding import ChangeSource, HeldRequests, HoldOutcome
 from relay.http_limits import (
     Admission,
     ConnectionTable,
@@ -70,9 +78,19 @@ KEEP_ALIVE_TIMEOUT: Final = 5.0
 
 _TOKEN: Final = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^ \x00-\x20\x7f]+) HTTP/1\.([01])")
-# A field line: no obs-fold, no control characters other than HTAB in the value.
-_FIELD: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][ \t\x21-\x7e\x80-"
-                           rb"\xff]*)?)")
+# The field lines after the request line, each after its CRLF, checked in one match: no
+# obs-fold, no control characters other than HTAB in a value.
+_FIELD_LINES: Final = re.compile(rb"(?:\r\n" + _TOKEN + rb":[ \t]*(?:[\x21-\x7e\x80-\xff]"
+                                 rb"[ \t\x21-\x7e\x80-\xff]*)?)*")
+# The fields a request's handling reads (any other is skipped after one dict lookup).
+_HOST, _ACCEPT_ENCODING, _REFERER, _USER_AGENT, _HOP, _FORWARDED, _CONNECTION, \
+    _CONTENT_LENGTH, _FRAMING = range(9)
+_FIELD_NAMES: Final = {
+    b"host": _HOST, b"accept-encoding": _ACCEPT_ENCODING, b"referer": _REFERER,
+    b"user-agent": _USER_AGENT, b"x-relay-hop": _HOP, b"x-forwarded-for": _FORWARDED,
+    b"connection": _CONNECTION, b"content-length": _CONTENT_LENGTH,
+    # a body, or a protocol change: the fallback frames it
+    b"transfer-encoding": _FRAMING, b"upgrade": _FRAMING, b"expect": _FRAMING}
 # An origin-form target this protocol routes itself: a plain path (no percent-encoding,
 # which the fallback decodes as Starlette does) and an optional query.
 _TARGET: Final = re.compile(rb"(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([^#]*))?")
@@ -120,9 +138,44 @@ class Response:
     kind: str
 
 
-#: The handler's answer: a response now, one later, or None to hand the request (and the
-#: connection) to the fallback.
-Answer = Response | Awaitable[Response | None] | None
+class Held:
+    """The handler's answer for a request to hold until `satisfied()` holds on `source`
+    (`relay.hls.holding`), at most `timeout` seconds: `complete(outcome)` then builds the
+    response (an awaitable one only for what must still be read, such as media on disk).
+    `complete` is also called with REFUSED, when a cap leaves no room to hold it."""
+
+    __slots__ = ("_connection", "_consumed", "_request", "complete", "holds", "satisfied",
+                 "source", "timeout")
+
+    def __init__(self, holds: HeldRequests, source: ChangeSource, timeout: float,
+                 satisfied: Callable[[], bool],
+                 complete: Callable[[HoldOutcome], Response | Awaitable[Response]]) -> None:
+        self.holds = holds
+        self.source = source
+        self.timeout = timeout
+        self.satisfied = satisfied
+        self.complete = complete
+        # Set by the connection that holds it.
+        self._connection: Http1Protocol | None = None
+        self._request: Request | None = None
+        self._consumed = 0
+
+    def release(self, outcome: HoldOutcome | Exception) -> None:
+        """`relay.hls.holding.Waiter.release`: answer the connection's request."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection._released(self, outcome)
+
+    async def waited(self) -> Response:
+        """The same hold on the coroutine path, for a handler that awaited already."""
+        outcome = await self.holds.hold(self.source, self.timeout, self.satisfied)
+        answer = self.complete(outcome)
+        return answer if isinstance(answer, Response) else await answer
+
+
+#: The handler's answer: a response now, one later (held, or awaited), or None to hand the
+#: request (and the connection) to the fallback.
+Answer = Response | Held | Awaitable[Response | None] | None
 
 
 class Handler(Protocol):
@@ -160,6 +213,7 @@ class Http1Protocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._busy = False  # a request is being answered
         self._task: asyncio.Future[Response | None] | None = None
+        self._held: Held | None = None  # the request being held (`HeldRequests`)
         self._writing_paused = False
         self._reading_paused = False
         self._close_after = False  # the current response is the connection's last
@@ -206,6 +260,10 @@ class Http1Protocol(asyncio.Protocol):
         if self._task is not None:
             self._task.cancel()  # a held request frees its slot at once
             self._task = None
+        held, self._held = self._held, None
+        if held is not None:
+            held._connection = None
+            held.holds.cancel(held, held.source)  # and so does one held directly
 
     def data_received(self, data: bytes) -> None:
         if not self._admitted:
@@ -312,35 +370,37 @@ class Http1Protocol(asyncio.Protocol):
         forwarded: list[str] = []
         keep_alive = minor == b"1"
         ours = method in (b"GET", b"HEAD")  # else the fallback answers (405 and the API)
+        if _FIELD_LINES.fullmatch(head, len(lines[0])) is None:
+            self._fail(400, "malformed header field")
+            return None
         for line in lines[1:]:
-            field = _FIELD.fullmatch(line)
+            name, _, value = line.partition(b":")
+            field = _FIELD_NAMES.get(name.lower())
             if field is None:
-                self._fail(400, "malformed header field")
-                return None
-            name = field.group(1).lower()
-            if name == b"host":
+                continue
+            value = value.lstrip(b" \t")
+            if field == _HOST:
                 hosts += 1
-            elif name == b"accept-encoding":
-                value = field.group(2)
+            elif field == _ACCEPT_ENCODING:
                 accept_encoding = value if not accept_encoding else accept_encoding + b"," + value
-            elif name == b"referer":
-                referer = field.group(2)
-            elif name == b"user-agent":
-                user_agent = field.group(2)
-            elif name == b"x-relay-hop":
+            elif field == _REFERER:
+                referer = value
+            elif field == _USER_AGENT:
+                user_agent = value
+            elif field == _HOP:
                 hop = True
-            elif name == b"x-forwarded-for":
-                forwarded.append(field.group(2).decode("latin-1"))
-            elif name == b"connection":
-                tokens = field.group(2).lower()
+            elif field == _FORWARDED:
+                forwarded.append(value.decode("latin-1"))
+            elif field == _CONNECTION:
+                tokens = value.lower()
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"upgrade" in tokens:
                     ours = False
-            elif name == b"content-length":
-                ours = ours and field.group(2) == b"0"
-            elif name in (b"transfer-encoding", b"upgrade", b"expect"):
-                ours = False  # a body, or a protocol change: the fallback frames it
+            elif field == _CONTENT_LENGTH:
+                ours = ours and value == b"0"
+            else:
+                ours = False
         self._hop = hop
         if self._node_unchecked:
             self._node_unchecked = False
@@ -376,17 +436,48 @@ class Http1Protocol(asyncio.Protocol):
         except Exception:
             log.exception("http: the playback handler failed")
             answer = text_response(500, "Internal Server Error")
+        self._answer(request, consumed, answer)
+
+    def _answer(self, request: Request, consumed: int, answer: Answer) -> None:
         if answer is None:
             self._busy = False
             self._hand_off()
         elif isinstance(answer, Response):
             del self._buffer[:consumed]
             self._respond(request, answer)
+        elif isinstance(answer, Held):
+            self._hold(request, consumed, answer)
         else:
             task = asyncio.ensure_future(answer)
             self._task = task
             self._pause_reading_if_full()
             task.add_done_callback(lambda done: self._finished(request, consumed, done))
+
+    def _hold(self, request: Request, consumed: int, held: Held) -> None:
+        outcome: HoldOutcome | Exception | None
+        try:
+            outcome = held.holds.admit(held.source, held.timeout, held)
+        except Exception as exc:  # the condition, checked at once
+            outcome = exc
+        if outcome is not None:
+            self._answer(request, consumed, _completed(held, outcome))
+            return
+        held._connection = self
+        held._request = request
+        held._consumed = consumed
+        self._held = held
+        self._pause_reading_if_full()
+
+    def _released(self, held: Held, outcome: HoldOutcome | Exception) -> None:
+        """`HeldRequests` let go of the held request: answer it, then what follows it."""
+        if self._held is not held:
+            return
+        self._held = None
+        request = held._request
+        assert request is not None
+        self._answer(request, held._consumed, _completed(held, outcome))
+        if not self._busy:
+            self._next()
 
     def _finished(self, request: Request, consumed: int,
                   done: asyncio.Future[Response | None]) -> None:
@@ -547,6 +638,19 @@ class Http1Protocol(asyncio.Protocol):
 
     def _refuse(self, transport: asyncio.Transport, admission: Admission) -> None:
         refuse_connection(transport, admission, self.table, self._address, self.log_limiter)
+
+
+def _completed(held: Held, outcome: HoldOutcome | Exception
+               ) -> Response | Awaitable[Response]:
+    """A held request's answer for its outcome (500 when its condition raised)."""
+    if isinstance(outcome, Exception):
+        log.error("http: a held request's condition failed", exc_info=outcome)
+        return text_response(500, "Internal Server Error")
+    try:
+        return held.complete(outcome)
+    except Exception:
+        log.exception("http: the playback handler failed")
+        return text_response(500, "Internal Server Error")
 
 
 def bound_protocol(limits: HttpLimits, table: ConnectionTable, handler: Handler,

@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import gzip
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,7 @@ from relay.hls.recording import RECORDING_PLAYLIST, read_variant
 from relay.hls.request_counts import HlsRequestCounters, RequestKind, media_request_kind
 from relay.hls.signed import FORBIDDEN_TYPE, PlaybackGate, Refusal
 from relay.hls.upstream import HOP_HEADER, OwnerProxy
+from relay.logs import LogLimiter
 from relay.playback.tokens import libraries_loaded, load_libraries
 from relay.store import Store
 from relay.store.asset_files import AssetFiles
@@ -69,9 +71,16 @@ CORS: Final = {"Access-Control-Allow-Origin": "*"}
 _PLAYBACK_ID: Final = re.compile(r"^[A-Za-z0-9]{1,64}\Z")  # \Z: `$` lets a final "\n" by
 _NOT_FOUND = "not found\n"
 
-#: How long a playback id lookup is reused. A deleted playback id keeps playing this long.
+#: How long a playback id lookup is reused. A deleted playback id keeps playing this long
+#: (and, past it, for as long as the lookup that refreshes it takes: see LOOKUP_STALE).
 LOOKUP_TTL: Final = 2.0
+#: Seconds past LOOKUP_TTL a lookup is still answered from while one request's lookup
+#: refreshes it. Without this, the requests a part releases all together (hundreds of
+#: viewers' reloads) would each query the store when the lookup has just expired.
+LOOKUP_STALE: Final = 1.0
 MAX_CACHED_LOOKUPS: Final = 10_000
+
+log = logging.getLogger("relay.hls")
 
 
 #: What a playback id plays: a live session's packager or an asset's recording directory.
@@ -79,7 +88,11 @@ Target = LivePackager | Path | None
 
 
 class PlaybackDirectory:
-    """Resolves playback ids to a live packager or an asset's recording directory."""
+    """Resolves playback ids to a live packager or an asset's recording directory.
+
+    Lookups are cached for LOOKUP_TTL; concurrent lookups of one id share one query of the
+    store, and a lookup that expired less than LOOKUP_STALE ago is still answered from
+    (by `resolve_cached_signed`) while that query refreshes it."""
 
     def __init__(self, store: Store, live: Callable[[str], LivePackager | None],
                  asset_files: AssetFiles, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -88,21 +101,47 @@ class PlaybackDirectory:
         self._asset_files = asset_files
         self._clock = clock
         self._cache: dict[str, tuple[float, PlaybackId | None]] = {}
+        self._pending: dict[str, asyncio.Task[PlaybackId | None]] = {}
+        self._log = LogLimiter(log)
 
     async def lookup(self, playback_id: str) -> PlaybackId | None:
-        now = self._clock()
         cached = self._cache.get(playback_id)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > self._clock():
             return cached[1]
-        if len(self._cache) >= MAX_CACHED_LOOKUPS:
-            self._cache.clear()
+        # Shielded: a request that goes away does not cancel the others' lookup.
+        return await asyncio.shield(self._refresh(playback_id))
+
+    def _refresh(self, playback_id: str) -> asyncio.Task[PlaybackId | None]:
+        """The store query of `playback_id` under way, started if none is."""
+        task = self._pending.get(playback_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._query(playback_id))
+            self._pending[playback_id] = task
+            task.add_done_callback(lambda done: self._queried(playback_id, done))
+        return task
+
+    async def _query(self, playback_id: str) -> PlaybackId | None:
+        now = self._clock()
         found = await self._store.get_playback_id(playback_id)
         if found is not None and found.policy == "signed" and not libraries_loaded():
             # Its requests' tokens are checked with PyJWT: loaded now, off the event loop,
             # before any of them is (relay.playback.tokens).
             await asyncio.to_thread(load_libraries)
+        if len(self._cache) >= MAX_CACHED_LOOKUPS:
+            self._cache.clear()
         self._cache[playback_id] = (now + LOOKUP_TTL, found)
         return found
+
+    def _queried(self, playback_id: str, done: asyncio.Task[PlaybackId | None]) -> None:
+        if self._pending.get(playback_id) is done:
+            del self._pending[playback_id]
+        if not done.cancelled() and done.exception() is not None:
+            # Retrieved here: a refresh nobody awaited would otherwise warn at exit; the
+            # requests that awaited it fail with it. A store that keeps failing is retried
+            # once per request at most, so the line is rate-limited.
+            self._log.log(logging.WARNING, "lookup-failed",
+                          "playback: looking up a playback id in the store failed: %s",
+                          done.exception())
 
     async def resolve(self, playback_id: str) -> Target:
         """What a public `playback_id` plays, or None (for a signed one too: callers that
@@ -129,8 +168,13 @@ class PlaybackDirectory:
         if not _PLAYBACK_ID.match(playback_id):
             return True, None, False
         cached = self._cache.get(playback_id)
-        if cached is None or cached[0] <= self._clock():
+        if cached is None:
             return False, None, False
+        expired = self._clock() - cached[0]
+        if expired >= 0:
+            if expired >= LOOKUP_STALE:
+                return False, None, False
+            self._refresh(playback_id)  # meanwhile, the lookup as it was
         target, signed = self._target(cached[1])
         return True, target, signed
 

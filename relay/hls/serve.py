@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl
 from relay.hls.blocking import BadRequest, Wait, decide, hold_timeout, is_satisfied
 from relay.hls.disk import STORED_READS, StoredReads
 from relay.hls.holding import REFUSED_RETRY_AFTER, HeldRequests, HoldOutcome
-from relay.hls.http1 import Answer, Http1Protocol, Request, Response, bound_protocol
+from relay.hls.http1 import Answer, Held, Http1Protocol, Request, Response, bound_protocol
 from relay.hls.model import MEDIA_PLAYLIST_URI, ResourceName, StoredMedia, parse_resource
 from relay.hls.multivariant import render_multivariant
 from relay.hls.packager import HlsCounters, LivePackager
@@ -108,6 +108,20 @@ _REQUEST_KINDS: Final = {"multivariant": RequestKind.MULTIVARIANT,
                          "playlist": RequestKind.MEDIA_PLAYLIST, "init": RequestKind.INIT,
                          "segment": RequestKind.SEGMENT, "part": RequestKind.PART,
                          "player": RequestKind.PLAYER}
+
+
+def query_values(query: str) -> dict[str, str]:
+    """A query's names and values, as `dict(parse_qsl(query, keep_blank_values=True))`;
+    a query without escapes (a player's `_HLS_msn=9&_HLS_part=2`) is split without
+    parse_qsl's decoding of each name and value."""
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query, keep_blank_values=True))
+    values = {}
+    for pair in query.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            values[name] = value
+    return values
 
 
 def _resource_kind(resource: ResourceName) -> str:
@@ -187,6 +201,8 @@ class PlaybackServer:
         answer = self._media(request, playback_id, target, signed, resource, kind)
         if answer is None or isinstance(answer, Response):
             return answer
+        if isinstance(answer, Held):
+            return await answer.waited()
         return await answer
 
     def _media(self, request: Request, playback_id: str, target: Target, signed: bool,
@@ -319,8 +335,7 @@ class PlaybackServer:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         self.counters.playlist_requests += 1
-        directives = (dict(parse_qsl(request.query, keep_blank_values=True))
-                      if request.query else {})
+        directives = query_values(request.query) if request.query else {}
         decision = decide(directives, playlist)
         if isinstance(decision, BadRequest):
             self.counters.bad_requests += 1
@@ -332,26 +347,30 @@ class PlaybackServer:
                               lambda: renderer.encoded(skip=skip, gzipped=True), "playlist",
                               query)
 
-    async def _held_playlist(self, request: Request, packager: LivePackager,
-                             wait: Wait, query: bytes) -> Response:
+    def _held_playlist(self, request: Request, packager: LivePackager,
+                       wait: Wait, query: bytes) -> Held:
         playlist, renderer = packager.playlist, packager.renderer
         assert playlist is not None and renderer is not None
         assert playlist.target_duration is not None
         held_at = time.monotonic()
-        outcome = await self.holds.hold(packager, hold_timeout(playlist.target_duration),
-                                        lambda: is_satisfied(wait, playlist))
-        if outcome is HoldOutcome.REFUSED:
-            return self._too_many_held("playlist")
-        self.counters.reload_wait.observe(time.monotonic() - held_at)
-        self.counters.held_requests += 1
-        if outcome is HoldOutcome.TIMED_OUT:
-            self.counters.held_timeouts += 1
-            return self._unavailable("the playlist did not reach the requested segment or "
-                                     "part in time", "playlist")
-        skip = wait.skip
-        return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
-                              lambda: renderer.encoded(skip=skip, gzipped=True), "playlist",
-                              query)
+
+        def complete(outcome: HoldOutcome) -> Response:
+            if outcome is HoldOutcome.REFUSED:
+                return self._too_many_held("playlist")
+            counters = self.counters
+            counters.reload_wait.observe(time.monotonic() - held_at)
+            counters.held_requests += 1
+            if outcome is HoldOutcome.TIMED_OUT:
+                counters.held_timeouts += 1
+                return self._unavailable("the playlist did not reach the requested segment "
+                                         "or part in time", "playlist")
+            skip = wait.skip
+            return self._playlist(request, renderer.encoded(skip=skip), PLAYLIST_CACHE,
+                                  lambda: renderer.encoded(skip=skip, gzipped=True),
+                                  "playlist", query)
+
+        return Held(self.holds, packager, hold_timeout(playlist.target_duration),
+                    lambda: is_satisfied(wait, playlist), complete)
 
     def _live_resource(self, packager: LivePackager, resource: ResourceName,
                        kind: str) -> Answer:
@@ -363,21 +382,23 @@ class PlaybackServer:
             return self._held_resource(packager, resource, kind)
         return self._resource(packager, resource, kind)
 
-    async def _held_resource(self, packager: LivePackager, resource: ResourceName,
-                             kind: str) -> Response:
+    def _held_resource(self, packager: LivePackager, resource: ResourceName,
+                       kind: str) -> Held:
         playlist = packager.playlist
         assert playlist is not None and playlist.target_duration is not None
-        outcome = await self.holds.hold(
-            packager, hold_timeout(playlist.target_duration),
-            lambda: playlist.availability(resource) is not Availability.PENDING)
-        if outcome is HoldOutcome.REFUSED:
-            return self._too_many_held(kind)
-        self.counters.held_requests += 1
-        if outcome is HoldOutcome.TIMED_OUT:
-            self.counters.held_timeouts += 1
-            return self._unavailable("the part was not complete in time", kind)
-        answer = self._resource(packager, resource, kind)
-        return answer if isinstance(answer, Response) else await answer
+
+        def complete(outcome: HoldOutcome) -> Response | Awaitable[Response]:
+            if outcome is HoldOutcome.REFUSED:
+                return self._too_many_held(kind)
+            self.counters.held_requests += 1
+            if outcome is HoldOutcome.TIMED_OUT:
+                self.counters.held_timeouts += 1
+                return self._unavailable("the part was not complete in time", kind)
+            return self._resource(packager, resource, kind)
+
+        return Held(self.holds, packager, hold_timeout(playlist.target_duration),
+                    lambda: playlist.availability(resource) is not Availability.PENDING,
+                    complete)
 
     def _resource(self, packager: LivePackager, resource: ResourceName, kind: str
                   ) -> Response | Awaitable[Response]:

@@ -66,6 +66,11 @@ DECISIONS: list[tuple[dict[str, str], Decision]] = [
                                     "digits, got '+1'")),
     ({"_HLS_msn": ""}, BadRequest("_HLS_msn must be a non-negative integer of at most 12 "
                                   "digits, got ''")),
+    # Digits of other scripts, which int() takes.
+    ({"_HLS_msn": "\u0663"}, BadRequest("_HLS_msn must be a non-negative integer of at most "
+                                        "12 digits, got '\u0663'")),
+    ({"_HLS_msn": "1234567890123"}, BadRequest(
+        "_HLS_msn must be a non-negative integer of at most 12 digits, got '1234567890123'")),
     ({"_HLS_msn": "3", "_HLS_part": "x"}, BadRequest(
         "_HLS_part must be a non-negative integer of at most 12 digits, got 'x'")),
     ({"_HLS_msn": "3", "_HLS_part": "-2"}, BadRequest(

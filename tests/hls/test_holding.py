@@ -197,3 +197,164 @@ async def test_a_condition_that_raises_fails_only_its_own_request() -> None:
 def test_caps_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         HeldRequests(max_total=0)
+
+
+class Recorder:
+    """A direct waiter (`relay.hls.holding.Waiter`), as the lean HTTP protocol's `Held`:
+    records its releases, in order, into a shared log."""
+
+    def __init__(self, name: str, condition: Level | None = None,
+                 log: list[tuple[str, object]] | None = None) -> None:
+        self.name = name
+        self.condition = condition if condition is not None else Level(1)
+        self.log = log if log is not None else []
+
+    def satisfied(self) -> bool:
+        return self.condition()
+
+    def release(self, outcome: HoldOutcome | Exception) -> None:
+        self.log.append((self.name, outcome))
+
+
+async def test_direct_waiters_are_released_in_one_pass_at_the_change() -> None:
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    level = Level(1)
+    waiters = [Recorder(str(n), level, log) for n in range(20)]
+    tasks_before = len(asyncio.all_tasks())
+    assert [holds.admit(source, HOUR, w) for w in waiters] == [None] * 20
+    # One pump for the stream, nothing per request.
+    assert len(asyncio.all_tasks()) == tasks_before + 1
+    await settle()
+    source.change()  # nothing changed for the condition: nobody leaves
+    await settle()
+    assert log == [] and holds.held == 20
+    level.value = 1
+    source.change()
+    # The pump runs once: every waiter is released in that step, in the order admitted.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert log == [(str(n), HoldOutcome.READY) for n in range(20)]
+    assert (holds.held, holds.held_for(source), holds.waiters_created) == (0, 0, 20)
+    await settle()
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_a_direct_waiter_ready_or_refused_at_once_is_not_held() -> None:
+    holds, source = HeldRequests(max_total=1, max_per_stream=1), Source()
+    ready = Level(0)
+    log: list[tuple[str, object]] = []
+    assert holds.admit(source, HOUR, Recorder("ready", ready, log)) is HoldOutcome.READY
+    assert holds.admit(source, HOUR, Recorder("held", Level(1), log)) is None
+    assert holds.admit(source, HOUR, Recorder("over", Level(1), log)) is HoldOutcome.REFUSED
+    assert (holds.held, holds.refused, holds.waiters_created) == (1, 1, 1)
+    assert log == []  # what was answered at once is not released later
+    source.end()
+    await settle()
+    assert log == [("held", HoldOutcome.READY)]
+
+
+async def test_cancelling_a_direct_waiter_leaves_no_waiter_pump_or_timer() -> None:
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    first, second = Recorder("first", log=log), Recorder("second", log=log)
+    holds.admit(source, 0.05, first)
+    holds.admit(source, 0.05, second)
+    await settle()
+    pumps = [t for t in asyncio.all_tasks() if t.get_name() == "relay-hls-held-requests"]
+    holds.cancel(first, source)
+    holds.cancel(first, source)  # twice: nothing more
+    assert holds.held == 1 and not pumps[0].done()
+    holds.cancel(second, source)
+    await settle()
+    assert holds.held == 0 and holds.held_for(source) == 0 and pumps[0].done()
+    await asyncio.sleep(0.1)  # past the deadline: the stream's timer went with its waiters
+    assert log == []
+
+
+async def test_direct_waiters_time_out_each_at_its_own_deadline() -> None:
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    late = Level(1)
+    holds.admit(source, HOUR, Recorder("hour", log=log))
+    holds.admit(source, 0.2, Recorder("later", late, log))
+    holds.admit(source, 0.02, Recorder("soon", log=log))  # earlier than the armed timer
+    await asyncio.sleep(0.1)
+    assert log == [("soon", HoldOutcome.TIMED_OUT)]
+    late.value = 1  # true now, no change signalled: the timeout still finds it
+    await asyncio.sleep(0.2)
+    assert log == [("soon", HoldOutcome.TIMED_OUT), ("later", HoldOutcome.READY)]
+    assert holds.held == 1
+    source.end()
+    await settle()
+    assert log[-1] == ("hour", HoldOutcome.READY) and holds.held == 0
+
+
+async def test_a_direct_waiter_whose_condition_raises_gets_the_exception_alone() -> None:
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    armed = [False]
+
+    class Broken(Level):
+        def __call__(self) -> bool:
+            if armed[0]:
+                raise RuntimeError("a bug in a condition")
+            return False
+
+    good = Level(1)
+    holds.admit(source, HOUR, Recorder("bad", Broken(1), log))
+    holds.admit(source, HOUR, Recorder("good", good, log))
+    await settle()
+    armed[0] = True
+    source.change()
+    await settle()
+    assert len(log) == 1 and log[0][0] == "bad" and isinstance(log[0][1], RuntimeError)
+    assert holds.held == 1
+    good.value = 1
+    source.change()
+    await settle()
+    assert log[1] == ("good", HoldOutcome.READY) and holds.held == 0
+
+
+async def test_a_release_may_admit_again_and_a_failing_release_spares_the_others() -> None:
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    level = Level(1)
+    follow = Recorder("follow", Level(2), log)
+
+    class Pipelined(Recorder):
+        def release(self, outcome: HoldOutcome | Exception) -> None:
+            super().release(outcome)
+            # As a connection's next pipelined request: held again, on the same stream.
+            assert holds.admit(source, HOUR, follow) is None
+
+    class Failing(Recorder):
+        def release(self, outcome: HoldOutcome | Exception) -> None:
+            raise RuntimeError("a bug in an answer")
+
+    holds.admit(source, HOUR, Pipelined("first", level, log))
+    holds.admit(source, HOUR, Failing("failing", level, log))
+    holds.admit(source, HOUR, Recorder("last", level, log))
+    await settle()
+    level.value = 1
+    source.change()
+    await settle()
+    assert log == [("first", HoldOutcome.READY), ("last", HoldOutcome.READY)]
+    assert holds.held == holds.held_for(source) == 1
+    follow.condition.value = 2
+    source.change()
+    await settle()
+    assert log[-1] == ("follow", HoldOutcome.READY) and holds.held == 0
+
+
+async def test_a_change_before_the_pump_first_waits_is_not_missed() -> None:
+    # The stream's pump is a task: it starts after the request that made it was admitted,
+    # and a part may be cut in between (the ingest's callback, in the same loop pass).
+    holds, source = HeldRequests(), Source()
+    log: list[tuple[str, object]] = []
+    level = Level(1)
+    assert holds.admit(source, HOUR, Recorder("first", level, log)) is None
+    level.value = 1
+    source.change()  # nobody waits on the signal yet
+    await settle()
+    assert log == [("first", HoldOutcome.READY)] and holds.held == 0

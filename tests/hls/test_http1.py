@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
 
 from relay.hls import http1
-from relay.hls.http1 import Http1Protocol, Request, Response, bound_protocol
+from relay.hls.holding import HeldRequests, HoldOutcome
+from relay.hls.http1 import Held, Http1Protocol, Request, Response, bound_protocol
 from relay.http_limits import ConnectionTable, HttpCounters, HttpLimits
 
 pytestmark = pytest.mark.anyio
@@ -20,14 +23,46 @@ pytestmark = pytest.mark.anyio
 BIG = 4 * 1024 * 1024
 
 
+class Stream:
+    """A packager's change signal and a level the held requests wait for (`/held/N`: until
+    the level reaches N)."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.level = 0
+        self.broken = False  # the conditions raise
+        self._change: asyncio.Future[None] | None = None
+
+    async def wait_change(self) -> None:
+        if self.ended:
+            return
+        if self._change is None:
+            self._change = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._change)
+
+    def change(self, level: int) -> None:
+        self.level = level
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
+
+    def reached(self, wanted: int) -> bool:
+        if self.broken:
+            raise RuntimeError("a bug in a condition")
+        return self.level >= wanted
+
+
 @dataclass
 class Script:
     """Answers by path: "/slow" waits for `release`; "/big" is BIG bytes; "/api" is not
-    served (handed over); anything else echoes the path."""
+    served (handed over); "/held/N" is held until the stream's level reaches N (0.2 s at
+    most; "/held-long/N": an hour); anything else echoes the path."""
 
     release: asyncio.Event = field(default_factory=asyncio.Event)
     seen: list[str] = field(default_factory=list)
     answered: list[tuple[str, int]] = field(default_factory=list)
+    holds: HeldRequests = field(default_factory=lambda: HeldRequests(max_per_stream=50))
+    stream: Stream = field(default_factory=Stream)
 
     def handle(self, request: Request) -> http1.Answer:
         self.seen.append(request.path)
@@ -35,9 +70,20 @@ class Script:
             return None
         if request.path == "/slow":
             return self._slow(request)
+        if request.path.startswith(("/held/", "/held-long/")):
+            wanted = int(request.path.rsplit("/", 1)[1])
+            return Held(self.holds, self.stream,
+                        0.2 if request.path.startswith("/held/") else 3600.0,
+                        lambda: self.stream.reached(wanted),
+                        lambda outcome: self._held(request, outcome))
         if request.path == "/big":
             return Response(200, b"content-type: video/mp4\r\n", bytes(BIG), "segment")
         return Response(200, b"content-type: text/plain\r\n", request.path.encode(), "echo")
+
+    def _held(self, request: Request, outcome: HoldOutcome) -> Response:
+        status = 200 if outcome is HoldOutcome.READY else 503
+        return Response(status, b"", b"%s %s" % (request.path.encode(),
+                                                 outcome.name.encode()), "playlist")
 
     async def _slow(self, request: Request) -> Response:
         await self.release.wait()
@@ -223,6 +269,9 @@ async def test_too_many_headers_are_431_and_a_long_request_line_414() -> None:
     b"GET /a HTTP/1.1\r\nHost: relay\r\n folded\r\n\r\n",  # obs-fold
     b"GET /a HTTP/1.1\r\nHost: relay\r\nBad Name: x\r\n\r\n",
     b"GET /a HTTP/1.1\r\nHost: re\x01lay\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: relay\r\nNo-Colon\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: relay\r\n: no name\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nUser-Agent: a\x7fb\r\nHost: relay\r\n\r\n",
     b"GET /a FTP/1.0\r\nHost: relay\r\n\r\n",
 ])
 async def test_malformed_requests_are_400_and_closed(head: bytes) -> None:
@@ -319,3 +368,79 @@ async def test_the_connection_caps_are_the_tables() -> None:
         assert server.counters.refused_per_address == 1
         first.close()
 
+
+
+async def test_held_requests_are_answered_at_the_change_without_a_task_each() -> None:
+    async with lean() as server:
+        connections = [await server.connect() for _ in range(20)]
+        for _, writer in connections:
+            writer.write(get("/held-long/1"))
+        await until(lambda: server.script.holds.held == 20)
+        tasks = {t.get_name() for t in asyncio.all_tasks()}
+        assert "relay-hls-held-requests" in tasks
+        server.script.stream.change(1)
+        for reader, _ in connections:
+            assert (await read_response(reader))[::2] == (200, b"/held-long/1 READY")
+        holds = server.script.holds
+        assert (holds.held, holds.waiters_created) == (0, 20)
+        assert server.script.answered == [("/held-long/1", 200)] * 20
+
+
+async def test_a_held_request_times_out_refuses_at_the_cap_and_fails_alone() -> None:
+    async with lean() as server:
+        script = server.script
+        script.holds = HeldRequests(max_total=2, max_per_stream=2)
+        reader, writer = await server.connect()
+        writer.write(get("/held/1"))
+        assert (await read_response(reader))[::2] == (503, b"/held/1 TIMED_OUT")
+        # Two held, a third refused at once (the answer's builder is told).
+        held = [await server.connect() for _ in range(2)]
+        for _, other in held:
+            other.write(get("/held-long/5"))
+        await until(lambda: script.holds.held == 2)
+        writer.write(get("/held-long/5"))
+        assert (await read_response(reader))[::2] == (503, b"/held-long/5 REFUSED")
+        # A condition that raises fails its own requests with 500; the connections live on.
+        script.stream.broken = True
+        script.stream.change(1)
+        for other_reader, other in held:
+            assert (await read_response(other_reader))[0] == 500
+            other.write(get("/after"))
+            assert (await read_response(other_reader))[::2] == (200, b"/after")
+        assert script.holds.held == 0
+
+
+async def test_a_connection_closed_while_held_leaves_nothing_held() -> None:
+    async with lean() as server:
+        _, writer = await server.connect()
+        writer.write(get("/held-long/1"))
+        await until(lambda: server.script.holds.held == 1)
+        # A reset, so the server's connection is lost (a half-close would still be
+        # answered: eof_received).
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        await until(lambda: server.script.holds.held == 0)
+        assert server.script.holds.held_for(server.script.stream) == 0
+        assert not [t for t in asyncio.all_tasks()
+                    if t.get_name() == "relay-hls-held-requests" and not t.done()]
+        server.script.stream.change(1)
+        await asyncio.sleep(0.05)
+        assert server.script.answered == []
+
+
+async def test_requests_pipelined_behind_a_held_one_are_answered_after_it_in_order() -> None:
+    async with lean() as server:
+        reader, writer = await server.connect()
+        writer.write(get("/held-long/1") + get("/one") + get("/held-long/2") + get("/two"))
+        await until(lambda: server.script.holds.held == 1)
+        await asyncio.sleep(0.05)
+        assert server.script.seen == ["/held-long/1"], "one request at a time"
+        server.script.stream.change(1)
+        assert (await read_response(reader))[2] == b"/held-long/1 READY"
+        assert (await read_response(reader))[2] == b"/one"
+        await until(lambda: server.script.holds.held == 1)
+        server.script.stream.change(2)
+        bodies = [(await read_response(reader))[2] for _ in range(2)]
+        assert bodies == [b"/held-long/2 READY", b"/two"]
+        writer.close()
