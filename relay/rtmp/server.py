@@ -498,18 +498,30 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if not self._first_seen:
             self._preamble_updated(nbytes)
             return
-        self._take_input(nbytes)
-
-    def _take_input(self, nbytes: int) -> None:
-        """The session's buffer received `nbytes` (0: what was given by receive_data)."""
-        self.session.new_turn()
+        # _take_input, inlined: this runs for every read of every publisher.
+        session = self.session
+        session.new_turn()
         try:
-            if nbytes:
-                self.session.buffer_updated(nbytes)
+            ready = session.buffer_updated(nbytes)
         except (ChunkError, RemoteProtocolError) as exc:
             self._protocol_error(str(exc))
             return
-        self._process()
+        if ready:  # False: a read that ended inside a chunk, nothing to act on
+            self._process()
+        if self.live is None and not self._closed:
+            self._charge_budget()
+
+    def _take_input(self, nbytes: int) -> None:
+        """The session's buffer received `nbytes` (0: what was given by receive_data)."""
+        session = self.session
+        session.new_turn()
+        try:
+            ready = session.buffer_updated(nbytes) if nbytes else True
+        except (ChunkError, RemoteProtocolError) as exc:
+            self._protocol_error(str(exc))
+            return
+        if ready:
+            self._process()
         if self.live is None and not self._closed:
             self._charge_budget()
 

@@ -272,12 +272,30 @@ class ServerSession:
             return memoryview(self._handshake_buffer)
         return self._demuxer.get_buffer(sizehint)
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def buffer_updated(self, nbytes: int) -> bool:
+        """Commit `nbytes` received into the view from the last get_buffer().
+
+        Returns False when `next_event()` would return None and nothing waits to be sent: a
+        publishing session whose input holds no complete message yet (ffmpeg writes a
+        chunk's header and its body apart, so about half of its reads end inside a chunk).
+        The caller may then skip asking for events. True otherwise (not a promise of an
+        event). A publishing session's media is taken here, in the same native call that
+        would take it in `next_event()`."""
         self._dry = False
         if self._handshake_buffer is not None:
             self._receive_handshake(bytes(self._handshake_buffer[:nbytes]))
-        else:
-            self._demuxer.buffer_updated(nbytes)
+            return True
+        self._demuxer.buffer_updated(nbytes)
+        ingest = self._ingest
+        if (ingest is None or self.state is not State.PUBLISHING or self.output_full
+                or self._pending_error is not None
+                or self._next_event < len(self._events)
+                or self._turn_messages >= MAX_MESSAGES_PER_TURN):
+            return True
+        # What next_event() would do first; the batch (if any) waits in _events for it.
+        self._events.clear()
+        self._next_event = 0
+        return self._drain_media(ingest)
 
     def receive_data(self, data: bytes) -> None:
         """Copying alternative to get_buffer/buffer_updated (tests, TLS transports)."""
