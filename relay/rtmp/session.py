@@ -272,6 +272,13 @@ class ServerSession:
             return memoryview(self._handshake_buffer)
         return self._demuxer.get_buffer(sizehint)
 
+    def input_buffer_getter(self) -> Callable[[int], memoryview]:
+        """What `get_buffer` does from now on, as one callable: once the handshake is done,
+        the chunk demuxer's own (natively, no Python call of the session's per read)."""
+        if self._handshake_buffer is not None:
+            return self.get_buffer
+        return self._demuxer.get_buffer
+
     def buffer_updated(self, nbytes: int) -> bool:
         """Commit `nbytes` received into the view from the last get_buffer().
 
