@@ -394,7 +394,9 @@ class ServerSession:
         if taken == 0:
             return False
         self._turn_messages += taken
-        self._maybe_acknowledge()
+        if self._demuxer.bytes_received - self._acked >= (self._peer_window
+                                                          or WINDOW_ACK_SIZE):
+            self._maybe_acknowledge()  # (the check above is its own, without the call)
         batch = self._batch
         for unit in units:
             if isinstance(unit, tuple):
