@@ -559,8 +559,8 @@ class DrainQueue(_GopQueue):
         items.append(frame)
         self._bytes += size
         self._frames += 1
-        if self._scheduled is None and not self._draining:
-            self._wake()
+        if self._scheduled is None and not self._draining:  # _wake, inline
+            self._scheduled = asyncio.get_running_loop().call_soon(self._run_scheduled)
 
     def on_discontinuity(self) -> None:
         super().on_discontinuity()
