@@ -313,7 +313,9 @@ class ServerSession:
             units, stop, taken, self._dry = ingest.drain(
                 self._demuxer, MAX_MESSAGES_PER_TURN - self._turn_messages)
         except ChunkError as exc:
-            raise RemoteProtocolError(str(exc)) from None
+            # Raised by next_event(), as without this shortcut: input is only buffered here.
+            self._pending_error = RemoteProtocolError(str(exc))
+            return True
         return taken > 0 and self._take_media(units, stop, taken)
 
     def receive_data(self, data: bytes) -> None:
