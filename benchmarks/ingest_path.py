@@ -85,10 +85,10 @@ def ffmpeg_reads(message: bytes) -> list[bytes]:
     return [message[:size], message[size:]]
 
 
-def connection_bytes(tags: list[tuple[int, int, bytes]],
-                     reads_as: str = "chunk") -> tuple[bytes, list[bytes]]:
+def connection_bytes(tags: list[tuple[int, int, bytes]], reads_as: str = "chunk", *,
+                     stream_key: str = "key") -> tuple[bytes, list[bytes]]:
     """The client's bytes up to an accepted publish, then the media as reads."""
-    client = ClientSession(tc_url="rtmp://127.0.0.1/app", stream_key="key",
+    client = ClientSession(tc_url="rtmp://127.0.0.1/app", stream_key=stream_key,
                            random_bytes=lambda n: bytes(n), chunk_size=CHUNK_SIZE)
     server = ServerSession(random_bytes=bytes)
     preamble = bytearray(client.initial_bytes())

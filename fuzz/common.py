@@ -94,7 +94,7 @@ def growth_feedback(amount: int) -> None:
         pass
 
 
-def copy_in(get_buffer: Callable[[int], memoryview], buffer_updated: Callable[[int], None],
+def copy_in(get_buffer: Callable[[int], memoryview], buffer_updated: Callable[[int], object],
             piece: bytes) -> None:
     """Hand `piece` to a buffered protocol the way asyncio does: into the buffers it offers
     (`get_buffer`), announced with `buffer_updated`, for as many reads as that takes."""

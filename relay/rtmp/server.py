@@ -40,6 +40,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -244,6 +245,8 @@ class RtmpConnection(asyncio.BufferedProtocol):
         # Another peer's connection, until its first byte is seen (not a PROXY header).
         self._first_read: memoryview | None = None
         self._first_seen = False
+        # Once publishing: what get_buffer returns, with no preamble left to check.
+        self._get_input: Callable[[int], memoryview] | None = None
         self.live: LiveSession | None = None
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -471,6 +474,13 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._take_input(0)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        get_input = self._get_input
+        if get_input is not None:  # publishing: straight into the session's demuxer
+            try:
+                return get_input(sizehint)
+            except ChunkError as exc:
+                self._protocol_error(str(exc))
+                return memoryview(bytearray(max(sizehint, 1024)))
         if self._proxy_reader is not None:
             if self._preamble_buffer is None:
                 self._preamble_buffer = bytearray(MAX_V2_HEADER_BYTES)
@@ -498,18 +508,30 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if not self._first_seen:
             self._preamble_updated(nbytes)
             return
-        self._take_input(nbytes)
-
-    def _take_input(self, nbytes: int) -> None:
-        """The session's buffer received `nbytes` (0: what was given by receive_data)."""
-        self.session.new_turn()
+        # _take_input, inlined: this runs for every read of every publisher.
+        session = self.session
+        session.new_turn()
         try:
-            if nbytes:
-                self.session.buffer_updated(nbytes)
+            ready = session.buffer_updated(nbytes)
         except (ChunkError, RemoteProtocolError) as exc:
             self._protocol_error(str(exc))
             return
-        self._process()
+        if ready:  # False: a read that ended inside a chunk, nothing to act on
+            self._process()
+        if self.live is None and not self._closed:
+            self._charge_budget()
+
+    def _take_input(self, nbytes: int) -> None:
+        """The session's buffer received `nbytes` (0: what was given by receive_data)."""
+        session = self.session
+        session.new_turn()
+        try:
+            ready = session.buffer_updated(nbytes) if nbytes else True
+        except (ChunkError, RemoteProtocolError) as exc:
+            self._protocol_error(str(exc))
+            return
+        if ready:
+            self._process()
         if self.live is None and not self._closed:
             self._charge_budget()
 
@@ -568,7 +590,14 @@ class RtmpConnection(asyncio.BufferedProtocol):
                     return
                 continue
             if isinstance(event, MediaBatch):
-                self._on_media(event)
+                # The session parsed the read's media (natively, for the common frames):
+                # count it and hand it on (inline: once per read that completes a message).
+                self.counters.media_messages += event.messages
+                if event.errors:
+                    self._media_errors(event)
+                live = self.live
+                if live is not None and event.units:
+                    live.publish_units(event.units)
             elif isinstance(event, PublishRequested):
                 self._waiting = True
                 assert self._transport is not None
@@ -589,7 +618,10 @@ class RtmpConnection(asyncio.BufferedProtocol):
                                  self.peer, peer_text(event.reason))
                 self._flush()
                 self._shutdown()
-        self._flush()
+        # _flush, inline: nearly always nothing to write.
+        data = session.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def _yield_turn(self) -> None:
         # What was read holds more than one turn's messages (a flood of pings, say): let
@@ -643,6 +675,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
                 return
             self.server.slots.settle(self)  # publishing: its slot can no longer be evicted
             self.session.accept_publish()
+            self._get_input = self.session.input_buffer_getter()
             self._switch_to_idle_timer()
             self.server.budget.release(self._charged)  # publishing: bounded per connection
             self._charged = 0
@@ -655,19 +688,12 @@ class RtmpConnection(asyncio.BufferedProtocol):
         self._transport.resume_reading()
         self._process()
 
-    def _on_media(self, batch: MediaBatch) -> None:
-        # The session parsed the read's media (natively, for the common frames); this only
-        # counts and hands it on.
-        counters = self.counters
-        counters.media_messages += batch.messages
-        if batch.errors:
-            counters.media_errors += batch.errors
-            if not self._media_warned:
-                self._media_warned = True
-                log.warning("rtmp %s: dropping malformed media (further ones counted): %s",
-                            self.peer, batch.first_error)
-        if self.live is not None and batch.units:
-            self.live.publish_units(batch.units)
+    def _media_errors(self, batch: MediaBatch) -> None:
+        self.counters.media_errors += batch.errors
+        if not self._media_warned:
+            self._media_warned = True
+            log.warning("rtmp %s: dropping malformed media (further ones counted): %s",
+                        self.peer, batch.first_error)
 
     def _charge_budget(self) -> None:
         """Charge what this connection holds before publishing to the process's budget."""

@@ -42,7 +42,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay._native.rtmp_chunk import (
     DEFAULT_MAX_BUFFERED,
@@ -72,6 +72,9 @@ from relay.rtmp.messages import (
     u32_payload,
     user_control_payload,
 )
+
+if TYPE_CHECKING:
+    from relay._native.rtmp_ingest import RawTag
 
 # The only application name Relay serves: rtmp://HOST:5222/app/STREAM_KEY.
 APP_NAME = "app"
@@ -257,6 +260,9 @@ class ServerSession:
         self._muxer = ChunkMuxer()
         self.output_full = False  # MAX_PENDING_OUTPUT bytes wait: parse nothing more
         self._turn_messages = 0  # messages parsed since new_turn()
+        #: This turn's MAX_MESSAGES_PER_TURN messages were parsed; more wait for new_turn().
+        #: (A plain attribute: the adapter reads it after every read that gave events.)
+        self.turn_spent = False
         self._early_messages = 0  # messages parsed before the publish was admitted
         self._handshake_out = bytearray()
         self._events: list[Event] = []
@@ -272,12 +278,45 @@ class ServerSession:
             return memoryview(self._handshake_buffer)
         return self._demuxer.get_buffer(sizehint)
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def input_buffer_getter(self) -> Callable[[int], memoryview]:
+        """What `get_buffer` does from now on, as one callable: once the handshake is done,
+        the chunk demuxer's own (natively, no Python call of the session's per read)."""
+        if self._handshake_buffer is not None:
+            return self.get_buffer
+        return self._demuxer.get_buffer
+
+    def buffer_updated(self, nbytes: int) -> bool:
+        """Commit `nbytes` received into the view from the last get_buffer().
+
+        Returns False when `next_event()` would return None and nothing waits to be sent: a
+        publishing session whose input holds no complete message yet (ffmpeg writes a
+        chunk's header and its body apart, so about half of its reads end inside a chunk).
+        The caller may then skip asking for events. True otherwise (not a promise of an
+        event). A publishing session's media is taken here, in the same native call that
+        would take it in `next_event()`."""
         self._dry = False
         if self._handshake_buffer is not None:
             self._receive_handshake(bytes(self._handshake_buffer[:nbytes]))
-        else:
-            self._demuxer.buffer_updated(nbytes)
+            return True
+        self._demuxer.buffer_updated(nbytes)
+        ingest = self._ingest
+        if (ingest is None or self.state is not State.PUBLISHING or self.output_full
+                or self._pending_error is not None
+                or self._next_event < len(self._events)
+                or self._turn_messages >= MAX_MESSAGES_PER_TURN):
+            return True
+        # What next_event() would do first (_drain_media, with the read that completes no
+        # message answered at once); the batch, if any, waits in _events for next_event().
+        self._events.clear()
+        self._next_event = 0
+        try:
+            units, stop, taken, self._dry = ingest.drain(
+                self._demuxer, MAX_MESSAGES_PER_TURN - self._turn_messages)
+        except ChunkError as exc:
+            # Raised by next_event(), as without this shortcut: input is only buffered here.
+            self._pending_error = RemoteProtocolError(str(exc))
+            return True
+        return taken > 0 and self._take_media(units, stop, taken)
 
     def receive_data(self, data: bytes) -> None:
         """Copying alternative to get_buffer/buffer_updated (tests, TLS transports)."""
@@ -343,6 +382,8 @@ class ServerSession:
             if message is None:
                 return None
             self._turn_messages += 1
+            if self._turn_messages >= MAX_MESSAGES_PER_TURN:
+                self.turn_spent = True
             if self.state is not State.PUBLISHING:
                 self._early_messages += 1
                 if self._early_messages > self._max_early_messages:
@@ -366,10 +407,18 @@ class ServerSession:
                 self._demuxer, MAX_MESSAGES_PER_TURN - self._turn_messages)
         except ChunkError as exc:
             raise RemoteProtocolError(str(exc)) from None
-        if taken == 0:
-            return False
+        return taken > 0 and self._take_media(units, stop, taken)
+
+    def _take_media(self, units: list[MediaFrame | RawTag], stop: RtmpMessage | None,
+                    taken: int) -> bool:
+        # What MediaIngest.drain took (`taken` > 0 messages) into this read's MediaBatch;
+        # `stop`, a message of another kind, dispatched after it. Always True.
         self._turn_messages += taken
-        self._maybe_acknowledge()
+        if self._turn_messages >= MAX_MESSAGES_PER_TURN:
+            self.turn_spent = True
+        if self._demuxer.bytes_received - self._acked >= (self._peer_window
+                                                          or WINDOW_ACK_SIZE):
+            self._maybe_acknowledge()  # (the check above is its own, without the call)
         batch = self._batch
         for unit in units:
             if isinstance(unit, tuple):
@@ -385,7 +434,13 @@ class ServerSession:
                 # Raised once the media before it has been handed out, as one message at a
                 # time did.
                 self._pending_error = exc
-        self._flush_batch()
+        if self._batch_messages:  # _flush_batch, inline: once per read that took media
+            self._events.append(MediaBatch(self._batch, self._batch_messages,
+                                           self._batch_errors, self._batch_first_error))
+            self._batch = []
+            self._batch_messages = 0
+            self._batch_errors = 0
+            self._batch_first_error = ""
         return True
 
     def _parse_tag(self, type_id: int, dts: int, payload: bytes) -> None:
@@ -412,14 +467,10 @@ class ServerSession:
             self._batch_errors = 0
             self._batch_first_error = ""
 
-    @property
-    def turn_spent(self) -> bool:
-        """This turn's MAX_MESSAGES_PER_TURN messages were parsed; more wait for new_turn()."""
-        return self._turn_messages >= MAX_MESSAGES_PER_TURN
-
     def new_turn(self) -> None:
         """A new turn of the event loop: next_event() may parse MAX_MESSAGES_PER_TURN more."""
         self._turn_messages = 0
+        self.turn_spent = False
 
     def _maybe_acknowledge(self) -> None:
         # RTMP 5.4.3: acknowledge every window's worth of received bytes; the window is the

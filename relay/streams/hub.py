@@ -30,6 +30,8 @@ from relay.streams.lifecycle import Effect, Input, SessionLifecycle, State
 
 log = logging.getLogger("relay.streams")
 
+_VIDEO = TrackKind.VIDEO
+
 
 class Publisher(Protocol):
     """An encoder's connection as the session sees it."""
@@ -199,13 +201,53 @@ class LiveSession:
             sink.on_track(config)
 
     def publish_frame(self, frame: MediaFrame) -> None:
-        if self.stream.audio_only and frame.kind is TrackKind.VIDEO:
-            return
-        if frame.kind not in self.tracks:
-            # A frame before its decoder configuration cannot be decoded by anyone.
-            return
-        now, video = self._clock(), frame.kind is TrackKind.VIDEO
-        self.health.record(now, len(frame.data), video, frame.keyframe, frame.dts)
+        self.publish_units((frame,))
+
+    def publish_units(self, units: Iterable[TrackConfig | MediaFrame]) -> None:
+        """One read's media in arrival order (an ingest adapter's batch).
+
+        What is the same for every frame of a read is looked up once: the clock (one read,
+        one arrival time), the consumers, and whether the lifecycle still waits for media or
+        for a playable frame (once the stream is active, a frame changes no state)."""
+        tracks = self.tracks
+        audio_only = self.stream.audio_only
+        sinks = self.sinks
+        record = self.health.record
+        check = self.warnings.on_frame
+        now = self._clock()
+        # _lifecycle_settled(), inline: once the stream is active, a read makes no call.
+        state = self.lifecycle.state
+        settled = state is not State.CONNECTED and (state is not State.RECORDING
+                                                    or self._sink_reports_playable)
+        for unit in units:
+            if not isinstance(unit, MediaFrame):
+                self.publish_track(unit)
+                continue
+            kind = unit.kind
+            video = kind is _VIDEO
+            if (video and audio_only) or kind not in tracks:
+                # A frame before its decoder configuration cannot be decoded by anyone.
+                continue
+            keyframe, dts = unit.keyframe, unit.dts
+            record(now, len(unit.data), video, keyframe, dts)
+            if not settled:
+                self._advance_lifecycle(unit)
+                settled = self._lifecycle_settled()
+            raised = check(now, video, keyframe, dts)
+            if raised:
+                self._warn(raised)
+            for sink in sinks:
+                sink.on_frame(unit)
+
+    def _lifecycle_settled(self) -> bool:
+        """Whether a frame can change the lifecycle's state no more (until a reconnect)."""
+        state = self.lifecycle.state
+        return not (state is State.CONNECTED
+                    or (state is State.RECORDING and not self._sink_reports_playable))
+
+    def _advance_lifecycle(self, frame: MediaFrame) -> None:
+        # The connection's first frame starts the recording; without a sink that reports
+        # playable segments, the first playable frame makes the stream active.
         state = self.lifecycle.state
         if state is State.CONNECTED:
             self._apply(self.lifecycle.handle(Input.MEDIA))
@@ -213,19 +255,6 @@ class LiveSession:
         if (state is State.RECORDING and not self._sink_reports_playable
                 and self._first_frame_playable(frame)):
             self._apply(self.lifecycle.handle(Input.PLAYABLE))
-        raised = self.warnings.on_frame(now, video, frame.keyframe, frame.dts)
-        if raised:
-            self._warn(raised)
-        for sink in self.sinks:
-            sink.on_frame(frame)
-
-    def publish_units(self, units: Iterable[TrackConfig | MediaFrame]) -> None:
-        """One read's media in arrival order (an ingest adapter's batch)."""
-        for unit in units:
-            if isinstance(unit, MediaFrame):
-                self.publish_frame(unit)
-            else:
-                self.publish_track(unit)
 
     def mark_playable(self) -> None:
         """A sink (the HLS packager) has a playable segment of this connection's media."""

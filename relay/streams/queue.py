@@ -547,6 +547,21 @@ class DrainQueue(_GopQueue):
         self._scheduled: asyncio.Handle | None = None
         self._draining = False
 
+    def on_frame(self, frame: MediaFrame) -> None:
+        # The common case, once per frame: room for it, nothing to drop, nothing awaited.
+        # Anything else (a bound reached, a keyframe awaited, the end) takes the full path.
+        size = len(frame.data)
+        items = self._items
+        if (self._ended or self._awaiting_keyframe or self._bytes + size > self.max_bytes
+                or len(items) >= self.max_frames):
+            super().on_frame(frame)
+            return
+        items.append(frame)
+        self._bytes += size
+        self._frames += 1
+        if self._scheduled is None and not self._draining:  # _wake, inline
+            self._scheduled = asyncio.get_running_loop().call_soon(self._run_scheduled)
+
     def on_discontinuity(self) -> None:
         super().on_discontinuity()
         self.drain()
@@ -558,37 +573,44 @@ class DrainQueue(_GopQueue):
     def drain(self) -> None:
         """Hand the consumer everything queued, in order (what the scheduled callback does;
         safe to call at any time)."""
-        if self._draining:
-            return  # called back from the consumer: the running pass takes what follows
         if self._scheduled is not None:
             self._scheduled.cancel()
-            self._scheduled = None
-        self._draining = True
-        consumer = self.consumer
-        items = self._items
-        try:
-            while items:
-                item = self._take()
-                if isinstance(item, MediaFrame):
-                    consumer.on_frame(item)
-                elif isinstance(item, Discontinuity):
-                    consumer.on_discontinuity()
-                elif isinstance(item, EndOfStream):
-                    consumer.on_end()
-                else:
-                    consumer.on_track(item)
-        finally:
-            self._draining = False
-            if items:  # the consumer raised: the rest goes in the next pass
-                self._wake()
+        self._run_scheduled()
 
     def _wake(self) -> None:
         if self._scheduled is None and not self._draining:
             self._scheduled = asyncio.get_running_loop().call_soon(self._run_scheduled)
 
     def _run_scheduled(self) -> None:
+        # The pass itself (drain() cancels the callback first, when one is scheduled).
         self._scheduled = None
-        self.drain()
+        if self._draining:
+            return  # called back from the consumer: the running pass takes what follows
+        self._draining = True
+        consumer = self.consumer
+        on_frame = consumer.on_frame
+        items = self._items
+        try:
+            while items:
+                # _take, with the frames' bookkeeping inline: a pass hands over a few frames
+                # per loop iteration per stream.
+                item = items.popleft()
+                if isinstance(item, MediaFrame):
+                    self._frames -= 1
+                    self._bytes -= len(item.data)
+                    on_frame(item)
+                elif isinstance(item, Discontinuity):
+                    consumer.on_discontinuity()
+                elif isinstance(item, EndOfStream):
+                    self._finished = True
+                    consumer.on_end()
+                else:
+                    self._delivered[_kind(item)] = item
+                    consumer.on_track(item)
+        finally:
+            self._draining = False
+            if items:  # the consumer raised: the rest goes in the next pass
+                self._wake()
 
 
 def _kind(config: TrackConfig) -> TrackKind:

@@ -77,6 +77,15 @@ def test_ingest_probe_runs() -> None:
     assert "idle:" in out and "1 x 6mbps from loadgen:" in out and "garbage collector" in out
 
 
+def test_ingest_calls_counts_the_publishing_path() -> None:
+    out = run("benchmarks/ingest_calls.py", "--runs", "1", "--input",
+              str(ROOT / "tests" / "vectors" / "media"
+                  / "h264_baseline_640x360_25fps_aac_44k_mono.flv"))
+    # Every frame of the clip reached the consumer behind the packager's queue.
+    assert "41 media messages in 82 reads, 38 frames to the consumer" in out
+    assert "Python calls per read" in out and "us per read" in out
+
+
 def test_suite_only_runs_the_named_scenarios(tmp_path: Path) -> None:
     run("benchmarks/suite.py", "--smoke", "--only", "parsers", "--json",
         str(tmp_path / "suite.json"))

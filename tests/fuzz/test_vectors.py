@@ -23,6 +23,7 @@ CASES = [
     pytest.param("hls", "playback_id_with_final_newline.bin"),
     pytest.param("hls", "skip_value_whole_in_400_reason.bin"),
     pytest.param("proxy_protocol", "bare_cr_before_crlf_split.bin"),
+    pytest.param("session", "chunk_error_raised_by_buffer_updated.bin"),
 ]
 
 

@@ -275,6 +275,85 @@ def test_a_broken_chunk_stream_closes_after_the_frames_before_it(feed: Feed) -> 
     assert outcome.messages > 150
 
 
+def run_into_buffers(data: bytes, feed: Feed) -> tuple[Outcome, int, int]:
+    """`run` with parse_media=True through get_buffer/buffer_updated (the server's way), as
+    the server acts on buffer_updated's answer: when it is False, nothing is asked for. Checks
+    that such a read indeed had nothing to give (no event, nothing to send); returns the
+    outcome and the numbers of reads answered False while publishing, and of all reads."""
+    server = ServerSession(random_bytes=bytes, parse_media=True)
+    path = NewPath()
+    skipped = reads = 0
+    try:
+        for piece in feed(data):
+            while piece:  # one read per buffer offered, as asyncio does
+                view = server.get_buffer(len(piece))
+                n = min(len(view), len(piece))
+                view[:n] = piece[:n]
+                view.release()
+                piece = piece[n:]
+                server.new_turn()
+                reads += 1
+                if not server.buffer_updated(n):
+                    skipped += 1
+                    assert server.next_event() is None and server.data_to_send() == b""
+                    continue
+                while True:
+                    while (event := server.next_event()) is not None:
+                        if isinstance(event, PublishRequested):
+                            server.accept_publish()
+                        path.take(event)
+                    server.data_to_send()  # written, as the server does
+                    if not server.turn_spent:
+                        break
+                    server.new_turn()
+    except RemoteProtocolError as exc:
+        path.outcome.closed_by = str(exc)
+    return path.outcome, skipped, reads
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_a_read_with_no_complete_message_is_answered_false_and_loses_nothing(
+        feed: Feed) -> None:
+    for data in (DATA, generated_publish(5, 600 if feed is bytewise else 1500),
+                 generated_publish(4, 200, tail=b"\x45" + bytes(7) + b"more")):
+        want = run(data, feed, parse_media=True)
+        got, skipped, reads = run_into_buffers(data, feed)
+        assert got == want
+        if feed is bytewise:  # the bytes of a publish after its handshake end no message
+            assert skipped > reads // 3
+        elif feed is whole:  # one read: handshake, commands and media all in it
+            assert skipped == 0
+
+
+def test_a_lone_chunk_header_is_answered_false_its_body_true() -> None:
+    # ffmpeg writes each chunk's header and body apart: the header's read completes nothing.
+    server = ServerSession(random_bytes=bytes, parse_media=True)
+    server.receive_data(generated_publish(6, 20))  # publishing, and still is
+    while True:
+        server.new_turn()
+        while (event := server.next_event()) is not None:
+            if isinstance(event, PublishRequested):
+                server.accept_publish()
+        if not server.turn_spent:
+            break
+    muxer = ChunkMuxer(128)
+    body = VIDEO_TAGS[0]
+    muxer.write_message(6, MessageType.VIDEO, 1, 0x7FFF0000, body)
+    message = muxer.take()
+    header = len(message) - len(body)
+    for piece, ready in ((message[:header], False), (message[header:], True)):
+        view = server.get_buffer(len(piece))
+        view[:len(piece)] = piece
+        view.release()
+        server.new_turn()
+        assert server.buffer_updated(len(piece)) is ready
+    event = server.next_event()
+    assert isinstance(event, MediaBatch) and event.messages == 1
+    [frame] = event.units
+    assert isinstance(frame, MediaFrame) and frame.data == NALS and frame.keyframe
+    assert server.next_event() is None
+
+
 def test_unwrap_follows_the_shortest_step_rule() -> None:
     ingest, reference = MediaIngest(), TimestampUnwrapper()
     rng = random.Random(5)

@@ -12,6 +12,7 @@ import pytest
 from relay.media.units import TrackKind
 from relay.store import Store
 from relay.store.records import LiveStream
+from relay.streams.lifecycle import State
 from relay.streams.registry import IngestRegistry, PublishRefused, Refusal, StreamChange
 from relay.streams.throttle import AuthThrottle
 from tests.streams.helpers.drain_queue import Recorder
@@ -239,6 +240,30 @@ async def test_audio_only_drops_video_and_activates_on_audio(store: Store) -> No
     await settle(registry, stream.id)
     live = await store.get_live_stream(stream.id)
     assert live is not None and live.status == "active"
+    await registry.close()
+
+
+async def test_one_read_of_units_moves_the_lifecycle_on_inside_the_read(store: Store) -> None:
+    # publish_units looks the lifecycle up once per read, and again after each frame that
+    # moved it: the first frame records, the first keyframe (no packager) makes it active,
+    # and a frame before its track's configuration in the same read is dropped.
+    stream = await new_stream(store)
+    registry = IngestRegistry(store)
+    session = await registry.admit(stream.stream_key, FakePublisher(), "127.0.0.1")
+    sink = Recorder()
+    session.attach_sink(sink)
+    early = frame(TrackKind.AUDIO, 0)
+    inter, key = frame(TrackKind.VIDEO, 0), frame(TrackKind.VIDEO, 33, keyframe=True)
+    later = [frame(TrackKind.AUDIO, 23), frame(TrackKind.VIDEO, 66)]
+    assert session.state is State.CONNECTED
+    session.publish_units([VIDEO, early, inter, AUDIO, key, *later])
+    assert sink.items == [VIDEO, inter, AUDIO, key, *later]
+    assert session.state is State.ACTIVE
+    assert session.health.last_video_dts == 66 and session.health.last_audio_dts == 23
+    await settle(registry, stream.id)
+    assert await events_of(store) == [
+        "video.live_stream.connected", "video.asset.created", "video.live_stream.recording",
+        "video.live_stream.active"]
     await registry.close()
 
 
