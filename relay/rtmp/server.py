@@ -508,18 +508,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         if not self._first_seen:
             self._preamble_updated(nbytes)
             return
-        # _take_input, inlined: this runs for every read of every publisher.
-        session = self.session
-        session.new_turn()
-        try:
-            ready = session.buffer_updated(nbytes)
-        except (ChunkError, RemoteProtocolError) as exc:
-            self._protocol_error(str(exc))
-            return
-        if ready:  # False: a read that ended inside a chunk, nothing to act on
-            self._process()
-        if self.live is None and not self._closed:
-            self._charge_budget()
+        self._take_input(nbytes)
 
     def _take_input(self, nbytes: int) -> None:
         """The session's buffer received `nbytes` (0: what was given by receive_data)."""
@@ -530,7 +519,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
         except (ChunkError, RemoteProtocolError) as exc:
             self._protocol_error(str(exc))
             return
-        if ready:
+        if ready:  # False: a read that ended inside a chunk, nothing to act on
             self._process()
         if self.live is None and not self._closed:
             self._charge_budget()
@@ -618,10 +607,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
                                  self.peer, peer_text(event.reason))
                 self._flush()
                 self._shutdown()
-        # _flush, inline: nearly always nothing to write.
-        data = session.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        self._flush()
 
     def _yield_turn(self) -> None:
         # What was read holds more than one turn's messages (a flood of pings, say): let

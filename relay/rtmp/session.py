@@ -434,13 +434,7 @@ class ServerSession:
                 # Raised once the media before it has been handed out, as one message at a
                 # time did.
                 self._pending_error = exc
-        if self._batch_messages:  # _flush_batch, inline: once per read that took media
-            self._events.append(MediaBatch(self._batch, self._batch_messages,
-                                           self._batch_errors, self._batch_first_error))
-            self._batch = []
-            self._batch_messages = 0
-            self._batch_errors = 0
-            self._batch_first_error = ""
+        self._flush_batch()
         return True
 
     def _parse_tag(self, type_id: int, dts: int, payload: bytes) -> None:

@@ -215,10 +215,7 @@ class LiveSession:
         record = self.health.record
         check = self.warnings.on_frame
         now = self._clock()
-        # _lifecycle_settled(), inline: once the stream is active, a read makes no call.
-        state = self.lifecycle.state
-        settled = state is not State.CONNECTED and (state is not State.RECORDING
-                                                    or self._sink_reports_playable)
+        settled = self._lifecycle_settled()  # once the stream is active: True
         for unit in units:
             if not isinstance(unit, MediaFrame):
                 self.publish_track(unit)
