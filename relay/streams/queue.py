@@ -592,20 +592,14 @@ class DrainQueue(_GopQueue):
         items = self._items
         try:
             while items:
-                # _take, with the frames' bookkeeping inline: a pass hands over a few frames
-                # per loop iteration per stream.
-                item = items.popleft()
+                item = self._take()
                 if isinstance(item, MediaFrame):
-                    self._frames -= 1
-                    self._bytes -= len(item.data)
                     on_frame(item)
                 elif isinstance(item, Discontinuity):
                     consumer.on_discontinuity()
                 elif isinstance(item, EndOfStream):
-                    self._finished = True
                     consumer.on_end()
                 else:
-                    self._delivered[_kind(item)] = item
                     consumer.on_track(item)
         finally:
             self._draining = False
