@@ -237,17 +237,9 @@ class IngestWarnings:
                     self._good(_TIMESTAMP_JUMP, now)
 
         if video:
-            # Most video frames are inside a GOP that is not too long yet: only counted
-            # (what _check_keyframes does for them, without the call).
-            start, target = self._gop_start, self.segment_target
-            if (start is not None and not keyframe and (
-                    target is None
-                    or dts - start <= target * (1 + limits.keyframe_slack) * 1000)):
-                self._gop_frames += 1
-            else:
-                warning = self._check_keyframes(keyframe, dts, now)
-                if warning is not None:
-                    found = [warning] if found is None else [*found, warning]
+            warning = self._check_keyframes(keyframe, dts, now)
+            if warning is not None:
+                found = [warning] if found is None else [*found, warning]
 
         # This track is here; the other one may be missing.
         here, absent = (_MISSING_VIDEO, _MISSING_AUDIO) if video else (_MISSING_AUDIO,
@@ -270,13 +262,9 @@ class IngestWarnings:
                     found = [warning] if found is None else [*found, warning]
             elif seen is not None and silent < limits.max_av_drift:
                 # Both tracks flow: a gap between their timestamps is drift, not a stall.
-                if (other_dts is not None and not self._raised_now
-                        and -self._drift_ms <= dts - other_dts <= self._drift_ms):
-                    self._drift_since = None  # what _check_drift does here, without the call
-                else:
-                    warning = self._check_drift(now)
-                    if warning is not None:
-                        found = [warning] if found is None else [*found, warning]
+                warning = self._check_drift(now)
+                if warning is not None:
+                    found = [warning] if found is None else [*found, warning]
         return _NONE if found is None else tuple(found)
 
     def _check_drift(self, now: float) -> IngestWarning | None:
