@@ -36,7 +36,11 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ingest_path import connection_bytes, flv_tags  # noqa: E402
+from benchmarks.ingest_path import (  # noqa: E402
+    DEFAULT_CLIP,
+    clip_tags,
+    connection_bytes,
+)
 from relay.media.units import MediaFrame, TrackConfig  # noqa: E402
 from relay.rtmp.server import RtmpConnection, RtmpCounters, RtmpLimits, RtmpServer  # noqa: E402
 from relay.store import NewLiveStream, Store  # noqa: E402
@@ -178,14 +182,13 @@ async def measure(tags: list[tuple[int, int, bytes]], runs: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, default=ROOT / "benchmarks/media/6mbps-20s.flv")
+    parser.add_argument("--input", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    if not args.input.is_file():
-        print(f"{args.input} is missing: run benchmarks/ingest_probe.py once to make the "
-              "suite's clips, or pass --input", file=sys.stderr)
+    tags = clip_tags(args.input)
+    if tags is None:
         return 2
-    uvloop.run(measure(flv_tags(args.input.read_bytes()), args.runs))
+    uvloop.run(measure(tags, args.runs))
     return 0
 
 
