@@ -153,8 +153,10 @@ def tune_gc() -> None:
 
 
 #: Allocations of at least this many bytes get a mapping of their own from glibc's malloc,
-#: unmapped when freed (its M_MMAP_THRESHOLD, here fixed; see `tune_malloc`).
-MALLOC_MMAP_THRESHOLD: Final = 128 * 1024
+#: unmapped when freed (its M_MMAP_THRESHOLD, here fixed; see `tune_malloc`). Above the
+#: largest LL-HLS part and keyframe message of common bitrates (about 0.1 to 1 MB), which
+#: come from the heap; larger buffers keep mappings of their own.
+MALLOC_MMAP_THRESHOLD: Final = 4 * 1024 * 1024
 #: Free memory at the heap's top beyond this many bytes goes back to the system (glibc's
 #: M_TRIM_THRESHOLD, its default, which the raised mmap threshold had doubled with it).
 MALLOC_TRIM_THRESHOLD: Final = 128 * 1024
@@ -169,12 +171,14 @@ def tune_malloc(libc: Any = None) -> bool:
     MALLOC_TRIM_THRESHOLD); True when they were set.
 
     By default glibc raises the threshold to the size of each mapped chunk that is freed
-    (up to 32 MiB), after which the live window's parts (100 to 250 KB each at 6 Mbit/s)
-    and the RTMP keyframe messages come from the heap, which keeps the memory they leave
-    behind. A fixed threshold keeps them mapped, so what the window frees goes back to the
-    system and RSS follows the window: 6.2 -> 4.6 MiB per 6 Mbit/s stream at 1 stream, 4.7
-    -> 3.7 at 4 (`benchmarks/ingest_probe.py`, benchmarks/README.md history), for a few
-    system calls per part (no CPU difference in the probe). Nothing is done on another C
+    (up to 32 MiB), after which every large buffer comes from the heap, which keeps the
+    memory it leaves behind; a fixed threshold bounds that. It is no longer 128 KiB: a part
+    (100 to 250 KB each at 6 Mbit/s) that the heap's top could not hold got a mapping of
+    its own, written page by page and unmapped when freed. Served from the heap, the
+    window's freed parts are reused by the next ones: the packager's work per part cut
+    240-255 -> 96-115 us of thread CPU time (one ffmpeg push), for 0.7-0.8 MiB more RSS per
+    6 Mbit/s stream at 4 and 16 streams (benchmarks/README.md, history). The trim
+    threshold still returns a heap top freed beyond 128 KiB. Nothing is done on another C
     library (no `mallopt`) or when the operator set MALLOC_MMAP_THRESHOLD_ (glibc read it
     at start-up)."""
     if MALLOC_MMAP_ENV in os.environ:
