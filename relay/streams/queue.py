@@ -22,7 +22,9 @@ on a stream without video, every AAC frame being a random access point). When no
 resumption point is queued, every queued frame goes and the queue refuses frames until the
 next one arrives, so the consumer always continues on a keyframe. Track configurations and
 discontinuities inside a dropped range are kept (coalesced: the last configuration per track,
-one discontinuity), since the consumer needs them to decode what follows.
+one discontinuity), since the consumer needs them to decode what follows. A consumer attached
+mid-GOP starts on the next resumption point too; the frames it passes over then are counted
+as `skipped_frames`, not as drops (nothing was lost for want of room).
 
 `restart()` is for a consumer that lost its connection and starts a new one: the next `get()`s
 yield the track configurations in force, then frames from the next resumption point on.
@@ -105,11 +107,16 @@ class _GopQueue:
         # A consumer starts on a resumption point too (the hub may attach it mid-GOP),
         # unless it sorts out the start itself (the HLS segmenter).
         self._awaiting_keyframe = start_on_keyframe
+        #: The consumer's first frame has been queued: from then on a frame refused while
+        #: awaiting a keyframe is a drop; before, it is its start passing over a GOP begun.
+        self._started = not start_on_keyframe
         self._ended = False  # on_end was called
         self._finished = False  # EndOfStream was handed out
         self.dropped_frames = 0
         self.dropped_bytes = 0
         self.dropped_gops = 0
+        #: Frames passed over before the consumer's start (a keyframe): not drops.
+        self.skipped_frames = 0
         self._drops = drops
 
     # -- the hub's side (MediaSink) ------------------------------------------------------
@@ -127,10 +134,14 @@ class _GopQueue:
         size = len(frame.data)
         if self._awaiting_keyframe:
             if not self._resumes(frame):
-                self._count_drop(size)
-                self._mark_gap()
+                if self._started:
+                    self._count_drop(size)
+                    self._mark_gap()
+                else:
+                    self.skipped_frames += 1
                 return
             self._awaiting_keyframe = False
+            self._started = True
         if size > self.max_bytes:
             # One frame over the whole bound: it cannot be queued, nor can its GOP.
             self._count_gop()

@@ -15,6 +15,7 @@ from relay.streams.queue import (
     Discontinuity,
     EndOfStream,
     MediaQueue,
+    QueueDrops,
     QueueItem,
 )
 from tests.streams.helpers.queue import AUDIO_CONFIG, VIDEO_CONFIG, audio, video
@@ -181,6 +182,24 @@ def test_configs_and_discontinuities_in_a_dropped_range_survive_coalesced() -> N
                             video(99, True)]
 
 
+def test_a_start_mid_gop_skips_to_a_keyframe_without_counting_drops() -> None:
+    drops = QueueDrops()
+    queue = MediaQueue(drops=drops)  # attached while the stream is live, mid-GOP
+    queue.on_track(VIDEO_CONFIG)
+    queue.on_track(AUDIO_CONFIG)
+    for frame in (video(33), audio(40), video(66)):
+        queue.on_frame(frame)
+    key = video(100, True)
+    queue.on_frame(key)
+    assert drain(queue) == [VIDEO_CONFIG, AUDIO_CONFIG, key]
+    assert (queue.skipped_frames, queue.dropped_frames, queue.dropped_bytes) == (3, 0, 0)
+    assert (drops.frames, drops.gops) == (0, 0)
+    # After the start, a frame refused while awaiting a keyframe is a drop again.
+    queue.on_frame(video(2000, True, size=DEFAULT_MAX_BYTES + 1))
+    queue.on_frame(video(2033))
+    assert (queue.skipped_frames, queue.dropped_frames, drops.frames) == (3, 2, 2)
+
+
 def test_restart_yields_current_configs_then_a_keyframe() -> None:
     queue = MediaQueue()
     queue.on_track(VIDEO_CONFIG)
@@ -235,7 +254,8 @@ def operations(draw: st.DrawFn) -> list[Op]:
 @given(operations(), st.integers(200, 3000), st.integers(16, 40), st.booleans())
 def test_invariants_hold_for_any_sequence(ops: list[Op], max_bytes: int, max_frames: int,
                                           audio_only: bool) -> None:
-    """Bounds always hold; every frame is delivered or counted as dropped; the consumer's
+    """Bounds always hold; every frame is delivered or counted as dropped or, before the
+    consumer's first frame, as skipped; the consumer's
     frames come in order and, after a drop or a restart, resume on a keyframe with the
     configurations it needs."""
     queue = MediaQueue(max_bytes=max_bytes, max_frames=max_frames)
@@ -305,8 +325,10 @@ def test_invariants_hold_for_any_sequence(ops: list[Op], max_bytes: int, max_fra
         assert item is not None
         take(item)
     frames = [i for i in delivered if isinstance(i, MediaFrame)]
-    assert len(frames) + queue.dropped_frames == pushed_frames
-    assert sum(len(f.data) for f in frames) + queue.dropped_bytes == pushed_bytes
+    assert len(frames) + queue.dropped_frames + queue.skipped_frames == pushed_frames
+    skipped = pushed[:queue.skipped_frames]  # the frames before the first one queued
+    assert sum(len(f.data) for f in frames) + queue.dropped_bytes + sum(
+        len(f.data) for f in skipped) == pushed_bytes
     assert [f.dts for f in frames] == sorted(f.dts for f in frames)
 
 
