@@ -17,9 +17,9 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
-from typing import Protocol, get_args
+from typing import Final, Protocol, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Info, generate_latest
 from prometheus_client.core import (
@@ -42,6 +42,7 @@ from relay.hls.packager import HlsCounters
 from relay.hls.spool import Spools
 from relay.hls.upstream import UpstreamCounters
 from relay.http_limits import HttpCounters
+from relay.media.ts_units import COUNTERS as TS_UNIT_COUNTERS
 from relay.rtmp.server import RtmpCounters
 from relay.simulcast.counters import SimulcastCounters, TargetSnapshot
 from relay.srt.admission import SrtAdmissionCounters
@@ -229,6 +230,8 @@ class SrtIngestCountersView(Protocol):
     def ts_cc_errors(self) -> int: ...
     @property
     def pes_dropped(self) -> int: ...
+    @property
+    def media(self) -> Mapping[str, int]: ...
 
 
 class SrtStatsView(Protocol):
@@ -275,6 +278,8 @@ class SrtConnectionView(Protocol):
     def stats(self) -> SrtStatsView | None: ...
     @property
     def demux(self) -> TsDemuxerCountsView: ...
+    @property
+    def media(self) -> object: ...  # a TsMediaAssembler: its TS_UNIT_COUNTERS are read
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +291,46 @@ class SrtMetricsSource:
     admission: SrtAdmissionCounters  # the listen callback's (SrtAdmission.counters)
     #: The open connections (SrtServer.connections.values()), read at scrape time.
     connections: Callable[[], Iterable[SrtConnectionView]]
+
+
+#: SRT frames not published, by reason: (label, `TsMediaAssembler` counter).
+_SRT_FRAMES_NOT_PUBLISHED: Final = (
+    ("before_keyframe", "skipped_frames"), ("discontinuity", "discontinuities"),
+    ("malformed", "malformed"), ("unsupported", "unsupported_frames"),
+    ("before_start", "early_frames"), ("empty", "empty_access_units"))
+
+
+def _srt_media_counters(closed: Mapping[str, int],
+                        connections: list[SrtConnectionView]) -> Iterator[Metric]:
+    """The media assemblers' counters: those of ended connections, plus the open ones'."""
+    media = dict.fromkeys(TS_UNIT_COUNTERS, 0)
+    media.update(closed)
+    for connection in connections:
+        for name in TS_UNIT_COUNTERS:
+            media[name] += getattr(connection.media, name)
+    frames = CounterMetricFamily("relay_srt_frames", "audio and video frames published "
+                                 "from SRT callers", labels=["kind"])
+    frames.add_metric(["video"], media["video_frames"])
+    frames.add_metric(["audio"], media["audio_frames"])
+    yield frames
+    dropped = CounterMetricFamily(
+        "relay_srt_frames_not_published", "frames from SRT callers not published, by reason: "
+        "before their track's configuration and keyframe (or a keyframe after a loss), "
+        "lost data the demuxer flagged, invalid (bad Annex-B or parameter sets, over a size "
+        "bound), an unsupported ADTS layout, timed before the stream's start, or empty once "
+        "delimiters and parameter sets are out", labels=["reason"])
+    for reason, name in _SRT_FRAMES_NOT_PUBLISHED:
+        dropped.add_metric([reason], media[name])
+    yield dropped
+    for metric, documentation, name in (
+            ("relay_srt_track_configs", "audio and video decoder configurations published "
+             "from SRT callers", "configs"),
+            ("relay_srt_ignored_streams", "elementary streams in SRT callers' programs that "
+             "Relay does not carry", "ignored_streams"),
+            ("relay_srt_ignored_pes", "PES packets of those streams", "ignored_pes"),
+            ("relay_srt_audio_skipped_bytes", "bytes of SRT callers' audio skipped to find "
+             "an ADTS header", "audio_skipped_bytes")):
+        yield CounterMetricFamily(metric, documentation, value=media[name])
 
 
 #: The per-connection gauges: (name, help, what of the connection's SrtStats).
@@ -770,6 +815,7 @@ class IngestCollector(Collector):
                               ("internal", admission.refused_internal)):
             refused.add_metric([reason], value)
         yield refused
+        yield from _srt_media_counters(ingest.media, connections)
         families = [GaugeMetricFamily(name, f"{documentation} (latest stats of each SRT "
                                       "connection publishing now)", labels=["live_stream_id"])
                     for name, documentation, _ in _SRT_CONNECTION_GAUGES]

@@ -163,6 +163,13 @@ class _AudioTrack:
     rate: int = 0
 
 
+#: `TsMediaAssembler`'s counters by attribute name: an SRT connection's are summed into
+#: `relay.srt.server.SrtIngestCounters.media` when it ends, and /metrics exports them.
+COUNTERS = ("video_frames", "audio_frames", "configs", "ignored_streams", "ignored_pes",
+            "skipped_frames", "discontinuities", "malformed", "unsupported_frames",
+            "audio_skipped_bytes", "early_frames", "empty_access_units")
+
+
 class TsMediaAssembler:
     """Turns one SRT session's PES packets into media units (see the module docstring).
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from relay._native.mpegts import PesPacket, TsDemuxer
 from relay.limits import MAX_FRAME_SIZE
 from relay.logs import LogLimiter, peer_text
-from relay.media.ts_units import TsIngestError, TsMediaAssembler
+from relay.media.ts_units import COUNTERS, TsIngestError, TsMediaAssembler
 from relay.media.units import AudioConfig, MediaFrame, TrackConfig, VideoConfig
 from relay.srt.admission import SrtAdmission, parse_streamid
 from relay.srt.listener import (
@@ -79,6 +79,8 @@ class SrtIngestCounters:
     ts_resyncs: int = 0
     ts_cc_errors: int = 0
     pes_dropped: int = 0
+    #: The media assemblers' counters (`relay.media.ts_units.COUNTERS`) of closed connections.
+    media: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
 
 
 class SrtServer:
@@ -165,6 +167,9 @@ class SrtServer:
             self.counters.ts_resyncs += demux.resyncs
             self.counters.ts_cc_errors += demux.cc_errors
             self.counters.pes_dropped += demux.pes_dropped
+            totals = self.counters.media
+            for name in COUNTERS:
+                totals[name] += getattr(connection.media, name)
 
     def close_all(self, reason: str) -> None:
         """Shutdown: publish what each caller's demuxer still holds (its last frames belong

@@ -259,6 +259,11 @@ def test_metrics_show_the_srt_publisher(relay: RelayProcess) -> None:
     samples = srt_samples(relay)
     assert not any(stream_id for _, stream_id in samples), samples
     assert samples[("relay_srt_ts_packets_total", "")] > 0  # kept after the connection
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    frames = {sample.labels["kind"]: sample.value
+              for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == "relay_srt_frames_total"}
+    assert frames["video"] > 0 and frames["audio"] > 0, frames  # the media assembler's too
 
 
 GST_LAUNCH = shutil.which("gst-launch-1.0")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.media.ts_units import COUNTERS
 from relay.media.units import AudioConfig, Codec, MediaFrame, TrackConfig, TrackKind, VideoConfig
 from relay.srt.admission import SrtAdmission, SrtAdmissionLimits
 from relay.srt.listener import (
@@ -429,11 +430,18 @@ async def test_the_demuxers_counts_are_kept_when_a_connection_ends(harness: Harn
     assert demux.packets == 2 * len(H264_AAC) // 188 and demux.cc_errors > 0
     packets, cc_errors, resyncs, dropped = (demux.packets, demux.cc_errors, demux.resyncs,
                                             demux.pes_dropped)
+    media = harness.connection(handle).media
+    assembled = {name: getattr(media, name) for name in COUNTERS}
+    assert assembled["video_frames"] > 0 and assembled["audio_frames"] > 0
     assert harness.counters.ts_packets == 0  # an open connection's are added at scrape time
+    assert not any(harness.counters.media.values())
     harness.server.take([ConnectionClosed(handle, "the peer closed the connection")])
     counters = harness.counters
     assert (counters.ts_packets, counters.ts_cc_errors, counters.ts_resyncs,
             counters.pes_dropped) == (packets, cc_errors, resyncs, dropped)
+    # The media assembler's counters too (the closing flush may publish the last frames).
+    assert all(counters.media[name] >= count for name, count in assembled.items())
+    assert counters.media == {name: getattr(media, name) for name in COUNTERS}
     assert counters.bytes_received == 2 * len(H264_AAC)
     assert (counters.connections_total, counters.connections_open) == (1, 0)
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
+from relay.media.ts_units import COUNTERS, TsMediaAssembler
 from relay.metrics import IngestCollector, SrtMetricsSource
 from relay.rtmp.server import RtmpCounters
 from relay.srt.admission import SrtAdmissionCounters
@@ -41,6 +42,7 @@ class FakeConnection:
     live: FakeLive | None
     stats: SrtStats | None
     demux: FakeDemux
+    media: TsMediaAssembler = field(default_factory=TsMediaAssembler)
 
 
 def stats(rtt_ms: float, rate: float, lost: int, retransmitted: int, dropped: int,
@@ -109,6 +111,9 @@ async def test_srt_counters_and_connection_gauges(registry: IngestRegistry) -> N
     assert value("relay_srt_ts_resyncs_total") == 1 + 1
     assert value("relay_srt_ts_cc_errors_total") == 2 + 2
     assert value("relay_srt_pes_dropped_total") == 3 + 3
+    # The media assemblers' counters: none counted anywhere yet.
+    assert value("relay_srt_frames_total", kind="video") == 0
+    assert value("relay_srt_frames_not_published_total", reason="malformed") == 0
     refused = {"bad_streamid": 1, "unknown_key": 2, "disabled": 3, "live": 4,
                "over_capacity": 5, "throttled": 6, "shutting_down": 7, "internal": 8}
     for reason, count in refused.items():
@@ -172,3 +177,40 @@ def test_the_metrics_module_does_not_load_libsrt() -> None:
     assert result.returncode == 0, result.stderr
     assert "relay.srt.listener" not in result.stdout and "relay.srt.server" not in result.stdout
     assert "relay.srt.binding" not in result.stdout, result.stdout
+
+
+async def test_srt_media_counters_of_ended_and_open_connections(
+        registry: IngestRegistry) -> None:
+    """Every `TsMediaAssembler` counter is on /metrics: the ended connections' totals plus
+    each open connection's so far."""
+    ingest = SrtIngestCounters()
+    for index, name in enumerate(COUNTERS):
+        ingest.media[name] = 100 * (index + 1)
+    open_media = TsMediaAssembler()
+    for index, name in enumerate(COUNTERS):
+        setattr(open_media, name, index + 1)
+    connections = [FakeConnection(FakeLive("stream-a"), None, FakeDemux(), open_media),
+                   FakeConnection(None, None, FakeDemux())]
+    source = SrtMetricsSource(ingest=ingest, listener=SrtCounters(),
+                              admission=SrtAdmissionCounters(),
+                              connections=lambda: connections)
+    samples = scrape(collector_of(registry, source))
+    expected = {name: 101 * (index + 1) for index, name in enumerate(COUNTERS)}
+    exported = {
+        "video_frames": ("relay_srt_frames_total", (("kind", "video"),)),
+        "audio_frames": ("relay_srt_frames_total", (("kind", "audio"),)),
+        "configs": ("relay_srt_track_configs_total", ()),
+        "ignored_streams": ("relay_srt_ignored_streams_total", ()),
+        "ignored_pes": ("relay_srt_ignored_pes_total", ()),
+        "audio_skipped_bytes": ("relay_srt_audio_skipped_bytes_total", ()),
+        **{name: ("relay_srt_frames_not_published_total", (("reason", reason),))
+           for reason, name in (("before_keyframe", "skipped_frames"),
+                                ("discontinuity", "discontinuities"),
+                                ("malformed", "malformed"),
+                                ("unsupported", "unsupported_frames"),
+                                ("before_start", "early_frames"),
+                                ("empty", "empty_access_units"))},
+    }
+    assert set(exported) == set(COUNTERS)
+    for name, key in exported.items():
+        assert samples[key] == expected[name], name
