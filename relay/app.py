@@ -368,7 +368,7 @@ class RelayServer:
                                                   lambda: list(self.simulcasts)),
                                               webhooks=self.webhooks.counters,
                                               upstream=self.upstream_counters,
-                                              node=self.node)
+                                              node=self.node, notices=self.notices)
             self.playback_access = PlaybackAccess(
                 session_secret=session_secret(s.data_dir / SESSION_SECRET_FILE))
             await self.playback_access.load(self.store)

@@ -178,6 +178,30 @@ def collect_node(node: NodeView) -> Iterator[Metric]:
                             value=len(node.live_nodes))
 
 
+class NoticesView(Protocol):
+    """`relay.cluster.StreamNotices`, as the collector reads it."""
+
+    @property
+    def sent(self) -> int: ...
+    @property
+    def heard(self) -> int: ...
+    @property
+    def connections(self) -> int: ...
+
+
+def collect_notices(notices: NoticesView | None) -> Iterator[Metric]:
+    """The stream-change notices between nodes (PostgreSQL only: zero on SQLite)."""
+    for name, documentation, value in (
+            ("relay_node_notices_sent", "stream-change notices this node sent the other nodes "
+             "(PostgreSQL NOTIFY after an API change)", notices.sent if notices else 0),
+            ("relay_node_notices_heard", "stream-change notices of other nodes this node heard",
+             notices.heard if notices else 0),
+            ("relay_node_notice_connections", "times this node's connection listening for "
+             "notices was established; more than 1: it dropped and was reconnected, and the "
+             "node reloaded its stream keys", notices.connections if notices else 0)):
+        yield CounterMetricFamily(name, documentation, value=value)
+
+
 # -- the SRT side, as the collector reads it -------------------------------------------
 # relay.srt.listener and relay.srt.server load libsrt, which only a server with SRT on may
 # need: these protocols name what the collector reads of their objects instead.
@@ -523,6 +547,7 @@ class IngestCollector(Collector):
                  webhooks: WebhookCounters | None = None,
                  upstream: UpstreamCounters | None = None,
                  node: NodeView | None = None,
+                 notices: NoticesView | None = None,
                  spools: Spools | None = None,
                  reads: StoredReads = STORED_READS,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -535,6 +560,7 @@ class IngestCollector(Collector):
         self.webhooks = webhooks if webhooks is not None else WebhookCounters()
         self.upstream = upstream if upstream is not None else UpstreamCounters()
         self.node = node
+        self.notices = notices
         self.rtmp = rtmp
         self.hls = hls if hls is not None else HlsCounters()
         self.http = http if http is not None else HttpCounters()
@@ -734,6 +760,7 @@ class IngestCollector(Collector):
         yield from collect_upstream(self.upstream)
         if self.node is not None:
             yield from collect_node(self.node)
+            yield from collect_notices(self.notices)
         yield from collect_live_streams(self.registry, self.clock())
         if self.srt is not None:
             yield from self._collect_srt(self.srt)

@@ -62,6 +62,13 @@ def refused(encoder: subprocess.Popen[str]) -> None:
     assert code != 0, err
 
 
+def counter(relay: RelayProcess, name: str) -> float:
+    text = httpx.get(relay.urls["metrics"], timeout=10).text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found is not None, text
+    return float(found.group(1))
+
+
 def srt_handshakes_refused(relay: RelayProcess) -> float:
     text = httpx.get(relay.urls["metrics"], timeout=10).text
     return sum(float(found) for found in re.findall(
@@ -112,6 +119,10 @@ def test_changes_on_any_node_reach_the_owner_within_a_second(
                    time.monotonic(), "disable on A")
         refused(publish(f"{b.urls['rtmp']}/{key}", seconds=5))
         assert "live stream is disabled" in b.log, b.log
+        # /metrics: A sent the notice, B heard it, each listening on its first connection.
+        assert counter(a, "relay_node_notices_sent_total") >= 1
+        assert counter(b, "relay_node_notices_heard_total") >= 1
+        assert counter(a, "relay_node_notice_connections_total") == 1
 
         # Enabled again; the key reset on C: B drops the encoder of the old key...
         with api(c) as client:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.cluster import ClusterNode
 from relay.hls.upstream import UpstreamCounters
-from relay.metrics import IngestCollector, NodeView
+from relay.metrics import IngestCollector, NodeView, NoticesView
 from relay.rtmp.server import RtmpCounters
 from relay.store import Store
 from relay.streams.registry import IngestRegistry
@@ -64,6 +64,27 @@ async def test_upstream_and_node_families(store: Store) -> None:
     assert families["relay_node_leases_held"].type == "gauge"
     assert value(families, "relay_node_leases_held") == 3
     assert value(families, "relay_node_live_nodes") == 4
+
+
+class FakeNotices:
+    sent = 6
+    heard = 9
+    connections = 2
+
+
+async def test_the_notice_families_read_the_notices_or_zero(store: Store) -> None:
+    node: NodeView = FakeNode()
+    notices: NoticesView = FakeNotices()
+    families = scrape(IngestCollector(IngestRegistry(store), RtmpCounters(), node=node,
+                                      notices=notices))
+    for name, expected in (("relay_node_notices_sent", 6), ("relay_node_notices_heard", 9),
+                           ("relay_node_notice_connections", 2)):
+        assert families[name].type == "counter", name
+        assert value(families, name) == expected, name
+    # SQLite: no notices, the families read zero.
+    families = scrape(IngestCollector(IngestRegistry(store), RtmpCounters(), node=node))
+    assert value(families, "relay_node_notices_sent") == 0
+    assert value(families, "relay_node_notice_connections") == 0
 
 
 async def test_without_a_node_the_upstream_families_are_zero(store: Store) -> None:
