@@ -866,8 +866,8 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
             relay_cpu = (used - cpu[0]) / (now - cpu[1])
             relay_wait = (waited - cpu[2]) / (now - cpu[1])
             cpu[:] = [used, now, waited]
-            relay_rate[result.viewers] = (result.requests_per_s / relay_cpu
-                                          if relay_cpu > 0 else None)
+            rate = relay_rate[result.viewers] = (result.requests_per_s / relay_cpu
+                                                 if relay_cpu > 0 else None)
             if not part_files:  # between steps: the feed's pacing has the warm-up to recover
                 part_files.extend(_save_parts(http_url, playback_id, work / "viewer-parts"))
             log(f"  viewers {result.viewers}: part delivery p50 {result.p50_ms} ms, p99 "
@@ -876,7 +876,8 @@ def viewers(profile: Profile, media: Path, work: Path, log: Callable[[str], None
                 f"{result.requests_per_s} requests/s, {result.mbit_per_s} Mbit/s; errors "
                 f"{result.errors}{' (' + result.first_error + ')' if result.errors else ''}; "
                 f"CPU relay {relay_cpu:.2f} (its main thread waited for a CPU "
-                f"{relay_wait:.3f} s/s), client {result.client_cpu} (waited for a CPU "
+                f"{relay_wait:.3f} s/s{f'; {rate:,.0f} requests per CPU-second' if rate else ''}"
+                f"), client {result.client_cpu} (waited for a CPU "
                 f"{result.client_wait} s/s; publisher's latest tick {result.feed_late_max_ms} "
                 f"ms late)")
 
