@@ -191,14 +191,16 @@ class NoticesView(Protocol):
 
 def collect_notices(notices: NoticesView | None) -> Iterator[Metric]:
     """The stream-change notices between nodes (PostgreSQL only: zero on SQLite)."""
+    sent, heard, connections = ((notices.sent, notices.heard, notices.connections)
+                                if notices is not None else (0, 0, 0))
     for name, documentation, value in (
             ("relay_node_notices_sent", "stream-change notices this node sent the other nodes "
-             "(PostgreSQL NOTIFY after an API change)", notices.sent if notices else 0),
+             "(PostgreSQL NOTIFY after an API change)", sent),
             ("relay_node_notices_heard", "stream-change notices of other nodes this node heard",
-             notices.heard if notices else 0),
+             heard),
             ("relay_node_notice_connections", "times this node's connection listening for "
              "notices was established; more than 1: it dropped and was reconnected, and the "
-             "node reloaded its stream keys", notices.connections if notices else 0)):
+             "node reloaded its stream keys", connections)):
         yield CounterMetricFamily(name, documentation, value=value)
 
 
