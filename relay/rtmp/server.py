@@ -479,8 +479,7 @@ class RtmpConnection(asyncio.BufferedProtocol):
             try:
                 return get_input(sizehint)
             except ChunkError as exc:
-                self._protocol_error(str(exc))
-                return memoryview(bytearray(max(sizehint, 1024)))
+                return self._over_cap(exc, sizehint)
         if self._proxy_reader is not None:
             if self._preamble_buffer is None:
                 self._preamble_buffer = bytearray(MAX_V2_HEADER_BYTES)
@@ -489,16 +488,18 @@ class RtmpConnection(asyncio.BufferedProtocol):
             try:
                 self._first_read = self.session.get_buffer(sizehint)
             except ChunkError as exc:
-                self._protocol_error(str(exc))
-                return memoryview(bytearray(max(sizehint, 1024)))
+                return self._over_cap(exc, sizehint)
             return self._first_read
         try:
             return self.session.get_buffer(sizehint)
         except ChunkError as exc:
-            # The buffered-bytes cap; asyncio would log a traceback, so fail the connection
-            # with its reason instead and hand asyncio a scratch buffer for this last read.
-            self._protocol_error(str(exc))
-            return memoryview(bytearray(max(sizehint, 1024)))
+            return self._over_cap(exc, sizehint)
+
+    def _over_cap(self, exc: ChunkError, sizehint: int) -> memoryview:
+        # The buffered-bytes cap; asyncio would log a traceback, so fail the connection
+        # with its reason instead and hand asyncio a scratch buffer for this last read.
+        self._protocol_error(str(exc))
+        return memoryview(bytearray(max(sizehint, 1024)))
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._closed:

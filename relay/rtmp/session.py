@@ -260,9 +260,6 @@ class ServerSession:
         self._muxer = ChunkMuxer()
         self.output_full = False  # MAX_PENDING_OUTPUT bytes wait: parse nothing more
         self._turn_messages = 0  # messages parsed since new_turn()
-        #: This turn's MAX_MESSAGES_PER_TURN messages were parsed; more wait for new_turn().
-        #: (A plain attribute: the adapter reads it after every read that gave events.)
-        self.turn_spent = False
         self._early_messages = 0  # messages parsed before the publish was admitted
         self._handshake_out = bytearray()
         self._events: list[Event] = []
@@ -382,8 +379,6 @@ class ServerSession:
             if message is None:
                 return None
             self._turn_messages += 1
-            if self._turn_messages >= MAX_MESSAGES_PER_TURN:
-                self.turn_spent = True
             if self.state is not State.PUBLISHING:
                 self._early_messages += 1
                 if self._early_messages > self._max_early_messages:
@@ -414,11 +409,7 @@ class ServerSession:
         # What MediaIngest.drain took (`taken` > 0 messages) into this read's MediaBatch;
         # `stop`, a message of another kind, dispatched after it. Always True.
         self._turn_messages += taken
-        if self._turn_messages >= MAX_MESSAGES_PER_TURN:
-            self.turn_spent = True
-        if self._demuxer.bytes_received - self._acked >= (self._peer_window
-                                                          or WINDOW_ACK_SIZE):
-            self._maybe_acknowledge()  # (the check above is its own, without the call)
+        self._maybe_acknowledge()
         batch = self._batch
         for unit in units:
             if isinstance(unit, tuple):
@@ -461,10 +452,14 @@ class ServerSession:
             self._batch_errors = 0
             self._batch_first_error = ""
 
+    @property
+    def turn_spent(self) -> bool:
+        """This turn's MAX_MESSAGES_PER_TURN messages were parsed; more wait for new_turn()."""
+        return self._turn_messages >= MAX_MESSAGES_PER_TURN
+
     def new_turn(self) -> None:
         """A new turn of the event loop: next_event() may parse MAX_MESSAGES_PER_TURN more."""
         self._turn_messages = 0
-        self.turn_spent = False
 
     def _maybe_acknowledge(self) -> None:
         # RTMP 5.4.3: acknowledge every window's worth of received bytes; the window is the

@@ -570,8 +570,7 @@ class DrainQueue(_GopQueue):
         items.append(frame)
         self._bytes += size
         self._frames += 1
-        if self._scheduled is None and not self._draining:  # _wake, inline
-            self._scheduled = asyncio.get_running_loop().call_soon(self._run_scheduled)
+        self._wake()
 
     def on_discontinuity(self) -> None:
         super().on_discontinuity()
